@@ -1,0 +1,3 @@
+"""paywire: HTTP 402 machine payments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""paywire.cli."""

@@ -1,0 +1,98 @@
+"""``paywire demo``: an offline, end-to-end purchase on a real (embedded) EVM with real EIP-3009 settlement."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.tx import TxSender
+from paywire.client.core import Payer
+from paywire.client.httpx_transport import PaymentTransport, settlement_of
+from paywire.devnet import Devnet, setup_devnet
+from paywire.evm.signer import LocalSigner
+from paywire.facilitator.app import create_app
+from paywire.facilitator.client import HttpFacilitatorClient
+from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_exact import EvmNetwork, ExactEvmClient, ExactEvmFacilitator, exact_evm_offer
+from paywire.server.asgi import PaymentMiddleware
+from paywire.server.core import PaidRoute
+from paywire.serving import serve_asgi
+
+CATALOGUE = (("/weather", "$0.01", "Current weather"), ("/joke", "$0.005", "A joke"),
+             ("/report", "$0.05", "Market report"))
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    path: str
+    price: int
+    status: int
+    tx: str
+    payer_before: int
+    payer_after: int
+    payee_before: int
+    payee_after: int
+
+
+def paid_api(net: Devnet, facilitator_url: str) -> PaymentMiddleware:
+    """A small API with three priced routes, settled through the facilitator over HTTP."""
+
+    async def handler(request: Request) -> JSONResponse:
+        return JSONResponse({"path": request.url.path, "data": f"paid content for {request.url.path}",
+                             "at": int(time.time())})
+
+    app = Starlette(routes=[Route(path, handler) for path, _, _ in CATALOGUE])
+    routes = [PaidRoute(path=p, description=d, offers=(exact_evm_offer(net.asset, net.payee.address, price=price),))
+              for p, price, d in CATALOGUE]
+    return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url))
+
+
+def usdc(atomic: int) -> str:
+    return f"{atomic / 1_000_000:,.6f}"
+
+
+async def run_demo(console: Console | None = None, *, purchases: int = 3) -> list[Purchase]:
+    """Run the whole exchange; returns the purchases (each settled on chain)."""
+    out = console or Console()
+    chain_backend = EmbeddedChain(chain_id=31337)
+    chain = RpcChain(chain_backend)
+    try:
+        with out.status("starting embedded chain and deploying the token"):
+            net = await setup_devnet(chain)
+        facilitator = Facilitator([ExactEvmFacilitator([
+            EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])
+        ])])
+        out.print(f"[bold]chain[/] {net.info.network}  [bold]token[/] {net.info.token} "
+                  f"({net.info.token_name} v{net.info.token_version})")
+        async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(paid_api(net, fac_url)) as api_url:
+            out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
+            payer = Payer([ExactEvmClient(LocalSigner(net.payer.private_key))])
+            results: list[Purchase] = []
+            async with httpx.AsyncClient(transport=PaymentTransport(payer), timeout=60) as agent:
+                for i in range(purchases):
+                    path, _, _ = CATALOGUE[i % len(CATALOGUE)]
+                    pb, qb = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
+                    r = await agent.get(api_url + path)
+                    s = settlement_of(r)
+                    pa, qa = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
+                    results.append(Purchase(path, pb - pa, r.status_code, s.transaction if s else "", pb, pa, qb, qa))
+        table = Table(title="paywire demo: purchases settled on chain")
+        for col in ("resource", "status", "price (USDC)", "tx hash", "payer before → after", "payee before → after"):
+            table.add_column(col)
+        for p in results:
+            table.add_row(p.path, str(p.status), usdc(p.price), p.tx[:18] + "…" if p.tx else "-",
+                          f"{usdc(p.payer_before)} → {usdc(p.payer_after)}",
+                          f"{usdc(p.payee_before)} → {usdc(p.payee_after)}")
+        out.print(table)
+        return results
+    finally:
+        await chain.aclose()

@@ -1,0 +1,84 @@
+"""The facilitator's decisions: route a payment to its scheme plugin, verify, settle. No HTTP here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paywire.schemes.base import FacilitatorScheme, handles, supported_kinds
+from paywire.x402.models import (
+    PaymentPayload,
+    PaymentPayloadV1,
+    PaymentRequirements,
+    PaymentRequirementsV1,
+    SettleResponse,
+    SupportedResponse,
+    VerifyResponse,
+    requirements_v1_to_v2,
+)
+from paywire.x402.networks import to_caip2
+
+AnyPayload = PaymentPayload | PaymentPayloadV1
+AnyRequirements = PaymentRequirements | PaymentRequirementsV1
+
+
+def normalize(payload: AnyPayload, requirements: AnyRequirements) -> tuple[PaymentPayload, PaymentRequirements, bool]:
+    """Bring a v1 or v2 (payload, requirements) pair to the v2 shape; the bool says it was v1."""
+    if isinstance(requirements, PaymentRequirementsV1):
+        req, resource = requirements_v1_to_v2(requirements)
+    else:
+        req, resource = requirements, None
+    if isinstance(payload, PaymentPayloadV1):
+        # v1 payloads name only scheme + network; what they accept is the server's offer on that pair
+        accepted = PaymentRequirements(
+            scheme=payload.scheme, network=to_caip2(payload.network), amount=req.amount, asset=req.asset,
+            pay_to=req.pay_to, max_timeout_seconds=req.max_timeout_seconds, extra=req.extra,
+        )
+        return PaymentPayload(x402_version=1, accepted=accepted, payload=payload.payload, resource=resource), req, True
+    return payload, req, False
+
+
+class Facilitator:
+    """Dispatches to scheme plugins by (scheme, network) of the accepted offer (checklist 41)."""
+
+    def __init__(self, schemes: Sequence[FacilitatorScheme], *, extensions: Sequence[str] = ()) -> None:
+        self.schemes = list(schemes)
+        self.extensions = list(extensions)
+
+    def _plugin(self, payload: PaymentPayload) -> FacilitatorScheme | None:
+        for p in self.schemes:
+            if handles(p, payload.accepted.scheme, payload.accepted.network):
+                return p
+        return None
+
+    def supported(self) -> SupportedResponse:
+        signers: dict[str, list[str]] = {}
+        for p in self.schemes:
+            signers.setdefault(p.network_pattern, [])
+            for a in p.signer_addresses():
+                if a not in signers[p.network_pattern]:
+                    signers[p.network_pattern].append(a)
+        return SupportedResponse(kinds=tuple(supported_kinds(self.schemes)), extensions=tuple(self.extensions),
+                                 signers=signers)
+
+    async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
+        p, req, v1 = normalize(payload, requirements)
+        plugin = self._plugin(p)
+        if plugin is None:
+            return VerifyResponse(False, "unsupported_scheme",
+                                  invalid_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
+        try:
+            return await plugin.verify(p, req, v1=v1)  # type: ignore[call-arg]
+        except Exception as exc:  # a plugin bug must not become a 5xx
+            return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
+
+    async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
+        p, req, v1 = normalize(payload, requirements)
+        plugin = self._plugin(p)
+        if plugin is None:
+            return SettleResponse(False, "", req.network, error_reason="unsupported_scheme",
+                                  error_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
+        try:
+            return await plugin.settle(p, req, v1=v1)  # type: ignore[call-arg]
+        except Exception as exc:
+            return SettleResponse(False, "", req.network, error_reason="unexpected_settle_error",
+                                  error_message=f"{type(exc).__name__}: {exc}")

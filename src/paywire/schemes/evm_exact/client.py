@@ -1,0 +1,61 @@
+"""Client side of ``exact`` on EVM: sign an EIP-3009 ``TransferWithAuthorization`` for an offer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from paywire.evm.crypto import address_bytes
+from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
+from paywire.evm.signer import EvmSigner
+from paywire.x402.models import Eip3009Authorization, ExactEvmPayload, PaymentRequirements
+from paywire.x402.networks import evm_chain_id
+
+VALID_AFTER_BACKDATE = 600  # seconds of clock-skew tolerance (digest App. A)
+DEFAULT_VALIDITY = 3600  # when the offer says maxTimeoutSeconds = 0
+
+
+class ExactEvmClient:
+    """``exact`` × ``eip155:*`` for the payer role (EIP-3009 offers only)."""
+
+    scheme = "exact"
+    network_pattern = "eip155:*"
+
+    def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
+        self.signer = signer
+        self._clock = clock
+
+    def can_pay(self, requirements: PaymentRequirements) -> bool:
+        extra = requirements.extra
+        return (
+            requirements.scheme == "exact"
+            and requirements.network.startswith("eip155:")
+            and extra.get("assetTransferMethod", "eip3009") == "eip3009"
+            and isinstance(extra.get("name"), str)
+            and isinstance(extra.get("version"), str)
+        )
+
+    async def create_payload(self, requirements: PaymentRequirements) -> Mapping[str, Any]:
+        """Signed ``{signature, authorization}`` (checklist 31, 32)."""
+        now = int(self._clock())
+        lifetime = requirements.max_timeout_seconds or DEFAULT_VALIDITY
+        auth = Eip3009Authorization(
+            from_=self.signer.address,
+            to=requirements.pay_to,
+            value=requirements.amount,
+            valid_after=now - VALID_AFTER_BACKDATE,
+            valid_before=now + lifetime,
+            nonce=os.urandom(32),
+        )
+        digest = transfer_authorization_digest(
+            domain_separator(
+                str(requirements.extra["name"]), str(requirements.extra["version"]),
+                evm_chain_id(requirements.network), requirements.asset,
+            ),
+            address_bytes(auth.from_), address_bytes(auth.to), auth.value,
+            auth.valid_after, auth.valid_before, auth.nonce,
+        )
+        signature = await self.signer.sign_digest(digest)
+        return ExactEvmPayload(signature=signature, authorization=auth).to_wire()

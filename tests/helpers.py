@@ -1,0 +1,47 @@
+"""Shared test helpers: a devnet with a facilitator, and payload builders."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.base import Chain
+from paywire.chain.tx import TxSender
+from paywire.devnet import Devnet, setup_devnet
+from paywire.evm.signer import EvmSigner, LocalSigner
+from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_exact import EvmNetwork, ExactEvmClient, ExactEvmFacilitator, exact_evm_offer
+from paywire.x402.models import PaymentPayload, PaymentRequirements
+
+
+async def new_devnet(chain_id: int = 31337) -> Devnet:
+    return await setup_devnet(RpcChain(EmbeddedChain(chain_id=chain_id)))
+
+
+def facilitator_for(net: Devnet, chain: Chain | None = None, **kw: Any) -> ExactEvmFacilitator:
+    c = chain or net.chain
+    return ExactEvmFacilitator([EvmNetwork(net.info.network, c, [TxSender(c, net.facilitator.private_key)])], **kw)
+
+
+def full_facilitator(net: Devnet, **kw: Any) -> Facilitator:
+    return Facilitator([facilitator_for(net, **kw)])
+
+
+def offer(net: Devnet, amount: int = 10_000, **changes: Any) -> PaymentRequirements:
+    req = exact_evm_offer(net.asset, net.payee.address, amount=amount)
+    return dataclasses.replace(req, **changes) if changes else req
+
+
+async def sign(
+    req: PaymentRequirements, signer: EvmSigner, *, clock: Callable[[], float] | None = None,
+    accepted: PaymentRequirements | None = None,
+) -> PaymentPayload:
+    client = ExactEvmClient(signer, clock=clock) if clock else ExactEvmClient(signer)
+    inner = await client.create_payload(req)
+    return PaymentPayload(x402_version=2, accepted=accepted or req, payload=inner)
+
+
+def payer_of(net: Devnet) -> LocalSigner:
+    return LocalSigner(net.payer.private_key)
