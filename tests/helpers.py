@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain import Anvil, EmbeddedChain, RpcChain
 from paywire.chain.base import Chain
 from paywire.chain.tx import TxSender
 from paywire.devnet import Devnet, setup_devnet
@@ -15,9 +15,35 @@ from paywire.facilitator.core import Facilitator
 from paywire.schemes.evm_exact import EvmNetwork, ExactEvmClient, ExactEvmFacilitator, exact_evm_offer
 from paywire.x402.models import PaymentPayload, PaymentRequirements
 
+CHAIN_KINDS = ["embedded", "anvil"]
 
-async def new_devnet(chain_id: int = 31337) -> Devnet:
+
+def need_npm() -> None:
+    import shutil
+
+    import pytest
+
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed, so the pinned anvil package cannot be installed")
+
+
+async def new_devnet(kind: str = "embedded", chain_id: int = 31337) -> Devnet:
+    """A devnet on the embedded chain or on a fresh anvil; ``close_devnet`` stops it."""
+    if kind == "anvil":
+        need_npm()
+        anvil = Anvil(chain_id=chain_id)
+        await anvil.start()
+        net = await setup_devnet(anvil.chain(), rpc_url=anvil.url)
+        net.extra["anvil"] = anvil
+        return net
     return await setup_devnet(RpcChain(EmbeddedChain(chain_id=chain_id)))
+
+
+async def close_devnet(net: Devnet) -> None:
+    await net.chain.aclose()
+    anvil = net.extra.get("anvil")
+    if anvil is not None:
+        await anvil.stop()
 
 
 def facilitator_for(net: Devnet, chain: Chain | None = None, **kw: Any) -> ExactEvmFacilitator:

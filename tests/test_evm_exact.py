@@ -12,24 +12,24 @@ import time
 import pytest
 import pytest_asyncio
 
+from paywire.chain.tx import TxSender
 from paywire.evm import token
 from paywire.evm.artifacts import load_artifact
 from paywire.evm.crypto import address_bytes, keccak256
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import LocalSigner
-from paywire.chain.tx import TxSender
 from paywire.schemes.evm_exact.facilitator import check_offchain
 from paywire.x402.models import ExactEvmPayload, PaymentPayload
-from tests.helpers import facilitator_for, new_devnet, offer, payer_of, sign
+from tests.helpers import CHAIN_KINDS, close_devnet, facilitator_for, new_devnet, offer, payer_of, sign
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def net():
-    n = await new_devnet()
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=CHAIN_KINDS)
+async def net(request):
+    n = await new_devnet(request.param)
     yield n
-    await n.chain.aclose()
+    await close_devnet(n)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

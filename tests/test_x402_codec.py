@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +17,15 @@ from paywire.errors import WireError
 from paywire.x402 import (
     MAX_HEADER_BYTES,
     ExactEvmPayload,
+    FacilitatorRequest,
     PaymentPayload,
     PaymentPayloadV1,
     PaymentRequired,
     PaymentRequiredV1,
     SettleResponse,
+    SupportedResponse,
+    VerifyResponse,
+    decode_body,
     decode_header,
     decode_json,
     decode_payment_required,
@@ -300,6 +305,27 @@ def test_depth_limit_boundary() -> None:
     assert exc.value.reason == reasons.INVALID_JSON
 
 
+def test_depth_check_independent_of_recursion_limit() -> None:
+    """Deep input is refused before parsing, even if some library raised the recursion limit."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        for text in ("[" * 5000 + "]" * 5000, '{"a":' + "[" * 10000 + "]" * 10000 + "}"):
+            with pytest.raises(WireError) as exc:
+                decode_header(b64raw(text))
+            assert exc.value.reason == reasons.INVALID_JSON
+        with pytest.raises(WireError) as exc:
+            decode_json("[" * 400_000 + "]" * 400_000)
+        assert exc.value.reason == reasons.INVALID_JSON
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    deep_looking = {"a": "[" * 100 + "{" * 100, "b": ['\\"[[[', '"{{{'], "c": [[[[{"d": "]]]]"}]]]]}
+    assert decode_header(b64(deep_looking)) == deep_looking
+
+
 def test_size_limit_boundary() -> None:
     """MAX_HEADER_BYTES exactly is decoded; one group more is header_too_large."""
     filler = "x" * (MAX_HEADER_BYTES * 3 // 4 - len('{"a":""}'))
@@ -397,6 +423,27 @@ def test_v1_body_failures(body: bytes, reason: str) -> None:
     with pytest.raises(WireError) as exc:
         decode_v1_body(body)
     assert exc.value.reason == reason
+
+
+def test_decode_body_facilitator_messages() -> None:
+    """checklist 38/39: facilitator request/response bodies decode strictly into typed models."""
+    body = json.dumps(
+        {"x402Version": 2, "paymentPayload": payment_payload(), "paymentRequirements": evm_requirements()}
+    ).encode()
+    request = decode_body(FacilitatorRequest, body)
+    assert isinstance(request.payment_payload, PaymentPayload)
+    assert json.loads(encode_json(request.to_wire())) == json.loads(body)
+    assert decode_body(VerifyResponse, b'{"isValid":true,"payer":"0xabc"}') == VerifyResponse(
+        True, payer="0xabc"
+    )
+    supported = decode_body(SupportedResponse, '{"kinds":[]}')
+    assert supported.kinds == ()
+    with pytest.raises(WireError) as exc:
+        decode_body(VerifyResponse, b'{"isValid":"yes"}')
+    assert exc.value.reason == reasons.INVALID_FIELD_TYPE
+    with pytest.raises(WireError) as exc:
+        decode_body(SettleResponse, b'{"success":true,"success":false}')
+    assert exc.value.reason == reasons.INVALID_JSON
 
 
 def test_decode_json_limits() -> None:

@@ -40,7 +40,7 @@ def _buffers() -> tuple[Any, Any, Any, Any]:
             ffi.new("size_t *"),
         )
         _local.bufs = bufs
-    return bufs  # type: ignore[no-any-return]
+    return bufs  # type: ignore[no-any-return,unused-ignore]
 
 
 def recover_pubkey(digest: bytes, signature: bytes) -> bytes | None:

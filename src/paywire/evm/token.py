@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 
 from paywire.evm.crypto import keccak256
 

@@ -58,7 +58,7 @@ class Facilitator:
                 if a not in signers[p.network_pattern]:
                     signers[p.network_pattern].append(a)
         return SupportedResponse(kinds=tuple(supported_kinds(self.schemes)), extensions=tuple(self.extensions),
-                                 signers=signers)
+                                 signers={k: tuple(v) for k, v in signers.items()})
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
         p, req, v1 = normalize(payload, requirements)
@@ -67,7 +67,7 @@ class Facilitator:
             return VerifyResponse(False, "unsupported_scheme",
                                   invalid_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
         try:
-            return await plugin.verify(p, req, v1=v1)  # type: ignore[call-arg]
+            return await plugin.verify(p, req, v1=v1)
         except Exception as exc:  # a plugin bug must not become a 5xx
             return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
 
@@ -78,7 +78,7 @@ class Facilitator:
             return SettleResponse(False, "", req.network, error_reason="unsupported_scheme",
                                   error_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
         try:
-            return await plugin.settle(p, req, v1=v1)  # type: ignore[call-arg]
+            return await plugin.settle(p, req, v1=v1)
         except Exception as exc:
             return SettleResponse(False, "", req.network, error_reason="unexpected_settle_error",
                                   error_message=f"{type(exc).__name__}: {exc}")

@@ -45,9 +45,15 @@ class FacilitatorScheme(Protocol):
 
     def kind_extra(self, network: str) -> Mapping[str, Any] | None: ...
 
-    async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse: ...
+    async def verify(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
+    ) -> VerifyResponse:
+        """``v1`` selects x402 v1 rules and reason spellings."""
+        ...
 
-    async def settle(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse: ...
+    async def settle(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
+    ) -> SettleResponse: ...
 
 
 def handles(plugin: ClientScheme | FacilitatorScheme, scheme: str, network: str) -> bool:

@@ -14,6 +14,9 @@ MAX_JSON_DEPTH: Final = 32
 """Deepest container nesting accepted (the top-level object is depth 1)."""
 
 SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+# One left-to-right pass: a string token (closing quote optional, so an unterminated string never
+# makes the engine backtrack) or a captured bracket. Linear time on any input.
+_TOKEN_RE: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|([\[\]{}])', re.DOTALL)
 
 
 class _Rejected(Exception):
@@ -42,48 +45,65 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _check_tree(value: Any, check_surrogates: bool) -> None:
-    """Enforce MAX_JSON_DEPTH and (when asked) the absence of lone surrogates, iteratively."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise WireError(reasons.INVALID_JSON, f"nesting deeper than {MAX_JSON_DEPTH}")
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in items:
-            if check_surrogates and isinstance(key, str) and SURROGATE_RE.search(key):
-                raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a key")
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-            elif check_surrogates and isinstance(child, str) and SURROGATE_RE.search(child):
-                raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a string")
-
-
 _DECODER: Final = json.JSONDecoder(
     object_pairs_hook=_pairs_hook, parse_constant=_parse_constant, parse_float=_parse_float
 )
 
 
-def loads_object(text: str) -> dict[str, Any]:
-    """Parse ``text`` (already valid Unicode without raw surrogates) into a JSON object, strictly.
+def _check_depth(text: str) -> None:
+    """Reject nesting deeper than MAX_JSON_DEPTH *before* parsing (lexically, strings skipped).
 
-    Rejects NaN/Infinity (and overflowing floats), duplicate keys, nesting deeper than
-    :data:`MAX_JSON_DEPTH` and ``\\u`` escapes that produce lone surrogates (``invalid_json``);
-    a valid non-object document raises ``not_an_object``.
+    Doing this up front keeps the recursive json scanner shallow whatever ``sys.getrecursionlimit()``
+    is, so deep input can neither overflow the C stack nor depend on the interpreter's settings.
     """
+    depth = 0
+    for bracket in _TOKEN_RE.findall(text):
+        if not bracket:  # a string
+            continue
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise WireError(reasons.INVALID_JSON, f"nesting deeper than {MAX_JSON_DEPTH}")
+        else:
+            depth -= 1
+
+
+def _check_surrogates(value: Any) -> None:
+    """Reject strings holding lone UTF-16 surrogates (from ``\\uD800``-style escapes), iteratively."""
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(key, str) and SURROGATE_RE.search(key):
+                raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a key")
+            if isinstance(child, dict | list):
+                stack.append(child)
+            elif isinstance(child, str) and SURROGATE_RE.search(child):
+                raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a string")
+
+
+def loads_object(text: str) -> dict[str, Any]:
+    """Parse ``text`` (valid Unicode without raw surrogates) into a JSON object, strictly.
+
+    Rejects (``invalid_json``) anything that is not JSON, NaN/Infinity and overflowing floats,
+    duplicate keys, nesting deeper than :data:`MAX_JSON_DEPTH` and ``\\u`` escapes producing lone
+    surrogates; valid JSON that is not an object raises ``not_an_object``.
+    """
+    # A document with at most MAX_JSON_DEPTH brackets cannot nest deeper.
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+        _check_depth(text)
     try:
         value = _DECODER.decode(text)
     except _Rejected as exc:
         raise WireError(reasons.INVALID_JSON, str(exc)) from None
-    except RecursionError:
+    except RecursionError:  # pragma: no cover - depth is bounded above
         raise WireError(reasons.INVALID_JSON, f"nesting deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:
         raise WireError(reasons.INVALID_JSON, str(exc)[:120]) from None
     if not isinstance(value, dict):
         raise WireError(reasons.NOT_AN_OBJECT, f"top-level JSON value is {type(value).__name__}")
-    # Fast paths: a document with <= MAX_JSON_DEPTH brackets cannot nest deeper, and text without
-    # escapes cannot hold a lone surrogate (the caller guarantees valid Unicode text).
-    check_surrogates = "\\u" in text
-    if check_surrogates or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
-        _check_tree(value, check_surrogates)
+    # Text without escapes cannot hold a lone surrogate (the caller guarantees valid Unicode).
+    if "\\u" in text:
+        _check_surrogates(value)
     return value

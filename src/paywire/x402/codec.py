@@ -24,9 +24,11 @@ from paywire.x402.models import (
     PaymentRequiredV1,
     SettleResponse,
     _parse_payment_payload,
+    _Wire,
 )
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=_Wire)
 
 PAYMENT_REQUIRED: Final = "PAYMENT-REQUIRED"
 """v2 server -> client header on 402: base64 ``PaymentRequired``."""
@@ -169,6 +171,12 @@ def decode_payment_response(value: str | bytes) -> SettleResponse:
 def encode_payment_response(response: SettleResponse) -> str:
     """Encode a ``PAYMENT-RESPONSE`` / ``X-PAYMENT-RESPONSE`` header value."""
     return encode_header(response.to_wire())
+
+
+def decode_body(model: type[_M], body: str | bytes, *, max_bytes: int = MAX_BODY_BYTES) -> _M:
+    """Strictly decode a JSON body as ``model`` (e.g. ``FacilitatorRequest``, ``VerifyResponse``,
+    ``SettleResponse``, ``SupportedResponse``): :func:`decode_json` then ``model.from_wire``."""
+    return _trusted(model._parse, decode_json(body, max_bytes=max_bytes))
 
 
 def decode_v1_body(body: str | bytes, *, max_bytes: int = MAX_BODY_BYTES) -> PaymentRequiredV1:

@@ -14,7 +14,13 @@ from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, keccak256, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
-from paywire.x402.models import ExactEvmPayload, PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
+from paywire.x402.models import (
+    ExactEvmPayload,
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResponse,
+    VerifyResponse,
+)
 from paywire.x402.networks import evm_chain_id
 
 TIME_BUFFER_SECONDS = 6  # validBefore must leave this much room for block inclusion (checklist 50)
@@ -299,7 +305,7 @@ def settle_outcome(
         if (log.address.lower() == requirements.asset.lower() and log.topics[:3] == want
                 and int.from_bytes(log.data[:32], "big") == a.value):
             return SettleResponse(True, receipt.transaction_hash, network, payer=payer,
-                                  amount=str(a.value))
+                                  amount=a.value)
     return SettleResponse(False, receipt.transaction_hash, network, payer=payer,
                           error_reason="invalid_transaction_state",
                           error_message="transaction succeeded without the expected Transfer log")

@@ -1,0 +1,33 @@
+"""Durable state behind one interface: SQLite by default, PostgreSQL for fleets.
+
+``db = open_database(url)`` then ``await migrate(db)``; components (settlements, seller payments, buyer
+budgets, …) are repositories over the same ``Database`` and register their own migrations.
+"""
+
+from __future__ import annotations
+
+import os
+
+from paywire.store.db import Database, Executor, PostgresDatabase, Row, SqliteDatabase, open_database
+from paywire.store.migrations import migrate, register
+
+DEFAULT_STORE_URL = "sqlite:///paywire.db"
+
+
+def store_url(explicit: str | None = None) -> str:
+    """The store URL from an argument, ``PAYWIRE_STORE``, or the SQLite default."""
+    return explicit or os.environ.get("PAYWIRE_STORE") or DEFAULT_STORE_URL
+
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "Database",
+    "Executor",
+    "PostgresDatabase",
+    "Row",
+    "SqliteDatabase",
+    "migrate",
+    "open_database",
+    "register",
+    "store_url",
+]

@@ -1,0 +1,215 @@
+"""A thin async database layer: SQLite (default) or PostgreSQL, one API, SQL written with ``?`` placeholders.
+
+Constraints that keep money safe (unique claims, compare-and-set transitions) live in the database, so they
+hold across threads, processes and machines that share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+
+
+class Executor(Protocol):
+    """Runs statements; a ``Database`` or an open transaction."""
+
+    dialect: str
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the affected row count."""
+        ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+
+class Database(Executor, Protocol):
+    url: str
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Executor]:
+        """A serializable-enough write transaction (SQLite ``BEGIN IMMEDIATE``; Postgres default + row locks)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------- SQLite
+
+
+class _SqliteTx:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return await asyncio.to_thread(_sqlite_execute, self._conn, sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await asyncio.to_thread(_sqlite_fetch, self._conn, sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return await asyncio.to_thread(_sqlite_fetch, self._conn, sql, params)
+
+
+def _sqlite_execute(conn: sqlite3.Connection, sql: str, params: Params) -> int:
+    return conn.execute(sql, tuple(params)).rowcount
+
+
+def _sqlite_fetch(conn: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+    return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
+
+
+class SqliteDatabase:
+    """SQLite in WAL mode. Plain statements share one connection on one thread; each transaction gets its
+    own connection and ``BEGIN IMMEDIATE``, so SQLite itself serializes writers across threads and processes."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) == ":memory:":
+            raise ValueError("use a file for the SQLite store: claims must be visible to every connection")
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywire-sqlite")
+        self._conn: sqlite3.Connection = self._pool.submit(self._connect).result()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return int(await self._run(_sqlite_execute, self._conn, sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self._run(_sqlite_fetch, self._conn, sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(await self._run(_sqlite_fetch, self._conn, sql, params))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        conn = await asyncio.to_thread(self._connect)
+        try:
+            await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                await asyncio.to_thread(conn.execute, "ROLLBACK")
+                raise
+            else:
+                await asyncio.to_thread(conn.execute, "COMMIT")
+        finally:
+            await asyncio.to_thread(conn.close)
+
+    async def aclose(self) -> None:
+        await self._run(self._conn.close)
+        self._pool.shutdown(wait=False)
+
+
+# --------------------------------------------------------------------------------------------- PostgreSQL
+
+_QMARK = re.compile(r"\?")
+
+
+def _pg(sql: str) -> str:
+    return _QMARK.sub("%s", sql.replace("%", "%%"))
+
+
+class _PgTx:
+    dialect = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cur = await self._conn.execute(_pg(sql), tuple(params))
+        return int(cur.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        cur = await self._conn.execute(_pg(sql), tuple(params))
+        row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        cur = await self._conn.execute(_pg(sql), tuple(params))
+        return [dict(r) for r in await cur.fetchall()]
+
+
+class PostgresDatabase:
+    """A psycopg 3 async pool; many processes and machines share one database."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._min, self._max = min_size, max_size
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+
+    async def _pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            from psycopg.rows import dict_row
+            from psycopg_pool import AsyncConnectionPool
+
+            pool = AsyncConnectionPool(self.url, min_size=self._min, max_size=self._max, open=False,
+                                       kwargs={"row_factory": dict_row, "autocommit": True})
+            await pool.open(wait=True, timeout=10)
+            self._pools[loop] = pool
+        return pool
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with (await self._pool()).connection() as conn:
+            return await _PgTx(conn).execute(sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with (await self._pool()).connection() as conn:
+            return await _PgTx(conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with (await self._pool()).connection() as conn:
+            return await _PgTx(conn).fetchall(sql, params)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with (await self._pool()).connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    async def aclose(self) -> None:
+        pools, self._pools = self._pools, {}
+        loop = asyncio.get_running_loop()
+        for owner, pool in pools.items():
+            if owner is loop:
+                await pool.close()
+
+
+def open_database(url: str) -> Database:
+    """``sqlite:///path.db`` (or a bare path), ``sqlite:///:memory:``, or ``postgresql://…``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(url.removeprefix("sqlite:///"))
+    if "://" in url:
+        raise ValueError(f"unsupported store URL {url!r}: use sqlite:///file.db or postgresql://…")
+    return SqliteDatabase(url)

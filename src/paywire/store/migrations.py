@@ -1,0 +1,51 @@
+"""Schema migrations per component (facilitator, seller, buyer, …), applied on start, safe under concurrency.
+
+Each component registers an ordered list of DDL steps; ``migrate`` applies the ones a database lacks inside a
+transaction (Postgres also takes an advisory lock), so several processes may start at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paywire.store.db import Database
+
+_REGISTRY: dict[str, list[Sequence[str]]] = {}
+_PG_LOCK_KEY = 0x70617977  # "payw"
+
+
+def register(component: str, steps: Sequence[Sequence[str]]) -> None:
+    """Declare ``component``'s migrations: step i is a list of statements (``{autoinc}``/``{blob}`` allowed)."""
+    _REGISTRY[component] = [list(s) for s in steps]
+
+
+def _render(sql: str, dialect: str) -> str:
+    return sql.format(
+        blob="BYTEA" if dialect == "postgres" else "BLOB",
+        autoinc="BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT",
+        real="DOUBLE PRECISION" if dialect == "postgres" else "REAL",
+    )
+
+
+async def migrate(db: Database, components: Sequence[str] | None = None) -> None:
+    """Bring the named components (default: all registered) up to date."""
+    names = list(components) if components is not None else sorted(_REGISTRY)
+    async with db.transaction() as tx:
+        if db.dialect == "postgres":
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK_KEY,))
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS paywire_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        for name in names:
+            steps = _REGISTRY.get(name)
+            if steps is None:
+                raise KeyError(f"no migrations registered for {name!r}")
+            row = await tx.fetchone("SELECT version FROM paywire_schema WHERE component = ?", (name,))
+            have = int(row["version"]) if row else 0
+            for i, step in enumerate(steps[have:], start=have + 1):
+                for stmt in step:
+                    await tx.execute(_render(stmt, db.dialect))
+                if row is None and i == 1:
+                    await tx.execute("INSERT INTO paywire_schema (component, version) VALUES (?, ?)", (name, i))
+                else:
+                    await tx.execute("UPDATE paywire_schema SET version = ? WHERE component = ?", (i, name))
