@@ -19,7 +19,7 @@ def _pg_admin():  # type: ignore[no-untyped-def]
         pytest.skip("psycopg is not installed (pip install paywire[postgres])")
     try:
         return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not reachable"
+    except Exception as exc:
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
 
 
