@@ -57,7 +57,11 @@ def paid_api(net: Devnet, facilitator_url: str) -> PaymentMiddleware:
 
 
 def usdc(atomic: int) -> str:
-    return f"{atomic / 1_000_000:,.6f}"
+    return f"{atomic / 1_000_000:,.3f}".rstrip("0").rstrip(".") if atomic else "0"
+
+
+def _short(tx: str) -> str:
+    return f"{tx[:8]}…{tx[-4:]}" if tx else "-"
 
 
 async def run_demo(console: Console | None = None, *, purchases: int = 3) -> list[Purchase]:
@@ -71,8 +75,8 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
         facilitator = Facilitator([ExactEvmFacilitator([
             EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])
         ])])
-        out.print(f"[bold]chain[/] {net.info.network}  [bold]token[/] {net.info.token} "
-                  f"({net.info.token_name} v{net.info.token_version})")
+        out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
+        out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
         async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(paid_api(net, fac_url)) as api_url:
             out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
             payer = Payer([ExactEvmClient(LocalSigner(net.payer.private_key))])
@@ -85,13 +89,13 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
                     s = settlement_of(r)
                     pa, qa = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
                     results.append(Purchase(path, pb - pa, r.status_code, s.transaction if s else "", pb, pa, qb, qa))
-        table = Table(title="paywire demo: purchases settled on chain")
-        for col in ("resource", "status", "price (USDC)", "tx hash", "payer before → after", "payee before → after"):
-            table.add_column(col)
+        table = Table(title="purchases settled on chain (USDC)")
+        for col in ("resource", "HTTP", "price", "tx hash", "payer balance", "payee balance"):
+            table.add_column(col, no_wrap=True)
         for p in results:
-            table.add_row(p.path, str(p.status), usdc(p.price), p.tx[:18] + "…" if p.tx else "-",
-                          f"{usdc(p.payer_before)} → {usdc(p.payer_after)}",
-                          f"{usdc(p.payee_before)} → {usdc(p.payee_after)}")
+            table.add_row(p.path, str(p.status), usdc(p.price), _short(p.tx),
+                          f"{usdc(p.payer_after)} (-{usdc(p.payer_before - p.payer_after)})",
+                          f"{usdc(p.payee_after)} (+{usdc(p.payee_after - p.payee_before)})")
         out.print(table)
         return results
     finally:
