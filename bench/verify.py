@@ -3,14 +3,18 @@
     python bench/verify.py [--n 2000] [--official-n 200] [--runs 3] [--json]
 
 One run, one set of ``--n`` distinct payloads (random payers and nonces, signed by paywire's client) for one
-``exact`` offer, all valid. Every measurement is off-chain (no RPC), warm-up first, then the best of ``--runs``:
+``exact`` offer, all valid. Every measurement is off-chain (no RPC): warm-up first, then ``--runs`` full
+passes, keeping each one's best (passes of different measurements are interleaved 100 payloads at a time so
+noise on a shared box hits them alike; cyclic GC off while timing, like ``timeit``):
 
 * ``paywire``           — ``check_offchain(payload, offer, now)`` on the parsed ``PaymentPayload``: every field
                           check, the EIP-712 digest and libsecp256k1 recovery (what our facilitator runs before
                           touching the chain).
 * ``paywire + decode``  — the same, starting from the ``PAYMENT-SIGNATURE`` header string
                           (``decode_payment_signature``).
-* ``official``          — the SDK facilitator's EIP-3009 verification (``ExactEvmScheme._verify(...,
+* ``paywire, keccak from pycryptodome`` — the first line again with paywire's keccak fallback, i.e. without
+                          the optional ``safe-pysha3`` (informational).
+* ``official``          — the SDK facilitator's EIP-3009 verification (``ExactEvmFacilitatorScheme._verify(...,
                           simulate=False)``: scheme/network/domain/recipient/amount/time checks,
                           ``classify_eip3009_signature`` = its EIP-712 hash + ``verify_eoa_signature``) on the
                           SDK's parsed ``PaymentPayload``, with a no-RPC signer (payer has no code, asset has code).
@@ -30,10 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,18 +76,49 @@ class Result:
         return self.best_s / self.n * 1e6
 
 
-def measure(name: str, fn: Callable[[Any], object], items: Sequence[Any], runs: int, *,
-            warmup: int | None = None, note: str = "") -> Result:
-    """Warm up on ``warmup`` items (default: all), then time ``runs`` full passes; keep the best."""
-    for it in items[: len(items) if warmup is None else warmup]:
-        fn(it)
-    times = []
+@dataclass
+class Case:
+    key: str
+    name: str
+    fn: Callable[[Any], object]
+    items: Sequence[Any]
+    warmup: int | None = None  # items used for warm-up (None: all)
+    backend: str | None = None  # eth_keys backend to select while this case runs
+    note: str = ""
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+
+def measure(cases: Sequence[Case], runs: int, chunk: int = 100) -> dict[str, Result]:
+    """Warm every case up, then time ``runs`` rounds. In a round every case makes one full pass over its
+    items, and the passes are interleaved ``chunk`` items at a time, so background noise on a small shared
+    box hits all cases alike. The cyclic GC is off while timing (like ``timeit``). Keep each case's best pass.
+    """
+    times: dict[str, list[float]] = {c.key: [] for c in cases}
+    for c in cases:
+        with ecc_backend(c.backend), c.context():
+            for it in c.items[: len(c.items) if c.warmup is None else c.warmup]:
+                c.fn(it)
     for _ in range(runs):
-        t0 = time.perf_counter()
-        for it in items:
-            fn(it)
-        times.append(time.perf_counter() - t0)
-    return Result(name, len(items), min(times), times, note)
+        spent = dict.fromkeys(times, 0.0)
+        gc.collect()
+        gc.disable()
+        try:
+            for start in range(0, max(len(c.items) for c in cases), chunk):
+                for c in cases:
+                    part = c.items[start:start + chunk]
+                    if not part:
+                        continue
+                    with ecc_backend(c.backend), c.context():
+                        fn = c.fn
+                        t0 = time.perf_counter()
+                        for it in part:
+                            fn(it)
+                        spent[c.key] += time.perf_counter() - t0
+        finally:
+            gc.enable()
+        for key, t in spent.items():
+            times[key].append(t)
+    return {c.key: Result(c.name, len(c.items), min(times[c.key]), times[c.key], c.note) for c in cases}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,11 +169,14 @@ class NoRpcSigner:
 
 
 @contextlib.contextmanager
-def ecc_backend(path: str) -> Iterator[str]:
+def ecc_backend(path: str | None) -> Iterator[str]:
     """Select eth_keys' backend (it reads ``ECC_BACKEND_CLASS`` on every ``Signature`` recovery) and report
-    the class actually in use."""
+    the class actually in use; ``None`` changes nothing."""
     from eth_keys.backends import get_backend
 
+    if path is None:
+        yield ""
+        return
     old = os.environ.get("ECC_BACKEND_CLASS")
     os.environ["ECC_BACKEND_CLASS"] = path
     try:
@@ -152,17 +190,39 @@ def ecc_backend(path: str) -> Iterator[str]:
             os.environ["ECC_BACKEND_CLASS"] = old
 
 
-def official_verifier(req: PaymentRequirements) -> tuple[Callable[[Any], Any], Any]:
+def official_verifier(req: PaymentRequirements) -> Callable[[Any], Any]:
     from x402 import PaymentRequirements as SdkRequirements
     from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
 
-    scheme = ExactEvmFacilitatorScheme(NoRpcSigner(req.asset))
+    scheme = ExactEvmFacilitatorScheme(NoRpcSigner(req.asset))  # type: ignore[arg-type]
     sdk_req = SdkRequirements.model_validate(req.to_wire())
 
     def verify(sdk_payload: Any) -> Any:
         return scheme._verify(sdk_payload, sdk_req, simulate=False)[0]
 
-    return verify, sdk_req
+    return verify
+
+
+@contextlib.contextmanager
+def pycryptodome_keccak() -> Iterator[None]:
+    """paywire's keccak fallback (pycryptodome), i.e. what ``pip install paywire`` gets without the optional
+    safe-pysha3: swap the module globals its hot path calls, restore them afterwards."""
+    from Crypto.Hash import keccak as _keccak
+
+    from paywire.evm import eip712 as pw_eip712
+
+    def keccak256(data: bytes) -> bytes:
+        return _keccak.new(digest_bits=256, data=data).digest()
+
+    modules = (pw_crypto, pw_eip712)  # eip712 imported keccak256 by name: patch both globals
+    saved = [m.__dict__["keccak256"] for m in modules]
+    for m in modules:
+        m.__dict__["keccak256"] = keccak256
+    try:
+        yield
+    finally:
+        for m, old in zip(modules, saved, strict=True):
+            m.__dict__["keccak256"] = old
 
 
 def keccak_backends() -> tuple[str, str]:
@@ -216,23 +276,26 @@ def run(n: int, official_n: int, runs: int) -> dict[str, Any]:
     # -- official ------------------------------------------------------------------------------------
     from x402 import PaymentPayload as SdkPayload
 
-    official, _ = official_verifier(req)
+    official = official_verifier(req)
     sdk_payloads = [SdkPayload.model_validate(p.to_wire()) for p in payloads]
 
-    results: dict[str, Result] = {}
-    results["ours"] = measure("paywire check_offchain (parsed payload)", ours, payloads, runs)
-    results["ours_decode"] = measure("paywire decode header + check_offchain", ours_header, headers, runs)
-    results["raw"] = measure("raw limit: EIP-712 digest + libsecp256k1 recover", raw, raw_items, runs)
-
-    with ecc_backend(COINCURVE) as cc_name:
-        assert all(official(sp).is_valid for sp in sdk_payloads[:50])
-        results["official_cc"] = measure("official SDK verify, eth_keys coincurve", official, sdk_payloads, runs,
-                                         note=cc_name)
     subset = sdk_payloads[:official_n]
+    with ecc_backend(COINCURVE) as cc_name:
+        assert all(official(sp).is_valid for sp in sdk_payloads)
     with ecc_backend(NATIVE) as native_name:
         assert all(official(sp).is_valid for sp in subset[:5])
-        results["official"] = measure("official SDK verify, as installed (pure Python)", official, subset, runs,
-                                      warmup=min(20, len(subset)), note=native_name)
+
+    results = measure([
+        Case("ours", "paywire check_offchain (parsed payload)", ours, payloads),
+        Case("raw", "raw limit: EIP-712 digest + libsecp256k1 recover", raw, raw_items),
+        Case("ours_decode", "paywire decode header + check_offchain", ours_header, headers),
+        Case("ours_pycryptodome", "paywire check_offchain, keccak from pycryptodome", ours, payloads,
+             context=pycryptodome_keccak),
+        Case("official_cc", "official SDK verify, eth_keys coincurve", official, sdk_payloads,
+             backend=COINCURVE, note=cc_name),
+        Case("official", "official SDK verify, as installed (pure Python)", official, subset,
+             warmup=min(20, len(subset)), backend=NATIVE, note=native_name),
+    ], runs)
 
     ours_rate = results["ours"].per_second
     ratio = ours_rate / results["official"].per_second
@@ -248,6 +311,7 @@ def run(n: int, official_n: int, runs: int) -> dict[str, Any]:
         "payloads": n,
         "official_subset": len(subset),
         "runs": runs,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "keccak": {"paywire": k_ours, "official": k_theirs},
         "results": {
             k: {"name": r.name, "n": r.n, "per_second": round(r.per_second, 1), "us_per_op": round(r.us_per_op, 2),
@@ -265,11 +329,14 @@ def print_text(out: dict[str, Any]) -> None:
     r = out["results"]
     print(f"EIP-3009 verification, no RPC — {out['payloads']} distinct payloads, best of {out['runs']} "
           f"(after warm-up); x402 {out['x402_version']}; {out['machine']}")
-    print(f"keccak: paywire={out['keccak']['paywire']}, official={out['keccak']['official']}")
+    print(f"keccak: paywire={out['keccak']['paywire']}, official={out['keccak']['official']}; "
+          f"load average (1 min) at the end: {out['load_average_1m']}")
     print(f"{'measurement':<52} {'payloads':>8} {'verif/s':>11} {'µs/op':>9}  note")
-    for key in ("ours", "ours_decode", "official", "official_cc", "raw"):
+    for key in ("ours", "ours_decode", "ours_pycryptodome", "official", "official_cc", "raw"):
         x = r[key]
         note = x["note"]
+        if key == "ours_pycryptodome":
+            note = "paywire's fallback when safe-pysha3 is not installed"
         if key == "official":
             note = f"eth_keys {note}; first {x['n']} of the {out['payloads']} payloads"
         elif key == "official_cc":

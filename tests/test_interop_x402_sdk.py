@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -69,7 +68,7 @@ VALUE_MISMATCH = "invalid_exact_evm_payload_authorization_value_mismatch"
 # deployer/facilitator/payer/payee), so the two facilitators never race for one account's nonces.
 SDK_FACILITATOR_KEY = "0x" + dev_keys(6)[5].hex()
 
-ANVIL_UNAVAILABLE = shutil.which("npm") is None and not os.environ.get("PAYWIRE_ANVIL")
+ANVIL_UNAVAILABLE = shutil.which("npm") is None  # tests.helpers.new_devnet("anvil") skips then too
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,9 +201,12 @@ def sdk_pure_check(payload: PaymentPayload, req: PaymentRequirements) -> tuple[b
     chain_id = get_evm_chain_id(req.network)
     name, version = req.extra["name"], req.extra["version"]
     digest = hash_eip3009_authorization(evm.authorization, chain_id, req.asset, name, version)
+    assert evm.signature is not None
     sig = hex_to_bytes(evm.signature)
     eoa = verify_eoa_signature(digest, sig, evm.authorization.from_address)
-    classified = classify_eip3009_signature(NoCode(), evm.authorization, sig, chain_id, req.asset, name, version)
+    classified = classify_eip3009_signature(
+        NoCode(), evm.authorization, sig, chain_id, req.asset, name, version  # type: ignore[arg-type]
+    )
     return eoa, classified.valid, digest
 
 

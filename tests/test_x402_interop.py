@@ -58,3 +58,13 @@ def test_settle_response_both_ways() -> None:
     assert ours == SettleResponse(True, "0x" + "ab" * 32, "eip155:8453", payer="0x" + "1" * 40, amount=5)
     again = sdk_http.decode_payment_response_header(encode_payment_response(ours))
     assert again == theirs
+
+
+def test_v1_network_names_match_the_official_sdk() -> None:
+    """Checklist 93: every legacy v1 EVM name the pinned SDK signs for maps to the same chain id here."""
+    from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
+
+    from paywire.x402.networks import V1_NETWORKS
+
+    for name, chain_id in V1_NETWORK_CHAIN_IDS.items():
+        assert V1_NETWORKS[name] == f"eip155:{chain_id}", name

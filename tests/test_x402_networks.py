@@ -77,14 +77,18 @@ def test_evm_chain_id() -> None:
 
 
 def test_v1_network_table() -> None:
-    """digest §2 chain-id table plus the Solana ids of §1.7 (checklist 93)."""
+    """digest §2 chain-id table as the pinned official SDK (x402 2.25.0) has it, plus the Solana ids of §1.7
+    (checklist 93). The SDK maps sei-testnet to 1328 (the digest's 713715 is outdated) and adds monad-testnet,
+    celo and flare."""
     assert V1_NETWORKS["base-sepolia"] == "eip155:84532"
     assert V1_NETWORKS["base"] == "eip155:8453"
     assert V1_NETWORKS["skale-base-sepolia"] == "eip155:1444673419"
     assert V1_NETWORKS["solana"] == "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
     assert V1_NETWORKS["solana-devnet"] == "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
     assert V1_NETWORKS["solana-testnet"] == "solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z"
-    assert len(V1_NETWORKS) == 23
+    assert V1_NETWORKS["sei-testnet"] == "eip155:1328"
+    assert V1_NETWORKS["celo"] == "eip155:42220"
+    assert len(V1_NETWORKS) == 26
     assert len(set(V1_NETWORKS.values())) == len(V1_NETWORKS)
     assert all(is_caip2(v) for v in V1_NETWORKS.values())
 

@@ -88,7 +88,7 @@ def to_checksum(address: bytes | str) -> str:
     """EIP-55 checksummed 0x address."""
     raw = address.lower().removeprefix("0x") if isinstance(address, str) else address.hex()
     h = keccak256(raw.encode()).hex()
-    return "0x" + "".join(c.upper() if c.isalpha() and int(h[i], 16) >= 8 else c for i, c in enumerate(raw))
+    return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(raw, h[:40], strict=True))
 
 
 def address_bytes(address: str) -> bytes:

@@ -27,15 +27,18 @@ _V1_CHAIN_IDS: Final[dict[str, int]] = {
     "abstract-testnet": 11124,
     "iotex": 4689,
     "sei": 1329,
-    "sei-testnet": 713715,
+    "sei-testnet": 1328,  # the pinned SDK (2.25.0) signs with 1328; the digest's 713715 is outdated
     "peaq": 3338,
     "story": 1513,
     "educhain": 656476,
     "skale-base-sepolia": 1444673419,
     "megaeth": 4326,
     "monad": 143,
+    "monad-testnet": 10143,
     "stable": 988,
     "stable-testnet": 2201,
+    "celo": 42220,
+    "flare": 14,
 }
 
 V1_NETWORKS: Final[dict[str, str]] = {
