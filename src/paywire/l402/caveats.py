@@ -1,0 +1,141 @@
+"""L402 first-party caveats and their satisfiers (digest §10.2/10.3, checklist 101).
+
+Caveats are ``condition=value``. Known conditions (``services``, ``<svc>_capabilities``,
+``<svc>_valid_until``) may repeat, but each later one must be at least as strict as the one before
+(attenuation); the last one must hold for this request. Unknown conditions are skipped, so holders can
+attenuate for third parties.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+SERVICES: Final = "services"
+CAPABILITIES_SUFFIX: Final = "_capabilities"
+VALID_UNTIL_SUFFIX: Final = "_valid_until"
+_SERVICE_RE: Final = re.compile(r"([^,:\s]+):(\d+)")
+
+
+class CaveatError(Exception):
+    """A caveat is malformed, widens an earlier one, or does not allow this request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caveat:
+    condition: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Caveat:
+        cond, sep, value = text.partition("=")
+        if not sep or not cond.strip():
+            raise CaveatError(f"caveat {text[:60]!r} is not condition=value")
+        return cls(cond.strip(), value.strip())
+
+    def __str__(self) -> str:
+        return f"{self.condition}={self.value}"
+
+
+def services_caveat(services: dict[str, int] | Iterable[str]) -> Caveat:
+    """``services=name:tier,…`` (tier 0 for bare names)."""
+    items = services.items() if isinstance(services, dict) else ((s, 0) for s in services)
+    return Caveat(SERVICES, ",".join(f"{n}:{t}" for n, t in items))
+
+
+def capabilities_caveat(service: str, capabilities: Iterable[str]) -> Caveat:
+    return Caveat(service + CAPABILITIES_SUFFIX, ",".join(capabilities))
+
+
+def valid_until_caveat(service: str, unix_seconds: int) -> Caveat:
+    return Caveat(service + VALID_UNTIL_SUFFIX, str(int(unix_seconds)))
+
+
+def decode_services(value: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in value.split(","):
+        m = _SERVICE_RE.fullmatch(part.strip())
+        if m is None:
+            raise CaveatError(f"bad services entry {part[:40]!r}")
+        out[m.group(1)] = int(m.group(2))
+    if not out:
+        raise CaveatError("empty services caveat")
+    return out
+
+
+def _int(value: str, what: str) -> int:
+    if re.fullmatch(r"-?\d{1,19}", value) is None:
+        raise CaveatError(f"{what} is not an integer")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Satisfier:
+    condition: str
+    previous: Callable[[Caveat, Caveat], None]  # raise if ``cur`` widens ``prev``
+    final: Callable[[Caveat], None]  # raise if the last caveat does not allow the request
+
+
+def services_satisfier(service: str) -> Satisfier:
+    def previous(prev: Caveat, cur: Caveat) -> None:
+        extra = set(decode_services(cur.value)) - set(decode_services(prev.value))
+        if extra:
+            raise CaveatError(f"services caveat widens access to {sorted(extra)}")
+
+    def final(c: Caveat) -> None:
+        if service not in decode_services(c.value):
+            raise CaveatError(f"token is not valid for service {service!r}")
+
+    return Satisfier(SERVICES, previous, final)
+
+
+def capabilities_satisfier(service: str, capability: str) -> Satisfier:
+    def previous(prev: Caveat, cur: Caveat) -> None:
+        extra = set(cur.value.split(",")) - set(prev.value.split(","))
+        if extra:
+            raise CaveatError(f"capabilities caveat widens access to {sorted(extra)}")
+
+    def final(c: Caveat) -> None:
+        if capability not in c.value.split(","):
+            raise CaveatError(f"capability {capability!r} of {service!r} is not allowed")
+
+    return Satisfier(service + CAPABILITIES_SUFFIX, previous, final)
+
+
+def valid_until_satisfier(service: str, now: float) -> Satisfier:
+    cond = service + VALID_UNTIL_SUFFIX
+
+    def previous(prev: Caveat, cur: Caveat) -> None:
+        if _int(cur.value, cond) > _int(prev.value, cond):
+            raise CaveatError(f"{cond} caveat extends an earlier expiry")
+
+    def final(c: Caveat) -> None:
+        if not now < _int(c.value, cond):
+            raise CaveatError(f"token for {service!r} expired")
+
+    return Satisfier(cond, previous, final)
+
+
+def check_caveats(caveats: Sequence[Caveat], satisfiers: Sequence[Satisfier]) -> None:
+    """Group by condition; successive caveats must narrow; the last must hold. Raises ``CaveatError``."""
+    by_cond: dict[str, list[Caveat]] = {}
+    for c in caveats:
+        by_cond.setdefault(c.condition, []).append(c)
+    for s in satisfiers:
+        group = by_cond.get(s.condition)
+        if not group:
+            continue
+        for prev, cur in itertools.pairwise(group):
+            s.previous(prev, cur)
+        s.final(group[-1])
+
+
+def request_satisfiers(service: str, capability: str | None, now: float) -> list[Satisfier]:
+    """The standard satisfiers for a request to ``service`` (and ``capability``) at ``now``."""
+    out = [services_satisfier(service), valid_until_satisfier(service, now)]
+    if capability is not None:
+        out.append(capabilities_satisfier(service, capability))
+    return out

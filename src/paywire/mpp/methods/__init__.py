@@ -1,0 +1,1 @@
+"""MPP payment methods (seller checks and settlement; buyer signing helpers)."""

@@ -1,0 +1,60 @@
+"""What an MPP payment method provides: a pure payload check and an async settlement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from paywire.mpp.problems import Problem
+from paywire.mpp.server import Accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A payload that passed the method's checks; ``replay_key`` identifies the proof for single use."""
+
+    accepted: Accepted
+    replay_key: str
+    payer: str | None = None
+    amount: str | None = None
+    currency: str | None = None
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The money moved; ``reference`` goes into the receipt (tx hash, payment hash, …)."""
+
+    reference: str
+    receipt_extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Definitively not paid; ``nothing_moved`` lets the store release the claim so the payer may retry."""
+
+    problem: Problem
+    nothing_moved: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """The outcome is unknown (a transaction was sent, no receipt yet): keep the claim, never re-challenge."""
+
+    detail: str
+    reference: str | None = None
+
+
+class MppMethod(Protocol):
+    """One ``method``/``intent`` pair on the seller side."""
+
+    method: str
+    intent: str
+
+    def verify(self, accepted: Accepted, now: float) -> Verified | Problem:
+        """Pure checks of ``accepted.credential.payload`` against ``accepted.challenge.request``."""
+        ...
+
+    async def settle(self, verified: Verified) -> Settled | Refused | Unknown:
+        """Move (or confirm) the money."""
+        ...
