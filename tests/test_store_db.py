@@ -64,3 +64,26 @@ async def test_transaction_rolls_back_on_error(store_url: str) -> None:
         assert (await db.fetchone("SELECT owner FROM t_claims WHERE id = ?", ("r",))) == {"owner": "x"}
     finally:
         await db.aclose()
+
+
+async def test_many_concurrent_transactions_do_not_starve(store_url: str) -> None:
+    """40 concurrent read-modify-write transactions in one process all commit, and none is lost."""
+    db = open_database(store_url)
+    try:
+        await migrate(db, ["test_component"])
+        await db.execute("INSERT INTO t_claims (id, owner, n) VALUES (?, ?, ?)", ("counter", "x", 0))
+
+        async def bump() -> None:
+            async with db.transaction() as tx:
+                if tx.dialect == "postgres":
+                    row = await tx.fetchone("SELECT n FROM t_claims WHERE id = ? FOR UPDATE", ("counter",))
+                else:
+                    row = await tx.fetchone("SELECT n FROM t_claims WHERE id = ?", ("counter",))
+                assert row is not None
+                await asyncio.sleep(0)
+                await tx.execute("UPDATE t_claims SET n = ? WHERE id = ?", (row["n"] + 1, "counter"))
+
+        await asyncio.wait_for(asyncio.gather(*(bump() for _ in range(40))), timeout=60)
+        assert await db.fetchone("SELECT n FROM t_claims WHERE id = ?", ("counter",)) == {"n": 40}
+    finally:
+        await db.aclose()

@@ -1,9 +1,496 @@
-"""``paywire pay`` and ``paywire wallet`` (issue: buyers)."""
+"""``paywire pay`` (curl for paid URLs) and ``paywire wallet new|show|balance|history``.
+
+Exit codes of ``paywire pay``: 0 done (HTTP < 400); 1 other error or HTTP ≥ 400; 3 refused by the policy or
+not approved; 4 the server refused the payment (402 after paying); 5 outcome unknown (budget kept spent).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_REFUSED = 3
+EXIT_REJECTED = 4
+EXIT_UNKNOWN = 5
+DEFAULT_KEYSTORE = Path.home() / ".paywire" / "keystore.json"
+
+wallet_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                         help="The buyer's wallet: create a key, show it, read balances, list receipts.")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the ``paywire`` app."""
+    """Add ``pay`` and ``wallet`` to the ``paywire`` app."""
+    app.command()(pay)
+    app.add_typer(wallet_app, name="wallet")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _store(store: str) -> str:
+    from paywire.client import default_store
+
+    return store or default_store()
+
+
+def _parse_asset(spec: str) -> Any:
+    """``eip155:31337/0xToken[:decimals]`` → a $1 ``Asset``."""
+    from paywire.schemes.evm_exact import Asset
+
+    network, sep, rest = spec.rpartition("/")
+    if not sep or not network:
+        raise typer.BadParameter(f"--asset {spec!r}: write NETWORK/ADDRESS[:DECIMALS]")
+    address, _, decimals = rest.partition(":")
+    return Asset(network, address, "", "", int(decimals) if decimals else 6)
+
+
+def _load_policy(path: str, assets: list[str]) -> tuple[Any, Any]:
+    """(policy, the user's approval threshold in micro-dollars or None)."""
+    from paywire.client.policy import Policy
+    from paywire.errors import ConfigError
+    from paywire.schemes.evm_exact import Asset
+
+    data: dict[str, Any] = {}
+    file = path or os.environ.get("PAYWIRE_POLICY", "")
+    if file:
+        p = Path(file).expanduser()
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise _fail(f"cannot read the policy file {p}: {exc}") from None
+        try:
+            if p.suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as exc:
+            raise _fail(f"{p} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from None
+    extra = [_parse_asset(a) for a in assets]
+    for a in data.pop("assets", []) or []:
+        if not isinstance(a, dict) or "network" not in a or "address" not in a:
+            raise _fail("policy 'assets' entries need network and address")
+        extra.append(Asset(a["network"], a["address"], a.get("name", ""), a.get("version", ""),
+                           int(a.get("decimals", 6))))
+    try:
+        policy = Policy.from_mapping(data, assets=extra)
+    except (ConfigError, TypeError) as exc:
+        raise _fail(f"bad policy: {exc}") from None
+    return policy, policy.limit("approval_threshold")
+
+
+def _wallet(rpc: str = "") -> Any:
+    from paywire.errors import ConfigError
+    from paywire.wallet import Wallet, parse_rpc
+
+    try:
+        kw: dict[str, Any] = {"rpc": parse_rpc(rpc)} if rpc else {}
+        return Wallet.from_env(**kw)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _address_from_env() -> tuple[str, str] | None:
+    """(address, where it came from) without decrypting anything."""
+    from paywire.evm.signer import LocalSigner
+    from paywire.wallet import KEY_ENV, KEYSTORE_ENV, keystore_address
+
+    key = os.environ.get(KEY_ENV)
+    if key:
+        try:
+            return LocalSigner(key.strip()).address, f"${KEY_ENV}"
+        except ValueError:
+            raise _fail(f"${KEY_ENV} is not a 32-byte hex key") from None
+    path = os.environ.get(KEYSTORE_ENV)
+    if path:
+        from paywire.errors import ConfigError
+
+        try:
+            addr = keystore_address(path)
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        if addr:
+            return addr, f"keystore {path}"
+    return None
+
+
+def _usd(micros: int | None) -> str:
+    from paywire.client.policy import fmt_usd
+
+    return fmt_usd(micros) if micros else "-"
+
+
+def _receipt_table(r: Any) -> Table:
+    t = Table(title="paywire receipt", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    rows = [("url", f"{r.method} {r.url}"), ("outcome", r.outcome), ("price", _usd(r.usd_micros)),
+            ("amount", f"{r.amount} atomic" if r.amount is not None else "-"), ("asset", r.asset or "-"),
+            ("network", r.network or "-"), ("pay to", r.pay_to or "-"), ("tx", r.tx or "-"),
+            ("x402", f"v{r.x402_version}" if r.x402_version else "-"), ("payment id", r.payment_id or "-"),
+            ("reason", r.reason or "-")]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    return t
+
+
+# ------------------------------------------------------------------------------------------------ pay
+
+
+def pay(
+    url: Annotated[str, typer.Argument(help="The URL to fetch (and pay for, if it answers 402).")],
+    method: Annotated[str, typer.Option("-X", "--request", help="HTTP method.")] = "",
+    header: Annotated[list[str] | None, typer.Option("-H", "--header", help="'Name: value' (repeatable).")]
+    = None,
+    data: Annotated[str | None, typer.Option("-d", "--data", help="Request body ('@file' reads a file).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the body to this file.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Pay without asking (the policy still applies).")]
+    = False,
+    max_price: Annotated[str, typer.Option("--max", help="Refuse prices above this, e.g. '$0.10'.")] = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be paid; sign nothing.")] = False,
+    policy_file: Annotated[str, typer.Option("--policy", help="Policy file (JSON or TOML; or $PAYWIRE_POLICY).")]
+    = "",
+    asset: Annotated[list[str] | None, typer.Option("--asset", help="Also value NETWORK/ADDRESS[:DECIMALS] as "
+                                                                    "$1 (repeatable).")] = None,
+    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts/budgets store URL.")] = "",
+    rpc: Annotated[str, typer.Option(envvar="PAYWIRE_RPC", help="Node URL for balance checks.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 30.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No receipt on stderr.")] = False,
+) -> None:
+    """Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within
+    policy, prints the receipt.
+
+    The wallet comes from $PAYWIRE_WALLET_KEY or $PAYWIRE_KEYSTORE; the body goes to stdout (or -o), the
+    price and the receipt to stderr. Exit codes: 3 refused/not approved, 4 payment refused by the server,
+    5 outcome unknown."""
+    from paywire.client.policy import MAX_PER_PAYMENT, to_micros
+    from paywire.errors import ConfigError
+
+    policy, user_threshold = _load_policy(policy_file, asset or [])
+    if max_price:
+        try:
+            cap = to_micros(max_price)
+        except ConfigError as exc:
+            raise _fail(f"--max: {exc}") from None
+        current = policy.limit(MAX_PER_PAYMENT)
+        micros = min(cap, current) if current is not None else cap
+        policy = policy.with_changes(max_per_payment=Decimal(micros) / 1_000_000)
+    policy = policy.with_changes(approval_threshold="0", dry_run=dry_run or policy.dry_run)
+    wallet = _wallet(rpc)
+    body = _read_data(data)
+    headers = _headers(header or [])
+    verb = (method or ("POST" if body is not None else "GET")).upper()
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+
+    def approve(req: Any) -> bool:
+        price = _usd(req.quote.usd_micros) if req.quote.usd_micros is not None else f"{req.quote.amount} atomic"
+        err.print(f"[bold]402 Payment Required[/]: {price} to {req.quote.payee} on {req.quote.network} "
+                  f"(asset {req.quote.asset})", highlight=False)
+        if yes:
+            return True
+        if user_threshold is not None and req.quote.usd_micros is not None and \
+                req.quote.usd_micros <= user_threshold:
+            err.print("within policy (approval_threshold): paying", highlight=False)
+            return True
+        if not interactive:
+            err.print("[red]not paying:[/] this payment needs approval and there is no terminal to ask; "
+                      "rerun with --yes, or set approval_threshold in your policy", highlight=False)
+            return False
+        answer = typer.confirm(f"Pay {price} for {verb} {url}?", default=False, err=True)
+        return bool(answer)
+
+    code = asyncio.run(_pay(url, verb, headers, body, output, policy, wallet, approve, _store(store), timeout,
+                            quiet))
+    raise typer.Exit(code)
+
+
+def _read_data(data: str | None) -> bytes | None:
+    if data is None:
+        return None
+    if data.startswith("@"):
+        try:
+            return Path(data[1:]).expanduser().read_bytes()
+        except OSError as exc:
+            raise _fail(f"cannot read {data[1:]}: {exc}") from None
+    return data.encode()
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    out_: dict[str, str] = {}
+    for h in items:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise _fail(f"bad header {h!r}: write 'Name: value'")
+        out_[name.strip()] = value.strip()
+    return out_
+
+
+async def _pay(url: str, method: str, headers: dict[str, str], body: bytes | None, output: Path | None,
+               policy: Any, wallet: Any, approve: Any, store: str, timeout: float, quiet: bool) -> int:
+    from paywire.client import (
+        Buyer,
+        DryRunPayment,
+        PaymentDeclined,
+        PaymentError,
+        PaymentOutcomeUnknown,
+        PaymentRefused,
+        PaymentRejected,
+        receipt_of,
+        settlement_of,
+        x402_client,
+    )
+    from paywire.errors import ConfigError
+
+    try:
+        buyer = Buyer(wallet, policy, store=store, approve=approve)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    import httpx
+
+    try:
+        async with x402_client(buyer, timeout=timeout) as client:
+            try:
+                r = await client.request(method, url, headers=headers, content=body)
+            except DryRunPayment as exc:
+                err.print(f"[yellow]{exc}[/]", highlight=False)
+                return 0
+            except (PaymentRefused, PaymentDeclined) as exc:
+                err.print(f"[red]refused:[/] {exc}", highlight=False)
+                return EXIT_REFUSED
+            except PaymentRejected as exc:
+                _show(exc.receipt, quiet)
+                err.print(f"[red]the server refused the payment:[/] {exc.reason}", highlight=False)
+                return EXIT_REJECTED
+            except PaymentOutcomeUnknown as exc:
+                _show(exc.receipt, quiet)
+                err.print(f"[yellow]outcome unknown:[/] {exc}", highlight=False)
+                return EXIT_UNKNOWN
+            except PaymentError as exc:
+                err.print(f"[red]payment failed:[/] {exc}", highlight=False)
+                return 1
+            except httpx.HTTPError as exc:
+                err.print(f"[red]request failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+                return 1
+    finally:
+        await buyer.aclose()
+        await wallet.aclose()
+    if output is not None:
+        output.write_bytes(r.content)
+    else:
+        sys.stdout.buffer.write(r.content)
+        sys.stdout.buffer.flush()
+    receipt = receipt_of(r)
+    if receipt is not None:
+        _show(receipt, quiet)
+        s = settlement_of(r)
+        if s is not None and not quiet:
+            err.print(f"settled: {s.success} tx {s.transaction or '-'} on {s.network or '-'}", highlight=False)
+    if r.status_code >= 400:
+        err.print(f"[red]HTTP {r.status_code}[/]", highlight=False)
+        return 1
+    return 0
+
+
+def _show(receipt: Any, quiet: bool) -> None:
+    if receipt is not None and not quiet:
+        err.print(_receipt_table(receipt))
+
+
+# ------------------------------------------------------------------------------------------------ wallet
+
+
+@wallet_app.command("new")
+def wallet_new(
+    keystore: Annotated[Path, typer.Option(help="Where to write the encrypted keystore file.")] = DEFAULT_KEYSTORE,
+    print_key: Annotated[bool, typer.Option("--print-key", help="Print the raw private key instead (unsafe; "
+                                                                  "for development).")] = False,
+    kdf: Annotated[str, typer.Option(help="Key derivation: scrypt (geth default) or pbkdf2.")] = "scrypt",
+) -> None:
+    """Create a new key and store it encrypted (standard Ethereum keystore JSON)."""
+    from paywire.errors import ConfigError
+    from paywire.evm.signer import LocalSigner
+    from paywire.wallet import write_keystore
+    from paywire.wallet.keystore import PASSWORD_ENV
+
+    signer = LocalSigner.generate()
+    if print_key:
+        out.print(f"address     {signer.address}")
+        out.print(f"private key 0x{signer.private_key.hex()}")
+        err.print("export PAYWIRE_WALLET_KEY=0x… to use it; keep it secret", highlight=False)
+        return
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not (sys.stdin is not None and sys.stdin.isatty()):
+            raise _fail(f"set {PASSWORD_ENV} (no terminal to ask for a password)")
+        password = typer.prompt("new keystore password", hide_input=True, confirmation_prompt=True, err=True)
+    if not password:
+        raise _fail("refusing an empty keystore password")
+    try:
+        path = write_keystore(keystore, signer.private_key, password, kdf=kdf)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"address  {signer.address}")
+    out.print(f"keystore {path}")
+    err.print(f"use it with: export PAYWIRE_KEYSTORE={path}", highlight=False)
+
+
+@wallet_app.command("show")
+def wallet_show() -> None:
+    """The wallet's address and where it comes from (nothing is decrypted)."""
+    found = _address_from_env()
+    if found is None:
+        raise _fail("no wallet configured: set PAYWIRE_WALLET_KEY or PAYWIRE_KEYSTORE "
+                    "(create one with `paywire wallet new`)")
+    out.print(f"address {found[0]}")
+    out.print(f"source  {found[1]}")
+
+
+@wallet_app.command("balance")
+def wallet_balance(
+    rpc: Annotated[str, typer.Option(envvar="PAYWIRE_RPC", help="Node URL (or network=url,...).")] = "",
+    asset: Annotated[list[str] | None, typer.Option("--asset", help="Token address (repeatable); default: "
+                                                                    "the known USDC of that chain.")] = None,
+    network: Annotated[str, typer.Option(help="CAIP-2 network (default: the node's chain).")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Native and token balances of the wallet, read through the chain layer."""
+    from paywire.chain import HttpTransport, RpcChain
+    from paywire.evm import token
+    from paywire.schemes.evm_exact.server import KNOWN_ASSETS
+
+    found = _address_from_env()
+    if found is None:
+        raise _fail("no wallet configured: set PAYWIRE_WALLET_KEY or PAYWIRE_KEYSTORE")
+    if not rpc or "=" in rpc:
+        raise _fail("give --rpc URL (or PAYWIRE_RPC) of a node")
+    address = found[0]
+
+    async def run() -> dict[str, Any]:
+        chain = RpcChain(HttpTransport(rpc))
+        try:
+            net = network or f"eip155:{await chain.chain_id()}"
+            tokens = list(asset or [a.address for a in KNOWN_ASSETS if a.network == net])
+            result: dict[str, Any] = {"address": address, "network": net,
+                                      "native_wei": str(await chain.get_balance(address)), "tokens": {}}
+            for t in tokens:
+                raw = await chain.call(t, token.balance_of(address))
+                try:
+                    decimals = token.decode_uint(await chain.call(t, token.DECIMALS))
+                except Exception:
+                    decimals = 6
+                result["tokens"][t] = {"atomic": str(token.decode_uint(raw)), "decimals": decimals}
+            return result
+        finally:
+            await chain.aclose()
+
+    try:
+        info = asyncio.run(run())
+    except Exception as exc:
+        raise _fail(f"cannot read balances from {rpc}: {exc}") from None
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    t = Table(title=f"{info['address']} on {info['network']}")
+    t.add_column("asset")
+    t.add_column("balance", justify="right")
+    t.add_row("native (ETH)", f"{int(info['native_wei']) / 10**18:,.6f}")
+    for addr, v in info["tokens"].items():
+        t.add_row(addr, f"{int(v['atomic']) / 10 ** int(v['decimals']):,.6f}")
+    out.print(t)
+
+
+HISTORY_COLUMNS = ("id", "time", "outcome", "method", "url", "price", "amount", "asset", "network", "pay_to",
+                   "tx", "budget", "rule", "reason", "payload_hash", "payment_id")
+
+
+def _history_row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "time": datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds"),
+        "outcome": r.outcome, "method": r.method, "url": r.url, "price": _usd(r.usd_micros) if r.usd_micros else "",
+        "amount": "" if r.amount is None else str(r.amount), "asset": r.asset or "", "network": r.network or "",
+        "pay_to": r.pay_to or "", "tx": r.tx or "", "budget": r.budget, "rule": r.rule or "",
+        "reason": r.reason or "", "payload_hash": r.payload_hash or "", "payment_id": r.payment_id or "",
+    }
+
+
+@wallet_app.command("history")
+def wallet_history(
+    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts store URL.")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest N entries (0 = all).")] = 50,
+    all_accounts: Annotated[bool, typer.Option("--all", help="Every wallet in the store, not just this one.")]
+    = False,
+) -> None:
+    """Receipts: every payment and refused/declined attempt, newest first."""
+    from paywire.store import open_database
+    from paywire.store.spend import SpendLedger
+
+    if fmt not in ("table", "json", "csv"):
+        raise _fail("--format is table, json or csv")
+    found = None if all_accounts else _address_from_env()
+    account = found[0] if found else ""
+
+    async def run() -> list[Any]:
+        db = open_database(_store(store))
+        try:
+            ledger = SpendLedger(db, account)
+            return await ledger.history(limit=limit or None, all_accounts=not account)
+        finally:
+            await db.aclose()
+
+    receipts = asyncio.run(run())
+    if fmt == "json":
+        text = json.dumps([{**r.to_dict(), "time": _history_row(r)["time"]} for r in receipts], indent=2) + "\n"
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(HISTORY_COLUMNS))
+        w.writeheader()
+        for r in receipts:
+            w.writerow(_history_row(r))
+        text = buf.getvalue()
+    else:
+        t = Table(title=f"paywire receipts{' for ' + account if account else ''}")
+        for col in ("id", "time", "outcome", "price", "url", "pay_to", "tx", "rule"):
+            t.add_column(col, overflow="fold")
+        for r in receipts:
+            row = _history_row(r)
+            t.add_row(str(row["id"]), row["time"], row["outcome"], row["price"], row["url"],
+                      _short(row["pay_to"]), _short(row["tx"]), row["rule"])
+        if output is None:
+            out.print(t)
+            return
+        buf_console = Console(file=io.StringIO(), width=200)
+        buf_console.print(t)
+        text = buf_console.file.getvalue()  # type: ignore[attr-defined]
+    if output is not None:
+        output.write_text(text)
+        err.print(f"{len(receipts)} receipts written to {output}", highlight=False)
+    else:
+        sys.stdout.write(text)
+
+
+def _short(value: str) -> str:
+    return value[:10] + "…" + value[-4:] if len(value) > 16 else value
+

@@ -1,11 +1,22 @@
-"""The buyer's protocol decisions: read a 402, choose an offer, build the payment header. No I/O."""
+"""The buyer's protocol decisions, free of I/O: read a 402, rank its options, build the payment, and decide
+what a reply (or a network failure) to the paid request means.
+
+The I/O shells (``engine.py`` and the transports built on it) ask these functions what to do.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
+from paywire.client.policy import FUNDS, SCHEME, Policy, Quote, Refusal, check_static, describe
 from paywire.errors import PaywireError, WireError
 from paywire.schemes.base import ClientScheme, handles
 from paywire.x402.codec import (
@@ -25,23 +36,115 @@ from paywire.x402.models import (
     PaymentRequired,
     PaymentRequiredV1,
     PaymentRequirements,
+    PaymentRequirementsV1,
+    ResourceInfo,
     SettleResponse,
     requirements_v1_to_v2,
 )
 
+PAYMENT_IDENTIFIER: Final = "payment-identifier"
+"""Extension key of the idempotency id (digest §9.2)."""
+_PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
 
 class PaymentError(PaywireError):
-    """The client could not (or would not) pay for a 402."""
+    """The client could not (or would not) pay for a 402. ``receipt`` is the ledger entry, when there is one."""
+
+    def __init__(self, message: str, *, receipt: Receipt | None = None) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+
+
+class PaymentRefused(PaymentError):
+    """The policy (or the wallet) refused every option; ``refusals`` says which rule refused each and why."""
+
+    def __init__(self, message: str, refusals: Sequence[Refusal], *, receipt: Receipt | None = None) -> None:
+        super().__init__(message, receipt=receipt)
+        self.refusals = list(refusals)
+
+    @property
+    def rule(self) -> str:
+        """The rule that refused the cheapest option."""
+        return self.refusals[0].rule if self.refusals else ""
+
+
+class PaymentDeclined(PaymentError):
+    """The approval hook (or the person at the prompt) said no."""
+
+
+class DryRunPayment(PaymentError):
+    """Dry-run mode: nothing was signed; ``quote`` is what would have been paid."""
+
+    def __init__(self, message: str, quote: Quote, *, receipt: Receipt | None = None) -> None:
+        super().__init__(message, receipt=receipt)
+        self.quote = quote
+
+
+class PaymentRejected(PaymentError):
+    """The server answered the paid request with 402 again; ``reason`` is the server's reason."""
+
+    def __init__(self, message: str, reason: str, *, receipt: Receipt | None = None,
+                 settlement: SettleResponse | None = None) -> None:
+        super().__init__(message, receipt=receipt)
+        self.reason = reason
+        self.settlement = settlement
+
+
+class PaymentOutcomeUnknown(PaymentError):
+    """The paid request never got a usable answer: the payment may or may not have settled.
+
+    Its budget stays spent until the chain shows the authorization expired unused."""
+
+
+# ------------------------------------------------------------------------------------------------ receipts
 
 
 @dataclass(frozen=True, slots=True)
-class PaymentAttempt:
-    """What the client sends on the retry."""
+class Receipt:
+    """One ledger entry: a payment, or an attempt that was refused, declined, dry-run or failed.
 
-    header: str
-    value: str
-    requirements: PaymentRequirements
-    version: int
+    ``outcome``: ``paid`` | ``unknown`` | ``rejected`` | ``failed`` | ``refused`` | ``declined`` | ``dry_run``
+    | ``pending``. ``budget``: ``none`` | ``reserved`` | ``committed`` | ``held`` | ``released``.
+    """
+
+    url: str
+    outcome: str
+    method: str = "GET"
+    host: str = ""
+    id: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    x402_version: int | None = None
+    scheme: str | None = None
+    network: str | None = None
+    asset: str | None = None
+    pay_to: str | None = None
+    amount: int | None = None
+    usd_micros: int = 0
+    payload_hash: str | None = None
+    payment_id: str | None = None
+    nonce: str | None = None
+    valid_before: int | None = None
+    tx: str | None = None
+    status_code: int | None = None
+    budget: str = "none"
+    rule: str | None = None
+    reason: str | None = None
+    challenge: str | None = None
+    chosen: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (amount as a decimal string)."""
+        d = dataclasses.asdict(self)
+        if self.amount is not None:
+            d["amount"] = str(self.amount)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------ challenge
 
 
 def parse_challenge(headers: Mapping[str, str], body: bytes) -> PaymentRequired | PaymentRequiredV1:
@@ -58,9 +161,57 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> PaymentRequired 
     raise WireError("missing_field", "402 without PAYMENT-REQUIRED header or v1 body")
 
 
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One entry of ``accepts``: ``requirements`` in v2 shape; ``v1`` keeps the original v1 entry."""
+
+    index: int
+    requirements: PaymentRequirements
+    v1: PaymentRequirementsV1 | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The entry exactly as the server sent it (v1 or v2 shape)."""
+        return self.v1.to_wire() if self.v1 is not None else self.requirements.to_wire()
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A parsed 402, either version, with its options in server order."""
+
+    version: int
+    options: tuple[Option, ...]
+    raw: PaymentRequired | PaymentRequiredV1
+    resource: ResourceInfo | None = None
+    extensions: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw.to_wire(), separators=(",", ":"))
+
+
+def to_challenge(pr: PaymentRequired | PaymentRequiredV1) -> Challenge:
+    """Normalize either version to a :class:`Challenge`."""
+    if isinstance(pr, PaymentRequiredV1):
+        options = []
+        resource = None
+        for i, r1 in enumerate(pr.accepts):
+            req, res = requirements_v1_to_v2(r1)
+            resource = resource or res
+            options.append(Option(i, req, r1))
+        return Challenge(1, tuple(options), pr, resource, None, pr.error or None)
+    return Challenge(2, tuple(Option(i, r) for i, r in enumerate(pr.accepts)), pr, pr.resource, pr.extensions,
+                     pr.error)
+
+
+def read_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
+    """Parse a 402 into a :class:`Challenge`; ``WireError`` when it is not an x402 challenge."""
+    return to_challenge(parse_challenge(headers, body))
+
+
 def parse_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
     """The settlement a paid response carries (checklist 36); None when absent or unreadable."""
-    raw = headers.get(PAYMENT_RESPONSE.lower()) or headers.get(X_PAYMENT_RESPONSE.lower())
+    raw = (headers.get(PAYMENT_RESPONSE.lower()) or headers.get(PAYMENT_RESPONSE)
+           or headers.get(X_PAYMENT_RESPONSE.lower()) or headers.get(X_PAYMENT_RESPONSE))
     if raw is None:
         return None
     try:
@@ -69,46 +220,293 @@ def parse_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
         return None
 
 
+def challenge_error(headers: Mapping[str, str], body: bytes = b"") -> str | None:
+    """The server's reason on a 402 after paying: ``PAYMENT-REQUIRED.error``, else the v1 body's ``error``."""
+    raw = headers.get(PAYMENT_REQUIRED.lower()) or headers.get(PAYMENT_REQUIRED)
+    if raw is not None:
+        try:
+            err = decode_header(raw).get("error")
+        except WireError:
+            err = None
+        if isinstance(err, str) and err:
+            return err
+    try:
+        obj = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), str) and obj["error"]:
+        return str(obj["error"])
+    return None
+
+
+def rejection_reason(headers: Mapping[str, str], body: bytes) -> str:
+    """The best human reason for a 402 that answered a payment."""
+    settlement = parse_settlement(headers)
+    if settlement is not None and not settlement.success and settlement.error_reason:
+        return settlement.error_reason
+    return challenge_error(headers, body) or "payment refused (the server gave no reason)"
+
+
+# ------------------------------------------------------------------------------------------------ choosing
+
+
+def quote_of(option: Option, host: str, policy: Policy) -> Quote:
+    r = option.requirements
+    return Quote(host=host, payee=r.pay_to, network=r.network, asset=r.asset, amount=r.amount,
+                 usd_micros=policy.value(r.network, r.asset, r.amount))
+
+
+def scheme_for(schemes: Sequence[ClientScheme], req: PaymentRequirements) -> ClientScheme | None:
+    """The first registered scheme that can sign for ``req``."""
+    for s in schemes:
+        if handles(s, req.scheme, req.network) and s.can_pay(req):
+            return s
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    option: Option
+    quote: Quote
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Options that pass the static rules, cheapest first, and why the others were dropped."""
+
+    candidates: tuple[Candidate, ...]
+    refusals: tuple[tuple[Option, Refusal], ...]
+
+
+def _price_key(c: Candidate) -> tuple[int, int, int]:
+    q = c.quote
+    return (0, q.usd_micros, c.option.index) if q.usd_micros is not None else (1, q.amount, c.option.index)
+
+
+def rank_options(
+    challenge: Challenge,
+    host: str,
+    policy: Policy,
+    schemes: Sequence[ClientScheme],
+    balance: Callable[[Option], int | None] = lambda _o: None,
+) -> Ranking:
+    """Drop options no scheme can sign, the policy refuses, or the wallet cannot fund (``balance`` returns
+    None when unknown); sort the rest cheapest first (dollar value, then server order)."""
+    ok: list[Candidate] = []
+    refused: list[tuple[Option, Refusal]] = []
+    for opt in challenge.options:
+        req = opt.requirements
+        q = quote_of(opt, host, policy)
+        if scheme_for(schemes, req) is None:
+            refused.append((opt, Refusal(SCHEME, f"no wallet scheme can pay {req.scheme} on {req.network}")))
+            continue
+        refusal = check_static(policy, q)
+        if refusal is not None:
+            refused.append((opt, refusal))
+            continue
+        funds = balance(opt)
+        if funds is not None and funds < req.amount:
+            refused.append((opt, Refusal(FUNDS, f"wallet holds {funds} atomic units of {req.asset} on "
+                                                f"{req.network}, needs {req.amount}")))
+            continue
+        ok.append(Candidate(opt, q))
+    ok.sort(key=_price_key)
+    refused.sort(key=lambda pair: _price_key(Candidate(pair[0], quote_of(pair[0], host, policy))))
+    return Ranking(tuple(ok), tuple(refused))
+
+
+def refusal_message(url: str, refusals: Sequence[tuple[Option, Refusal]]) -> str:
+    """One sentence per refused option (cheapest first)."""
+    if not refusals:
+        return f"{url}: nothing to pay"
+    parts = [f"option {opt.index} ({opt.requirements.amount} of {opt.requirements.asset}) refused by "
+             f"{ref.rule}: {ref.reason}" for opt, ref in refusals]
+    return f"not paying {url}: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def new_payment_id() -> str:
+    """``pay_`` + 32 hex digits (the SDK's format, digest §9.2)."""
+    return "pay_" + uuid.uuid4().hex
+
+
+def is_valid_payment_id(value: str) -> bool:
+    return _PAYMENT_ID_RE.fullmatch(value) is not None
+
+
+def with_payment_id(extensions: Mapping[str, Any] | None, payment_id: str) -> Mapping[str, Any] | None:
+    """Echo the server's extensions, adding ``info.id`` when it advertised ``payment-identifier``
+    (checklist 28, 37); everything the server sent is kept."""
+    if not extensions:
+        return extensions
+    declared = extensions.get(PAYMENT_IDENTIFIER)
+    if not isinstance(declared, Mapping):
+        return extensions
+    info = declared.get("info")
+    info_d = dict(info) if isinstance(info, Mapping) else {}
+    if "id" not in info_d:
+        info_d["id"] = payment_id
+    out = dict(extensions)
+    out[PAYMENT_IDENTIFIER] = {**declared, "info": info_d}
+    return out
+
+
+def advertises_payment_id(challenge: Challenge) -> bool:
+    return bool(challenge.extensions) and isinstance(
+        (challenge.extensions or {}).get(PAYMENT_IDENTIFIER), Mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentAttempt:
+    """What the client sends on the retry, and what identifies it in the ledger."""
+
+    header: str
+    value: str
+    requirements: PaymentRequirements
+    version: int
+    payment_id: str | None = None
+    nonce: str | None = None
+    valid_before: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {self.header: self.value}
+
+    @property
+    def payload_hash(self) -> str:
+        return payload_hash(self.value)
+
+
+def payload_hash(header_value: str) -> str:
+    """sha256 of the encoded payment header, hex."""
+    return hashlib.sha256(header_value.encode("ascii")).hexdigest()
+
+
+def build_payment(challenge: Challenge, option: Option, inner: Mapping[str, Any],
+                  payment_id: str | None = None) -> PaymentAttempt:
+    """The payment header for ``option``: ``accepted`` is the server's entry verbatim (checklist 27, 29)."""
+    auth = inner.get("authorization") if isinstance(inner, Mapping) else None
+    nonce = auth.get("nonce") if isinstance(auth, Mapping) else None
+    vb_raw = auth.get("validBefore") if isinstance(auth, Mapping) else None
+    valid_before = int(vb_raw) if isinstance(vb_raw, str) and vb_raw.isdigit() else None
+    if option.v1 is not None:
+        p1 = PaymentPayloadV1(x402_version=1, scheme=option.v1.scheme, network=option.v1.network, payload=inner)
+        return PaymentAttempt(X_PAYMENT, encode_header(p1.to_wire()), option.requirements, 1, None,
+                              nonce if isinstance(nonce, str) else None, valid_before)
+    pid = payment_id if advertises_payment_id(challenge) else None
+    extensions = with_payment_id(challenge.extensions, pid) if pid else challenge.extensions
+    p = PaymentPayload(x402_version=2, accepted=option.requirements, payload=inner, resource=challenge.resource,
+                       extensions=extensions)
+    return PaymentAttempt(PAYMENT_SIGNATURE, encode_header(p.to_wire()), option.requirements, 2, pid,
+                          nonce if isinstance(nonce, str) else None, valid_before)
+
+
+def already_paying(headers: Mapping[str, str]) -> bool:
+    """The request already carries a payment: never pay for it again (checklist 30)."""
+    keys = {k.lower() for k in headers}
+    return PAYMENT_SIGNATURE.lower() in keys or X_PAYMENT.lower() in keys
+
+
+# ------------------------------------------------------------------------------------------------ retry safety
+
+
+class Sent(enum.Enum):
+    """How far a failed send got."""
+
+    NOT_SENT = "not_sent"
+    """The request never reached the server (connection refused, connect timeout)."""
+    MAYBE_SENT = "maybe_sent"
+    """The server may have received it (timeout or reset while waiting for the answer)."""
+
+
+class Next(enum.Enum):
+    """What to do after one send of the paid request."""
+
+    DONE = "done"
+    """A usable answer: deliver it."""
+    RESEND = "resend"
+    """Send the very same signed payment again."""
+    REJECTED = "rejected"
+    """The server answered 402: it refused the payment."""
+    UNKNOWN = "unknown"
+    """Out of retries without an answer: the payment may have settled."""
+    UNSENT = "unsent"
+    """Out of retries and the payment never left this machine."""
+
+
+RETRYABLE_STATUS: Final = frozenset({500, 502, 503, 504})
+
+
+def after_send_error(sent: Sent, tries: int, max_retries: int, reached_before: bool) -> Next:
+    """A send failed. Resend the same payment while retries remain; otherwise the outcome is unknown if
+    the payment may ever have reached the server, else it was never sent."""
+    if tries < max_retries:
+        return Next.RESEND
+    return Next.UNKNOWN if (reached_before or sent is Sent.MAYBE_SENT) else Next.UNSENT
+
+
+def after_response(status: int, tries: int, max_retries: int) -> Next:
+    """The paid request got an answer. 5xx → resend the same payment (bounded); 402 → rejected."""
+    if status == 402:
+        return Next.REJECTED
+    if status in RETRYABLE_STATUS:
+        return Next.RESEND if tries < max_retries else Next.UNKNOWN
+    return Next.DONE
+
+
+# ------------------------------------------------------------------------------------------------ legacy API
+
+
 class Payer:
-    """Chooses an offer a registered scheme can pay and signs it."""
+    """Chooses the first offer a registered scheme can pay (server order) and signs it; no policy, no ledger.
+
+    Kept for simple uses (``PaymentTransport(Payer([...]))``); :class:`~paywire.client.engine.Buyer` adds the
+    policy, the ledger and retry safety on top of the same decisions."""
 
     def __init__(self, schemes: Sequence[ClientScheme]) -> None:
         self.schemes = list(schemes)
 
-    def _scheme_for(self, req: PaymentRequirements) -> ClientScheme | None:
-        for s in self.schemes:
-            if handles(s, req.scheme, req.network) and s.can_pay(req):
-                return s
-        return None
-
     async def pay(self, challenge: PaymentRequired | PaymentRequiredV1) -> PaymentAttempt:
         """Sign the first payable offer in the server's order (checklist 27-29)."""
-        if isinstance(challenge, PaymentRequiredV1):
-            for r1 in challenge.accepts:
-                req, _ = requirements_v1_to_v2(r1)
-                scheme = self._scheme_for(req)
-                if scheme is not None:
-                    inner = await scheme.create_payload(req)
-                    p1 = PaymentPayloadV1(x402_version=1, scheme=r1.scheme, network=r1.network, payload=inner)
-                    return PaymentAttempt(X_PAYMENT, encode_header(p1.to_wire()), req, 1)
-            raise PaymentError("no offer in the 402 can be paid by this wallet")
-        for req in challenge.accepts:
-            scheme = self._scheme_for(req)
+        c = to_challenge(challenge)
+        for opt in c.options:
+            scheme = scheme_for(self.schemes, opt.requirements)
             if scheme is not None:
-                inner = await scheme.create_payload(req)
-                p = PaymentPayload(x402_version=2, accepted=req, payload=inner, resource=challenge.resource,
-                                   extensions=challenge.extensions)
-                return PaymentAttempt(PAYMENT_SIGNATURE, encode_header(p.to_wire()), req, 2)
+                inner = await scheme.create_payload(opt.requirements)
+                return build_payment(c, opt, inner, new_payment_id())
         raise PaymentError("no offer in the 402 can be paid by this wallet")
 
 
-def challenge_error(headers: Mapping[str, str]) -> str | None:
-    """The server's reason on a 402 after paying, if it gave one."""
-    raw = headers.get(PAYMENT_REQUIRED.lower())
-    if raw is None:
-        return None
-    try:
-        err = decode_header(raw).get("error")
-    except WireError:
-        return None
-    return err if isinstance(err, str) else None
+__all__ = [
+    "PAYMENT_IDENTIFIER",
+    "Candidate",
+    "Challenge",
+    "DryRunPayment",
+    "Next",
+    "Option",
+    "Payer",
+    "PaymentAttempt",
+    "PaymentDeclined",
+    "PaymentError",
+    "PaymentOutcomeUnknown",
+    "PaymentRefused",
+    "PaymentRejected",
+    "Ranking",
+    "Receipt",
+    "Sent",
+    "after_response",
+    "after_send_error",
+    "already_paying",
+    "build_payment",
+    "challenge_error",
+    "describe",
+    "new_payment_id",
+    "parse_challenge",
+    "parse_settlement",
+    "rank_options",
+    "read_challenge",
+    "rejection_reason",
+    "with_payment_id",
+]

@@ -1,57 +1,152 @@
-"""httpx transport that answers 402 by paying once and retrying (async; sync wraps it)."""
+"""httpx transports that answer 402 by paying (async; the sync one runs the same async core on a private
+loop thread). Use them through :func:`paywire.client.x402_client` or mount them yourself."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from paywire.client.core import Payer, PaymentError, challenge_error, parse_challenge, parse_settlement
-from paywire.errors import WireError
-from paywire.x402.codec import PAYMENT_SIGNATURE, X_PAYMENT
+from paywire.client.core import Payer, Receipt, Sent, already_paying
+from paywire.client.engine import Buyer
+from paywire.client.loop_thread import run_sync
+from paywire.x402.models import SettleResponse
 
 SETTLEMENT_KEY = "paywire.settlement"
-PAYMENT_KEY = "paywire.payment"
+RECEIPT_KEY = "paywire.receipt"
+PAYMENT_KEY = RECEIPT_KEY  # older name
+
+
+def classify_httpx_error(exc: BaseException) -> Sent | None:
+    """Did a failed httpx send reach the server? (connect failures: no; resets and read timeouts: maybe)."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol):
+        return Sent.NOT_SENT
+    if isinstance(exc, httpx.TransportError):
+        return Sent.MAYBE_SENT
+    return None
+
+
+def _retry_request(request: httpx.Request, extra: Mapping[str, str] | None) -> httpx.Request:
+    if extra is None:
+        return request
+    headers = httpx.Headers(request.headers)
+    for k, v in extra.items():
+        headers[k] = v
+    return httpx.Request(request.method, request.url, headers=headers, content=request.content,
+                         extensions=request.extensions)
+
+
+class _HttpxExchangeBase:
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+        self.url = str(request.url)
+        self.method = request.method
+        self.paying = already_paying(request.headers)
+
+    def status(self, response: httpx.Response) -> int:
+        return response.status_code
+
+    def headers(self, response: httpx.Response) -> Mapping[str, str]:
+        return response.headers
+
+    def classify(self, exc: BaseException) -> Sent | None:
+        return classify_httpx_error(exc)
+
+    def attach(self, response: httpx.Response, receipt: Receipt, settlement: SettleResponse | None) -> None:
+        response.extensions = {**response.extensions, RECEIPT_KEY: receipt, SETTLEMENT_KEY: settlement}
+
+
+class _AsyncHttpxExchange(_HttpxExchangeBase):
+    def __init__(self, inner: httpx.AsyncBaseTransport, request: httpx.Request) -> None:
+        super().__init__(request)
+        self.inner = inner
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> httpx.Response:
+        return await self.inner.handle_async_request(_retry_request(self.request, extra_headers))
+
+    async def read(self, response: httpx.Response) -> bytes:
+        return await response.aread()
+
+    async def discard(self, response: httpx.Response) -> None:
+        await response.aclose()
+
+
+class _SyncHttpxExchange(_HttpxExchangeBase):
+    def __init__(self, inner: httpx.BaseTransport, request: httpx.Request) -> None:
+        super().__init__(request)
+        self.inner = inner
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> httpx.Response:
+        return await asyncio.to_thread(self.inner.handle_request, _retry_request(self.request, extra_headers))
+
+    async def read(self, response: httpx.Response) -> bytes:
+        return await asyncio.to_thread(response.read)
+
+    async def discard(self, response: httpx.Response) -> None:
+        await asyncio.to_thread(response.close)
+
+
+def _buyer(buyer: Buyer | Payer | Any, kw: dict[str, Any]) -> tuple[Buyer, bool]:
+    """(the buyer, whether the transport made it and so closes it)."""
+    return (buyer, False) if isinstance(buyer, Buyer) else (Buyer(buyer, **kw), True)
 
 
 class PaymentTransport(httpx.AsyncBaseTransport):
-    """Wraps another transport; a 402 is paid once, never twice (checklist 30)."""
+    """Async httpx transport: a 402 is paid (within the buyer's policy) and the request resent once with
+    the payment; the same signed payment is resent on timeouts/resets/5xx (checklist 30)."""
 
-    def __init__(self, payer: Payer, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self.payer = payer
+    def __init__(self, buyer: Buyer | Payer | Any, inner: httpx.AsyncBaseTransport | None = None, *,
+                 close_buyer: bool | None = None, **buyer_kw: Any) -> None:
+        self.buyer, made = _buyer(buyer, buyer_kw)
+        self.close_buyer = made if close_buyer is None else close_buyer
         self.inner = inner or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        response = await self.inner.handle_async_request(request)
-        if response.status_code != 402 or PAYMENT_SIGNATURE in request.headers or X_PAYMENT in request.headers:
-            return response
-        body = await response.aread()
-        await response.aclose()
-        try:
-            challenge = parse_challenge(response.headers, body)
-        except WireError as exc:
-            raise PaymentError(f"unreadable 402 from {request.url}: {exc}") from exc
-        attempt = await self.payer.pay(challenge)
-        headers = dict(request.headers)
-        headers[attempt.header] = attempt.value
-        retry = httpx.Request(request.method, request.url, headers=headers, content=request.content,
-                              extensions=request.extensions)
-        paid = await self.inner.handle_async_request(retry)
-        paid.extensions = {**paid.extensions, PAYMENT_KEY: attempt}
-        if paid.status_code == 402:
-            await paid.aread()
-            reason = challenge_error(paid.headers) or "payment refused"
-            raise PaymentError(f"{request.url} refused the payment: {reason}")
-        settlement = parse_settlement(paid.headers)
-        if settlement is not None:
-            paid.extensions = {**paid.extensions, SETTLEMENT_KEY: settlement}
-        return paid
+        return await self.buyer.handle(_AsyncHttpxExchange(self.inner, request))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+        if self.close_buyer:
+            await self.buyer.aclose()
 
 
-def settlement_of(response: httpx.Response) -> Any:
-    """The ``SettleResponse`` of a paid response, or None."""
-    return response.extensions.get(SETTLEMENT_KEY)
+class SyncPaymentTransport(httpx.BaseTransport):
+    """Sync httpx transport over the same async core (run on a private loop thread)."""
+
+    def __init__(self, buyer: Buyer | Payer | Any, inner: httpx.BaseTransport | None = None, *,
+                 close_buyer: bool | None = None, **buyer_kw: Any) -> None:
+        self.buyer, made = _buyer(buyer, buyer_kw)
+        self.close_buyer = made if close_buyer is None else close_buyer
+        self.inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        return run_sync(self.buyer.handle(_SyncHttpxExchange(self.inner, request)))
+
+    def close(self) -> None:
+        self.inner.close()
+        if self.close_buyer:
+            run_sync(self.buyer.aclose())
+
+
+def settlement_of(response: Any) -> SettleResponse | None:
+    """The parsed ``PAYMENT-RESPONSE`` of a paid response (httpx or requests), or None."""
+    ext = getattr(response, "extensions", None)
+    if isinstance(ext, Mapping) and SETTLEMENT_KEY in ext:
+        value = ext[SETTLEMENT_KEY]
+        return value if isinstance(value, SettleResponse) else None
+    value = getattr(response, "paywire_settlement", None)
+    return value if isinstance(value, SettleResponse) else None
+
+
+def receipt_of(response: Any) -> Receipt | None:
+    """The ledger receipt of a paid response (httpx or requests), or None when nothing was paid."""
+    ext = getattr(response, "extensions", None)
+    if isinstance(ext, Mapping) and RECEIPT_KEY in ext:
+        value = ext[RECEIPT_KEY]
+        return value if isinstance(value, Receipt) else None
+    value = getattr(response, "paywire_receipt", None)
+    return value if isinstance(value, Receipt) else None

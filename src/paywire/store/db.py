@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,20 +48,52 @@ class Database(Executor, Protocol):
 
 
 class _SqliteTx:
+    """An open SQLite transaction: its own connection, driven from its own thread."""
+
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, worker: concurrent.futures.ThreadPoolExecutor) -> None:
         self._conn = conn
+        self._worker = worker
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.wrap_future(self._worker.submit(fn, *args))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return await asyncio.to_thread(_sqlite_execute, self._conn, sql, params)
+        return int(await self._run(_sqlite_execute, self._conn, sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await asyncio.to_thread(_sqlite_fetch, self._conn, sql, params)
+        rows = await self._run(_sqlite_fetch, self._conn, sql, params)
         return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return await asyncio.to_thread(_sqlite_fetch, self._conn, sql, params)
+        return list(await self._run(_sqlite_fetch, self._conn, sql, params))
+
+
+_PATH_LOCKS: dict[str, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(path: str) -> threading.Lock:
+    key = str(Path(path).resolve())
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, threading.Lock())
+
+
+def _begin(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    lock.acquire()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _end(conn: sqlite3.Connection, lock: threading.Lock, how: str) -> None:
+    try:
+        conn.execute(how)
+    finally:
+        lock.release()
 
 
 def _sqlite_execute(conn: sqlite3.Connection, sql: str, params: Params) -> int:
@@ -109,18 +142,26 @@ class SqliteDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        conn = await asyncio.to_thread(self._connect)
+        # A dedicated thread per transaction: writers waiting for the lock never starve the shared pools.
+        # Within this process they queue on a lock (fast hand-off); across processes SQLite's busy handler waits.
+        worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywire-sqlite-tx")
+        lock = _path_lock(self.path)
+        tx: _SqliteTx | None = None
         try:
-            await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+            conn = await asyncio.wrap_future(worker.submit(self._connect))
+            tx = _SqliteTx(conn, worker)
+            await tx._run(_begin, conn, lock)
             try:
-                yield _SqliteTx(conn)
+                yield tx
             except BaseException:
-                await asyncio.to_thread(conn.execute, "ROLLBACK")
+                await tx._run(_end, conn, lock, "ROLLBACK")
                 raise
             else:
-                await asyncio.to_thread(conn.execute, "COMMIT")
+                await tx._run(_end, conn, lock, "COMMIT")
         finally:
-            await asyncio.to_thread(conn.close)
+            if tx is not None:
+                await tx._run(tx._conn.close)
+            worker.shutdown(wait=False)
 
     async def aclose(self) -> None:
         await self._run(self._conn.close)

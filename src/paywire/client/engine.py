@@ -1,0 +1,525 @@
+"""The buyer's async I/O shell: one HTTP exchange that may need paying, end to end.
+
+``Buyer.handle(exchange)`` sends the request; on 402 it reads the challenge, ranks the options (``core``),
+applies the policy (``policy``), reserves budget in the ledger (``store.spend``), asks for approval when
+needed, signs, and sends the paid request — resending the *same* signed payment when the network or the
+server fails, so a flaky connection never pays twice. Each HTTP client (httpx async/sync, requests) is a
+small :class:`Exchange` adapter over this one flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from paywire.client.core import (
+    Candidate,
+    Challenge,
+    DryRunPayment,
+    Next,
+    Option,
+    Payer,
+    PaymentAttempt,
+    PaymentDeclined,
+    PaymentError,
+    PaymentOutcomeUnknown,
+    PaymentRefused,
+    PaymentRejected,
+    Receipt,
+    Sent,
+    after_response,
+    after_send_error,
+    build_payment,
+    new_payment_id,
+    parse_settlement,
+    quote_of,
+    rank_options,
+    read_challenge,
+    refusal_message,
+    rejection_reason,
+    scheme_for,
+)
+from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
+from paywire.errors import ConfigError, WireError
+from paywire.evm.signer import EvmSigner
+from paywire.schemes.base import ClientScheme
+from paywire.store.db import Database
+from paywire.x402.models import SettleResponse
+
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+
+class Exchange(Protocol[R]):
+    """One request as an HTTP client sees it; ``R`` is that client's response type."""
+
+    url: str
+    method: str
+    paying: bool
+    """The request already carries a payment header (never pay it again)."""
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> R:
+        """Send the request, with ``extra_headers`` added (None: the original request)."""
+        ...
+
+    def status(self, response: R) -> int: ...
+
+    def headers(self, response: R) -> Mapping[str, str]:
+        """Response headers; lookups with lower-case names must work."""
+        ...
+
+    async def read(self, response: R) -> bytes: ...
+
+    async def discard(self, response: R) -> None: ...
+
+    def classify(self, exc: BaseException) -> Sent | None:
+        """How far a failed ``send`` got; None when ``exc`` is not a network failure."""
+        ...
+
+    def attach(self, response: R, receipt: Receipt, settlement: SettleResponse | None) -> None:
+        """Expose the receipt and the parsed ``PAYMENT-RESPONSE`` on the response."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """What the approval hook is asked to allow."""
+
+    url: str
+    method: str
+    quote: Quote
+    option: Option
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url}: pay {describe(self.quote)}"
+
+
+Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+WalletLike = Any  # paywire.wallet.Wallet, a Payer, a list of ClientSchemes, or an EvmSigner
+
+
+# ------------------------------------------------------------------------------------------------ ledgers
+
+
+class _MemoryLedger:
+    """Receipts kept in memory when no store is configured (no budgets: those need a store); the newest
+    ``keep`` entries are kept."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.rows: dict[int, Receipt] = {}
+        self._next = 1
+        self._keep = keep
+
+    def _new(self, r: Receipt) -> int:
+        rid = self._next
+        self._next += 1
+        if len(self.rows) >= self._keep:
+            for old in [k for k, v in self.rows.items() if v.budget not in ("reserved", "held")][:len(self.rows) // 10]:
+                del self.rows[old]
+        now = time.time()
+        self.rows[rid] = replace(r, id=rid, created_at=now, updated_at=now)
+        return rid
+
+    async def reserve(self, policy: Policy, candidates: Sequence[Candidate], *, url: str, method: str,
+                      version: int, challenge: str) -> Any:
+        from paywire.store.spend import Reservation
+
+        c = candidates[0]
+        rid = self._new(_receipt_for(url, method, c, version, challenge, outcome="pending", budget="reserved"))
+        return Reservation(rid, c)
+
+    async def check(self, policy: Policy, candidates: Sequence[Candidate]) -> Any:
+        return candidates[0]
+
+    async def record(self, *, url: str, method: str, host: str, outcome: str, x402_version: int | None = None,
+                     candidate: Candidate | None = None, rule: str | None = None, reason: str | None = None,
+                     challenge: str | None = None) -> int:
+        if candidate is not None:
+            r = _receipt_for(url, method, candidate, x402_version, challenge, outcome=outcome, budget="none")
+        else:
+            r = Receipt(url=url, method=method, host=host, outcome=outcome, x402_version=x402_version,
+                        challenge=challenge)
+        return self._new(replace(r, rule=rule, reason=reason))
+
+    async def mark_signed(self, row_id: int, *, payload_hash: str, payment_id: str | None, nonce: str | None,
+                          valid_before: int | None) -> None:
+        self.rows[row_id] = replace(self.rows[row_id], payload_hash=payload_hash, payment_id=payment_id,
+                                    nonce=nonce, valid_before=valid_before, outcome="signed")
+
+    async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+        r = self.rows[row_id]
+        if r.budget not in ("reserved", "held"):
+            return False
+        self.rows[row_id] = replace(r, outcome=outcome, budget=budget, tx=tx or r.tx,
+                                    status_code=status_code or r.status_code, rule=rule or r.rule,
+                                    reason=reason or r.reason, updated_at=time.time())
+        return True
+
+    async def get(self, row_id: int) -> Receipt | None:
+        return self.rows.get(row_id)
+
+    async def history(self, *, limit: int | None = None, all_accounts: bool = False) -> list[Receipt]:
+        rows = sorted(self.rows.values(), key=lambda r: -(r.id or 0))
+        return rows[:limit] if limit is not None else rows
+
+
+def _receipt_for(url: str, method: str, c: Candidate, version: int | None, challenge: str | None, *,
+                 outcome: str, budget: str) -> Receipt:
+    r = c.option.requirements
+    return Receipt(url=url, method=method, host=c.quote.host, outcome=outcome, budget=budget, x402_version=version,
+                   scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=r.amount,
+                   usd_micros=c.quote.usd_micros or 0, challenge=challenge,
+                   chosen=json.dumps(c.option.wire(), separators=(",", ":")))
+
+
+class _Row:
+    """The ledger row of one payment in flight."""
+
+    def __init__(self, ledger: Any, rid: int, marking: asyncio.Future[None]) -> None:
+        self.ledger, self.rid, self.marking = ledger, rid, marking
+
+    async def finish(self, **kw: Any) -> None:
+        try:
+            await self.marking
+        except Exception:  # the row still counts as reserved: spend is not under-counted
+            log.warning("could not record the signed payment of ledger row %s", self.rid, exc_info=True)
+        await self.ledger.finish(self.rid, **kw)
+
+    async def get(self) -> Receipt:
+        receipt: Receipt = await self.ledger.get(self.rid)
+        return receipt
+
+
+# ------------------------------------------------------------------------------------------------ the buyer
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+
+
+class Buyer:
+    """Pays 402s for any HTTP client, within a policy, with a receipts ledger and retry safety.
+
+    ``wallet``: a :class:`paywire.wallet.Wallet` (balances and on-chain checks too), or just signing
+    schemes (a ``Payer``, a list of ``ClientScheme``, or an ``EvmSigner``).
+    ``store``: a database URL (``sqlite:///file.db``, ``postgresql://…``), a ``Database``, a ``SpendLedger``,
+    or None to keep receipts in memory only (then the policy may not use budgets).
+    ``approve``: called (sync or async) for payments above ``policy.approval_threshold``.
+    ``max_retries``: how often the same signed payment is resent after a timeout, reset or 5xx.
+    """
+
+    def __init__(self, wallet: WalletLike, policy: Policy | None = None, *, store: Any = None,
+                 approve: Approver | None = None, max_retries: int = 2, retry_delay: float = 0.2,
+                 account: str | None = None, reconcile_every: float = 30.0) -> None:
+        self.policy = policy or Policy()
+        self.approve = approve
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.wallet = wallet if hasattr(wallet, "schemes") and callable(wallet.schemes) else None
+        self.schemes = _schemes_of(wallet)
+        self.account = account or _account_of(wallet, self.schemes)
+        self._store = store
+        self._ledger: Any = None
+        self._reconcile_every = reconcile_every
+        self._last_reconcile = 0.0
+        if store is None and self.policy.has_budgets:
+            raise ConfigError("the policy has budgets, which must be remembered: give Buyer(store='sqlite:///…')")
+        if store is not None and not self.account:
+            raise ConfigError("cannot tell the wallet's address for the ledger: pass account='0x…'")
+
+    # -------------------------------------------------------------- ledger
+
+    async def ledger(self) -> Any:
+        """The ledger (opened and migrated on first use)."""
+        if self._ledger is not None:
+            await getattr(self._ledger, "ensure_schema", _noop)()
+            return self._ledger
+        if self._store is None:
+            self._ledger = _MemoryLedger()
+            return self._ledger
+        from paywire.store.db import open_database
+        from paywire.store.spend import SpendLedger
+
+        store = self._store
+        if isinstance(store, SpendLedger):
+            ledger = store
+        else:
+            db: Database = open_database(store) if isinstance(store, str) else store
+            ledger = SpendLedger(db, self.account)
+        self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
+        await ledger.ensure_schema()
+        return ledger
+
+    async def history(self, limit: int | None = None) -> list[Receipt]:
+        """Receipts, newest first."""
+        return list(await (await self.ledger()).history(limit=limit))
+
+    async def reconcile(self) -> int:
+        """Release budget held by payments whose authorization expired unused on chain (needs a Wallet with
+        a node for the network); count payments the chain shows settled. Returns rows changed."""
+        ledger = await self.ledger()
+        wallet = self.wallet
+        if wallet is None or not hasattr(ledger, "reconcile"):
+            return 0
+
+        async def used(r: Receipt) -> bool | None:
+            if not (r.network and r.asset and r.nonce):
+                return None
+            result: bool | None = await wallet.authorization_used(r.network, r.asset, r.nonce, r.valid_before)
+            return result
+
+        self._last_reconcile = time.monotonic()
+        return int(await ledger.reconcile(used))
+
+    async def aclose(self) -> None:
+        """Close what the buyer opened (its ledger connections; the database when it was given a URL)."""
+        ledger, self._ledger = self._ledger, None
+        if ledger is None or self._store is None:
+            return
+        if hasattr(ledger, "aclose") and not isinstance(self._store, type(ledger)):
+            await ledger.aclose()
+        if isinstance(self._store, str):
+            await ledger.db.aclose()
+
+    # -------------------------------------------------------------- the flow
+
+    async def handle(self, ex: Exchange[R]) -> R:
+        """Send ``ex``'s request; pay a 402 if the policy allows; return the final response.
+
+        Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
+        first = await ex.send(None)
+        if ex.status(first) != 402 or ex.paying:
+            return first
+        body = await ex.read(first)
+        host = host_of(ex.url)
+        ledger = await self.ledger()
+        try:
+            challenge = read_challenge(ex.headers(first), body)
+        except WireError as exc:
+            rid = await ledger.record(url=ex.url, method=ex.method, host=host, outcome="failed",
+                                      reason=f"unreadable 402: {exc}")
+            raise PaymentError(f"{ex.url} answered 402 without a readable x402 challenge: {exc}",
+                               receipt=await ledger.get(rid)) from exc
+        await ex.discard(first)
+        if self.wallet is not None and self._store is not None and \
+                time.monotonic() - self._last_reconcile > self._reconcile_every:
+            await self.reconcile()
+        attempt, rid, cand = await self._prepare(ex, challenge, host, ledger)
+        # the payload's identity is written while the request travels; every final state waits for it
+        marking = asyncio.ensure_future(ledger.mark_signed(
+            rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
+            valid_before=attempt.valid_before))
+        return await self._deliver(ex, attempt, _Row(ledger, rid, marking), cand)
+
+    async def _balances(self, challenge: Challenge) -> dict[tuple[str, str], int | None]:
+        wallet = self.wallet
+        if wallet is None or not hasattr(wallet, "balance"):
+            return {}
+        keys = sorted({(o.requirements.network, o.requirements.asset) for o in challenge.options
+                       if o.requirements.network.startswith("eip155:")})
+        values = await asyncio.gather(*(wallet.balance(n, a) for n, a in keys), return_exceptions=True)
+        return {k: (v if isinstance(v, int) else None) for k, v in zip(keys, values, strict=True)}
+
+    async def _prepare(self, ex: Exchange[Any], challenge: Challenge, host: str,
+                       ledger: Any) -> tuple[PaymentAttempt, int, Candidate]:
+        policy = self.policy
+        balances = await self._balances(challenge)
+        ranking = rank_options(challenge, host, policy, self.schemes,
+                               balance=lambda o: balances.get((o.requirements.network, o.requirements.asset)))
+        cj = challenge.to_json()
+        record = {"url": ex.url, "method": ex.method, "host": host, "x402_version": challenge.version,
+                  "challenge": cj}
+        if not ranking.candidates:
+            opt, ref = ranking.refusals[0]
+            rid = await ledger.record(outcome="refused", candidate=Candidate(opt, quote_of(opt, host, policy)),
+                                      rule=ref.rule, reason=ref.reason, **record)
+            raise PaymentRefused(refusal_message(ex.url, ranking.refusals), [r for _, r in ranking.refusals],
+                                 receipt=await ledger.get(rid))
+        if policy.dry_run:
+            chosen = await ledger.check(policy, ranking.candidates)
+            if isinstance(chosen, Candidate):
+                rid = await ledger.record(outcome="dry_run", candidate=chosen, reason="dry run: nothing signed",
+                                          **record)
+                raise DryRunPayment(f"dry run: would pay {describe(chosen.quote)} for {ex.url}", chosen.quote,
+                                    receipt=await ledger.get(rid))
+            await self._budget_refused(ex, chosen.refusals, ranking.refusals, record, ledger)
+        res = await ledger.reserve(policy, ranking.candidates, url=ex.url, method=ex.method,
+                                   version=challenge.version, challenge=cj)
+        from paywire.store.spend import BudgetRefused
+
+        if isinstance(res, BudgetRefused):
+            await self._budget_refused(ex, res.refusals, ranking.refusals, record, ledger)
+        rid, cand = res.id, res.candidate
+        try:
+            if needs_approval(policy, cand.quote):
+                ok = await self._ask(ApprovalRequest(ex.url, ex.method, cand.quote, cand.option))
+                if not ok:
+                    await ledger.finish(rid, outcome="declined", budget="released", rule=APPROVAL,
+                                        reason="the approval hook said no")
+                    raise PaymentDeclined(f"payment of {describe(cand.quote)} for {ex.url} was not approved",
+                                          receipt=await ledger.get(rid))
+            scheme = scheme_for(self.schemes, cand.option.requirements)
+            assert scheme is not None
+            inner = await scheme.create_payload(cand.option.requirements)
+            attempt = build_payment(challenge, cand.option, inner, new_payment_id())
+        except PaymentError:
+            raise
+        except BaseException as exc:
+            await ledger.finish(rid, outcome="failed", budget="released",
+                                reason=f"not signed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception):
+                raise PaymentError(f"could not sign the payment for {ex.url}: {exc}",
+                                   receipt=await ledger.get(rid)) from exc
+            raise
+        return attempt, rid, cand
+
+    async def _budget_refused(self, ex: Exchange[Any], budget_refusals: Sequence[tuple[Candidate, Refusal]],
+                              static: Sequence[tuple[Option, Refusal]], record: dict[str, Any],
+                              ledger: Any) -> NoReturn:
+        cand, ref = budget_refusals[0]
+        rid = await ledger.record(outcome="refused", candidate=cand, rule=ref.rule, reason=ref.reason, **record)
+        pairs = [(c.option, r) for c, r in budget_refusals] + list(static)
+        raise PaymentRefused(refusal_message(ex.url, pairs), [r for _, r in pairs], receipt=await ledger.get(rid))
+
+    async def _ask(self, request: ApprovalRequest) -> bool:
+        if self.approve is None:
+            return False
+        if inspect.iscoroutinefunction(self.approve):
+            return bool(await self.approve(request))
+        result = await asyncio.to_thread(self.approve, request)
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    async def _deliver(self, ex: Exchange[R], attempt: PaymentAttempt, row: _Row, cand: Candidate) -> R:
+        tries = 0
+        reached = False
+        while True:
+            try:
+                response = await ex.send(attempt.headers)
+            except Exception as exc:
+                sent = ex.classify(exc) or Sent.MAYBE_SENT
+                reached = reached or sent is Sent.MAYBE_SENT
+                nxt = after_send_error(sent, tries, self.max_retries, reached)
+                if nxt is Next.RESEND:
+                    tries += 1
+                    await asyncio.sleep(self.retry_delay * tries)
+                    continue
+                if nxt is Next.UNSENT:
+                    await row.finish(outcome="failed", budget="released",
+                                        reason=f"never reached the server: {type(exc).__name__}: {exc}")
+                    raise PaymentError(f"could not reach {ex.url} to pay: {exc}",
+                                       receipt=await row.get()) from exc
+                await row.finish(outcome="unknown", budget="held",
+                                    reason=f"no answer after {tries + 1} sends: {type(exc).__name__}: {exc}")
+                raise PaymentOutcomeUnknown(
+                    f"{ex.url}: no answer to the paid request after {tries + 1} tries ({exc}); the payment "
+                    "may have settled, so its budget stays spent", receipt=await row.get()) from exc
+            status = ex.status(response)
+            nxt = after_response(status, tries, self.max_retries)
+            if nxt is Next.RESEND:
+                reached = True
+                await ex.discard(response)
+                tries += 1
+                await asyncio.sleep(self.retry_delay * tries)
+                continue
+            headers = ex.headers(response)
+            settlement = parse_settlement(headers)
+            if nxt is Next.REJECTED:
+                return await self._rejected(ex, response, attempt, row, cand, reached, settlement)
+            if nxt is Next.UNKNOWN:
+                await row.finish(outcome="unknown", budget="held", status_code=status,
+                                    reason=f"HTTP {status} after {tries + 1} tries")
+            elif 200 <= status < 400:
+                if settlement is not None and not settlement.success:
+                    await row.finish(outcome="unknown", budget="held", status_code=status,
+                                        reason=f"served, but settlement reported {settlement.error_reason}")
+                else:
+                    tx = settlement.transaction if settlement is not None else None
+                    await row.finish(outcome="paid", budget="committed", status_code=status, tx=tx or None)
+            else:
+                # an error status instead of the resource: honest servers do not settle then (checklist 19);
+                # the budget stays held until the chain shows the authorization expired unused
+                await row.finish(outcome="rejected", budget="held", status_code=status,
+                                    reason=f"HTTP {status} to the paid request")
+            receipt = await row.get()
+            ex.attach(response, receipt, settlement)
+            return response
+
+    async def _rejected(self, ex: Exchange[R], response: R, attempt: PaymentAttempt, row: _Row, cand: Candidate,
+                        reached: bool, settlement: SettleResponse | None) -> R:
+        body = await ex.read(response)
+        reason = rejection_reason(ex.headers(response), body)
+        used: bool | None = None
+        wallet = self.wallet
+        if wallet is not None and attempt.nonce and hasattr(wallet, "authorization_used"):
+            r = cand.option.requirements
+            used = await wallet.authorization_used(r.network, r.asset, attempt.nonce)
+        status = ex.status(response)
+        if used:
+            await row.finish(outcome="paid", budget="committed", status_code=status,
+                                reason=f"server answered 402 ({reason}) but the payment settled on chain")
+            receipt = await row.get()
+            ex.attach(response, receipt, settlement)
+            raise PaymentRejected(f"{ex.url} took the payment (settled on chain) but answered 402: {reason}",
+                                  reason, receipt=receipt, settlement=settlement)
+        if reached:
+            await row.finish(outcome="unknown", budget="held", status_code=status,
+                                reason=f"402 after a lost answer: {reason}")
+            receipt = await row.get()
+            ex.attach(response, receipt, settlement)
+            raise PaymentOutcomeUnknown(
+                f"{ex.url} answered 402 ({reason}) to a resent payment whose first answer was lost; it may "
+                "have settled, so its budget stays spent", receipt=receipt)
+        await row.finish(outcome="rejected", budget="held", status_code=status, reason=reason)
+        receipt = await row.get()
+        ex.attach(response, receipt, settlement)
+        raise PaymentRejected(f"{ex.url} refused the payment: {reason}", reason, receipt=receipt,
+                              settlement=settlement)
+
+
+async def _noop() -> None:
+    return None
+
+
+def _schemes_of(wallet: WalletLike) -> list[ClientScheme]:
+    if isinstance(wallet, Payer):
+        return list(wallet.schemes)
+    if hasattr(wallet, "schemes") and callable(wallet.schemes):
+        return list(wallet.schemes())
+    if isinstance(wallet, EvmSigner):
+        from paywire.schemes.evm_exact import ExactEvmClient
+
+        return [ExactEvmClient(wallet)]
+    if isinstance(wallet, list | tuple):
+        return list(wallet)
+    raise ConfigError(f"not a wallet: {wallet!r} (give a paywire.wallet.Wallet, a Payer, schemes or a signer)")
+
+
+def _account_of(wallet: WalletLike, schemes: Sequence[ClientScheme]) -> str:
+    address = getattr(wallet, "address", None)
+    if isinstance(address, str):
+        return address
+    for s in schemes:
+        signer = getattr(s, "signer", None)
+        if signer is not None and isinstance(getattr(signer, "address", None), str):
+            return str(signer.address)
+    return ""
+
+
+class ExchangeBase(Generic[R]):
+    """Shared fields of the adapters."""
+
+    def __init__(self, url: str, method: str, paying: bool) -> None:
+        self.url = url
+        self.method = method
+        self.paying = paying

@@ -1,0 +1,95 @@
+"""A ``requests`` adapter that pays 402s through the same async core (run on a private loop thread)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from paywire.client.core import Payer, Receipt, Sent, already_paying
+from paywire.client.engine import Buyer
+from paywire.client.loop_thread import run_sync
+from paywire.x402.models import SettleResponse
+
+
+def classify_requests_error(exc: BaseException) -> Sent | None:
+    """Did a failed ``requests`` send reach the server?"""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Sent.NOT_SENT
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason: Any = exc.args[0] if exc.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        if isinstance(reason, NewConnectionError):
+            return Sent.NOT_SENT
+        return Sent.MAYBE_SENT
+    if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ChunkedEncodingError):
+        return Sent.MAYBE_SENT
+    return None
+
+
+class _RequestsExchange:
+    def __init__(self, adapter: PaymentAdapter, request: requests.PreparedRequest, kwargs: dict[str, Any]) -> None:
+        self.adapter = adapter
+        self.request = request
+        self.kwargs = kwargs
+        self.url = request.url or ""
+        self.method = request.method or "GET"
+        self.paying = already_paying({str(k): "" for k in request.headers})
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> requests.Response:
+        req = self.request
+        if extra_headers is not None:
+            req = self.request.copy()
+            req.headers.update(extra_headers)
+        return await asyncio.to_thread(HTTPAdapter.send, self.adapter, req, **self.kwargs)
+
+    def status(self, response: requests.Response) -> int:
+        return int(response.status_code)
+
+    def headers(self, response: requests.Response) -> Mapping[str, str]:
+        return response.headers
+
+    async def read(self, response: requests.Response) -> bytes:
+        return await asyncio.to_thread(lambda: response.content)
+
+    async def discard(self, response: requests.Response) -> None:
+        await asyncio.to_thread(response.close)
+
+    def classify(self, exc: BaseException) -> Sent | None:
+        return classify_requests_error(exc)
+
+    def attach(self, response: requests.Response, receipt: Receipt, settlement: SettleResponse | None) -> None:
+        response.paywire_receipt = receipt  # type: ignore[attr-defined]
+        response.paywire_settlement = settlement  # type: ignore[attr-defined]
+
+
+class PaymentAdapter(HTTPAdapter):
+    """Mount on a ``requests.Session``: 402s are paid within the buyer's policy; the parsed settlement is
+    ``settlement_of(response)`` (also ``response.paywire_settlement``)."""
+
+    def __init__(self, buyer: Buyer | Payer | Any, *, adapter_kw: Mapping[str, Any] | None = None,
+                 **buyer_kw: Any) -> None:
+        super().__init__(**dict(adapter_kw or {}))
+        self.buyer = buyer if isinstance(buyer, Buyer) else Buyer(buyer, **buyer_kw)
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        kwargs = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
+        return run_sync(self.buyer.handle(_RequestsExchange(self, request, kwargs)))
+
+
+def x402_session(wallet: Any, policy: Any = None, *, session: requests.Session | None = None,
+                 **buyer_kw: Any) -> requests.Session:
+    """A ``requests.Session`` that pays 402s (http and https); ``buyer_kw`` go to :class:`Buyer`."""
+    buyer = wallet if isinstance(wallet, Buyer) else Buyer(wallet, policy, **buyer_kw)
+    s = session or requests.Session()
+    adapter = PaymentAdapter(buyer)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s

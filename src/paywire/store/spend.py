@@ -1,0 +1,383 @@
+"""The buyer's ledger: budget reservations and receipts in one table, over ``paywire.store.Database``.
+
+Every 402 the client handles leaves one row: a payment (``paid``/``unknown``/``rejected``/``failed``) or a
+non-payment (``refused``/``declined``/``dry_run``). ``budget`` tracks the row's weight against the policy:
+
+* ``reserved`` — taken before signing (in the same transaction that checked the budgets, so concurrent
+  payments, threads or processes sharing the database cannot overspend);
+* ``committed`` — paid;
+* ``held`` — handed to a server but not confirmed (unknown outcome, or refused after we paid): it still counts,
+  until :meth:`SpendLedger.reconcile` sees on chain that the authorization expired unused;
+* ``released`` — definitely not paid (failed before the payment left, or reconciled);
+* ``none`` — never counted (refusals, dry runs).
+
+``reserved``, ``committed`` and ``held`` count against budgets: spend is never under-counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import sqlite3
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from paywire.client.core import Candidate, Receipt
+from paywire.client.policy import DAILY, PER_HOST, PER_PAYEE, TOTAL, Policy, Refusal, Spent, check_budget
+from paywire.store.db import Database, Executor, Params, Row, SqliteDatabase
+from paywire.store.migrations import migrate, register
+
+COUNTING = ("reserved", "committed", "held")
+
+register("buyer", [[
+    """CREATE TABLE buyer_payments (
+        id {autoinc},
+        account TEXT NOT NULL,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL,
+        day TEXT NOT NULL,
+        method TEXT NOT NULL,
+        url TEXT NOT NULL,
+        host TEXT NOT NULL,
+        x402_version INTEGER,
+        scheme TEXT,
+        network TEXT,
+        asset TEXT,
+        pay_to TEXT,
+        amount TEXT,
+        usd_micros BIGINT NOT NULL DEFAULT 0,
+        payload_hash TEXT,
+        payment_id TEXT,
+        nonce TEXT,
+        valid_before BIGINT,
+        tx TEXT,
+        status_code INTEGER,
+        outcome TEXT NOT NULL,
+        budget TEXT NOT NULL,
+        rule TEXT,
+        reason TEXT,
+        challenge TEXT,
+        chosen TEXT
+    )""",
+    "CREATE INDEX buyer_payments_account_day ON buyer_payments (account, day, budget)",
+    "CREATE INDEX buyer_payments_account_host ON buyer_payments (account, host, budget)",
+    "CREATE INDEX buyer_payments_account_payee ON buyer_payments (account, pay_to, budget)",
+]])
+
+_RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def _lock_key(account: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"paywire-buyer:" + account.encode()).digest()[:8], "big", signed=True)
+
+
+_TX_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _tx_lock(db: Database) -> asyncio.Lock:
+    """One reservation transaction per database per event loop at a time: waiting writers then wait here
+    instead of each holding a worker thread on SQLite's lock (the database still serializes processes)."""
+    locks = _TX_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(id(db), asyncio.Lock())
+
+
+def _needed(policy: Policy) -> list[str]:
+    """Which sums the policy's budgets need."""
+    return [name for name, rule in (("host", PER_HOST), ("payee", PER_PAYEE), ("day", DAILY), ("total", TOTAL))
+            if policy.limit(rule) is not None]
+
+
+class _SyncSqlite:
+    """An ``Executor`` whose coroutines finish without suspending (plain sqlite3 calls), so a whole
+    transaction written against the async API runs synchronously in one worker call (see ``_drive``)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row = self._conn.execute(sql, tuple(params)).fetchone()
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return [dict(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends to completion, without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("a synchronous SQLite step tried to suspend")
+
+
+def row_to_receipt(row: Row) -> Receipt:
+    d: dict[str, Any] = {k: row.get(k) for k in _RECEIPT_FIELDS if k in row}
+    if d.get("amount") is not None:
+        d["amount"] = int(d["amount"])
+    for k in ("usd_micros", "valid_before", "status_code", "x402_version", "id"):
+        if d.get(k) is not None:
+            d[k] = int(d[k])
+    d["usd_micros"] = d.get("usd_micros") or 0
+    for k in ("created_at", "updated_at"):
+        d[k] = float(d.get(k) or 0.0)
+    return Receipt(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Budget taken for one candidate; ``id`` is the ledger row."""
+
+    id: int
+    candidate: Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRefused:
+    """No candidate fits the budgets; one refusal per candidate (cheapest first)."""
+
+    refusals: tuple[tuple[Candidate, Refusal], ...]
+
+
+class SpendLedger:
+    """Budgets and receipts of one ``account`` (normally the wallet address) in a shared database."""
+
+    def __init__(self, db: Database, account: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.account = account
+        self._clock = clock
+        self._ready = False
+        self._sq_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sq_conn: sqlite3.Connection | None = None
+
+    async def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        async with _tx_lock(self.db):
+            if not self._ready:
+                await migrate(self.db, ["buyer"])
+                self._ready = True
+
+    async def _spent(self, ex: Executor, host: str, payee: str, day: str,
+                     needed: Sequence[str] = ("host", "payee", "day", "total")) -> Spent:
+        """Sums of what counts against the budgets; only the ``needed`` ones are computed (the others are 0),
+        so an agent with just a daily budget reads one day of its rows through the index."""
+        terms = {
+            "host": ("COALESCE(SUM(CASE WHEN host = ? THEN usd_micros ELSE 0 END), 0)", [host]),
+            "payee": ("COALESCE(SUM(CASE WHEN LOWER(pay_to) = LOWER(?) THEN usd_micros ELSE 0 END), 0)", [payee]),
+            "day": ("COALESCE(SUM(CASE WHEN day = ? THEN usd_micros ELSE 0 END), 0)", [day]),
+            "total": ("COALESCE(SUM(usd_micros), 0)", []),
+        }
+        wanted = [k for k in terms if k in needed]
+        if not wanted:
+            return Spent()
+        cols = ", ".join(f"{terms[k][0]} AS {k}" for k in wanted)
+        params: list[Any] = [p for k in wanted for p in terms[k][1]]
+        where = "account = ? AND budget IN (?, ?, ?)"
+        params += [self.account, *COUNTING]
+        if wanted == ["day"]:
+            where += " AND day = ?"
+            params.append(day)
+        row = await ex.fetchone(f"SELECT {cols} FROM buyer_payments WHERE {where}", params)
+        assert row is not None
+        return Spent(**{k: int(row[k]) for k in wanted})
+
+    async def spent(self, host: str = "", payee: str = "") -> Spent:
+        """What counts against the budgets now."""
+        await self.ensure_schema()
+        return await self._spent(self.db, host, payee, utc_day(self._clock()))
+
+    async def check(self, policy: Policy, candidates: Sequence[Candidate]) -> Candidate | BudgetRefused:
+        """Read-only budget check (dry runs): the first candidate that fits, without reserving it."""
+        await self.ensure_schema()
+        result: Candidate | BudgetRefused = await self._first_within(self.db, policy, candidates,
+                                                                     utc_day(self._clock()), None)
+        return result
+
+    async def _first_within(self, ex: Executor, policy: Policy, candidates: Sequence[Candidate], day: str,
+                            reserve: dict[str, Any] | None) -> Any:
+        """The first candidate within every budget; with ``reserve`` (row fields) it is inserted as reserved."""
+        needed = _needed(policy)
+        refusals: list[tuple[Candidate, Refusal]] = []
+        for c in candidates:
+            spent = await self._spent(ex, c.quote.host, c.quote.payee, day, needed)
+            refusal = check_budget(policy, c.quote, spent)
+            if refusal is not None:
+                refusals.append((c, refusal))
+                continue
+            if reserve is None:
+                return c
+            row_id = await self._insert(ex, reserve["now"], url=reserve["url"], method=reserve["method"],
+                                        host=c.quote.host, x402_version=reserve["version"], candidate=c,
+                                        outcome="pending", budget="reserved", challenge=reserve["challenge"])
+            return Reservation(row_id, c)
+        return BudgetRefused(tuple(refusals))
+
+    async def reserve(self, policy: Policy, candidates: Sequence[Candidate], *, url: str, method: str,
+                      version: int, challenge: str) -> Reservation | BudgetRefused:
+        """In one transaction: find the first candidate within every budget and reserve it (a ledger row with
+        ``budget='reserved'``). Concurrent reservations of the same account are serialized by the database
+        (SQLite ``BEGIN IMMEDIATE``, a Postgres advisory lock), across threads and processes."""
+        await self.ensure_schema()
+        now = self._clock()
+        fields = {"now": now, "url": url, "method": method, "version": version, "challenge": challenge}
+        day = utc_day(now)
+        result: Reservation | BudgetRefused
+        if isinstance(self.db, SqliteDatabase):
+            result = await self._sqlite_tx(lambda ex: self._first_within(ex, policy, candidates, day, fields))
+            return result
+        async with _tx_lock(self.db), self.db.transaction() as tx:
+            if self.db.dialect == "postgres":
+                await tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(self.account),))
+            result = await self._first_within(tx, policy, candidates, day, fields)
+            return result
+
+    # SQLite: the whole reservation runs as one call on a dedicated connection and thread (one hop instead of
+    # one per statement); BEGIN IMMEDIATE still serializes it against every other connection and process.
+
+    async def _sqlite_tx(self, step: Callable[[Executor], Coroutine[Any, Any, Any]]) -> Any:
+        if self._sq_pool is None:
+            self._sq_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paywire-spend")
+        return await asyncio.wrap_future(self._sq_pool.submit(self._sqlite_run, step))
+
+    def _sqlite_run(self, step: Callable[[Executor], Coroutine[Any, Any, Any]]) -> Any:
+        if self._sq_conn is None:
+            assert isinstance(self.db, SqliteDatabase)
+            conn = sqlite3.connect(self.db.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")  # as paywire.store.db: WAL, durable across app crashes
+            self._sq_conn = conn
+        conn = self._sq_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = _drive(step(_SyncSqlite(conn)))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def aclose(self) -> None:
+        """Close the ledger's own SQLite connection (the ``Database`` is the caller's to close)."""
+        pool, conn = self._sq_pool, self._sq_conn
+        self._sq_pool = self._sq_conn = None
+        if pool is not None:
+            if conn is not None:
+                await asyncio.wrap_future(pool.submit(conn.close))
+            pool.shutdown(wait=False)
+
+    async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
+                      budget: str, x402_version: int | None = None, candidate: Candidate | None = None,
+                      rule: str | None = None, reason: str | None = None, challenge: str | None = None,
+                      chosen: str | None = None) -> int:
+        values: dict[str, Any] = {
+            "account": self.account, "created_at": now, "updated_at": now, "day": utc_day(now), "method": method,
+            "url": url, "host": host, "x402_version": x402_version, "outcome": outcome, "budget": budget,
+            "rule": rule, "reason": reason, "challenge": challenge, "chosen": chosen,
+        }
+        if candidate is not None:
+            r = candidate.option.requirements
+            values.update(scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=str(r.amount),
+                          usd_micros=candidate.quote.usd_micros or 0,
+                          chosen=chosen or json.dumps(candidate.option.wire(), separators=(",", ":")))
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        row = await ex.fetchone(f"INSERT INTO buyer_payments ({cols}) VALUES ({marks}) RETURNING id",
+                                tuple(values.values()))
+        assert row is not None
+        return int(row["id"])
+
+    async def record(self, *, url: str, method: str, host: str, outcome: str, x402_version: int | None = None,
+                     candidate: Candidate | None = None, rule: str | None = None, reason: str | None = None,
+                     challenge: str | None = None) -> int:
+        """A row that never counts against budgets (refused, declined, dry run, unreadable 402)."""
+        await self.ensure_schema()
+        return await self._insert(self.db, self._clock(), url=url, method=method, host=host, outcome=outcome,
+                                    budget="none", x402_version=x402_version, candidate=candidate, rule=rule,
+                                    reason=reason, challenge=challenge)
+
+    async def mark_signed(self, row_id: int, *, payload_hash: str, payment_id: str | None, nonce: str | None,
+                          valid_before: int | None) -> None:
+        await self.db.execute(
+            "UPDATE buyer_payments SET payload_hash = ?, payment_id = ?, nonce = ?, valid_before = ?, "
+            "outcome = 'signed', updated_at = ? WHERE id = ? AND account = ?",
+            (payload_hash, payment_id, nonce, valid_before, self._clock(), row_id, self.account),
+        )
+
+    async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+        """Move a reserved/held row to its final state (compare-and-set: a row already committed or released
+        is never changed). ``budget`` is ``committed``, ``held`` or ``released``."""
+        if budget not in ("committed", "held", "released"):
+            raise ValueError(f"not a final budget state: {budget}")
+        n = await self.db.execute(
+            "UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
+            "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
+            "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')",
+            (outcome, budget, tx, status_code, rule, reason, self._clock(), row_id, self.account),
+        )
+        return n == 1
+
+    async def get(self, row_id: int) -> Receipt | None:
+        row = await self.db.fetchone("SELECT * FROM buyer_payments WHERE id = ? AND account = ?",
+                                     (row_id, self.account))
+        return row_to_receipt(row) if row else None
+
+    async def history(self, *, limit: int | None = None, all_accounts: bool = False) -> list[Receipt]:
+        """Newest first."""
+        await self.ensure_schema()
+        sql = "SELECT * FROM buyer_payments"
+        params: list[Any] = []
+        if not all_accounts:
+            sql += " WHERE account = ?"
+            params.append(self.account)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [row_to_receipt(r) for r in await self.db.fetchall(sql, params)]
+
+    async def reconcile(self, used: Callable[[Receipt], Awaitable[bool | None]], *, grace: float = 1.0) -> int:
+        """Settle held/stale rows whose authorization has expired: ``used(receipt)`` says whether the chain
+        consumed it (True → committed as paid; False → released; None → unknown, left as is).
+        Returns how many rows changed."""
+        await self.ensure_schema()
+        now = self._clock()
+        rows = await self.db.fetchall(
+            "SELECT * FROM buyer_payments WHERE account = ? AND budget IN ('held', 'reserved') "
+            "AND nonce IS NOT NULL AND valid_before IS NOT NULL AND valid_before < ?",
+            (self.account, int(now - grace)),
+        )
+        changed = 0
+        for row in rows:
+            receipt = row_to_receipt(row)
+            verdict = await used(receipt)
+            if verdict is None:
+                continue
+            if verdict:
+                ok = await self.finish(receipt.id or 0, outcome="paid", budget="committed",
+                                       reason="authorization used on chain")
+            else:
+                ok = await self.finish(receipt.id or 0, outcome=receipt.outcome if receipt.outcome != "signed"
+                                       else "failed", budget="released",
+                                       reason="authorization expired unused on chain")
+            changed += int(ok)
+        return changed
