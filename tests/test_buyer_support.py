@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import socket
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -60,7 +61,8 @@ def content_app(counter: dict[str, int] | None = None) -> Starlette:
 
 
 def paid_app(routes: list[PaidRoute], facilitator: Facilitator, counter: dict[str, int] | None = None) -> Any:
-    return PaymentMiddleware(content_app(counter), routes, LocalFacilitatorClient(facilitator))
+    store = f"sqlite:///{tempfile.mkdtemp(prefix='paywire-seller-')}/seller.db"
+    return PaymentMiddleware(content_app(counter), routes, LocalFacilitatorClient(facilitator), store=store)
 
 
 async def transfers_to(net: Devnet, address: str, asset: str | None = None) -> int:

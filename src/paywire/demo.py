@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -43,7 +45,7 @@ class Purchase:
     payee_after: int
 
 
-def paid_api(net: Devnet, facilitator_url: str) -> PaymentMiddleware:
+def paid_api(net: Devnet, facilitator_url: str, store_url: str) -> PaymentMiddleware:
     """A small API with three priced routes, settled through the facilitator over HTTP."""
 
     async def handler(request: Request) -> JSONResponse:
@@ -53,7 +55,7 @@ def paid_api(net: Devnet, facilitator_url: str) -> PaymentMiddleware:
     app = Starlette(routes=[Route(path, handler) for path, _, _ in CATALOGUE])
     routes = [PaidRoute(path=p, description=d, offers=(exact_evm_offer(net.asset, net.payee.address, price=price),))
               for p, price, d in CATALOGUE]
-    return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url))
+    return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url), store=store_url)
 
 
 def usdc(atomic: int) -> str:
@@ -67,6 +69,7 @@ def _short(tx: str) -> str:
 async def run_demo(console: Console | None = None, *, purchases: int = 3) -> list[Purchase]:
     """Run the whole exchange; returns the purchases (each settled on chain)."""
     out = console or Console()
+    workdir = tempfile.mkdtemp(prefix="paywire-demo-")
     chain_backend = EmbeddedChain(chain_id=31337)
     chain = RpcChain(chain_backend)
     try:
@@ -77,7 +80,9 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
         ])])
         out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
         out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
-        async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(paid_api(net, fac_url)) as api_url:
+        async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(
+            paid_api(net, fac_url, f"sqlite:///{workdir}/seller.db")
+        ) as api_url:
             out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
             payer = Payer([ExactEvmClient(LocalSigner(net.payer.private_key))])
             results: list[Purchase] = []
@@ -100,3 +105,4 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
         return results
     finally:
         await chain.aclose()
+        shutil.rmtree(workdir, ignore_errors=True)

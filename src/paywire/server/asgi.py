@@ -1,103 +1,210 @@
-"""ASGI payment middleware: the thin I/O shell around ``Seller`` (works for FastAPI, Starlette, any ASGI app)."""
+"""ASGI payment middleware (FastAPI, Starlette, any ASGI app): a thin shell that carries out a flow's plans.
+
+    app = PaymentMiddleware(app, [PaidRoute("GET /weather", price="$0.01")], "http://127.0.0.1:4020",
+                            pay_to="0x…", network="eip155:84532")
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
-from paywire.server.core import PaidRoute, Proceed, Reply, Seller
+from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
+from paywire.server.flow import Forward, PaymentFlow, Plan, Respond, RunBuffered, RunStreaming
+from paywire.server.request import RequestInfo, build_url
+from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
+from paywire.store.payments import StoredResponse
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("paywire.server")
 
 
-async def _send_reply(send: Any, reply: Reply) -> None:
-    headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers]
-    headers.append((b"content-length", str(len(reply.body)).encode()))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+def request_info(scope: Scope) -> RequestInfo:
+    headers: dict[str, str] = {}
+    for k, v in scope.get("headers", ()):
+        name = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    qs = scope.get("query_string", b"").decode("latin-1")
+    path = scope.get("path", "/")
+    url = build_url(scope.get("scheme", "http"), headers.get("host"), scope.get("server"),
+                    scope.get("root_path", "") + path, qs)
+    return RequestInfo(scope.get("method", "GET").upper(), path, url, headers, qs)
+
+
+def _encode(headers: Any) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def _decode(headers: Any) -> list[tuple[str, str]]:
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in headers or ()]
+
+
+def _with_cors(headers: list[tuple[bytes, bytes]], origin: str | None) -> list[tuple[bytes, bytes]]:
+    names = {k.lower() for k, _ in headers}
+    if b"access-control-expose-headers" not in names:
+        headers.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+    if origin and b"access-control-allow-origin" not in names:
+        headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+    return headers
 
 
 class PaymentMiddleware:
-    """Charges for the routes given; verify → run handler (buffered) → settle → release (checklist 16-19)."""
+    """Charges for the given routes; everything else passes through untouched (plus CORS ``Expose-Headers``).
 
-    def __init__(self, app: Any, routes: Sequence[PaidRoute], facilitator: FacilitatorClient) -> None:
+    ``routes``: :class:`~paywire.server.core.PaidRoute` list (or a callable returning it, listed at first use).
+    ``facilitator``: a ``FacilitatorClient`` (``LocalFacilitatorClient`` = self-facilitating) or a URL.
+    Options: ``pay_to``, ``network``, ``assets`` (defaults for money prices), ``store`` (URL or
+    ``PaymentStore``; default ``PAYWIRE_STORE`` or ``sqlite:///paywire.db``), ``app_name``, ``cors_origin``,
+    ``paywall_html``, ``check_supported`` and the flow's timeouts. A ready ``flow=`` replaces all of them.
+    """
+
+    def __init__(self, app: Any, routes: RoutesArg = (), facilitator: FacilitatorArg | None = None, *,
+                 flow: PaymentFlow | None = None, **options: Any) -> None:
         self.app = app
-        self.seller = Seller(tuple(routes))
-        self.facilitator = facilitator
+        self._lazy = LazyFlow(routes, facilitator, flow, options)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    @property
+    def flow(self) -> PaymentFlow:
+        return self._lazy.flow
+
+    async def startup(self) -> None:
+        """Open the store and check the routes against the facilitator (``ConfigError`` says what to fix)."""
+        await self.flow.startup()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self.seller.route_for(scope["method"], scope["path"])
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        url = _url(scope, headers)
-        decision = self.seller.inspect(route, url, headers)
-        if isinstance(decision, Reply):
-            await _send_reply(send, decision)
-            return
-        await self._paid(scope, receive, send, route, url, decision)
-
-    async def _paid(self, scope: Scope, receive: Any, send: Any, route: PaidRoute, url: str, d: Proceed) -> None:
+        req = request_info(scope)
+        flow = self.flow
+        origin = flow.seller.allow_origin(req) if flow.seller.route_for_request(req) else None
         try:
-            verdict = await self.facilitator.verify(d.payload, d.requirements)
-        except FacilitatorUnavailable as exc:
-            await _send_reply(send, self.seller.payment_required(route, url, f"facilitator unavailable: {exc}"))
+            plan = await flow.begin(req)
+        except Exception:
+            log.exception("paywire: payment processing failed")
+            await self._reply(send, json_reply(503, {"error": "payment_processing_unavailable",
+                                                     "message": "try again with the same payment"}), origin)
             return
-        if not verdict.is_valid:
-            await _send_reply(send, self.seller.payment_required(route, url, verdict.invalid_reason))
-            return
+        await self._carry_out(plan, scope, receive, send, origin)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Run our startup when the app reports its own; a ``ConfigError`` fails the server's startup."""
+
+        async def wrapped(message: Message) -> None:
+            if message.get("type") == "lifespan.startup.complete":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("paywire: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": f"paywire: {exc}"})
+                    return
+            await send(message)
+
+        return wrapped
+
+    async def _carry_out(self, plan: Plan, scope: Scope, receive: Receive, send: Send, origin: str | None) -> None:
+        if isinstance(plan, Forward):
+            await self.app(scope, receive, self._cors_send(send, None))
+        elif isinstance(plan, Respond):
+            await self._reply(send, plan.reply, origin)
+        elif isinstance(plan, RunBuffered):
+            paid_scope = self._paid_scope(scope, plan.payment)
+            try:
+                result: StoredResponse | BaseException = await self._run_buffered(paid_scope, receive)
+            except BaseException as exc:  # cancelled (client gone): record "not charged", then stop
+                await asyncio.shield(plan.finish(exc))
+                raise
+            await self._reply(send, await plan.finish(result), origin)
+        elif isinstance(plan, RunStreaming):
+            await self._run_streaming(plan, self._paid_scope(scope, plan.payment), receive, send, origin)
+
+    @staticmethod
+    def _paid_scope(scope: Scope, payment: Any) -> Scope:
+        state = dict(scope.get("state") or {})
+        state["payment"] = payment
+        return {**scope, "state": state, "paywire.payment": payment}
+
+    @staticmethod
+    def _cors_send(send: Send, origin: str | None) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _with_cors(list(message.get("headers", [])), origin)}
+            await send(message)
+
+        return wrapped
+
+    @staticmethod
+    async def _reply(send: Send, reply: Reply, origin: str | None) -> None:
+        headers = _with_cors(_encode(reply.headers), origin)
+        headers = [(k, v) for k, v in headers if k != b"content-length"]
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    async def _run_buffered(self, scope: Scope, receive: Receive) -> StoredResponse | BaseException:
         start: Message | None = None
         chunks: list[bytes] = []
 
-        async def buffer(message: Message) -> None:
+        async def capture(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
                 start = message
             elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+                chunks.append(bytes(message.get("body", b"")))
 
         try:
-            await self.app(scope, receive, buffer)
-        except Exception:
-            await _send_reply(send, Reply(500, (("content-type", "application/json"),),
-                                          b'{"error":"handler failed; you were not charged"}'))
-            return
+            await self.app(scope, receive, capture)
+        except Exception as exc:
+            log.warning("paywire: paid handler raised %r; not charging", exc)
+            return exc
         if start is None:
-            await _send_reply(send, Reply(500, (), b'{"error":"handler sent no response"}'))
-            return
-        if start["status"] >= 400:  # no settlement for failed handlers (checklist 19)
-            await send(start)
-            await send({"type": "http.response.body", "body": b"".join(chunks)})
-            return
+            return RuntimeError("the handler sent no response")
+        return StoredResponse(int(start["status"]), tuple(_decode(start.get("headers"))), b"".join(chunks))
+
+    async def _run_streaming(self, plan: RunStreaming, scope: Scope, receive: Receive, send: Send,
+                             origin: str | None) -> None:
+        limit = self.flow.max_record_bytes
+        status, size, complete = 0, 0, True
+        headers: tuple[tuple[str, str], ...] = ()
+        recorded: list[bytes] = []
+        started = False
+
+        async def tee(message: Message) -> None:
+            nonlocal status, headers, size, complete, started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                merged = merge_headers(_decode(message.get("headers")), plan.headers)
+                headers = tuple(merged)
+                message = {**message, "headers": _with_cors(_encode(merged), origin)}
+                started = True
+            elif message["type"] == "http.response.body":
+                body = bytes(message.get("body", b""))
+                if size + len(body) <= limit:
+                    recorded.append(body)
+                else:
+                    complete = False
+                size += len(body)
+            await send(message)
+
         try:
-            result = await self.facilitator.settle(d.payload, d.requirements)
-        except FacilitatorUnavailable as exc:
-            await _send_reply(send, self.seller.payment_required(route, url, f"settlement outcome unknown: {exc}"))
+            await self.app(scope, receive, tee)
+        except Exception as exc:
+            log.error("paywire: handler raised %r after settlement (settle='before')", exc)
+            if not started:
+                await self._reply(send, self.flow.seller.handler_failed(), origin)
+            await plan.finish(exc)
             return
-        if not result.success:
-            reply = self.seller.payment_required(route, url, result.error_reason)
-            await _send_reply(send, Reply(402, reply.headers + self.seller.settlement_headers(result, d.v1)[:1],
-                                          reply.body))
-            return
-        extra = [(k.lower().encode(), v.encode()) for k, v in self.seller.settlement_headers(result, d.v1)]
-        extra.append((b"cache-control", b"private"))
-        kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"cache-control",)]
-        await send({**start, "headers": kept + extra})
-        await send({"type": "http.response.body", "body": b"".join(chunks)})
-
-
-def _url(scope: Scope, headers: dict[str, str]) -> str:
-    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("localhost", 80)))
-    qs = scope.get("query_string", b"").decode("latin-1")
-    return f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{qs}" if qs else "")
-
-
-def json_body(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+        except BaseException as exc:
+            await asyncio.shield(plan.finish(exc))
+            raise
+        await plan.finish(StoredResponse(status, headers, b"".join(recorded), complete))

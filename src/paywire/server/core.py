@@ -1,13 +1,25 @@
-"""The seller's protocol decisions (digest §3.3), free of any framework: what to answer, when to pay."""
+"""The seller's protocol decisions (digest §3.3–3.5, §9.2; checklist 1–23), free of any framework and of I/O.
+
+``Seller.decide(request)`` says what to do with one request: let it through (:class:`Pass`), answer it
+ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or verify a matched payment
+(:class:`Proceed`). The orchestration around verify/claim/settle lives in ``paywire.server.flow``.
+"""
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
 
-from paywire.errors import WireError
+from paywire.errors import ConfigError, WireError
+from paywire.schemes.evm_exact.identity import authorization_key
+from paywire.schemes.evm_exact.server import AssetRegistry
+from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
+from paywire.server.request import RequestInfo
 from paywire.x402.codec import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -26,100 +38,475 @@ from paywire.x402.models import (
     PaymentRequirementsV1,
     ResourceInfo,
     SettleResponse,
+    SupportedResponse,
     requirements_v2_to_v1,
 )
+from paywire.x402.networks import matches_pattern, to_caip2_or_none
 
 EXPOSED_HEADERS = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
+ALLOWED_REQUEST_HEADERS = "PAYMENT-SIGNATURE, X-PAYMENT, SIGN-IN-WITH-X, Content-Type, Authorization, Accept"
+PAYMENT_IDENTIFIER = "payment-identifier"
+_PID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::path)?\}")
+SettleMode = Literal["after", "before"]
+Headers = tuple[tuple[str, str], ...]
+OfferLike = Offer | PaymentRequirements
+OffersFn = Callable[[RequestInfo], Sequence[OfferLike]]
+
+PAYMENT_IDENTIFIER_SCHEMA: Mapping[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"required": {"type": "boolean"},
+                   "id": {"type": "string", "minLength": 16, "maxLength": 128, "pattern": "^[a-zA-Z0-9_-]+$"}},
+    "required": ["required"],
+}
+
+
+def _compile_path(pattern: str) -> re.Pattern[str]:
+    """``/a``, ``/a/*`` (glob, crosses ``/``), ``/items/{id}`` (one segment), ``/files/{p:path}`` (rest)."""
+    out, pos = [], 0
+    for m in re.finditer(r"\{[^}]*\}|\*", pattern):
+        out.append(re.escape(pattern[pos:m.start()]))
+        tok = m.group(0)
+        if tok == "*":
+            out.append(".*")
+        elif _PARAM_RE.fullmatch(tok) is None:
+            raise ConfigError(f"bad path parameter {tok!r} in {pattern!r}: use {{name}} or {{name:path}}")
+        else:
+            out.append(".*" if tok.endswith(":path}") else "[^/]+")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("".join(out))
 
 
 @dataclass(frozen=True, slots=True)
 class PaidRoute:
-    """A priced route: ``method`` (or ``*``) and a path pattern (``/weather``, ``/api/*``)."""
+    """A priced route.
+
+    ``path`` is a pattern (``/weather``, ``/api/*``, ``/items/{id}``) optionally prefixed by methods
+    (``"GET /weather"``, ``"GET,POST /x"``); ``method`` does the same (``*`` = any). ``offers`` are
+    :class:`Offer` / ``PaymentRequirements`` (or a callable of the request returning them); ``price`` is the
+    shorthand for one offer with the seller's defaults.
+
+    ``settle="after"`` runs the handler buffered, settles, and releases the response only when paid (handler
+    status >= 400 or an exception: no charge). ``settle="before"`` settles first, then runs (and may stream).
+    ``payment_identifier`` advertises the idempotency extension (``"required"`` makes the id mandatory).
+    ``x402_versions`` says which protocol generations may pay (``(1,)`` omits ``PAYMENT-REQUIRED``).
+    """
 
     path: str
-    offers: tuple[PaymentRequirements, ...]
+    offers: tuple[OfferLike, ...] | OffersFn = ()
     method: str = "*"
     description: str = ""
     mime_type: str = "application/json"
+    price: Price | PriceFn | None = None
+    settle: SettleMode = "after"
+    payment_identifier: bool | Literal["required"] = False
+    x402_versions: tuple[int, ...] = (1, 2)
+    paywall: bool = True
+    resource: str | None = None
+    methods: frozenset[str] = field(init=False, repr=False)
+    pattern: str = field(init=False, repr=False)
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path, method = self.path.strip(), self.method
+        if " " in path:
+            method, path = path.split(None, 1)
+        methods = frozenset(m.strip().upper() for m in method.split(",") if m.strip())
+        if not path.startswith("/"):
+            raise ConfigError(f"route path {self.path!r} must start with '/' (e.g. 'GET /weather')")
+        if self.settle not in ("after", "before"):
+            raise ConfigError(f"route {self.path!r}: settle must be 'after' or 'before', not {self.settle!r}")
+        if not set(self.x402_versions) <= {1, 2} or not self.x402_versions:
+            raise ConfigError(f"route {self.path!r}: x402_versions must be a non-empty subset of (1, 2)")
+        if self.price is None and not self.offers:
+            raise ConfigError(f"route {self.path!r} has no price: give price='$0.01' or offers=(...)")
+        object.__setattr__(self, "methods", methods or frozenset({"*"}))
+        object.__setattr__(self, "pattern", path)
+        object.__setattr__(self, "_regex", _compile_path(path))
+
+    @property
+    def key(self) -> str:
+        """``"GET /weather"``: how the ledger names the route."""
+        return f"{','.join(sorted(self.methods))} {self.pattern}"
 
     def matches(self, method: str, path: str) -> bool:
-        if self.method not in ("*", method.upper()):
+        m = method.upper()
+        if "*" not in self.methods and m not in self.methods and not (m == "HEAD" and "GET" in self.methods):
             return False
-        return path == self.path or fnmatch.fnmatchcase(path, self.path)
+        return self._regex.fullmatch(path) is not None
+
+    def offer_specs(self) -> tuple[OfferLike, ...] | OffersFn:
+        if self.price is not None:
+            return (Offer(price=self.price),) + (self.offers if isinstance(self.offers, tuple) else ())
+        return self.offers
+
+
+# ------------------------------------------------------------------------------------------------ decisions
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A response the middleware sends itself (402 and friends)."""
+    """A response the middleware sends itself (402, preflight, 400, 409, 503 …)."""
 
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: Headers
     body: bytes
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """Not ours to charge: hand the request to the app (free)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Proceed:
-    """A decodable payment that matches one of the route's offers: verify it next."""
+    """A decodable payment that matches one of the route's offers: claim and verify it next."""
 
+    route: PaidRoute
     payload: PaymentPayload | PaymentPayloadV1
     requirements: PaymentRequirements | PaymentRequirementsV1
+    offer: PaymentRequirements  # v2 form of the matched offer (ledger, display)
     v1: bool
+    auth_key: str  # the authorization being spent (claim key)
+    payload_hash: str  # sha256 of the payment minus extensions (same payment ⇔ same hash)
+    payment_id: str | None  # payment-identifier extension id
+    offers: tuple[PaymentRequirements, ...]
+    decimals: int
+    url: str
+
+
+Decision = Pass | Reply | Proceed
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def payment_hash(payload: PaymentPayload | PaymentPayloadV1) -> str:
+    """What makes two payment headers "the same payment": scheme data and the accepted offer, not extensions."""
+    if isinstance(payload, PaymentPayloadV1):
+        core: dict[str, Any] = {"v": 1, "scheme": payload.scheme, "network": to_caip2_or_none(payload.network),
+                                "payload": dict(payload.payload)}
+    else:
+        core = {"v": 2, "accepted": payload.accepted.to_wire(), "payload": dict(payload.payload)}
+    return hashlib.sha256(_canonical(core)).hexdigest()
+
+
+def authorization_identity(offer: PaymentRequirements, payload: PaymentPayload | PaymentPayloadV1) -> str:
+    """The claim key: (network, asset, payer, nonce) for EIP-3009; the payment hash for other schemes."""
+    if offer.scheme == "exact" and offer.network.startswith("eip155:"):
+        key = authorization_key(offer.network, offer.asset, payload.payload)
+        if key is not None:
+            return key
+    return f"{offer.scheme}:{offer.network}:sha256:{payment_hash(payload)}"
+
+
+def payment_identifier(payload: PaymentPayload) -> tuple[str | None, str | None]:
+    """(id, error) from ``extensions["payment-identifier"].info.id`` (digest §9.2)."""
+    ext = (payload.extensions or {}).get(PAYMENT_IDENTIFIER)
+    if ext is None:
+        return None, None
+    info = ext.get("info") if isinstance(ext, Mapping) else None
+    pid = info.get("id") if isinstance(info, Mapping) else None
+    if pid is None:
+        return None, None
+    if not isinstance(pid, str) or _PID_RE.fullmatch(pid) is None:
+        return None, "payment-identifier id must match ^[a-zA-Z0-9_-]{16,128}$"
+    return pid, None
+
+
+def json_reply(status: int, body: Mapping[str, Any], headers: Headers = ()) -> Reply:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return Reply(status, (("content-type", "application/json"), ("cache-control", "no-store"),
+                          ("access-control-expose-headers", EXPOSED_HEADERS), *headers), data)
 
 
 @dataclass(slots=True)
 class Seller:
-    """Route table plus the x402 exchange rules."""
+    """Route table plus the x402 exchange rules; build it once, ask it per request.
+
+    Static offers are resolved at construction, so a money price without a known asset fails right here
+    (``ConfigError``). ``check_supported`` compares them with the facilitator's ``/supported`` (checklist 8).
+    """
 
     routes: Sequence[PaidRoute] = field(default_factory=tuple)
+    pay_to: str | None = None
+    network: str | None = None
+    assets: AssetRegistry = field(default_factory=AssetRegistry)
+    app_name: str = ""
+    cors_origin: str | None = "*"
+    paywall_html: str | None = None
+    _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
+        default_factory=dict, repr=False)
+    _supported: SupportedResponse | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        self.routes = tuple(self.routes)
+        defaults = self.defaults
+        for i, r in enumerate(self.routes):
+            specs = r.offer_specs()
+            if callable(specs) or any(isinstance(o, Offer) and o.is_dynamic for o in specs):
+                continue
+            try:
+                resolved = [resolve_offer(o, defaults) for o in specs]
+            except ConfigError as exc:
+                raise ConfigError(f"route {r.key}: {exc}") from None
+            if not resolved:
+                raise ConfigError(f"route {r.key} has no offers")
+            self._static[i] = (tuple(x[0] for x in resolved), tuple(x[1] for x in resolved))
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(pay_to=self.pay_to, network=self.network, assets=self.assets)
+
+    # -- routing and pricing -------------------------------------------------------------------
     def route_for(self, method: str, path: str) -> PaidRoute | None:
         for r in self.routes:
             if r.matches(method, path):
                 return r
         return None
 
-    def payment_required(self, route: PaidRoute, url: str, error: str | None = None) -> Reply:
-        """402 with ``PAYMENT-REQUIRED`` (v2) and a v1 JSON body, so both generations can pay."""
-        resource = ResourceInfo(url=url, description=route.description, mime_type=route.mime_type)
-        pr = PaymentRequired(x402_version=2, accepts=route.offers, resource=resource,
-                             error=error or "Payment required", extensions=None)
-        v1 = {
-            "x402Version": 1,
-            "error": error or "X-PAYMENT header is required",
-            "accepts": [requirements_v2_to_v1(o, resource).to_wire() for o in route.offers],
-        }
-        headers = (
-            (PAYMENT_REQUIRED, encode_header(pr.to_wire())),
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-            ("access-control-expose-headers", EXPOSED_HEADERS),
-        )
-        return Reply(402, headers, json.dumps(v1, separators=(",", ":")).encode())
+    def route_for_request(self, req: RequestInfo) -> PaidRoute | None:
+        """The route a request is about; a CORS preflight is about the method it asks for."""
+        if req.method == "OPTIONS":
+            asked = req.header("access-control-request-method")
+            return self.route_for(asked.strip().upper(), req.path) if asked else None
+        return self.route_for(req.method, req.path)
 
-    def inspect(self, route: PaidRoute, url: str, headers: Mapping[str, str]) -> Reply | Proceed:
-        """Decode and match the payment header; anything wrong is a 402 with a reason (checklist 10, 11)."""
-        v2 = headers.get(PAYMENT_SIGNATURE.lower())
-        v1 = headers.get(X_PAYMENT.lower())
-        raw = v2 if v2 is not None else v1
-        if raw is None:
-            return self.payment_required(route, url)
-        try:
-            payload = decode_payment_signature(raw)
-        except WireError as exc:
-            return self.payment_required(route, url, f"invalid payment header: {exc.reason}")
-        if isinstance(payload, PaymentPayloadV1):
-            resource = ResourceInfo(url=url, description=route.description, mime_type=route.mime_type)
-            offers_v1 = [requirements_v2_to_v1(o, resource) for o in route.offers]
-            m1 = find_matching_v1(offers_v1, payload)
-            if m1 is None:
-                return self.payment_required(route, url, "No matching payment requirements")
-            return Proceed(payload, m1, True)
-        m = find_matching_requirements(route.offers, payload.accepted)
-        if m is None:
-            return self.payment_required(route, url, "No matching payment requirements")
-        return Proceed(payload, m, False)
+    def offers_for(self, route: PaidRoute, request: RequestInfo) -> tuple[tuple[PaymentRequirements, ...],
+                                                                       tuple[int, ...]]:
+        """The route's offers for this request (static ones are cached; dynamic ones priced now)."""
+        idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
+        cached = self._static.get(idx)
+        if cached is not None:
+            return cached
+        specs = route.offer_specs()
+        items = specs(request) if callable(specs) else specs
+        resolved = [resolve_offer(o, self.defaults, request) for o in items]
+        if not resolved:
+            raise ConfigError(f"route {route.key}: the price callable returned no offers")
+        offers = tuple(x[0] for x in resolved)
+        if self._supported is not None:
+            self._check_offers(route, offers, self._supported, "the facilitator")
+        return offers, tuple(x[1] for x in resolved)
+
+    def static_offers(self) -> list[tuple[PaidRoute, PaymentRequirements]]:
+        return [(self.routes[i], o) for i, (offers, _) in sorted(self._static.items()) for o in offers]
+
+    def check_supported(self, supported: SupportedResponse, facilitator: str = "the facilitator") -> None:
+        """Refuse offers whose (scheme, network) the facilitator does not settle (checklist 8)."""
+        self._supported = supported
+        for i, (offers, _) in self._static.items():
+            self._check_offers(self.routes[i], offers, supported, facilitator)
 
     @staticmethod
-    def settlement_headers(res: SettleResponse, v1: bool) -> tuple[tuple[str, str], ...]:
+    def _check_offers(route: PaidRoute, offers: Sequence[PaymentRequirements], supported: SupportedResponse,
+                      facilitator: str) -> None:
+        kinds = [k for k in supported.kinds if k.x402_version == 2]
+        for o in offers:
+            if not any(k.scheme == o.scheme and matches_pattern(o.network, k.network) for k in kinds):
+                have = ", ".join(sorted({f"{k.scheme} on {k.network}" for k in kinds})) or "nothing"
+                raise ConfigError(
+                    f"route {route.key} offers {o.scheme} on {o.network}, but {facilitator} supports only: {have}."
+                    f" Change the route's network/scheme to one of those, or use a facilitator that settles "
+                    f"{o.scheme} on {o.network}")
+
+    # -- the decision --------------------------------------------------------------------------
+    def decide(self, req: RequestInfo) -> Decision:
+        route = self.route_for_request(req)
+        if req.method == "OPTIONS":
+            return self.preflight(req) if route is not None else Pass()
+        if route is None:
+            return Pass()
+        offers, decimals = self.offers_for(route, req)
+        raw = req.header(PAYMENT_SIGNATURE) if 2 in route.x402_versions else None
+        if raw is None and 1 in route.x402_versions:
+            raw = req.header(X_PAYMENT)
+        if req.method == "HEAD":
+            err = "HEAD is never charged: send GET with the payment" if raw is not None else None
+            r = self.payment_required(route, req, offers, err)
+            return Reply(r.status, r.headers, b"")
+        if raw is None:
+            if route.paywall and req.is_browser and 2 in route.x402_versions:
+                return self.paywall(route, req, offers, decimals)
+            return self.payment_required(route, req, offers)
+        try:
+            payload = decode_payment_signature(raw)
+        except WireError as exc:  # checklist 10: never verified, never settled
+            return self.payment_required(route, req, offers, f"invalid payment header: {exc}")
+        if isinstance(payload, PaymentPayloadV1):
+            if 1 not in route.x402_versions:
+                return self.payment_required(route, req, offers, "x402 v1 payments are not accepted here")
+            resource = self.resource(route, req)
+            m1 = find_matching_v1([requirements_v2_to_v1(o, resource) for o in offers], payload)
+            if m1 is None:
+                return self.payment_required(route, req, offers, "No matching payment requirements")
+            i = next(j for j, o in enumerate(offers) if requirements_v2_to_v1(o, resource) == m1)
+            return Proceed(route, payload, m1, offers[i], True, authorization_identity(offers[i], payload),
+                           payment_hash(payload), None, offers, decimals[i], req.url)
+        if 2 not in route.x402_versions:
+            return self.payment_required(route, req, offers, "x402 v2 payments are not accepted here")
+        m = find_matching_requirements(offers, payload.accepted)
+        if m is None:  # checklist 11
+            return self.payment_required(route, req, offers, "No matching payment requirements")
+        pid, pid_error = payment_identifier(payload)
+        if pid_error is not None:
+            return json_reply(400, {"error": "invalid_payment_identifier", "message": pid_error})
+        if pid is None and route.payment_identifier == "required":  # checklist 23
+            return json_reply(400, {"error": "payment_identifier_required",
+                                    "message": "this route requires extensions['payment-identifier'].info.id"})
+        i = offers.index(m)
+        return Proceed(route, payload, m, m, False, authorization_identity(m, payload), payment_hash(payload), pid,
+                       offers, decimals[i], req.url)
+
+    # -- responses -----------------------------------------------------------------------------
+    def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
+        return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
+
+    def extensions(self, route: PaidRoute) -> dict[str, Any] | None:
+        if not route.payment_identifier:
+            return None
+        return {PAYMENT_IDENTIFIER: {"info": {"required": route.payment_identifier == "required"},
+                                     "schema": PAYMENT_IDENTIFIER_SCHEMA}}
+
+    def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                  error: str | None = None) -> PaymentRequired:
+        return PaymentRequired(x402_version=2, accepts=tuple(offers), resource=self.resource(route, req),
+                               error=error or "Payment required", extensions=self.extensions(route))
+
+    def payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                         error: str | None = None, extra_headers: Headers = ()) -> Reply:
+        """402 with ``PAYMENT-REQUIRED`` (v2) and a v1 JSON body, so both generations can pay (checklist 1, 92)."""
+        pr = self.challenge(route, req, offers, error)
+        headers: list[tuple[str, str]] = []
+        if 2 in route.x402_versions:
+            headers.append((PAYMENT_REQUIRED, encode_header(pr.to_wire())))
+        if 1 in route.x402_versions:
+            resource = self.resource(route, req)
+            body: dict[str, Any] = {
+                "x402Version": 1,
+                "error": error or "X-PAYMENT header is required",
+                "accepts": [requirements_v2_to_v1(o, resource).to_wire() for o in offers],
+            }
+        else:
+            body = pr.to_wire()
+        headers += [("content-type", "application/json"), ("cache-control", "no-store"),
+                    ("access-control-expose-headers", EXPOSED_HEADERS), *extra_headers]
+        return Reply(402, tuple(headers), json.dumps(body, separators=(",", ":")).encode())
+
+    def paywall(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                decimals: Sequence[int]) -> Reply:
+        """The browser paywall (checklist 20): our self-contained page, 402, ``PAYMENT-REQUIRED`` too."""
+        from paywire.server.paywall import render_paywall
+
+        pr = self.challenge(route, req, offers)
+        html = render_paywall(pr, app_name=self.app_name, decimals=decimals[0] if decimals else 6,
+                              template=self.paywall_html)
+        return Reply(402, ((PAYMENT_REQUIRED, encode_header(pr.to_wire())),
+                           ("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
+                           ("access-control-expose-headers", EXPOSED_HEADERS)), html.encode())
+
+    def preflight(self, req: RequestInfo) -> Reply:
+        """CORS preflight for a paid route: allow the payment headers (checklist 21)."""
+        asked = req.header("access-control-request-headers") or ""
+        allow = ALLOWED_REQUEST_HEADERS + (f", {asked}" if asked else "")
+        headers: list[tuple[str, str]] = [
+            ("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+            ("access-control-allow-headers", allow),
+            ("access-control-expose-headers", EXPOSED_HEADERS),
+            ("access-control-max-age", "600"),
+            ("vary", "Origin"),
+        ]
+        origin = self.allow_origin(req)
+        if origin:
+            headers.insert(0, ("access-control-allow-origin", origin))
+        return Reply(204, tuple(headers), b"")
+
+    def allow_origin(self, req: RequestInfo) -> str | None:
+        if self.cors_origin is None or req.header("origin") is None:
+            return None
+        return self.cors_origin
+
+    @staticmethod
+    def settlement_headers(res: SettleResponse, v1: bool) -> Headers:
+        """``PAYMENT-RESPONSE`` (v2) or ``X-PAYMENT-RESPONSE`` (v1) (checklist 17, 94)."""
         name = X_PAYMENT_RESPONSE if v1 else PAYMENT_RESPONSE
         return ((name, encode_header(res.to_wire())), ("access-control-expose-headers", EXPOSED_HEADERS))
+
+    def paid_headers(self, res: SettleResponse, v1: bool, app_headers: Sequence[tuple[str, str]]) -> Headers:
+        """Headers of a released paid response: the app's, minus caching and stale payment headers, plus ours."""
+        drop = {"cache-control", "access-control-expose-headers", PAYMENT_RESPONSE.lower(),
+                X_PAYMENT_RESPONSE.lower(), "content-length"}
+        no_store = any(k.lower() == "cache-control" and "no-store" in v.lower() for k, v in app_headers)
+        kept = [(k, v) for k, v in app_headers if k.lower() not in drop]
+        return (*kept, *self.settlement_headers(res, v1),
+                ("cache-control", "private, no-store" if no_store else "private"))
+
+    def settlement_failed(self, proceed: Proceed, req: RequestInfo, res: SettleResponse) -> Reply:
+        """402 with the failed ``PAYMENT-RESPONSE``; the handler's output is not sent (checklist 18)."""
+        reason = res.error_reason or "settlement_failed"
+        return self.payment_required(proceed.route, req, proceed.offers, reason,
+                                     self.settlement_headers(res, proceed.v1)[:1])
+
+    @staticmethod
+    def settlement_pending(res: SettleResponse | None, detail: str) -> Reply:
+        """503 + ``Retry-After``: the settlement's outcome is unknown; retry with the same payment."""
+        headers: Headers = (("retry-after", "2"),)
+        if res is not None:
+            headers += ((PAYMENT_RESPONSE, encode_header(res.to_wire())),)
+        return json_reply(503, {"error": "settlement_pending", "message": detail,
+                                "retry": "send the same request with the same payment header"}, headers)
+
+    @staticmethod
+    def in_progress() -> Reply:
+        return json_reply(503, {"error": "payment_in_progress",
+                                "message": "this payment is being processed; retry with the same payment"},
+                          (("retry-after", "1"),))
+
+    @staticmethod
+    def conflict(message: str, error: str = "payment_conflict") -> Reply:
+        return json_reply(409, {"error": error, "message": message})
+
+    @staticmethod
+    def handler_failed() -> Reply:
+        return json_reply(500, {"error": "handler_failed", "message": "the handler failed; you were not charged"})
+
+
+def merge_headers(app_headers: Sequence[tuple[str, str]], ours: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The app's headers with ours replacing any of the same name (a no-store cache policy is kept)."""
+    names = {k.lower() for k, _ in ours}
+    no_store = any(k.lower() == "cache-control" and "no-store" in v.lower() for k, v in app_headers)
+    out = [(k, v) for k, v in app_headers if k.lower() not in names]
+    for k, v in ours:
+        out.append((k, "private, no-store" if no_store and k.lower() == "cache-control" and v == "private" else v))
+    return out
+
+
+def decimals_display(amount: int, decimals: int) -> str:
+    """``10000, 6`` → ``"0.01"``."""
+    text = format(Decimal(amount).scaleb(-decimals), "f")
+    return (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+
+
+__all__ = [
+    "ALLOWED_REQUEST_HEADERS",
+    "EXPOSED_HEADERS",
+    "Decision",
+    "Offer",
+    "PaidRoute",
+    "Pass",
+    "Proceed",
+    "Reply",
+    "RequestInfo",
+    "Seller",
+    "SettleMode",
+    "authorization_identity",
+    "payment_hash",
+    "payment_identifier",
+]

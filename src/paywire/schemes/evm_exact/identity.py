@@ -1,0 +1,31 @@
+"""Which EIP-3009 authorization a payment spends: its identity is (network, token, payer, nonce). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from paywire.errors import WireError
+from paywire.x402.models import ExactEvmPayload
+
+
+def authorization_key(network: str, asset: str, payload: Mapping[str, Any]) -> str | None:
+    """``exact:<network>:<token>:<payer>:<nonce>`` (addresses lower-case), or None when ``payload`` is not an
+    EIP-3009 ``{signature, authorization}`` object.
+
+    The token contract enforces one use per (payer, nonce), so two payments with the same key can settle at
+    most once between them: this is the key a seller claims before running a paid handler.
+    """
+    try:
+        a = ExactEvmPayload.from_wire(dict(payload)).authorization
+    except WireError:
+        return None
+    return f"exact:{network}:{asset.lower()}:{a.from_.lower()}:0x{a.nonce.hex()}"
+
+
+def payer_of(payload: Mapping[str, Any]) -> str | None:
+    """``authorization.from`` of an EIP-3009 payload, or None."""
+    try:
+        return ExactEvmPayload.from_wire(dict(payload)).authorization.from_
+    except WireError:
+        return None

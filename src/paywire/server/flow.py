@@ -1,0 +1,510 @@
+"""One orchestration for every adapter: decide → claim → verify → handler ⇄ settle → record → release.
+
+``PaymentFlow.begin(request)`` returns a :data:`Plan`; the adapter (ASGI, WSGI) carries it out:
+
+* :class:`Forward` — not a paid request: run the app as usual;
+* :class:`Respond` — send this reply (402, replay of a recorded response, 409, 503 …);
+* :class:`RunBuffered` — ``settle="after"``: run the app buffered, then ``await plan.finish(result)`` for the
+  reply to send (settled response, or 402 when settlement failed; handler >= 400 / exception → no charge);
+* :class:`RunStreaming` — ``settle="before"``: already paid; stream the app's response with ``plan.headers``
+  added, then ``await plan.finish(recorded)``.
+
+Exactly-once: the payment is claimed in the store (unique authorization / payment id) before anything runs;
+concurrent or later copies of it wait for the recorded outcome and replay it, and never run the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from paywire.errors import ConfigError, WireError
+from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
+from paywire.schemes.evm_exact.identity import payer_of
+from paywire.server.core import Headers, Proceed, Reply, Seller, json_reply
+from paywire.server.request import RequestInfo
+from paywire.store import store_url
+from paywire.store.payments import (
+    IN_FLIGHT,
+    TERMINAL,
+    NewPayment,
+    PaymentRecord,
+    PaymentStore,
+    StoredResponse,
+    response_fields,
+)
+from paywire.x402.models import (
+    PaymentPayload,
+    PaymentPayloadV1,
+    PaymentRequirements,
+    PaymentRequirementsV1,
+    SettleResponse,
+    VerifyResponse,
+)
+
+log = logging.getLogger("paywire.server")
+
+UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "unexpected_settle_error"})
+"""Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
+ALREADY_USED = "invalid_exact_evm_nonce_already_used"
+TOO_LARGE = "response_too_large_to_replay"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInfo:
+    """What a paid handler may read (ASGI ``scope["paywire.payment"]`` / ``request.state.payment``; WSGI
+    ``environ["paywire.payment"]``)."""
+
+    record_id: int
+    route: str
+    payer: str | None
+    amount: int
+    decimals: int
+    asset: str
+    network: str
+    pay_to: str
+    scheme: str
+    x402_version: int
+    payment_id: str | None
+    transaction: str | None = None  # set when settle="before" (already settled)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Not a paid request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RunBuffered:
+    payment: PaymentInfo
+    finish: Callable[[StoredResponse | BaseException], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStreaming:
+    payment: PaymentInfo
+    headers: Headers
+    finish: Callable[[StoredResponse | BaseException], Awaitable[None]]
+    abandon: Callable[[], Awaitable[None]]  # paid, handler not run: leave it for the payer's retry
+
+
+Plan = Forward | Respond | RunBuffered | RunStreaming
+
+
+class _Heartbeat:
+    """Keeps a claim's lease alive while its owner works (a replica takes over only a dead owner's rows)."""
+
+    def __init__(self, store: PaymentStore, rid: int, owner: str, lease: float, max_life: float) -> None:
+        self._store, self._rid, self._owner, self._lease = store, rid, owner, lease
+        self._task = asyncio.ensure_future(self._run(max_life))
+
+    async def _run(self, max_life: float) -> None:
+        end = time.monotonic() + max_life
+        with contextlib.suppress(Exception):
+            while time.monotonic() < end:
+                await asyncio.sleep(self._lease / 3)
+                if not await self._store.renew(self._rid, self._owner, self._lease):
+                    return
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def _stored(reply: Reply) -> StoredResponse:
+    return StoredResponse(reply.status, reply.headers, reply.body)
+
+
+def _payload_of(rec: PaymentRecord) -> tuple[PaymentPayload | PaymentPayloadV1,
+                                             PaymentRequirements | PaymentRequirementsV1]:
+    p, r = json.loads(rec.payload), json.loads(rec.requirements)
+    if rec.x402_version == 1:
+        return PaymentPayloadV1.from_wire(p), PaymentRequirementsV1.from_wire(r)
+    return PaymentPayload.from_wire(p), PaymentRequirements.from_wire(r)
+
+
+@dataclass(slots=True)
+class PaymentFlow:
+    """The seller's payment logic with its store and facilitator; shared by the ASGI and WSGI adapters.
+
+    ``replay_wait``: how long a concurrent copy of a payment waits for the first one's outcome before it gets
+    503 "in progress". ``lease``: how long a claim survives its owner's death (renewed while alive).
+    """
+
+    seller: Seller
+    facilitator: FacilitatorClient
+    store: PaymentStore | str | None = None
+    verify_timeout: float = 30.0
+    settle_timeout: float = 60.0
+    replay_wait: float = 30.0
+    lease: float = 30.0
+    max_record_bytes: int = 4 * 1024 * 1024
+    check_supported: bool = True
+    max_handler_seconds: float = 3600.0
+    _store: PaymentStore | None = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Open and migrate the store; check the offers against the facilitator's ``/supported`` (checklist 8).
+
+        Raises ``ConfigError`` saying what to change. Idempotent; adapters call it at startup or first use.
+        """
+        if self._started:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._started:
+                return
+            if isinstance(self.store, PaymentStore):
+                self._store = self.store
+                await self._store.migrate()
+            else:
+                self._store = await PaymentStore.open(store_url(self.store))
+            if self.check_supported:
+                try:
+                    supported = await self.facilitator.supported()
+                except FacilitatorUnavailable as exc:
+                    raise ConfigError(f"cannot check the facilitator's /supported ({exc}): start the facilitator "
+                                      "first, fix its URL, or pass check_supported=False") from exc
+                name = getattr(self.facilitator, "url", None) or type(self.facilitator).__name__
+                self.seller.check_supported(supported, f"the facilitator ({name})")
+            self._started = True
+
+    @property
+    def payments(self) -> PaymentStore:
+        """The store (after :meth:`startup`): the seller's ledger."""
+        if self._store is None:
+            raise RuntimeError("PaymentFlow.startup() has not run")
+        return self._store
+
+    async def aclose(self) -> None:
+        if self._store is not None and not isinstance(self.store, PaymentStore):
+            await self._store.aclose()
+        self._store, self._started = None, False
+
+    # -- per request -----------------------------------------------------------------------------
+    async def begin(self, req: RequestInfo) -> Plan:
+        """What to do with one request (see the module docstring)."""
+        try:
+            if self.seller.route_for_request(req) is not None:
+                await self.startup()
+            d = self.seller.decide(req)
+        except ConfigError as exc:
+            log.error("paywire: seller misconfigured: %s", exc)
+            return Respond(json_reply(500, {"error": "seller_misconfigured", "message": str(exc)}))
+        if isinstance(d, Reply):
+            return Respond(d)
+        if not isinstance(d, Proceed):
+            return Forward()
+        return await self._paid(d, req)
+
+    async def _paid(self, p: Proceed, req: RequestInfo) -> Plan:
+        store = self.payments
+        offer = p.offer
+        new = NewPayment(
+            auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
+            method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
+            scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
+            decimals=p.decimals, payer=payer_of(p.payload.payload), payload=json.dumps(p.payload.to_wire()),
+            requirements=json.dumps(p.requirements.to_wire()),
+        )
+        owner = uuid.uuid4().hex
+        # verify while claiming: a copy that loses the claim drops its verdict, the winner saves a round trip
+        verdict: asyncio.Future[VerifyResponse | BaseException] | None = asyncio.ensure_future(self._verify(p))
+        try:
+            for _ in range(8):
+                rec = await store.claim(new, owner, self.lease)
+                if rec is not None:
+                    return await self._run_claimed(p, req, rec, owner, verdict)
+                if verdict is not None:
+                    verdict.cancel()
+                    verdict = None
+                existing = await store.find(p.auth_key, p.payment_id)
+                if existing is None:  # its claim was just released (invalid payment): try again
+                    continue
+                plan = await self._replay(p, req, existing, owner)
+                if plan is not None:
+                    return plan
+            return Respond(self.seller.in_progress())
+        finally:
+            if verdict is not None and not verdict.done():
+                verdict.cancel()
+
+    async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
+        try:
+            return await asyncio.wait_for(self.facilitator.verify(p.payload, p.requirements), self.verify_timeout)
+        except (FacilitatorUnavailable, TimeoutError) as exc:
+            return exc
+        except Exception as exc:  # a client bug: refuse this payment, keep the claim table clean
+            log.exception("paywire: verify raised")
+            return exc
+
+    def _info(self, p: Proceed, rec: PaymentRecord, payer: str | None, tx: str | None = None) -> PaymentInfo:
+        return PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
+                           rec.scheme, rec.x402_version, rec.payment_id, tx)
+
+    def _heartbeat(self, rid: int, owner: str) -> _Heartbeat:
+        return _Heartbeat(self.payments, rid, owner, self.lease, self.max_handler_seconds)
+
+    async def _run_claimed(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
+                           pending: asyncio.Future[VerifyResponse | BaseException] | None = None) -> Plan:
+        """We hold the claim: verify, then run the route's settle mode."""
+        store = self.payments
+        verdict = await (pending if pending is not None else self._verify(p))
+        if isinstance(verdict, BaseException):
+            await store.release_claim(rec.id, owner)
+            return Respond(self.seller.payment_required(p.route, req, p.offers,
+                                                        f"facilitator unavailable: {verdict}"))
+        if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
+            await store.release_claim(rec.id, owner)
+            reason = verdict.invalid_reason or "invalid_payment"
+            reply = self.seller.payment_required(p.route, req, p.offers, reason)
+            if reason == "permit2_allowance_required":  # checklist 15
+                reply = Reply(412, reply.headers, reply.body)
+            return Respond(reply)
+        payer = verdict.payer or rec.payer
+        hb = self._heartbeat(rec.id, owner)
+        if p.route.settle == "before":
+            if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer):
+                hb.stop()
+                return Respond(self.seller.in_progress())
+            return await self._settle_first(p, req, rec, owner, hb, payer, p.payload, p.requirements)
+
+        async def finish(result: StoredResponse | BaseException) -> Reply:
+            try:
+                return await self._after_handler(p, req, rec, owner, payer, result)
+            finally:
+                hb.stop()
+
+        return RunBuffered(self._info(p, rec, payer), finish)
+
+    async def _after_handler(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
+                             payer: str | None, result: StoredResponse | BaseException) -> Reply:
+        store = self.payments
+        if isinstance(result, BaseException) or result.status >= 400:  # checklist 19: not charged
+            if isinstance(result, BaseException):
+                reply, error = self.seller.handler_failed(), f"handler raised {type(result).__name__}"
+            else:
+                reply, error = Reply(result.status, result.headers, result.body), f"handler status {result.status}"
+            await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, payer=payer, error=error,
+                               **response_fields(_stored(reply)))
+            return reply
+        if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
+                                  **response_fields(result)):
+            return self.seller.in_progress()
+        return await self._settle_and_release(p, req, rec.id, owner, result, p.payload, p.requirements)
+
+    async def _settle(self, payload: PaymentPayload | PaymentPayloadV1,
+                      requirements: PaymentRequirements | PaymentRequirementsV1,
+                      reconciling: bool) -> tuple[str, SettleResponse | None, str]:
+        """("settled" | "failed" | "unresolved", facilitator answer, detail). Unknown is never called failed."""
+        try:
+            res = await asyncio.wait_for(self.facilitator.settle(payload, requirements), self.settle_timeout)
+        except (FacilitatorUnavailable, TimeoutError) as exc:
+            return "unresolved", None, f"facilitator did not answer /settle: {exc or type(exc).__name__}"
+        except Exception as exc:  # a client bug must not turn an unknown outcome into "failed"
+            log.exception("paywire: settle raised")
+            return "unresolved", None, f"settle raised {type(exc).__name__}: {exc}"
+        if res.success:
+            return "settled", res, ""
+        reason = res.error_reason or "settlement_failed"
+        if reason in UNRESOLVED_REASONS or (reconciling and reason == ALREADY_USED):
+            # on a retry, "already used" may be our own earlier settlement seen by a non-idempotent facilitator
+            return "unresolved", res, reason
+        return "failed", res, reason
+
+    async def _settle_and_release(self, p: Proceed | None, req: RequestInfo | None, rid: int, owner: str,
+                                  response: StoredResponse, payload: PaymentPayload | PaymentPayloadV1,
+                                  requirements: PaymentRequirements | PaymentRequirementsV1,
+                                  reconciling: bool = False) -> Reply:
+        """settle="after", state ``settling`` held by us: settle and release the recorded response if paid."""
+        store = self.payments
+        v1 = isinstance(payload, PaymentPayloadV1)
+        outcome, res, detail = await self._settle(payload, requirements, reconciling)
+        if outcome == "settled" and res is not None:
+            await store.update(rid, owner, ["settling"], state="served", owner=None, tx=res.transaction,
+                               settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
+                               **({"payer": res.payer} if res.payer else {}))
+            return Reply(response.status, self.seller.paid_headers(res, v1, response.headers), response.body)
+        if outcome == "failed" and res is not None:
+            reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
+                     else self._failed_reply(res, v1))
+            await store.update(rid, owner, ["settling"], state="failed", owner=None, error=detail,
+                               tx=res.transaction or None, settle_response=json.dumps(res.to_wire()),
+                               **response_fields(_stored(reply)))
+            return reply
+        await store.update(rid, owner, ["settling"], state="unresolved", owner=None, error=detail,
+                           tx=(res.transaction or None) if res else None,
+                           settle_response=json.dumps(res.to_wire()) if res else None)
+        return self.seller.settlement_pending(res, detail)
+
+    def _failed_reply(self, res: SettleResponse, v1: bool) -> Reply:
+        return json_reply(402, {"error": res.error_reason or "settlement_failed"},
+                          self.seller.settlement_headers(res, v1)[:1])
+
+    async def _settle_first(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
+                            hb: _Heartbeat, payer: str | None, payload: PaymentPayload | PaymentPayloadV1,
+                            requirements: PaymentRequirements | PaymentRequirementsV1,
+                            reconciling: bool = False) -> Plan:
+        """settle="before", state ``settling`` held by us: settle, then let the handler run (and stream)."""
+        store = self.payments
+        v1 = isinstance(payload, PaymentPayloadV1)
+        outcome, res, detail = await self._settle(payload, requirements, reconciling)
+        if outcome == "settled" and res is not None:
+            await store.update(rec.id, owner, ["settling"], state="settled", tx=res.transaction,
+                               settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
+                               **({"payer": res.payer} if res.payer else {}))
+            return self._stream_plan(rec, owner, hb, res, payer or res.payer, v1)
+        hb.stop()
+        if outcome == "failed" and res is not None:
+            reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
+                     else self._failed_reply(res, v1))
+            await store.update(rec.id, owner, ["settling"], state="failed", owner=None, error=detail,
+                               tx=res.transaction or None, settle_response=json.dumps(res.to_wire()),
+                               **response_fields(_stored(reply)))
+            return Respond(reply)
+        await store.update(rec.id, owner, ["settling"], state="unresolved", owner=None, error=detail,
+                           tx=(res.transaction or None) if res else None,
+                           settle_response=json.dumps(res.to_wire()) if res else None)
+        return Respond(self.seller.settlement_pending(res, detail))
+
+    def _stream_plan(self, rec: PaymentRecord, owner: str, hb: _Heartbeat, res: SettleResponse,
+                     payer: str | None, v1: bool) -> RunStreaming:
+        store = self.payments
+        headers = self.seller.paid_headers(res, v1, ())
+        info = PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
+                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction)
+
+        async def finish(result: StoredResponse | BaseException) -> None:
+            try:
+                if isinstance(result, BaseException):
+                    changes: dict[str, Any] = {"error": f"handler raised {type(result).__name__} after settlement",
+                                               **response_fields(_stored(self.seller.handler_failed()))}
+                else:
+                    changes = {"error": None if result.complete else TOO_LARGE, **response_fields(result)}
+                await store.update(rec.id, owner, ["settled"], state="served", owner=None, **changes)
+            finally:
+                hb.stop()
+
+        async def abandon() -> None:
+            hb.stop()
+            await store.update(rec.id, owner, ["settled"], owner=None, lease_until=None)
+
+        return RunStreaming(info, headers, finish, abandon)
+
+    # -- replays -----------------------------------------------------------------------------------
+    async def _replay(self, p: Proceed, req: RequestInfo, rec: PaymentRecord | None, owner: str) -> Plan | None:
+        """A copy of an already-claimed payment: wait for its outcome and replay it; None = claim vanished."""
+        store = self.payments
+        if rec is None:
+            return None
+        if rec.payload_hash != p.payload_hash:  # checklist 23
+            if p.payment_id is not None and rec.payment_id == p.payment_id:
+                return Respond(self.seller.conflict("this payment-identifier was used with a different payment",
+                                                    "payment_identifier_conflict"))
+            return Respond(self.seller.conflict("this authorization was already presented with different content"))
+        if rec.route != p.route.key or rec.path != req.path:
+            return Respond(self.seller.conflict(f"this payment was already used for {rec.method} {rec.path}",
+                                                "payment_already_used"))
+        deadline = time.monotonic() + self.replay_wait
+        delay = 0.01
+        while True:
+            if rec.state in TERMINAL:
+                return Respond(self._replay_reply(rec))
+            now = time.time()
+            if rec.state == "unresolved":
+                if await store.take_over(rec.id, owner, ["unresolved"], self.lease) and await store.update(
+                        rec.id, owner, ["unresolved"], state="settling"):
+                    return await self._reconcile(rec, owner, p, req)
+            elif (rec.state in IN_FLIGHT and (rec.lease_until or 0.0) < now
+                  and await store.take_over(rec.id, owner, [rec.state], self.lease)):
+                    log.warning("paywire: taking over payment %s abandoned in state %s", rec.id, rec.state)
+                    return await self._resume(rec, owner, p, req)
+            if time.monotonic() >= deadline:
+                return Respond(self.seller.in_progress())
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+            rec = await store.get(rec.id)
+            if rec is None:
+                return None
+
+    def _replay_reply(self, rec: PaymentRecord) -> Reply:
+        resp = rec.response
+        if resp is None:
+            return json_reply(409, {"error": "payment_already_used", "message": "no recorded response"})
+        if rec.state == "served" and rec.settle_response:
+            if rec.error == TOO_LARGE:
+                return self.seller.conflict("this payment was already used; its streamed response was too large "
+                                            "to record for replay", "payment_already_used")
+            res = SettleResponse.from_wire(json.loads(rec.settle_response))
+            return Reply(resp.status, self.seller.paid_headers(res, rec.x402_version == 1, resp.headers), resp.body)
+        return Reply(resp.status, resp.headers, resp.body)
+
+    async def _reconcile(self, rec: PaymentRecord, owner: str, p: Proceed | None = None,
+                         req: RequestInfo | None = None) -> Plan:
+        """An unresolved settlement, now ``settling`` and ours: ask the facilitator again (it is idempotent per
+        authorization), then release (after) or run the handler (before)."""
+        try:
+            payload, requirements = _payload_of(rec)
+        except WireError as exc:  # cannot happen for rows we wrote; never serve on doubt
+            return Respond(json_reply(500, {"error": "corrupt_payment_record", "message": str(exc)}))
+        hb = self._heartbeat(rec.id, owner)
+        if rec.settle_mode == "before":
+            return await self._settle_first(p, req, rec, owner, hb, rec.payer, payload, requirements, True)
+        try:
+            response = rec.response or _stored(self.seller.handler_failed())
+            return Respond(await self._settle_and_release(p, req, rec.id, owner, response, payload, requirements,
+                                                          True))
+        finally:
+            hb.stop()
+
+    async def _resume(self, rec: PaymentRecord, owner: str, p: Proceed, req: RequestInfo) -> Plan:
+        """Continue a payment whose owner died (its lease ran out)."""
+        store = self.payments
+        if rec.state == "claimed":  # nothing was settled: start over as its new owner
+            return await self._run_claimed(p, req, rec, owner)
+        if rec.state == "settling":  # a settle may have been sent: reconcile
+            return await self._reconcile(rec, owner, p, req)
+        # "settled" (before mode): paid, but the handler never finished; the payer is owed the content
+        res = SettleResponse.from_wire(json.loads(rec.settle_response or "{}"))
+        hb = self._heartbeat(rec.id, owner)
+        if not await store.renew(rec.id, owner, self.lease):
+            hb.stop()
+            return Respond(self.seller.in_progress())
+        return self._stream_plan(rec, owner, hb, res, rec.payer, rec.x402_version == 1)
+
+    async def reconcile_pending(self, limit: int = 100) -> dict[str, int]:
+        """Ask the facilitator again about every unresolved settlement (a background job may call this).
+
+        Paid ``after`` rows become ``served`` (their response waits for the payer's retry); ``before`` rows
+        become ``settled`` (the handler runs when the payer retries). Returns counts per outcome.
+        """
+        await self.startup()
+        counts: dict[str, int] = {}
+        owner = uuid.uuid4().hex
+        for rec in await self.payments.unresolved(limit):
+            if not (await self.payments.take_over(rec.id, owner, ["unresolved"], self.lease)
+                    and await self.payments.update(rec.id, owner, ["unresolved"], state="settling")):
+                continue
+            plan = await self._reconcile(rec, owner)
+            if isinstance(plan, RunStreaming):  # paid; leave the handler for the payer's retry
+                await plan.abandon()
+                counts["settled"] = counts.get("settled", 0) + 1
+                continue
+            state = (await self.payments.get(rec.id) or rec).state
+            counts[state] = counts.get(state, 0) + 1
+        return counts

@@ -1,0 +1,63 @@
+"""A remote facilitator (ours or any x402 facilitator) over HTTP, on the lean keep-alive JSON client.
+
+Same wire contract as ``paywire.facilitator.client.HttpFacilitatorClient`` (digest §4: ``POST /verify``,
+``POST /settle``, ``GET /supported``; anything but a 200 with a well-formed body is ``FacilitatorUnavailable``,
+which for ``/settle`` means "outcome unknown"), with a fraction of the per-call client overhead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paywire.errors import WireError
+from paywire.facilitator.client import FacilitatorUnavailable
+from paywire.facilitator.core import AnyPayload, AnyRequirements
+from paywire.server.jsonhttp import HttpError, JsonHttpClient
+from paywire.x402.models import SettleResponse, SupportedResponse, VerifyResponse
+
+
+class RemoteFacilitator:
+    """``FacilitatorClient`` for a facilitator at ``url`` (optionally with a bearer token)."""
+
+    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        self._http = JsonHttpClient(self.url, timeout=timeout, headers=headers)
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        try:
+            status, data = await self._http.request(method, path, body)
+        except HttpError as exc:
+            raise FacilitatorUnavailable(f"{path}: {exc}") from exc
+        if status != 200 or not isinstance(data, dict):
+            raise FacilitatorUnavailable(f"{path}: HTTP {status}: {str(data)[:200]}")
+        return data
+
+    @staticmethod
+    def _body(payload: AnyPayload, requirements: AnyRequirements) -> dict[str, Any]:
+        return {"x402Version": payload.x402_version, "paymentPayload": payload.to_wire(),
+                "paymentRequirements": requirements.to_wire()}
+
+    async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
+        data = await self._call("POST", "/verify", self._body(payload, requirements))
+        try:
+            return VerifyResponse.from_wire(data)
+        except WireError as exc:
+            raise FacilitatorUnavailable(f"/verify answered garbage: {exc}") from exc
+
+    async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
+        data = await self._call("POST", "/settle", self._body(payload, requirements))
+        try:
+            return SettleResponse.from_wire(data)
+        except WireError as exc:
+            raise FacilitatorUnavailable(f"/settle answered garbage: {exc}") from exc
+
+    async def supported(self) -> SupportedResponse:
+        data = await self._call("GET", "/supported")
+        try:
+            return SupportedResponse.from_wire(data)
+        except WireError as exc:
+            raise FacilitatorUnavailable(f"/supported answered garbage: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

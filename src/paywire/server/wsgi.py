@@ -1,0 +1,227 @@
+"""WSGI payment middleware (Flask, Django, any WSGI app) over the same async flow as the ASGI one.
+
+The flow runs on a private event loop in a background thread; the WSGI app itself runs in the server's
+request thread as usual (thread-locals, DB connections and greenlets keep working).
+
+    app.wsgi_app = WsgiPaymentMiddleware(app.wsgi_app, [PaidRoute("GET /weather", price="$0.01")],
+                                         "http://127.0.0.1:4020", pay_to="0x…", network="eip155:84532")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
+from paywire.server.flow import Forward, PaymentFlow, Respond, RunBuffered, RunStreaming
+from paywire.server.request import RequestInfo, build_url
+from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
+from paywire.store.payments import StoredResponse
+
+log = logging.getLogger("paywire.server")
+T = TypeVar("T")
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread; ``run`` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="paywire-wsgi-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, aw: Awaitable[T]) -> T:
+        async def call() -> T:
+            return await aw
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+def request_info(environ: Environ) -> RequestInfo:
+    headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        headers["content-length"] = environ["CONTENT_LENGTH"]
+    path = environ.get("PATH_INFO", "") or "/"
+    qs = environ.get("QUERY_STRING", "")
+    server = (environ.get("SERVER_NAME", "localhost"), int(environ.get("SERVER_PORT", "80") or 80))
+    url = build_url(environ.get("wsgi.url_scheme", "http"), headers.get("host"), server,
+                    environ.get("SCRIPT_NAME", "") + path, qs)
+    return RequestInfo(environ.get("REQUEST_METHOD", "GET").upper(), path, url, headers, qs)
+
+
+def _status_line(code: int) -> str:
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Unknown"
+
+
+def _with_cors(headers: list[tuple[str, str]], origin: str | None) -> list[tuple[str, str]]:
+    names = {k.lower() for k, _ in headers}
+    if "access-control-expose-headers" not in names:
+        headers.append(("Access-Control-Expose-Headers", EXPOSED_HEADERS))
+    if origin and "access-control-allow-origin" not in names:
+        headers.append(("Access-Control-Allow-Origin", origin))
+    return headers
+
+
+class WsgiPaymentMiddleware:
+    """Same arguments and behaviour as :class:`paywire.server.asgi.PaymentMiddleware`, for WSGI apps."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], routes: RoutesArg = (),
+                 facilitator: FacilitatorArg | None = None, *, flow: PaymentFlow | None = None,
+                 **options: Any) -> None:
+        self.app = app
+        self._lazy = LazyFlow(routes, facilitator, flow, options)
+        self._loop: _LoopThread | None = None
+        self._loop_lock = threading.Lock()
+
+    @property
+    def flow(self) -> PaymentFlow:
+        return self._lazy.flow
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        if self._loop is None:
+            with self._loop_lock:
+                if self._loop is None:
+                    self._loop = _LoopThread()
+        return self._loop.run(coro)
+
+    def startup(self) -> None:
+        """Open the store and check the routes against the facilitator now (``ConfigError`` says what to fix)."""
+        self._run(self.flow.startup())
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._run(self.flow.aclose())
+            self._loop.stop()
+            self._loop = None
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        req = request_info(environ)
+        flow = self.flow
+        route = flow.seller.route_for_request(req)
+        origin = flow.seller.allow_origin(req) if route else None
+        if route is None:  # free request: no loop hop
+            return self.app(environ, self._cors_start(start_response, None))
+        try:
+            plan = self._run(flow.begin(req))
+        except Exception:
+            log.exception("paywire: payment processing failed")
+            return self._reply(start_response, json_reply(503, {"error": "payment_processing_unavailable",
+                                                                "message": "try again with the same payment"}),
+                               origin)
+        if isinstance(plan, Forward):
+            return self.app(environ, self._cors_start(start_response, None))
+        if isinstance(plan, Respond):
+            return self._reply(start_response, plan.reply, origin)
+        paid_environ = {**environ, "paywire.payment": plan.payment}
+        if isinstance(plan, RunBuffered):
+            result = self._call_buffered(paid_environ)
+            return self._reply(start_response, self._run(plan.finish(result)), origin)
+        assert isinstance(plan, RunStreaming)
+        return self._call_streaming(plan, paid_environ, start_response, origin)
+
+    @staticmethod
+    def _cors_start(start_response: StartResponse, origin: str | None) -> StartResponse:
+        def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, _with_cors(list(headers), origin), exc_info)
+
+        return wrapped
+
+    @staticmethod
+    def _reply(start_response: StartResponse, reply: Reply, origin: str | None) -> list[bytes]:
+        headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(reply.body))))
+        start_response(_status_line(reply.status), _with_cors(headers, origin))
+        return [reply.body]
+
+    def _call_buffered(self, environ: Environ) -> StoredResponse | BaseException:
+        captured: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, list(headers)
+            return chunks.append
+
+        try:
+            iterable = self.app(environ, start)
+            try:
+                for chunk in iterable:
+                    chunks.append(bytes(chunk))
+            finally:
+                close = getattr(iterable, "close", None)
+                if close is not None:
+                    close()
+        except Exception as exc:
+            log.warning("paywire: paid handler raised %r; not charging", exc)
+            return exc
+        if "status" not in captured:
+            return RuntimeError("the handler sent no response")
+        return StoredResponse(int(str(captured["status"]).split()[0]), tuple(captured["headers"]), b"".join(chunks))
+
+    def _call_streaming(self, plan: RunStreaming, environ: Environ, start_response: StartResponse,
+                        origin: str | None) -> Iterable[bytes]:
+        state: dict[str, Any] = {"status": 0, "headers": ()}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            merged = merge_headers(list(headers), plan.headers)
+            state["status"], state["headers"] = int(status.split()[0]), tuple(merged)
+            return start_response(status, _with_cors(list(merged), origin), exc_info)
+
+        try:
+            iterable = self.app(environ, start)
+        except Exception as exc:
+            log.error("paywire: handler raised %r after settlement (settle='before')", exc)
+            self._run(plan.finish(exc))
+            return self._reply(start_response, self.flow.seller.handler_failed(), origin)
+        return _Recorder(iterable, state, self.flow.max_record_bytes, lambda r: self._run(plan.finish(r)))
+
+
+class _Recorder:
+    """Streams the app's body through, keeping up to ``limit`` bytes; records the response when closed."""
+
+    def __init__(self, inner: Iterable[bytes], state: dict[str, Any], limit: int,
+                 done: Callable[[StoredResponse | BaseException], None]) -> None:
+        self._inner, self._state, self._limit, self._done = inner, state, limit, done
+        self._chunks: list[bytes] = []
+        self._size, self._complete, self._error = 0, True, None
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._inner:
+                chunk = bytes(chunk)
+                if self._size + len(chunk) <= self._limit:
+                    self._chunks.append(chunk)
+                else:
+                    self._complete = False
+                self._size += len(chunk)
+                yield chunk
+        except Exception as exc:
+            self._error = exc  # type: ignore[assignment]
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._finished:
+                self._finished = True
+                result: StoredResponse | BaseException = self._error or StoredResponse(
+                    self._state["status"], self._state["headers"], b"".join(self._chunks), self._complete)
+                self._done(result)

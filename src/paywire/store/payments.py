@@ -1,0 +1,291 @@
+"""The seller's payments: one row per payment a paid route accepted, claimed before its handler runs.
+
+Exactly-once comes from the database: ``auth_key`` (the EIP-3009 authorization: network, token, payer,
+nonce) and ``payment_id`` (the ``payment-identifier`` extension) are UNIQUE, so of any number of concurrent
+requests carrying one payment — in one process or in many sharing a Postgres — exactly one inserts the claim.
+Every later transition is a compare-and-set on (state, owner). States::
+
+    claimed ─┬─> settling ─┬─> served        paid; the recorded response is replayed to retries
+             │             ├─> failed        not charged (handler >= 400 / exception, settlement refused)
+             │             └─> unresolved    settlement outcome unknown; a retry reconciles it
+             └─> settled ──> served          (settle="before": paid first, then the handler runs)
+
+The same rows are the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from paywire.store.db import Database, Row, open_database
+from paywire.store.migrations import migrate, register
+
+COMPONENT = "seller"
+TABLE = "seller_payments"
+
+register(COMPONENT, [[
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id {{autoinc}},
+        auth_key TEXT NOT NULL UNIQUE,
+        payment_id TEXT UNIQUE,
+        payload_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        owner TEXT,
+        lease_until {{real}},
+        route TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        settle_mode TEXT NOT NULL,
+        x402_version INTEGER NOT NULL,
+        scheme TEXT NOT NULL,
+        network TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        pay_to TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        decimals INTEGER NOT NULL,
+        payer TEXT,
+        payload TEXT NOT NULL,
+        requirements TEXT NOT NULL,
+        tx TEXT,
+        settle_response TEXT,
+        error TEXT,
+        resp_status INTEGER,
+        resp_headers TEXT,
+        resp_body {{blob}},
+        created_at {{real}} NOT NULL,
+        updated_at {{real}} NOT NULL,
+        settled_at {{real}}
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_state ON {TABLE} (state, updated_at)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_at)",
+]])
+
+IN_FLIGHT = ("claimed", "settling", "settled")
+TERMINAL = ("served", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response as recorded for idempotent replay."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    complete: bool = True  # False when a streamed body was longer than the recording limit
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """What a seller knows about a payment when it claims it."""
+
+    auth_key: str
+    payment_id: str | None
+    payload_hash: str
+    route: str
+    method: str
+    path: str
+    settle_mode: str
+    x402_version: int
+    scheme: str
+    network: str
+    asset: str
+    pay_to: str
+    amount: int
+    decimals: int
+    payer: str | None
+    payload: str  # wire JSON of the payment payload
+    requirements: str  # wire JSON of the requirements sent to the facilitator
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One row of the seller's ledger."""
+
+    id: int
+    auth_key: str
+    payment_id: str | None
+    payload_hash: str
+    state: str
+    owner: str | None
+    lease_until: float | None
+    route: str
+    method: str
+    path: str
+    settle_mode: str
+    x402_version: int
+    scheme: str
+    network: str
+    asset: str
+    pay_to: str
+    amount: int
+    decimals: int
+    payer: str | None
+    payload: str
+    requirements: str
+    tx: str | None
+    settle_response: str | None
+    error: str | None
+    resp_status: int | None
+    resp_headers: str | None
+    resp_body: bytes | None
+    created_at: float
+    updated_at: float
+    settled_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> PaymentRecord:
+        data: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
+        data["amount"] = int(data["amount"])
+        if data["resp_body"] is not None:
+            data["resp_body"] = bytes(data["resp_body"])
+        return cls(**data)
+
+    @property
+    def response(self) -> StoredResponse | None:
+        if self.resp_status is None:
+            return None
+        headers = tuple((str(k), str(v)) for k, v in json.loads(self.resp_headers or "[]"))
+        return StoredResponse(int(self.resp_status), headers, self.resp_body or b"")
+
+    @property
+    def outcome(self) -> str:
+        return self.state
+
+
+_UPDATABLE = frozenset({
+    "state", "owner", "lease_until", "payer", "tx", "settle_response", "error", "resp_status", "resp_headers",
+    "resp_body", "settled_at",
+})
+
+
+def response_fields(resp: StoredResponse | None) -> dict[str, Any]:
+    """Columns that record ``resp`` (or clear the recorded response)."""
+    if resp is None:
+        return {"resp_status": None, "resp_headers": None, "resp_body": None}
+    return {"resp_status": resp.status, "resp_headers": json.dumps([list(h) for h in resp.headers]),
+            "resp_body": resp.body}
+
+
+class PaymentStore:
+    """Repository of seller payments over a ``paywire.store.Database``."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    @classmethod
+    async def open(cls, url: str) -> PaymentStore:
+        """Open ``url`` (``sqlite:///file.db`` or ``postgresql://…``) and apply the seller migrations."""
+        db = open_database(url)
+        await migrate(db, [COMPONENT])
+        return cls(db)
+
+    async def migrate(self) -> None:
+        await migrate(self.db, [COMPONENT])
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+    # -- claims ---------------------------------------------------------------------------------
+    async def claim(self, p: NewPayment, owner: str, lease: float) -> PaymentRecord | None:
+        """Insert the claim; None when this authorization or payment id is already claimed (unique keys)."""
+        now = self.clock()
+        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "claimed", owner, now + lease, p.route,
+                             p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
+                             p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, now, now]
+        row = await self.db.fetchone(
+            f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
+            "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
+            "requirements, created_at, updated_at) VALUES (" + ", ".join("?" * len(values)) + ") "
+            "ON CONFLICT DO NOTHING RETURNING *", values)
+        return PaymentRecord.from_row(row) if row else None
+
+    async def find(self, auth_key: str, payment_id: str | None) -> PaymentRecord | None:
+        """The payment claimed under this authorization, else under this payment id."""
+        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE auth_key = ?", (auth_key,))
+        if row is None and payment_id is not None:
+            row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE payment_id = ?", (payment_id,))
+        return PaymentRecord.from_row(row) if row else None
+
+    async def get(self, payment_id: int) -> PaymentRecord | None:
+        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE id = ?", (payment_id,))
+        return PaymentRecord.from_row(row) if row else None
+
+    async def update(self, rid: int, holder: str | None, from_states: Sequence[str], /, **changes: Any) -> bool:
+        """Compare-and-set: apply ``changes`` only if the row is in ``from_states`` (and owned by ``holder``)."""
+        bad = set(changes) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        cols = [*changes, "updated_at"]
+        params: list[Any] = [*changes.values(), self.clock(), rid, *from_states]
+        sql = (f"UPDATE {TABLE} SET " + ", ".join(f"{c} = ?" for c in cols) + " WHERE id = ? AND state IN ("
+               + ", ".join("?" * len(from_states)) + ")")
+        if holder is not None:
+            sql += " AND owner = ?"
+            params.append(holder)
+        return await self.db.execute(sql, params) == 1
+
+    async def take_over(self, rid: int, owner: str, from_states: Sequence[str], lease: float) -> bool:
+        """Become the owner of a row in ``from_states`` that nobody holds (no owner, or its lease ran out)."""
+        now = self.clock()
+        params: list[Any] = [owner, now + lease, now, rid, *from_states, now]
+        return await self.db.execute(
+            f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND state IN ("
+            + ", ".join("?" * len(from_states)) + ") AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)",
+            params) == 1
+
+    async def renew(self, rid: int, owner: str, lease: float) -> bool:
+        now = self.clock()
+        return await self.db.execute(
+            f"UPDATE {TABLE} SET lease_until = ? WHERE id = ? AND owner = ?", (now + lease, rid, owner)) == 1
+
+    async def release_claim(self, rid: int, owner: str) -> bool:
+        """Forget a claim whose payment turned out invalid (nothing ran, nothing was charged)."""
+        return await self.db.execute(
+            f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state = 'claimed'", (rid, owner)) == 1
+
+    # -- ledger ---------------------------------------------------------------------------------
+    async def sales(self, *, limit: int = 100, route: str | None = None, states: Iterable[str] | None = None,
+                    since: float | None = None) -> list[PaymentRecord]:
+        """Newest first; filter by route key (``"GET /weather"``), states, and creation time."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if route is not None:
+            where.append("route = ?")
+            params.append(route)
+        st = list(states or [])
+        if st:
+            where.append("state IN (" + ", ".join("?" * len(st)) + ")")
+            params += st
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        params.append(int(limit))
+        rows = await self.db.fetchall(
+            f"SELECT * FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?", params)
+        return [PaymentRecord.from_row(r) for r in rows]
+
+    async def revenue(self, *, since: float | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """(network, asset) → (number of paid requests, atomic amount settled), over settled/served rows."""
+        params: list[Any] = []
+        sql = f"SELECT network, asset, amount FROM {TABLE} WHERE state IN ('settled', 'served')"
+        if since is not None:
+            sql += " AND created_at >= ?"
+            params.append(since)
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for r in await self.db.fetchall(sql, params):
+            k = (str(r["network"]), str(r["asset"]).lower())
+            n, total = out.get(k, (0, 0))
+            out[k] = (n + 1, total + int(r["amount"]))
+        return out
+
+    async def unresolved(self, limit: int = 100) -> list[PaymentRecord]:
+        return await self.sales(limit=limit, states=["unresolved"])
+
+
+async def open_payment_store(url: str) -> PaymentStore:
+    return await PaymentStore.open(url)

@@ -1,0 +1,201 @@
+"""A facilitator that times out on ``/settle`` never yields content without payment, nor a lost payment.
+
+A small misbehaving facilitator sits in front of the real one (our facilitator service, exactly-once on its
+store, settling on the embedded chain): it either forwards ``/settle`` and then never answers (the money
+moves, the seller does not learn it), or never forwards it (no money moves). The seller records
+``unresolved`` and serves nothing; the payer's retry with the same payment reconciles through the
+facilitator and gets the response once it is settled — one handler run, one transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import httpx
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from paywire.facilitator.app import create_app
+from paywire.serving import serve_asgi
+from paywire.store.settlements import SettlementStore
+from paywire.x402.codec import decode_payment_response
+from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.test_seller_common import CHEAP, Shop, open_shop
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Flaky:
+    """Proxy to a real facilitator. ``mode``: pass, forward_then_hang, hang or refuse."""
+
+    def __init__(self, real: str) -> None:
+        self.real, self.mode = real, "pass"
+        self.release = asyncio.Event()
+        self.settles: list[str] = []
+        self.forwarded: list[asyncio.Task[httpx.Response]] = []
+        self.http = httpx.AsyncClient(timeout=120)
+
+    async def _forward(self, request: Request) -> Response:
+        r = await self.http.request(request.method, self.real + request.url.path, content=await request.body(),
+                                    headers={"content-type": "application/json"})
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    async def settle(self, request: Request) -> Response:
+        mode = self.mode
+        self.settles.append(mode)
+        if mode == "pass":
+            return await self._forward(request)
+        if mode == "refuse":  # a definitive failure, as when the payer's balance is gone by settle time
+            await request.body()
+            return Response(b'{"success":false,"errorReason":"invalid_exact_evm_insufficient_balance",'
+                            b'"transaction":"","network":"eip155:31337"}', 200, media_type="application/json")
+        if mode == "forward_then_hang":  # the settlement happens; its answer never reaches the seller
+            self.forwarded.append(asyncio.ensure_future(self._forward(request)))
+        await self.release.wait()
+        return Response(b'{"error":"too late"}', 504)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/settle", self.settle, methods=["POST"]),
+                                 Route("/verify", self._forward, methods=["POST"]),
+                                 Route("/supported", self._forward)])
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory):
+    net = await new_devnet("embedded")
+    tmp = tmp_path_factory.mktemp("faults")
+    settlements = await SettlementStore.open(f"sqlite:///{tmp / 'facilitator.db'}")
+    async with contextlib.AsyncExitStack() as stack:
+        # the seller gives up on /settle after 3 s; its HTTP client raises, which means "outcome unknown"
+        real = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net, store=settlements))))
+        flaky = Flaky(real)
+        flaky_url = await stack.enter_async_context(serve_asgi(flaky.app()))
+        shop = await stack.enter_async_context(open_shop(net, f"sqlite:///{tmp / 'seller.db'}",
+                                                         facilitator_url=flaky_url, facilitator_timeout=3.0))
+        try:
+            yield shop, flaky
+        finally:
+            flaky.release.set()
+            await asyncio.gather(*flaky.forwarded, return_exceptions=True)
+            await flaky.http.aclose()
+    await settlements.aclose()
+    await close_devnet(net)
+
+
+async def wait_for_balance(shop: Shop, address: str, want: int) -> int:
+    """The chain settles asynchronously behind the proxy: poll (bounded) until the balance arrives."""
+    deadline = time.monotonic() + 60
+    while True:
+        have = await shop.net.token_balance(address)
+        if have == want or time.monotonic() > deadline:
+            return have
+        await asyncio.sleep(0.2)
+
+
+async def record(shop: Shop, path: str):
+    rows = [r for r in await shop.middleware.flow.payments.sales(limit=100) if r.path == path]
+    return rows[0]
+
+
+async def test_settlement_sent_but_answer_lost(env) -> None:
+    """The transfer happens but the seller never hears back: 503 without content, row ``unresolved``; the
+    retry with the same payment reconciles (the facilitator answers from its record) and gets the content."""
+    shop, flaky = env
+    payer0, payee0 = await shop.balances()
+    header = await shop.payment("/cheap")
+    flaky.mode = "forward_then_hang"
+    r = await shop.http.get(shop.url + "/cheap", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 503 and r.json()["error"] == "settlement_pending"
+    assert b"cheap" not in r.content and "payment-response" not in r.headers  # no content without payment
+    assert (await record(shop, "/cheap")).state == "unresolved"
+    assert await wait_for_balance(shop, shop.net.payee.address, payee0 + CHEAP) == payee0 + CHEAP
+    flaky.mode = "pass"
+    ok = await shop.http.get(shop.url + "/cheap", headers={"PAYMENT-SIGNATURE": header})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["item"] == "cheap" and ok.json()["run"] == 1
+    s = decode_payment_response(ok.headers["payment-response"])
+    assert s.success and s.transaction
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)  # paid once
+    assert shop.counter["cheap"] == 1
+    row = await record(shop, "/cheap")
+    assert row.state == "served" and row.tx == s.transaction
+
+
+async def test_settlement_never_sent(env) -> None:
+    """The facilitator swallows /settle without settling: nothing is served and nothing is charged; the retry
+    settles for real and gets the recorded response (the handler ran once)."""
+    shop, flaky = env
+    payer0, payee0 = await shop.balances()
+    header = await shop.payment("/dear")
+    flaky.mode = "hang"
+    r = await shop.http.get(shop.url + "/dear", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 503 and b"dear" not in r.content
+    assert await shop.balances() == (payer0, payee0)
+    flaky.mode = "pass"
+    ok = await shop.http.get(shop.url + "/dear", headers={"PAYMENT-SIGNATURE": header})
+    assert ok.status_code == 200 and ok.json() == {"item": "dear", "run": 1}
+    assert await shop.balances() == (payer0 - 50_000, payee0 + 50_000)
+    assert shop.counter["dear"] == 1
+
+
+async def test_settle_before_mode_runs_the_handler_only_once_paid(env) -> None:
+    """settle='before' with a facilitator that hangs: the handler does not run until the settlement is
+    known; the retry settles and then streams."""
+    shop, flaky = env
+    payer0, payee0 = await shop.balances()
+    header = await shop.payment("/stream")
+    flaky.mode = "hang"
+    r = await shop.http.get(shop.url + "/stream", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 503 and shop.counter["stream"] == 0
+    flaky.mode = "pass"
+    ok = await shop.http.get(shop.url + "/stream", headers={"PAYMENT-SIGNATURE": header})
+    assert ok.status_code == 200 and ok.text.startswith("chunk 0")
+    assert shop.counter["stream"] == 1
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)
+
+
+async def test_background_reconcile_records_the_outcome(env) -> None:
+    """``reconcile_pending`` resolves unresolved rows without a retry; the payer's later retry is served from
+    the record."""
+    shop, flaky = env
+    payer0, payee0 = await shop.balances()
+    header = await shop.payment("/cheap2")
+    flaky.mode = "forward_then_hang"
+    r = await shop.http.get(shop.url + "/cheap2", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 503
+    assert await wait_for_balance(shop, shop.net.payee.address, payee0 + CHEAP) == payee0 + CHEAP
+    flaky.mode = "pass"
+    counts = await shop.middleware.flow.reconcile_pending()
+    assert counts.get("served") == 1
+    settles = len(flaky.settles)
+    ok = await shop.http.get(shop.url + "/cheap2", headers={"PAYMENT-SIGNATURE": header})
+    assert ok.status_code == 200 and len(flaky.settles) == settles  # answered from the record
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)
+
+
+async def test_refused_settlement_serves_nothing_and_is_recorded(env) -> None:
+    """Checklist 18: settlement fails → 402 with a failed PAYMENT-RESPONSE, the handler's output discarded;
+    the outcome is recorded and replayed to a retry (the handler does not run again)."""
+    shop, flaky = env
+    before = await shop.balances()
+    runs = shop.counter["dear"]
+    header = await shop.payment("/dear")
+    flaky.mode = "refuse"
+    try:
+        r = await shop.http.get(shop.url + "/dear", headers={"PAYMENT-SIGNATURE": header})
+        again = await shop.http.get(shop.url + "/dear", headers={"PAYMENT-SIGNATURE": header})
+    finally:
+        flaky.mode = "pass"
+    assert r.status_code == 402 and b'"item"' not in r.content
+    s = decode_payment_response(r.headers["payment-response"])
+    assert not s.success and s.error_reason == "invalid_exact_evm_insufficient_balance" and s.transaction == ""
+    assert again.status_code == 402 and again.content == r.content
+    assert shop.counter["dear"] == runs + 1 and await shop.balances() == before
+    row = await record(shop, "/dear")
+    assert row.state == "failed" and row.error == "invalid_exact_evm_insufficient_balance"

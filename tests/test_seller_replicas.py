@@ -1,0 +1,139 @@
+"""Replicas: two seller processes (real subprocesses) sharing one PostgreSQL run one handler per payment.
+
+Each replica is this file run as a script: a Starlette app behind our ASGI middleware, store on Postgres,
+settling through one HTTP facilitator served by the test on the embedded chain. Its handler records every
+run in a Postgres table, so the count is exact across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from paywire.facilitator.app import create_app
+from paywire.serving import serve_asgi
+from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
+from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+
+pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
+ROOT = Path(__file__).resolve().parent.parent
+AMOUNT = 20_000
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def net():
+    n = await new_devnet("embedded")
+    yield n
+    await close_devnet(n)
+
+
+@contextlib.asynccontextmanager
+async def replicas(n: int, config: dict[str, object]):
+    """Start ``n`` replica processes; yields their URLs (the facilitator they need runs on our loop)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # noqa: SIM115 - closed in the finally below
+    procs = [subprocess.Popen([sys.executable, __file__, json.dumps(config)], stdout=subprocess.PIPE,
+                              stderr=log, text=True, env=env, cwd=ROOT) for log in logs]
+    try:
+        urls = []
+        for p in procs:
+            assert p.stdout is not None
+            line = (await asyncio.to_thread(p.stdout.readline)).strip()  # printed once it is serving
+            if not line.startswith("http://"):
+                p.kill()
+                p.wait()
+                log = logs[procs.index(p)]
+                log.seek(0)
+                raise RuntimeError(f"replica did not start: {line!r}\n{log.read()}")
+            urls.append(line)
+        yield urls
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in logs:
+            log.close()
+
+
+async def test_two_replicas_on_one_postgres_run_one_handler_per_payment(net, pg_url) -> None:
+    """Each of 3 payments is sent 4× to each replica at once: 8 identical 200s, one handler run and one
+    on-chain transfer per payment."""
+    from paywire.store.db import open_database
+
+    db = open_database(pg_url)
+    await db.execute("CREATE TABLE handler_runs (id BIGSERIAL PRIMARY KEY, replica INTEGER, path TEXT)")
+    async with serve_asgi(create_app(full_facilitator(net))) as fac_url:
+        config = {"store": pg_url, "facilitator": fac_url, "pay_to": net.payee.address,
+                  "asset": [net.info.network, net.info.token, net.info.token_name, net.info.token_version]}
+        async with replicas(2, config) as urls, httpx.AsyncClient(timeout=60) as http:
+            r = await http.get(urls[0] + "/report")
+            req = decode_payment_required(r.headers["payment-required"]).accepts[0]
+            assert req.amount == AMOUNT
+            headers = [encode_payment_payload(await sign(req, payer_of(net))) for _ in range(3)]
+            before = await net.token_balance(net.payee.address)
+            results = await asyncio.gather(*[
+                http.get(url + "/report", headers={"PAYMENT-SIGNATURE": h})
+                for h in headers for url in urls for _ in range(4)])
+    runs = await db.fetchall("SELECT replica, path FROM handler_runs")
+    await db.aclose()
+    assert [r.status_code for r in results] == [200] * 24, [r.text for r in results if r.status_code != 200]
+    by_payment = [results[i * 8:(i + 1) * 8] for i in range(3)]
+    for group in by_payment:
+        assert len({r.content for r in group}) == 1
+        assert len({decode_payment_response(r.headers["payment-response"]).transaction for r in group}) == 1
+    assert len(runs) == 3  # one handler run per payment, whichever replica won
+    assert await net.token_balance(net.payee.address) == before + 3 * AMOUNT
+
+
+# ------------------------------------------------------------------------------------------ the replica
+
+
+def _serve(config: dict[str, object]) -> None:  # pragma: no cover - runs in the subprocesses
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from paywire.schemes.evm_exact.server import Asset
+    from paywire.server.asgi import PaymentMiddleware
+    from paywire.server.core import PaidRoute
+    from paywire.server.pricing import Offer
+    from paywire.store.db import open_database
+
+    async def main() -> None:
+        db = open_database(str(config["store"]))
+
+        async def report(request: Request) -> JSONResponse:
+            await asyncio.sleep(0.3)  # a slow handler widens the race window
+            await db.execute("INSERT INTO handler_runs (replica, path) VALUES (?, ?)", (os.getpid(), "/report"))
+            return JSONResponse({"report": "quarterly", "payer": request.state.payment.payer})
+
+        network, token, name, version = config["asset"]  # type: ignore[misc]
+        asset = Asset(network, token, name, version)
+        app = PaymentMiddleware(Starlette(routes=[Route("/report", report)]),
+                                [PaidRoute("GET /report", offers=(Offer(price=AMOUNT, asset=asset),))],
+                                str(config["facilitator"]), pay_to=str(config["pay_to"]), store=str(config["store"]))
+        await app.startup()
+        async with serve_asgi(app) as url:
+            print(url, flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve(json.loads(sys.argv[1]))
