@@ -18,7 +18,7 @@ from starlette.routing import Route
 from paywire.chain import EmbeddedChain, RpcChain
 from paywire.chain.tx import TxSender
 from paywire.client.core import Payer
-from paywire.client.httpx_transport import PaymentTransport, settlement_of
+from paywire.client.httpx_transport import PaymentTransport, receipt_of, settlement_of
 from paywire.devnet import Devnet, setup_devnet
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.app import create_app
@@ -105,4 +105,77 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
         return results
     finally:
         await chain.aclose()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LightningPurchase:
+    n: int
+    status: int
+    paid_sat: int
+    payer_after_sat: int
+    payment_hash: str
+
+
+async def run_lightning_demo(console: Console | None = None, *, requests: int = 3,
+                             sats: int = 21) -> list[LightningPurchase]:
+    """An L402 purchase on a real LNbits (FakeWallet funding source, started here in its own virtualenv):
+    the first request pays the invoice, the next ones reuse the paid token."""
+    import os
+    from pathlib import Path
+
+    from paywire.client.engine import Buyer
+    from paywire.client.policy import Policy
+    from paywire.lightning.lnbits import LnbitsBackend
+    from paywire.lightning.lnbits_dev import DEFAULT_VENV, LnbitsDev, _has_lnbits
+
+    out = console or Console()
+    workdir = tempfile.mkdtemp(prefix="paywire-ln-demo-")
+    venv = Path(os.environ.get("PAYWIRE_LNBITS_VENV", str(DEFAULT_VENV))).absolute()
+    first_run = not _has_lnbits(venv)
+    node = LnbitsDev(venv=venv, payer_sats=10_000)
+    try:
+        msg = (f"installing LNbits into {venv} (first run only; this takes a few minutes)" if first_run
+               else "starting LNbits (FakeWallet funding source)")
+        with out.status(msg):
+            await node.start()
+        assert node.payer is not None and node.payee is not None
+        out.print(f"[bold]LNbits[/] {node.url}  payer wallet funded with 10,000 sat")
+        payee = LnbitsBackend(node.url, invoice_key=node.payee.invoice_key)
+        payer = LnbitsBackend(node.url, admin_key=node.payer.admin_key)
+
+        async def weather(request: Request) -> JSONResponse:
+            return JSONResponse({"forecast": "sunny", "token_id": request.state.payment.payer[:12]})
+
+        app = Starlette(routes=[Route("/weather", weather)])
+        mw = PaymentMiddleware(app, [PaidRoute("GET /weather", l402="weather", sats=sats,
+                                               description="Weather behind L402")],
+                               "http://127.0.0.1:9",  # no x402 route: the facilitator is never asked
+                               store=f"sqlite:///{workdir}/seller.db", lightning=payee)
+        buyer = Buyer([], Policy(max_per_payment="$1", btc_usd="$100000", protocols=("l402",)),
+                      account="0x" + "00" * 20, lightning=payer)
+        results: list[LightningPurchase] = []
+        async with serve_asgi(mw) as api_url, httpx.AsyncClient(transport=PaymentTransport(buyer),
+                                                                 timeout=60) as agent:
+            out.print(f"[bold]paid API[/] {api_url}/weather  ({sats} sat, L402)")
+            for i in range(requests):
+                before = await node.balance_msat(node.payer)
+                r = await agent.get(api_url + "/weather")
+                after = await node.balance_msat(node.payer)
+                receipt = receipt_of(r)
+                ph = (receipt.tx if receipt is not None else None) or ""
+                results.append(LightningPurchase(i + 1, r.status_code, (before - after) // 1000, after // 1000, ph))
+        await mw.flow.aclose()
+        await payer.aclose()
+        await payee.aclose()
+        table = Table(title="L402 purchases (Lightning, LNbits FakeWallet)")
+        for col in ("request", "HTTP", "paid (sat)", "payer balance (sat)", "what happened"):
+            table.add_column(col, no_wrap=True)
+        for p in results:
+            what = "paid invoice, got token" if p.paid_sat else "reused the paid token"
+            table.add_row(str(p.n), str(p.status), str(p.paid_sat), f"{p.payer_after_sat:,}", what)
+        out.print(table)
+        return results
+    finally:
+        await node.stop()
         shutil.rmtree(workdir, ignore_errors=True)

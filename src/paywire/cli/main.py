@@ -17,9 +17,29 @@ console = Console()
 
 
 @app.command()
-def demo(purchases: Annotated[int, typer.Option(help="How many resources the agent buys.")] = 3) -> None:
+def demo(purchases: Annotated[int, typer.Option(help="How many resources the agent buys.")] = 3,
+         rail: Annotated[str, typer.Option(help="evm (x402 on an embedded chain) or lightning (L402 on LNbits)")]
+         = "evm") -> None:
     """Offline end-to-end demo: embedded chain, token, facilitator, paid API and a paying agent."""
     from paywire.demo import run_demo
+
+    if rail == "lightning":
+        from paywire.demo import run_lightning_demo
+        from paywire.lightning.lnbits_dev import LnbitsUnavailable
+
+        try:
+            ln = asyncio.run(run_lightning_demo(console, requests=purchases))
+        except LnbitsUnavailable as exc:
+            console.print(f"[red]LNbits cannot run here: {exc}[/]")
+            raise typer.Exit(1) from None
+        if not ln or any(p.status != 200 for p in ln) or ln[0].paid_sat <= 0:
+            console.print("[red]the L402 purchase did not complete[/]")
+            raise typer.Exit(1)
+        console.print(f"[green]paid {ln[0].paid_sat} sat once, served {len(ln)} requests with one L402 token.[/]")
+        return
+    if rail != "evm":
+        console.print(f"[red]unknown rail {rail!r}: use evm or lightning[/]")
+        raise typer.Exit(2)
 
     results = asyncio.run(run_demo(console, purchases=purchases))
     settled = [p for p in results if p.status == 200 and p.tx and p.price > 0]

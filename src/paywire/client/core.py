@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from paywire.client.policy import FUNDS, SCHEME, Policy, Quote, Refusal, check_static, describe
+from paywire.client.policy import FUNDS, PROTOCOL, SCHEME, Policy, Quote, Refusal, check_static, describe
 from paywire.errors import PaywireError, WireError
 from paywire.schemes.base import ClientScheme, handles
 from paywire.x402.codec import (
@@ -135,6 +135,8 @@ class Receipt:
     reason: str | None = None
     challenge: str | None = None
     chosen: str | None = None
+    protocol: str | None = None
+    """``x402`` | ``mpp`` | ``l402`` (None on rows older than MPP/L402 support: x402)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (amount as a decimal string)."""
@@ -168,6 +170,9 @@ class Option:
     index: int
     requirements: PaymentRequirements
     v1: PaymentRequirementsV1 | None = None
+    protocol: str = "x402"
+    """``x402``, ``mpp`` (``offer`` is a ``paywire.client.protocols.MppOffer``) or ``l402`` (``L402Offer``)."""
+    offer: Any = None
 
     def wire(self) -> dict[str, Any]:
         """The entry exactly as the server sent it (v1 or v2 shape)."""
@@ -180,13 +185,17 @@ class Challenge:
 
     version: int
     options: tuple[Option, ...]
-    raw: PaymentRequired | PaymentRequiredV1
+    raw: PaymentRequired | PaymentRequiredV1 | None
     resource: ResourceInfo | None = None
     extensions: Mapping[str, Any] | None = None
     error: str | None = None
+    www_authenticate: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.raw.to_wire(), separators=(",", ":"))
+        out: dict[str, Any] = self.raw.to_wire() if self.raw is not None else {}
+        if self.www_authenticate:
+            out = {**out, "wwwAuthenticate": self.www_authenticate}
+        return json.dumps(out, separators=(",", ":"))
 
 
 def to_challenge(pr: PaymentRequired | PaymentRequiredV1) -> Challenge:
@@ -206,6 +215,34 @@ def to_challenge(pr: PaymentRequired | PaymentRequiredV1) -> Challenge:
 def read_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
     """Parse a 402 into a :class:`Challenge`; ``WireError`` when it is not an x402 challenge."""
     return to_challenge(parse_challenge(headers, body))
+
+
+def read_any_challenge(headers: Mapping[str, str], body: bytes, *, assets: Callable[[str, str], Any],
+                       protocols: Sequence[str] = ("x402", "mpp", "l402")) -> Challenge:
+    """x402 options, then MPP (``WWW-Authenticate: Payment``) and L402 ones, as one :class:`Challenge`;
+    ``WireError`` when the 402 offers nothing this client reads."""
+    from paywire.client.protocols import l402_offers, mpp_offers, www_authenticate
+
+    x402_error: WireError | None = None
+    try:
+        base = read_challenge(headers, body) if "x402" in protocols else None
+    except WireError as exc:
+        base, x402_error = None, exc
+    options = list(base.options) if base is not None else []
+    extra: list[Option] = []
+    if "mpp" in protocols:
+        extra += [Option(len(options) + len(extra) + i, r, None, "mpp", o)
+                  for i, (r, o) in enumerate(mpp_offers(headers, assets))]
+    if "l402" in protocols:
+        n = len(options) + len(extra)
+        extra += [Option(n + i, r, None, "l402", o) for i, (r, o) in enumerate(l402_offers(headers))]
+    if base is None and not extra:
+        raise x402_error or WireError("missing_field", "402 without a challenge this client can read")
+    if base is None:
+        return Challenge(0, tuple(extra), None, www_authenticate=www_authenticate(headers))
+    if not extra:
+        return base
+    return dataclasses.replace(base, options=(*base.options, *extra), www_authenticate=www_authenticate(headers))
 
 
 def parse_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
@@ -234,8 +271,10 @@ def challenge_error(headers: Mapping[str, str], body: bytes = b"") -> str | None
         obj = json.loads(body) if body else None
     except ValueError:
         return None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), str) and obj["error"]:
-        return str(obj["error"])
+    if isinstance(obj, dict):
+        for key in ("error", "detail"):  # x402 bodies; MPP problem+json (RFC 9457)
+            if isinstance(obj.get(key), str) and obj[key]:
+                return str(obj[key])
     return None
 
 
@@ -278,9 +317,10 @@ class Ranking:
     refusals: tuple[tuple[Option, Refusal], ...]
 
 
-def _price_key(c: Candidate) -> tuple[int, int, int]:
+def _price_key(c: Candidate, rank: Callable[[str], int] = lambda _p: 0) -> tuple[int, int, int, int]:
     q = c.quote
-    return (0, q.usd_micros, c.option.index) if q.usd_micros is not None else (1, q.amount, c.option.index)
+    r = rank(c.option.protocol)
+    return (r, 0, q.usd_micros, c.option.index) if q.usd_micros is not None else (r, 1, q.amount, c.option.index)
 
 
 def rank_options(
@@ -297,6 +337,10 @@ def rank_options(
     for opt in challenge.options:
         req = opt.requirements
         q = quote_of(opt, host, policy)
+        if opt.protocol not in policy.protocols:
+            refused.append((opt, Refusal(PROTOCOL, f"{opt.protocol} is not in the policy's protocols "
+                                                   f"{list(policy.protocols)}")))
+            continue
         if scheme_for(schemes, req) is None:
             refused.append((opt, Refusal(SCHEME, f"no wallet scheme can pay {req.scheme} on {req.network}")))
             continue
@@ -310,8 +354,13 @@ def rank_options(
                                                 f"{req.network}, needs {req.amount}")))
             continue
         ok.append(Candidate(opt, q))
-    ok.sort(key=_price_key)
-    refused.sort(key=lambda pair: _price_key(Candidate(pair[0], quote_of(pair[0], host, policy))))
+    order = {p: i for i, p in enumerate(policy.protocols)}
+
+    def rank(proto: str) -> int:
+        return order.get(proto, len(order))
+
+    ok.sort(key=lambda c: _price_key(c, rank))
+    refused.sort(key=lambda pair: _price_key(Candidate(pair[0], quote_of(pair[0], host, policy)), rank))
     return Ranking(tuple(ok), tuple(refused))
 
 

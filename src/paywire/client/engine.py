@@ -10,6 +10,7 @@ small :class:`Exchange` adapter over this one flow.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -41,7 +42,7 @@ from paywire.client.core import (
     parse_settlement,
     quote_of,
     rank_options,
-    read_challenge,
+    read_any_challenge,
     refusal_message,
     rejection_reason,
     scheme_for,
@@ -177,7 +178,7 @@ def _receipt_for(url: str, method: str, c: Candidate, version: int | None, chall
     return Receipt(url=url, method=method, host=c.quote.host, outcome=outcome, budget=budget, x402_version=version,
                    scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=r.amount,
                    usd_micros=c.quote.usd_micros or 0, challenge=challenge,
-                   chosen=json.dumps(c.option.wire(), separators=(",", ":")))
+                   chosen=json.dumps(c.option.wire(), separators=(",", ":")), protocol=c.option.protocol)
 
 
 class _Row:
@@ -215,11 +216,20 @@ class Buyer:
     or None to keep receipts in memory only (then the policy may not use budgets).
     ``approve``: called (sync or async) for payments above ``policy.approval_threshold``.
     ``max_retries``: how often the same signed payment is resent after a timeout, reset or 5xx.
+
+    MPP and L402 (``WWW-Authenticate: Payment`` / ``L402``) are paid from the same wallet and policy:
+    ``lightning`` (or ``wallet.lightning``) is the Lightning wallet backend (LNbits, LND) that pays invoices;
+    ``assets`` adds EIP-3009 tokens whose EIP-712 domain MPP ``evm/charge`` needs (besides ``policy.assets``
+    and the known USDC); ``nonce_variant`` is the EIP-3009 nonce derivation tried first (``"concat"``, the
+    spec and mppx; ``"json"``, pympp) — on a "challenge hash mismatch" the other one is tried once and
+    remembered for that host. Paid L402 tokens are reused for the same host until the server refuses them.
     """
 
     def __init__(self, wallet: WalletLike, policy: Policy | None = None, *, store: Any = None,
                  approve: Approver | None = None, max_retries: int = 2, retry_delay: float = 0.2,
-                 account: str | None = None, reconcile_every: float = 30.0) -> None:
+                 account: str | None = None, reconcile_every: float = 30.0, lightning: Any = None,
+                 assets: Sequence[Any] = (), nonce_variant: str = "concat",
+                 send_accept_payment: bool = True) -> None:
         self.policy = policy or Policy()
         self.approve = approve
         self.max_retries = max_retries
@@ -227,6 +237,18 @@ class Buyer:
         self.wallet = wallet if hasattr(wallet, "schemes") and callable(wallet.schemes) else None
         self.schemes = _schemes_of(wallet)
         self.account = account or _account_of(wallet, self.schemes)
+        self.lightning = lightning if lightning is not None else getattr(wallet, "lightning", None)
+        if self.lightning is not None and not any(getattr(s, "scheme", "") == "lightning" for s in self.schemes):
+            from paywire.client.lightning import LightningPayer
+
+            self.schemes.append(LightningPayer(self.lightning))
+        from paywire.schemes.evm_exact.server import KNOWN_ASSETS
+
+        self._assets = {(a.network, a.address.lower()): a for a in (*KNOWN_ASSETS, *self.policy.assets, *assets)}
+        self.nonce_variant = nonce_variant
+        self._variants: dict[str, str] = {}
+        self._l402_tokens: dict[str, str] = {}
+        self.send_accept_payment = send_accept_payment
         self._store = store
         self._ledger: Any = None
         self._reconcile_every = reconcile_every
@@ -296,18 +318,26 @@ class Buyer:
         """Send ``ex``'s request; pay a 402 if the policy allows; return the final response.
 
         Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
-        first = await ex.send(None)
+        host = host_of(ex.url)
+        token = self._l402_tokens.get(host) if not ex.paying else None
+        if token is not None:  # a paid L402 token is reusable until the server refuses it (checklist 103)
+            first = await ex.send({"Authorization": token})
+            if ex.status(first) not in (401, 402):
+                return first
+            self._l402_tokens.pop(host, None)
+            await ex.discard(first)
+        first = await ex.send(self._first_headers() if not ex.paying else None)
         if ex.status(first) != 402 or ex.paying:
             return first
         body = await ex.read(first)
-        host = host_of(ex.url)
         ledger = await self.ledger()
         try:
-            challenge = read_challenge(ex.headers(first), body)
+            challenge = read_any_challenge(ex.headers(first), body, assets=self._asset_for,
+                                           protocols=self.policy.protocols)
         except WireError as exc:
             rid = await ledger.record(url=ex.url, method=ex.method, host=host, outcome="failed",
                                       reason=f"unreadable 402: {exc}")
-            raise PaymentError(f"{ex.url} answered 402 without a readable x402 challenge: {exc}",
+            raise PaymentError(f"{ex.url} answered 402 without a readable x402 challenge (nor MPP or L402): {exc}",
                                receipt=await ledger.get(rid)) from exc
         await ex.discard(first)
         if self.wallet is not None and self._store is not None and \
@@ -319,6 +349,19 @@ class Buyer:
             rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
             valid_before=attempt.valid_before))
         return await self._deliver(ex, attempt, _Row(ledger, rid, marking), cand)
+
+    def _first_headers(self) -> dict[str, str] | None:
+        """``Accept-Payment``: the MPP methods this wallet can answer (servers filter and order by it)."""
+        if not self.send_accept_payment or "mpp" not in self.policy.protocols:
+            return None
+        from paywire.client.protocols import accept_payment_value
+
+        value = accept_payment_value(any(getattr(s, "signer", None) is not None for s in self.schemes),
+                                     self.lightning is not None)
+        return {"Accept-Payment": value} if value else None
+
+    def _asset_for(self, network: str, token: str) -> Any:
+        return self._assets.get((network, token.lower()))
 
     async def _balances(self, challenge: Challenge) -> dict[tuple[str, str], int | None]:
         wallet = self.wallet
@@ -369,11 +412,19 @@ class Buyer:
                                           receipt=await ledger.get(rid))
             scheme = scheme_for(self.schemes, cand.option.requirements)
             assert scheme is not None
-            inner = await scheme.create_payload(cand.option.requirements)
-            attempt = build_payment(challenge, cand.option, inner, new_payment_id())
+            if cand.option.protocol == "x402":
+                inner = await scheme.create_payload(cand.option.requirements)
+                attempt = build_payment(challenge, cand.option, inner, new_payment_id())
+            else:
+                attempt = await self._other_payment(cand.option, scheme, host)
         except PaymentError:
             raise
         except BaseException as exc:
+            if _maybe_paid(exc):  # a Lightning payment that may have gone out: keep it counted
+                await ledger.finish(rid, outcome="unknown", budget="held",
+                                    reason=f"lightning payment outcome unknown: {exc}")
+                raise PaymentOutcomeUnknown(f"paying the invoice for {ex.url} had an unknown outcome: {exc}",
+                                            receipt=await ledger.get(rid)) from exc
             await ledger.finish(rid, outcome="failed", budget="released",
                                 reason=f"not signed: {type(exc).__name__}: {exc}")
             if isinstance(exc, Exception):
@@ -381,6 +432,31 @@ class Buyer:
                                    receipt=await ledger.get(rid)) from exc
             raise
         return attempt, rid, cand
+
+    async def _other_payment(self, option: Option, scheme: Any, host: str,
+                             variant: str | None = None) -> PaymentAttempt:
+        """MPP / L402: the ``Authorization`` value (signing ``evm/charge``, or paying the invoice first)."""
+        from paywire.client.protocols import l402_authorization
+
+        req = option.requirements
+        if option.protocol == "mpp" and req.scheme == "exact":
+            from paywire.mpp.methods.evm_charge import EvmAuthorization, sign_evm_charge
+
+            mo = option.offer
+            v = variant or self._variants.get(host, self.nonce_variant)
+            cred = await sign_evm_charge(mo.challenge, scheme.signer, mo.asset, variant=v)
+            auth = EvmAuthorization.from_payload(cred.payload)
+            return PaymentAttempt("Authorization", cred.to_authorization(), req, 0, None,
+                                  "0x" + auth.nonce.hex(), auth.valid_before)
+        inner = await scheme.create_payload(req)
+        preimage = str(inner["preimage"])
+        if option.protocol == "mpp":
+            from paywire.mpp.methods.lightning_charge import lightning_credential
+
+            value = lightning_credential(option.offer.challenge, preimage).to_authorization()
+        else:
+            value = l402_authorization(option.offer, preimage)
+        return PaymentAttempt("Authorization", value, req, 0, None, str(inner.get("paymentHash") or "") or None)
 
     async def _budget_refused(self, ex: Exchange[Any], budget_refusals: Sequence[tuple[Candidate, Refusal]],
                               static: Sequence[tuple[Option, Refusal]], record: dict[str, Any],
@@ -403,6 +479,7 @@ class Buyer:
     async def _deliver(self, ex: Exchange[R], attempt: PaymentAttempt, row: _Row, cand: Candidate) -> R:
         tries = 0
         reached = False
+        switched = False
         while True:
             try:
                 response = await ex.send(attempt.headers)
@@ -434,6 +511,16 @@ class Buyer:
                 continue
             headers = ex.headers(response)
             settlement = parse_settlement(headers)
+            if nxt is Next.REJECTED and not switched and cand.option.protocol == "mpp" \
+                    and cand.option.requirements.scheme == "exact":
+                retry = await self._other_nonce(ex, response, attempt, cand)
+                if retry is not None:  # the peer derives the EIP-3009 nonce the other way: once, then remember
+                    switched = True
+                    attempt, cand = retry
+                    row.marking = asyncio.ensure_future(row.ledger.mark_signed(
+                        row.rid, payload_hash=attempt.payload_hash, payment_id=None, nonce=attempt.nonce,
+                        valid_before=attempt.valid_before))
+                    continue
             if nxt is Next.REJECTED:
                 return await self._rejected(ex, response, attempt, row, cand, reached, settlement)
             if nxt is Next.UNKNOWN:
@@ -444,8 +531,10 @@ class Buyer:
                     await row.finish(outcome="unknown", budget="held", status_code=status,
                                         reason=f"served, but settlement reported {settlement.error_reason}")
                 else:
-                    tx = settlement.transaction if settlement is not None else None
+                    tx = settlement.transaction if settlement is not None else _mpp_reference(headers, cand)
                     await row.finish(outcome="paid", budget="committed", status_code=status, tx=tx or None)
+                    if cand.option.protocol == "l402":
+                        self._l402_tokens[host_of(ex.url)] = attempt.value
             else:
                 # an error status instead of the resource: honest servers do not settle then (checklist 19);
                 # the budget stays held until the chain shows the authorization expired unused
@@ -454,6 +543,32 @@ class Buyer:
             receipt = await row.get()
             ex.attach(response, receipt, settlement)
             return response
+
+    async def _other_nonce(self, ex: Exchange[R], response: R, attempt: PaymentAttempt, cand: Candidate
+                           ) -> tuple[PaymentAttempt, Candidate] | None:
+        """After "challenge hash mismatch": re-sign the fresh challenge of this 402 with the other derivation."""
+        from paywire.client.protocols import HASH_MISMATCH, mpp_offers, other_variant
+
+        body = await ex.read(response)
+        if HASH_MISMATCH not in rejection_reason(ex.headers(response), body).lower():
+            return None
+        old = cand.option.offer
+        fresh = [(r, o) for r, o in mpp_offers(ex.headers(response), self._asset_for)
+                 if o.challenge.method == "evm" and r.amount == cand.option.requirements.amount
+                 and r.asset.lower() == cand.option.requirements.asset.lower()
+                 and r.pay_to.lower() == cand.option.requirements.pay_to.lower()]
+        if not fresh or old is None:
+            return None
+        host = host_of(ex.url)
+        used = self._variants.get(host, self.nonce_variant)
+        option = dataclasses.replace(cand.option, requirements=fresh[0][0], offer=fresh[0][1])
+        scheme = scheme_for(self.schemes, option.requirements)
+        if scheme is None:
+            return None
+        new = await self._other_payment(option, scheme, host, other_variant(used))
+        self._variants[host] = other_variant(used)
+        await ex.discard(response)
+        return new, Candidate(option, cand.quote)
 
     async def _rejected(self, ex: Exchange[R], response: R, attempt: PaymentAttempt, row: _Row, cand: Candidate,
                         reached: bool, settlement: SettleResponse | None) -> R:
@@ -488,6 +603,27 @@ class Buyer:
 
 
 async def _noop() -> None:
+    return None
+
+
+def _maybe_paid(exc: BaseException) -> bool:
+    from paywire.lightning.base import LightningError
+
+    return isinstance(exc, LightningError) and exc.retryable
+
+
+def _mpp_reference(headers: Mapping[str, str], cand: Candidate) -> str | None:
+    """The MPP receipt's reference (tx hash / payment hash); the invoice's hash for L402 (no receipt)."""
+    raw = headers.get("payment-receipt") or headers.get("Payment-Receipt")
+    if raw:
+        from paywire.mpp.receipt import Receipt as MppReceipt
+
+        try:
+            return MppReceipt.from_header(raw).reference
+        except WireError:
+            return None
+    if cand.option.protocol == "l402":
+        return str(cand.option.requirements.extra.get("paymentHash") or "") or None
     return None
 
 

@@ -39,6 +39,8 @@ APPROVAL: Final = "approval"
 UNVALUED: Final = "unvalued_asset"
 FUNDS: Final = "funds"
 SCHEME: Final = "scheme"
+PROTOCOL: Final = "protocols"
+SATS_PER_BTC: Final = 100_000_000
 
 
 def to_micros(value: Money) -> int:
@@ -125,6 +127,11 @@ class Policy:
     * ``approval_threshold``: payments above it need the approval hook's yes (``0`` = every payment).
     * ``dry_run``: decide and record what would be paid, but never sign.
     * ``assets``: extra tokens valued at $1 each (e.g. a devnet's token), besides the known USDC.
+    * ``btc_usd``: the dollar price of one bitcoin you want Lightning payments (sats: MPP ``lightning/charge``
+      and L402) counted at; every dollar limit and budget then covers them. Without it sats are unvalued:
+      refused when the policy has dollar limits, allowed otherwise.
+    * ``protocols``: which protocols may pay, most preferred first (x402 wins when several are offered and
+      allowed; then the cheapest option of that protocol).
     """
 
     max_per_payment: Money | None = None
@@ -139,8 +146,11 @@ class Policy:
     approval_threshold: Money | None = None
     dry_run: bool = False
     assets: Sequence[Asset] = ()
+    btc_usd: Money | None = None
+    protocols: Sequence[str] = ("x402", "mpp", "l402")
     _limits: dict[str, int | None] = field(init=False, repr=False, compare=False)
     _values: dict[tuple[str, str], int] = field(init=False, repr=False, compare=False)
+    _btc: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         limits = {
@@ -150,6 +160,12 @@ class Policy:
         object.__setattr__(self, "_limits", limits)
         values = {(a.network, _norm_addr(a.address)): a.decimals for a in (*KNOWN_ASSETS, *self.assets)}
         object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_btc", _money_opt(self.btc_usd, "btc_usd"))
+        if isinstance(self.protocols, str):
+            raise ConfigError(f"Policy(protocols=...) takes a list, not one string: [{self.protocols!r}]")
+        unknown = set(self.protocols) - {"x402", "mpp", "l402"}
+        if unknown:
+            raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use x402, mpp, l402)")
         for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -179,6 +195,8 @@ class Policy:
 
     def value(self, network: str, asset: str, amount: int) -> int | None:
         """Micro-dollars for ``amount`` atomic units of a token, or None when the token has no known value."""
+        if asset == "sat" and network.startswith("bip122:"):
+            return None if self._btc is None else int(-(-amount * self._btc // SATS_PER_BTC))
         decimals = self._values.get((network, _norm_addr(asset)))
         return None if decimals is None else usd_micros_of(amount, decimals)
 

@@ -114,7 +114,8 @@ class PaymentMiddleware:
 
     async def _carry_out(self, plan: Plan, scope: Scope, receive: Receive, send: Send, origin: str | None) -> None:
         if isinstance(plan, Forward):
-            await self.app(scope, receive, self._cors_send(send, None))
+            fwd_scope = scope if plan.payment is None else self._paid_scope(scope, plan.payment)
+            await self.app(fwd_scope, receive, self._cors_send(send, None))
         elif isinstance(plan, Respond):
             await self._reply(send, plan.reply, origin)
         elif isinstance(plan, RunBuffered):

@@ -92,6 +92,11 @@ class PaidRoute:
     status >= 400 or an exception: no charge). ``settle="before"`` settles first, then runs (and may stream).
     ``payment_identifier`` advertises the idempotency extension (``"required"`` makes the id mandatory).
     ``x402_versions`` says which protocol generations may pay (``(1,)`` omits ``PAYMENT-REQUIRED``).
+
+    Other protocols on the same route (one 402 carries them all): ``mpp=("evm", "lightning")`` adds MPP
+    ``Payment`` challenges — ``evm/charge`` mirrors each EIP-3009 offer, ``lightning/charge`` asks ``sats``;
+    ``l402=True`` (or a service name) adds an L402 challenge for ``sats``, whose paid token is then reusable
+    until ``l402_ttl`` seconds pass. A route with ``sats`` and no ``price``/``offers`` offers no x402.
     """
 
     path: str
@@ -105,6 +110,10 @@ class PaidRoute:
     x402_versions: tuple[int, ...] = (1, 2)
     paywall: bool = True
     resource: str | None = None
+    mpp: tuple[str, ...] = ()
+    l402: bool | str = False
+    sats: int | None = None
+    l402_ttl: int = 3600
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -120,8 +129,19 @@ class PaidRoute:
             raise ConfigError(f"route {self.path!r}: settle must be 'after' or 'before', not {self.settle!r}")
         if not set(self.x402_versions) <= {1, 2} or not self.x402_versions:
             raise ConfigError(f"route {self.path!r}: x402_versions must be a non-empty subset of (1, 2)")
+        if isinstance(self.mpp, str):
+            object.__setattr__(self, "mpp", (self.mpp,))
+        unknown = set(self.mpp) - {"evm", "lightning"}
+        if unknown:
+            raise ConfigError(f"route {self.path!r}: mpp methods are 'evm' and 'lightning', not {sorted(unknown)}")
+        needs_sats = "lightning" in self.mpp or bool(self.l402)
+        if needs_sats and (not isinstance(self.sats, int) or isinstance(self.sats, bool) or self.sats <= 0):
+            raise ConfigError(f"route {self.path!r}: Lightning (mpp 'lightning' / l402) needs sats=<positive int>")
         if self.price is None and not self.offers:
-            raise ConfigError(f"route {self.path!r} has no price: give price='$0.01' or offers=(...)")
+            if not needs_sats:
+                raise ConfigError(f"route {self.path!r} has no price: give price='$0.01' or offers=(...)")
+            if "evm" in self.mpp:
+                raise ConfigError(f"route {self.path!r}: mpp 'evm' mirrors the x402 offers: give a price")
         object.__setattr__(self, "methods", methods or frozenset({"*"}))
         object.__setattr__(self, "pattern", path)
         object.__setattr__(self, "_regex", _compile_path(path))
@@ -136,6 +156,20 @@ class PaidRoute:
         if "*" not in self.methods and m not in self.methods and not (m == "HEAD" and "GET" in self.methods):
             return False
         return self._regex.fullmatch(path) is not None
+
+    @property
+    def x402(self) -> bool:
+        """Whether the route offers x402 at all (a Lightning-only route does not)."""
+        return self.price is not None or bool(self.offers)
+
+    @property
+    def extra_protocols(self) -> bool:
+        """MPP or L402 challenges ride along on this route's 402s."""
+        return bool(self.mpp) or bool(self.l402)
+
+    @property
+    def l402_service(self) -> str:
+        return self.l402 if isinstance(self.l402, str) else "paywire"
 
     def offer_specs(self) -> tuple[OfferLike, ...] | OffersFn:
         if self.price is not None:
@@ -175,13 +209,32 @@ class Proceed:
     v1: bool
     auth_key: str  # the authorization being spent (claim key)
     payload_hash: str  # sha256 of the payment minus extensions (same payment ⇔ same hash)
-    payment_id: str | None  # payment-identifier extension id
+    payment_id: str | None  # payment-identifier extension id (``mpp:<challenge id>`` for MPP)
     offers: tuple[PaymentRequirements, ...]
     decimals: int
     url: str
+    mpp_method: str | None = None  # "evm" | "lightning" when an MPP credential carried the payment
 
 
-Decision = Pass | Reply | Proceed
+@dataclass(frozen=True, slots=True)
+class MppRejected:
+    """An MPP credential that failed the core or method checks: answer ``problem`` (402s with fresh challenges)."""
+
+    route: PaidRoute
+    problem: Any  # paywire.mpp.problems.Problem
+    offers: tuple[PaymentRequirements, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UseL402:
+    """An L402 credential for an L402 route: the flow checks the token (root key in the store) and preimage."""
+
+    route: PaidRoute
+    authorization: str
+    offers: tuple[PaymentRequirements, ...]
+
+
+Decision = Pass | Reply | Proceed | MppRejected | UseL402
 
 
 def _canonical(obj: Any) -> bytes:
@@ -242,6 +295,8 @@ class Seller:
     app_name: str = ""
     cors_origin: str | None = "*"
     paywall_html: str | None = None
+    mpp: Any = None  # paywire.mpp.server.MppServer: needed by routes with mpp=(...)
+    mpp_nonce_variants: tuple[str, ...] | None = None
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
@@ -250,6 +305,12 @@ class Seller:
         self.routes = tuple(self.routes)
         defaults = self.defaults
         for i, r in enumerate(self.routes):
+            if r.mpp and self.mpp is None:
+                raise ConfigError(f"route {r.key} offers MPP: give the seller an MPP realm and secret "
+                                  "(mpp_realm='api.example.com', mpp_secret=<32+ random bytes>)")
+            if not r.x402:
+                self._static[i] = ((), ())
+                continue
             specs = r.offer_specs()
             if callable(specs) or any(isinstance(o, Offer) and o.is_dynamic for o in specs):
                 continue
@@ -286,6 +347,8 @@ class Seller:
         cached = self._static.get(idx)
         if cached is not None:
             return cached
+        if not route.x402:
+            return (), ()
         specs = route.offer_specs()
         items = specs(request) if callable(specs) else specs
         resolved = [resolve_offer(o, self.defaults, request) for o in items]
@@ -332,8 +395,12 @@ class Seller:
             err = "HEAD is never charged: send GET with the payment" if raw is not None else None
             r = self.payment_required(route, req, offers, err)
             return Reply(r.status, r.headers, b"")
+        if raw is None and route.extra_protocols:
+            other = self._decide_other(route, req, offers, decimals)
+            if other is not None:
+                return other
         if raw is None:
-            if route.paywall and req.is_browser and 2 in route.x402_versions:
+            if route.paywall and req.is_browser and 2 in route.x402_versions and offers:
                 return self.paywall(route, req, offers, decimals)
             return self.payment_required(route, req, offers)
         try:
@@ -365,6 +432,35 @@ class Seller:
         return Proceed(route, payload, m, m, False, authorization_identity(m, payload), payment_hash(payload), pid,
                        offers, decimals[i], req.url)
 
+    def _decide_other(self, route: PaidRoute, req: RequestInfo, offers: tuple[PaymentRequirements, ...],
+                      decimals: tuple[int, ...]) -> Decision | None:
+        """An ``Authorization: Payment`` (MPP) or ``L402``/``LSAT`` credential on a route that takes it."""
+        from paywire.l402.header import credential_from_headers, has_l402
+        from paywire.server.protocols import mpp_templates, verify_mpp
+
+        auth = req.header("authorization")
+        if route.mpp and self.mpp is not None and self.mpp.has_credential(auth):
+            assert auth is not None
+            templates = mpp_templates(route.mpp, route.sats, offers, decimals, route.description)
+            res = verify_mpp(self.mpp, auth, templates, offers, decimals, nonce_variants=self.mpp_nonce_variants)
+            if res is None:
+                return None
+            if not hasattr(res, "payload"):
+                return MppRejected(route, res, offers)
+            from paywire.server.protocols import MppPayment, mpp_payment_id
+
+            assert isinstance(res, MppPayment)
+            return Proceed(route, res.payload, res.requirements, res.requirements, False, res.auth_key,
+                           payment_hash(res.payload), mpp_payment_id(res.challenge_id), offers, res.decimals,
+                           req.url, res.method)
+        if route.l402:
+            if auth and has_l402(auth):
+                return UseL402(route, auth, offers)
+            alt = credential_from_headers(req.headers)
+            if alt is not None:
+                return UseL402(route, alt, offers)
+        return None
+
     # -- responses -----------------------------------------------------------------------------
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
         return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
@@ -385,6 +481,10 @@ class Seller:
         """402 with ``PAYMENT-REQUIRED`` (v2) and a v1 JSON body, so both generations can pay (checklist 1, 92)."""
         pr = self.challenge(route, req, offers, error)
         headers: list[tuple[str, str]] = []
+        if not offers:  # a Lightning-only route: the flow adds its WWW-Authenticate challenges
+            body0 = {"error": error or "Payment required"}
+            return Reply(402, (("content-type", "application/json"), ("cache-control", "no-store"),
+                               *extra_headers), json.dumps(body0, separators=(",", ":")).encode())
         if 2 in route.x402_versions:
             headers.append((PAYMENT_REQUIRED, encode_header(pr.to_wire())))
         if 1 in route.x402_versions:
@@ -498,6 +598,7 @@ __all__ = [
     "ALLOWED_REQUEST_HEADERS",
     "EXPOSED_HEADERS",
     "Decision",
+    "MppRejected",
     "Offer",
     "PaidRoute",
     "Pass",
@@ -506,6 +607,7 @@ __all__ = [
     "RequestInfo",
     "Seller",
     "SettleMode",
+    "UseL402",
     "authorization_identity",
     "payment_hash",
     "payment_identifier",

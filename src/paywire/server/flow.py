@@ -11,6 +11,11 @@
 
 Exactly-once: the payment is claimed in the store (unique authorization / payment id) before anything runs;
 concurrent or later copies of it wait for the recorded outcome and replay it, and never run the handler.
+
+MPP credentials take the same path (their ``payment_id`` is ``mpp:<challenge id>``, so a challenge is
+single-use; an ``evm/charge`` authorization is claimed under the same key as in x402), except that a copy of
+a served MPP credential gets 402 ``invalid-challenge`` instead of a replay (one delivery, checklist 110).
+L402 tokens are reusable: a valid token passes (:class:`Forward` with its :class:`PaymentInfo`).
 """
 
 from __future__ import annotations
@@ -21,14 +26,27 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
+from paywire.lightning.base import LightningBackend, LightningError
+from paywire.mpp import problems as P
+from paywire.mpp.problems import Problem
 from paywire.schemes.evm_exact.identity import payer_of
-from paywire.server.core import Headers, Proceed, Reply, Seller, json_reply
+from paywire.server.core import Headers, MppRejected, PaidRoute, Proceed, Reply, Seller, UseL402, json_reply
+from paywire.server.lightning_settle import LightningSettler
+from paywire.server.protocols import (
+    LIGHTNING_SCHEME,
+    combined_402,
+    method_of,
+    mpp_challenge_of,
+    mpp_receipt,
+    problem_for_reason,
+    receipt_headers,
+)
 from paywire.server.request import RequestInfo
 from paywire.store import store_url
 from paywire.store.payments import (
@@ -74,11 +92,14 @@ class PaymentInfo:
     x402_version: int
     payment_id: str | None
     transaction: str | None = None  # set when settle="before" (already settled)
+    protocol: str = "x402"  # "x402" | "mpp" | "l402"
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Not a paid request."""
+    """Not a paid request — or a reusable L402 token that checked out (``payment`` is then set)."""
+
+    payment: PaymentInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +173,17 @@ class PaymentFlow:
     max_record_bytes: int = 4 * 1024 * 1024
     check_supported: bool = True
     max_handler_seconds: float = 3600.0
+    lightning: LightningBackend | None = None
+    """The node that issues invoices for ``mpp=("lightning",)`` and ``l402`` routes."""
+    confirm_with_node: bool = False
+    """MPP ``lightning/charge``: also require the node to show the invoice paid (the preimage already proves it)."""
+    invoice_expiry: int = 600
+    l402_reject_status: int = 401
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
+    _l402: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _l402_store: Any = field(default=None, init=False, repr=False)
+    _l402_noted: set[str] = field(default_factory=set, init=False, repr=False)
+    _settler: LightningSettler | None = field(default=None, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
@@ -174,7 +205,16 @@ class PaymentFlow:
                 await self._store.migrate()
             else:
                 self._store = await PaymentStore.open(store_url(self.store))
-            if self.check_supported:
+            if any(r.l402 or "lightning" in r.mpp for r in self.seller.routes) and self.lightning is None:
+                raise ConfigError("a route takes Lightning (mpp 'lightning' or l402): give the flow a "
+                                  "Lightning backend (lightning=LnbitsBackend(url, invoice_key=…))")
+            if any(r.l402 for r in self.seller.routes):
+                from paywire.store.l402 import L402Store
+
+                self._l402_store = L402Store(self._store.db)
+                await self._l402_store.migrate()
+            self._settler = LightningSettler(self.lightning, confirm_with_node=self.confirm_with_node)
+            if self.check_supported and any(r.x402 for r in self.seller.routes):
                 try:
                     supported = await self.facilitator.supported()
                 except FacilitatorUnavailable as exc:
@@ -207,10 +247,157 @@ class PaymentFlow:
             log.error("paywire: seller misconfigured: %s", exc)
             return Respond(json_reply(500, {"error": "seller_misconfigured", "message": str(exc)}))
         if isinstance(d, Reply):
+            route = self.seller.route_for_request(req)
+            if route is not None and route.extra_protocols and req.method != "OPTIONS":
+                return Respond(await self.augment(route, req, d))
             return Respond(d)
+        if isinstance(d, MppRejected):
+            return Respond(await self.augment(d.route, req, self.seller.payment_required(d.route, req, d.offers),
+                                              d.problem))
+        if isinstance(d, UseL402):
+            return await self._l402_pass(d, req)
         if not isinstance(d, Proceed):
             return Forward()
-        return await self._paid(d, req)
+        plan = await self._paid(d, req)
+        if not d.route.extra_protocols:
+            return plan
+        return await self._with_challenges(plan, d, req)
+
+    # -- MPP and L402 next to x402 ------------------------------------------------------------------
+    async def augment(self, route: PaidRoute, req: RequestInfo, reply: Reply, problem: Problem | None = None,
+                      status: int | None = None) -> Reply:
+        """Add the route's MPP and L402 challenges to an x402 402 (one reply, every way to pay). Replies that
+        are not payment challenges (paywall page, 409, 503, already combined) are returned unchanged."""
+        ctype = (reply.header("content-type") or "").lower()
+        if reply.status not in (401, 402) or "text/html" in ctype or P.CONTENT_TYPE in ctype:
+            return reply
+        if problem is None:
+            try:
+                err = json.loads(reply.body).get("error") if reply.body else None
+            except (ValueError, AttributeError):
+                err = None
+            generic = err in (None, "Payment required", "X-PAYMENT header is required")
+            problem = Problem(P.PAYMENT_REQUIRED, "" if generic else str(err))
+        if not problem.wants_challenge and status is None:  # 400 method-unsupported, 403
+            return Reply(problem.status, (("content-type", P.CONTENT_TYPE), ("cache-control", "no-store")),
+                         problem.body())
+        challenges, first_id = await self._challenges(route, req)
+        if problem.challenge_id is None and first_id is not None:
+            problem = problem.with_challenge_id(first_id)
+        code, headers, body = combined_402(reply.headers, reply.body, challenges, problem, status)
+        return Reply(code, headers, body if req.method != "HEAD" else b"")
+
+    async def _challenges(self, route: PaidRoute, req: RequestInfo) -> tuple[list[str], str | None]:
+        """``WWW-Authenticate`` values: MPP (ordered by ``Accept-Payment``), then L402; a Lightning node that
+        cannot make an invoice drops only its own challenge."""
+        from paywire.mpp.methods.lightning_charge import lightning_offer
+        from paywire.server.protocols import mpp_templates
+
+        out: list[str] = []
+        first: str | None = None
+        mpp = self.seller.mpp
+        if route.mpp and mpp is not None:
+            offers, decimals = self.seller.offers_for(route, req)
+            concrete = mpp_templates([m for m in route.mpp if m != "lightning"], None, offers, decimals)
+            if "lightning" in route.mpp and self.lightning is not None and route.sats:
+                try:
+                    concrete.append(await lightning_offer(self.lightning, route.sats,
+                                                          description=route.description or None,
+                                                          memo=route.description or route.key,
+                                                          expiry=self.invoice_expiry))
+                except (LightningError, ValueError) as exc:
+                    log.warning("paywire: no Lightning invoice for %s: %s", route.key, exc)
+            challenges = mpp.issue_all(concrete, accept_payment=req.header("accept-payment"))
+            out += [c.to_header() for c in challenges]
+            first = challenges[0].id if challenges else None
+        if route.l402 and route.sats:
+            try:
+                ch = await self._l402_server(route).challenge(route.sats, memo=route.description or route.key)
+                out += ch.headers
+            except (LightningError, ValueError) as exc:
+                log.warning("paywire: no L402 challenge for %s: %s", route.key, exc)
+        return out, first
+
+    def _l402_server(self, route: PaidRoute) -> Any:
+        from paywire.l402.server import L402Server
+
+        srv = self._l402.get(route.l402_service)
+        if srv is None:
+            assert self.lightning is not None and self._l402_store is not None
+            srv = L402Server(self._l402_store, self.lightning, service=route.l402_service, token_ttl=route.l402_ttl,
+                             invoice_expiry=self.invoice_expiry, reject_status=self.l402_reject_status)
+            self._l402[route.l402_service] = srv
+        return srv
+
+    async def _l402_pass(self, d: UseL402, req: RequestInfo) -> Plan:
+        """A reusable L402 token: macaroon chain, preimage and caveats (checklist 99–101); no claim per request."""
+        from paywire.l402.server import L402Ok
+
+        res = await self._l402_server(d.route).verify(d.authorization)
+        if not isinstance(res, L402Ok):
+            base = self.seller.payment_required(d.route, req, d.offers, res.reason)
+            problem = Problem(P.VERIFICATION_FAILED if res.status != 402 else P.PAYMENT_REQUIRED, res.reason)
+            return Respond(await self.augment(d.route, req, base, problem, status=res.status))
+        rid = await self._note_l402(d.route, req, res.payment_hash, res.token_id)
+        info = PaymentInfo(rid, d.route.key, res.token_id, d.route.sats or 0, 0, "sat", "lightning", "lightning",
+                           "l402", 0, None, res.payment_hash, "l402")
+        return Forward(info)
+
+    async def _note_l402(self, route: PaidRoute, req: RequestInfo, payment_hash: str, token_id: str) -> int:
+        """One ledger row per paid L402 token (first use), so sales list Lightning income too."""
+        key = f"l402:{payment_hash}"
+        if key in self._l402_noted:
+            return 0
+        store, owner = self.payments, uuid.uuid4().hex
+        new = NewPayment(auth_key=key, payment_id=None, payload_hash=token_id, route=route.key, method=req.method,
+                         path=req.path, settle_mode="before", x402_version=0, scheme="l402", network="lightning",
+                         asset="sat", pay_to="lightning", amount=route.sats or 0, decimals=0, payer=token_id,
+                         payload="{}", requirements="{}")
+        rec = await store.claim(new, owner, self.lease)
+        if rec is not None:
+            await store.update(rec.id, owner, ["claimed"], state="served", owner=None, tx=payment_hash,
+                               settled_at=time.time())
+        if len(self._l402_noted) > 100_000:
+            self._l402_noted.clear()
+        self._l402_noted.add(key)
+        return rec.id if rec is not None else 0
+
+    async def _with_challenges(self, plan: Plan, p: Proceed, req: RequestInfo) -> Plan:
+        """402s of a multi-protocol route carry every challenge; MPP payments get MPP problem types."""
+
+        def problem_of(reply: Reply) -> Problem | None:
+            if p.mpp_method is None:
+                return None
+            try:
+                err = json.loads(reply.body).get("error") if reply.body else None
+            except (ValueError, AttributeError):
+                err = None
+            return problem_for_reason(str(err or "verification_failed"))
+
+        if isinstance(plan, Respond):
+            return Respond(await self.augment(p.route, req, plan.reply, problem_of(plan.reply)))
+        if isinstance(plan, RunBuffered):
+            inner = plan.finish
+
+            async def finish(result: StoredResponse | BaseException) -> Reply:
+                reply = await inner(result)
+                return await self.augment(p.route, req, reply, problem_of(reply))
+
+            return RunBuffered(plan.payment, finish)
+        return plan
+
+    def _paid_headers(self, payment_id: str | None, res: SettleResponse, v1: bool,
+                      app_headers: Sequence[tuple[str, str]]) -> Headers:
+        """x402: ``PAYMENT-RESPONSE``; MPP: ``Payment-Receipt`` (checklist 111). Both with ``private`` caching."""
+        cid = mpp_challenge_of(payment_id)
+        if cid is None:
+            return self.seller.paid_headers(res, v1, app_headers)
+        return receipt_headers(mpp_receipt(method_of(res.network), cid, res, time.time()), app_headers)
+
+    def _facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any:
+        if requirements.scheme == LIGHTNING_SCHEME:
+            return self._settler or LightningSettler(self.lightning)
+        return self.facilitator
 
     async def _paid(self, p: Proceed, req: RequestInfo) -> Plan:
         store = self.payments
@@ -246,7 +433,8 @@ class PaymentFlow:
 
     async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
         try:
-            return await asyncio.wait_for(self.facilitator.verify(p.payload, p.requirements), self.verify_timeout)
+            return await asyncio.wait_for(self._facilitator_for(p.requirements).verify(p.payload, p.requirements),
+                                          self.verify_timeout)
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return exc
         except Exception as exc:  # a client bug: refuse this payment, keep the claim table clean
@@ -255,7 +443,8 @@ class PaymentFlow:
 
     def _info(self, p: Proceed, rec: PaymentRecord, payer: str | None, tx: str | None = None) -> PaymentInfo:
         return PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, tx)
+                           rec.scheme, rec.x402_version, rec.payment_id, tx,
+                           "mpp" if mpp_challenge_of(rec.payment_id) else "x402")
 
     def _heartbeat(self, rid: int, owner: str) -> _Heartbeat:
         return _Heartbeat(self.payments, rid, owner, self.lease, self.max_handler_seconds)
@@ -306,14 +495,16 @@ class PaymentFlow:
         if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
                                   **response_fields(result)):
             return self.seller.in_progress()
-        return await self._settle_and_release(p, req, rec.id, owner, result, p.payload, p.requirements)
+        return await self._settle_and_release(p, req, rec.id, owner, result, p.payload, p.requirements,
+                                              payment_id=rec.payment_id)
 
     async def _settle(self, payload: PaymentPayload | PaymentPayloadV1,
                       requirements: PaymentRequirements | PaymentRequirementsV1,
                       reconciling: bool) -> tuple[str, SettleResponse | None, str]:
         """("settled" | "failed" | "unresolved", facilitator answer, detail). Unknown is never called failed."""
         try:
-            res = await asyncio.wait_for(self.facilitator.settle(payload, requirements), self.settle_timeout)
+            res = await asyncio.wait_for(self._facilitator_for(requirements).settle(payload, requirements),
+                                         self.settle_timeout)
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return "unresolved", None, f"facilitator did not answer /settle: {exc or type(exc).__name__}"
         except Exception as exc:  # a client bug must not turn an unknown outcome into "failed"
@@ -330,7 +521,7 @@ class PaymentFlow:
     async def _settle_and_release(self, p: Proceed | None, req: RequestInfo | None, rid: int, owner: str,
                                   response: StoredResponse, payload: PaymentPayload | PaymentPayloadV1,
                                   requirements: PaymentRequirements | PaymentRequirementsV1,
-                                  reconciling: bool = False) -> Reply:
+                                  reconciling: bool = False, payment_id: str | None = None) -> Reply:
         """settle="after", state ``settling`` held by us: settle and release the recorded response if paid."""
         store = self.payments
         v1 = isinstance(payload, PaymentPayloadV1)
@@ -339,7 +530,7 @@ class PaymentFlow:
             await store.update(rid, owner, ["settling"], state="served", owner=None, tx=res.transaction,
                                settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
                                **({"payer": res.payer} if res.payer else {}))
-            return Reply(response.status, self.seller.paid_headers(res, v1, response.headers), response.body)
+            return Reply(response.status, self._paid_headers(payment_id, res, v1, response.headers), response.body)
         if outcome == "failed" and res is not None:
             reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
                      else self._failed_reply(res, v1))
@@ -385,9 +576,10 @@ class PaymentFlow:
     def _stream_plan(self, rec: PaymentRecord, owner: str, hb: _Heartbeat, res: SettleResponse,
                      payer: str | None, v1: bool) -> RunStreaming:
         store = self.payments
-        headers = self.seller.paid_headers(res, v1, ())
+        headers = self._paid_headers(rec.payment_id, res, v1, ())
         info = PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction)
+                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction,
+                           "mpp" if mpp_challenge_of(rec.payment_id) else "x402")
 
         async def finish(result: StoredResponse | BaseException) -> None:
             try:
@@ -412,6 +604,9 @@ class PaymentFlow:
         store = self.payments
         if rec is None:
             return None
+        if p.mpp_method is not None and (rec.payload_hash != p.payload_hash or rec.route != p.route.key
+                                         or rec.path != req.path or rec.payment_id != p.payment_id):
+            return await self._mpp_used(p, req)
         if rec.payload_hash != p.payload_hash:  # checklist 23
             if p.payment_id is not None and rec.payment_id == p.payment_id:
                 return Respond(self.seller.conflict("this payment-identifier was used with a different payment",
@@ -424,6 +619,8 @@ class PaymentFlow:
         delay = 0.01
         while True:
             if rec.state in TERMINAL:
+                if p.mpp_method is not None and rec.state == "served":  # one delivery per credential
+                    return await self._mpp_used(p, req)
                 return Respond(self._replay_reply(rec))
             now = time.time()
             if rec.state == "unresolved":
@@ -442,6 +639,13 @@ class PaymentFlow:
             if rec is None:
                 return None
 
+    async def _mpp_used(self, p: Proceed, req: RequestInfo) -> Plan:
+        """402 ``invalid-challenge`` with fresh challenges: this MPP challenge or proof was already used."""
+        cid = mpp_challenge_of(p.payment_id)
+        problem = Problem(P.INVALID_CHALLENGE, "challenge or payment proof already used", challenge_id=cid)
+        return Respond(await self.augment(p.route, req, self.seller.payment_required(p.route, req, p.offers),
+                                          problem))
+
     def _replay_reply(self, rec: PaymentRecord) -> Reply:
         resp = rec.response
         if resp is None:
@@ -451,7 +655,8 @@ class PaymentFlow:
                 return self.seller.conflict("this payment was already used; its streamed response was too large "
                                             "to record for replay", "payment_already_used")
             res = SettleResponse.from_wire(json.loads(rec.settle_response))
-            return Reply(resp.status, self.seller.paid_headers(res, rec.x402_version == 1, resp.headers), resp.body)
+            return Reply(resp.status, self._paid_headers(rec.payment_id, res, rec.x402_version == 1, resp.headers),
+                         resp.body)
         return Reply(resp.status, resp.headers, resp.body)
 
     async def _reconcile(self, rec: PaymentRecord, owner: str, p: Proceed | None = None,
@@ -468,7 +673,7 @@ class PaymentFlow:
         try:
             response = rec.response or _stored(self.seller.handler_failed())
             return Respond(await self._settle_and_release(p, req, rec.id, owner, response, payload, requirements,
-                                                          True))
+                                                          True, payment_id=rec.payment_id))
         finally:
             hb.stop()
 

@@ -124,7 +124,8 @@ class WsgiPaymentMiddleware:
                                                                 "message": "try again with the same payment"}),
                                origin)
         if isinstance(plan, Forward):
-            return self.app(environ, self._cors_start(start_response, None))
+            fwd = environ if plan.payment is None else {**environ, "paywire.payment": plan.payment}
+            return self.app(fwd, self._cors_start(start_response, None))
         if isinstance(plan, Respond):
             return self._reply(start_response, plan.reply, origin)
         paid_environ = {**environ, "paywire.payment": plan.payment}

@@ -68,6 +68,8 @@ register("buyer", [[
     "CREATE INDEX buyer_payments_account_day ON buyer_payments (account, day, budget)",
     "CREATE INDEX buyer_payments_account_host ON buyer_payments (account, host, budget)",
     "CREATE INDEX buyer_payments_account_payee ON buyer_payments (account, pay_to, budget)",
+], [
+    "ALTER TABLE buyer_payments ADD COLUMN protocol TEXT",  # x402 | mpp | l402 (NULL on older rows: x402)
 ]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
@@ -296,6 +298,7 @@ class SpendLedger:
         if candidate is not None:
             r = candidate.option.requirements
             values.update(scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=str(r.amount),
+                          protocol=candidate.option.protocol,
                           usd_micros=candidate.quote.usd_micros or 0,
                           chosen=chosen or json.dumps(candidate.option.wire(), separators=(",", ":")))
         cols = ", ".join(values)

@@ -17,6 +17,7 @@ from paywire.x402.networks import evm_chain_id
 if TYPE_CHECKING:  # the chain layer is imported on first use: it pulls in heavy dependencies
     from paywire.chain.base import Chain
     from paywire.chain.rpc import RpcChain
+    from paywire.lightning.base import LightningBackend
     from paywire.schemes.base import ClientScheme
 
 KEY_ENV = "PAYWIRE_WALLET_KEY"
@@ -46,8 +47,10 @@ class Wallet:
     """
 
     def __init__(self, signer: EvmSigner, *, rpc: str | Mapping[str, str] | None = None,
-                 chains: Mapping[str, Chain] | None = None) -> None:
+                 chains: Mapping[str, Chain] | None = None, lightning: LightningBackend | None = None) -> None:
         self.signer = signer
+        self.lightning = lightning
+        """A Lightning wallet (``LnbitsBackend(url, admin_key=…)``, ``LndRestBackend``) for MPP lightning / L402."""
         self._given: dict[str, Chain] = dict(chains or {})
         self._rpc_any = rpc if isinstance(rpc, str) else None
         self._rpc_map: dict[str, str] = dict(rpc) if isinstance(rpc, Mapping) else {}
@@ -101,10 +104,16 @@ class Wallet:
         return self.signer.address
 
     def schemes(self) -> Sequence[ClientScheme]:
-        """The payment schemes this wallet can sign (exact/EIP-3009 on any EVM network)."""
+        """The payment schemes this wallet can sign (exact/EIP-3009 on any EVM network; Lightning invoices when
+        it has a Lightning backend)."""
         from paywire.schemes.evm_exact import ExactEvmClient
 
-        return [ExactEvmClient(self.signer)]
+        schemes: list[ClientScheme] = [ExactEvmClient(self.signer)]
+        if self.lightning is not None:
+            from paywire.client.lightning import LightningPayer
+
+            schemes.append(LightningPayer(self.lightning))
+        return schemes
 
     # ------------------------------------------------------------------ chain access
 

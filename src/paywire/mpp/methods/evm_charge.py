@@ -164,7 +164,7 @@ class EvmChargeMethod:
 
     def __init__(
         self,
-        facilitator: ExactEvmFacilitator,
+        facilitator: ExactEvmFacilitator | None,
         assets: Sequence[Asset],
         *,
         nonce_variants: Sequence[str] = NONCE_VARIANTS,
@@ -226,6 +226,8 @@ class EvmChargeMethod:
                         currency=asset.address, data=(auth, asset))
 
     async def settle(self, verified: Verified) -> Settled | Refused | Unknown:
+        if self.facilitator is None:
+            raise RuntimeError("EvmChargeMethod was built without a facilitator: it can verify, not settle")
         auth, asset = verified.data
         payload, req = to_x402(auth, asset)
         res = await self.facilitator.settle(payload, req)

@@ -1,0 +1,211 @@
+"""MPP and L402 next to x402 on one route, sans-I/O: offers, credential decisions, the combined 402, receipts.
+
+A route that sets ``mpp=("evm", "lightning")`` and/or ``l402=True`` answers an unpaid request with one 402
+carrying every way to pay (checklist 1, 95, 104): ``PAYMENT-REQUIRED`` (x402), ``WWW-Authenticate: Payment``
+(MPP, one per offer, ordered by ``Accept-Payment``) and ``WWW-Authenticate: L402`` (both forms), with an
+``application/problem+json`` body that also keeps the x402 fields (``x402Version``, ``accepts``, ``error``).
+
+MPP credentials are turned into the same (PaymentPayload, PaymentRequirements) pairs the x402 path settles:
+``evm/charge`` through ``to_x402`` (so the EIP-3009 authorization is claimed under the same key whichever
+protocol carried it), ``lightning/charge`` as a ``lightning`` pair settled by
+:class:`paywire.server.lightning_settle.LightningSettler`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from paywire.lightning.networks import BIP122, lightning_network_id
+from paywire.mpp import problems as P
+from paywire.mpp.methods.evm_charge import METHOD as EVM
+from paywire.mpp.methods.evm_charge import EvmChargeMethod, chain_id_of, evm_charge_request, to_x402
+from paywire.mpp.methods.lightning_charge import METHOD as LIGHTNING
+from paywire.mpp.methods.lightning_charge import LightningChargeMethod, lightning_offer_template
+from paywire.mpp.problems import Problem
+from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
+from paywire.mpp.receipt import Receipt
+from paywire.mpp.server import Accepted, MppServer, Offer
+from paywire.schemes.evm_exact.identity import authorization_key
+from paywire.schemes.evm_exact.server import Asset
+from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
+
+MPP_METHODS: Final = (EVM, LIGHTNING)
+LIGHTNING_SCHEME: Final = "lightning"
+MPP_ID_PREFIX: Final = "mpp:"
+"""``payment_id`` of an MPP row: ``mpp:<challenge id>`` (UNIQUE: one challenge, one payment)."""
+
+def mpp_payment_id(challenge_id: str) -> str:
+    return MPP_ID_PREFIX + challenge_id
+
+
+def mpp_challenge_of(payment_id: str | None) -> str | None:
+    """The challenge id of an MPP ledger row, None for x402 rows."""
+    if payment_id and payment_id.startswith(MPP_ID_PREFIX):
+        return payment_id[len(MPP_ID_PREFIX):]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ offers
+
+
+def eip3009_assets(offers: Sequence[PaymentRequirements], decimals: Sequence[int]) -> list[tuple[Asset, str, int]]:
+    """(asset, pay_to, amount) of every x402 ``exact`` EIP-3009 offer: what ``evm/charge`` can mirror."""
+    out = []
+    for o, d in zip(offers, decimals, strict=False):
+        extra = o.extra
+        if (o.scheme == "exact" and o.network.startswith("eip155:")
+                and extra.get("assetTransferMethod", "eip3009") == "eip3009"
+                and isinstance(extra.get("name"), str) and isinstance(extra.get("version"), str)):
+            out.append((Asset(o.network, o.asset, str(extra["name"]), str(extra["version"]), d), o.pay_to, o.amount))
+    return out
+
+
+def mpp_templates(mpp: Sequence[str], sats: int | None, offers: Sequence[PaymentRequirements],
+                  decimals: Sequence[int], description: str = "") -> list[Offer]:
+    """The route's MPP offers: each EIP-3009 x402 offer as ``evm/charge``; ``lightning/charge`` for ``sats``
+    (a template: the invoice is filled in per challenge)."""
+    out: list[Offer] = []
+    if EVM in mpp:
+        out += [Offer(EVM, "charge", evm_charge_request(a, pay_to, amount)) for a, pay_to, amount
+                in eip3009_assets(offers, decimals)]
+    if LIGHTNING in mpp and sats:
+        out.append(lightning_offer_template(sats, description=description or None))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ credentials
+
+
+@dataclass(frozen=True, slots=True)
+class MppPayment:
+    """A verified MPP credential as a settleable pair, plus what its receipt needs."""
+
+    challenge_id: str
+    method: str
+    payload: PaymentPayload
+    requirements: PaymentRequirements
+    auth_key: str
+    payer: str | None
+    decimals: int
+
+
+def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer],
+               offers: Sequence[PaymentRequirements], decimals: Sequence[int], *,
+               nonce_variants: Sequence[str] | None = None) -> MppPayment | Problem | None:
+    """Core checks (checklist 105–112), then the method's pure payload checks; no I/O."""
+    now = server.clock()
+    verdict = server.check(authorization, templates, now=now)
+    if verdict is None or isinstance(verdict, Problem):
+        return verdict
+    ch = verdict.challenge
+    if ch.method == EVM:
+        assets = [a for a, _, _ in eip3009_assets(offers, decimals)]
+        method = (EvmChargeMethod(None, assets, nonce_variants=tuple(nonce_variants)) if nonce_variants
+                  else EvmChargeMethod(None, assets))
+        checked = method.verify(verdict, now)
+        if isinstance(checked, Problem):
+            return checked.with_challenge_id(ch.id)
+        auth, asset = checked.data
+        payload, req = to_x402(auth, asset)
+        key = authorization_key(req.network, req.asset, payload.payload) or checked.replay_key
+        return MppPayment(ch.id, EVM, payload, req, key, checked.payer, asset.decimals)
+    if ch.method == LIGHTNING:
+        checked = LightningChargeMethod().verify(verdict, now)
+        if isinstance(checked, Problem):
+            return checked.with_challenge_id(ch.id)
+        payload, req = lightning_pair(verdict)
+        return MppPayment(ch.id, LIGHTNING, payload, req, f"lightning:{checked.data}", None, 0)
+    return Problem(P.METHOD_UNSUPPORTED, f"{ch.method}/{ch.intent} is not supported", challenge_id=ch.id)
+
+
+def lightning_pair(accepted: Accepted) -> tuple[PaymentPayload, PaymentRequirements]:
+    """A verified ``lightning/charge`` credential in the shape the flow stores and settles."""
+    from paywire.lightning.bolt11 import decode_bolt11
+
+    details = accepted.challenge.request["methodDetails"]
+    inv = decode_bolt11(details["invoice"])
+    req = PaymentRequirements(scheme=LIGHTNING_SCHEME, network=lightning_network_id(inv.network),
+                              amount=inv.amount_sat or 0, asset="sat", pay_to=LIGHTNING,
+                              max_timeout_seconds=max(inv.expiry, 1),
+                              extra={"invoice": details["invoice"], "paymentHash": inv.payment_hash})
+    payload = PaymentPayload(accepted=req, payload={"preimage": accepted.credential.payload["preimage"],
+                                                    "paymentHash": inv.payment_hash})
+    return payload, req
+
+
+# ------------------------------------------------------------------------------------------------ replies
+
+
+def problem_for_reason(reason: str) -> Problem:
+    """An x402 verify/settle reason as the MPP problem a Payment client understands."""
+    if "insufficient" in reason:
+        return Problem(P.PAYMENT_INSUFFICIENT, reason)
+    if "expired" in reason or "valid_before" in reason:
+        return Problem(P.PAYMENT_EXPIRED, reason)
+    if "nonce_already_used" in reason or reason == "payment_already_used":
+        return Problem(P.INVALID_CHALLENGE, "challenge or payment proof already used")
+    return Problem(P.VERIFICATION_FAILED, reason)
+
+
+def combined_402(base_headers: Sequence[tuple[str, str]], base_body: bytes, challenges: Sequence[str],
+                 problem: Problem, status: int | None = None) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    """x402's 402 (its ``PAYMENT-REQUIRED`` and JSON body) plus ``WWW-Authenticate`` challenges, as one
+    problem+json reply with ``Cache-Control: no-store`` (checklist 104, 109)."""
+    drop = {"content-type", "cache-control", "www-authenticate", "content-length"}
+    headers = [(k, v) for k, v in base_headers if k.lower() not in drop]
+    headers += [("content-type", P.CONTENT_TYPE), ("cache-control", "no-store")]
+    headers += [("www-authenticate", c) for c in challenges]
+    try:
+        x402_body = json.loads(base_body) if base_body else {}
+    except ValueError:
+        x402_body = {}
+    body: dict[str, Any] = dict(x402_body) if isinstance(x402_body, Mapping) else {}
+    body.update(problem.to_wire())
+    if status is not None:
+        body["status"] = status
+    return status or problem.status, tuple(headers), json.dumps(body, separators=(",", ":")).encode()
+
+
+def mpp_receipt(method: str, challenge_id: str, res: SettleResponse, now: float) -> Receipt:
+    extra: dict[str, Any] = {}
+    if method == EVM and res.network.startswith("eip155:"):
+        extra["chainId"] = chain_id_of(res.network)
+    return Receipt.success(method, res.transaction, now=now, challenge_id=challenge_id, **extra)
+
+
+def method_of(requirements_network: str) -> str:
+    return LIGHTNING if requirements_network.startswith("bip122:") else EVM
+
+
+def receipt_headers(receipt: Receipt, app_headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A paid MPP response: the app's headers, ``Payment-Receipt`` and ``Cache-Control: private`` (checklist 111);
+    stale x402 receipt headers are dropped."""
+    drop = {"cache-control", "content-length", RECEIPT_HEADER.lower(), "payment-response", "x-payment-response"}
+    no_store = any(k.lower() == "cache-control" and "no-store" in v.lower() for k, v in app_headers)
+    kept = [(k, v) for k, v in app_headers if k.lower() not in drop]
+    return (*kept, (RECEIPT_HEADER, receipt.to_header()),
+            ("access-control-expose-headers", "Payment-Receipt, WWW-Authenticate, PAYMENT-REQUIRED"),
+            ("cache-control", "private, no-store" if no_store else "private"))
+
+
+__all__ = [
+    "BIP122",
+    "LIGHTNING_SCHEME",
+    "MPP_METHODS",
+    "MppPayment",
+    "combined_402",
+    "eip3009_assets",
+    "lightning_network_id",
+    "lightning_pair",
+    "method_of",
+    "mpp_challenge_of",
+    "mpp_payment_id",
+    "mpp_receipt",
+    "mpp_templates",
+    "problem_for_reason",
+    "receipt_headers",
+    "verify_mpp",
+]
