@@ -1,11 +1,22 @@
-"""Build, sign (eth_account) and send EIP-1559 transactions from one local key."""
+"""Build, sign (eth_account) and send EIP-1559 transactions from local keys.
+
+* ``TxSender`` — one key: a local nonce manager (resync on error), fees from the chain with a cap, and
+  *record-before-broadcast* (``send_recorded``): the signed bytes are handed to a callback (which persists
+  them) before they reach the node, so a crash after sending can be recovered by re-broadcasting the same
+  bytes. ``replace`` re-signs a stuck transaction with the same nonce and bumped fees.
+* ``SenderPool`` — several keys used round-robin.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import coincurve
 import rlp
 from eth_account import Account
 from eth_utils.address import to_canonical_address, to_checksum_address
@@ -15,14 +26,48 @@ from paywire.chain.base import Chain, Receipt
 from paywire.chain.rpc import RpcError
 from paywire.errors import ChainError, ChainRevert
 
-__all__ = ["TxSender", "contract_address"]
+__all__ = [
+    "FeeCapExceeded",
+    "RecordRefused",
+    "SendErrorKind",
+    "SenderPool",
+    "SignedTx",
+    "TxSender",
+    "classify_send_error",
+    "contract_address",
+]
 
-_NONCE_HINTS = ("nonce", "replacement transaction underpriced")
+SendErrorKind = Literal["known", "nonce_low", "nonce_high", "underpriced", "rejected", "unknown"]
+
+_KNOWN_HINTS = ("already known", "already imported", "known transaction", "already exists", "alreadyknown")
+_LOW_HINTS = ("nonce too low", "nonce is too low", "invalid nonce", "nonce has already been used", "oldnonce")
+_HIGH_HINTS = ("nonce too high", "nonce gap", "future nonce")
+_UNDERPRICED_HINTS = ("underpriced", "replacement", "fee too low", "max fee per gas less than")
 
 
-def _is_nonce_error(exc: ChainError) -> bool:
-    text = (exc.message if isinstance(exc, RpcError) else str(exc)).lower()
-    return any(hint in text for hint in _NONCE_HINTS)
+def classify_send_error(exc: ChainError) -> SendErrorKind:
+    """What an ``eth_sendRawTransaction`` error means for the transaction.
+
+    ``known``: the node already has exactly this transaction (treat as accepted); ``nonce_low``: the
+    sender's nonce was already used (by this or another transaction); ``nonce_high``: a gap before it;
+    ``underpriced``: fees too low (or a replacement without enough bump); ``rejected``: any other answer
+    of the node (definitely not accepted); ``unknown``: no usable answer (timeout, garbage) — the
+    transaction may or may not be in the node.
+    """
+    if not isinstance(exc, RpcError) or isinstance(exc, ChainRevert):
+        return "unknown"
+    text = exc.message.lower()
+    if any(h in text for h in _KNOWN_HINTS):
+        return "known"
+    if any(h in text for h in _LOW_HINTS):
+        return "nonce_low"
+    if any(h in text for h in _HIGH_HINTS):
+        return "nonce_high"
+    if any(h in text for h in _UNDERPRICED_HINTS):
+        return "underpriced"
+    if "nonce" in text:
+        return "nonce_low"
+    return "rejected"
 
 
 def contract_address(deployer: str, nonce: int) -> str:
@@ -30,11 +75,57 @@ def contract_address(deployer: str, nonce: int) -> str:
     return to_checksum_address(keccak(rlp.encode([to_canonical_address(deployer), nonce]))[12:])
 
 
+class FeeCapExceeded(ChainError):
+    """The chain's base fee is above the configured cap: a transaction now would never be mined."""
+
+
+class RecordRefused(ChainError):
+    """``send_recorded``'s callback declined to persist the transaction; nothing was broadcast."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    """A signed EIP-1559 transaction and what it was built from."""
+
+    raw: bytes
+    hash: str  # 0x-hex, lowercase
+    sender: str
+    nonce: int
+    to: str | None
+    data: bytes
+    value: int
+    gas: int
+    max_fee: int
+    tip: int
+    chain_id: int
+
+    @classmethod
+    def decode(cls, raw: bytes, sender: str) -> SignedTx:
+        """Rebuild from the signed bytes of a type-2 transaction (as stored before broadcasting)."""
+        raw = bytes(raw)
+        if not raw or raw[0] != 2:
+            raise ValueError("not an EIP-1559 (type 2) transaction")
+        f = rlp.decode(raw[1:])
+        if not isinstance(f, list) or len(f) != 12:
+            raise ValueError("malformed EIP-1559 transaction")
+
+        def n(b: Any) -> int:
+            return int.from_bytes(bytes(b), "big")
+
+        to = to_checksum_address(bytes(f[5])) if f[5] else None
+        return cls(raw=raw, hash="0x" + keccak(raw).hex(), sender=sender, nonce=n(f[1]), to=to,
+                   data=bytes(f[7]), value=n(f[6]), gas=n(f[4]), max_fee=n(f[3]), tip=n(f[2]), chain_id=n(f[0]))
+
+
+Recorder = Callable[[SignedTx], Awaitable[bool]]
+
+
 class TxSender:
     """Sends EIP-1559 transactions for one private key over any ``Chain``.
 
     * gas: ``estimate_gas`` × ``gas_margin`` (default 1.2) unless given;
-    * fees: ``maxFeePerGas = 2 × latest base fee + tip`` (tip from ``fee_data``), capped by ``max_fee_cap``;
+    * fees: ``maxFeePerGas = 2 × latest base fee + tip`` (tip from ``fee_data``), capped by ``max_fee_cap``
+      (``FeeCapExceeded`` when the base fee alone is above it); read at most every ``fee_ttl`` seconds;
     * nonce: a local counter, initialised from ``get_transaction_count(address, "pending")``, serialised by
       an ``asyncio.Lock`` (use one ``TxSender`` per event loop). After any failed send the counter is
       re-read from the chain; a nonce error ("nonce too low/high", "replacement underpriced") is retried
@@ -49,71 +140,150 @@ class TxSender:
         max_fee_cap: int | None = None,
         gas_margin: float = 1.2,
         nonce_retries: int = 3,
+        fee_ttl: float = 1.0,
+        fee_bump: float = 1.125,
     ) -> None:
         self.chain = chain
         self._account = Account.from_key(private_key)
+        self._key = coincurve.PrivateKey(bytes(self._account.key))
         self.max_fee_cap = max_fee_cap
         self.gas_margin = gas_margin
         self.nonce_retries = nonce_retries
+        self.fee_ttl = fee_ttl
+        self.fee_bump = fee_bump
         self._nonce: int | None = None
         self._lock = asyncio.Lock()
+        self._fee_cache: tuple[float, int, int] | None = None
+        self._fee_lock = asyncio.Lock()
+        self.in_flight = 0  # transactions being prepared or broadcast right now (for load balancing)
 
     @property
     def address(self) -> str:
         return str(self._account.address)
 
-    async def _fees(self) -> tuple[int, int]:
+    def __repr__(self) -> str:
+        return f"TxSender({self.address})"
+
+    # -- fees, gas, nonce ---------------------------------------------------------------------------------
+
+    async def fees(self) -> tuple[int, int]:
+        """``(maxFeePerGas, maxPriorityFeePerGas)`` for a transaction now."""
+        cached = self._fee_cache
+        if cached is not None and time.monotonic() - cached[0] < self.fee_ttl:
+            return cached[1], cached[2]
+        async with self._fee_lock:  # one refresh at a time; concurrent callers reuse its answer
+            cached = self._fee_cache
+            if cached is not None and time.monotonic() - cached[0] < self.fee_ttl:
+                return cached[1], cached[2]
+            return await self._refresh_fees()
+
+    async def _refresh_fees(self) -> tuple[int, int]:
         fees = await self.chain.fee_data()
         tip = fees.max_priority_fee
         max_fee = 2 * fees.base_fee + tip
         if self.max_fee_cap is not None:
+            if fees.base_fee > self.max_fee_cap:
+                raise FeeCapExceeded(
+                    f"base fee {fees.base_fee} wei is above the cap of {self.max_fee_cap} wei per gas"
+                )
             max_fee = min(max_fee, self.max_fee_cap)
             tip = min(tip, max_fee)
+        self._fee_cache = (time.monotonic(), max_fee, tip)
         return max_fee, tip
 
-    async def _send(self, to: str | None, data: bytes, value: int, gas: int | None) -> tuple[str, int]:
-        if gas is None:
-            estimate: dict[str, Any] = {"from": self.address, "data": bytes(data), "value": value}
-            if to is not None:
-                estimate["to"] = to
-            gas = math.ceil(await self.chain.estimate_gas(estimate) * self.gas_margin)
-        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self._fees())
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": chain_id,
-            "gas": gas,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": tip,
-            "value": value,
-            "data": bytes(data),
-        }
+    async def estimate(self, to: str | None, data: bytes = b"", value: int = 0) -> int:
+        """Gas for the transaction, with the margin applied. ``ChainRevert`` if it would revert."""
+        estimate: dict[str, Any] = {"from": self.address, "data": bytes(data), "value": value}
         if to is not None:
-            tx["to"] = to_checksum_address(to)
+            estimate["to"] = to
+        return math.ceil(await self.chain.estimate_gas(estimate) * self.gas_margin)
+
+    async def resync(self) -> int:
+        """Forget the local nonce counter and re-read it from the chain (pending)."""
         async with self._lock:
-            attempt = 0
-            while True:
-                if self._nonce is None:
-                    self._nonce = await self.chain.get_transaction_count(self.address, "pending")
-                nonce = self._nonce
-                signed = self._account.sign_transaction({**tx, "nonce": nonce})
-                try:
-                    tx_hash = await self.chain.send_raw_transaction(bytes(signed.raw_transaction))
-                except ChainError as exc:
-                    self._nonce = None  # outcome or counter uncertain: re-read from the chain
-                    if not isinstance(exc, ChainRevert) and _is_nonce_error(exc) and attempt < self.nonce_retries:
-                        attempt += 1
-                        continue
-                    raise
-                self._nonce = nonce + 1
-                return tx_hash, nonce
+            self._nonce = await self.chain.get_transaction_count(self.address, "pending")
+            return self._nonce
+
+    def sign_with(
+        self, *, to: str | None, data: bytes, value: int, gas: int, nonce: int, max_fee: int, tip: int,
+        chain_id: int,
+    ) -> SignedTx:
+        """Sign an EIP-1559 transaction locally (no I/O, no nonce bookkeeping): RLP + keccak + libsecp256k1,
+        byte-for-byte what ``eth_account`` produces, at a fraction of its cost."""
+        to_b = to_canonical_address(to) if to is not None else b""
+        fields: list[Any] = [chain_id, nonce, tip, max_fee, gas, to_b, value, bytes(data), []]
+        sighash = keccak(b"\x02" + rlp.encode(fields))
+        sig = self._key.sign_recoverable(sighash, hasher=None)
+        raw = b"\x02" + rlp.encode([*fields, sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
+        return SignedTx(
+            raw=raw, hash="0x" + keccak(raw).hex(), sender=self.address, nonce=nonce,
+            to=to_checksum_address(to_b) if to is not None else None, data=bytes(data), value=value, gas=gas,
+            max_fee=max_fee, tip=tip, chain_id=chain_id,
+        )
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def send_recorded(
+        self,
+        to: str | None,
+        data: bytes = b"",
+        value: int = 0,
+        gas: int | None = None,
+        *,
+        record: Recorder | None = None,
+    ) -> tuple[SignedTx, ChainError | None]:
+        """Reserve a nonce, sign, ``await record(tx)``, and only then broadcast.
+
+        Returns ``(tx, None)`` when the node accepted it, ``(tx, error)`` when the outcome is unknown
+        (timeout/garbage: the bytes may be in the node). If ``record`` returns False nothing is broadcast,
+        the nonce is not consumed and ``RecordRefused`` is raised. A nonce error re-reads the nonce, re-signs
+        and calls ``record`` again with the new transaction (up to ``nonce_retries`` times). Any other node
+        rejection is raised as ``RpcError`` (nothing was accepted); ``ChainRevert`` if gas estimation reverts.
+        """
+        if gas is None:
+            gas = await self.estimate(to, data, value)
+        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self.fees())
+        self.in_flight += 1
+        try:
+            async with self._lock:
+                attempt = 0
+                while True:
+                    if self._nonce is None:
+                        self._nonce = await self.chain.get_transaction_count(self.address, "pending")
+                    signed = self.sign_with(to=to, data=data, value=value, gas=gas, nonce=self._nonce,
+                                            max_fee=max_fee, tip=tip, chain_id=chain_id)
+                    if record is not None and not await record(signed):
+                        raise RecordRefused("the transaction was not recorded; it was not broadcast")
+                    try:
+                        await self.chain.send_raw_transaction(signed.raw)
+                    except ChainError as exc:
+                        kind = classify_send_error(exc)
+                        if kind == "known":
+                            self._nonce = signed.nonce + 1
+                            return signed, None
+                        if kind == "unknown":
+                            self._nonce = None  # the node may or may not have it: re-read next time
+                            return signed, exc
+                        self._nonce = None
+                        if kind in ("nonce_low", "nonce_high", "underpriced") and attempt < self.nonce_retries:
+                            attempt += 1
+                            continue
+                        raise
+                    self._nonce = signed.nonce + 1
+                    return signed, None
+        finally:
+            self.in_flight -= 1
 
     async def send(self, to: str | None, data: bytes = b"", value: int = 0, gas: int | None = None) -> str:
         """Sign and broadcast; returns the transaction hash (not waiting for it to be mined).
 
-        ``to=None`` creates a contract. Raises ``ChainRevert`` if gas estimation reverts.
+        ``to=None`` creates a contract. Raises ``ChainRevert`` if gas estimation reverts and ``ChainError``
+        if the node's answer is unusable (the transaction may still have been accepted).
         """
-        tx_hash, _ = await self._send(to, data, value, gas)
-        return tx_hash
+        signed, error = await self.send_recorded(to, data, value, gas)
+        if error is not None:
+            raise error
+        return signed.hash
 
     async def send_and_wait(
         self, to: str | None, data: bytes = b"", value: int = 0, gas: int | None = None, timeout: float = 60.0
@@ -123,8 +293,89 @@ class TxSender:
 
     async def deploy(self, bytecode: bytes, ctor_args_encoded: bytes = b"", *, timeout: float = 60.0) -> str:
         """Deploy ``bytecode + ctor_args_encoded``, wait for it, return the checksummed contract address."""
-        tx_hash, nonce = await self._send(None, bytes(bytecode) + bytes(ctor_args_encoded), 0, None)
-        receipt = await self.chain.wait_for_receipt(tx_hash, timeout=timeout)
+        signed, error = await self.send_recorded(None, bytes(bytecode) + bytes(ctor_args_encoded))
+        if error is not None:
+            raise error
+        receipt = await self.chain.wait_for_receipt(signed.hash, timeout=timeout)
         if receipt.status != 1:
             raise ChainRevert("contract creation reverted")
-        return contract_address(self.address, nonce)
+        return contract_address(self.address, signed.nonce)
+
+    async def broadcast(self, raw: bytes) -> SendErrorKind | None:
+        """Send already-signed bytes again (recovery). ``None`` when accepted, else the error kind."""
+        return await self.broadcast_raw(self.chain, raw)
+
+    @staticmethod
+    async def broadcast_raw(chain: Chain, raw: bytes) -> SendErrorKind | None:
+        """``eth_sendRawTransaction`` of stored bytes; any key's transaction, no nonce bookkeeping."""
+        try:
+            await chain.send_raw_transaction(bytes(raw))
+        except ChainError as exc:
+            kind = classify_send_error(exc)
+            return None if kind == "known" else kind
+        return None
+
+    async def replace(self, tx: SignedTx, *, record: Recorder | None = None) -> tuple[SignedTx, ChainError | None]:
+        """Re-sign a stuck ``tx`` with the same nonce and fees bumped by ``fee_bump`` (at least the chain's
+        current fees), record it, broadcast it. Either version may end up mined; ``ChainError`` kinds as in
+        ``send_recorded``; an ``RpcError`` classified ``nonce_low`` means the nonce was already mined."""
+        if tx.sender.lower() != self.address.lower():
+            raise ValueError(f"{tx.hash} was signed by {tx.sender}, not {self.address}")
+        self._fee_cache = None
+        max_fee, tip = await self.fees()
+        max_fee = max(max_fee, math.ceil(tx.max_fee * self.fee_bump))
+        tip = max(tip, math.ceil(tx.tip * self.fee_bump))
+        if self.max_fee_cap is not None and max_fee > self.max_fee_cap:
+            raise FeeCapExceeded(f"replacing {tx.hash} needs {max_fee} wei per gas, above the cap")
+        tip = min(tip, max_fee)
+        bumped = self.sign_with(to=tx.to, data=tx.data, value=tx.value, gas=tx.gas, nonce=tx.nonce,
+                                max_fee=max_fee, tip=tip, chain_id=tx.chain_id)
+        async with self._lock:
+            if record is not None and not await record(bumped):
+                raise RecordRefused("the replacement was not recorded; it was not broadcast")
+            try:
+                await self.chain.send_raw_transaction(bumped.raw)
+            except ChainError as exc:
+                kind = classify_send_error(exc)
+                if kind == "known":
+                    return bumped, None
+                if kind == "unknown":
+                    return bumped, exc
+                raise
+            return bumped, None
+
+
+class SenderPool:
+    """Several ``TxSender`` keys on one chain, handed out round-robin (skipping busier keys)."""
+
+    def __init__(self, senders: Sequence[TxSender]) -> None:
+        if not senders:
+            raise ValueError("a SenderPool needs at least one key")
+        self.senders = list(senders)
+        self._next = 0
+
+    @classmethod
+    def from_keys(cls, chain: Chain, keys: Sequence[bytes | str], **kw: Any) -> SenderPool:
+        return cls([TxSender(chain, k, **kw) for k in keys])
+
+    def next(self) -> TxSender:
+        """The next key in turn; a key with fewer transactions in flight wins over a busier one."""
+        n = len(self.senders)
+        start = self._next
+        self._next = (self._next + 1) % n
+        best = self.senders[start % n]
+        for i in range(1, n):
+            s = self.senders[(start + i) % n]
+            if s.in_flight < best.in_flight:
+                best = s
+        return best
+
+    def for_address(self, address: str) -> TxSender | None:
+        for s in self.senders:
+            if s.address.lower() == address.lower():
+                return s
+        return None
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self.senders]

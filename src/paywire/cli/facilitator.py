@@ -1,8 +1,10 @@
-"""``paywire facilitator``: verify and settle over HTTP."""
+"""``paywire facilitator``: verify and settle over HTTP, exactly once, on a durable store."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,41 +18,79 @@ def register(app: typer.Typer) -> None:
 
 
 def facilitator(
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="PAYWIRE_FACILITATOR_CONFIG",
+                                                help="TOML config file (see docs/facilitator.md).")] = None,
     use_devnet: Annotated[bool, typer.Option("--devnet", help="Run against a fresh embedded devnet.")] = False,
-    rpc: Annotated[str, typer.Option(help="RPC URL of the chain to settle on.")] = "",
-    key: Annotated[str, typer.Option(envvar="PAYWIRE_FACILITATOR_KEY", help="Gas-paying signer key.")] = "",
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 4020,
+    network: Annotated[list[str] | None, typer.Option(
+        "--network", "-n", help="CAIP2=RPC, e.g. eip155:8453=https://… or eip155:31337=anvil (repeatable).")] = None,
+    rpc: Annotated[str, typer.Option(help="RPC URL of one chain (its network is read from the node).")] = "",
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", "-k", help="Gas-paying signer key (repeatable; several keys are used round-robin). "
+                            "Env: PAYWIRE_FACILITATOR_KEYS (comma-separated).")] = None,
+    store: Annotated[str | None, typer.Option(help="sqlite:///file.db or postgresql://… (env PAYWIRE_STORE).")] = None,
+    token: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' "
+                                                   "(env PAYWIRE_FACILITATOR_TOKEN).")] = None,
+    confirmations: Annotated[int | None, typer.Option(help="Blocks before a settlement counts.")] = None,
+    receipt_timeout: Annotated[float | None, typer.Option(help="Seconds /settle waits for its tx.")] = None,
+    reconcile_interval: Annotated[float | None, typer.Option(help="Seconds between reconciler passes.")] = None,
+    rpc_timeout: Annotated[float | None, typer.Option(help="Seconds before an RPC call counts as lost.")] = None,
+    instance_id: Annotated[str | None, typer.Option(help="Name of this instance in fleet mode.")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 4020; 0 picks a free one).")] = None,
+    devnet_state: Annotated[Path | None, typer.Option(
+        help="With --devnet: write the devnet's state file (keys, token, RPC URL) here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log reconciler activity.")] = False,
 ) -> None:
-    """Serve /verify, /settle and /supported over HTTP."""
-    import uvicorn
+    """Serve /verify, /settle, /supported, /settlements/{id}, /metrics and /health over HTTP."""
+    from paywire.errors import ConfigError
+    from paywire.facilitator.config import load_config
+    from paywire.facilitator.service import FacilitatorService
 
-    from paywire.chain import EmbeddedChain, HttpTransport, RpcChain
-    from paywire.chain.tx import TxSender
-    from paywire.devnet import setup_devnet
-    from paywire.facilitator.app import create_app
-    from paywire.facilitator.core import Facilitator
-    from paywire.schemes.evm_exact import EvmNetwork, ExactEvmFacilitator
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keys = list(key or [])
 
     async def run() -> None:
-        if use_devnet:
-            rpc_chain = RpcChain(EmbeddedChain(chain_id=31337))
-            net = await setup_devnet(rpc_chain)
-            signer_key: bytes | str = net.facilitator.private_key
-            console.print(_table({"network": net.info.network, "token": net.info.token,
-                                       "payer_key": net.info.payer_key}))
-        else:
-            if not rpc or not key:
-                raise typer.BadParameter("give --devnet, or --rpc URL and --key (or PAYWIRE_FACILITATOR_KEY)")
-            rpc_chain = RpcChain(HttpTransport(rpc))
-            signer_key = key
-        network = f"eip155:{await rpc_chain.chain_id()}"
-        fac = Facilitator([ExactEvmFacilitator([EvmNetwork(network, rpc_chain, [TxSender(rpc_chain, signer_key)])])])
-        server = uvicorn.Server(uvicorn.Config(create_app(fac), host=host, port=port, log_level="info"))
-        await server.serve()
-        await rpc_chain.aclose()
+        specs = list(network or [])
+        if rpc:
+            from paywire.chain import HttpTransport, RpcChain
 
-    asyncio.run(run())
+            probe = RpcChain(HttpTransport(rpc))
+            try:
+                specs.append(f"eip155:{await probe.chain_id()}={rpc}")
+            finally:
+                await probe.aclose()
+        cfg = load_config(config, networks=specs, keys=keys, overrides={
+            "store": store, "bearer_token": token, "confirmations": confirmations, "host": host, "port": port,
+            "receipt_timeout": receipt_timeout, "reconcile_interval": reconcile_interval,
+            "rpc_timeout": rpc_timeout, "instance_id": instance_id, "devnet": use_devnet or None,
+        })
+        service = await FacilitatorService.start(cfg)
+        try:
+            if service.devnet is not None:
+                info = service.devnet.info
+                console.print(_table({"network": info.network, "rpc_url": info.rpc_url, "token": info.token,
+                                      "payer_key": info.payer_key, "payee": info.addresses["payee"]}))
+                if devnet_state is not None:
+                    service.devnet.write_state(devnet_state)
+            nets = ", ".join(f"{n}" for n in service.rpc_urls)
+            console.print(f"settling on {nets}; store {service.store.db.url.split('@')[-1]}; "
+                          f"instance {service.store.instance_id}", highlight=False)
+
+            def ready(url: str) -> None:
+                print(f"paywire facilitator listening on {url}", flush=True)
+
+            await service.serve(on_ready=ready)
+        finally:
+            await service.aclose()
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
 
 
 def _table(info: dict[str, object]) -> object:

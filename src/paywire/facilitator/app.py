@@ -1,21 +1,37 @@
-"""``POST /verify``, ``POST /settle``, ``GET /supported`` over HTTP (ASGI, digest §4)."""
+"""The facilitator over HTTP (ASGI, digest §4): ``POST /verify``, ``POST /settle``, ``GET /supported``,
+``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /settlements/{id}``.
+
+Payment failures are 200 with ``isValid``/``success`` false (checklist 39); malformed bodies are 400 with a
+JSON error; an unexpected exception is a JSON 500 without a traceback. With ``bearer_token`` every route
+except ``/health`` and ``/supported`` needs ``Authorization: Bearer <token>``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
+from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.x402.models import FacilitatorRequest
 
+log = logging.getLogger(__name__)
+
 MAX_BODY_BYTES = 64 * 1024
+SETTLEMENT_ID_HEADER = "X-Paywire-Settlement-Id"
 
 
 def _error(status: int, message: str, reason: str | None = None) -> JSONResponse:
@@ -41,14 +57,69 @@ async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
         return _error(400, str(exc), exc.reason)
 
 
-def create_app(facilitator: Facilitator, *, bearer_token: str | None = None) -> Starlette:
-    """The facilitator as an ASGI app. Payment failures are 200 with isValid/success false (checklist 39)."""
+class _CatchAll:
+    """Outermost ASGI layer: an exception that escapes the app becomes a JSON 500 (no traceback leaks)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("facilitator: unhandled error on %s", scope.get("path"))
+            if started:  # Starlette already answered with the JSON error handler
+                return
+            body = b'{"error":"internal error"}'
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    facilitator: Facilitator,
+    *,
+    bearer_token: str | None = None,
+    metrics: Metrics | None = None,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> ASGIApp:
+    """The facilitator as an ASGI app (see the module docs). ``on_startup``/``on_shutdown`` run in the ASGI
+    lifespan (the ``paywire facilitator`` service starts its reconciler there)."""
+    m = metrics or facilitator_metrics()
+    m.set("up", 1)
+    expected = f"Bearer {bearer_token}".encode() if bearer_token else None
 
     def authorized(request: Request) -> bool:
-        if bearer_token is None:
+        if expected is None:
             return True
-        got = request.headers.get("authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {bearer_token}".encode())
+        return hmac.compare_digest(request.headers.get("authorization", "").encode(), expected)
+
+    def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            t0 = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status_code
+                return response
+            finally:
+                m.inc("http_requests_total", route=route, status=str(status))
+                m.observe("http_request_duration_seconds", time.perf_counter() - t0, route=route)
+        return wrapped
 
     async def verify(request: Request) -> Response:
         if not authorized(request):
@@ -57,6 +128,7 @@ def create_app(facilitator: Facilitator, *, bearer_token: str | None = None) -> 
         if isinstance(parsed, JSONResponse):
             return parsed
         res = await facilitator.verify(parsed.payment_payload, parsed.payment_requirements)
+        m.inc("verify_total", result="valid" if res.is_valid else "invalid", reason=res.invalid_reason or "")
         return JSONResponse(res.to_wire())
 
     async def settle(request: Request) -> Response:
@@ -66,7 +138,12 @@ def create_app(facilitator: Facilitator, *, bearer_token: str | None = None) -> 
         if isinstance(parsed, JSONResponse):
             return parsed
         res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
-        return JSONResponse(res.to_wire())
+        m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
+        headers = {}
+        key = facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)
+        if key is not None and facilitator.store is not None:
+            headers[SETTLEMENT_ID_HEADER] = key
+        return JSONResponse(res.to_wire(), headers=headers)
 
     async def supported(request: Request) -> Response:
         return JSONResponse(facilitator.supported().to_wire())
@@ -74,9 +151,54 @@ def create_app(facilitator: Facilitator, *, bearer_token: str | None = None) -> 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[
-        Route("/verify", verify, methods=["POST"]),
-        Route("/settle", settle, methods=["POST"]),
-        Route("/supported", supported, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-    ])
+    async def settlement(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "unauthorized")
+        if facilitator.store is None:
+            return _error(404, "this facilitator keeps no settlement records", "no_store")
+        row = await facilitator.settlement(str(request.path_params["settlement_id"]))
+        if row is None:
+            return _error(404, "unknown settlement", "not_found")
+        return JSONResponse(row.to_json())
+
+    async def metrics_route(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "unauthorized")
+        if facilitator.store is not None:
+            with contextlib.suppress(Exception):
+                for state, n in (await facilitator.store.counts()).items():
+                    m.set("settlements", n, state=state)
+        for plugin in facilitator.schemes:
+            for net in getattr(plugin, "_nets", {}).values():
+                for s in net.senders:
+                    m.set("signer_in_flight", s.in_flight, network=net.network, address=s.address)
+        return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return JSONResponse({"error": detail}, status_code=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/verify", observed("/verify", verify), methods=["POST"]),
+            Route("/settle", observed("/settle", settle), methods=["POST"]),
+            Route("/supported", observed("/supported", supported), methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_route, methods=["GET"]),
+            Route("/settlements/{settlement_id}", observed("/settlements", settlement), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: http_error},
+        lifespan=lifespan,
+    )
+    return _CatchAll(app, m)

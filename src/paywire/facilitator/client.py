@@ -12,6 +12,9 @@ from paywire.x402.models import SettleResponse, SupportedResponse, VerifyRespons
 
 
 class FacilitatorClient(Protocol):
+    """What a resource server needs from a facilitator. (``LocalFacilitatorClient`` and
+    ``HttpFacilitatorClient`` also offer ``settlement(id)`` for paywire facilitators that keep records.)"""
+
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse: ...
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse: ...
     async def supported(self) -> SupportedResponse: ...
@@ -36,11 +39,16 @@ class LocalFacilitatorClient:
     async def supported(self) -> SupportedResponse:
         return self.facilitator.supported()
 
+    async def settlement(self, settlement_id: str) -> dict[str, Any] | None:
+        """The settlement record (``GET /settlements/{id}`` shape), or None when unknown."""
+        row = await self.facilitator.settlement(settlement_id)
+        return row.to_json() if row is not None else None
+
 
 class HttpFacilitatorClient:
     """A remote facilitator (ours or any x402 facilitator) over HTTP."""
 
-    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 90.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
         self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
@@ -80,6 +88,23 @@ class HttpFacilitatorClient:
             return SupportedResponse.from_wire(r.json())
         except (httpx.HTTPError, ValueError, WireError) as exc:
             raise FacilitatorUnavailable(f"/supported: {exc}") from exc
+
+    async def settlement(self, settlement_id: str) -> dict[str, Any] | None:
+        """``GET /settlements/{id}`` of a paywire facilitator: the record, or None when unknown.
+
+        The id is ``X-Paywire-Settlement-Id`` of the ``/settle`` answer, or
+        ``paywire.store.settlements.settlement_id(network, asset, payer, nonce)``.
+        """
+        try:
+            r = await self._http.get(f"{self.url}/settlements/{settlement_id}")
+            data = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise FacilitatorUnavailable(f"/settlements: {type(exc).__name__}: {exc}") from exc
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200 or not isinstance(data, dict):
+            raise FacilitatorUnavailable(f"/settlements: HTTP {r.status_code}: {str(data)[:200]}")
+        return data
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from paywire.schemes.base import FacilitatorScheme, handles, supported_kinds
+from paywire.store.settlements import Settlement, SettlementStore
 from paywire.x402.models import (
     PaymentPayload,
     PaymentPayloadV1,
@@ -38,11 +39,47 @@ def normalize(payload: AnyPayload, requirements: AnyRequirements) -> tuple[Payme
 
 
 class Facilitator:
-    """Dispatches to scheme plugins by (scheme, network) of the accepted offer (checklist 41)."""
+    """Dispatches to scheme plugins by (scheme, network) of the accepted offer (checklist 41).
 
-    def __init__(self, schemes: Sequence[FacilitatorScheme], *, extensions: Sequence[str] = ()) -> None:
+    ``store``: the settlement records the plugins write (for ``settlement()`` lookups); plugins that keep
+    records also expose ``settlement_key(payload, requirements)`` and ``reconcile_once()``.
+    """
+
+    def __init__(
+        self, schemes: Sequence[FacilitatorScheme], *, extensions: Sequence[str] = (),
+        store: SettlementStore | None = None,
+    ) -> None:
         self.schemes = list(schemes)
         self.extensions = list(extensions)
+        self.store = store
+
+    def settlement_key(self, payload: AnyPayload, requirements: AnyRequirements) -> str | None:
+        """The settlement record id of a payment (``GET /settlements/{id}``), if its plugin keeps records."""
+        p, req, _ = normalize(payload, requirements)
+        plugin = self._plugin(p)
+        fn = getattr(plugin, "settlement_key", None)
+        if fn is None:
+            return None
+        key = fn(p, req)
+        return key if isinstance(key, str) else None
+
+    async def settlement(self, settlement_id: str) -> Settlement | None:
+        """The settlement record ``settlement_id`` (None without a store or when unknown)."""
+        if self.store is None:
+            return None
+        return await self.store.get(settlement_id)
+
+    async def reconcile_once(self) -> dict[str, int]:
+        """One reconciliation pass over every plugin that keeps settlement records."""
+        total: dict[str, int] = {}
+        for p in self.schemes:
+            fn = getattr(p, "reconcile_once", None)
+            if fn is None:
+                continue
+            stats = await fn()
+            for k, v in stats.items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
 
     def _plugin(self, payload: PaymentPayload) -> FacilitatorScheme | None:
         for p in self.schemes:

@@ -1,0 +1,477 @@
+"""Facilitator throughput over HTTP on anvil: paywire's `paywire facilitator` vs the official x402 Python SDK's
+facilitator (``x402FacilitatorSync`` + ``FacilitatorWeb3Signer``, wrapped in a minimal FastAPI app because the
+SDK ships no HTTP server), same chain, same payloads, one run.
+
+    python bench/facilitator.py [--verify-seconds 5] [--settlements 300] [--concurrency 32] [--json]
+
+* ``/verify`` requests per second: every server gets the same distinct, valid payloads, sent by an in-process
+  HTTP/1.1 keep-alive load generator (``--concurrency`` connections) for ``--verify-seconds``. The official
+  facilitator is measured as installed (``pip install x402[evm]`` brings no coincurve, so eth_keys verifies in
+  pure Python) and with eth_keys' coincurve backend (what it uses when coincurve happens to be installed).
+* settlements per second: ``--settlements`` distinct payments POSTed to ``/settle`` with ``--concurrency``
+  in flight, wall time until every answer is back (each must be ``success: true``), for paywire with 1 and
+  with 4 gas keys (one SQLite settlement store each), and the official facilitator with 1 key (same
+  concurrency unless ``--official-concurrency``) for at most ``--official-settle-seconds``. Every settlement
+  measurement runs on a fresh anvil: anvil slows down as blocks pile up (automine mines one block per
+  transaction), which would otherwise punish whoever runs last. For scale, the "chain ceiling" is what anvil alone
+  sustains for the node calls of one settlement (simulate, send, receipt) driven by a lean loop in the bench
+  process with the same keys and concurrency — no verification, no store, no HTTP.
+
+Every server runs in its own process; anvil automines (one block per transaction). Prints the numbers and
+``verify ratio`` / ``settle ratio`` (paywire ÷ official). Runs in well under 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paywire.chain import Anvil
+from paywire.chain.devkeys import dev_keys
+from paywire.devnet import setup_devnet
+from paywire.evm.signer import LocalSigner
+from paywire.schemes.evm_exact import ExactEvmClient, exact_evm_offer
+from paywire.x402.models import FacilitatorRequest, PaymentPayload, PaymentRequirements
+
+KEYS = ["0x" + k.hex() for k in dev_keys(10)]
+OURS_1, OURS_4, THEIRS_KEY = [KEYS[1]], KEYS[6:10], KEYS[5]
+PRICE = 100  # atomic units (0.0001 USDC) per payment
+
+OFFICIAL_APP = r'''
+import os, socket, sys
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from x402 import x402FacilitatorSync
+from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
+from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
+from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
+
+signer = FacilitatorWeb3Signer(private_key=os.environ["PK"], rpc_url=os.environ["RPC_URL"])
+fac = x402FacilitatorSync()
+fac.register([os.environ["NETWORK"]], ExactEvmFacilitatorScheme(signer))
+app = FastAPI()
+
+def parse(body):
+    try:
+        p = parse_payment_payload(body["paymentPayload"])
+        return p, parse_payment_requirements(p.x402_version, body["paymentRequirements"])
+    except Exception as e:
+        raise HTTPException(400, str(e))
+
+@app.get("/supported")
+def supported():
+    return fac.get_supported().model_dump(by_alias=True, exclude_none=True)
+
+@app.post("/verify")
+def verify(body: dict):
+    return fac.verify(*parse(body)).model_dump(by_alias=True, exclude_none=True)
+
+@app.post("/settle")
+def settle(body: dict):
+    return fac.settle(*parse(body)).model_dump(by_alias=True, exclude_none=True)
+
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(1024)
+from eth_keys.backends import get_backend
+print("BACKEND", type(get_backend()).__name__, flush=True)
+print("LISTENING", sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+'''
+
+
+# --------------------------------------------------------------------------------------------------------------
+# servers
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Server:
+    """A server subprocess that prints a line containing its URL or port when ready."""
+
+    def __init__(self, name: str, cmd: Sequence[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+        self.url: str | None = None
+        self.info: dict[str, str] = {}
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("BACKEND "):
+                self.info["backend"] = line.split()[1]
+            if "listening on " in line:
+                self.url = line.split("listening on ", 1)[1].strip()
+                self._ready.set()
+            elif line.startswith("LISTENING "):
+                self.url = f"http://127.0.0.1:{line.split()[1]}"
+                self._ready.set()
+
+    def wait(self, timeout: float = 60.0) -> str:
+        if not self._ready.wait(timeout) or self.url is None:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.lines[-30:]))
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def ours(name: str, tmp: Path, rpc: str, keys: Sequence[str]) -> Server:
+    cfg = tmp / f"{name}.toml"
+    cfg.write_text(
+        f'store = "sqlite:///{tmp / (name + ".db")}"\nreceipt_timeout = 60\n'
+        f'[networks."eip155:31337"]\nrpc = "{rpc}"\nkeys = {json.dumps(list(keys))}\n'
+    )
+    return Server(name, [sys.executable, "-m", "paywire.cli.main", "facilitator", "--config", str(cfg), "--port", "0"],
+                  {"COLUMNS": "200"})
+
+
+def theirs(name: str, rpc: str, key: str, backend: str | None) -> Server:
+    env = {"PK": key, "RPC_URL": rpc, "NETWORK": "eip155:31337"}
+    if backend:
+        env["ECC_BACKEND_CLASS"] = backend
+    return Server(name, [sys.executable, "-c", OFFICIAL_APP], env)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a small HTTP/1.1 keep-alive load generator (cheaper per request than any Python HTTP client library)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> Conn:
+        hostport = url.removeprefix("http://").rstrip("/")
+        host, port = hostport.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, hostport)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                length = int(v)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def verify_rps(url: str, bodies: Sequence[bytes], seconds: float, concurrency: int) -> dict[str, Any]:
+    """Requests per second of POST /verify over ``seconds`` (after a short warm-up); every answer checked."""
+    conns = [await Conn.open(url) for _ in range(concurrency)]
+    counter = {"next": 0, "ok": 0, "bad": 0}
+    stop_at = 0.0
+
+    async def worker(c: Conn, until: float, count: bool) -> None:
+        while time.perf_counter() < until:
+            i = counter["next"]
+            counter["next"] += 1
+            status, raw = await c.post("/verify", bodies[i % len(bodies)])
+            if not count:
+                continue
+            if status == 200 and b'"isValid":true' in raw.replace(b" ", b""):
+                counter["ok"] += 1
+            else:
+                counter["bad"] += 1
+
+    try:
+        warm = time.perf_counter() + min(1.0, seconds / 4)
+        await asyncio.gather(*(worker(c, warm, False) for c in conns))
+        start = time.perf_counter()
+        stop_at = start + seconds
+        await asyncio.gather(*(worker(c, stop_at, True) for c in conns))
+        elapsed = time.perf_counter() - start
+    finally:
+        for c in conns:
+            c.close()
+    return {"rps": counter["ok"] / elapsed, "ok": counter["ok"], "invalid_or_error": counter["bad"],
+            "seconds": round(elapsed, 2)}
+
+
+async def settle_rate(url: str, bodies: Sequence[bytes], concurrency: int, *, max_seconds: float | None = None,
+                      ) -> dict[str, Any]:
+    """Settlements per second: POST /settle of every body (distinct payments), ``concurrency`` in flight."""
+    conns = [await Conn.open(url) for _ in range(concurrency)]
+    queue = list(reversed(bodies))
+    results = {"ok": 0, "failed": 0, "reasons": {}}
+    start = time.perf_counter()
+    deadline = start + max_seconds if max_seconds else None
+
+    async def worker(c: Conn) -> None:
+        while queue and (deadline is None or time.perf_counter() < deadline):
+            status, raw = await c.post("/settle", queue.pop())
+            data = json.loads(raw) if status == 200 else {"errorReason": f"HTTP {status}"}
+            if data.get("success"):
+                results["ok"] += 1
+            else:
+                results["failed"] += 1
+                reason = str(data.get("errorReason"))
+                results["reasons"][reason] = results["reasons"].get(reason, 0) + 1
+
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    elapsed = time.perf_counter() - start
+    return {"per_second": results["ok"] / elapsed, "settled": results["ok"], "failed": results["failed"],
+            "failure_reasons": results["reasons"], "seconds": round(elapsed, 2), "concurrency": concurrency}
+
+
+async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], concurrency: int) -> dict[str, Any]:
+    """What the node alone sustains for the calls one settlement needs — simulate (``eth_estimateGas``), send
+    (``eth_sendRawTransaction``), confirm (``eth_getTransactionReceipt``) — with no facilitator logic, no
+    verification, no store: a lean loop over half of ``bodies``, ``keys`` round-robin, same concurrency and
+    node connections as the service. The other half measures the raw mining rate: pre-signed transactions
+    sent back to back per key, then confirmed (no simulation)."""
+    from paywire.chain import RpcChain
+    from paywire.chain.tx import TxSender
+    from paywire.evm import token
+    from paywire.facilitator.keepalive import KeepAliveTransport
+    from paywire.x402.models import ExactEvmPayload
+
+    chain = RpcChain(KeepAliveTransport(rpc, max_connections=4))  # what the service uses for a local node
+    senders = [TxSender(chain, k) for k in keys]
+    asset = json.loads(bodies[0])["paymentRequirements"]["asset"]
+    calls = []
+    half = len(bodies) // 2
+    raw_bodies, bodies = bodies[half:], bodies[:half]
+    for b in [*bodies, *raw_bodies]:
+        a = ExactEvmPayload.from_wire(json.loads(b)["paymentPayload"]["payload"])
+        x = a.authorization
+        calls.append(token.transfer_with_authorization(x.from_, x.to, x.value, x.valid_after, x.valid_before,
+                                                       x.nonce, a.signature))
+    calls, raw_calls = calls[:half], calls[half:]
+    queue = list(reversed(calls))
+    done = {"n": 0, "next": 0}
+
+    async def confirm(tx_hash: str) -> None:
+        delay = 0.02
+        while await chain.get_transaction_receipt(tx_hash) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def worker() -> None:
+        while queue:
+            data = queue.pop()
+            sender = senders[done["next"] % len(senders)]
+            done["next"] += 1
+            tx, _ = await sender.send_recorded(asset, data)
+            await confirm(tx.hash)
+            done["n"] += 1
+
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        # raw mining rate: pre-signed transactions, sent back to back per key, then confirmed
+        fees = await senders[0].fees()
+        chain_id = await chain.chain_id()
+        nonces = [await chain.get_transaction_count(s.address, "pending") for s in senders]
+        signed = [senders[i % len(senders)].sign_with(
+            to=asset, data=data, value=0, gas=150_000, nonce=nonces[i % len(senders)] + i // len(senders),
+            max_fee=fees[0], tip=fees[1], chain_id=chain_id) for i, data in enumerate(raw_calls)]
+        t0 = time.perf_counter()
+
+        async def lane(k: int) -> None:
+            for tx in signed[k::len(senders)]:
+                await chain.send_raw_transaction(tx.raw)
+
+        await asyncio.gather(*(lane(k) for k in range(len(senders))))
+        await asyncio.gather(*(confirm(tx.hash) for tx in signed))
+        raw_elapsed = time.perf_counter() - t0
+    finally:
+        await chain.aclose()
+    return {"per_second": done["n"] / elapsed, "settled": done["n"], "failed": 0, "failure_reasons": {},
+            "seconds": round(elapsed, 2), "concurrency": concurrency,
+            "raw_mining_per_second": len(signed) / raw_elapsed}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# payloads
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Payloads:
+    offer: PaymentRequirements
+    verify: list[bytes]
+    ours_1: list[bytes]
+    ours_4: list[bytes]
+    theirs: list[bytes]
+    ceiling_1: list[bytes]
+    ceiling_4: list[bytes]
+
+
+async def make_payloads(asset: Any, pay_to: str, payer_key: bytes, n_verify: int, n_settle: int,
+                        n_official: int) -> Payloads:
+    offer = exact_evm_offer(asset, pay_to, amount=PRICE, max_timeout_seconds=3600)
+    client = ExactEvmClient(LocalSigner(payer_key))
+
+    async def one() -> bytes:
+        p = PaymentPayload(x402_version=2, accepted=offer, payload=await client.create_payload(offer))
+        return json.dumps(FacilitatorRequest(x402_version=2, payment_payload=p,
+                                             payment_requirements=offer).to_wire()).encode()
+
+    async def many(n: int) -> list[bytes]:
+        return [await one() for _ in range(n)]
+
+    return Payloads(offer, await many(n_verify), await many(n_settle), await many(n_settle), await many(n_official),
+                    await many(2 * n_settle), await many(2 * n_settle))
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def fresh_chain(expected_token: str | None = None) -> AsyncIterator[tuple[Any, str]]:
+    """A new anvil with the devnet token (always at the same address, so payloads sign for every one)."""
+    async with Anvil(chain_id=31337) as anvil:
+        net = await setup_devnet(anvil.chain(), rpc_url=anvil.url, payer_funds=10**12)
+        if expected_token is not None and net.info.token != expected_token:
+            raise RuntimeError("the token was deployed at another address")
+        yield net, anvil.url
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="paywire-bench-"))
+    out: dict[str, Any] = {"verify": {}, "settle": {}}
+    async with fresh_chain() as (net, rpc):
+        token = net.info.token
+        servers = {
+            "ours_1": ours("ours_1", tmp, rpc, OURS_1),
+            "official": theirs("official", rpc, THEIRS_KEY, "eth_keys.backends.NativeECCBackend"),
+            "official_coincurve": theirs("official_coincurve", rpc, THEIRS_KEY, "eth_keys.backends.CoinCurveECCBackend"),
+        }
+        try:
+            payloads = await make_payloads(net.asset, net.payee.address, net.payer.private_key, args.verify_payloads,
+                                           args.settlements, args.official_settlements)
+            urls = {name: await asyncio.to_thread(s.wait) for name, s in servers.items()}
+            for name in ("ours_1", "official", "official_coincurve"):
+                out["verify"][name] = await verify_rps(urls[name], payloads.verify, args.verify_seconds, args.concurrency)
+                out["verify"][name]["ecc_backend"] = servers[name].info.get("backend", "libsecp256k1 (coincurve)")
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    # anvil slows down as it accumulates blocks (automine = one block per transaction), so every settlement
+    # measurement gets a fresh chain
+    for name, keys, bodies in (("ours_1_key", OURS_1, payloads.ours_1), ("ours_4_keys", OURS_4, payloads.ours_4)):
+        async with fresh_chain(token) as (net, rpc):
+            srv = ours(name, tmp, rpc, keys)
+            try:
+                url = await asyncio.to_thread(srv.wait)
+                out["settle"][name] = await settle_rate(url, bodies, args.concurrency)
+            finally:
+                srv.stop()
+    async with fresh_chain(token) as (net, rpc):
+        srv = theirs("official_settle", rpc, THEIRS_KEY, None)
+        try:
+            url = await asyncio.to_thread(srv.wait)
+            out["settle"]["official_1_key"] = await settle_rate(
+                url, payloads.theirs, args.official_concurrency, max_seconds=args.official_settle_seconds)
+        finally:
+            srv.stop()
+    for name, keys, bodies in (("chain_ceiling_1_key", [KEYS[4]], payloads.ceiling_1),
+                               ("chain_ceiling_4_keys", KEYS[6:10], payloads.ceiling_4)):
+        async with fresh_chain(token) as (net, rpc):
+            out["settle"][name] = await chain_ceiling(rpc, bodies, keys, args.concurrency)
+    v, s = out["verify"], out["settle"]
+    out["ratios"] = {
+        "verify_vs_official": v["ours_1"]["rps"] / max(v["official"]["rps"], 1e-9),
+        "verify_vs_official_coincurve": v["ours_1"]["rps"] / max(v["official_coincurve"]["rps"], 1e-9),
+        "settle_1_key_vs_official": s["ours_1_key"]["per_second"] / max(s["official_1_key"]["per_second"], 1e-9),
+        "settle_4_keys_vs_1_key": s["ours_4_keys"]["per_second"] / max(s["ours_1_key"]["per_second"], 1e-9),
+        "settle_1_key_of_chain_ceiling": s["ours_1_key"]["per_second"] / max(s["chain_ceiling_1_key"]["per_second"], 1e-9),
+        "settle_4_keys_of_chain_ceiling": s["ours_4_keys"]["per_second"] / max(s["chain_ceiling_4_keys"]["per_second"], 1e-9),
+    }
+    out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                      "load_avg": os.getloadavg()}
+    out["params"] = vars(args)
+    out["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def report(out: dict[str, Any]) -> str:
+    v, s, r = out["verify"], out["settle"], out["ratios"]
+    lines = ["/verify over HTTP (anvil, same payloads)", f"{'server':<44}{'req/s':>10}{'ok':>8}{'bad':>6}"]
+    labels = {"ours_1": "paywire facilitator",
+              "official": "official SDK facilitator (as installed: pure-Python ECC)",
+              "official_coincurve": "official SDK facilitator (coincurve ECC)"}
+    for k, label in labels.items():
+        lines.append(f"{label:<44.44}{v[k]['rps']:>10.1f}{v[k]['ok']:>8}{v[k]['invalid_or_error']:>6}")
+    lines += ["", "settlements on anvil (automine)", f"{'server':<44}{'settled/s':>10}{'ok':>8}{'failed':>8}{'conc':>6}"]
+    for k, label in (("ours_1_key", "paywire, 1 gas key"), ("ours_4_keys", "paywire, 4 gas keys"),
+                     ("official_1_key", "official SDK, 1 gas key"),
+                     ("chain_ceiling_1_key", "chain ceiling, 1 key (node calls only)"),
+                     ("chain_ceiling_4_keys", "chain ceiling, 4 keys (node calls only)")):
+        lines.append(f"{label:<44}{s[k]['per_second']:>10.1f}{s[k]['settled']:>8}{s[k]['failed']:>8}"
+                     f"{s[k]['concurrency']:>6}")
+        if s[k]["failure_reasons"]:
+            lines.append(f"    failures: {s[k]['failure_reasons']}")
+    lines += ["",
+              f"verify ratio (paywire / official as installed): {r['verify_vs_official']:.1f}x",
+              f"verify ratio (paywire / official with coincurve): {r['verify_vs_official_coincurve']:.1f}x",
+              f"settle ratio (paywire 1 key / official 1 key): {r['settle_1_key_vs_official']:.1f}x",
+              f"settle scaling (paywire 4 keys / 1 key): {r['settle_4_keys_vs_1_key']:.2f}x",
+              f"paywire / chain ceiling: {r['settle_1_key_of_chain_ceiling']:.0%} (1 key), "
+              f"{r['settle_4_keys_of_chain_ceiling']:.0%} (4 keys)",
+              f"anvil raw mining rate (pre-signed transfers, send + receipt only): "
+              f"{s['chain_ceiling_1_key']['raw_mining_per_second']:.0f} tx/s (1 key), "
+              f"{s['chain_ceiling_4_keys']['raw_mining_per_second']:.0f} tx/s (4 keys)",
+              f"total {out['total_seconds']} s on {out['machine']['cpus']} CPUs, load {out['machine']['load_avg']}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--verify-seconds", type=float, default=5.0)
+    ap.add_argument("--verify-payloads", type=int, default=300)
+    ap.add_argument("--settlements", type=int, default=300)
+    ap.add_argument("--official-settlements", type=int, default=200)
+    ap.add_argument("--official-settle-seconds", type=float, default=8.0)
+    ap.add_argument("--official-concurrency", type=int, default=None)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.official_concurrency is None:
+        args.official_concurrency = args.concurrency
+    out = asyncio.run(run(args))
+    print(json.dumps(out, indent=2) if args.json else report(out))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

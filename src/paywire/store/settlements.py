@@ -1,0 +1,355 @@
+"""Settlement records of the facilitator: one row per authorization, compare-and-set state transitions.
+
+Identity: ``(network, asset, payer, nonce)`` of an EIP-3009 authorization — a PRIMARY KEY on its digest and a
+UNIQUE constraint on the columns make a second claim of one authorization impossible, across processes and
+machines that share the database. States::
+
+    verified ──► submitted ──► settled | failed | unresolved ──► settled | failed
+
+* ``verified``  — claimed by ``owner`` after verification; nothing broadcast yet (a claim whose lease ran out
+  may be taken over: its owner died before sending).
+* ``submitted`` — the signed transaction (``raw_tx``, ``tx_hash``) is recorded; it is broadcast only after
+  this row is written, so a crash after sending can be recovered by re-broadcasting the same bytes.
+* ``settled`` / ``failed`` — final, judged from the chain.
+* ``unresolved`` — the chain could not tell us (RPC timed out or answered garbage); the reconciler retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from paywire.store.db import Database, Row, open_database
+from paywire.store.migrations import migrate, register
+
+__all__ = [
+    "FINAL_STATES",
+    "OPEN_STATES",
+    "STATES",
+    "Settlement",
+    "SettlementStore",
+    "requirements_digest",
+    "settlement_id",
+]
+
+STATES = ("verified", "submitted", "settled", "failed", "unresolved")
+FINAL_STATES = ("settled", "failed")
+OPEN_STATES = ("verified", "submitted", "unresolved")
+TABLE = "paywire_settlements"
+
+register("facilitator", [[
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id TEXT PRIMARY KEY,
+        network TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        requirements_digest TEXT NOT NULL,
+        request TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        pay_to TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('verified', 'submitted', 'settled', 'failed', 'unresolved')),
+        tx_hash TEXT,
+        tx_hashes TEXT NOT NULL DEFAULT '',
+        raw_tx {{blob}},
+        signer TEXT,
+        tx_nonce BIGINT,
+        block_number BIGINT,
+        error_reason TEXT,
+        error_message TEXT,
+        owner TEXT NOT NULL,
+        lease_until {{real}} NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        created_at {{real}} NOT NULL,
+        updated_at {{real}} NOT NULL,
+        submitted_at {{real}},
+        finished_at {{real}},
+        UNIQUE (network, asset, payer, nonce)
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_open ON {TABLE} (state, lease_until)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_tx ON {TABLE} (tx_hash)",
+]])
+
+
+def settlement_id(network: str, asset: str, payer: str, nonce: bytes | str) -> str:
+    """The id of an authorization's settlement record: any instance derives the same one."""
+    n = nonce.hex() if isinstance(nonce, bytes) else nonce.lower().removeprefix("0x")
+    key = f"{network}|{asset.lower()}|{payer.lower()}|0x{n}"
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def requirements_digest(requirements_wire: Mapping[str, Any]) -> str:
+    """Digest of the payment requirements a settlement was made for (canonical JSON, sha256)."""
+    canon = json.dumps(requirements_wire, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One settlement record (see the module docs for the states)."""
+
+    id: str
+    network: str
+    asset: str
+    payer: str
+    nonce: str
+    requirements_digest: str
+    request: dict[str, Any]
+    amount: int
+    pay_to: str
+    state: str
+    tx_hash: str | None
+    tx_hashes: tuple[str, ...]
+    raw_tx: bytes | None
+    signer: str | None
+    tx_nonce: int | None
+    block_number: int | None
+    error_reason: str | None
+    error_message: str | None
+    owner: str
+    lease_until: float
+    attempts: int
+    created_at: float
+    updated_at: float
+    submitted_at: float | None
+    finished_at: float | None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @classmethod
+    def from_row(cls, r: Row) -> Settlement:
+        raw = r.get("raw_tx")
+        return cls(
+            id=r["id"], network=r["network"], asset=r["asset"], payer=r["payer"], nonce=r["nonce"],
+            requirements_digest=r["requirements_digest"], request=json.loads(r["request"]),
+            amount=int(r["amount"]), pay_to=r["pay_to"], state=r["state"], tx_hash=r.get("tx_hash"),
+            tx_hashes=tuple(h for h in (r.get("tx_hashes") or "").split(",") if h),
+            raw_tx=bytes(raw) if raw is not None else None, signer=r.get("signer"),
+            tx_nonce=_opt_int(r.get("tx_nonce")), block_number=_opt_int(r.get("block_number")),
+            error_reason=r.get("error_reason"), error_message=r.get("error_message"), owner=r["owner"],
+            lease_until=float(r["lease_until"]), attempts=int(r["attempts"]), created_at=float(r["created_at"]),
+            updated_at=float(r["updated_at"]), submitted_at=_opt_float(r.get("submitted_at")),
+            finished_at=_opt_float(r.get("finished_at")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The public view (``GET /settlements/{id}``); the raw transaction is not included."""
+        return {
+            "id": self.id, "state": self.state, "network": self.network, "asset": self.asset,
+            "payer": self.payer, "nonce": self.nonce, "payTo": self.pay_to, "amount": str(self.amount),
+            "requirementsDigest": self.requirements_digest, "transaction": self.tx_hash or "",
+            "transactions": list(self.tx_hashes), "signer": self.signer, "blockNumber": self.block_number,
+            "errorReason": self.error_reason, "errorMessage": self.error_message, "owner": self.owner,
+            "attempts": self.attempts, "createdAt": self.created_at, "updatedAt": self.updated_at,
+            "submittedAt": self.submitted_at, "finishedAt": self.finished_at,
+        }
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if v is not None else None
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if v is not None else None
+
+
+def _in(states: Sequence[str]) -> str:
+    return "(" + ", ".join("?" for _ in states) + ")"
+
+
+class SettlementStore:
+    """Repository over a ``Database``. Every transition is a compare-and-set ``UPDATE … WHERE state IN (…)``;
+    a method returns False when another instance got there first (re-read the row to see what happened)."""
+
+    def __init__(self, db: Database, *, instance_id: str | None = None) -> None:
+        self.db = db
+        self.instance_id = instance_id or f"fac-{uuid.uuid4().hex[:12]}"
+
+    @classmethod
+    async def open(cls, url: str, *, instance_id: str | None = None) -> SettlementStore:
+        """Open ``url`` (``sqlite:///file.db`` or ``postgresql://…``) and run the facilitator migrations."""
+        db = open_database(url)
+        await migrate(db, ["facilitator"])
+        return cls(db, instance_id=instance_id)
+
+    async def migrate(self) -> None:
+        await migrate(self.db, ["facilitator"])
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    async def get(self, settlement_id: str) -> Settlement | None:
+        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE id = ?", (settlement_id,))
+        return Settlement.from_row(row) if row else None
+
+    async def by_tx_hash(self, tx_hash: str) -> Settlement | None:
+        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE tx_hash = ?", (tx_hash.lower(),))
+        return Settlement.from_row(row) if row else None
+
+    async def open_rows(self, *, limit: int = 100, now: float | None = None) -> list[Settlement]:
+        """Rows the reconciler should look at: submitted/unresolved ones, and claims whose lease ran out."""
+        now = time.time() if now is None else now
+        rows = await self.db.fetchall(
+            f"SELECT * FROM {TABLE} WHERE state IN ('submitted', 'unresolved') "
+            f"OR (state = 'verified' AND lease_until < ?) ORDER BY updated_at LIMIT ?",
+            (now, limit),
+        )
+        return [Settlement.from_row(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self.db.fetchall(f"SELECT state, COUNT(*) AS n FROM {TABLE} GROUP BY state")
+        out = dict.fromkeys(STATES, 0)
+        out.update({r["state"]: int(r["n"]) for r in rows})
+        return out
+
+    # -- claim --------------------------------------------------------------------------------------------
+
+    async def claim(
+        self, *, network: str, asset: str, payer: str, nonce: str, requirements_digest: str,
+        request: Mapping[str, Any], amount: int, pay_to: str, lease_seconds: float,
+    ) -> tuple[bool, Settlement]:
+        """Claim an authorization for this instance. ``(True, row)`` if we own it now (a fresh claim, or a
+        ``verified`` claim whose owner's lease ran out), else ``(False, the existing row)``."""
+        sid = settlement_id(network, asset, payer, nonce)
+        now = time.time()
+        inserted = await self.db.execute(
+            f"INSERT INTO {TABLE} (id, network, asset, payer, nonce, requirements_digest, request, amount, "
+            f"pay_to, state, owner, lease_until, created_at, updated_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (sid, network, asset.lower(), payer.lower(), nonce.lower(), requirements_digest,
+             json.dumps(dict(request), separators=(",", ":")), str(amount), pay_to.lower(), self.instance_id,
+             now + lease_seconds, now, now),
+        )
+        if inserted == 1:
+            return True, Settlement(
+                id=sid, network=network, asset=asset.lower(), payer=payer.lower(), nonce=nonce.lower(),
+                requirements_digest=requirements_digest, request=dict(request), amount=amount,
+                pay_to=pay_to.lower(), state="verified", tx_hash=None, tx_hashes=(), raw_tx=None, signer=None,
+                tx_nonce=None, block_number=None, error_reason=None, error_message=None, owner=self.instance_id,
+                lease_until=now + lease_seconds, attempts=1, created_at=now, updated_at=now, submitted_at=None,
+                finished_at=None,
+            )
+        took = await self.db.execute(
+            f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ?, attempts = attempts + 1 "
+            f"WHERE id = ? AND state = 'verified' AND lease_until < ?",
+            (self.instance_id, now + lease_seconds, now, sid, now),
+        )
+        row = await self.get(sid)
+        if row is None:  # released between our INSERT and SELECT: try once more
+            return await self.claim(network=network, asset=asset, payer=payer, nonce=nonce,
+                                    requirements_digest=requirements_digest, request=request, amount=amount,
+                                    pay_to=pay_to, lease_seconds=lease_seconds)
+        return took == 1, row
+
+    async def take_lease(self, settlement_id: str, lease_seconds: float, states: Sequence[str]) -> bool:
+        """Own a row in ``states`` for ``lease_seconds``: ours already, or its owner's lease ran out."""
+        now = time.time()
+        n = await self.db.execute(
+            f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ? "
+            f"WHERE id = ? AND (lease_until < ? OR owner = ?) AND state IN {_in(states)}",
+            (self.instance_id, now + lease_seconds, now, settlement_id, now, self.instance_id, *states),
+        )
+        return n == 1
+
+    async def extend_lease(self, settlement_id: str, lease_seconds: float) -> bool:
+        now = time.time()
+        n = await self.db.execute(
+            f"UPDATE {TABLE} SET lease_until = ? WHERE id = ? AND owner = ?",
+            (now + lease_seconds, settlement_id, self.instance_id),
+        )
+        return n == 1
+
+    async def release(self, settlement_id: str, *, tx_hash: str | None = None) -> bool:
+        """Drop our claim when nothing reached the chain (verification or the node refused the transaction),
+        so a later settle may try again. With ``tx_hash``: only if that is still the recorded transaction."""
+        if tx_hash is None:
+            n = await self.db.execute(
+                f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state = 'verified'",
+                (settlement_id, self.instance_id),
+            )
+        else:
+            n = await self.db.execute(
+                f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state IN ('submitted', 'verified') "
+                f"AND tx_hash = ?",
+                (settlement_id, self.instance_id, tx_hash.lower()),
+            )
+        return n == 1
+
+    # -- transitions --------------------------------------------------------------------------------------
+
+    async def record_tx(
+        self, settlement_id: str, *, tx_hash: str, raw_tx: bytes, signer: str, tx_nonce: int,
+        previous_hash: str | None, lease_seconds: float,
+    ) -> bool:
+        """Record the signed transaction BEFORE it is broadcast: ``verified → submitted`` (first transaction,
+        ``previous_hash=None``) or a re-signed/replacement one over ``previous_hash`` (row stays open)."""
+        now = time.time()
+        tx_hash = tx_hash.lower()
+        if previous_hash is None:
+            n = await self.db.execute(
+                f"UPDATE {TABLE} SET state = 'submitted', tx_hash = ?, tx_hashes = ?, raw_tx = ?, signer = ?, "
+                f"tx_nonce = ?, submitted_at = ?, updated_at = ?, lease_until = ? "
+                f"WHERE id = ? AND owner = ? AND state = 'verified'",
+                (tx_hash, tx_hash, raw_tx, signer, tx_nonce, now, now, now + lease_seconds, settlement_id,
+                 self.instance_id),
+            )
+        else:
+            n = await self.db.execute(
+                f"UPDATE {TABLE} SET tx_hash = ?, tx_hashes = tx_hashes || ?, raw_tx = ?, signer = ?, "
+                f"tx_nonce = ?, updated_at = ?, lease_until = ? "
+                f"WHERE id = ? AND owner = ? AND state IN ('submitted', 'unresolved') AND tx_hash = ?",
+                (tx_hash, "," + tx_hash, raw_tx, signer, tx_nonce, now, now + lease_seconds, settlement_id,
+                 self.instance_id, previous_hash.lower()),
+            )
+        return n == 1
+
+    async def finish(
+        self, settlement_id: str, state: str, *, tx_hash: str | None, block_number: int | None = None,
+        error_reason: str | None = None, error_message: str | None = None,
+        from_states: Sequence[str] = OPEN_STATES,
+    ) -> bool:
+        """``open → settled | failed``: the chain decided. Any instance may do this (the outcome is a fact
+        of the chain), so there is no owner check; the first writer wins."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"not a final state: {state!r}")
+        now = time.time()
+        common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
+        where = f"WHERE id = ? AND state IN {_in(from_states)}"
+        if tx_hash is None:
+            n = await self.db.execute(
+                f"UPDATE {TABLE} SET state = ?, block_number = ?, error_reason = ?, error_message = ?, "
+                f"updated_at = ?, finished_at = ? {where}", (state, *common))
+        else:
+            tx_hash = tx_hash.lower()
+            n = await self.db.execute(
+                f"UPDATE {TABLE} SET state = ?, tx_hash = ?, tx_hashes = CASE WHEN tx_hashes LIKE ? THEN tx_hashes "
+                f"WHEN tx_hashes = '' THEN ? ELSE tx_hashes || ? END, block_number = ?, error_reason = ?, "
+                f"error_message = ?, updated_at = ?, finished_at = ? {where}",
+                (state, tx_hash, f"%{tx_hash}%", tx_hash, "," + tx_hash, *common))
+        return n == 1
+
+    async def mark_unresolved(self, settlement_id: str, message: str) -> bool:
+        """``submitted → unresolved``: we could not learn the outcome from the chain (RPC failure)."""
+        now = time.time()
+        n = await self.db.execute(
+            f"UPDATE {TABLE} SET state = 'unresolved', error_reason = 'settlement_unresolved', error_message = ?, "
+            f"updated_at = ? WHERE id = ? AND state IN ('submitted', 'unresolved')",
+            (message[:500], now, settlement_id),
+        )
+        return n == 1
+
+    async def note(self, settlement_id: str, message: str) -> None:
+        """Keep the latest observation on an open row (shown by ``GET /settlements/{id}``)."""
+        await self.db.execute(
+            f"UPDATE {TABLE} SET error_message = ?, updated_at = ? WHERE id = ? AND state IN {_in(OPEN_STATES)}",
+            (message[:500], time.time(), settlement_id, *OPEN_STATES),
+        )

@@ -1,0 +1,98 @@
+"""The facilitator's lean JSON-RPC transport (``KeepAliveTransport``): same answers and the same error model
+as ``HttpTransport`` — reverts, node errors, timeouts, garbage — plus connection reuse and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from paywire.chain import EmbeddedChain, RpcChain, RpcError
+from paywire.chain.tx import TxSender
+from paywire.errors import ChainError, ChainRevert
+from paywire.facilitator.keepalive import KeepAliveTransport
+from paywire.serving import serve_asgi
+from tests.test_facilitator_helpers import RpcProxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def node():
+    n = EmbeddedChain()
+    yield n
+    await n.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def proxied(node):
+    proxy = RpcProxy(node, hang=0.6)
+    async with serve_asgi(proxy.app()) as url:
+        transport = KeepAliveTransport(url, timeout=0.3, max_connections=4)
+        yield proxy, transport
+        await transport.aclose()
+
+
+async def test_calls_transactions_and_connection_reuse(node, proxied):
+    _, transport = proxied
+    chain = RpcChain(transport)
+    assert await chain.chain_id() == 31337
+    sender = TxSender(chain, node.private_keys[3])
+    hashes = await asyncio.gather(*(sender.send(node.accounts[1], value=1) for _ in range(12)))
+    receipts = await asyncio.gather(*(chain.wait_for_receipt(h) for h in hashes))
+    assert all(r.status == 1 for r in receipts)
+    pool = next(iter(transport._pools.values()))
+    assert len(pool.idle) <= 4  # at most max_connections were ever opened, and they are kept
+
+
+async def test_error_model_matches_http_transport(node, proxied):
+    proxy, transport = proxied
+    chain = RpcChain(transport)
+    with pytest.raises(RpcError) as info:
+        await chain.request("eth_noSuchMethod", [])
+    assert info.value.code == -32601
+    with pytest.raises(ChainRevert):  # initcode PUSH1 0 PUSH1 0 REVERT
+        await chain.estimate_gas({"from": node.accounts[0], "data": bytes.fromhex("60006000fd")})
+    proxy.modes["eth_blockNumber"] = "garbage"
+    with pytest.raises(ChainError, match="non-JSON"):
+        await chain.block_number()
+    proxy.modes["eth_blockNumber"] = "forward_garbage"
+    with pytest.raises(ChainError, match="does not match request id"):
+        await chain.block_number()
+    proxy.modes["eth_blockNumber"] = "timeout"
+    with pytest.raises(ChainError, match="no answer"):
+        await chain.block_number()
+    proxy.modes.clear()
+    assert await chain.block_number() >= 0  # the connection that timed out was dropped, not reused
+
+
+async def test_chunked_answers_and_servers_that_close_connections():
+    """Chunked bodies are read; a server that closes every connection after answering is handled."""
+    count = {"n": 0}
+
+    async def rpc(request: Request) -> Response:
+        body = await request.json()
+        count["n"] += 1
+        payload = f'{{"jsonrpc":"2.0","id":{body["id"]},"result":"{hex(count["n"])}"}}'.encode()
+        if count["n"] % 2:
+            async def chunks():
+                yield payload[:7]
+                yield payload[7:]
+            return StreamingResponse(chunks(), media_type="application/json")
+        return Response(payload, media_type="application/json", headers={"connection": "close"})
+
+    async with serve_asgi(Starlette(routes=[Route("/", rpc, methods=["POST"])])) as url:
+        t = KeepAliveTransport(url + "/", timeout=2)
+        try:
+            assert [await t.request("x", []) for _ in range(4)] == ["0x1", "0x2", "0x3", "0x4"]
+        finally:
+            await t.aclose()
+    with pytest.raises(ChainError, match="unreachable"):
+        await KeepAliveTransport(url, timeout=1).request("x", [])  # server gone
+    with pytest.raises(ValueError):
+        KeepAliveTransport("https://example.com")

@@ -1,0 +1,120 @@
+"""An RPC that times out or answers garbage never turns a settlement into a false success or failure: the
+answer is ``settlement_unresolved`` with the tx hash, the record is ``unresolved``, and the reconciler
+finishes it once the chain answers again. A tiny misbehaving JSON-RPC proxy sits in front of the real
+(embedded) chain; the test reads the truth from the chain directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from paywire.chain import EmbeddedChain, HttpTransport, RpcChain
+from paywire.devnet import setup_devnet
+from paywire.facilitator.keepalive import KeepAliveTransport
+from paywire.serving import serve_asgi
+from paywire.store.settlements import SettlementStore
+from tests.helpers import offer, payer_of, sign
+from tests.test_facilitator_helpers import RpcProxy, authorization_uses, facilitator_with_store
+from tests.test_facilitator_settle import sid_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["httpx", "keepalive"])
+async def world(request):
+    """(devnet, proxy, the facilitator's chain through the proxy) — over both JSON-RPC transports."""
+    node = EmbeddedChain()
+    net = await setup_devnet(RpcChain(node))
+    proxy = RpcProxy(node, hang=1.0)
+    async with serve_asgi(proxy.app()) as url:
+        kind = HttpTransport if request.param == "httpx" else KeepAliveTransport
+        flaky = RpcChain(kind(url, timeout=0.3))
+        yield net, proxy, flaky
+        await flaky.aclose()
+    await net.chain.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def store(tmp_path: Path):
+    s = await SettlementStore.open(f"sqlite:///{tmp_path / 'fac.db'}")
+    yield s
+    await s.aclose()
+
+
+async def test_garbage_after_broadcast_then_timeouts_gives_unresolved_then_settled(world, store):
+    """The node accepts the tx but the answer is garbage and every later call times out → unresolved with
+    the recorded hash (the chain in fact settled it); after the RPC heals the reconciler records settled."""
+    net, proxy, flaky = world
+    fac = facilitator_with_store(net, store, chain=flaky, receipt_timeout=2.0)
+    req = offer(net, 4_000)
+    p = await sign(req, payer_of(net))
+    before = await net.token_balance(net.payee.address)
+    proxy.modes = {"eth_sendRawTransaction": "forward_garbage"}
+    proxy.then = {"*": "timeout"}
+    try:
+        r = await fac.settle(p, req)
+    finally:
+        proxy.modes, proxy.then = {}, None
+    row = await store.get(sid_of(p, req))
+    assert row is not None and row.state == "unresolved" and row.tx_hash
+    assert (r.success, r.error_reason, r.transaction) == (False, "settlement_unresolved", row.tx_hash)
+    receipt = await net.chain.wait_for_receipt(row.tx_hash)  # the truth, read around the proxy
+    assert receipt.status == 1
+    stats = await fac.reconcile_once()
+    assert stats["settled"] == 1
+    row = await store.get(sid_of(p, req))
+    assert row is not None and row.state == "settled" and row.tx_hash == receipt.transaction_hash
+    again = await fac.settle(p, req)
+    assert again.success and again.transaction == receipt.transaction_hash
+    assert await net.token_balance(net.payee.address) == before + 4_000
+    assert await authorization_uses(net, p) == [receipt.transaction_hash]
+
+
+async def test_broadcast_lost_in_a_timeout_is_unresolved_then_rebroadcast(world, store):
+    """eth_sendRawTransaction times out before reaching the node and the receipt calls answer garbage →
+    unresolved (nothing moved, yet nothing is reported failed); once healed the reconciler re-broadcasts the
+    recorded bytes and the payment settles once, with the hash that was recorded before sending."""
+    net, proxy, flaky = world
+    fac = facilitator_with_store(net, store, chain=flaky, receipt_timeout=2.0)
+    req = offer(net, 5_000)
+    p = await sign(req, payer_of(net))
+    before = await net.token_balance(net.payee.address)
+    proxy.modes = {"eth_sendRawTransaction": "timeout"}
+    proxy.then = {"*": "garbage"}
+    try:
+        r = await fac.settle(p, req)
+    finally:
+        proxy.modes, proxy.then = {}, None
+    row = await store.get(sid_of(p, req))
+    assert row is not None and row.state == "unresolved"
+    assert (r.success, r.error_reason, r.transaction) == (False, "settlement_unresolved", row.tx_hash)
+    assert await net.chain.get_transaction_receipt(row.tx_hash) is None
+    assert await net.token_balance(net.payee.address) == before
+    stats = await fac.reconcile_once()
+    assert stats["rebroadcast"] == 1
+    await net.chain.wait_for_receipt(row.tx_hash)
+    await fac.reconcile_once()
+    done = await store.get(sid_of(p, req))
+    assert done is not None and done.state == "settled" and done.tx_hash == row.tx_hash
+    assert await net.token_balance(net.payee.address) == before + 5_000
+    assert (await fac.settle(p, req)).transaction == row.tx_hash
+
+
+async def test_chain_down_before_broadcast_fails_cleanly_and_a_retry_settles(world, store):
+    """If the chain cannot be reached before anything is sent, settle says so (nothing was sent, nothing is
+    recorded) and a retry after the RPC heals settles normally."""
+    net, proxy, flaky = world
+    fac = facilitator_with_store(net, store, chain=flaky, receipt_timeout=2.0)
+    req = offer(net, 6_000)
+    p = await sign(req, payer_of(net))
+    proxy.modes = {"*": "garbage"}
+    try:
+        r = await fac.settle(p, req)
+    finally:
+        proxy.modes = {}
+    assert (r.success, r.error_reason, r.transaction) == (False, "unexpected_verify_error", "")
+    assert await store.get(sid_of(p, req)) is None
+    ok = await fac.settle(p, req)
+    assert ok.success

@@ -1,0 +1,220 @@
+"""Transaction sending for settlements: record-before-broadcast, the local nonce manager, several keys,
+the fee cap, and stuck-transaction replacement (anvil; the embedded chain has no mempool to replace in)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from eth_account import Account
+
+from paywire.chain import RpcError
+from paywire.chain.devkeys import dev_keys
+from paywire.chain.tx import (
+    FeeCapExceeded,
+    RecordRefused,
+    SenderPool,
+    SignedTx,
+    TxSender,
+    classify_send_error,
+)
+from paywire.errors import ChainError
+from paywire.store.settlements import SettlementStore
+from tests.helpers import close_devnet, new_devnet, offer, payer_of, sign
+from tests.test_facilitator_helpers import authorization_uses, facilitator_with_store
+from tests.test_facilitator_settle import sid_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+KEYS = dev_keys(10)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def emb():
+    n = await new_devnet("embedded")
+    yield n
+    await close_devnet(n)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def anvil_net():
+    n = await new_devnet("anvil")
+    yield n
+    await close_devnet(n)
+
+
+async def test_transaction_is_recorded_before_the_node_sees_it(emb):
+    sender = TxSender(emb.chain, KEYS[4])
+    seen: list[object] = []
+
+    async def record(tx: SignedTx) -> bool:
+        seen.append(await emb.chain.request("eth_getTransactionByHash", [tx.hash]))
+        return True
+
+    tx, error = await sender.send_recorded(Account.create().address, value=1, record=record)
+    assert error is None and seen == [None]  # unknown to the node while we recorded it
+    assert (await emb.chain.wait_for_receipt(tx.hash)).status == 1
+
+
+async def test_refused_record_sends_nothing_and_keeps_the_nonce(emb):
+    sender = TxSender(emb.chain, KEYS[4])
+    start = await emb.chain.get_transaction_count(sender.address, "pending")
+
+    async def refuse(tx: SignedTx) -> bool:
+        return False
+
+    with pytest.raises(RecordRefused):
+        await sender.send_recorded(Account.create().address, value=1, record=refuse)
+    assert await emb.chain.get_transaction_count(sender.address, "pending") == start
+    tx, _ = await sender.send_recorded(Account.create().address, value=1)
+    assert tx.nonce == start  # no gap was left behind
+
+
+async def test_thirty_concurrent_sends_one_key_consecutive_nonces(emb):
+    sender = TxSender(emb.chain, KEYS[5])
+    start = await emb.chain.get_transaction_count(sender.address, "pending")
+    to = Account.create().address
+    txs = await asyncio.gather(*(sender.send_recorded(to, value=1) for _ in range(30)))
+    assert sorted(t.nonce for t, _ in txs) == list(range(start, start + 30))
+    receipts = await asyncio.gather(*(emb.chain.wait_for_receipt(t.hash) for t, _ in txs))
+    assert all(r.status == 1 for r in receipts)
+    assert await emb.chain.get_balance(to) == 30
+
+
+async def test_stale_nonce_is_resynced_and_the_new_transaction_recorded_again(emb):
+    key = KEYS[6]
+    sender = TxSender(emb.chain, key)
+    await emb.chain.wait_for_receipt(await sender.send(Account.create().address, value=1))
+    await emb.chain.wait_for_receipt(await TxSender(emb.chain, key).send(Account.create().address, value=1))
+    recorded: list[SignedTx] = []
+
+    async def record(tx: SignedTx) -> bool:
+        recorded.append(tx)
+        return True
+
+    tx, error = await sender.send_recorded(Account.create().address, value=1, record=record)
+    assert error is None and len(recorded) == 2 and recorded[0].nonce + 1 == recorded[1].nonce == tx.nonce
+    assert (await emb.chain.wait_for_receipt(tx.hash)).status == 1
+
+
+async def test_sender_pool_round_robin_prefers_idle_keys(emb):
+    pool = SenderPool.from_keys(emb.chain, KEYS[6:10])
+    assert [pool.next().address for _ in range(8)] == pool.addresses * 2
+    pool.senders[1].in_flight = 3  # busy key is skipped while others are idle
+    picks = {pool.next().address for _ in range(6)}
+    assert pool.senders[1].address not in picks
+    assert pool.for_address(pool.addresses[2].lower()) is pool.senders[2]
+
+
+async def test_fee_cap(emb):
+    fees = await emb.chain.fee_data()
+    with pytest.raises(FeeCapExceeded):
+        await TxSender(emb.chain, KEYS[7], max_fee_cap=max(fees.base_fee - 1, 0)).send(Account.create().address, value=1)
+    cap = fees.base_fee + 1
+    sender = TxSender(emb.chain, KEYS[7], max_fee_cap=cap)
+    tx, _ = await sender.send_recorded(Account.create().address, value=1)
+    assert tx.max_fee <= cap and tx.tip <= tx.max_fee
+
+
+async def test_signed_tx_decodes_from_its_bytes(emb):
+    sender = TxSender(emb.chain, KEYS[7])
+    tx = sender.sign_with(to=emb.payee.address, data=b"\x01\x02", value=5, gas=50_000, nonce=7, max_fee=10**10,
+                          tip=10**9, chain_id=31337)
+    assert SignedTx.decode(tx.raw, sender.address) == tx
+
+
+async def test_send_errors_are_classified():
+    cases = {
+        "already known": "known", "transaction already imported": "known",
+        "nonce too low": "nonce_low", "nonce too low: next nonce 3, tx nonce 1": "nonce_low",
+        "nonce too high": "nonce_high", "replacement transaction underpriced": "underpriced",
+        "insufficient funds for gas * price + value": "rejected",
+    }
+    for message, kind in cases.items():
+        assert classify_send_error(RpcError(-32000, message)) == kind, message
+    assert classify_send_error(ChainError("no answer within 10s")) == "unknown"
+
+
+async def test_replacement_is_refused_on_the_embedded_chain(emb):
+    """The embedded chain executes transactions on arrival (no mempool): a replacement is 'nonce too low'."""
+    sender = TxSender(emb.chain, KEYS[8])
+    tx, _ = await sender.send_recorded(Account.create().address, value=1)
+    with pytest.raises(RpcError) as info:
+        await sender.replace(tx)
+    assert classify_send_error(info.value) == "nonce_low"
+
+
+@pytest.mark.anvil
+async def test_stuck_transaction_is_replaced_on_anvil(anvil_net):
+    """With mining paused the tx sits in the mempool; ``replace`` re-signs it at the same nonce with bumped
+    fees; after mining only the replacement exists on chain."""
+    chain = anvil_net.chain
+    sender = TxSender(chain, KEYS[8])
+    to = Account.create().address
+    await chain.request("evm_setAutomine", [False])
+    try:
+        stuck, _ = await sender.send_recorded(to, value=7)
+        recorded: list[SignedTx] = []
+
+        async def record(tx: SignedTx) -> bool:
+            recorded.append(tx)
+            return True
+
+        bumped, error = await sender.replace(stuck, record=record)
+        assert error is None and recorded == [bumped]
+        assert bumped.nonce == stuck.nonce and bumped.hash != stuck.hash
+        assert bumped.max_fee >= stuck.max_fee * 1.1 and bumped.tip >= stuck.tip * 1.1
+        await chain.request("evm_mine", [])
+    finally:
+        await chain.request("evm_setAutomine", [True])
+    assert (await chain.wait_for_receipt(bumped.hash)).status == 1
+    assert await chain.get_transaction_receipt(stuck.hash) is None
+    assert await chain.get_balance(to) == 7
+
+
+@pytest.mark.anvil
+async def test_reconciler_replaces_a_stuck_settlement_on_anvil(anvil_net, tmp_path: Path):
+    """A settlement stuck in the mempool answers settlement_pending with its hash; the reconciler replaces
+    it (recorded before broadcast), and the record settles with the replacement's hash — money moved once."""
+    net = anvil_net
+    store = await SettlementStore.open(f"sqlite:///{tmp_path / 'fac.db'}")
+    fac = facilitator_with_store(net, store, keys=[KEYS[9]], receipt_timeout=1.0, stuck_after=0.0)
+    req = offer(net, 3_210)
+    p = await sign(req, payer_of(net))
+    before = await net.token_balance(net.payee.address)
+    await net.chain.request("evm_setAutomine", [False])
+    try:
+        r = await fac.settle(p, req)
+        row = await store.get(sid_of(p, req))
+        assert row is not None and row.state == "submitted"
+        assert (r.success, r.error_reason, r.transaction) == (False, "settlement_pending", row.tx_hash)
+        stats = await fac.reconcile_once()
+        assert stats["replaced"] == 1
+        row2 = await store.get(sid_of(p, req))
+        assert row2 is not None and row2.tx_hash != row.tx_hash and row2.tx_hashes == (row.tx_hash, row2.tx_hash)
+        await net.chain.request("evm_mine", [])
+    finally:
+        await net.chain.request("evm_setAutomine", [True])
+    await fac.reconcile_once()
+    done = await store.get(sid_of(p, req))
+    assert done is not None and done.state == "settled" and done.tx_hash == row2.tx_hash
+    assert await authorization_uses(net, p) == [row2.tx_hash]
+    assert await net.token_balance(net.payee.address) == before + 3_210
+    await store.aclose()
+
+
+async def test_local_signing_is_byte_identical_to_eth_account():
+    """``sign_with`` (RLP + keccak + libsecp256k1) produces exactly eth_account's signed bytes and hash."""
+    key = KEYS[3]
+    sender = TxSender(None, key)  # type: ignore[arg-type]
+    for to in ("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", None):
+        for data, nonce, value in ((b"", 0, 0), (b"\x01" * 300, 7, 123), (b"\xff", 2**40, 10**18)):
+            tx = {"type": 2, "chainId": 84532, "gas": 100_000, "maxFeePerGas": 3 * 10**9,
+                  "maxPriorityFeePerGas": 10**9, "value": value, "data": data, "nonce": nonce}
+            if to:
+                tx["to"] = to
+            ref = Account.sign_transaction(tx, key)
+            mine = sender.sign_with(to=to, data=data, value=value, gas=100_000, nonce=nonce, max_fee=3 * 10**9,
+                                    tip=10**9, chain_id=84532)
+            assert mine.raw == bytes(ref.raw_transaction) and mine.hash == "0x" + bytes(ref.hash).hex()

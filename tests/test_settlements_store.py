@@ -1,0 +1,151 @@
+"""The facilitator's settlement records (``paywire.store.settlements``) on SQLite and PostgreSQL: one claim
+per authorization enforced by the database (also across processes), compare-and-set transitions, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from paywire.store.settlements import SettlementStore, settlement_id
+
+NET, ASSET, PAYER = "eip155:31337", "0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def nonce(i: int) -> str:
+    return "0x" + i.to_bytes(32, "big").hex()
+
+
+async def claim(store: SettlementStore, n: str, *, lease: float = 30.0, payer: str = PAYER):
+    return await store.claim(network=NET, asset=ASSET, payer=payer, nonce=n, requirements_digest="d" * 64,
+                             request={"k": "v"}, amount=100, pay_to="0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+                             lease_seconds=lease)
+
+
+async def test_one_claim_per_authorization_under_concurrency(store_url):
+    """40 concurrent claims of one authorization from two store connections: exactly one wins; address
+    case does not create a second identity."""
+    a = await SettlementStore.open(store_url, instance_id="a")
+    b = await SettlementStore.open(store_url, instance_id="b")
+    try:
+        n = nonce(1)
+        results = await asyncio.gather(*(claim(a if i % 2 else b, n, payer=PAYER if i % 3 else PAYER.lower())
+                                         for i in range(40)))
+        assert sum(won for won, _ in results) == 1
+        ids = {row.id for _, row in results}
+        assert ids == {settlement_id(NET, ASSET, PAYER, n)}
+        row = await a.get(ids.pop())
+        assert row is not None and row.state == "verified" and row.payer == PAYER.lower() and row.request == {"k": "v"}
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_unique_constraint_holds_without_the_id(store_url):
+    """The UNIQUE (network, asset, payer, nonce) constraint rejects a second row even under another id."""
+    s = await SettlementStore.open(store_url)
+    try:
+        await claim(s, nonce(2))
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            await s.db.execute(
+                "INSERT INTO paywire_settlements (id, network, asset, payer, nonce, requirements_digest, request, "
+                "amount, pay_to, state, owner, lease_until, created_at, updated_at) "
+                "VALUES ('other', ?, ?, ?, ?, 'x', '{}', '1', 'x', 'verified', 'z', 0, 0, 0)",
+                (NET, ASSET.lower(), PAYER.lower(), nonce(2)))
+    finally:
+        await s.aclose()
+
+
+async def test_transitions_are_compare_and_set(store_url):
+    a = await SettlementStore.open(store_url, instance_id="a")
+    b = SettlementStore(a.db, instance_id="b")
+    try:
+        won, row = await claim(a, nonce(3))
+        assert won
+        common = {"raw_tx": b"\x02raw", "signer": "0xS", "tx_nonce": 4, "lease_seconds": 30}
+        assert not await b.record_tx(row.id, tx_hash="0xAA", previous_hash=None, **common)  # not the owner
+        assert await a.record_tx(row.id, tx_hash="0xAA", previous_hash=None, **common)
+        assert not await a.record_tx(row.id, tx_hash="0xBB", previous_hash=None, **common)  # already submitted
+        assert not await a.record_tx(row.id, tx_hash="0xBB", previous_hash="0xCC", **common)  # wrong previous
+        assert await a.record_tx(row.id, tx_hash="0xBB", previous_hash="0xAA", **common)  # replacement
+        got = await a.get(row.id)
+        assert got is not None and got.state == "submitted" and got.tx_hash == "0xbb"
+        assert got.tx_hashes == ("0xaa", "0xbb") and got.raw_tx == b"\x02raw" and got.tx_nonce == 4
+        assert not await a.release(row.id)  # something may be on chain: a plain release is refused
+        assert await b.mark_unresolved(row.id, "rpc timed out")
+        assert (await a.get(row.id)).state == "unresolved"  # type: ignore[union-attr]
+        assert await b.finish(row.id, "settled", tx_hash="0xAA", block_number=7)  # any instance may finish
+        assert not await a.finish(row.id, "failed", tx_hash="0xBB", error_reason="x")  # first writer wins
+        assert not await a.mark_unresolved(row.id, "late")
+        final = await a.get(row.id)
+        assert final is not None and final.state == "settled" and final.tx_hash == "0xaa" and final.block_number == 7
+        assert final.finished_at is not None and final.final
+        with pytest.raises(ValueError):
+            await a.finish(row.id, "submitted", tx_hash=None)
+    finally:
+        await a.aclose()
+
+
+async def test_leases_release_and_open_rows(store_url):
+    a = await SettlementStore.open(store_url, instance_id="a")
+    b = SettlementStore(a.db, instance_id="b")
+    try:
+        _, fresh = await claim(a, nonce(10))
+        won, _ = await claim(b, nonce(10))
+        assert not won  # a live claim is not taken over
+        _, stale = await claim(a, nonce(11), lease=0.01)
+        _, sub = await claim(a, nonce(12))
+        await a.record_tx(sub.id, tx_hash="0x01", raw_tx=b"r", signer="s", tx_nonce=1, previous_hash=None,
+                          lease_seconds=30)
+        _, done = await claim(a, nonce(13))
+        await a.finish(done.id, "failed", tx_hash=None, error_reason="x", from_states=("verified",))
+        await asyncio.sleep(0.05)
+        assert {r.id for r in await b.open_rows()} == {stale.id, sub.id}
+        assert not await b.take_lease(sub.id, 30, ("submitted",))  # a's lease still runs
+        assert await a.take_lease(sub.id, 30, ("submitted",))  # the owner may renew
+        won, row = await claim(b, nonce(11))
+        assert won and row.owner == "b" and row.attempts == 2  # the stale claim was taken over
+        assert not await a.release(row.id)  # no longer a's
+        assert await b.release(row.id)
+        assert await b.get(row.id) is None
+        counts = await a.counts()
+        assert counts == {"verified": 1, "submitted": 1, "settled": 0, "failed": 1, "unresolved": 0}
+        assert (await a.get(fresh.id)).to_json()["state"] == "verified"  # type: ignore[union-attr]
+    finally:
+        await a.aclose()
+
+
+_CLAIMER = """
+import asyncio, json, sys
+from paywire.store.settlements import SettlementStore
+async def main(url, me):
+    s = await SettlementStore.open(url, instance_id=me)
+    won = []
+    for i in range(15):
+        n = "0x" + (1000 + i).to_bytes(32, "big").hex()
+        ok, _ = await s.claim(network="eip155:1", asset="0xA", payer="0xB", nonce=n, requirements_digest="d",
+                              request={}, amount=1, pay_to="0xC", lease_seconds=60)
+        if ok:
+            won.append(i)
+    await s.aclose()
+    print(json.dumps(won))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_claims_are_exclusive_across_processes(store_url):
+    """Four OS processes claim the same 15 authorizations at once: each is claimed exactly once."""
+    await (await SettlementStore.open(store_url)).aclose()  # migrate first, like a deployment would
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, store_url, f"p{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    deadline = time.monotonic() + 120
+    won: list[int] = []
+    for p in procs:
+        out, err = await asyncio.to_thread(p.communicate, timeout=max(1.0, deadline - time.monotonic()))
+        assert p.returncode == 0, err
+        won += json.loads(out)
+    assert sorted(won) == list(range(15))
