@@ -190,10 +190,10 @@ async def test_rpc_proxy_forwards_and_misbehaves_on_demand() -> None:
     from paywire.chain import EmbeddedChain
 
     node = EmbeddedChain()
-    proxy = RpcProxy(node, hang=0.5)
+    proxy = RpcProxy(node, hang=3.0)
     try:
         async with serve_asgi(proxy.app()) as url:
-            chain = RpcChain(HttpTransport(url, timeout=0.2))
+            chain = RpcChain(HttpTransport(url, timeout=1.5))
             assert await chain.chain_id() == 31337
             proxy.modes["eth_blockNumber"] = "garbage"
             with pytest.raises(Exception, match="non-JSON"):

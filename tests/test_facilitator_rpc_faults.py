@@ -27,10 +27,10 @@ async def world(request):
     """(devnet, proxy, the facilitator's chain through the proxy) — over both JSON-RPC transports."""
     node = EmbeddedChain()
     net = await setup_devnet(RpcChain(node))
-    proxy = RpcProxy(node, hang=1.0)
+    proxy = RpcProxy(node, hang=4.0)
     async with serve_asgi(proxy.app()) as url:
         kind = HttpTransport if request.param == "httpx" else KeepAliveTransport
-        flaky = RpcChain(kind(url, timeout=0.3))
+        flaky = RpcChain(kind(url, timeout=1.5))  # generous: only injected faults may time out
         yield net, proxy, flaky
         await flaky.aclose()
     await net.chain.aclose()
