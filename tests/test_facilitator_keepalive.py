@@ -31,9 +31,9 @@ async def node():
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def proxied(node):
-    proxy = RpcProxy(node, hang=0.6)
+    proxy = RpcProxy(node, hang=4.0)
     async with serve_asgi(proxy.app()) as url:
-        transport = KeepAliveTransport(url, timeout=0.3, max_connections=4)
+        transport = KeepAliveTransport(url, timeout=2.0, max_connections=4)
         yield proxy, transport
         await transport.aclose()
 

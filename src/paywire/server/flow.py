@@ -433,8 +433,10 @@ class PaymentFlow:
 
     async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
         try:
-            return await asyncio.wait_for(self._facilitator_for(p.requirements).verify(p.payload, p.requirements),
-                                          self.verify_timeout)
+            async with asyncio.timeout(self.verify_timeout):
+                verdict: VerifyResponse = await self._facilitator_for(p.requirements).verify(p.payload,
+                                                                                             p.requirements)
+                return verdict
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return exc
         except Exception as exc:  # a client bug: refuse this payment, keep the claim table clean
@@ -503,8 +505,8 @@ class PaymentFlow:
                       reconciling: bool) -> tuple[str, SettleResponse | None, str]:
         """("settled" | "failed" | "unresolved", facilitator answer, detail). Unknown is never called failed."""
         try:
-            res = await asyncio.wait_for(self._facilitator_for(requirements).settle(payload, requirements),
-                                         self.settle_timeout)
+            async with asyncio.timeout(self.settle_timeout):
+                res = await self._facilitator_for(requirements).settle(payload, requirements)
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return "unresolved", None, f"facilitator did not answer /settle: {exc or type(exc).__name__}"
         except Exception as exc:  # a client bug must not turn an unknown outcome into "failed"

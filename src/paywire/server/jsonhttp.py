@@ -66,14 +66,17 @@ class JsonHttpClient:
         return None
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        """``body``: a JSON value, or ``bytes`` that already are the JSON text."""
+        data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(
+            body, separators=(",", ":")).encode()
         lines = [f"{method} {self._prefix}{path} HTTP/1.1", f"Host: {self._host_header}", "Accept: application/json",
                  "Connection: keep-alive", *(f"{k}: {v}" for k, v in self.headers.items())]
         if body is not None:
             lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
         try:
-            return await asyncio.wait_for(self._exchange(raw), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no extra task per call, unlike wait_for
+                return await self._exchange(raw)
         except TimeoutError:
             raise HttpError(f"{method} {path}: no answer within {self.timeout} s") from None
 

@@ -7,6 +7,7 @@ which for ``/settle`` means "outcome unknown"), with a fraction of the per-call 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from paywire.errors import WireError
@@ -23,6 +24,8 @@ class RemoteFacilitator:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
         self._http = JsonHttpClient(self.url, timeout=timeout, headers=headers)
+        # /verify then /settle send the same body: encode it once (keyed by the very objects, held here)
+        self._bodies: dict[tuple[int, int], tuple[AnyPayload, AnyRequirements, bytes]] = {}
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         try:
@@ -38,15 +41,28 @@ class RemoteFacilitator:
         return {"x402Version": payload.x402_version, "paymentPayload": payload.to_wire(),
                 "paymentRequirements": requirements.to_wire()}
 
+    def _encoded(self, payload: AnyPayload, requirements: AnyRequirements, keep: bool) -> bytes:
+        key = (id(payload), id(requirements))
+        hit = self._bodies.pop(key, None)
+        if hit is not None and hit[0] is payload and hit[1] is requirements:
+            data = hit[2]
+        else:
+            data = json.dumps(self._body(payload, requirements), separators=(",", ":")).encode()
+        if keep:
+            if len(self._bodies) >= 256:
+                self._bodies.clear()
+            self._bodies[key] = (payload, requirements, data)
+        return data
+
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
-        data = await self._call("POST", "/verify", self._body(payload, requirements))
+        data = await self._call("POST", "/verify", self._encoded(payload, requirements, True))
         try:
             return VerifyResponse.from_wire(data)
         except WireError as exc:
             raise FacilitatorUnavailable(f"/verify answered garbage: {exc}") from exc
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
-        data = await self._call("POST", "/settle", self._body(payload, requirements))
+        data = await self._call("POST", "/settle", self._encoded(payload, requirements, False))
         try:
             return SettleResponse.from_wire(data)
         except WireError as exc:

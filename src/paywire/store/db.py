@@ -104,6 +104,19 @@ def _sqlite_fetch(conn: sqlite3.Connection, sql: str, params: Params) -> list[Ro
     return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
 
 
+INLINE_MISS: Any = object()
+"""``SqliteDatabase.try_inline`` could not run the statement without waiting: run it the usual way."""
+INLINE_MAX_PARAM = 64 * 1024  # larger values (recorded response bodies) are written from the worker thread
+INLINE_CHECKPOINT_EVERY = 200  # inline writes between two PASSIVE checkpoints run on the worker thread
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy WAL frames into the database without waiting for anyone (the inline connection never does it)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 class SqliteDatabase:
     """SQLite in WAL mode. Plain statements share one connection on one thread; each transaction gets its
     own connection and ``BEGIN IMMEDIATE``, so SQLite itself serializes writers across threads and processes."""
@@ -118,6 +131,32 @@ class SqliteDatabase:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywire-sqlite")
         self._conn: sqlite3.Connection = self._pool.submit(self._connect).result()
+        self._inline_lock = threading.Lock()
+        self._inline: sqlite3.Connection | None = None
+        self._inline_writes = 0
+        try:
+            self._inline = self._connect_inline()
+        except sqlite3.Error:
+            self._inline = None
+
+    def _connect_inline(self) -> sqlite3.Connection | None:
+        """The connection for :meth:`try_inline`: never waits for a lock (busy → the caller uses the worker
+        thread) and never checkpoints on commit (checkpoints run on the worker thread). WAL databases only:
+        there a commit with ``synchronous=NORMAL`` is a write to the WAL file, no fsync."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.0)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=0")
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                return None
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -139,6 +178,41 @@ class SqliteDatabase:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._run(_sqlite_fetch, self._conn, sql, params))
+
+    def try_inline(self, sql: str, params: Params = (), *, fetch: bool = False, write: bool = True) -> Any:
+        """Run one short autocommit statement right here, in the caller's thread, if that needs no waiting:
+        the rows (``fetch``) or the affected row count; :data:`INLINE_MISS` when another thread is using the
+        inline connection, another connection or process holds the write lock (SQLite says busy at once, and a
+        busy autocommit statement has done nothing, so running it again elsewhere is safe), a parameter is
+        large, or the database is not in WAL mode. Callers then use :meth:`execute` / :meth:`fetchone`, which
+        wait on the worker thread. Meant for point statements (primary or unique key) on an event loop.
+        """
+        conn = self._inline
+        if conn is None:
+            return INLINE_MISS
+        for p in params:
+            if isinstance(p, str | bytes) and len(p) > INLINE_MAX_PARAM:
+                return INLINE_MISS
+        if not self._inline_lock.acquire(blocking=False):
+            return INLINE_MISS
+        try:
+            if self._inline is not conn:  # closed meanwhile
+                return INLINE_MISS
+            try:
+                cur = conn.execute(sql, tuple(params))
+                result: Any = [dict(r) for r in cur.fetchall()] if fetch else cur.rowcount
+            except sqlite3.OperationalError as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                    return INLINE_MISS
+                raise
+            if write:
+                self._inline_writes += 1
+                if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
+                    self._inline_writes = 0
+                    self._pool.submit(_passive_checkpoint, self._conn)
+            return result
+        finally:
+            self._inline_lock.release()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
@@ -164,6 +238,10 @@ class SqliteDatabase:
             worker.shutdown(wait=False)
 
     async def aclose(self) -> None:
+        with self._inline_lock:
+            inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         await self._run(self._conn.close)
         self._pool.shutdown(wait=False)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from paywire.store.db import Database, Row, open_database
+from paywire.store.db import INLINE_MISS, Database, Params, Row, open_database
 from paywire.store.migrations import migrate, register
 
 COMPONENT = "seller"
@@ -138,7 +138,7 @@ class PaymentRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> PaymentRecord:
-        data: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
+        data: dict[str, Any] = {name: row.get(name) for name in _RECORD_FIELDS}
         data["amount"] = int(data["amount"])
         if data["resp_body"] is not None:
             data["resp_body"] = bytes(data["resp_body"])
@@ -156,6 +156,8 @@ class PaymentRecord:
         return self.state
 
 
+_RECORD_FIELDS = tuple(f.name for f in fields(PaymentRecord))
+
 _UPDATABLE = frozenset({
     "state", "owner", "lease_until", "payer", "tx", "settle_response", "error", "resp_status", "resp_headers",
     "resp_body", "settled_at",
@@ -170,12 +172,36 @@ def response_fields(resp: StoredResponse | None) -> dict[str, Any]:
             "resp_body": resp.body}
 
 
+_CLAIM_SQL = (
+    f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
+    "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
+    "requirements, created_at, updated_at) VALUES (" + ", ".join("?" * 22) + ") "
+    "ON CONFLICT DO NOTHING RETURNING *")
+
+
 class PaymentStore:
     """Repository of seller payments over a ``paywire.store.Database``."""
 
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        # SQLite: point statements run inline on the caller's loop when that needs no waiting (µs instead of a
+        # worker-thread hop); the database, not this shortcut, still decides every claim and compare-and-set.
+        self._inline: Callable[..., Any] | None = getattr(db, "try_inline", None)
+
+    async def _execute(self, sql: str, params: Params) -> int:
+        if self._inline is not None:
+            n = self._inline(sql, params)
+            if n is not INLINE_MISS:
+                return int(n)
+        return await self.db.execute(sql, params)
+
+    async def _fetchone(self, sql: str, params: Params, *, write: bool = False) -> Row | None:
+        if self._inline is not None:
+            rows = self._inline(sql, params, fetch=True, write=write)
+            if rows is not INLINE_MISS:
+                return rows[0] if rows else None
+        return await self.db.fetchone(sql, params)
 
     @classmethod
     async def open(cls, url: str) -> PaymentStore:
@@ -197,22 +223,18 @@ class PaymentStore:
         values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "claimed", owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, now, now]
-        row = await self.db.fetchone(
-            f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
-            "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
-            "requirements, created_at, updated_at) VALUES (" + ", ".join("?" * len(values)) + ") "
-            "ON CONFLICT DO NOTHING RETURNING *", values)
+        row = await self._fetchone(_CLAIM_SQL, values, write=True)
         return PaymentRecord.from_row(row) if row else None
 
     async def find(self, auth_key: str, payment_id: str | None) -> PaymentRecord | None:
         """The payment claimed under this authorization, else under this payment id."""
-        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE auth_key = ?", (auth_key,))
+        row = await self._fetchone(f"SELECT * FROM {TABLE} WHERE auth_key = ?", (auth_key,))
         if row is None and payment_id is not None:
-            row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE payment_id = ?", (payment_id,))
+            row = await self._fetchone(f"SELECT * FROM {TABLE} WHERE payment_id = ?", (payment_id,))
         return PaymentRecord.from_row(row) if row else None
 
     async def get(self, payment_id: int) -> PaymentRecord | None:
-        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE id = ?", (payment_id,))
+        row = await self._fetchone(f"SELECT * FROM {TABLE} WHERE id = ?", (payment_id,))
         return PaymentRecord.from_row(row) if row else None
 
     async def update(self, rid: int, holder: str | None, from_states: Sequence[str], /, **changes: Any) -> bool:
@@ -227,25 +249,25 @@ class PaymentStore:
         if holder is not None:
             sql += " AND owner = ?"
             params.append(holder)
-        return await self.db.execute(sql, params) == 1
+        return await self._execute(sql, params) == 1
 
     async def take_over(self, rid: int, owner: str, from_states: Sequence[str], lease: float) -> bool:
         """Become the owner of a row in ``from_states`` that nobody holds (no owner, or its lease ran out)."""
         now = self.clock()
         params: list[Any] = [owner, now + lease, now, rid, *from_states, now]
-        return await self.db.execute(
+        return await self._execute(
             f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ? AND state IN ("
             + ", ".join("?" * len(from_states)) + ") AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)",
             params) == 1
 
     async def renew(self, rid: int, owner: str, lease: float) -> bool:
         now = self.clock()
-        return await self.db.execute(
+        return await self._execute(
             f"UPDATE {TABLE} SET lease_until = ? WHERE id = ? AND owner = ?", (now + lease, rid, owner)) == 1
 
     async def release_claim(self, rid: int, owner: str) -> bool:
         """Forget a claim whose payment turned out invalid (nothing ran, nothing was charged)."""
-        return await self.db.execute(
+        return await self._execute(
             f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state = 'claimed'", (rid, owner)) == 1
 
     # -- ledger ---------------------------------------------------------------------------------
