@@ -304,7 +304,7 @@ class HttpTransport:
                 f"{method}: {self.url} answered HTTP {response.status_code} with non-JSON: "
                 f"{response.text[:120]!r}"
             ) from exc
-        return _unwrap_response(method, body, request_id, response.status_code)
+        return unwrap_response(method, body, request_id, response.status_code)
 
     async def aclose(self) -> None:
         with self._lock:
@@ -322,7 +322,8 @@ class HttpTransport:
                 asyncio.run_coroutine_threadsafe(client.aclose(), loop)
 
 
-def _unwrap_response(method: str, body: Any, request_id: int, status: int) -> Any:
+def unwrap_response(method: str, body: Any, request_id: int, status: int) -> Any:
+    """The ``result`` of a JSON-RPC response body, or the right ``ChainError``/``ChainRevert``."""
     if not isinstance(body, dict):
         raise ChainError(f"{method}: malformed JSON-RPC response (HTTP {status}): {str(body)[:120]!r}")
     error = body.get("error")

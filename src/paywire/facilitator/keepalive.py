@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
-from paywire.chain.rpc import error_from_rpc
+from paywire.chain.rpc import unwrap_response
 from paywire.errors import ChainError
 
 __all__ = ["KeepAliveTransport"]
@@ -168,7 +168,7 @@ class KeepAliveTransport:
             obj = json.loads(data)
         except ValueError as exc:
             raise ChainError(f"{method}: {self.url} answered HTTP {status} with non-JSON: {data[:120]!r}") from exc
-        return _unwrap(method, obj, request_id, status)
+        return unwrap_response(method, obj, request_id, status)
 
     async def _send(self, pool: _Pool, raw: bytes) -> tuple[int, bytes]:
         for _ in range(3):  # idle connections the server closed meanwhile are replaced transparently
@@ -197,18 +197,3 @@ class KeepAliveTransport:
         for pool in list(self._pools.values()):
             pool.close()
         self._pools.clear()
-
-
-def _unwrap(method: str, body: Any, request_id: int, status: int) -> Any:
-    if not isinstance(body, dict):
-        raise ChainError(f"{method}: malformed JSON-RPC response (HTTP {status}): {str(body)[:120]!r}")
-    error = body.get("error")
-    if error is not None:
-        raise error_from_rpc(error)
-    if status >= 400:
-        raise ChainError(f"{method}: HTTP {status}")
-    if body.get("id") != request_id:
-        raise ChainError(f"{method}: response id {body.get('id')!r} does not match request id {request_id}")
-    if "result" not in body:
-        raise ChainError(f"{method}: JSON-RPC response has neither result nor error")
-    return body["result"]
