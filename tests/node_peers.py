@@ -20,3 +20,16 @@ def ensure_node_peers() -> str:
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True,
                        timeout=900)
     return node
+
+MPP_DIR = NODE_DIR / "mpp"
+
+
+def ensure_mpp_peers() -> str:
+    """Path of ``node`` after ``npm ci`` in tests/node/mpp (mppx, @getalby/lightning-tools); skips without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js/npm not installed: the mppx and L402 Node peers cannot run")
+    if not (MPP_DIR / "node_modules" / "mppx" / "package.json").is_file():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=MPP_DIR, check=True, capture_output=True,
+                       timeout=900)
+    return node
