@@ -117,6 +117,79 @@ def evm_vectors() -> dict[str, Any]:
             "challenge": ch.to_www_authenticate(ch.realm), "authorization": cred.to_authorization()}
 
 
+TEMPO_EXPIRES = "2030-01-01T00:00:00.000Z"
+PATH_USD = "0x20c0000000000000000000000000000000000000"
+SPLIT_RECIPIENT = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+TEMPO_INPUTS: list[dict[str, Any]] = [
+    {"amount": "1.5", "currency": PATH_USD, "recipient": RECIPIENT, "chain_id": 42431},
+    {"amount": "0.25", "currency": PATH_USD, "recipient": RECIPIENT, "chain_id": 42431, "fee_payer": True,
+     "external_id": "order-42"},
+    {"amount": "10", "currency": PATH_USD, "recipient": RECIPIENT,
+     "splits": [{"amount": "1250000", "recipient": SPLIT_RECIPIENT, "memo": "0x" + "0f" * 32}],
+     "extra": {"sku": "w-1"}},
+]
+STRIPE_INPUTS: list[dict[str, Any]] = [
+    {"amount": "12.34", "currency": "usd", "network_id": "bn_test_paywire", "payment_method_types": ["card"],
+     "metadata": {"plan": "pro"}, "external_id": "order-9"},
+    {"amount": "1", "currency": "usd", "network_id": "bn_test_paywire", "payment_method_types": ["card", "link"],
+     "recipient": "acct_123"},
+]
+
+
+def tempo_stripe_vectors() -> dict[str, Any]:
+    """tempo/stripe requests from pympp's ChargeInput serializers, SDK-built credentials and receipts.
+
+    pympp 0.16 signs Tempo transactions only with the optional ``pytempo`` (not installed), so its Tempo
+    credentials here are push-mode ``hash`` payloads; signed transactions come from mppx.
+    """
+    from mpp.methods.stripe.client import StripeMethod
+    from mpp.methods.stripe.schemas import ChargeRequest as StripeRequest
+    from mpp.methods.stripe.schemas import StripeCredentialPayload
+    from mpp.methods.stripe.schemas import charge as stripe_charge
+    from mpp.methods.tempo._attribution import encode as attribution
+    from mpp.methods.tempo.schemas import ChargePayload
+    from mpp.methods.tempo.schemas import ChargeRequest as TempoRequest
+    from mpp.methods.tempo.schemas import charge as tempo_charge
+
+    async def create_token(params: Any) -> str:
+        return f"spt_pympp_{params.amount}"
+
+    challenges, credentials = [], []
+    cases = [("tempo", i, tempo_charge.request_model(**i)) for i in TEMPO_INPUTS]
+    cases += [("stripe", i, stripe_charge.request_model(**i)) for i in STRIPE_INPUTS]
+    for n, (method, given, model) in enumerate(cases):
+        request = model.model_dump()
+        (TempoRequest if method == "tempo" else StripeRequest).model_validate(request)
+        extra: dict[str, Any] = {"description": "Pro plan", "meta": {"order": "42"}} if n % 2 else {}
+        ch = Challenge.create(secret_key=SECRET, realm="api.example.com", method=method, intent="charge",
+                              request=request, expires=TEMPO_EXPIRES, **extra)
+        challenges.append({"input": given, "request": request, "realm": ch.realm, "expires": TEMPO_EXPIRES,
+                           **extra, "id": ch.id, "request_b64": ch.request_b64,
+                           "www_authenticate": ch.to_www_authenticate(ch.realm)})
+        if method == "tempo":
+            chain = request.get("methodDetails", {}).get("chainId", 4217)
+            cred = Credential(challenge=ch.to_echo(), payload={"type": "hash", "hash": f"0x{n + 1:064x}"},
+                              source=f"did:pkh:eip155:{chain}:{RECIPIENT}")
+            ChargePayload.model_validate(cred.payload)
+        else:
+            cred = asyncio.run(StripeMethod(create_token=create_token, payment_method="pm_card_visa")
+                               .create_credential(ch))
+            StripeCredentialPayload.model_validate(cred.payload)
+        auth = cred.to_authorization()
+        credentials.append({"challenge_index": n, "authorization": auth,
+                            "decoded": json.loads(_b64dec(auth.split(" ", 1)[1]))})
+    receipts = []
+    for rec in [Receipt.success("0x" + "cd" * 32, datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC), "tempo",
+                                funding_currency=PATH_USD),
+                Receipt.success("pi_3PaywireVectors", datetime(2030, 1, 1, 0, 0, 2, tzinfo=UTC), "stripe",
+                                external_id="order-9")]:
+        header = rec.to_payment_receipt()
+        receipts.append({"header": header, "decoded": json.loads(_b64dec(header))})
+    memos = [{"challenge_id": c, "server_id": s, "client_id": k, "memo": attribution(c, s, k)}
+             for c, s, k in [("abc", "api.example.com", None), (challenges[0]["id"], "shop.example", "my-agent")]]
+    return {"challenges": challenges, "credentials": credentials, "receipts": receipts, "attribution_memos": memos}
+
+
 def _b64dec(s: str) -> bytes:
     import base64
 
@@ -135,6 +208,7 @@ def main() -> int:
         "receipts": receipt_vectors(),
         "body_digests": [{"body": b, "digest": body_digest.compute(b)} for b in ["", '{"q":1}', "hello\n"]],
         "evm": evm_vectors(),
+        "tempo_stripe": tempo_stripe_vectors(),
     }
     OUT.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {OUT} ({data['generator']})")
