@@ -8,15 +8,16 @@ signer, httpx) pays three FastAPI apps serving the same ``GET /paid``:
 
 * ``paywire``  — ``paywire.server.asgi.PaymentMiddleware`` (claims every payment in its SQLite store: exactly-once);
 * ``official`` — ``x402.http.middleware.fastapi.PaymentMiddlewareASGI`` + ``x402ResourceServer`` (x402 2.25.0);
-* ``baseline`` — no middleware: a canned 402, then 200 for any request with a payment header (no verify, no
-  settle). ``overhead = round trip − baseline``, so signing and HTTP are not counted as middleware work.
+* ``baseline`` — no payment middleware: the same FastAPI app behind a canned 402 (any request with a payment
+  header goes straight to the app: no verify, no settle). ``overhead = round trip − baseline``, so signing, HTTP
+  and the app's own work are not counted as middleware work.
 
-Two setups, each its own facilitator and chain, every server in its own thread and event loop:
+Two setups, each with its own facilitator, on one chain; every server runs in its own process:
 
 (a) end to end: one real facilitator (paywire's, over HTTP) settling on one chain (anvil, automine; or the
     embedded chain, ~1 block/s, with ``--chain embedded``), so verify/settle/confirmations are included;
-(b) an instant facilitator double over HTTP (``isValid: true`` / ``success: true`` at once), which isolates the
-    middlewares' own overhead.
+(b) an instant facilitator double over HTTP (raw asyncio HTTP/1.1 answering ``isValid: true`` / ``success: true``
+    from prebuilt bytes), which isolates the middlewares' own overhead (each one's facilitator calls still count).
 
 Targets are interleaved request by request (warm-up first); medians are reported. Prints
 ``overhead ratio (a)`` and ``overhead ratio (b)`` = paywire overhead ÷ official overhead (aim: ≤ 0.33).
@@ -27,16 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,34 +58,47 @@ from paywire.x402.models import PaymentPayload, PaymentRequired, PaymentRequirem
 PRICE = 10_000
 
 
-class ThreadServer:
-    """Serve the ASGI app an async factory builds, in its own thread with its own event loop."""
+class ProcessServer:
+    """Serve one role's ASGI app from its own process (as in production: client, seller and facilitator never
+    share an interpreter, so no GIL hand-offs between them end up in anyone's numbers)."""
 
-    def __init__(self, factory: Callable[[], Awaitable[Any]], name: str) -> None:
-        self._factory, self.url = factory, ""
-        self._ready, self._stop = threading.Event(), threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name=name, daemon=True)
-        self._thread.start()
-        self._ready.wait(120)
-        if self._error is not None:
-            raise RuntimeError(f"{name} failed to start") from self._error
-
-    async def _main(self) -> None:
-        try:
-            app = await self._factory()
-            async with serve_asgi(app) as url:
-                self.url = url
-                self._ready.set()
-                while not self._stop.is_set():
-                    await asyncio.sleep(0.05)
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
+    def __init__(self, role: str, args: dict[str, Any], name: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_role, args=(role, args, child), name=name, daemon=True)
+        self._proc.start()
+        if not self._conn.poll(120):
+            self._proc.kill()
+            raise RuntimeError(f"{name} did not start")
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"{name} failed to start: {value}")
+        self.url: str = value
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        with contextlib.suppress(Exception):
+            self._conn.send("stop")
+        self._proc.join(15)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _serve_role(role: str, args: dict[str, Any], conn: Any) -> None:
+    async def main() -> None:
+        try:
+            serving = (serve_instant_facilitator(**args) if role == "instant-facilitator"
+                       else serve_asgi(await ROLES[role](**args)()))
+            async with serving as url:
+                conn.send(("ok", url))
+                await asyncio.to_thread(conn.recv)  # until the parent says stop (or dies)
+        except EOFError:
+            return
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.send(("error", repr(exc)))
+            raise
+
+    asyncio.run(main())
 
 
 # ------------------------------------------------------------------------------------------ the apps
@@ -106,20 +121,20 @@ def offer_of(net: Any) -> PaymentRequirements:
                                max_timeout_seconds=60, extra={"name": net.token_name, "version": net.token_version})
 
 
-def ours(net: Any, facilitator_url: str, store: str) -> Callable[[], Awaitable[Any]]:
+def ours(net: dict[str, Any], facilitator_url: str, store: str) -> Callable[[], Awaitable[Any]]:
     async def build() -> Any:
         from paywire.server.asgi import PaymentMiddleware
         from paywire.server.core import PaidRoute
 
-        mw = PaymentMiddleware(fastapi_app(), [PaidRoute("GET /paid", offers=(offer_of(net),))], facilitator_url,
-                               store=store)
+        route = PaidRoute("GET /paid", offers=(offer_of(NetInfo(**net)),))
+        mw = PaymentMiddleware(fastapi_app(), [route], facilitator_url, store=store)
         await mw.startup()
         return mw
 
     return build
 
 
-def official(net: Any, facilitator_url: str) -> Callable[[], Awaitable[Any]]:
+def official(net: dict[str, Any], facilitator_url: str) -> Callable[[], Awaitable[Any]]:
     async def build() -> Any:
         from x402 import x402ResourceServer
         from x402.http import FacilitatorConfig, HTTPFacilitatorClient, PaymentOption
@@ -127,12 +142,14 @@ def official(net: Any, facilitator_url: str) -> Callable[[], Awaitable[Any]]:
         from x402.http.types import RouteConfig
         from x402.mechanisms.evm.exact import ExactEvmServerScheme
 
+        info = NetInfo(**net)
         server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
-        server.register(net.network, ExactEvmServerScheme())
-        price = {"amount": str(PRICE), "asset": net.token,
-                 "extra": {"name": net.token_name, "version": net.token_version}}
-        routes = {"GET /paid": RouteConfig(accepts=PaymentOption(scheme="exact", network=net.network,
-                                                                 pay_to=net.payee, price=price, max_timeout_seconds=60),
+        server.register(info.network, ExactEvmServerScheme())
+        price = {"amount": str(PRICE), "asset": info.token,
+                 "extra": {"name": info.token_name, "version": info.token_version}}
+        routes = {"GET /paid": RouteConfig(accepts=PaymentOption(scheme="exact", network=info.network,
+                                                                 pay_to=info.payee, price=price,
+                                                                 max_timeout_seconds=60),
                                            mime_type="application/json")}
         app = fastapi_app()
         app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
@@ -141,57 +158,88 @@ def official(net: Any, facilitator_url: str) -> Callable[[], Awaitable[Any]]:
     return build
 
 
-def baseline(net: Any) -> Callable[[], Awaitable[Any]]:
+def baseline(net: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """The same FastAPI app behind a do-nothing payment gate: a canned 402, then the app for any request that
+    carries a payment header (no verify, no settle, no payment-response). What a middleware adds on top of this
+    is its overhead; the app's own work is in both sides of the subtraction."""
+
     async def build() -> Any:
-        header = None
+        inner = fastapi_app()
+        pr = PaymentRequired(accepts=(offer_of(NetInfo(**net)),), resource=ResourceInfo(url="http://x/paid"))
+        header = encode_header(pr.to_wire()).encode()
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            nonlocal header
             if scope["type"] != "http":
-                return
-            has_payment = any(k == b"payment-signature" for k, _ in scope["headers"])
-            if has_payment:
-                status, headers, body = 200, [(b"content-type", b"application/json")], b'{"ok":true}'
-            else:
-                if header is None:
-                    pr = PaymentRequired(accepts=(offer_of(net),), resource=ResourceInfo(url="http://x/paid"))
-                    header = encode_header(pr.to_wire()).encode()
-                status, headers, body = 402, [(b"payment-required", header)], b"{}"
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+                return await inner(scope, receive, send)
+            if any(k == b"payment-signature" for k, _ in scope["headers"]):
+                return await inner(scope, receive, send)
+            await send({"type": "http.response.start", "status": 402,
+                        "headers": [(b"payment-required", header), (b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"{}"})
 
         return app
 
     return build
 
 
-def double(network: str, payer: str) -> Callable[[], Awaitable[Any]]:
-    """An instant facilitator: every payment valid, every settlement successful, no chain."""
+class InstantFacilitator(asyncio.Protocol):
+    """An instant facilitator double: raw HTTP/1.1 keep-alive on asyncio, answering every ``/verify`` with
+    ``isValid: true`` and every ``/settle`` with ``success: true`` from prebuilt bytes (no chain, no framework),
+    so that the facilitator's own service time is as close to zero as Python gets, for either middleware."""
 
-    async def build() -> Any:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
+    def __init__(self, network: str, payer: str) -> None:
+        supported = json.dumps({"kinds": [{"x402Version": 2, "scheme": "exact", "network": network}],
+                                "extensions": [], "signers": {}}).encode()
+        self._supported = self._response(supported)
+        self._valid = self._response(json.dumps({"isValid": True, "payer": payer}).encode())
+        self._settled_head = json.dumps({"success": True, "network": network, "payer": payer})[:-1].encode()
+        self._buf = b""
+        self._transport: Any = None
 
-        async def supported(request: Request) -> JSONResponse:
-            return JSONResponse({"kinds": [{"x402Version": 2, "scheme": "exact", "network": network}],
-                                 "extensions": [], "signers": {}})
+    @staticmethod
+    def _response(body: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
 
-        async def verify(request: Request) -> JSONResponse:
-            await request.body()
-            return JSONResponse({"isValid": True, "payer": payer})
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
 
-        async def settle(request: Request) -> JSONResponse:
-            await request.body()
-            return JSONResponse({"success": True, "transaction": "0x" + os.urandom(32).hex(), "network": network,
-                                 "payer": payer})
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self._buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self._buf) < end + 4 + length:
+                return
+            self._buf = self._buf[end + 4 + length:]
+            path = head.split(" ", 2)[1]
+            if path.endswith("/verify"):
+                out = self._valid
+            elif path.endswith("/settle"):
+                out = self._response(self._settled_head + b',"transaction":"0x' + os.urandom(32).hex().encode()
+                                     + b'"}')
+            else:
+                out = self._supported
+            self._transport.write(out)
 
-        return Starlette(routes=[Route("/supported", supported), Route("/verify", verify, methods=["POST"]),
-                                 Route("/settle", settle, methods=["POST"])])
 
-    return build
+@contextlib.asynccontextmanager
+async def serve_instant_facilitator(net: dict[str, Any]) -> AsyncIterator[str]:
+    info = NetInfo(**net)
+    payer = LocalSigner(info.payer_key).address
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: InstantFacilitator(info.network, payer), "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
 
 
 # ------------------------------------------------------------------------------------------ the client
@@ -279,8 +327,9 @@ async def start_chain(kind: str) -> tuple[NetInfo, Callable[[], Awaitable[None]]
     return info, close, net.token_balance
 
 
-def real_facilitator(info: NetInfo) -> Callable[[], Awaitable[Any]]:
+def real_facilitator(net: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
     async def build() -> Any:
+        info = NetInfo(**net)
         chain = RpcChain(HttpTransport(info.rpc_url))
         scheme = ExactEvmFacilitator([EvmNetwork(info.network, chain, [TxSender(chain, info.facilitator_key)])])
         return create_app(Facilitator([scheme]))
@@ -288,14 +337,21 @@ def real_facilitator(info: NetInfo) -> Callable[[], Awaitable[Any]]:
     return build
 
 
-async def run_setup(label: str, info: NetInfo, facilitator: Callable[[], Awaitable[Any]], n: int,
-                    tmp: str) -> dict[str, Any]:
-    servers = [ThreadServer(facilitator, f"{label}-facilitator")]
+ROLES: dict[str, Callable[..., Callable[[], Awaitable[Any]]]] = {
+    "real-facilitator": real_facilitator, "paywire": ours,
+    "official": official, "baseline": baseline,
+}
+
+
+async def run_setup(label: str, info: NetInfo, facilitator_role: str, n: int, tmp: str) -> dict[str, Any]:
+    net = dataclasses.asdict(info)
+    servers = [ProcessServer(facilitator_role, {"net": net}, f"{label}-facilitator")]
     try:
         fac = servers[0].url
-        for name, factory in (("paywire", ours(info, fac, f"sqlite:///{tmp}/{label}-seller.db")),
-                              ("official", official(info, fac)), ("baseline", baseline(info))):
-            servers.append(ThreadServer(factory, f"{label}-{name}"))
+        for name, args in (("paywire", {"net": net, "facilitator_url": fac,
+                                        "store": f"sqlite:///{tmp}/{label}-seller.db"}),
+                           ("official", {"net": net, "facilitator_url": fac}), ("baseline", {"net": net})):
+            servers.append(ProcessServer(name, args, f"{label}-{name}"))
         targets = [Target(name, s.url) for name, s in zip(("paywire", "official", "baseline"), servers[1:],
                                                            strict=True)]
         await measure(targets, ExactEvmClient(LocalSigner(info.payer_key)), n, warmup=3)
@@ -325,10 +381,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         info, close, balance_of = await start_chain(kind)
         try:
             payee0 = await balance_of(info.payee)
-            e2e = await run_setup("e2e", info, real_facilitator(info), n_e2e, tmp)
+            e2e = await run_setup("e2e", info, "real-facilitator", n_e2e, tmp)
             settled = (await balance_of(info.payee) - payee0) // PRICE
-            payer = LocalSigner(info.payer_key).address
-            dbl = await run_setup("double", info, double(info.network, payer), args.n_double, tmp)
+            dbl = await run_setup("double", info, "instant-facilitator", args.n_double, tmp)
         finally:
             await close()
     return {"chain": kind, "e2e": e2e, "double": dbl, "settled_on_chain": settled,
