@@ -82,13 +82,22 @@ def shop_app(counter: Counter) -> Starlette:
     async def free(request: Request) -> Response:
         return JSONResponse({"free": True})
 
+    async def big(request: Request) -> Response:
+        counter.hit("big")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(8):
+                yield b"x" * 16_384
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
     async def item(request: Request) -> Response:
         return JSONResponse({"item": request.path_params["item_id"], "run": counter.hit("item")})
 
     return Starlette(routes=[
         Route("/cheap", cheap), Route("/dear", dear), Route("/boom", boom), Route("/fail", fail),
         Route("/stream", stream), Route("/idem", idem, methods=["GET", "POST"]), Route("/free", free),
-        Route("/items/{item_id}", item), Route("/cheap2", cheap),
+        Route("/items/{item_id}", item), Route("/cheap2", cheap), Route("/big", big),
     ])
 
 
@@ -101,6 +110,7 @@ def shop_routes(net: Devnet) -> list[PaidRoute]:
         PaidRoute("GET /boom", price=CHEAP, description="raises"),
         PaidRoute("GET /fail", price=CHEAP, description="returns 500"),
         PaidRoute("GET /stream", price=CHEAP, settle="before", mime_type="text/plain"),
+        PaidRoute("GET /big", price=CHEAP, description="more than the shop holds until settlement"),
         PaidRoute("GET,POST /idem", price=CHEAP, payment_identifier="required"),
         PaidRoute("/items/{item_id}", method="GET", price=lambda req: CHEAP * len(req.path.rsplit("/", 1)[1])),
     ]

@@ -199,6 +199,22 @@ async def test_handler_that_raises_or_fails_is_not_charged(shop: Shop) -> None:
     assert sorted(r.state for r in rows) == ["failed", "failed"] and all(r.tx is None for r in rows)
 
 
+async def test_response_over_the_hold_limit_is_not_charged(net, tmp_path) -> None:
+    """settle="after" holds the whole response until payment settles (and records it for replays): a handler
+    answering more than max_record_bytes gets a clear 500, nothing settles, a retry does not rerun it."""
+    async with open_shop(net, f"sqlite:///{tmp_path / 'small.db'}", max_record_bytes=64 * 1024) as small:
+        before = await small.balances()
+        header = await small.payment("/big")
+        r = await small.http.get(small.url + "/big", headers={"PAYMENT-SIGNATURE": header})
+        assert r.status_code == 500 and r.json()["error"] == "response_too_large", r.text
+        assert "payment-response" not in r.headers and "not charged" in r.json()["message"]
+        again = await small.http.get(small.url + "/big", headers={"PAYMENT-SIGNATURE": header})
+        assert again.status_code == 500 and small.counter["big"] == 1
+        assert await small.balances() == before
+        [row] = await ledger(small, "/big")
+        assert row.state == "failed" and row.tx is None
+
+
 async def test_invalid_payment_is_refused_and_not_recorded(shop: Shop) -> None:
     """Checklist 14: the facilitator's reason comes back in a fresh challenge; nothing ran, nothing recorded."""
     req = await shop.challenge("/cheap")

@@ -86,6 +86,11 @@ def flask_shop(runs: dict[str, int]) -> Flask:
         tx = request.environ["paywire.payment"].transaction
         return Response((f"line {i}\n" for i in range(3)), mimetype="text/plain", headers={"X-Tx": tx})
 
+    @app.get("/big")
+    def big() -> Response:
+        hit("big")
+        return Response((b"x" * 16_384 for _ in range(8)), mimetype="application/octet-stream")
+
     @app.get("/free")
     def free() -> Response:
         return jsonify(free=True)
@@ -96,7 +101,7 @@ def flask_shop(runs: dict[str, int]) -> Flask:
 def routes(net) -> list[PaidRoute]:
     o = (Offer(price=PRICE, asset=net.asset),)
     return [PaidRoute("GET /data", offers=o), PaidRoute("GET /boom", offers=o),
-            PaidRoute("GET /stream", offers=o, settle="before")]
+            PaidRoute("GET /stream", offers=o, settle="before"), PaidRoute("GET /big", offers=o)]
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -104,7 +109,8 @@ async def flask_url(net, facilitator_url, tmp_path_factory):
     runs: dict[str, int] = {}
     app = flask_shop(runs)
     app.wsgi_app = WsgiPaymentMiddleware(app.wsgi_app, routes(net), facilitator_url, pay_to=net.payee.address,
-                                         store=f"sqlite:///{tmp_path_factory.mktemp('wsgi') / 's.db'}")
+                                         store=f"sqlite:///{tmp_path_factory.mktemp('wsgi') / 's.db'}",
+                                         max_record_bytes=64 * 1024)
     with serve_wsgi(app) as url:
         yield url, runs
     app.wsgi_app.close()
@@ -149,6 +155,18 @@ async def test_flask_view_that_raises_is_not_charged(net, flask_url) -> None:
     assert r.status_code == 500  # Flask turns the exception into its own 500 page: a status >= 400, no charge
     assert "payment-response" not in r.headers
     assert await balances(net) == before and runs["boom"] == 1
+
+
+async def test_flask_response_over_the_hold_limit_is_not_charged(net, flask_url) -> None:
+    """settle="after" holds the response until payment settles: past max_record_bytes it is refused, unpaid."""
+    url, runs = flask_url
+    async with httpx.AsyncClient(timeout=60) as http:
+        header = await header_for(http, net, url + "/big")
+        before = await balances(net)
+        r = await http.get(url + "/big", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 500 and r.json()["error"] == "response_too_large", r.text
+    assert "payment-response" not in r.headers and "not charged" in r.json()["message"]
+    assert await balances(net) == before and runs["big"] == 1
 
 
 async def test_flask_settle_before_streams(net, flask_url) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
-from paywire.server.flow import Forward, PaymentFlow, Plan, Respond, RunBuffered, RunStreaming
+from paywire.server.flow import Forward, PaymentFlow, Plan, Respond, ResponseTooLarge, RunBuffered, RunStreaming
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
 from paywire.store.payments import StoredResponse
@@ -155,13 +155,19 @@ class PaymentMiddleware:
     async def _run_buffered(self, scope: Scope, receive: Receive) -> StoredResponse | BaseException:
         start: Message | None = None
         chunks: list[bytes] = []
+        size, limit = 0, self.flow.max_record_bytes
 
         async def capture(message: Message) -> None:
-            nonlocal start
+            nonlocal start, size
             if message["type"] == "http.response.start":
                 start = message
             elif message["type"] == "http.response.body":
-                chunks.append(bytes(message.get("body", b"")))
+                body = message.get("body", b"")
+                size += len(body)
+                if size <= limit:
+                    chunks.append(bytes(body))
+                elif chunks:
+                    chunks.clear()  # over the limit: keep counting, hold nothing
 
         try:
             await self.app(scope, receive, capture)
@@ -170,6 +176,8 @@ class PaymentMiddleware:
             return exc
         if start is None:
             return RuntimeError("the handler sent no response")
+        if size > limit:
+            return ResponseTooLarge(size, limit)
         return StoredResponse(int(start["status"]), tuple(_decode(start.get("headers"))), b"".join(chunks))
 
     async def _run_streaming(self, plan: RunStreaming, scope: Scope, receive: Receive, send: Send,

@@ -577,6 +577,12 @@ class Seller:
     def handler_failed() -> Reply:
         return json_reply(500, {"error": "handler_failed", "message": "the handler failed; you were not charged"})
 
+    @staticmethod
+    def response_too_large(limit: int) -> Reply:
+        return json_reply(500, {"error": "response_too_large",
+                                "message": f"the response exceeds {limit} bytes, more than this route holds until "
+                                           "payment settles; you were not charged"})
+
 
 def merge_headers(app_headers: Sequence[tuple[str, str]], ours: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The app's headers with ours replacing any of the same name (a no-store cache policy is kept)."""

@@ -75,6 +75,15 @@ ALREADY_USED = "invalid_exact_evm_nonce_already_used"
 TOO_LARGE = "response_too_large_to_replay"
 
 
+class ResponseTooLarge(Exception):
+    """settle="after": the handler's response outgrew ``max_record_bytes`` (it must be held, and recorded for
+    replays, until the payment settles). Nothing is charged; such routes should use settle="before"."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the response exceeded {limit} bytes ({size} so far)")
+        self.size, self.limit = size, limit
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentInfo:
     """What a paid handler may read (ASGI ``scope["paywire.payment"]`` / ``request.state.payment``; WSGI
@@ -488,7 +497,11 @@ class PaymentFlow:
                              payer: str | None, result: StoredResponse | BaseException) -> Reply:
         store = self.payments
         if isinstance(result, BaseException) or result.status >= 400:  # checklist 19: not charged
-            if isinstance(result, BaseException):
+            if isinstance(result, ResponseTooLarge):
+                log.error("paywire: %s answered more than max_record_bytes=%d with settle='after'; not charging "
+                          "(use settle='before' for large or streamed responses)", p.route.key, result.limit)
+                reply, error = self.seller.response_too_large(result.limit), str(result)
+            elif isinstance(result, BaseException):
                 reply, error = self.seller.handler_failed(), f"handler raised {type(result).__name__}"
             else:
                 reply, error = Reply(result.status, result.headers, result.body), f"handler status {result.status}"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
-from paywire.server.flow import Forward, PaymentFlow, Respond, RunBuffered, RunStreaming
+from paywire.server.flow import Forward, PaymentFlow, Respond, ResponseTooLarge, RunBuffered, RunStreaming
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
 from paywire.store.payments import StoredResponse
@@ -152,16 +152,25 @@ class WsgiPaymentMiddleware:
     def _call_buffered(self, environ: Environ) -> StoredResponse | BaseException:
         captured: dict[str, Any] = {}
         chunks: list[bytes] = []
+        limit, size = self.flow.max_record_bytes, 0
+
+        def keep(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(bytes(chunk))
+            elif chunks:
+                chunks.clear()  # over the limit: keep counting, hold nothing
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
             captured["status"], captured["headers"] = status, list(headers)
-            return chunks.append
+            return keep
 
         try:
             iterable = self.app(environ, start)
             try:
                 for chunk in iterable:
-                    chunks.append(bytes(chunk))
+                    keep(chunk)
             finally:
                 close = getattr(iterable, "close", None)
                 if close is not None:
@@ -171,6 +180,8 @@ class WsgiPaymentMiddleware:
             return exc
         if "status" not in captured:
             return RuntimeError("the handler sent no response")
+        if size > limit:
+            return ResponseTooLarge(size, limit)
         return StoredResponse(int(str(captured["status"]).split()[0]), tuple(captured["headers"]), b"".join(chunks))
 
     def _call_streaming(self, plan: RunStreaming, environ: Environ, start_response: StartResponse,
