@@ -12,7 +12,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
-from paywire.server.flow import Forward, PaymentFlow, Plan, Respond, ResponseTooLarge, RunBuffered, RunStreaming
+from paywire.server.flow import (
+    Forward,
+    PaymentFlow,
+    Plan,
+    Respond,
+    ResponseTooLarge,
+    RunBuffered,
+    RunStreaming,
+)
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
 from paywire.store.payments import StoredResponse

@@ -73,6 +73,9 @@ UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "
 """Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
 ALREADY_USED = "invalid_exact_evm_nonce_already_used"
 TOO_LARGE = "response_too_large_to_replay"
+ABANDONED = "abandoned: the seller stopped while the handler ran; not settled"
+ABANDONED_MESSAGE = ("the seller stopped while handling this payment; it was not charged and will not run again: "
+                     "sign a new payment")
 
 
 class ResponseTooLarge(Exception):
@@ -664,6 +667,8 @@ class PaymentFlow:
 
     def _replay_reply(self, rec: PaymentRecord) -> Reply:
         resp = rec.response
+        if resp is None and rec.error == ABANDONED:
+            return self.seller.conflict(ABANDONED_MESSAGE, "payment_abandoned")
         if resp is None:
             return json_reply(409, {"error": "payment_already_used", "message": "no recorded response"})
         if rec.state == "served" and rec.settle_response:
@@ -696,7 +701,13 @@ class PaymentFlow:
     async def _resume(self, rec: PaymentRecord, owner: str, p: Proceed, req: RequestInfo) -> Plan:
         """Continue a payment whose owner died (its lease ran out)."""
         store = self.payments
-        if rec.state == "claimed":  # nothing was settled: start over as its new owner
+        if rec.state == "claimed" and rec.settle_mode == "after":
+            # its handler may have run (or be half done): never run it a second time. Nothing was settled, so
+            # the payer lost nothing; the authorization is retired and they sign a new one.
+            if not await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, error=ABANDONED):
+                return Respond(self.seller.in_progress())
+            return Respond(self.seller.conflict(ABANDONED_MESSAGE, "payment_abandoned"))
+        if rec.state == "claimed":  # settle="before": nothing ran, nothing was settled: start over as its owner
             return await self._run_claimed(p, req, rec, owner)
         if rec.state == "settling":  # a settle may have been sent: reconcile
             return await self._reconcile(rec, owner, p, req)
