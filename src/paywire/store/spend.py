@@ -367,7 +367,7 @@ class SpendLedger:
         rows = await self.db.fetchall(
             "SELECT * FROM buyer_payments WHERE account = ? AND budget IN ('held', 'reserved') "
             "AND nonce IS NOT NULL AND valid_before IS NOT NULL AND valid_before < ?",
-            (self.account, int(now - grace)),
+            (self.account, now - grace),
         )
         changed = 0
         for row in rows:
