@@ -22,14 +22,15 @@ def ensure_node_peers() -> str:
     return node
 
 MPP_DIR = NODE_DIR / "mpp"
+MPP_PACKAGES = ("mppx", "@getalby/lightning-tools", "macaroon")  # npm ci again when one is missing
 
 
 def ensure_mpp_peers() -> str:
-    """Path of ``node`` after ``npm ci`` in tests/node/mpp (mppx, @getalby/lightning-tools); skips without Node."""
+    """Path of ``node`` after ``npm ci`` in tests/node/mpp (the ``MPP_PACKAGES`` peers); skips without Node."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js/npm not installed: the mppx and L402 Node peers cannot run")
-    if not (MPP_DIR / "node_modules" / "mppx" / "package.json").is_file():
+    if not all((MPP_DIR / "node_modules" / pkg / "package.json").is_file() for pkg in MPP_PACKAGES):
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=MPP_DIR, check=True, capture_output=True,
                        timeout=900)
     return node

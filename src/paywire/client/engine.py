@@ -207,6 +207,11 @@ def host_of(url: str) -> str:
     return (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
 
 
+def route_of(url: str) -> str:
+    """``host[:port]/path`` (no query): where an L402 token was accepted."""
+    return host_of(url) + (urlsplit(url).path or "/")
+
+
 class Buyer:
     """Pays 402s for any HTTP client, within a policy, with a receipts ledger and retry safety.
 
@@ -247,7 +252,8 @@ class Buyer:
         self._assets = {(a.network, a.address.lower()): a for a in (*KNOWN_ASSETS, *self.policy.assets, *assets)}
         self.nonce_variant = nonce_variant
         self._variants: dict[str, str] = {}
-        self._l402_tokens: dict[str, str] = {}
+        self._l402_tokens: dict[str, str] = {}  # host → latest paid L402 token (tried on paths not seen yet)
+        self._l402_routes: dict[str, str] = {}  # host + path → the token last accepted there
         self.send_accept_payment = send_accept_payment
         self._store = store
         self._ledger: Any = None
@@ -318,14 +324,17 @@ class Buyer:
         """Send ``ex``'s request; pay a 402 if the policy allows; return the final response.
 
         Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
-        host = host_of(ex.url)
-        token = self._l402_tokens.get(host) if not ex.paying else None
+        host, route = host_of(ex.url), route_of(ex.url)
+        own = self._l402_routes.get(route) if not ex.paying else None
+        token = own or (self._l402_tokens.get(host) if not ex.paying else None)
         if token is not None:  # a paid L402 token is reusable until the server refuses it (checklist 103)
             first = await ex.send({"Authorization": token})
             if ex.status(first) not in (401, 402):
+                self._remember_l402(host, route, token, latest=False)
                 return first
-            self._l402_tokens.pop(host, None)
-            await ex.discard(first)
+            if own is not None:  # refused where it was accepted before: revoked or expired, forget it
+                self._forget_l402(token)
+            await ex.discard(first)  # else another service's token (one host, several services): keep it
         first = await ex.send(self._first_headers() if not ex.paying else None)
         if ex.status(first) != 402 or ex.paying:
             return first
@@ -349,6 +358,19 @@ class Buyer:
             rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
             valid_before=attempt.valid_before))
         return await self._deliver(ex, attempt, _Row(ledger, rid, marking), cand)
+
+    def _remember_l402(self, host: str, route: str, token: str, *, latest: bool) -> None:
+        if latest:
+            self._l402_tokens[host] = token
+        self._l402_routes.pop(route, None)
+        self._l402_routes[route] = token
+        while len(self._l402_routes) > 4096:  # oldest first
+            del self._l402_routes[next(iter(self._l402_routes))]
+
+    def _forget_l402(self, token: str) -> None:
+        for table in (self._l402_tokens, self._l402_routes):
+            for key in [k for k, v in table.items() if v == token]:
+                del table[key]
 
     def _first_headers(self) -> dict[str, str] | None:
         """``Accept-Payment``: the MPP methods this wallet can answer (servers filter and order by it)."""
@@ -436,7 +458,7 @@ class Buyer:
     async def _other_payment(self, option: Option, scheme: Any, host: str,
                              variant: str | None = None) -> PaymentAttempt:
         """MPP / L402: the ``Authorization`` value (signing ``evm/charge``, or paying the invoice first)."""
-        from paywire.client.protocols import l402_authorization
+        from paywire.client.protocols import credential_field, l402_authorization
 
         req = option.requirements
         if option.protocol == "mpp" and req.scheme == "exact":
@@ -446,7 +468,7 @@ class Buyer:
             v = variant or self._variants.get(host, self.nonce_variant)
             cred = await sign_evm_charge(mo.challenge, scheme.signer, mo.asset, variant=v)
             auth = EvmAuthorization.from_payload(cred.payload)
-            return PaymentAttempt("Authorization", cred.to_authorization(), req, 0, None,
+            return PaymentAttempt(credential_field(mo.challenge), cred.to_authorization(), req, 0, None,
                                   "0x" + auth.nonce.hex(), auth.valid_before)
         inner = await scheme.create_payload(req)
         preimage = str(inner["preimage"])
@@ -454,9 +476,10 @@ class Buyer:
             from paywire.mpp.methods.lightning_charge import lightning_credential
 
             value = lightning_credential(option.offer.challenge, preimage).to_authorization()
+            field = credential_field(option.offer.challenge)
         else:
-            value = l402_authorization(option.offer, preimage)
-        return PaymentAttempt("Authorization", value, req, 0, None, str(inner.get("paymentHash") or "") or None)
+            value, field = l402_authorization(option.offer, preimage), "Authorization"
+        return PaymentAttempt(field, value, req, 0, None, str(inner.get("paymentHash") or "") or None)
 
     async def _budget_refused(self, ex: Exchange[Any], budget_refusals: Sequence[tuple[Candidate, Refusal]],
                               static: Sequence[tuple[Option, Refusal]], record: dict[str, Any],
@@ -534,7 +557,7 @@ class Buyer:
                     tx = settlement.transaction if settlement is not None else _mpp_reference(headers, cand)
                     await row.finish(outcome="paid", budget="committed", status_code=status, tx=tx or None)
                     if cand.option.protocol == "l402":
-                        self._l402_tokens[host_of(ex.url)] = attempt.value
+                        self._remember_l402(host_of(ex.url), route_of(ex.url), attempt.value, latest=True)
             else:
                 # an error status instead of the resource: honest servers do not settle then (checklist 19);
                 # the budget stays held until the chain shows the authorization expired unused

@@ -46,6 +46,7 @@ class L402Offer:
     macaroon: str
     invoice: str
     payment_hash: str
+    scheme: str = "L402"  # "LSAT" when the server offered this token only under LSAT: the credential echoes it
 
 
 AssetLookup = Callable[[str, str], Asset | None]
@@ -86,6 +87,8 @@ def _mpp_requirements(ch: MppChallenge, assets: AssetLookup) -> tuple[PaymentReq
         types = details.get("credentialTypes")
         if isinstance(types, list) and "authorization" not in types:
             return None
+        if details.get("splits"):  # one EIP-3009 authorization cannot pay splits (both SDKs refuse them)
+            return None
         network = f"eip155:{int(details['chainId'])}"
         token = str(req["currency"])
         asset = assets(network, token)
@@ -114,8 +117,10 @@ def l402_offers(headers: Mapping[str, str]) -> list[tuple[PaymentRequirements, L
     raw = www_authenticate(headers)
     if "l402" not in raw.lower() and "lsat" not in raw.lower():
         return []
+    challenges = parse_challenges_l402(raw)
+    l402_invoices = {c.invoice for c in challenges if c.scheme == "L402"}
     out, seen = [], set()
-    for c in parse_challenges_l402(raw):
+    for c in challenges:
         if c.invoice in seen:
             continue
         seen.add(c.invoice)
@@ -129,15 +134,24 @@ def l402_offers(headers: Mapping[str, str]) -> list[tuple[PaymentRequirements, L
                                 amount=inv.amount_sat, asset="sat", pay_to="lightning",
                                 max_timeout_seconds=max(inv.expiry, 1),
                                 extra={"invoice": c.invoice, "paymentHash": inv.payment_hash})
-        out.append((r, L402Offer(c.macaroon, c.invoice, inv.payment_hash)))
+        scheme = "L402" if c.invoice in l402_invoices else "LSAT"  # an LSAT-only server may refuse "L402"
+        out.append((r, L402Offer(c.macaroon, c.invoice, inv.payment_hash, scheme)))
     return out
 
 
 def l402_authorization(offer: L402Offer, preimage: str) -> str:
-    """``L402 <macaroon>:<preimage>`` after checking the preimage pays this token's invoice."""
+    """``L402 <macaroon>:<preimage>`` (``LSAT …`` for an LSAT-only offer) after checking the preimage pays this
+    token's invoice."""
     if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != offer.payment_hash:
         raise ValueError("preimage does not match the L402 invoice")
-    return f"L402 {offer.macaroon}:{preimage.lower()}"
+    return f"{offer.scheme} {offer.macaroon}:{preimage.lower()}"
+
+
+def credential_field(challenge: MppChallenge) -> str:
+    """Where the credential for ``challenge`` goes: the field its ``header`` parameter names (pympp's and mppx's
+    ``requires_auth``: ``Payment-Authorization``, so ``Authorization`` stays the application's), else
+    ``Authorization``."""
+    return challenge.header or "Authorization"
 
 
 def other_variant(variant: str) -> str:
@@ -164,6 +178,7 @@ __all__ = [
     "L402Offer",
     "MppOffer",
     "accept_payment_value",
+    "credential_field",
     "l402_authorization",
     "l402_offers",
     "mpp_offers",
