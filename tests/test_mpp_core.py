@@ -217,6 +217,8 @@ def test_accept_payment_filters_and_orders():
     assert rank_offers(offers, "tempo/charge, tempo/session;q=0, solana/charge;q=0.8, stripe/charge;q=0.4") == [0, 3, 2]
     assert rank_offers(offers, "*/*, tempo/*;q=0") == [2, 3]
     assert rank_offers(offers, "lightning/charge") == [0, 1, 2, 3]  # nothing matches: header ignored
+    assert rank_offers(offers, "tempo/*;q=0") == [2, 3]  # refused ones never go out, unmentioned ones do
+    assert rank_offers(offers, "*/*;q=0") == []  # the client refuses everything: no offer
     assert parse_accept_payment("tempo/charge;q=2") is None  # malformed: ignored
     s = server()
     r = s.reply_payment_required(OFFERS, accept_payment="other/charge")

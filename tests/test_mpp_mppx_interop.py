@@ -38,6 +38,7 @@ from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.credential import parse_authorization
+from paywire.mpp.digest import content_digest
 from paywire.mpp.methods.evm_charge import CONCAT, JSON_ARRAY, challenge_hash, sign_evm_charge
 from paywire.mpp.receipt import Receipt
 from paywire.schemes.evm_exact.server import AssetRegistry
@@ -140,9 +141,15 @@ async def seller(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Async
         return JSONResponse({"run": calls[request.url.path], "protocol": pay.protocol, "payer": pay.payer})
 
     a = net.asset
+    async def order(request: Request) -> Response:
+        calls["/order"] = calls.get("/order", 0) + 1
+        return JSONResponse({"run": calls["/order"], "got": (await request.body()).decode()})
+
     routes = [PaidRoute("GET /paid", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",), description="mppx"),
-              PaidRoute("GET /x402", offers=(Offer(price=PRICE, asset=a),))]
-    mw = PaymentMiddleware(Starlette(routes=[Route("/paid", thing), Route("/x402", thing)]), routes,
+              PaidRoute("GET /x402", offers=(Offer(price=PRICE, asset=a),)),
+              PaidRoute("POST /order", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",))]
+    mw = PaymentMiddleware(Starlette(routes=[Route("/paid", thing), Route("/x402", thing),
+                                             Route("/order", order, methods=["POST"])]), routes,
                            LocalFacilitatorClient(full_facilitator(net)),
                            store=f"sqlite:///{tmp_path_factory.mktemp('mppx') / 's.db'}",
                            assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm=REALM,
@@ -198,6 +205,19 @@ async def test_mppx_client_pays_our_seller(net: Devnet, seller: Seller, node: st
     assert parse_www_authenticate(again.headers.get_list("www-authenticate"))
     assert await balances(net) == (before[0] - PRICE, before[1] + PRICE)
     assert seller.calls["/paid"] == runs + 1
+
+
+async def test_mppx_client_pays_a_body_bound_post(net: Devnet, seller: Seller, node: str) -> None:
+    """Checklist 112: our challenge for a POST binds its body (``digest``); mppx echoes the digest and resends
+    the same body, which verifies; the handler gets the body whole; tokens move once."""
+    body = '{"sku":"M-1","qty":2}'
+    before, runs = await balances(net), seller.calls.get("/order", 0)
+    out = await run_node(node, "mppx_client.mjs",
+                         {**client_cfg(net, seller.url + "/order"), "method": "POST", "body": body})
+    assert out["status"] == 200, out
+    assert json.loads(out["body"]) == {"run": runs + 1, "got": body}
+    assert out["challenge"]["digest"] == content_digest(body.encode())
+    assert await balances(net) == (before[0] - PRICE, before[1] + PRICE)
 
 
 async def test_mppx_clients_pay_concurrently(net: Devnet, seller: Seller, node: str) -> None:

@@ -79,8 +79,12 @@ def app(calls: dict[str, int]) -> Starlette:
         calls["/fail"] = calls.get("/fail", 0) + 1
         return JSONResponse({"error": "broken"}, status_code=500)
 
+    async def order(request: Request) -> Response:
+        calls["/order"] = calls.get("/order", 0) + 1
+        return JSONResponse({"run": calls["/order"], "got": (await request.body()).decode()})
+
     return Starlette(routes=[Route("/both", thing), Route("/before", thing), Route("/x402", thing),
-                             Route("/fail", fail)])
+                             Route("/fail", fail), Route("/order", order, methods=["POST"])])
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -93,6 +97,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
         PaidRoute("GET /before", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",), settle="before"),
         PaidRoute("GET /x402", offers=(Offer(price=PRICE, asset=a),)),
         PaidRoute("GET /fail", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",)),
+        PaidRoute("POST /order", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",)),
     ]
     mw = PaymentMiddleware(app(calls), routes, LocalFacilitatorClient(full_facilitator(net)),
                            store=f"sqlite:///{tmp_path_factory.mktemp('mp') / 's.db'}", assets=AssetRegistry((a,)),
@@ -263,10 +268,55 @@ async def test_pympp_client_pays_our_server(world: World) -> None:
                                chain_id=31337, decimals=a.decimals,
                                authorization={"name": a.name, "version": a.version})
     before, runs = await world.balances(), world.calls.get("/both", 0)
+    body = b'{"sku": "B-2"}'
     async with Mpp(methods=[method]) as client:
         r = await client.fetch(world.url + "/both")
+        posted = await client.fetch(world.url + "/order", method="POST", content=body)  # digest-bound challenge
     assert r.status_code == 200, r.text
     rc = Receipt.from_header(r.headers["payment-receipt"])
     assert rc.reference.startswith("0x")
-    assert await world.balances() == (before[0] - PRICE, before[1] + PRICE)
+    assert posted.status_code == 200 and posted.json()["got"] == body.decode(), posted.text
+    assert await world.balances() == (before[0] - 2 * PRICE, before[1] + 2 * PRICE)
     assert world.calls["/both"] == runs + 1
+
+
+async def test_request_body_is_bound_through_the_challenge_digest(world: World) -> None:
+    """Checklist 112: a POST's body is bound into the challenge (``digest`` = RFC 9530 sha-256 of it, inside the
+    HMAC id); the paid retry must carry the same body (the app still receives it whole), and a credential
+    presented with another body is refused (402 invalid-challenge) before anything runs or moves."""
+    from paywire.mpp.digest import content_digest
+
+    body = json.dumps({"sku": "A-1", "qty": 3}).encode()
+    r = await world.http.post(world.url + "/order", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 402
+    (ch,) = [c for c in parse_www_authenticate(r.headers.get_list("www-authenticate")) if c.method == "evm"]
+    assert ch.digest == content_digest(body)
+    cred = await sign_evm_charge(ch, payer_of(world.net), world.net.asset)
+    before, runs = await world.balances(), world.calls.get("/order", 0)
+    other = await world.http.post(world.url + "/order", content=b'{"sku": "A-1", "qty": 300}',
+                                  headers={"Authorization": cred.to_authorization()})
+    assert other.status_code == 402 and problem(other)["type"] == P.INVALID_CHALLENGE.uri
+    assert "digest" in problem(other)["detail"]
+    assert world.calls.get("/order", 0) == runs and await world.balances() == before
+    ok = await world.http.post(world.url + "/order", content=body,
+                               headers={"Authorization": cred.to_authorization(), "content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"run": runs + 1, "got": body.decode()}
+    assert await world.balances() == (before[0] - PRICE, before[1] + PRICE)
+    big = b"x" * (world.mw.flow.seller.mpp_max_body + 1)  # past the limit: not bound, still delivered whole
+    r2 = await world.http.post(world.url + "/order", content=big)
+    (ch2,) = [c for c in parse_www_authenticate(r2.headers.get_list("www-authenticate")) if c.method == "evm"]
+    assert ch2.digest is None
+    cred2 = await sign_evm_charge(ch2, payer_of(world.net), world.net.asset)
+    ok2 = await world.http.post(world.url + "/order", content=big, headers={"Authorization": cred2.to_authorization()})
+    assert ok2.status_code == 200 and len(ok2.json()["got"]) == len(big)
+
+
+async def test_accept_payment_q0_refuses_our_mpp_method(world: World) -> None:
+    """Digest §11.1: ``Accept-Payment: evm/*;q=0`` means the client will not pay evm: the 402 keeps x402 and
+    drops our ``Payment`` challenge; a preference for evm keeps it."""
+    r = await world.http.get(world.url + "/both", headers={"Accept-Payment": "evm/*;q=0"})
+    assert r.status_code == 402 and "payment-required" in r.headers
+    assert not [c for c in parse_www_authenticate(r.headers.get_list("www-authenticate")) if c.method == "evm"]
+    _, chs = await world.challenge("/both", **{"Accept-Payment": "evm/charge, */*;q=0.1"})
+    assert [c.method for c in chs] == ["evm"]

@@ -42,28 +42,30 @@ def parse_accept_payment(value: str | None) -> list[PaymentRange] | None:
     return out or None
 
 
-def preference(ranges: Sequence[PaymentRange], method: str, intent: str) -> float:
-    """The q of the most specific matching range (0 when none matches)."""
+def preference(ranges: Sequence[PaymentRange], method: str, intent: str) -> float | None:
+    """The q of the most specific matching range; None when no range matches."""
     best: PaymentRange | None = None
     for r in ranges:
         if r.matches(method, intent) and (best is None or r.specificity > best.specificity):
             best = r
-    return best.q if best is not None else 0.0
+    return best.q if best is not None else None
 
 
 def rank_offers(offers: Sequence[tuple[str, str]], accept_payment: str | None) -> list[int]:
     """Indices of ``(method, intent)`` offers to send, best first.
 
     Without a (valid) header every offer goes out in server order. Otherwise offers with q > 0 are kept and
-    sorted by descending q, server order breaking ties; when nothing matches, the header is ignored.
+    sorted by descending q, server order breaking ties. An offer the client refused (a matching range with
+    ``q=0``) is never sent; when no offer has q > 0, the ones the header does not mention go out in server
+    order (the client may still take them), so refusing everything yields no offer at all.
     """
     ranges = parse_accept_payment(accept_payment)
     everything = list(range(len(offers)))
     if ranges is None:
         return everything
     scored = [(preference(ranges, m, i), idx) for idx, (m, i) in enumerate(offers)]
-    kept = [(q, idx) for q, idx in scored if q > 0]
+    kept = [(q, idx) for q, idx in scored if q is not None and q > 0]
     if not kept:
-        return everything
+        return [idx for q, idx in scored if q is None]
     kept.sort(key=lambda t: (-t[0], t[1]))
     return [idx for _, idx in kept]

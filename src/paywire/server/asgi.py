@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -63,6 +64,29 @@ def _with_cors(headers: list[tuple[bytes, bytes]], origin: str | None) -> list[t
     return headers
 
 
+async def _read_body(req: RequestInfo, receive: Receive, limit: int) -> tuple[RequestInfo, Receive]:
+    """Read the request body (for the MPP digest) and a ``receive`` that hands it to the app again. Past
+    ``limit`` bytes it stops reading: the body stays unbound and the app still gets all of it."""
+    held: list[Message] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        held.append(message)
+        if message.get("type") != "http.request":
+            break
+        size += len(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+    complete = not more and all(m.get("type") == "http.request" for m in held)
+    body = b"".join(m.get("body", b"") for m in held) if complete and size <= limit else None
+
+    async def replay() -> Message:
+        if held:
+            return held.pop(0)
+        return await receive()
+
+    return dataclasses.replace(req, body=body), replay
+
+
 class PaymentMiddleware:
     """Charges for the given routes; everything else passes through untouched (plus CORS ``Expose-Headers``).
 
@@ -95,6 +119,8 @@ class PaymentMiddleware:
             return
         req = request_info(scope)
         flow = self.flow
+        if flow.seller.binds_body(req):
+            req, receive = await _read_body(req, receive, flow.seller.mpp_max_body)
         origin = flow.seller.allow_origin(req) if flow.seller.route_for_request(req) else None
         try:
             plan = await flow.begin(req)

@@ -297,6 +297,8 @@ class Seller:
     paywall_html: str | None = None
     mpp: Any = None  # paywire.mpp.server.MppServer: needed by routes with mpp=(...)
     mpp_nonce_variants: tuple[str, ...] | None = None
+    mpp_max_body: int = 1024 * 1024
+    """MPP routes bind request bodies up to this size through the challenge ``digest`` (RFC 9530)."""
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
@@ -380,6 +382,13 @@ class Seller:
                     f" Change the route's network/scheme to one of those, or use a facilitator that settles "
                     f"{o.scheme} on {o.network}")
 
+    def binds_body(self, req: RequestInfo) -> bool:
+        """Whether the adapter should read this request's body first: an MPP route, and a body is announced."""
+        if self.mpp is None or not req.may_have_body:
+            return False
+        route = self.route_for_request(req)
+        return route is not None and bool(route.mpp)
+
     # -- the decision --------------------------------------------------------------------------
     def decide(self, req: RequestInfo) -> Decision:
         route = self.route_for_request(req)
@@ -442,7 +451,8 @@ class Seller:
         if route.mpp and self.mpp is not None and self.mpp.has_credential(auth):
             assert auth is not None
             templates = mpp_templates(route.mpp, route.sats, offers, decimals, route.description)
-            res = verify_mpp(self.mpp, auth, templates, offers, decimals, nonce_variants=self.mpp_nonce_variants)
+            res = verify_mpp(self.mpp, auth, templates, offers, decimals, nonce_variants=self.mpp_nonce_variants,
+                             body=req.body)
             if res is None:
                 return None
             if not hasattr(res, "payload"):

@@ -319,7 +319,7 @@ class PaymentFlow:
                                                           expiry=self.invoice_expiry))
                 except (LightningError, ValueError) as exc:
                     log.warning("paywire: no Lightning invoice for %s: %s", route.key, exc)
-            challenges = mpp.issue_all(concrete, accept_payment=req.header("accept-payment"))
+            challenges = mpp.issue_all(concrete, accept_payment=req.header("accept-payment"), body=req.body)
             out += [c.to_header() for c in challenges]
             first = challenges[0].id if challenges else None
         if route.l402 and route.sats:

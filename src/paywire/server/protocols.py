@@ -94,10 +94,11 @@ class MppPayment:
 
 def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer],
                offers: Sequence[PaymentRequirements], decimals: Sequence[int], *,
-               nonce_variants: Sequence[str] | None = None) -> MppPayment | Problem | None:
-    """Core checks (checklist 105–112), then the method's pure payload checks; no I/O."""
+               nonce_variants: Sequence[str] | None = None, body: bytes | None = None) -> MppPayment | Problem | None:
+    """Core checks (checklist 105–112, ``body`` against the challenge digest), then the method's pure payload
+    checks; no I/O."""
     now = server.clock()
-    verdict = server.check(authorization, templates, now=now)
+    verdict = server.check(authorization, templates, body=body, now=now)
     if verdict is None or isinstance(verdict, Problem):
         return verdict
     ch = verdict.challenge

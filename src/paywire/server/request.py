@@ -16,6 +16,8 @@ class RequestInfo:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     query_string: str = ""
+    body: bytes | None = None
+    """The request body when the adapter read it (MPP routes bind it through the challenge ``digest``)."""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -23,6 +25,12 @@ class RequestInfo:
     @property
     def query(self) -> dict[str, list[str]]:
         return parse_qs(self.query_string, keep_blank_values=True)
+
+    @property
+    def may_have_body(self) -> bool:
+        """A body is announced (``Content-Length`` > 0 or ``Transfer-Encoding``)."""
+        length = self.headers.get("content-length", "").strip()
+        return bool(self.headers.get("transfer-encoding")) or (length.isdigit() and int(length) > 0)
 
     @property
     def is_browser(self) -> bool:

@@ -29,11 +29,13 @@ def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, *, pay_t
               store: PaymentStore | str | None = None, app_name: str = "", cors_origin: str | None = "*",
               paywall_html: str | None = None, mpp_realm: str | None = None,
               mpp_secret: bytes | str | Sequence[bytes | str] | None = None, mpp_ttl: int = 300,
-              mpp_nonce_variants: Sequence[str] | None = None, **options: Any) -> PaymentFlow:
+              mpp_nonce_variants: Sequence[str] | None = None, mpp_max_body: int = 1024 * 1024,
+              **options: Any) -> PaymentFlow:
     """Seller (offers resolved now: a bad price raises ``ConfigError`` here) + store + facilitator.
 
     MPP routes need ``mpp_realm`` (the same on every replica) and ``mpp_secret`` (32+ bytes; a list rotates:
-    the first signs, all verify). Lightning routes (``mpp`` lightning, ``l402``) need ``lightning=<backend>``.
+    the first signs, all verify). Request bodies up to ``mpp_max_body`` bytes on MPP routes are bound into the
+    challenge ``digest``. Lightning routes (``mpp`` lightning, ``l402``) need ``lightning=<backend>``.
     """
     unknown = set(options) - set(_FLOW_OPTIONS)
     if unknown:
@@ -54,7 +56,8 @@ def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, *, pay_t
             raise ConfigError(f"MPP: {exc}") from None
     seller = Seller(tuple(routes), pay_to=pay_to, network=network, assets=assets or AssetRegistry(),
                     app_name=app_name, cors_origin=cors_origin, paywall_html=paywall_html, mpp=mpp,
-                    mpp_nonce_variants=tuple(mpp_nonce_variants) if mpp_nonce_variants else None)
+                    mpp_nonce_variants=tuple(mpp_nonce_variants) if mpp_nonce_variants else None,
+                    mpp_max_body=mpp_max_body)
     return PaymentFlow(seller, as_facilitator(facilitator), store, **options)
 
 

@@ -10,7 +10,9 @@ request thread as usual (thread-locals, DB connections and greenlets keep workin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
+import io
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -59,6 +61,17 @@ def request_info(environ: Environ) -> RequestInfo:
     url = build_url(environ.get("wsgi.url_scheme", "http"), headers.get("host"), server,
                     environ.get("SCRIPT_NAME", "") + path, qs)
     return RequestInfo(environ.get("REQUEST_METHOD", "GET").upper(), path, url, headers, qs)
+
+
+def _read_body(req: RequestInfo, environ: Environ, limit: int) -> RequestInfo:
+    """Read a ``Content-Length`` body up to ``limit`` (for the MPP digest) and put it back for the app."""
+    length = req.header("content-length", "") or ""
+    if not length.isdigit() or int(length) > limit:
+        return req
+    stream = environ.get("wsgi.input")
+    body = stream.read(int(length)) if stream is not None else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return dataclasses.replace(req, body=body)
 
 
 def _status_line(code: int) -> str:
@@ -112,6 +125,8 @@ class WsgiPaymentMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         req = request_info(environ)
         flow = self.flow
+        if flow.seller.binds_body(req):
+            req = _read_body(req, environ, flow.seller.mpp_max_body)
         route = flow.seller.route_for_request(req)
         origin = flow.seller.allow_origin(req) if route else None
         if route is None:  # free request: no loop hop

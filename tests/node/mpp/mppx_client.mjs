@@ -1,7 +1,7 @@
 // The official TypeScript MPP client (mppx@0.11.0, pinned in package-lock.json) paying one URL with its native
 // `evm/charge` method and a viem account for the payer key.
 //
-// Config: one JSON argument {url, payerKey, tokenName, tokenVersion, chainId, token}.
+// Config: one JSON argument {url, payerKey, tokenName, tokenVersion, chainId, token, method?, body?}.
 // Prints one JSON line: {status, body, headers, receipt (mppx-parsed Payment-Receipt or null), credential
 // (the Authorization value mppx sent, for replay tests), challenge (the challenge it answered)}.
 import { Receipt } from "mppx";
@@ -30,7 +30,9 @@ mppx.onCredentialCreated((event) => {
   challenge = event.challenge;
 });
 
-const response = await mppx.fetch(cfg.url);
+const init = cfg.method ? { method: cfg.method, body: cfg.body, headers: { "content-type": "application/json" } }
+  : undefined;
+const response = await mppx.fetch(cfg.url, init);
 const body = await response.text();
 let receipt = null;
 try {
