@@ -277,7 +277,7 @@ async def test_self_facilitating_in_one_line(net, tmp_path) -> None:
     assert (before[0] - after[0], after[1] - before[1]) == (PRICE, PRICE)
 
 
-def test_wsgi_reads_the_body_for_the_mpp_digest_and_hands_it_back() -> None:
+async def test_wsgi_reads_the_body_for_the_mpp_digest_and_hands_it_back() -> None:
     """MPP routes bind the body (checklist 112): the WSGI adapter reads a Content-Length body up to the limit
     and the app still reads all of it; past the limit it is left unread and unbound."""
     import io
