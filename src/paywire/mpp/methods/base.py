@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from paywire.errors import WireError
 from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted
 
@@ -58,3 +60,10 @@ class MppMethod(Protocol):
     async def settle(self, verified: Verified) -> Settled | Refused | Unknown:
         """Move (or confirm) the money."""
         ...
+
+
+def reject_unknown(obj: Mapping[str, Any], allowed: Iterable[str], what: str, reason: str) -> None:
+    """Strict parsing: ``WireError(reason)`` naming the first field of ``obj`` that is not ``allowed``."""
+    unknown = set(obj) - set(allowed)
+    if unknown:
+        raise WireError(reason, f"unknown {what} field {sorted(unknown)[0]!r}")

@@ -19,7 +19,7 @@ from paywire.errors import WireError
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import Challenge
 from paywire.mpp.credential import ChallengeEcho, Credential
-from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified
+from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, reject_unknown
 from paywire.mpp.methods.tempo import no_backend
 from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted, Offer
@@ -70,9 +70,7 @@ class StripeChargeRequest:
     @classmethod
     def from_request(cls, req: Mapping[str, Any]) -> StripeChargeRequest:
         """Strict parse; ``WireError("invalid_request")`` names the first problem."""
-        unknown = set(req) - _REQUEST_KEYS
-        if unknown:
-            raise WireError("invalid_request", f"unknown request field {sorted(unknown)[0]!r}")
+        reject_unknown(req, _REQUEST_KEYS, "request", "invalid_request")
         amount = req.get("amount")
         if not isinstance(amount, str) or _UINT_RE.fullmatch(amount) is None:
             raise WireError("invalid_request", "amount must be an integer string in the smallest currency unit")
@@ -82,9 +80,7 @@ class StripeChargeRequest:
         details = req.get("methodDetails")
         if not isinstance(details, dict):
             raise WireError("invalid_request", "methodDetails is required")
-        unknown = set(details) - _DETAIL_KEYS
-        if unknown:
-            raise WireError("invalid_request", f"unknown methodDetails field {sorted(unknown)[0]!r}")
+        reject_unknown(details, _DETAIL_KEYS, "methodDetails", "invalid_request")
         network_id = details.get("networkId")
         if not isinstance(network_id, str) or not network_id:
             raise WireError("invalid_request", "methodDetails.networkId must be a non-empty string")
@@ -139,9 +135,7 @@ class StripePayload:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> StripePayload:
-        unknown = set(payload) - {"spt", "externalId"}
-        if unknown:
-            raise WireError("malformed_credential", f"unknown payload field {sorted(unknown)[0]!r}")
+        reject_unknown(payload, {"spt", "externalId"}, "payload", "malformed_credential")
         spt = payload.get("spt")
         if not isinstance(spt, str) or _SPT_RE.fullmatch(spt) is None:
             raise WireError("malformed_credential", "payload.spt must be a Shared Payment Token (spt_…)")

@@ -23,7 +23,7 @@ from paywire.evm.crypto import keccak256, recover_address, to_checksum
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import Challenge
 from paywire.mpp.credential import ChallengeEcho, Credential
-from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified
+from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, reject_unknown
 from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted, Offer
 
@@ -136,9 +136,7 @@ class TempoChargeRequest:
     @classmethod
     def from_request(cls, req: Mapping[str, Any]) -> TempoChargeRequest:
         """Strict parse; ``WireError("invalid_request")`` names the first problem."""
-        unknown = set(req) - _REQUEST_KEYS
-        if unknown:
-            raise WireError("invalid_request", f"unknown request field {sorted(unknown)[0]!r}")
+        reject_unknown(req, _REQUEST_KEYS, "request", "invalid_request")
         amount = _uint(req.get("amount"), "amount")
         currency = _address(req.get("currency"), "currency")
         recipient = _address(req.get("recipient"), "recipient")
@@ -153,9 +151,7 @@ class TempoChargeRequest:
         details = req.get("methodDetails", {})
         if not isinstance(details, dict):
             raise WireError("invalid_request", "methodDetails must be an object")
-        unknown = set(details) - _DETAIL_KEYS
-        if unknown:
-            raise WireError("invalid_request", f"unknown methodDetails field {sorted(unknown)[0]!r}")
+        reject_unknown(details, _DETAIL_KEYS, "methodDetails", "invalid_request")
         chain_id = details.get("chainId")
         if chain_id is not None and (type(chain_id) is not int or chain_id <= 0):
             raise WireError("invalid_request", "methodDetails.chainId must be a positive integer")
