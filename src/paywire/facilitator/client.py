@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -22,6 +23,17 @@ class FacilitatorClient(Protocol):
 
 class FacilitatorUnavailable(PaywireError):
     """The facilitator did not answer usefully; for settle this means the outcome is unknown."""
+
+
+_Answer = TypeVar("_Answer")
+
+
+def parse_answer(path: str, parse: Callable[[Any], _Answer], data: Any) -> _Answer:
+    """A facilitator's 200 body as a model; a malformed one is ``FacilitatorUnavailable`` (outcome unknown)."""
+    try:
+        return parse(data)
+    except WireError as exc:
+        raise FacilitatorUnavailable(f"{path} answered garbage: {exc}") from exc
 
 
 class LocalFacilitatorClient:
@@ -69,18 +81,10 @@ class HttpFacilitatorClient:
         return data
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
-        data = await self._post("/verify", payload, requirements)
-        try:
-            return VerifyResponse.from_wire(data)
-        except WireError as exc:
-            raise FacilitatorUnavailable(f"/verify answered garbage: {exc}") from exc
+        return parse_answer("/verify", VerifyResponse.from_wire, await self._post("/verify", payload, requirements))
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
-        data = await self._post("/settle", payload, requirements)
-        try:
-            return SettleResponse.from_wire(data)
-        except WireError as exc:
-            raise FacilitatorUnavailable(f"/settle answered garbage: {exc}") from exc
+        return parse_answer("/settle", SettleResponse.from_wire, await self._post("/settle", payload, requirements))
 
     async def supported(self) -> SupportedResponse:
         try:

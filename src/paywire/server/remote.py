@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from paywire.errors import WireError
-from paywire.facilitator.client import FacilitatorUnavailable
+from paywire.facilitator.client import FacilitatorUnavailable, parse_answer
 from paywire.facilitator.core import AnyPayload, AnyRequirements
 from paywire.server.jsonhttp import HttpError, JsonHttpClient
 from paywire.x402.models import SettleResponse, SupportedResponse, VerifyResponse
@@ -56,24 +55,14 @@ class RemoteFacilitator:
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
         data = await self._call("POST", "/verify", self._encoded(payload, requirements, True))
-        try:
-            return VerifyResponse.from_wire(data)
-        except WireError as exc:
-            raise FacilitatorUnavailable(f"/verify answered garbage: {exc}") from exc
+        return parse_answer("/verify", VerifyResponse.from_wire, data)
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
         data = await self._call("POST", "/settle", self._encoded(payload, requirements, False))
-        try:
-            return SettleResponse.from_wire(data)
-        except WireError as exc:
-            raise FacilitatorUnavailable(f"/settle answered garbage: {exc}") from exc
+        return parse_answer("/settle", SettleResponse.from_wire, data)
 
     async def supported(self) -> SupportedResponse:
-        data = await self._call("GET", "/supported")
-        try:
-            return SupportedResponse.from_wire(data)
-        except WireError as exc:
-            raise FacilitatorUnavailable(f"/supported answered garbage: {exc}") from exc
+        return parse_answer("/supported", SupportedResponse.from_wire, await self._call("GET", "/supported"))
 
     async def aclose(self) -> None:
         await self._http.aclose()
