@@ -5,11 +5,7 @@ Deleting (revoking) the row makes every macaroon derived from that identifier in
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from paywire.store.db import Database, open_database
-from paywire.store.migrations import migrate, register
+from paywire.store.migrations import Repository, register
 
 COMPONENT = "l402"
 TABLE = "l402_root_keys"
@@ -27,24 +23,10 @@ register(COMPONENT, [[
 ]])
 
 
-class L402Store:
+class L402Store(Repository):
     """Repository of L402 root keys over a ``paywire.store.Database``."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
-
-    @classmethod
-    async def open(cls, url: str) -> L402Store:
-        db = open_database(url)
-        await migrate(db, [COMPONENT])
-        return cls(db)
-
-    async def migrate(self) -> None:
-        await migrate(self.db, [COMPONENT])
-
-    async def aclose(self) -> None:
-        await self.db.aclose()
+    component = COMPONENT
 
     async def put(self, key_id: str, root_key: bytes, *, payment_hash: str, token_id: str, service: str) -> None:
         await self.db.execute(

@@ -6,7 +6,9 @@ transaction (Postgres also takes an advisory lock), so several processes may sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Self
 
 from paywire.store.db import Database
 
@@ -49,3 +51,28 @@ async def migrate(db: Database, components: Sequence[str] | None = None) -> None
                     await tx.execute("INSERT INTO paywire_schema (component, version) VALUES (?, ?)", (name, i))
                 else:
                     await tx.execute("UPDATE paywire_schema SET version = ? WHERE component = ?", (i, name))
+
+
+class Repository:
+    """Base of a component's store: holds the database, applies the component's migrations, opens by URL."""
+
+    component: ClassVar[str]
+
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Open ``url`` (``sqlite:///file.db`` or ``postgresql://…``) and apply this component's migrations."""
+        from paywire.store.db import open_database
+
+        repo = cls(open_database(url))
+        await repo.migrate()
+        return repo
+
+    async def migrate(self) -> None:
+        await migrate(self.db, [self.component])
+
+    async def aclose(self) -> None:
+        await self.db.aclose()

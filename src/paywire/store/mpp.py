@@ -13,13 +13,12 @@ only that request settles and is served. States::
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from paywire.store.db import Database, Row, open_database
-from paywire.store.migrations import migrate, register
+from paywire.store.db import Row
+from paywire.store.migrations import Repository, register
 
 COMPONENT = "mpp"
 TABLE = "mpp_redemptions"
@@ -76,24 +75,10 @@ class Redemption:
         return json.loads(self.receipt) if self.receipt else None
 
 
-class MppStore:
+class MppStore(Repository):
     """Repository over a ``paywire.store.Database``; claims are INSERTs guarded by unique keys."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
-
-    @classmethod
-    async def open(cls, url: str) -> MppStore:
-        db = open_database(url)
-        await migrate(db, [COMPONENT])
-        return cls(db)
-
-    async def migrate(self) -> None:
-        await migrate(self.db, [COMPONENT])
-
-    async def aclose(self) -> None:
-        await self.db.aclose()
+    component = COMPONENT
 
     async def claim(self, *, challenge_id: str, replay_key: str, realm: str, method: str, intent: str,
                     expires_at: float, payer: str | None = None, amount: str | None = None,

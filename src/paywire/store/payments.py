@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from paywire.store.db import INLINE_MISS, Database, Params, Row, open_database
-from paywire.store.migrations import migrate, register
+from paywire.store.db import INLINE_MISS, Database, Params, Row
+from paywire.store.migrations import Repository, register
 
 COMPONENT = "seller"
 TABLE = "seller_payments"
@@ -179,12 +179,13 @@ _CLAIM_SQL = (
     "ON CONFLICT DO NOTHING RETURNING *")
 
 
-class PaymentStore:
+class PaymentStore(Repository):
     """Repository of seller payments over a ``paywire.store.Database``."""
 
+    component = COMPONENT
+
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
+        super().__init__(db, clock=clock)
         # SQLite: point statements run inline on the caller's loop when that needs no waiting (µs instead of a
         # worker-thread hop); the database, not this shortcut, still decides every claim and compare-and-set.
         self._inline: Callable[..., Any] | None = getattr(db, "try_inline", None)
@@ -202,19 +203,6 @@ class PaymentStore:
             if rows is not INLINE_MISS:
                 return rows[0] if rows else None
         return await self.db.fetchone(sql, params)
-
-    @classmethod
-    async def open(cls, url: str) -> PaymentStore:
-        """Open ``url`` (``sqlite:///file.db`` or ``postgresql://…``) and apply the seller migrations."""
-        db = open_database(url)
-        await migrate(db, [COMPONENT])
-        return cls(db)
-
-    async def migrate(self) -> None:
-        await migrate(self.db, [COMPONENT])
-
-    async def aclose(self) -> None:
-        await self.db.aclose()
 
     # -- claims ---------------------------------------------------------------------------------
     async def claim(self, p: NewPayment, owner: str, lease: float) -> PaymentRecord | None:
