@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from paywire.errors import WireError
 from paywire.mpp.problems import Problem
@@ -67,3 +67,24 @@ def reject_unknown(obj: Mapping[str, Any], allowed: Iterable[str], what: str, re
     unknown = set(obj) - set(allowed)
     if unknown:
         raise WireError(reason, f"unknown {what} field {sorted(unknown)[0]!r}")
+
+
+_Req = TypeVar("_Req")
+_Pay = TypeVar("_Pay")
+
+
+def parse_charge(accepted: Accepted, parse_request: Callable[[Mapping[str, Any]], _Req],
+                 parse_payload: Callable[[Mapping[str, Any]], _Pay]) -> tuple[_Req, _Pay] | Problem:
+    """A method's strict view of an accepted credential: (request, payload), or the problem to answer with
+    (a bad request is ``verification-failed``: our own challenge; a bad payload is ``malformed-credential``)."""
+    from paywire.mpp import problems as P
+
+    try:
+        req = parse_request(accepted.challenge.request)
+    except WireError as exc:
+        return Problem(P.VERIFICATION_FAILED, f"request: {exc.detail}")
+    try:
+        payload = parse_payload(accepted.credential.payload)
+    except WireError as exc:
+        return Problem(P.MALFORMED_CREDENTIAL, exc.detail)
+    return req, payload

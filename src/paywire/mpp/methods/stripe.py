@@ -19,7 +19,7 @@ from paywire.errors import WireError
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import Challenge
 from paywire.mpp.credential import ChallengeEcho, Credential
-from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, reject_unknown
+from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, parse_charge, reject_unknown
 from paywire.mpp.methods.tempo import no_backend
 from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted, Offer
@@ -226,14 +226,10 @@ class StripeChargeMethod:
         self.settler = settler
 
     def verify(self, accepted: Accepted, now: float) -> Verified | Problem:
-        try:
-            req = StripeChargeRequest.from_request(accepted.challenge.request)
-        except WireError as exc:
-            return Problem(P.VERIFICATION_FAILED, f"request: {exc.detail}")
-        try:
-            payload = StripePayload.from_payload(accepted.credential.payload)
-        except WireError as exc:
-            return Problem(P.MALFORMED_CREDENTIAL, exc.detail)
+        parsed = parse_charge(accepted, StripeChargeRequest.from_request, StripePayload.from_payload)
+        if isinstance(parsed, Problem):
+            return parsed
+        req, payload = parsed
         if req.external_id is not None and payload.external_id != req.external_id:
             return Problem(P.INVALID_CHALLENGE, "credential externalId does not match the request")
         return Verified(accepted, f"stripe:spt:{payload.spt}", amount=str(req.amount), currency=req.currency,

@@ -23,7 +23,7 @@ from paywire.evm.crypto import keccak256, recover_address, to_checksum
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import Challenge
 from paywire.mpp.credential import ChallengeEcho, Credential
-from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, reject_unknown
+from paywire.mpp.methods.base import Refused, Settled, Unknown, Verified, parse_charge, reject_unknown
 from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted, Offer
 
@@ -524,14 +524,10 @@ class TempoChargeMethod:
 
     def verify(self, accepted: Accepted, now: float) -> Verified | Problem:
         ch = accepted.challenge
-        try:
-            req = TempoChargeRequest.from_request(ch.request)
-        except WireError as exc:
-            return Problem(P.VERIFICATION_FAILED, f"request: {exc.detail}")
-        try:
-            payload = TempoPayload.from_payload(accepted.credential.payload)
-        except WireError as exc:
-            return Problem(P.MALFORMED_CREDENTIAL, exc.detail)
+        parsed = parse_charge(accepted, TempoChargeRequest.from_request, TempoPayload.from_payload)
+        if isinstance(parsed, Problem):
+            return parsed
+        req, payload = parsed
         chain_id = req.effective_chain_id
         source = accepted.credential.source
         pkh = parse_did_pkh(source)
