@@ -146,27 +146,19 @@ async def test_flask_eight_concurrent_copies_run_the_view_once(net, flask_url) -
     assert free.json() == {"free": True} and "PAYMENT-RESPONSE" in free.headers["access-control-expose-headers"]
 
 
-async def test_flask_view_that_raises_is_not_charged(net, flask_url) -> None:
+@pytest.mark.parametrize("path", ["/boom", "/big"])
+async def test_flask_failures_are_not_charged(net, flask_url, path: str) -> None:
+    """A view that raises (Flask's own 500 page: status >= 400) and one whose answer outgrows what
+    settle="after" holds until payment settles (max_record_bytes) both end unpaid, the view run once."""
     url, runs = flask_url
     async with httpx.AsyncClient(timeout=60) as http:
-        header = await header_for(http, net, url + "/boom")
+        header = await header_for(http, net, url + path)
         before = await balances(net)
-        r = await http.get(url + "/boom", headers={"PAYMENT-SIGNATURE": header})
-    assert r.status_code == 500  # Flask turns the exception into its own 500 page: a status >= 400, no charge
-    assert "payment-response" not in r.headers
-    assert await balances(net) == before and runs["boom"] == 1
-
-
-async def test_flask_response_over_the_hold_limit_is_not_charged(net, flask_url) -> None:
-    """settle="after" holds the response until payment settles: past max_record_bytes it is refused, unpaid."""
-    url, runs = flask_url
-    async with httpx.AsyncClient(timeout=60) as http:
-        header = await header_for(http, net, url + "/big")
-        before = await balances(net)
-        r = await http.get(url + "/big", headers={"PAYMENT-SIGNATURE": header})
-    assert r.status_code == 500 and r.json()["error"] == "response_too_large", r.text
-    assert "payment-response" not in r.headers and "not charged" in r.json()["message"]
-    assert await balances(net) == before and runs["big"] == 1
+        r = await http.get(url + path, headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 500 and "payment-response" not in r.headers
+    if path == "/big":
+        assert r.json()["error"] == "response_too_large" and "not charged" in r.json()["message"], r.text
+    assert await balances(net) == before and runs[path[1:]] == 1
 
 
 async def test_flask_settle_before_streams(net, flask_url) -> None:
