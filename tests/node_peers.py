@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_PACKAGES = ("@x402/core", "playwright-core")  # npm ci again when one is missing (a stale node_modules)
 
 
 def ensure_node_peers() -> str:
@@ -16,7 +17,7 @@ def ensure_node_peers() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("Node.js/npm not installed: the official TypeScript SDK peers cannot run")
-    if not (NODE_DIR / "node_modules" / "@x402" / "core").is_dir():
+    if not all((NODE_DIR / "node_modules" / pkg / "package.json").is_file() for pkg in NODE_PACKAGES):
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True,
                        timeout=900)
     return node
