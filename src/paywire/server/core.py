@@ -302,6 +302,7 @@ class Seller:
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
+    _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -488,7 +489,27 @@ class Seller:
 
     def payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                          error: str | None = None, extra_headers: Headers = ()) -> Reply:
-        """402 with ``PAYMENT-REQUIRED`` (v2) and a v1 JSON body, so both generations can pay (checklist 1, 92)."""
+        """402 with ``PAYMENT-REQUIRED`` (v2) and a v1 JSON body, so both generations can pay (checklist 1, 92).
+
+        The plain challenge of a route with static offers depends only on the URL: it is built once per URL."""
+        key: tuple[int, str] | None = None
+        if error is None and not extra_headers:
+            idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
+            static = self._static.get(idx)
+            if static is not None and static[0] is offers:
+                key = (idx, req.url)
+                hit = self._challenges.get(key)
+                if hit is not None:
+                    return hit
+        reply = self._payment_required(route, req, offers, error, extra_headers)
+        if key is not None:
+            if len(self._challenges) >= 1024:
+                self._challenges.clear()
+            self._challenges[key] = reply
+        return reply
+
+    def _payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                          error: str | None, extra_headers: Headers) -> Reply:
         pr = self.challenge(route, req, offers, error)
         headers: list[tuple[str, str]] = []
         if not offers:  # a Lightning-only route: the flow adds its WWW-Authenticate challenges

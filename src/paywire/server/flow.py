@@ -78,6 +78,10 @@ ABANDONED_MESSAGE = ("the seller stopped while handling this payment; it was not
                      "sign a new payment")
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class ResponseTooLarge(Exception):
     """settle="after": the handler's response outgrew ``max_record_bytes`` (it must be held, and recorded for
     replays, until the payment settles). Nothing is charged; such routes should use settle="before"."""
@@ -418,9 +422,12 @@ class PaymentFlow:
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
             method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
-            decimals=p.decimals, payer=payer_of(p.payload.payload), payload=json.dumps(p.payload.to_wire()),
-            requirements=json.dumps(p.requirements.to_wire()),
+            decimals=p.decimals, payer=payer_of(p.payload.payload), payload=_compact(p.payload.to_wire()),
+            requirements=_compact(p.requirements.to_wire()),
         )
+        prime = getattr(self._facilitator_for(p.requirements), "prime", None)
+        if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
+            prime(p.payload, p.requirements, new.payload, new.requirements)
         owner = uuid.uuid4().hex
         # verify while claiming: a copy that loses the claim drops its verdict, the winner saves a round trip
         verdict: asyncio.Future[VerifyResponse | BaseException] | None = asyncio.ensure_future(self._verify(p))

@@ -40,6 +40,15 @@ class RemoteFacilitator:
         return {"x402Version": payload.x402_version, "paymentPayload": payload.to_wire(),
                 "paymentRequirements": requirements.to_wire()}
 
+    def prime(self, payload: AnyPayload, requirements: AnyRequirements, payload_json: str,
+              requirements_json: str) -> None:
+        """Remember the request body for these two objects, built from their JSON texts (the seller has them)."""
+        data = (f'{{"x402Version":{payload.x402_version},"paymentPayload":{payload_json},'
+                f'"paymentRequirements":{requirements_json}}}').encode()
+        if len(self._bodies) >= 256:
+            self._bodies.clear()
+        self._bodies[(id(payload), id(requirements))] = (payload, requirements, data)
+
     def _encoded(self, payload: AnyPayload, requirements: AnyRequirements, keep: bool) -> bytes:
         key = (id(payload), id(requirements))
         hit = self._bodies.pop(key, None)
