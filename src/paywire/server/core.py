@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
-from paywire.schemes.evm_exact.identity import authorization_key
+from paywire.schemes.evm_exact.identity import authorization_key_and_payer
 from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
@@ -214,6 +214,7 @@ class Proceed:
     decimals: int
     url: str
     mpp_method: str | None = None  # "evm" | "lightning" when an MPP credential carried the payment
+    payer: str | None = None  # who signed, when the payload says (EIP-3009 ``from``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,11 +254,17 @@ def payment_hash(payload: PaymentPayload | PaymentPayloadV1) -> str:
 
 def authorization_identity(offer: PaymentRequirements, payload: PaymentPayload | PaymentPayloadV1) -> str:
     """The claim key: (network, asset, payer, nonce) for EIP-3009; the payment hash for other schemes."""
+    return identity_and_payer(offer, payload)[0]
+
+
+def identity_and_payer(offer: PaymentRequirements,
+                       payload: PaymentPayload | PaymentPayloadV1) -> tuple[str, str | None]:
+    """(:func:`authorization_identity`, the payer when the payload names one), parsing the payload once."""
     if offer.scheme == "exact" and offer.network.startswith("eip155:"):
-        key = authorization_key(offer.network, offer.asset, payload.payload)
-        if key is not None:
-            return key
-    return f"{offer.scheme}:{offer.network}:sha256:{payment_hash(payload)}"
+        found = authorization_key_and_payer(offer.network, offer.asset, payload.payload)
+        if found is not None:
+            return found
+    return f"{offer.scheme}:{offer.network}:sha256:{payment_hash(payload)}", None
 
 
 def payment_identifier(payload: PaymentPayload) -> tuple[str | None, str | None]:
@@ -425,8 +432,9 @@ class Seller:
             if m1 is None:
                 return self.payment_required(route, req, offers, "No matching payment requirements")
             i = next(j for j, o in enumerate(offers) if requirements_v2_to_v1(o, resource) == m1)
-            return Proceed(route, payload, m1, offers[i], True, authorization_identity(offers[i], payload),
-                           payment_hash(payload), None, offers, decimals[i], req.url)
+            key, payer = identity_and_payer(offers[i], payload)
+            return Proceed(route, payload, m1, offers[i], True, key, payment_hash(payload), None, offers, decimals[i],
+                           req.url, payer=payer)
         if 2 not in route.x402_versions:
             return self.payment_required(route, req, offers, "x402 v2 payments are not accepted here")
         m = find_matching_requirements(offers, payload.accepted)
@@ -439,8 +447,9 @@ class Seller:
             return json_reply(400, {"error": "payment_identifier_required",
                                     "message": "this route requires extensions['payment-identifier'].info.id"})
         i = offers.index(m)
-        return Proceed(route, payload, m, m, False, authorization_identity(m, payload), payment_hash(payload), pid,
-                       offers, decimals[i], req.url)
+        key, payer = identity_and_payer(m, payload)
+        return Proceed(route, payload, m, m, False, key, payment_hash(payload), pid, offers, decimals[i], req.url,
+                       payer=payer)
 
     def _decide_other(self, route: PaidRoute, req: RequestInfo, offers: tuple[PaymentRequirements, ...],
                       decimals: tuple[int, ...]) -> Decision | None:

@@ -422,7 +422,7 @@ class PaymentFlow:
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
             method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
-            decimals=p.decimals, payer=payer_of(p.payload.payload), payload=_compact(p.payload.to_wire()),
+            decimals=p.decimals, payer=p.payer or payer_of(p.payload.payload), payload=_compact(p.payload.to_wire()),
             requirements=_compact(p.requirements.to_wire()),
         )
         prime = getattr(self._facilitator_for(p.requirements), "prime", None)

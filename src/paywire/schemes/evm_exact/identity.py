@@ -16,11 +16,17 @@ def authorization_key(network: str, asset: str, payload: Mapping[str, Any]) -> s
     The token contract enforces one use per (payer, nonce), so two payments with the same key can settle at
     most once between them: this is the key a seller claims before running a paid handler.
     """
+    found = authorization_key_and_payer(network, asset, payload)
+    return found[0] if found is not None else None
+
+
+def authorization_key_and_payer(network: str, asset: str, payload: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(:func:`authorization_key`, ``authorization.from``) from one parse of the payload, or None."""
     try:
         a = ExactEvmPayload.from_wire(dict(payload)).authorization
     except WireError:
         return None
-    return f"exact:{network}:{asset.lower()}:{a.from_.lower()}:0x{a.nonce.hex()}"
+    return f"exact:{network}:{asset.lower()}:{a.from_.lower()}:0x{a.nonce.hex()}", a.from_
 
 
 def payer_of(payload: Mapping[str, Any]) -> str | None:
