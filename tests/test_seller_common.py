@@ -82,6 +82,11 @@ def shop_app(counter: Counter) -> Starlette:
     async def free(request: Request) -> Response:
         return JSONResponse({"free": True})
 
+    async def slow(request: Request) -> Response:
+        n = counter.hit("slow")
+        await asyncio.sleep(1.5)
+        return JSONResponse({"item": "slow", "run": n})
+
     async def big(request: Request) -> Response:
         counter.hit("big")
 
@@ -98,6 +103,7 @@ def shop_app(counter: Counter) -> Starlette:
         Route("/cheap", cheap), Route("/dear", dear), Route("/boom", boom), Route("/fail", fail),
         Route("/stream", stream), Route("/idem", idem, methods=["GET", "POST"]), Route("/free", free),
         Route("/items/{item_id}", item), Route("/cheap2", cheap), Route("/big", big),
+        Route("/slow", slow),
     ])
 
 
@@ -111,6 +117,7 @@ def shop_routes(net: Devnet) -> list[PaidRoute]:
         PaidRoute("GET /fail", price=CHEAP, description="returns 500"),
         PaidRoute("GET /stream", price=CHEAP, settle="before", mime_type="text/plain"),
         PaidRoute("GET /big", price=CHEAP, description="more than the shop holds until settlement"),
+        PaidRoute("GET /slow", price=CHEAP, description="takes longer than a short lease"),
         PaidRoute("GET,POST /idem", price=CHEAP, payment_identifier="required"),
         PaidRoute("/items/{item_id}", method="GET", price=lambda req: CHEAP * len(req.path.rsplit("/", 1)[1])),
     ]

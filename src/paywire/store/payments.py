@@ -182,7 +182,7 @@ _CLAIM_SQL = (
     f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
     "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
     "requirements, created_at, updated_at) VALUES (" + ", ".join("?" * 22) + ") "
-    "ON CONFLICT DO NOTHING RETURNING *")
+    "ON CONFLICT DO NOTHING RETURNING id")
 
 
 class PaymentStore(Repository):
@@ -218,7 +218,15 @@ class PaymentStore(Repository):
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, now, now]
         row = await self._fetchone(_CLAIM_SQL, values, write=True)
-        return PaymentRecord.from_row(row) if row else None
+        if row is None:
+            return None
+        return PaymentRecord(
+            id=int(row["id"]), auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash,
+            state="claimed", owner=owner, lease_until=now + lease, route=p.route, method=p.method, path=p.path,
+            settle_mode=p.settle_mode, x402_version=p.x402_version, scheme=p.scheme, network=p.network,
+            asset=p.asset, pay_to=p.pay_to, amount=p.amount, decimals=p.decimals, payer=p.payer, payload=p.payload,
+            requirements=p.requirements, tx=None, settle_response=None, error=None, resp_status=None,
+            resp_headers=None, resp_body=None, created_at=now, updated_at=now, settled_at=None)
 
     async def find(self, auth_key: str, payment_id: str | None) -> PaymentRecord | None:
         """The payment claimed under this authorization, else under this payment id."""
