@@ -203,6 +203,8 @@ class PaymentFlow:
     """MPP ``lightning/charge``: also require the node to show the invoice paid (the preimage already proves it)."""
     invoice_expiry: int = 600
     l402_reject_status: int = 401
+    owns_facilitator: bool = False
+    """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _l402: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _l402_store: Any = field(default=None, init=False, repr=False)
@@ -256,9 +258,14 @@ class PaymentFlow:
         return self._store
 
     async def aclose(self) -> None:
+        """Close what the flow opened: its store (unless it was given one) and a facilitator client it built."""
         if self._store is not None and not isinstance(self.store, PaymentStore):
             await self._store.aclose()
         self._store, self._started = None, False
+        if self.owns_facilitator:
+            closer = getattr(self.facilitator, "aclose", None)
+            if closer is not None:
+                await closer()
 
     # -- per request -----------------------------------------------------------------------------
     async def begin(self, req: RequestInfo) -> Plan:

@@ -58,7 +58,8 @@ def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, *, pay_t
                     app_name=app_name, cors_origin=cors_origin, paywall_html=paywall_html, mpp=mpp,
                     mpp_nonce_variants=tuple(mpp_nonce_variants) if mpp_nonce_variants else None,
                     mpp_max_body=mpp_max_body)
-    return PaymentFlow(seller, as_facilitator(facilitator), store, **options)
+    return PaymentFlow(seller, as_facilitator(facilitator), store, owns_facilitator=isinstance(facilitator, str),
+                       **options)
 
 
 class LazyFlow:
