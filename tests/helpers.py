@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from paywire.chain import Anvil, EmbeddedChain, RpcChain
@@ -71,3 +73,18 @@ async def sign(
 
 def payer_of(net: Devnet) -> LocalSigner:
     return LocalSigner(net.payer.private_key)
+
+
+@contextlib.contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """A WSGI app on a threaded werkzeug server on 127.0.0.1, port chosen by the OS; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

@@ -1,4 +1,4 @@
-"""The official TypeScript x402 SDK peers (pinned in tests/node/package-lock.json), installed on demand."""
+"""The Node.js test peers (official TypeScript SDKs and friends), pinned in package-lock files, installed on demand."""
 
 from __future__ import annotations
 
@@ -10,28 +10,26 @@ import pytest
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_PACKAGES = ("@x402/core", "playwright-core")  # npm ci again when one is missing (a stale node_modules)
+MPP_DIR = NODE_DIR / "mpp"
+MPP_PACKAGES = ("mppx", "@getalby/lightning-tools", "macaroon")
+
+
+def _installed(folder: Path, packages: tuple[str, ...], what: str) -> str:
+    """Path of ``node`` after ``npm ci`` in ``folder`` when one of ``packages`` is missing; skips without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip(f"Node.js/npm not installed: {what} cannot run")
+    if not all((folder / "node_modules" / pkg / "package.json").is_file() for pkg in packages):
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True,
+                       timeout=900)
+    return node
 
 
 def ensure_node_peers() -> str:
-    """Path of the ``node`` binary, after ``npm ci`` in tests/node if needed; skips when Node is absent."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js/npm not installed: the official TypeScript SDK peers cannot run")
-    if not all((NODE_DIR / "node_modules" / pkg / "package.json").is_file() for pkg in NODE_PACKAGES):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True,
-                       timeout=900)
-    return node
-
-MPP_DIR = NODE_DIR / "mpp"
-MPP_PACKAGES = ("mppx", "@getalby/lightning-tools", "macaroon")  # npm ci again when one is missing
+    """``node`` with tests/node installed (the official @x402 TypeScript SDK peers, playwright-core)."""
+    return _installed(NODE_DIR, NODE_PACKAGES, "the official TypeScript SDK peers")
 
 
 def ensure_mpp_peers() -> str:
-    """Path of ``node`` after ``npm ci`` in tests/node/mpp (the ``MPP_PACKAGES`` peers); skips without Node."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js/npm not installed: the mppx and L402 Node peers cannot run")
-    if not all((MPP_DIR / "node_modules" / pkg / "package.json").is_file() for pkg in MPP_PACKAGES):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=MPP_DIR, check=True, capture_output=True,
-                       timeout=900)
-    return node
+    """``node`` with tests/node/mpp installed (mppx, @getalby/lightning-tools, js-macaroon)."""
+    return _installed(MPP_DIR, MPP_PACKAGES, "the mppx and L402 Node peers")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -17,7 +16,6 @@ from paywire.l402.header import parse_challenges_l402
 from paywire.l402.server import L402Denied, L402Ok, L402Server
 from paywire.lightning.bolt11 import decode_bolt11
 from paywire.lightning.lnbits import LnbitsBackend
-from paywire.lightning.lnbits_dev import LnbitsDev, LnbitsUnavailable
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import ChallengeBinder, parse_www_authenticate
 from paywire.mpp.methods.lightning_charge import (
@@ -31,21 +29,15 @@ from paywire.mpp.server import MppServer
 from paywire.mpp.timefmt import parse_rfc3339
 from paywire.store.l402 import L402Store
 from paywire.store.mpp import MppStore
+from tests.lightning_fixtures import lnbits_node
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-VENV = Path(__file__).resolve().parents[1] / ".paywire" / "lnbits-venv"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def ln():
-    node = LnbitsDev(venv=VENV, payer_sats=100_000)
-    try:
-        await node.start()
-    except LnbitsUnavailable as exc:
-        await node.stop()
-        pytest.skip(f"LNbits cannot run here: {exc}")
-    yield node
-    await node.stop()
+    async with lnbits_node() as node:
+        yield node
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from paywire.client.httpx_transport import PaymentTransport
 from paywire.client.policy import Policy
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.lightning.lnbits import LnbitsBackend
-from paywire.lightning.lnbits_dev import LnbitsDev, LnbitsUnavailable
+from paywire.lightning.lnbits_dev import LnbitsDev
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.methods.lightning_charge import lightning_credential
@@ -36,9 +35,9 @@ from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
 from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.lightning_fixtures import lnbits_node
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-VENV = Path(__file__).resolve().parents[1] / ".paywire" / "lnbits-venv"
 SATS = 21
 
 
@@ -54,41 +53,35 @@ class World:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(tmp_path_factory) -> AsyncIterator[World]:
-    ln = LnbitsDev(venv=VENV, payer_sats=100_000)
-    try:
-        await ln.start()
-    except LnbitsUnavailable as exc:
-        await ln.stop()
-        pytest.skip(f"LNbits cannot run here: {exc}")
-    assert ln.payer is not None and ln.payee is not None
-    payer = LnbitsBackend(ln.url, admin_key=ln.payer.admin_key)
-    payee = LnbitsBackend(ln.url, invoice_key=ln.payee.invoice_key)
-    net = await new_devnet("embedded")
-    calls: dict[str, int] = {}
+    async with lnbits_node() as ln:
+        assert ln.payer is not None and ln.payee is not None
+        payer = LnbitsBackend(ln.url, admin_key=ln.payer.admin_key)
+        payee = LnbitsBackend(ln.url, invoice_key=ln.payee.invoice_key)
+        net = await new_devnet("embedded")
+        calls: dict[str, int] = {}
 
-    async def thing(request: Request) -> Response:
-        calls[request.url.path] = calls.get(request.url.path, 0) + 1
-        return JSONResponse({"protocol": request.state.payment.protocol, "run": calls[request.url.path]})
+        async def thing(request: Request) -> Response:
+            calls[request.url.path] = calls.get(request.url.path, 0) + 1
+            return JSONResponse({"protocol": request.state.payment.protocol, "run": calls[request.url.path]})
 
-    routes = [
-        PaidRoute("GET /all", offers=(Offer(price=10_000, asset=net.asset),), mpp=("evm", "lightning"), l402=True,
-                  sats=SATS, description="everything"),
-        PaidRoute("GET /ln", mpp=("lightning",), l402="weather", sats=SATS),
-        PaidRoute("GET /mpp-ln", mpp=("lightning",), sats=SATS),
-        PaidRoute("GET /l402", l402="weather", sats=SATS),
-    ]
-    app = Starlette(routes=[Route(p, thing) for p in ("/all", "/ln", "/mpp-ln", "/l402")])
-    mw = PaymentMiddleware(app, routes, LocalFacilitatorClient(full_facilitator(net)),
-                           store=f"sqlite:///{tmp_path_factory.mktemp('ln') / 's.db'}",
-                           assets=AssetRegistry((net.asset,)), pay_to=net.payee.address, mpp_realm="ln.test",
-                           mpp_secret=os.urandom(32), lightning=payee)
-    async with serve_asgi(mw) as url:
-        yield World(ln, payer, payee, url, calls, mw)
-    await mw.flow.aclose()
-    await payer.aclose()
-    await payee.aclose()
-    await close_devnet(net)
-    await ln.stop()
+        routes = [
+            PaidRoute("GET /all", offers=(Offer(price=10_000, asset=net.asset),), mpp=("evm", "lightning"), l402=True,
+                      sats=SATS, description="everything"),
+            PaidRoute("GET /ln", mpp=("lightning",), l402="weather", sats=SATS),
+            PaidRoute("GET /mpp-ln", mpp=("lightning",), sats=SATS),
+            PaidRoute("GET /l402", l402="weather", sats=SATS),
+        ]
+        app = Starlette(routes=[Route(p, thing) for p in ("/all", "/ln", "/mpp-ln", "/l402")])
+        mw = PaymentMiddleware(app, routes, LocalFacilitatorClient(full_facilitator(net)),
+                               store=f"sqlite:///{tmp_path_factory.mktemp('ln') / 's.db'}",
+                               assets=AssetRegistry((net.asset,)), pay_to=net.payee.address, mpp_realm="ln.test",
+                               mpp_secret=os.urandom(32), lightning=payee)
+        async with serve_asgi(mw) as url:
+            yield World(ln, payer, payee, url, calls, mw)
+        await mw.flow.aclose()
+        await payer.aclose()
+        await payee.aclose()
+        await close_devnet(net)
 
 
 async def test_one_402_has_x402_mpp_and_l402(world: World) -> None:

@@ -16,8 +16,7 @@ import contextlib
 import importlib.util
 import json
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
-from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.helpers import close_devnet, full_facilitator, new_devnet, serve_wsgi
 from tests.node_peers import NODE_DIR, ensure_node_peers
 
 pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
@@ -57,21 +56,6 @@ def load_example(name: str) -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@contextlib.contextmanager
-def serve_wsgi(app: Any) -> Iterator[str]:
-    """A threaded werkzeug server on 127.0.0.1, port chosen by the OS."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 class Env:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import httpx
@@ -28,25 +27,11 @@ from paywire.server.pricing import Offer
 from paywire.server.wsgi import WsgiPaymentMiddleware
 from paywire.serving import serve_asgi
 from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
-from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, serve_wsgi, sign
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 PRICE = 10_000
 CHARGE = charge(PRICE, settle="before")  # module level: FastAPI resolves string annotations from here
-
-
-@contextlib.contextmanager
-def serve_wsgi(app: Any) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -163,6 +163,7 @@ class PaymentRecord:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(PaymentRecord))
+_NEW_FIELDS = tuple(f.name for f in fields(NewPayment))  # a claimed row is the new payment plus its state
 
 _UPDATABLE = frozenset({
     "state", "owner", "lease_until", "payer", "tx", "settle_response", "error", "resp_status", "resp_headers",
@@ -221,12 +222,9 @@ class PaymentStore(Repository):
         if row is None:
             return None
         return PaymentRecord(
-            id=int(row["id"]), auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash,
-            state="claimed", owner=owner, lease_until=now + lease, route=p.route, method=p.method, path=p.path,
-            settle_mode=p.settle_mode, x402_version=p.x402_version, scheme=p.scheme, network=p.network,
-            asset=p.asset, pay_to=p.pay_to, amount=p.amount, decimals=p.decimals, payer=p.payer, payload=p.payload,
-            requirements=p.requirements, tx=None, settle_response=None, error=None, resp_status=None,
-            resp_headers=None, resp_body=None, created_at=now, updated_at=now, settled_at=None)
+            id=int(row["id"]), state="claimed", owner=owner, lease_until=now + lease, tx=None, settle_response=None,
+            error=None, resp_status=None, resp_headers=None, resp_body=None, created_at=now, updated_at=now,
+            settled_at=None, **{f: getattr(p, f) for f in _NEW_FIELDS})
 
     async def find(self, auth_key: str, payment_id: str | None) -> PaymentRecord | None:
         """The payment claimed under this authorization, else under this payment id."""
