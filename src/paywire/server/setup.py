@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from paywire.facilitator.client import FacilitatorClient
+from paywire.facilitator.client import FacilitatorClient, HttpFacilitatorClient
 from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.core import PaidRoute, Seller
 from paywire.server.flow import PaymentFlow
-from paywire.server.remote import RemoteFacilitator
 from paywire.store.payments import PaymentStore
 
 RoutesArg = Sequence[PaidRoute] | Callable[[], Sequence[PaidRoute]]
@@ -20,8 +19,8 @@ _FLOW_OPTIONS = ("verify_timeout", "settle_timeout", "replay_wait", "lease", "ma
 
 
 def as_facilitator(facilitator: FacilitatorArg) -> FacilitatorClient:
-    """A facilitator client; a URL string means a remote facilitator over HTTP (:class:`RemoteFacilitator`)."""
-    return RemoteFacilitator(facilitator) if isinstance(facilitator, str) else facilitator
+    """A facilitator client; a URL string means a remote facilitator over HTTP (:class:`HttpFacilitatorClient`)."""
+    return HttpFacilitatorClient(facilitator, timeout=30.0) if isinstance(facilitator, str) else facilitator
 
 
 def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, *, pay_to: str | None = None,
