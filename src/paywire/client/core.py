@@ -20,6 +20,7 @@ from paywire.client.policy import FUNDS, PROTOCOL, SCHEME, Policy, Quote, Refusa
 from paywire.errors import PaywireError, WireError
 from paywire.schemes.base import ClientScheme, handles
 from paywire.x402.codec import (
+    PAYMENT_IDENTIFIER,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
@@ -42,8 +43,6 @@ from paywire.x402.models import (
     requirements_v1_to_v2,
 )
 
-PAYMENT_IDENTIFIER: Final = "payment-identifier"
-"""Extension key of the idempotency id (digest §9.2)."""
 _PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
