@@ -95,6 +95,29 @@ async def test_stale_keep_alive_connection_is_replaced() -> None:
     assert connections == 3
 
 
+async def test_request_the_server_received_is_not_sent_again() -> None:
+    """The server reads a request on a reused connection and hangs up without answering: that is an error,
+    not a silent second POST on a new connection (a /settle must never be sent twice)."""
+    received: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        received.append(head.split("\r\n")[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        head, _ = await read_request(reader)  # the second request, on the kept-alive connection
+        received.append(head.split("\r\n")[0])
+        writer.close()
+
+    async with raw_server(handler) as url:
+        c = KeepAliveClient(url)
+        assert await c.request("POST", "/verify", {}) == (200, {})
+        with pytest.raises(HttpError, match="closed before a response"):
+            await c.request("POST", "/settle", {})
+        await c.aclose()
+    assert received == ["POST /verify HTTP/1.1", "POST /settle HTTP/1.1"]
+
+
 async def test_silence_refusal_and_garbage_are_errors_not_hangs() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
