@@ -117,7 +117,9 @@ class EvmRail:
         return _sent(tx)
 
     # -- what the chain says ------------------------------------------------------------------------------
-    async def receipt(self, tx_hash: str, intent: Intent) -> Mined | None:
+    async def receipt(self, tx_hash: str, intent: Intent, *, wait: float = 0.0) -> Mined | None:
+        if wait > 0:
+            return await self._mined(await self.chain.wait_for_receipt(tx_hash, timeout=wait), intent)
         receipt = await self.chain.get_transaction_receipt(tx_hash)
         return None if receipt is None else await self._mined(receipt, intent)
 

@@ -108,8 +108,9 @@ class Rail(Protocol):
         ...
 
     # -- what the chain says
-    async def receipt(self, tx_hash: str, intent: Intent) -> Mined | None:
-        """The transaction's inclusion (judged against ``intent``), or None while the chain has none."""
+    async def receipt(self, tx_hash: str, intent: Intent, *, wait: float = 0.0) -> Mined | None:
+        """The transaction's inclusion (judged against ``intent``), or None while the chain has none. With
+        ``wait``: poll up to that many seconds for it, then raise ``ChainError``."""
         ...
 
     async def knows(self, tx_hash: str) -> bool:

@@ -12,8 +12,9 @@ compare-and-set there, so instances sharing the database (fleet mode) never undo
   row whose lease ran out is taken over: its owner died before sending anything.
 * **record** (``record_tx``): the signed transaction is written *before* it is broadcast. Dying after this
   leaves a ``submitted`` row with the bytes; the reconciler re-broadcasts them (or signs anew).
-* **release** (``release``): nothing reached the chain (the node refused it, it would revert): drop the claim
-  so a later settle may try again.
+* **release** (``release``): nothing reached the chain (it would revert, the node refused every signed
+  version): drop the claim — ``verified``, or ``submitted`` with a refused transaction — so a later settle
+  may try again.
 * **finish** / **unresolve** (``finish`` / ``mark_unresolved``, both through ``_record``): the chain decided,
   or could not tell us. Any instance may finish a row (the outcome is a fact of the chain); the first wins.
 
@@ -209,7 +210,8 @@ class SettlementEngine:
                 return await self._answer_row(store, row, intent, prepare, takeover=False)
             return SettleResponse(False, "", intent.network, payer=verdict.payer or intent.payer,
                                   error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
-        # transition: claim (none | stale verified → verified, ours)
+        # transition claim: none | stale verified → verified (ours). Dying after it leaves a 'verified' row that
+        # the next settle of this authorization takes over once the lease has run out.
         claimed, row = await store.claim(
             network=intent.network, asset=intent.asset, payer=intent.payer, nonce=intent.nonce,
             requirements_digest=intent.digest, request=intent.record, amount=intent.amount, pay_to=intent.pay_to,
@@ -497,31 +499,12 @@ class SettlementEngine:
         except ChainError as exc:
             return _failure(intent, "unexpected_settle_error", f"not sent: {exc}")
         try:
-            mined = await self._wait(rail, intent, tx.hash)
+            mined = await rail.receipt(tx.hash, intent, wait=self._receipt_timeout)
         except ChainError as exc:
             return _failure(intent, UNRESOLVED, f"no receipt yet: {exc}" + (f" (send: {unknown})" if unknown else ""),
                             tx=tx.hash)
+        assert mined is not None  # waiting returns a receipt or raises
         return _judge(mined, intent)
-
-    async def _wait(self, rail: Rail, intent: Intent, tx_hash: str) -> Mined:
-        """Poll for the receipt until ``receipt_timeout``; transient chain errors are retried."""
-        deadline = time.monotonic() + self._receipt_timeout
-        last_error: ChainError | None = None
-        while True:
-            try:
-                mined = await rail.receipt(tx_hash, intent)
-                last_error = None
-            except ChainRevert:
-                raise
-            except ChainError as exc:
-                mined, last_error = None, exc
-            if mined is not None:
-                return mined
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                detail = f" (last error: {last_error})" if last_error else ""
-                raise ChainError(f"transaction {tx_hash} not mined within {self._receipt_timeout}s{detail}")
-            await asyncio.sleep(min(self._poll, remaining))
 
 
 def _sid(intent: Intent) -> str:
