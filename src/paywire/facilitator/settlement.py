@@ -181,7 +181,7 @@ class SettlementEngine:
     async def _settle_task(self, intent: Intent, prepare: Prepare) -> SettleResponse:
         try:
             if self.store is None:
-                return await self.settle_unrecorded(intent, prepare)
+                return await self._settle_unrecorded(intent, prepare)
             await self._ensure_schema()
             return await self._settle_stored(self.store, intent, prepare, takeover=True)
         except Exception as exc:  # never lose an answer to a bug: say what the record says, if anything
@@ -485,7 +485,7 @@ class SettlementEngine:
         return "replaced"
 
     # -- settle without a store ---------------------------------------------------------------------------
-    async def settle_unrecorded(self, intent: Intent, prepare: Prepare) -> SettleResponse:
+    async def _settle_unrecorded(self, intent: Intent, prepare: Prepare) -> SettleResponse:
         """Verify, send and wait for the receipt; nothing is recorded (library use without a store)."""
         verdict, plan = await prepare()
         rail = self.rails.get(intent.network)

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from paywire.chain.base import Chain
-from paywire.chain.rail import AUTHORIZATION_USED_TOPIC, EvmNetwork, EvmRail
+from paywire.chain.rail import EvmNetwork, EvmRail
 from paywire.chain.tx import TxSender
 from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.facilitator.rail import Intent
-from paywire.facilitator.settlement import PENDING, UNRESOLVED, Plan, Reasons, SettlementEngine
+from paywire.facilitator.settlement import Plan, Reasons, SettlementEngine
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import (
     ExactEvmPayload,
@@ -39,10 +39,7 @@ from paywire.x402.models import (
 from paywire.x402.networks import evm_chain_id
 
 __all__ = [
-    "AUTHORIZATION_USED_TOPIC",
-    "PENDING",
     "TIME_BUFFER_SECONDS",
-    "UNRESOLVED",
     "CheckedAuthorization",
     "EvmNetwork",
     "ExactEvmFacilitator",
