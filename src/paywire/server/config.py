@@ -29,7 +29,9 @@ NonceVariant = Literal["concat", "json"]
 
 
 def _facilitator_like(value: Any) -> str | None:
-    if isinstance(value, str) or all(hasattr(value, m) for m in ("verify", "settle", "supported")):
+    if isinstance(value, str):
+        return None if value.startswith(("http://", "https://")) else "expected an http(s) URL"
+    if all(hasattr(value, m) for m in ("verify", "settle", "supported")):
         return None
     return "expected a URL or a FacilitatorClient (verify, settle, supported)"
 
