@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import difflib
 import os
 import re
 import sys
-import tomllib
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -320,6 +318,8 @@ def convert_field(cls: type, f: dataclasses.Field[Any], value: Any, source: str 
 
 def suggest(name: str, known: Iterable[str]) -> str | None:
     """The closest known name, if one is close."""
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -338,6 +338,8 @@ def unknown_names(names: Iterable[str], known: Iterable[str]) -> str:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    import tomllib
+
     try:
         return tomllib.loads(Path(path).read_text())
     except OSError as exc:
