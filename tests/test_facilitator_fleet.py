@@ -8,7 +8,7 @@ from the test process.
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,6 @@ import pytest_asyncio
 from paywire.chain import EmbeddedChain, JsonRpcServer, RpcChain
 from paywire.chain.devkeys import dev_keys
 from paywire.devnet import setup_devnet
-from paywire.schemes.evm_exact.facilitator import CRASH_AFTER_SEND_ENV
 from paywire.store.settlements import SettlementStore
 from tests.helpers import CHAIN_KINDS, close_devnet, new_devnet, offer, payer_of, sign
 from tests.test_facilitator_helpers import FacilitatorProcess, authorization_uses, wait_until, write_config
@@ -26,6 +25,24 @@ from tests.test_facilitator_settle import body, sid_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEYS = ["0x" + k.hex() for k in dev_keys(10)]
+
+# The paywire CLI with a fault injected into the EVM rail: the process SIGKILLs itself right after its first
+# settlement transaction was recorded and broadcast (before it learns the outcome).
+CRASH_AFTER_SEND = [sys.executable, "-c", """
+import os, signal
+from paywire.chain.rail import EvmRail
+from paywire.cli.main import main
+
+send = EvmRail.send
+
+async def send_then_die(self, *args, **kwargs):
+    sent = await send(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return sent
+
+EvmRail.send = send_then_die
+main()
+"""]
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module", params=CHAIN_KINDS)
@@ -92,7 +109,7 @@ async def test_sigkill_right_after_broadcast_is_recovered_on_restart(served, sto
     req = offer(net, 7_654)
     p = await sign(req, payer_of(net))
     before = await net.token_balance(net.payee.address)
-    doomed = FacilitatorProcess(["--config", str(config)], env={CRASH_AFTER_SEND_ENV: "1"})
+    doomed = FacilitatorProcess(["--config", str(config)], command=CRASH_AFTER_SEND)
     (url,) = await _start(doomed)
     try:
         async with httpx.AsyncClient(timeout=60) as http:
@@ -109,9 +126,7 @@ async def test_sigkill_right_after_broadcast_is_recovered_on_restart(served, sto
     finally:
         await store.aclose()
 
-    env = {k: v for k, v in os.environ.items() if k != CRASH_AFTER_SEND_ENV}
-    restarted = FacilitatorProcess(["--config", str(config)], env=env)
-    restarted.env.pop(CRASH_AFTER_SEND_ENV, None)
+    restarted = FacilitatorProcess(["--config", str(config)])
     (url,) = await _start(restarted)
     try:
         async with httpx.AsyncClient(timeout=60) as http:

@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from paywire.chain import HttpTransport, RpcChain, Transport
+from paywire.chain.rail import AUTHORIZATION_USED_TOPIC
 from paywire.chain.tx import TxSender
 from paywire.devnet import Devnet
 from paywire.evm.crypto import address_bytes
 from paywire.schemes.evm_exact import EvmNetwork, ExactEvmFacilitator
-from paywire.schemes.evm_exact.facilitator import AUTHORIZATION_USED_TOPIC
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore
 from paywire.x402.models import ExactEvmPayload, PaymentPayload
@@ -105,10 +105,12 @@ class RpcProxy:
 
 
 class FacilitatorProcess:
-    """``paywire facilitator …`` as a real subprocess; ``url`` once it listens."""
+    """``paywire facilitator …`` as a real subprocess; ``url`` once it listens. ``command``: what runs the
+    ``paywire`` CLI (default ``python -m paywire.cli.main``; a test may run it under a fault injector)."""
 
-    def __init__(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.args = [*PAYWIRE, "facilitator", "--port", "0", *args]
+    def __init__(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 command: Sequence[str] = PAYWIRE) -> None:
+        self.args = [*command, "facilitator", "--port", "0", *args]
         self.env = {**os.environ, "COLUMNS": "200", **(env or {})}
         self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None

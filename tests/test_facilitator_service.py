@@ -131,7 +131,7 @@ async def test_settle_of_a_plugin_bug_is_an_answer_not_a_500(net, tmp_path: Path
     async def explode(*a, **k):
         raise RuntimeError("store exploded")
 
-    fac._settle_stored = explode  # type: ignore[method-assign]
+    fac.engine._settle_stored = explode  # type: ignore[method-assign]
     req = offer(net)
     p = await sign(req, payer_of(net))
     async with serve_asgi(create_app(Facilitator([fac], store=store))) as url, httpx.AsyncClient() as http:

@@ -195,12 +195,11 @@ async def test_claim_of_a_dead_instance_is_taken_over(net, store):
 async def _record_without_broadcast(net, store: SettlementStore, fac, p, req, sender: TxSender, nonce: int):
     """What a crash between 'record' and 'broadcast' leaves behind: a submitted row whose tx the chain never saw."""
     a = ExactEvmPayload.from_wire(p.payload).authorization
-    from paywire.schemes.evm_exact.facilitator import _Job, _request_record
+    from paywire.schemes.evm_exact.facilitator import intent_of
 
-    job = _Job(req.network, req, ExactEvmPayload.from_wire(p.payload), net.payer.address,
-               requirements_digest(req.to_wire()), False)
+    intent = intent_of(ExactEvmPayload.from_wire(p.payload), req)
     claimed, _ = await store.claim(network=req.network, asset=req.asset, payer=a.from_, nonce="0x" + a.nonce.hex(),
-                                   requirements_digest=job.digest, request=_request_record(job), amount=a.value,
+                                   requirements_digest=intent.digest, request=intent.record, amount=a.value,
                                    pay_to=a.to, lease_seconds=0.01)
     assert claimed
     data = token.transfer_with_authorization(a.from_, a.to, a.value, a.valid_after, a.valid_before, a.nonce,
@@ -208,7 +207,7 @@ async def _record_without_broadcast(net, store: SettlementStore, fac, p, req, se
     max_fee, tip = await sender.fees()
     tx = sender.sign_with(to=req.asset, data=data, value=0, gas=200_000, nonce=nonce, max_fee=max_fee, tip=tip,
                           chain_id=await net.chain.chain_id())
-    assert await store.record_tx(job.sid, tx_hash=tx.hash, raw_tx=tx.raw, signer=tx.sender, tx_nonce=tx.nonce,
+    assert await store.record_tx(sid_of(p, req), tx_hash=tx.hash, raw_tx=tx.raw, signer=tx.sender, tx_nonce=tx.nonce,
                                  previous_hash=None, lease_seconds=0.01)
     return tx
 
@@ -274,12 +273,11 @@ async def test_reconciler_fails_an_expired_unsent_claim_and_keeps_fresh_ones(net
     for p, req in ((expired, short), (fresh, fresh_req)):
         a = ExactEvmPayload.from_wire(p.payload).authorization
         dead = SettlementStore(store.db, instance_id="dead")
-        from paywire.schemes.evm_exact.facilitator import _Job, _request_record
+        from paywire.schemes.evm_exact.facilitator import intent_of
 
-        job = _Job(req.network, req, ExactEvmPayload.from_wire(p.payload), net.payer.address,
-                   requirements_digest(req.to_wire()), False)
+        intent = intent_of(ExactEvmPayload.from_wire(p.payload), req)
         await dead.claim(network=req.network, asset=req.asset, payer=a.from_, nonce="0x" + a.nonce.hex(),
-                         requirements_digest=job.digest, request=_request_record(job), amount=a.value,
+                         requirements_digest=intent.digest, request=intent.record, amount=a.value,
                          pay_to=a.to, lease_seconds=0.01)
     # let the short authorization expire on chain (blocks keep coming on the embedded chain only with txs)
     deadline = time.time() + 30

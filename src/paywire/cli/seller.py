@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -47,8 +48,11 @@ async def _load(url: str, limit: int, route: str | None, state: list[str], hours
 
 
 def sales(
-    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE",
-                                       help="Seller store URL (sqlite:///paywire.db or postgresql://…).")] = "",
+    store: Annotated[str, typer.Option(help="Seller store URL (sqlite:///paywire.db or postgresql://…); "
+                                            "env PAYWIRE_SELLER_STORE or PAYWIRE_STORE.")] = "",
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML file whose [seller] table names the store (env PAYWIRE_SELLER_CONFIG).")]
+    = None,
     limit: Annotated[int, typer.Option(help="Newest N payments.")] = 50,
     route: Annotated[str | None, typer.Option(help="Only this route, e.g. 'GET /weather'.")] = None,
     state: Annotated[list[str] | None, typer.Option(help="Only these outcomes (served, failed, unresolved …).")]
@@ -57,9 +61,16 @@ def sales(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show paid requests: route, amount, payer, transaction and outcome, with revenue totals."""
+    from paywire.errors import ConfigError
+    from paywire.server.config import SellerConfig
     from paywire.store import store_url
 
-    url = store_url(store or None)
+    try:  # --store > $PAYWIRE_SELLER_STORE > the [seller] table > $PAYWIRE_STORE (below)
+        cfg = SellerConfig.load(config, **({"store": store} if store else {}))
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    url = store_url(cfg.store if isinstance(cfg.store, str) else None)
     rows, revenue = asyncio.run(_load(url, limit, route, list(state or []), hours))
     if as_json:
         out = {

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paywire.client.config import BuyerConfig, factory_config
 from paywire.client.core import (
     DryRunPayment,
     Payer,
@@ -51,40 +52,48 @@ def default_store() -> str:
 _default_store = default_store
 
 
-def _make_buyer(wallet: Any, policy: Policy | None, store: Any, kw: dict[str, Any]) -> tuple[Buyer, bool]:
-    """(buyer, made here): a buyer made here is closed with its client."""
+def _make_buyer(wallet: Any, policy: Policy | None, config: BuyerConfig, store: Any) -> tuple[Buyer, bool]:
+    """(buyer, made here): a buyer made here is closed with its client. ``store``: ``...`` = not given."""
     if isinstance(wallet, Buyer):
         return wallet, False
-    return Buyer(wallet, policy, store=default_store() if store is ... else store, **kw), True
+    if store is ...:
+        store = default_store() if config.store is None else config.store
+    return Buyer(wallet, policy, **config.buyer_kwargs(store=store)), True
 
 
-def x402_client(wallet: Any, policy: Policy | None = None, *, store: Any = ..., approve: Approver | None = None,
-                max_retries: int = 2, **httpx_kwargs: Any) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` that pays 402s from ``wallet`` within ``policy`` (receipts in ``store``)."""
+def x402_client(wallet: Any, policy: Policy | None = None, *, config: BuyerConfig | None = None,
+                store: Any = ..., approve: Approver | None = None, max_retries: int | None = None,
+                **httpx_kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` that pays 402s from ``wallet`` within ``policy`` (receipts in ``store``).
+    ``config``: a :class:`BuyerConfig`; the keyword arguments win over it."""
     import httpx
 
-    buyer, made = _make_buyer(wallet, policy, store, {"approve": approve, "max_retries": max_retries})
-    httpx_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+    cfg = factory_config(config, approve=approve, max_retries=max_retries)
+    buyer, made = _make_buyer(wallet, policy, cfg, store)
+    httpx_kwargs.setdefault("timeout", cfg.timeout)
     return httpx.AsyncClient(transport=PaymentTransport(buyer, close_buyer=made), **httpx_kwargs)
 
 
-def x402_sync_client(wallet: Any, policy: Policy | None = None, *, store: Any = ...,
-                     approve: Approver | None = None, max_retries: int = 2, **httpx_kwargs: Any) -> httpx.Client:
+def x402_sync_client(wallet: Any, policy: Policy | None = None, *, config: BuyerConfig | None = None,
+                     store: Any = ..., approve: Approver | None = None, max_retries: int | None = None,
+                     **httpx_kwargs: Any) -> httpx.Client:
     """The same as :func:`x402_client` for synchronous code (``httpx.Client``)."""
     import httpx
 
-    buyer, made = _make_buyer(wallet, policy, store, {"approve": approve, "max_retries": max_retries})
-    httpx_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+    cfg = factory_config(config, approve=approve, max_retries=max_retries)
+    buyer, made = _make_buyer(wallet, policy, cfg, store)
+    httpx_kwargs.setdefault("timeout", cfg.timeout)
     return httpx.Client(transport=SyncPaymentTransport(buyer, close_buyer=made), **httpx_kwargs)
 
 
-def x402_requests(wallet: Any, policy: Policy | None = None, *, store: Any = ...,
-                  approve: Approver | None = None, max_retries: int = 2,
+def x402_requests(wallet: Any, policy: Policy | None = None, *, config: BuyerConfig | None = None,
+                  store: Any = ..., approve: Approver | None = None, max_retries: int | None = None,
                   session: requests.Session | None = None) -> requests.Session:
     """A ``requests.Session`` that pays 402s (needs ``pip install paywire[requests]``)."""
     from paywire.client.requests_adapter import x402_session
 
-    buyer, _ = _make_buyer(wallet, policy, store, {"approve": approve, "max_retries": max_retries})
+    cfg = factory_config(config, approve=approve, max_retries=max_retries)
+    buyer, _ = _make_buyer(wallet, policy, cfg, store)
     return x402_session(buyer, session=session)
 
 
@@ -92,6 +101,7 @@ __all__ = [
     "ApprovalRequest",
     "Approver",
     "Buyer",
+    "BuyerConfig",
     "DryRunPayment",
     "Payer",
     "PaymentAttempt",

@@ -24,22 +24,35 @@ TOML (all keys optional except at least one network, unless ``devnet = true``)::
 Environment: ``PAYWIRE_FACILITATOR_CONFIG`` (the TOML path), ``PAYWIRE_STORE``,
 ``PAYWIRE_FACILITATOR_TOKEN``, ``PAYWIRE_FACILITATOR_NETWORKS`` (``caip2=rpc,caip2=rpc``),
 ``PAYWIRE_FACILITATOR_KEYS`` (comma-separated keys for networks that name none; ``PAYWIRE_FACILITATOR_KEY``
-is read too),
-``PAYWIRE_FACILITATOR_CONFIRMATIONS``, ``PAYWIRE_FACILITATOR_HOST``, ``PAYWIRE_FACILITATOR_PORT``,
-``PAYWIRE_FACILITATOR_INSTANCE``.
+is read too), ``PAYWIRE_FACILITATOR_INSTANCE``, and ``PAYWIRE_FACILITATOR_<OPTION>`` for the other options
+(``HOST``, ``PORT``, ``CONFIRMATIONS``, ``RECEIPT_TIMEOUT`` …). The file may also hold the options as a
+``[facilitator]`` table (next to ``[seller]`` and ``[buyer]``).
+
+Loaded by the shared loader (:mod:`paywire.settings`): every value is converted and checked the same way
+(durations take ``30s``/``5m``), errors name the option, unknown keys are refused with the closest name.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from paywire.errors import ConfigError
+from paywire.settings import (
+    Settings,
+    at_least,
+    between,
+    convert,
+    gather,
+    option,
+    positive,
+    read_toml,
+    role_table,
+    unknown_names,
+)
 
 __all__ = ["FacilitatorConfig", "NetworkConfig", "load_config", "parse_network_spec"]
 
@@ -72,23 +85,27 @@ class NetworkConfig:
 
 
 @dataclass(slots=True)
-class FacilitatorConfig:
+class FacilitatorConfig(Settings):
     """Everything ``paywire facilitator`` needs (see the module docs for the file format)."""
 
-    networks: list[NetworkConfig] = field(default_factory=list)
-    store: str | None = None
-    bearer_token: str | None = None
+    ROLE: ClassVar[str] = "facilitator"
+
+    networks: list[NetworkConfig] = option(factory=list, env=False, toml=False)
+    store: str | None = option(None, env="PAYWIRE_STORE")
+    bearer_token: str | None = option(None, env="PAYWIRE_FACILITATOR_TOKEN", secret=True)
     host: str = "127.0.0.1"
-    port: int = 4020
-    confirmations: int = 1
-    receipt_timeout: float = 60.0
-    reconcile_interval: float = 5.0
-    stuck_after: float = 60.0
-    rpc_timeout: float = 10.0
-    instance_id: str | None = None
+    port: int = option(4020, check=between(0, 65535))
+    confirmations: int = option(1, check=at_least(1))
+    receipt_timeout: float = option(60.0, check=positive, duration=True)
+    reconcile_interval: float = option(5.0, check=positive, duration=True)
+    stuck_after: float = option(60.0, check=positive, duration=True)
+    rpc_timeout: float = option(10.0, check=positive, duration=True)
+    instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
     devnet: bool = False
 
     def validate(self) -> None:
+        """Check every option (also after changes) and the networks; ``ConfigError`` says what to fix."""
+        self.check()
         if not self.networks and not self.devnet:
             raise ConfigError("no networks configured: give --network CAIP2=RPC (or a config file), or --devnet")
         seen: set[str] = set()
@@ -99,10 +116,12 @@ class FacilitatorConfig:
             seen.add(n.network)
             if not n.keys and n.rpc not in LOCAL_CHAINS:
                 raise ConfigError(f"network {n.network}: no signer keys (keys = [...] or PAYWIRE_FACILITATOR_KEYS)")
-        if not 0 <= self.port < 65536:
-            raise ConfigError("port must be in 0..65535")
-        if self.receipt_timeout <= 0 or self.reconcile_interval <= 0:
-            raise ConfigError("receipt_timeout and reconcile_interval must be positive")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
+             **code: Any) -> FacilitatorConfig:
+        """:func:`load_config` (the file, the environment, then ``code``; None values in ``code`` are unset)."""
+        return load_config(path, env=env, overrides=code)
 
     def confirmations_for(self, net: NetworkConfig) -> int:
         return net.confirmations if net.confirmations is not None else self.confirmations
@@ -134,35 +153,30 @@ def _keys(table: Mapping[str, Any], env: Mapping[str, str], where: str) -> list[
     return list(keys)
 
 
-def _from_toml(data: Mapping[str, Any], env: Mapping[str, str]) -> FacilitatorConfig:
-    cfg = FacilitatorConfig()
-    scalars = {f.name for f in dataclasses.fields(FacilitatorConfig)} - {"networks"}
-    unknown = set(data) - scalars - {"networks", "bearer_token_env"}
-    if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    for key in scalars & set(data):
-        setattr(cfg, key, data[key])
-    token_env = data.get("bearer_token_env")
-    if isinstance(token_env, str) and env.get(token_env):
-        cfg.bearer_token = env[token_env]
-    nets = data.get("networks", {})
+_NETWORK_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "confirmations": (int | None, at_least(1)), "max_fee_gwei": (float | None, positive),
+    "gas_limit": (int | None, positive), "rpc_connections": (int | None, positive),
+}
+
+
+def _networks(nets: Any, env: Mapping[str, str], where: str) -> list[NetworkConfig]:
     if not isinstance(nets, Mapping):
         raise ConfigError("[networks] must be a table of CAIP-2 network → settings")
+    out: list[NetworkConfig] = []
     for name, table in nets.items():
         if isinstance(table, str):
             table = {"rpc": table}
         if not isinstance(table, Mapping) or "rpc" not in table:
             raise ConfigError(f"networks.{name!r}: needs rpc = URL | 'embedded' | 'anvil'")
-        extra = set(table) - {"rpc", "keys", "keys_env", "confirmations", "max_fee_gwei", "gas_limit",
-                              "rpc_connections"}
+        known = ["rpc", "keys", "keys_env", *_NETWORK_OPTIONS]
+        extra = set(table) - set(known)
         if extra:
-            raise ConfigError(f"networks.{name!r}: unknown keys {', '.join(sorted(extra))}")
-        cfg.networks.append(NetworkConfig(
-            network=str(name), rpc=str(table["rpc"]), keys=_keys(table, env, f"networks.{name!r}"),
-            confirmations=table.get("confirmations"), max_fee_gwei=table.get("max_fee_gwei"),
-            gas_limit=table.get("gas_limit"), rpc_connections=table.get("rpc_connections"),
-        ))
-    return cfg
+            raise ConfigError(f"networks.{name!r}: unknown keys {unknown_names(extra, known)}")
+        values = {k: convert("facilitator", f'networks."{name}".{k}', tp, table.get(k), check=check, source=where)
+                  for k, (tp, check) in _NETWORK_OPTIONS.items()}
+        out.append(NetworkConfig(network=str(name), rpc=str(table["rpc"]),
+                                 keys=_keys(table, env, f"networks.{name!r}"), **values))
+    return out
 
 
 def load_config(
@@ -177,31 +191,22 @@ def load_config(
     ``CAIP2=RPC`` specs, ``keys``, and ``overrides`` of scalar fields; ``None`` values are ignored)."""
     env = os.environ if env is None else env
     path = path or env.get("PAYWIRE_FACILITATOR_CONFIG") or None
+    table: dict[str, Any] = {}
+    where = ""
+    nets: list[NetworkConfig] = []
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        cfg = _from_toml(data, env)
-    else:
-        cfg = FacilitatorConfig()
-
-    env_map = {
-        "store": env.get("PAYWIRE_STORE"), "bearer_token": env.get("PAYWIRE_FACILITATOR_TOKEN"),
-        "host": env.get("PAYWIRE_FACILITATOR_HOST"), "instance_id": env.get("PAYWIRE_FACILITATOR_INSTANCE"),
-    }
-    for k, v in env_map.items():
-        if v:
-            setattr(cfg, k, v)
-    for k, conv in (("port", int), ("confirmations", int)):
-        raw = env.get(f"PAYWIRE_FACILITATOR_{k.upper()}")
-        if raw:
-            try:
-                setattr(cfg, k, conv(raw))
-            except ValueError as exc:
-                raise ConfigError(f"PAYWIRE_FACILITATOR_{k.upper()}={raw!r} is not a number") from exc
+        where = f"config file {path}"
+        table = role_table(read_toml(path), "facilitator", where, whole_file=True)
+        token_env = table.pop("bearer_token_env", None)
+        if isinstance(token_env, str) and env.get(token_env):
+            table["bearer_token"] = env[token_env]
+        nets = _networks(table.pop("networks", {}), env, where)
+    code = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = gather(FacilitatorConfig, code=code, toml=table, toml_where=where, env=env,
+                    env_ignore=("KEYS", "KEY", "NETWORKS"))
+    cfg = FacilitatorConfig(**values)
+    if "networks" not in values:
+        cfg.networks = nets
     specs = [*_split(env.get("PAYWIRE_FACILITATOR_NETWORKS", "")), *networks]
     by_name = {n.network: n for n in cfg.networks}
     for spec in specs:
@@ -217,9 +222,4 @@ def load_config(
             n.keys = list(keys)
         elif not n.keys:
             n.keys = list(default_keys)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            if not hasattr(cfg, k):
-                raise ConfigError(f"unknown setting {k!r}")
-            setattr(cfg, k, v)
     return cfg

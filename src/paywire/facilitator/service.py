@@ -8,7 +8,7 @@ import contextlib
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from paywire.chain import Anvil, EmbeddedChain, HttpTransport, JsonRpcServer, RpcChain, Transport
 from paywire.chain.devkeys import dev_keys
+from paywire.chain.rail import EvmNetwork
 from paywire.chain.tx import TxSender
 from paywire.errors import ConfigError
 from paywire.facilitator.app import create_app
@@ -24,7 +25,8 @@ from paywire.facilitator.core import Facilitator
 from paywire.facilitator.keepalive import KeepAliveTransport
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.facilitator.reconciler import Reconciler
-from paywire.schemes.evm_exact.facilitator import EvmNetwork, ExactEvmFacilitator
+from paywire.schemes.base import FacilitatorScheme
+from paywire.schemes.evm_exact.facilitator import ExactEvmFacilitator
 from paywire.store import store_url
 from paywire.store.settlements import SettlementStore
 
@@ -67,6 +69,24 @@ def _transport(url: str, timeout: float, connections: int | None) -> Transport:
     return HttpTransport(url, timeout=timeout)
 
 
+def _evm_network(n: NetworkConfig, chain: RpcChain, config: FacilitatorConfig) -> EvmNetwork:
+    """The rail configuration of one network: its chain and the keys that pay gas."""
+    keys: list[bytes | str] = list(n.keys) or ([dev_keys(2)[1]] if n.rpc in ("embedded", "anvil") else [])
+    cap = int(n.max_fee_gwei * 10**9) if n.max_fee_gwei is not None else None
+    senders = [TxSender(chain, k, max_fee_cap=cap) for k in keys]
+    return EvmNetwork(n.network, chain, senders, confirmations=config.confirmations_for(n), gas_limit=n.gas_limit)
+
+
+def build_schemes(
+    config: FacilitatorConfig, networks: Sequence[EvmNetwork], store: SettlementStore
+) -> list[FacilitatorScheme]:
+    """The scheme instances that verify and settle on ``networks`` (today: ``exact`` on EVM). The one place
+    that names a scheme: with a scheme registry this becomes a lookup of the factories registered for each
+    network."""
+    return [ExactEvmFacilitator(networks, store=store, receipt_timeout=config.receipt_timeout,
+                                stuck_after=config.stuck_after)]
+
+
 @dataclass(slots=True)
 class FacilitatorService:
     """A running facilitator. ``await FacilitatorService.start(config)`` … ``await service.aclose()``."""
@@ -106,16 +126,8 @@ class FacilitatorService:
                     from paywire.devnet import setup_devnet
 
                     devnet = await setup_devnet(chain, rpc_url=rpc_url)
-                keys: list[bytes | str] = list(n.keys) or (
-                    [dev_keys(2)[1]] if n.rpc in ("embedded", "anvil") else []
-                )
-                cap = int(n.max_fee_gwei * 10**9) if n.max_fee_gwei is not None else None
-                senders = [TxSender(chain, k, max_fee_cap=cap) for k in keys]
-                nets.append(EvmNetwork(n.network, chain, senders, confirmations=config.confirmations_for(n),
-                                       gas_limit=n.gas_limit))
-            scheme = ExactEvmFacilitator(nets, store=store, receipt_timeout=config.receipt_timeout,
-                                         stuck_after=config.stuck_after)
-            facilitator = Facilitator([scheme], store=store)
+                nets.append(_evm_network(n, chain, config))
+            facilitator = Facilitator(build_schemes(config, nets, store), store=store)
             metrics = facilitator_metrics()
             reconciler = Reconciler(facilitator, interval=config.reconcile_interval, metrics=metrics)
             return cls(config, facilitator, store, metrics, reconciler, rpc_urls, devnet, closers)

@@ -10,8 +10,9 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Unpack
 
+from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
 from paywire.server.flow import (
     Forward,
@@ -23,7 +24,7 @@ from paywire.server.flow import (
     RunStreaming,
 )
 from paywire.server.request import RequestInfo, build_url
-from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
+from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg, seller_config
 from paywire.store.payments import StoredResponse
 
 Scope = MutableMapping[str, Any]
@@ -92,15 +93,16 @@ class PaymentMiddleware:
 
     ``routes``: :class:`~paywire.server.core.PaidRoute` list (or a callable returning it, listed at first use).
     ``facilitator``: a ``FacilitatorClient`` (``LocalFacilitatorClient`` = self-facilitating) or a URL.
-    Options: ``pay_to``, ``network``, ``assets`` (defaults for money prices), ``store`` (URL or
-    ``PaymentStore``; default ``PAYWIRE_STORE`` or ``sqlite:///paywire.db``), ``app_name``, ``cors_origin``,
-    ``paywall_html``, ``check_supported`` and the flow's timeouts. A ready ``flow=`` replaces all of them.
+    Options: a :class:`~paywire.server.config.SellerConfig` as ``config=``, and/or its fields as keywords
+    (``pay_to``, ``network``, ``store``, timeouts …; keywords win; each is checked and a wrong name or value
+    raises ``ConfigError`` naming it). A ready ``flow=`` replaces all of them.
     """
 
     def __init__(self, app: Any, routes: RoutesArg = (), facilitator: FacilitatorArg | None = None, *,
-                 flow: PaymentFlow | None = None, **options: Any) -> None:
+                 config: SellerConfig | None = None, flow: PaymentFlow | None = None,
+                 **options: Unpack[SellerOptions]) -> None:
         self.app = app
-        self._lazy = LazyFlow(routes, facilitator, flow, options)
+        self._lazy = LazyFlow(routes, seller_config(config, facilitator, options), flow)
 
     @property
     def flow(self) -> PaymentFlow:

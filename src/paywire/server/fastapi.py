@@ -18,11 +18,12 @@ the app starts. The dependency fails closed: without the middleware the endpoint
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
+from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import PaidRoute
 from paywire.server.flow import PaymentInfo
-from paywire.server.setup import FacilitatorArg
+from paywire.server.setup import FacilitatorArg, seller_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 MARK = "__paywire_route__"
@@ -89,12 +90,16 @@ def routes_of(app: Any) -> list[PaidRoute]:
     return out
 
 
-def install(app: Any, facilitator: FacilitatorArg, *, routes: Sequence[PaidRoute] = (), **options: Any) -> None:
-    """Add the payment middleware to ``app``: its ``@paid``/``charge`` endpoints plus ``routes``."""
+def install(app: Any, facilitator: FacilitatorArg | None = None, *, routes: Sequence[PaidRoute] = (),
+            config: SellerConfig | None = None, **options: Unpack[SellerOptions]) -> None:
+    """Add the payment middleware to ``app``: its ``@paid``/``charge`` endpoints plus ``routes``. Options: a
+    :class:`~paywire.server.config.SellerConfig` and/or its fields as keywords, checked now."""
     from paywire.server.asgi import PaymentMiddleware
 
-    app.add_middleware(PaymentMiddleware, routes=lambda: [*routes, *routes_of(app)], facilitator=facilitator,
-                       **options)
+    cfg = seller_config(config, facilitator, options)
+    if cfg.facilitator is None:
+        raise TypeError("give a facilitator (client or URL)")
+    app.add_middleware(PaymentMiddleware, routes=lambda: [*routes, *routes_of(app)], config=cfg)
 
 
 __all__ = ["PaymentInfo", "charge", "install", "paid", "routes_of"]

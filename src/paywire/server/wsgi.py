@@ -15,12 +15,13 @@ import io
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
+from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
 from paywire.server.flow import Forward, PaymentFlow, Respond, ResponseTooLarge, RunBuffered, RunStreaming
 from paywire.server.request import RequestInfo, build_url
-from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg
+from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg, seller_config
 from paywire.store.payments import StoredResponse
 from paywire.transport.loop_thread import LoopThread
 
@@ -75,10 +76,10 @@ class WsgiPaymentMiddleware:
     """Same arguments and behaviour as :class:`paywire.server.asgi.PaymentMiddleware`, for WSGI apps."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], routes: RoutesArg = (),
-                 facilitator: FacilitatorArg | None = None, *, flow: PaymentFlow | None = None,
-                 **options: Any) -> None:
+                 facilitator: FacilitatorArg | None = None, *, config: SellerConfig | None = None,
+                 flow: PaymentFlow | None = None, **options: Unpack[SellerOptions]) -> None:
         self.app = app
-        self._lazy = LazyFlow(routes, facilitator, flow, options)
+        self._lazy = LazyFlow(routes, seller_config(config, facilitator, options), flow)
         self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
 

@@ -1,0 +1,516 @@
+"""The exactly-once settlement engine: any scheme, any chain family (through its ``Rail``).
+
+The states live in ``paywire.store.settlements`` (one row per authorization); every transition below is one
+compare-and-set there, so instances sharing the database (fleet mode) never undo each other's work::
+
+    (none) ──claim──► verified ──record──► submitted ──finish──► settled | failed
+       ▲                 │                     │  ▲
+       └────release──────┘                     │  └─re-record (re-signed / fee-bumped transaction)
+                                               └─unresolve──► unresolved ──finish──► settled | failed
+
+* **claim** (``SettlementStore.claim``): after verification, before any transaction exists. A ``verified``
+  row whose lease ran out is taken over: its owner died before sending anything.
+* **record** (``record_tx``): the signed transaction is written *before* it is broadcast. Dying after this
+  leaves a ``submitted`` row with the bytes; the reconciler re-broadcasts them (or signs anew).
+* **release** (``release``): nothing reached the chain (it would revert, the node refused every signed
+  version): drop the claim — ``verified``, or ``submitted`` with a refused transaction — so a later settle
+  may try again.
+* **finish** / **unresolve** (``finish`` / ``mark_unresolved``, both through ``_record``): the chain decided,
+  or could not tell us. Any instance may finish a row (the outcome is a fact of the chain); the first wins.
+
+A settle of an authorization that already has a row answers from the row, waiting while someone else is
+settling it. ``reconcile_once`` (on start and in the background) brings open rows to a final state.
+Without a store, concurrent settles in one process still share one transaction and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from paywire.errors import ChainError, ChainRevert
+from paywire.facilitator.rail import Intent, Mined, Rail, SentTx
+from paywire.store.db import open_database
+from paywire.store.settlements import OPEN_STATES, Settlement, SettlementStore, settlement_id
+from paywire.x402.models import SettleResponse, VerifyResponse
+
+__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine"]
+
+log = logging.getLogger(__name__)
+
+PENDING = "settlement_pending"
+UNRESOLVED = "settlement_unresolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Reasons:
+    """The scheme's x402 error reasons the engine answers with.
+
+    ``expired``: the authorization's deadline passed before it was settled; ``reused``: the authorization
+    belongs to a settlement of other payment requirements; ``revert``: reason for a rail's revert message.
+    """
+
+    expired: str
+    reused: str
+    revert: Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to send a verified intent: from ``signer`` with resource ``limit`` (both as learned by verifying)."""
+
+    signer: str
+    limit: int | None = None
+
+
+Prepare = Callable[[], Awaitable[tuple[VerifyResponse, Plan | None]]]
+"""Verify the payment now (on chain); a valid verdict comes with the ``Plan`` to send it."""
+
+
+# -- what the chain says about a settlement -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """The chain decided; ``expired``: the authorization can no longer be used (nothing moved)."""
+
+    response: SettleResponse
+    block_number: int | None
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """Not decided yet. ``known``: the node has the transaction (pending); ``lost``: it does not and the
+    authorization is unused (re-broadcast); ``error``: the chain did not answer usefully."""
+
+    known: bool = False
+    lost: bool = False
+    error: str | None = None
+
+
+class _Recorder:
+    """Records each signed transaction of one settlement over the previous one (compare-and-set)."""
+
+    def __init__(self, store: SettlementStore, sid: str, previous: str | None, lease: float) -> None:
+        self.store, self.sid, self.last, self.lease = store, sid, previous, lease
+        self.refused = False
+
+    async def __call__(self, tx: SentTx) -> bool:
+        ok = await self.store.record_tx(self.sid, tx_hash=tx.hash, raw_tx=tx.raw, signer=tx.signer,
+                                        tx_nonce=tx.nonce, previous_hash=self.last, lease_seconds=self.lease)
+        if ok:
+            self.last = tx.hash
+        else:
+            self.refused = True
+        return ok
+
+
+def _judge(mined: Mined, intent: Intent) -> SettleResponse:
+    """A mined settlement succeeded only if it executed and moved exactly what was authorized."""
+    if not mined.ok:
+        return SettleResponse(False, mined.hash, intent.network, payer=intent.payer,
+                              error_reason="transaction_failed", error_message="settlement transaction reverted")
+    if mined.paid:
+        return SettleResponse(True, mined.hash, intent.network, payer=intent.payer, amount=intent.amount)
+    return SettleResponse(False, mined.hash, intent.network, payer=intent.payer,
+                          error_reason="invalid_transaction_state",
+                          error_message="transaction succeeded without the expected Transfer log")
+
+
+class SettlementEngine:
+    """Settles intents exactly once over ``rails`` (one per network) and a ``SettlementStore``.
+
+    ``store``: a ``SettlementStore`` or its URL (opened and migrated on first use); ``None`` keeps no record.
+    ``load``: rebuilds an ``Intent`` from a row's stored record (for the reconciler). ``receipt_timeout``: how
+    long one settle waits for its transaction before answering ``settlement_pending``; ``settle_wait``: how long
+    a duplicate settle waits for an in-flight one; ``lease_seconds``: how long a claim is owned before another
+    instance may take it over; ``stuck_after``: seconds before a pending transaction is replaced.
+    """
+
+    def __init__(
+        self,
+        rails: Mapping[str, Rail],
+        *,
+        store: SettlementStore | str | None,
+        load: Callable[[Settlement], Intent],
+        reasons: Reasons,
+        receipt_timeout: float = 60.0,
+        settle_wait: float | None = None,
+        lease_seconds: float | None = None,
+        stuck_after: float = 60.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.rails = dict(rails)
+        self.store = SettlementStore(open_database(store)) if isinstance(store, str) else store
+        self._migrated = isinstance(store, SettlementStore)  # an opened store ran its migrations already
+        self._load = load
+        self._reasons = reasons
+        self._receipt_timeout = receipt_timeout
+        self._settle_wait = settle_wait if settle_wait is not None else receipt_timeout + 5.0
+        self._lease = lease_seconds if lease_seconds is not None else receipt_timeout + 30.0
+        self._stuck_after = stuck_after
+        self._poll = poll_interval
+        self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
+        self._sending: set[str] = set()  # settlements this process is sending/confirming right now
+
+    async def _ensure_schema(self) -> None:
+        if not self._migrated and self.store is not None:
+            await self.store.migrate()
+            self._migrated = True
+
+    # -- settle -------------------------------------------------------------------------------------------
+    async def settle(self, intent: Intent, prepare: Prepare) -> SettleResponse:
+        """Settle once. Concurrent settles of one authorization in this process share one task, which runs to
+        completion even if the requests that wait for it are cancelled."""
+        key = (intent.network, intent.asset.lower(), intent.payer.lower(), intent.nonce.lower(), intent.digest,
+               asyncio.get_running_loop())
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.create_task(self._settle_task(intent, prepare))
+            self._tasks[key] = task
+            task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))  # type: ignore[misc]
+        return await asyncio.shield(task)
+
+    async def _settle_task(self, intent: Intent, prepare: Prepare) -> SettleResponse:
+        try:
+            if self.store is None:
+                return await self._settle_unrecorded(intent, prepare)
+            await self._ensure_schema()
+            return await self._settle_stored(self.store, intent, prepare, takeover=True)
+        except Exception as exc:  # never lose an answer to a bug: say what the record says, if anything
+            log.exception("settle of %s failed", _sid(intent))
+            row = None
+            if self.store is not None:
+                with contextlib.suppress(Exception):
+                    row = await self.store.get(_sid(intent))
+            if row is not None and row.tx_hash:
+                return self.response_for(row)
+            return _failure(intent, "unexpected_settle_error", f"{type(exc).__name__}: {exc}")
+
+    async def _settle_stored(
+        self, store: SettlementStore, intent: Intent, prepare: Prepare, *, takeover: bool, force: bool = False
+    ) -> SettleResponse:
+        """``force``: a stale claim was seen; verify and claim (which takes it over) without answering from it."""
+        if not force:
+            row = await store.get(_sid(intent))
+            if row is not None:
+                return await self._answer_row(store, row, intent, prepare, takeover=takeover)
+        verdict, plan = await prepare()
+        if not verdict.is_valid or plan is None:
+            # another request/instance may have settled it meanwhile (its transaction used the nonce)
+            row = await store.get(_sid(intent))
+            if row is not None:
+                return await self._answer_row(store, row, intent, prepare, takeover=False)
+            return SettleResponse(False, "", intent.network, payer=verdict.payer or intent.payer,
+                                  error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
+        # transition claim: none | stale verified → verified (ours). Dying after it leaves a 'verified' row that
+        # the next settle of this authorization takes over once the lease has run out.
+        claimed, row = await store.claim(
+            network=intent.network, asset=intent.asset, payer=intent.payer, nonce=intent.nonce,
+            requirements_digest=intent.digest, request=intent.record, amount=intent.amount, pay_to=intent.pay_to,
+            lease_seconds=self._lease,
+        )
+        if not claimed:
+            return await self._answer_row(store, row, intent, prepare, takeover=False)
+        self._sending.add(row.id)
+        try:
+            return await self._submit(store, row, intent, plan)
+        finally:
+            self._sending.discard(row.id)
+
+    async def _answer_row(
+        self, store: SettlementStore, row: Settlement, intent: Intent, prepare: Prepare, *, takeover: bool
+    ) -> SettleResponse:
+        """Answer from an existing record, waiting while it is being settled by someone else."""
+        if row.requirements_digest != intent.digest:
+            return _failure(intent, self._reasons.reused,
+                            f"this authorization belongs to settlement {row.id} of other payment requirements")
+        deadline = time.monotonic() + self._settle_wait
+        delay = self._poll
+        reconciled = False
+        current: Settlement | None = row
+        while current is not None and current.state in ("verified", "submitted"):
+            if current.lease_until < time.time():
+                if current.state == "verified" and takeover:
+                    # its owner died before broadcasting anything: settle it ourselves
+                    return await self._settle_stored(store, intent, prepare, takeover=False, force=True)
+                if current.state == "submitted" and not reconciled:
+                    reconciled = True  # its owner is gone after recording a transaction: ask the chain now
+                    await self.reconcile_row(current)
+                    current = await store.get(current.id)
+                    continue
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+            current = await store.get(row.id)
+        if current is None:  # the claim was released (nothing was sent): try ourselves, once
+            if takeover:
+                return await self._settle_stored(store, intent, prepare, takeover=False)
+            return _failure(intent, "unexpected_settle_error",
+                            "a concurrent settlement attempt was abandoned; try again")
+        if current.state == "unresolved" and not reconciled:
+            await self.reconcile_row(current)
+            current = await store.get(current.id) or current
+        return self.response_for(current)
+
+    def response_for(self, row: Settlement) -> SettleResponse:
+        """The ``SettleResponse`` a record stands for; identical for every caller that asks."""
+        rail = self.rails.get(row.network)
+        payer = rail.account(row.payer) if rail is not None else row.payer
+        tx = row.tx_hash or ""
+        if row.state == "settled":
+            return SettleResponse(True, tx, row.network, payer=payer, amount=row.amount)
+        if row.state == "failed":
+            return SettleResponse(False, tx, row.network, payer=payer,
+                                  error_reason=row.error_reason or "transaction_failed", error_message=row.error_message)
+        if row.state == "unresolved":
+            return SettleResponse(False, tx, row.network, payer=payer, error_reason=UNRESOLVED,
+                                  error_message=f"outcome unknown (chain unavailable); settlement {row.id} is "
+                                                f"being reconciled: {row.error_message or ''}".strip())
+        return SettleResponse(False, tx, row.network, payer=payer, error_reason=PENDING,
+                              error_message=f"settlement {row.id} is in progress; ask again or GET /settlements/{row.id}")
+
+    async def _submit(self, store: SettlementStore, row: Settlement, intent: Intent, plan: Plan) -> SettleResponse:
+        """We own the claim: sign, record (verified → submitted), broadcast, then wait for the chain's verdict."""
+        rail, sid = self.rails[intent.network], row.id
+        record = _Recorder(store, sid, None, self._lease)
+        try:
+            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit, record=record)
+        except ChainError as exc:
+            if record.refused:  # the claim was lost before anything was sent: answer the row's owner
+                lost = await store.get(sid)
+                return self.response_for(lost) if lost else _failure(intent, "unexpected_settle_error",
+                                                                     "claim lost; try again")
+            # nothing was accepted by the node (it would revert, was refused, no chain): release the claim
+            await store.release(sid, tx_hash=record.last)
+            if isinstance(exc, ChainRevert):  # gas estimation reverted: nothing was signed or sent
+                return _failure(intent, self._reasons.revert(exc.reason), exc.reason)
+            return _failure(intent, "unexpected_settle_error", f"not sent: {exc}")
+        except Exception as exc:  # the store failed while recording: we did not broadcast
+            log.exception("recording settlement %s failed", sid)
+            seen: Settlement | None = None
+            with contextlib.suppress(Exception):
+                seen = await store.get(sid)
+            if seen is not None and seen.tx_hash:
+                return self.response_for(seen)  # recorded but not sent: the reconciler will broadcast it
+            with contextlib.suppress(Exception):
+                await store.release(sid)
+            return _failure(intent, "unexpected_settle_error", f"not sent: store error {type(exc).__name__}: {exc}")
+        # if the process dies here the row is 'submitted' with the bytes: the reconciler finishes it
+        row = dataclasses.replace(row, state="submitted", tx_hash=tx.hash)
+        return await self._confirm(store, row, intent, tx, unknown)
+
+    async def _confirm(
+        self, store: SettlementStore, row: Settlement, intent: Intent, tx: SentTx, broadcast_error: str | None
+    ) -> SettleResponse:
+        """Wait up to ``receipt_timeout`` for the chain's verdict on our recorded transaction."""
+        rail = self.rails[intent.network]
+        deadline = time.monotonic() + self._receipt_timeout
+        delay = self._poll
+        outcome: _Final | _Open = _Open(error=broadcast_error)
+        unsent = broadcast_error is not None
+        last_push = last_full = time.monotonic()
+        while True:
+            full = time.monotonic() - last_full > 1.0 or time.monotonic() >= deadline
+            if full:
+                last_full = time.monotonic()
+            outcome = await self._probe(rail, intent, (tx.hash,), full=full)
+            if isinstance(outcome, _Final):
+                break
+            if outcome.error is None and (outcome.lost or (unsent and not outcome.known)) \
+                    and time.monotonic() - last_push > 1.0:
+                last_push = time.monotonic()  # the node does not have it (the first broadcast got lost)
+                unsent = await rail.rebroadcast(tx.raw) == "unknown"
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        if isinstance(outcome, _Final) and await self._record(row.id, outcome):
+            r = outcome.response
+            return self.response_for(dataclasses.replace(
+                row, state="settled" if r.success else "failed",
+                tx_hash=(r.transaction or row.tx_hash or "").lower() or None,
+                error_reason=r.error_reason, error_message=r.error_message))
+        if isinstance(outcome, _Open):
+            await self._record(row.id, outcome)
+        current = await store.get(row.id)  # pending, or someone else recorded the verdict first
+        assert current is not None
+        return self.response_for(current)
+
+    async def _record(self, sid: str, outcome: _Final | _Open, *, from_states: Sequence[str] = OPEN_STATES) -> bool:
+        """The one place an outcome is written: the chain's verdict (open → settled | failed), or that the chain
+        could not tell us (submitted | unresolved → unresolved). False when another writer got there first
+        (or there is nothing to write)."""
+        assert self.store is not None
+        if isinstance(outcome, _Final):
+            r = outcome.response
+            return await self.store.finish(sid, "settled" if r.success else "failed", tx_hash=r.transaction or None,
+                                           block_number=outcome.block_number, error_reason=r.error_reason,
+                                           error_message=r.error_message, from_states=from_states)
+        if outcome.error is None:
+            return False
+        return await self.store.mark_unresolved(sid, outcome.error)
+
+    async def _probe(self, rail: Rail, intent: Intent, hashes: Sequence[str], *, full: bool = True) -> _Final | _Open:
+        """Ask the chain what became of a settlement: by our transactions' receipts, else (``full``) by whether
+        the authorization was used, its deadline, and the node's transaction pool."""
+        try:
+            reverted: Mined | None = None
+            for h in reversed(hashes):
+                mined = await rail.receipt(h, intent)
+                if mined is None:
+                    continue
+                if not mined.confirmed:
+                    return _Open(known=True)
+                if mined.ok:
+                    return _Final(_judge(mined, intent), mined.block_number)
+                reverted = mined
+            if not full and reverted is None:
+                return _Open(known=True)
+            if await rail.is_used(intent):
+                found = await rail.find_use(intent)
+                if found is None:
+                    return _Open(error="the authorization is used on chain but its transaction was not found")
+                if not found.confirmed:
+                    return _Open(known=True)
+                return _Final(_judge(found, intent), found.block_number)
+            if reverted is not None:
+                return _Final(_judge(reverted, intent), reverted.block_number)
+            if await rail.now() >= intent.valid_before:
+                return _Final(_failure(intent, self._reasons.expired, "the authorization expired before it was settled",
+                                       tx=hashes[-1] if hashes else ""), None, expired=True)
+            for h in hashes:
+                if await rail.knows(h):
+                    return _Open(known=True)
+            return _Open(lost=True)
+        except ChainError as exc:
+            return _Open(error=f"{type(exc).__name__}: {exc}")
+
+    # -- reconciliation -----------------------------------------------------------------------------------
+    async def reconcile_once(self, *, limit: int = 200) -> dict[str, int]:
+        """Resolve open records from the chain (all instances may run this; transitions are compare-and-set).
+        Returns counts of what happened: ``checked``, ``settled``, ``failed``, ``unresolved``,
+        ``rebroadcast``, ``replaced``, ``open``."""
+        stats = dict.fromkeys(("checked", "settled", "failed", "unresolved", "rebroadcast", "replaced", "open"), 0)
+        if self.store is None:
+            return stats
+        await self._ensure_schema()
+        for row in await self.store.open_rows(limit=limit):
+            if row.network not in self.rails:
+                continue
+            stats["checked"] += 1
+            try:
+                outcome = await self.reconcile_row(row)
+            except Exception:  # one bad row must not stop the others
+                log.exception("reconciling settlement %s failed", row.id)
+                outcome = "open"
+            stats[outcome] = stats.get(outcome, 0) + 1
+        return stats
+
+    async def reconcile_row(self, row: Settlement) -> str:
+        """Bring one open record closer to final; returns what happened (see ``reconcile_once``)."""
+        store = self.store
+        rail = self.rails.get(row.network)
+        if store is None or rail is None or row.final:
+            return row.state if row.final else "open"
+        intent = self._load(row)
+        if row.state == "verified":
+            # a claim whose owner vanished before sending: only finish it if the chain already decided
+            outcome = await self._probe(rail, intent, ())
+            if isinstance(outcome, _Final) and (outcome.response.success or outcome.expired):
+                await self._record(row.id, outcome, from_states=("verified",))
+                return "settled" if outcome.response.success else "failed"
+            return "open"
+        outcome = await self._probe(rail, intent, row.tx_hashes or ((row.tx_hash,) if row.tx_hash else ()))
+        if isinstance(outcome, _Final):
+            done = await self._record(row.id, outcome)
+            return ("settled" if outcome.response.success else "failed") if done else "open"
+        if outcome.error is not None:
+            await self._record(row.id, outcome)
+            return "unresolved"
+        # re-broadcasting, re-signing and replacing are for rows nobody is working on: the owner's lease ran
+        # out, or the owner is this process and its settle has returned
+        if not (row.lease_until < time.time() or (row.owner == store.instance_id and row.id not in self._sending)):
+            return "open"
+        if outcome.lost and row.raw_tx:
+            kind = await rail.rebroadcast(row.raw_tx)
+            if kind is None:
+                await store.note(row.id, "transaction re-broadcast by the reconciler")
+                return "rebroadcast"
+            if kind == "nonce_low":  # the stored transaction can never be included: sign a new one
+                return await self._resign(store, rail, row, intent)
+            if kind == "unknown":
+                await self._record(row.id, _Open(error="re-broadcast got no usable answer"))
+                return "unresolved"
+            await store.note(row.id, f"re-broadcast refused ({kind})")
+            return "open"
+        if outcome.known and row.raw_tx and row.submitted_at is not None \
+                and time.time() - row.updated_at > self._stuck_after:
+            return await self._replace(store, rail, row)
+        return "open"
+
+    async def _resign(self, store: SettlementStore, rail: Rail, row: Settlement, intent: Intent) -> str:
+        """Transition re-record: a new transaction (fresh signer slot) over the dead recorded one."""
+        if not await store.take_lease(row.id, self._lease, ("submitted", "unresolved")):
+            return "open"
+        try:
+            await rail.send(intent, record=_Recorder(store, row.id, row.tx_hash, self._lease))
+        except ChainRevert as exc:  # would revert now: let the next round read the chain again
+            await store.note(row.id, f"re-sign would revert: {exc.reason}")
+            return "open"
+        except ChainError as exc:
+            await store.note(row.id, f"re-sign failed: {exc}")
+            return "open"
+        return "rebroadcast"
+
+    async def _replace(self, store: SettlementStore, rail: Rail, row: Settlement) -> str:
+        """Transition re-record: the stuck transaction again with higher fees, by the key that signed it."""
+        if row.raw_tx is None or row.signer is None or not rail.has_signer(row.signer):
+            return "open"  # another instance's key: it replaces its own transactions
+        if not await store.take_lease(row.id, self._lease, ("submitted", "unresolved")):
+            return "open"
+        try:
+            await rail.replace(row.raw_tx, row.signer, record=_Recorder(store, row.id, row.tx_hash, self._lease))
+        except ChainError as exc:
+            await store.note(row.id, f"replacement failed: {exc}")
+            return "open"
+        return "replaced"
+
+    # -- settle without a store ---------------------------------------------------------------------------
+    async def _settle_unrecorded(self, intent: Intent, prepare: Prepare) -> SettleResponse:
+        """Verify, send and wait for the receipt; nothing is recorded (library use without a store)."""
+        verdict, plan = await prepare()
+        rail = self.rails.get(intent.network)
+        if not verdict.is_valid or plan is None or rail is None:
+            return SettleResponse(False, "", intent.network, payer=verdict.payer,
+                                  error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
+        try:
+            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit)
+        except ChainRevert as exc:
+            return _failure(intent, self._reasons.revert(exc.reason), exc.reason)
+        except ChainError as exc:
+            return _failure(intent, "unexpected_settle_error", f"not sent: {exc}")
+        try:
+            mined = await rail.receipt(tx.hash, intent, wait=self._receipt_timeout)
+        except ChainError as exc:
+            return _failure(intent, UNRESOLVED, f"no receipt yet: {exc}" + (f" (send: {unknown})" if unknown else ""),
+                            tx=tx.hash)
+        assert mined is not None  # waiting returns a receipt or raises
+        return _judge(mined, intent)
+
+
+def _sid(intent: Intent) -> str:
+    """The settlement record id of an intent: any instance derives the same one."""
+    return settlement_id(intent.network, intent.asset, intent.payer, intent.nonce)
+
+
+def _failure(intent: Intent, reason: str | None, message: str | None, *, tx: str = "") -> SettleResponse:
+    return SettleResponse(False, tx, intent.network, payer=intent.payer, error_reason=reason, error_message=message)

@@ -1,0 +1,119 @@
+"""The seller's options, typed: :class:`SellerConfig`, one object for the payment middleware (ASGI, WSGI,
+FastAPI ``install``), built into a flow in one place (:func:`paywire.server.setup.build_flow`).
+
+    config = SellerConfig(pay_to="0x…", network="eip155:8453", settle_timeout=30)
+    app = PaymentMiddleware(app, routes, "https://facilitator.example", config=config)
+    app = PaymentMiddleware(app, routes, "https://facilitator.example", pay_to="0x…")   # the same, as keywords
+    config = SellerConfig.load("paywire.toml")   # [seller] table < $PAYWIRE_SELLER_* < keywords
+
+TOML ``[seller]`` and ``PAYWIRE_SELLER_<OPTION>`` take the options that are text, numbers or flags
+(``facilitator`` as a URL, ``store`` as a URL); ``assets`` and ``lightning`` are objects, code only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
+
+from paywire.settings import Settings, between, non_negative, option, positive
+
+if TYPE_CHECKING:
+    from paywire.facilitator.client import FacilitatorClient
+    from paywire.lightning.base import LightningBackend
+    from paywire.schemes.evm_exact.server import AssetRegistry
+    from paywire.store.payments import PaymentStore
+
+__all__ = ["SellerConfig", "SellerOptions"]
+
+NonceVariant = Literal["concat", "json"]
+
+
+def _facilitator_like(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if value.startswith(("http://", "https://")) else "expected an http(s) URL"
+    if all(hasattr(value, m) for m in ("verify", "settle", "supported")):
+        return None
+    return "expected a URL or a FacilitatorClient (verify, settle, supported)"
+
+
+def _store_like(value: Any) -> str | None:
+    if isinstance(value, str) or hasattr(value, "claim"):
+        return None
+    return "expected a store URL or a PaymentStore"
+
+
+@dataclass(frozen=True, slots=True)
+class SellerConfig(Settings):
+    """Every seller option (see docs/seller.md, "Options reference")."""
+
+    ROLE: ClassVar[str] = "seller"
+
+    facilitator: FacilitatorClient | str | None = option(None, check=_facilitator_like)
+    """A ``FacilitatorClient`` (``LocalFacilitatorClient`` = self-facilitating) or a facilitator URL."""
+    facilitator_token: str | None = option(None, secret=True)
+    """Bearer token for a facilitator given as a URL."""
+    pay_to: str | None = None
+    """Default payee for money prices."""
+    network: str | None = None
+    """Default CAIP-2 network for money prices."""
+    assets: AssetRegistry | None = option(None, env=False, toml=False)
+    """Assets money prices may use (default: the known USDC deployments)."""
+    store: PaymentStore | str | None = option(None, check=_store_like)
+    """The ledger: a URL or ``PaymentStore`` (default ``$PAYWIRE_STORE`` or ``sqlite:///paywire.db``)."""
+    app_name: str = ""
+    cors_origin: str | None = "*"
+    paywall_html: str | None = None
+    check_supported: bool = True
+    """At startup, compare the offers with the facilitator's ``/supported``."""
+    verify_timeout: float = option(30.0, check=positive, duration=True)
+    settle_timeout: float = option(60.0, check=positive, duration=True)
+    replay_wait: float = option(30.0, check=non_negative, duration=True)
+    """How long a concurrent copy of a payment waits for the first one's outcome (then 503 "in progress")."""
+    lease: float = option(30.0, check=positive, duration=True)
+    """How long a claim survives its owner's death (renewed while alive)."""
+    max_record_bytes: int = option(4 * 1024 * 1024, check=non_negative)
+    """Largest response held for settle="after" and recorded for replays."""
+    max_handler_seconds: float = option(3600.0, check=positive, duration=True)
+    mpp_realm: str | None = None
+    """MPP: the realm (the same on every replica); needs ``mpp_secret``."""
+    mpp_secret: bytes | str | tuple[bytes | str, ...] | None = option(None, secret=True)
+    """MPP: 32+ bytes; a list rotates (the first signs, all verify)."""
+    mpp_ttl: int = option(300, check=positive, duration=True)
+    mpp_nonce_variants: tuple[NonceVariant, ...] | None = None
+    """MPP ``evm/charge``: the EIP-3009 nonce derivations accepted (default both)."""
+    mpp_max_body: int = option(1024 * 1024, check=non_negative)
+    """MPP routes bind request bodies up to this size through the challenge ``digest``."""
+    lightning: LightningBackend | None = option(None, env=False, toml=False)
+    """The node that issues invoices for ``mpp=("lightning",)`` and ``l402`` routes."""
+    confirm_with_node: bool = False
+    invoice_expiry: int = option(600, check=positive, duration=True)
+    l402_reject_status: int = option(401, check=between(400, 499))
+
+
+class SellerOptions(TypedDict, total=False):
+    """:class:`SellerConfig`'s options as keyword arguments (``PaymentMiddleware(..., pay_to=…)``)."""
+
+    facilitator_token: str | None
+    pay_to: str | None
+    network: str | None
+    assets: AssetRegistry | None
+    store: PaymentStore | str | None
+    app_name: str
+    cors_origin: str | None
+    paywall_html: str | None
+    check_supported: bool
+    verify_timeout: float
+    settle_timeout: float
+    replay_wait: float
+    lease: float
+    max_record_bytes: int
+    max_handler_seconds: float
+    mpp_realm: str | None
+    mpp_secret: bytes | str | list[bytes | str] | tuple[bytes | str, ...] | None
+    mpp_ttl: int
+    mpp_nonce_variants: list[str] | tuple[str, ...] | None
+    mpp_max_body: int
+    lightning: LightningBackend | None
+    confirm_with_node: bool
+    invoice_expiry: int
+    l402_reject_status: int
