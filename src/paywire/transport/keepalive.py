@@ -107,8 +107,9 @@ class KeepAliveClient:
         self._port = u.port or (443 if self._tls else 80)
         self._path, self._prefix = u.path or "/", u.path.rstrip("/")
         self._query = "?" + u.query if u.query else ""
+        self.headers = dict(headers or {})  # sent with every request (e.g. Authorization); fixed here
         self._headers = [("Host", u.netloc.rsplit("@", 1)[-1]), ("Accept", "application/json"),
-                         *(headers or {}).items()]
+                         *self.headers.items()]
         self._ssl = ssl.create_default_context() if self._tls else None
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
         self._requests: dict[tuple[str, str, int | None, str], h11.Request] = {}
