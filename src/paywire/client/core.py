@@ -222,12 +222,12 @@ def read_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
 
 
 def read_any_challenge(headers: Mapping[str, str], body: bytes, *, assets: Callable[[str, str], Any],
-                       protocols: Sequence[str] = ("x402", "mpp", "l402"),
+                       protocols: Sequence[str] | None = None,
                        registry: Sequence[BuyerProtocol] | None = None) -> Challenge:
     """Every payable option of a 402 as one :class:`Challenge`: each protocol of ``registry`` (the built-in
-    ones: x402, then MPP ``WWW-Authenticate: Payment``, then L402) named in ``protocols`` adds its options, in
-    that order; the first protocol's challenge carries the rest. ``WireError`` when the 402 offers nothing this
-    client reads."""
+    ones: x402, then MPP ``WWW-Authenticate: Payment``, then L402) named in ``protocols`` (None: all) adds its
+    options, in that order; the first protocol's challenge carries the rest. ``WireError`` when the 402 offers
+    nothing this client reads."""
     if registry is None:
         from paywire.client.protocols import builtin_protocols
 
@@ -235,7 +235,7 @@ def read_any_challenge(headers: Mapping[str, str], body: bytes, *, assets: Calla
     error: WireError | None = None
     merged: Challenge | None = None
     for proto in registry:
-        if proto.name not in protocols:
+        if protocols is not None and proto.name not in protocols:
             continue
         try:
             part = proto.read(headers, body, assets)

@@ -17,7 +17,9 @@ BUILTIN: Final = (
     "mpp",
     "l402",
 )
-"""Modules of the built-in protocols, in the order their options are listed (and tie-broken)."""
+"""The built-in protocols: each is the module of that name here, whose ``PROTOCOL`` has that name. Their options
+are listed in this order; ``Policy(protocols=…)`` accepts these names."""
+PROTOCOLS: Final = BUILTIN
 
 
 def builtin_protocols() -> tuple[BuyerProtocol, ...]:
@@ -26,7 +28,7 @@ def builtin_protocols() -> tuple[BuyerProtocol, ...]:
 
 
 _LAZY: Final = {
-    "L402": "base", "MPP": "base", "PROTOCOLS": "base", "X402": "base", "AssetLookup": "base",
+    "L402": "base", "MPP": "base", "X402": "base", "AssetLookup": "base",
     "BuyerProtocol": "base", "PaidReceipt": "base", "Resign": "base", "WalletAbilities": "base",
     "protocol_rank": "base", "www_authenticate": "base",
     "HASH_MISMATCH": "mpp", "MppOffer": "mpp", "accept_payment_value": "mpp", "credential_field": "mpp",
@@ -42,4 +44,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = ["BUILTIN", "builtin_protocols", *_LAZY]
+__all__ = ["BUILTIN", "PROTOCOLS", "builtin_protocols", *_LAZY]

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 X402: Final = "x402"
 MPP: Final = "mpp"
 L402: Final = "l402"
-PROTOCOLS: Final = (X402, MPP, L402)
 
 AssetLookup = Callable[[str, str], Any]
 """(network, token address) → the token's EIP-712 domain (an ``Asset``), or None when unknown."""
@@ -107,7 +106,6 @@ def protocol_rank(preferences: Sequence[str]) -> Callable[[str], int]:
 __all__ = [
     "L402",
     "MPP",
-    "PROTOCOLS",
     "X402",
     "AssetLookup",
     "BuyerProtocol",
