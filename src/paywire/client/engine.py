@@ -1,9 +1,10 @@
 """The buyer's async I/O shell: one HTTP exchange that may need paying, end to end.
 
-``Buyer.handle(exchange)`` sends the request; on 402 it reads the challenge, ranks the options (``core``),
-applies the policy (``policy``), reserves budget in the ledger (``store.spend``), asks for approval when
-needed, signs, and sends the paid request — resending the *same* signed payment when the network or the
-server fails, so a flaky connection never pays twice. Each HTTP client (httpx async/sync, requests) is a
+``Buyer.handle(exchange)`` sends the request; on 402 it reads the challenge through each registered payment
+protocol (``protocols/``: x402, MPP, L402 behind one interface), ranks the options (``core``), applies the
+policy (``policy``), reserves budget in the ledger (``store.spend``), asks for approval when needed, has the
+option's protocol sign it, and sends the paid request — resending the *same* signed payment when the network
+or the server fails, so a flaky connection never pays twice. Each HTTP client (httpx async/sync, requests) is a
 small :class:`Exchange` adapter over this one flow.
 """
 

@@ -153,7 +153,8 @@ class MppProtocol:
                          variant: str) -> PaymentAttempt:
         """``evm/charge``: sign the challenge with ``variant``'s nonce; ``lightning/charge``: pay the invoice."""
         req, offer = option.requirements, option.offer
-        assert isinstance(offer, MppOffer)
+        if not isinstance(offer, MppOffer):
+            raise TypeError(f"option {option.index} is not an MPP challenge")
         field = credential_field(offer.challenge)
         if offer.challenge.method == "evm":
             from paywire.mpp.methods.evm_charge import EvmAuthorization, sign_evm_charge
@@ -178,8 +179,8 @@ class MppProtocol:
                assets: AssetLookup) -> Resign | None:
         """"challenge hash mismatch" to an ``evm/charge`` credential: the peer derives the EIP-3009 nonce the
         other way; pay this 402's fresh challenge (same amount, token and payee) with the other derivation."""
-        req = option.requirements
-        if req.scheme != "exact" or option.offer is None or HASH_MISMATCH not in reason.lower():
+        req, offer = option.requirements, option.offer
+        if not isinstance(offer, MppOffer) or offer.challenge.method != "evm" or HASH_MISMATCH not in reason.lower():
             return None
         fresh = [(r, o) for r, o in mpp_offers(headers, assets)
                  if o.challenge.method == "evm" and r.amount == req.amount
