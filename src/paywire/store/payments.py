@@ -10,7 +10,8 @@ Every later transition is a compare-and-set on (state, owner). States::
              │             └─> unresolved    settlement outcome unknown; a retry reconciles it
              └─> settled ──> served          (settle="before": paid first, then the handler runs)
 
-The same rows are the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
+Each row says which protocol carried the payment (``protocol``: ``x402``, ``mpp``, ``l402``). The same rows are
+the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
 """
 
 from __future__ import annotations
