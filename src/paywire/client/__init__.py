@@ -16,26 +16,43 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from paywire.client.core import (
-    DryRunPayment,
-    Payer,
-    PaymentAttempt,
-    PaymentDeclined,
-    PaymentError,
-    PaymentOutcomeUnknown,
-    PaymentRefused,
-    PaymentRejected,
-    Receipt,
-    parse_challenge,
-    parse_settlement,
-)
-from paywire.client.engine import ApprovalRequest, Approver, Buyer
-from paywire.client.httpx_transport import PaymentTransport, SyncPaymentTransport, receipt_of, settlement_of
-from paywire.client.policy import Policy, Quote, Refusal
+from paywire._lazy import lazy_exports
 
 if TYPE_CHECKING:
     import httpx
     import requests
+
+    from paywire.client.core import (
+        DryRunPayment,
+        Payer,
+        PaymentAttempt,
+        PaymentDeclined,
+        PaymentError,
+        PaymentOutcomeUnknown,
+        PaymentRefused,
+        PaymentRejected,
+        Receipt,
+        parse_challenge,
+        parse_settlement,
+    )
+    from paywire.client.engine import ApprovalRequest, Approver, Buyer
+    from paywire.client.httpx_transport import (
+        PaymentTransport,
+        SyncPaymentTransport,
+        receipt_of,
+        settlement_of,
+    )
+    from paywire.client.policy import Policy, Quote, Refusal
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "paywire.client.core": (
+        "DryRunPayment", "Payer", "PaymentAttempt", "PaymentDeclined", "PaymentError", "PaymentOutcomeUnknown",
+        "PaymentRefused", "PaymentRejected", "Receipt", "parse_challenge", "parse_settlement",
+    ),
+    "paywire.client.engine": ("ApprovalRequest", "Approver", "Buyer"),
+    "paywire.client.httpx_transport": ("PaymentTransport", "SyncPaymentTransport", "receipt_of", "settlement_of"),
+    "paywire.client.policy": ("Policy", "Quote", "Refusal"),
+})
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -53,6 +70,8 @@ _default_store = default_store
 
 def _make_buyer(wallet: Any, policy: Policy | None, store: Any, kw: dict[str, Any]) -> tuple[Buyer, bool]:
     """(buyer, made here): a buyer made here is closed with its client."""
+    from paywire.client.engine import Buyer
+
     if isinstance(wallet, Buyer):
         return wallet, False
     return Buyer(wallet, policy, store=default_store() if store is ... else store, **kw), True
@@ -63,6 +82,8 @@ def x402_client(wallet: Any, policy: Policy | None = None, *, store: Any = ..., 
     """An ``httpx.AsyncClient`` that pays 402s from ``wallet`` within ``policy`` (receipts in ``store``)."""
     import httpx
 
+    from paywire.client.httpx_transport import PaymentTransport
+
     buyer, made = _make_buyer(wallet, policy, store, {"approve": approve, "max_retries": max_retries})
     httpx_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
     return httpx.AsyncClient(transport=PaymentTransport(buyer, close_buyer=made), **httpx_kwargs)
@@ -72,6 +93,8 @@ def x402_sync_client(wallet: Any, policy: Policy | None = None, *, store: Any = 
                      approve: Approver | None = None, max_retries: int = 2, **httpx_kwargs: Any) -> httpx.Client:
     """The same as :func:`x402_client` for synchronous code (``httpx.Client``)."""
     import httpx
+
+    from paywire.client.httpx_transport import SyncPaymentTransport
 
     buyer, made = _make_buyer(wallet, policy, store, {"approve": approve, "max_retries": max_retries})
     httpx_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
