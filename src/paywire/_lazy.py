@@ -12,15 +12,17 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
 
 
 def lazy_exports(package: str, exports: Mapping[str, tuple[str, ...]]
-                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``; a name equal to its module's last part is that submodule."""
+                 ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``; a name equal to its module's last part is that submodule.
+
+    ``__getattr__`` is typed ``object`` so a type checker flags a name missing from the ``TYPE_CHECKING`` imports.
+    """
     where = {name: module for module, names in exports.items() for name in names}
 
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> object:
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
