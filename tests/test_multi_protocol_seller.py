@@ -234,7 +234,7 @@ async def test_expired_challenge_and_unsupported_method(world: World) -> None:
     """An expired challenge → 402 payment-expired; a challenge for a method this route does not take → 400."""
     mpp = world.mw.flow.seller.mpp
     from paywire.mpp.methods.lightning_charge import lightning_offer_template
-    from paywire.server.protocols import mpp_templates
+    from paywire.server.protocols.mpp import mpp_templates
 
     offers, dec = world.mw.flow.seller.offers_for(world.mw.flow.seller.routes[0], None)  # type: ignore[arg-type]
     (tmpl,) = mpp_templates(("evm",), None, offers, dec)

@@ -45,6 +45,7 @@ from eth_utils.address import to_canonical_address, to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 
+from paywire.chain import require_dev_chain
 from paywire.chain.devkeys import DEFAULT_DERIVATION_PATH, DEFAULT_MNEMONIC, address_of, dev_keys
 from paywire.chain.rpc import RpcChain, RpcError, decode_revert_reason, from_data, to_data, to_quantity
 from paywire.errors import ChainError, ChainRevert
@@ -222,6 +223,7 @@ class EmbeddedChain:
     ) -> None:
         if not 0 < chain_id < 2**64:
             raise ValueError("chain_id must be a positive 64-bit integer")
+        require_dev_chain()  # py-evm comes with the ``dev`` extra: fail with the install command, not deep inside
         self._chain_id = chain_id
         self._priority_fee = priority_fee
         self._keys = dev_keys(accounts, mnemonic, derivation_path)

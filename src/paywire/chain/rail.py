@@ -1,4 +1,4 @@
-"""The EVM ``Rail`` (``paywire.facilitator.rail``): settlement transactions over ``Chain`` + ``TxSender`` keys.
+"""The EVM ``Rail`` (``paywire.settlement.rail``): settlement transactions over ``Chain`` + ``TxSender`` keys.
 
 ``EvmNetwork`` says which chain and keys to settle with; ``EvmRail`` is what the settlement engine drives on
 it. Authorizations are EIP-3009's (``authorizationState`` and the ``AuthorizationUsed`` event), the only
@@ -15,7 +15,7 @@ from paywire.chain.tx import Recorder as TxRecorder
 from paywire.chain.tx import SenderPool, SignedTx, TxSender
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, keccak256, to_checksum
-from paywire.facilitator.rail import Intent, Mined, Recorder, SentTx
+from paywire.settlement.rail import Intent, Mined, Recorder, SentTx
 
 __all__ = ["AUTHORIZATION_USED_TOPIC", "TRANSFER_TOPIC", "EvmNetwork", "EvmRail"]
 

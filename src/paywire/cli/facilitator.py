@@ -42,6 +42,8 @@ def facilitator(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log reconciler activity.")] = False,
 ) -> None:
     """Serve /verify, /settle, /supported, /settlements/{id}, /metrics and /health over HTTP."""
+    from rich.markup import escape
+
     from paywire.errors import ConfigError
     from paywire.facilitator.config import load_config
     from paywire.facilitator.service import FacilitatorService
@@ -87,13 +89,13 @@ def facilitator(
     try:
         asyncio.run(run())
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
+        console.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
 
 
 def _table(info: dict[str, object]) -> object:
-    from paywire.cli.main import _info_table
+    from paywire.cli.output import info_table
 
-    return _info_table(info)
+    return info_table(info)

@@ -1,19 +1,76 @@
-"""The ``paywire`` command."""
+"""The ``paywire`` command.
+
+``paywire --help`` imports only typer, rich and this file: the other commands live in ``paywire.cli.buyer``,
+``.seller`` and ``.facilitator`` and load when they run (or show their own help); every command imports what it
+needs (chains, stores, servers, clients) inside its function.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
+import importlib
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
+from typer.main import get_group
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="HTTP 402 machine payments.")
+# Commands registered by other modules' ``register(app)``: name → (module, the help line ``paywire --help`` shows).
+# tests/test_layers.py checks each line against the command's own docstring.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "facilitator": ("paywire.cli.facilitator",
+                    "Serve /verify, /settle, /supported, /settlements/{id}, /metrics and /health over HTTP."),
+    "sales": ("paywire.cli.seller",
+              "Show paid requests: route, amount, payer, transaction and outcome, with revenue totals."),
+    "pay": ("paywire.cli.buyer",
+            "Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within\n"
+            "policy, prints the receipt."),
+    "wallet": ("paywire.cli.buyer", "The buyer's wallet: create a key, show it, read balances, list receipts."),
+}
+
+
+def load_commands(module: str) -> dict[str, click.Command]:
+    """The click commands ``module.register(app)`` adds to an app."""
+    sub = typer.Typer(add_completion=False)
+    importlib.import_module(module).register(sub)
+    return dict(get_group(sub).commands)
+
+
+class LazyGroup(TyperGroup):
+    """Lists ``LAZY_COMMANDS`` from their help lines; imports a command's module only to run it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:  # listed in a help page: a stub with the help line
+            return click.Command(cmd_name, help=LAZY_COMMANDS[cmd_name][1])
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                            list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if name in LAZY_COMMANDS and name not in self.commands:
+            for loaded, command in load_commands(LAZY_COMMANDS[name][0]).items():
+                self.add_command(command, loaded)
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False, help="HTTP 402 machine payments.")
 console = Console()
+
+
+def _require_dev_chain(command: str) -> None:
+    """Exit with one line naming the extra when the embedded dev chain (py-evm) is not installed."""
+    from paywire.chain import dev_chain_missing
+
+    missing = dev_chain_missing()
+    if missing:
+        typer.echo(f"paywire {command}: {missing}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -21,7 +78,7 @@ def demo(purchases: Annotated[int, typer.Option(help="How many resources the age
          rail: Annotated[str, typer.Option(help="evm (x402 on an embedded chain) or lightning (L402 on LNbits)")]
          = "evm") -> None:
     """Offline end-to-end demo: embedded chain, token, facilitator, paid API and a paying agent."""
-    from paywire.demo import run_demo
+    import asyncio
 
     if rail == "lightning":
         from paywire.demo import run_lightning_demo
@@ -41,6 +98,9 @@ def demo(purchases: Annotated[int, typer.Option(help="How many resources the age
         console.print(f"[red]unknown rail {rail!r}: use evm or lightning[/]")
         raise typer.Exit(2)
 
+    _require_dev_chain("demo")
+    from paywire.demo import run_demo
+
     results = asyncio.run(run_demo(console, purchases=purchases))
     settled = [p for p in results if p.status == 200 and p.tx and p.price > 0]
     if len(settled) != len(results):
@@ -49,20 +109,11 @@ def demo(purchases: Annotated[int, typer.Option(help="How many resources the age
     console.print(f"[green]{len(settled)} purchases paid and settled on chain.[/]")
 
 
-def _info_table(info: dict[str, object]) -> Table:
-    t = Table(title="paywire devnet", show_header=False)
-    t.add_column("key", style="bold")
-    t.add_column("value")
-    for k, v in info.items():
-        if isinstance(v, dict):
-            for kk, vv in v.items():
-                t.add_row(f"{k}.{kk}", str(vv))
-        else:
-            t.add_row(k, str(v))
-    return t
-
-
 async def _wait_forever() -> None:
+    import asyncio
+    import contextlib
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,9 +130,14 @@ def devnet(
     exit_after_setup: Annotated[bool, typer.Option("--exit", help="Write the state file and exit.")] = False,
 ) -> None:
     """Local chain + token + funded payer/payee/facilitator, served as JSON-RPC on 127.0.0.1."""
+    import asyncio
     import json
 
+    if chain == "embedded":
+        _require_dev_chain("devnet")
+
     from paywire.chain import Anvil, EmbeddedChain, HttpTransport, JsonRpcServer, RpcChain
+    from paywire.cli.output import info_table
     from paywire.devnet import setup_devnet
 
     async def run() -> None:
@@ -103,7 +159,7 @@ def devnet(
         try:
             net = await setup_devnet(rpc, rpc_url=url)
             net.write_state(state)
-            console.print(_info_table(json.loads(net.info.to_json())))
+            console.print(info_table(json.loads(net.info.to_json())))
             console.print(f"state written to [bold]{state}[/]")
             if not exit_after_setup:
                 console.print("serving; Ctrl-C to stop")
@@ -116,16 +172,6 @@ def devnet(
                 await anvil.stop()
 
     asyncio.run(run())
-
-
-def _register_subcommands() -> None:
-    from paywire.cli import buyer, facilitator, seller
-
-    for module in (facilitator, seller, buyer):
-        module.register(app)
-
-
-_register_subcommands()
 
 
 def main() -> None:

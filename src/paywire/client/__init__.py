@@ -16,27 +16,44 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paywire._lazy import lazy_exports
 from paywire.client.config import BuyerConfig, factory_config
-from paywire.client.core import (
-    DryRunPayment,
-    Payer,
-    PaymentAttempt,
-    PaymentDeclined,
-    PaymentError,
-    PaymentOutcomeUnknown,
-    PaymentRefused,
-    PaymentRejected,
-    Receipt,
-    parse_challenge,
-    parse_settlement,
-)
-from paywire.client.engine import ApprovalRequest, Approver, Buyer
-from paywire.client.httpx_transport import PaymentTransport, SyncPaymentTransport, receipt_of, settlement_of
-from paywire.client.policy import Policy, Quote, Refusal
 
 if TYPE_CHECKING:
     import httpx
     import requests
+
+    from paywire.client.core import (
+        DryRunPayment,
+        Payer,
+        PaymentAttempt,
+        PaymentDeclined,
+        PaymentError,
+        PaymentOutcomeUnknown,
+        PaymentRefused,
+        PaymentRejected,
+        Receipt,
+        parse_challenge,
+        parse_settlement,
+    )
+    from paywire.client.engine import ApprovalRequest, Approver, Buyer
+    from paywire.client.httpx_transport import (
+        PaymentTransport,
+        SyncPaymentTransport,
+        receipt_of,
+        settlement_of,
+    )
+    from paywire.client.policy import Policy, Quote, Refusal
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "paywire.client.core": (
+        "DryRunPayment", "Payer", "PaymentAttempt", "PaymentDeclined", "PaymentError", "PaymentOutcomeUnknown",
+        "PaymentRefused", "PaymentRejected", "Receipt", "parse_challenge", "parse_settlement",
+    ),
+    "paywire.client.engine": ("ApprovalRequest", "Approver", "Buyer"),
+    "paywire.client.httpx_transport": ("PaymentTransport", "SyncPaymentTransport", "receipt_of", "settlement_of"),
+    "paywire.client.policy": ("Policy", "Quote", "Refusal"),
+})
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -54,6 +71,8 @@ _default_store = default_store
 
 def _make_buyer(wallet: Any, policy: Policy | None, config: BuyerConfig, store: Any) -> tuple[Buyer, bool]:
     """(buyer, made here): a buyer made here is closed with its client. ``store``: ``...`` = not given."""
+    from paywire.client.engine import Buyer
+
     if isinstance(wallet, Buyer):
         return wallet, False
     if store is ...:
@@ -68,6 +87,8 @@ def x402_client(wallet: Any, policy: Policy | None = None, *, config: BuyerConfi
     ``config``: a :class:`BuyerConfig`; the keyword arguments win over it."""
     import httpx
 
+    from paywire.client.httpx_transport import PaymentTransport
+
     cfg = factory_config(config, approve=approve, max_retries=max_retries)
     buyer, made = _make_buyer(wallet, policy, cfg, store)
     httpx_kwargs.setdefault("timeout", cfg.timeout)
@@ -79,6 +100,8 @@ def x402_sync_client(wallet: Any, policy: Policy | None = None, *, config: Buyer
                      **httpx_kwargs: Any) -> httpx.Client:
     """The same as :func:`x402_client` for synchronous code (``httpx.Client``)."""
     import httpx
+
+    from paywire.client.httpx_transport import SyncPaymentTransport
 
     cfg = factory_config(config, approve=approve, max_retries=max_retries)
     buyer, made = _make_buyer(wallet, policy, cfg, store)

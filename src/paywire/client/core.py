@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from paywire.client.policy import FUNDS, PROTOCOL, SCHEME, Policy, Quote, Refusal, check_static, describe
 from paywire.errors import PaywireError, WireError
@@ -43,6 +43,9 @@ from paywire.x402.models import (
     SettleResponse,
     requirements_v1_to_v2,
 )
+
+if TYPE_CHECKING:
+    from paywire.client.protocols.base import BuyerProtocol
 
 _PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
@@ -124,7 +127,8 @@ class Option:
     requirements: PaymentRequirements
     v1: PaymentRequirementsV1 | None = None
     protocol: str = "x402"
-    """``x402``, ``mpp`` (``offer`` is a ``paywire.client.protocols.MppOffer``) or ``l402`` (``L402Offer``)."""
+    """The protocol that read it (``x402``, ``mpp``, ``l402``); ``offer`` is that protocol's own data for paying
+    it (``paywire.client.protocols.mpp.MppOffer``, ``paywire.client.protocols.l402.L402Offer``)."""
     offer: Any = None
 
     def wire(self) -> dict[str, Any]:
@@ -171,31 +175,38 @@ def read_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
 
 
 def read_any_challenge(headers: Mapping[str, str], body: bytes, *, assets: Callable[[str, str], Any],
-                       protocols: Sequence[str] = ("x402", "mpp", "l402")) -> Challenge:
-    """x402 options, then MPP (``WWW-Authenticate: Payment``) and L402 ones, as one :class:`Challenge`;
-    ``WireError`` when the 402 offers nothing this client reads."""
-    from paywire.client.protocols import l402_offers, mpp_offers, www_authenticate
+                       protocols: Sequence[str] | None = None,
+                       registry: Sequence[BuyerProtocol] | None = None) -> Challenge:
+    """Every payable option of a 402 as one :class:`Challenge`: each protocol of ``registry`` (the built-in
+    ones: x402, then MPP ``WWW-Authenticate: Payment``, then L402) named in ``protocols`` (None: all) adds its
+    options, in that order; the first protocol's challenge carries the rest. ``WireError`` when the 402 offers
+    nothing this client reads."""
+    if registry is None:
+        from paywire.client.protocols import builtin_protocols
 
-    x402_error: WireError | None = None
-    try:
-        base = read_challenge(headers, body) if "x402" in protocols else None
-    except WireError as exc:
-        base, x402_error = None, exc
-    options = list(base.options) if base is not None else []
-    extra: list[Option] = []
-    if "mpp" in protocols:
-        extra += [Option(len(options) + len(extra) + i, r, None, "mpp", o)
-                  for i, (r, o) in enumerate(mpp_offers(headers, assets))]
-    if "l402" in protocols:
-        n = len(options) + len(extra)
-        extra += [Option(n + i, r, None, "l402", o) for i, (r, o) in enumerate(l402_offers(headers))]
-    if base is None and not extra:
-        raise x402_error or WireError("missing_field", "402 without a challenge this client can read")
-    if base is None:
-        return Challenge(0, tuple(extra), None, www_authenticate=www_authenticate(headers))
-    if not extra:
-        return base
-    return dataclasses.replace(base, options=(*base.options, *extra), www_authenticate=www_authenticate(headers))
+        registry = builtin_protocols()
+    error: WireError | None = None
+    merged: Challenge | None = None
+    for proto in registry:
+        if protocols is not None and proto.name not in protocols:
+            continue
+        try:
+            part = proto.read(headers, body, assets)
+        except WireError as exc:
+            error = error or exc
+            continue
+        if part is None:
+            continue
+        if merged is None:
+            merged = part
+            continue
+        n = len(merged.options)
+        merged = dataclasses.replace(
+            merged, options=(*merged.options, *(dataclasses.replace(o, index=n + i) for i, o in enumerate(part.options))),
+            www_authenticate=merged.www_authenticate or part.www_authenticate)
+    if merged is None:
+        raise error or WireError("missing_field", "402 without a challenge this client can read")
+    return merged
 
 
 def parse_settlement(headers: Mapping[str, str]) -> SettleResponse | None:

@@ -1,16 +1,16 @@
 """The buyer's async I/O shell: one HTTP exchange that may need paying, end to end.
 
-``Buyer.handle(exchange)`` sends the request; on 402 it reads the challenge, ranks the options (``core``),
-applies the policy (``policy``), reserves budget in the ledger (``store.spend``), asks for approval when
-needed, signs, and sends the paid request — resending the *same* signed payment when the network or the
-server fails, so a flaky connection never pays twice. Each HTTP client (httpx async/sync, requests) is a
+``Buyer.handle(exchange)`` sends the request; on 402 it reads the challenge through each registered payment
+protocol (``protocols/``: x402, MPP, L402 behind one interface), ranks the options (``core``), applies the
+policy (``policy``), reserves budget in the ledger (``store.spend``), asks for approval when needed, has the
+option's protocol sign it, and sends the paid request — resending the *same* signed payment when the network
+or the server fails, so a flaky connection never pays twice. Each HTTP client (httpx async/sync, requests) is a
 small :class:`Exchange` adapter over this one flow.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import json
 import logging
@@ -37,9 +37,6 @@ from paywire.client.core import (
     Sent,
     after_response,
     after_send_error,
-    build_payment,
-    new_payment_id,
-    parse_settlement,
     quote_of,
     rank_options,
     read_any_challenge,
@@ -48,6 +45,8 @@ from paywire.client.core import (
     scheme_for,
 )
 from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
+from paywire.client.protocols import builtin_protocols
+from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.base import ClientScheme
@@ -228,13 +227,15 @@ class Buyer:
     and the known USDC); ``nonce_variant`` is the EIP-3009 nonce derivation tried first (``"concat"``, the
     spec and mppx; ``"json"``, pympp) — on a "challenge hash mismatch" the other one is tried once and
     remembered for that host. Paid L402 tokens are reused for the same host until the server refuses them.
+    ``protocols``: the payment protocols spoken (default: the built-in x402, MPP and L402; ``policy.protocols``
+    chooses among them).
     """
 
     def __init__(self, wallet: WalletLike, policy: Policy | None = None, *, store: Any = None,
                  approve: Approver | None = None, max_retries: int = 2, retry_delay: float = 0.2,
                  account: str | None = None, reconcile_every: float = 30.0, lightning: Any = None,
                  assets: Sequence[Any] = (), nonce_variant: str = "concat",
-                 send_accept_payment: bool = True) -> None:
+                 send_accept_payment: bool = True, protocols: Sequence[BuyerProtocol] | None = None) -> None:
         self.policy = policy or Policy()
         self.approve = approve
         self.max_retries = max_retries
@@ -250,10 +251,13 @@ class Buyer:
         from paywire.schemes.evm_exact.server import KNOWN_ASSETS
 
         self._assets = {(a.network, a.address.lower()): a for a in (*KNOWN_ASSETS, *self.policy.assets, *assets)}
+        self.protocols: tuple[BuyerProtocol, ...] = tuple(protocols) if protocols is not None else builtin_protocols()
+        self._by_name = {p.name: p for p in self.protocols}
         self.nonce_variant = nonce_variant
-        self._variants: dict[str, str] = {}
-        self._l402_tokens: dict[str, str] = {}  # host → latest paid L402 token (tried on paths not seen yet)
-        self._l402_routes: dict[str, str] = {}  # host + path → the token last accepted there
+        self._variants: dict[str, str] = {}  # host → the signing variant its server accepted (MPP nonce)
+        # reusable credentials (L402 tokens) as (header, value):
+        self._tokens: dict[str, tuple[str, str]] = {}  # host → the latest paid one (tried on paths not seen yet)
+        self._token_routes: dict[str, tuple[str, str]] = {}  # host + path → the one last accepted there
         self.send_accept_payment = send_accept_payment
         self._store = store
         self._ledger: Any = None
@@ -325,15 +329,15 @@ class Buyer:
 
         Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
         host, route = host_of(ex.url), route_of(ex.url)
-        own = self._l402_routes.get(route) if not ex.paying else None
-        token = own or (self._l402_tokens.get(host) if not ex.paying else None)
+        own = self._token_routes.get(route) if not ex.paying else None
+        token = own or (self._tokens.get(host) if not ex.paying else None)
         if token is not None:  # a paid L402 token is reusable until the server refuses it (checklist 103)
-            first = await ex.send({"Authorization": token})
+            first = await ex.send({token[0]: token[1]})
             if ex.status(first) not in (401, 402):
-                self._remember_l402(host, route, token, latest=False)
+                self._remember_token(host, route, token, latest=False)
                 return first
             if own is not None:  # refused where it was accepted before: revoked or expired, forget it
-                self._forget_l402(token)
+                self._forget_token(token)
             await ex.discard(first)  # else another service's token (one host, several services): keep it
         first = await ex.send(self._first_headers() if not ex.paying else None)
         if ex.status(first) != 402 or ex.paying:
@@ -342,7 +346,7 @@ class Buyer:
         ledger = await self.ledger()
         try:
             challenge = read_any_challenge(ex.headers(first), body, assets=self._asset_for,
-                                           protocols=self.policy.protocols)
+                                           protocols=self.policy.protocols, registry=self.protocols)
         except WireError as exc:
             rid = await ledger.record(url=ex.url, method=ex.method, host=host, outcome="failed",
                                       reason=f"unreadable 402: {exc}")
@@ -357,30 +361,32 @@ class Buyer:
         marking = asyncio.ensure_future(ledger.mark_signed(
             rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
             valid_before=attempt.valid_before))
-        return await self._deliver(ex, attempt, _Row(ledger, rid, marking), cand)
+        return await self._deliver(ex, challenge, attempt, _Row(ledger, rid, marking), cand)
 
-    def _remember_l402(self, host: str, route: str, token: str, *, latest: bool) -> None:
+    def _remember_token(self, host: str, route: str, token: tuple[str, str], *, latest: bool) -> None:
         if latest:
-            self._l402_tokens[host] = token
-        self._l402_routes.pop(route, None)
-        self._l402_routes[route] = token
-        while len(self._l402_routes) > 4096:  # oldest first
-            del self._l402_routes[next(iter(self._l402_routes))]
+            self._tokens[host] = token
+        self._token_routes.pop(route, None)
+        self._token_routes[route] = token
+        while len(self._token_routes) > 4096:  # oldest first
+            del self._token_routes[next(iter(self._token_routes))]
 
-    def _forget_l402(self, token: str) -> None:
-        for table in (self._l402_tokens, self._l402_routes):
+    def _forget_token(self, token: tuple[str, str]) -> None:
+        for table in (self._tokens, self._token_routes):
             for key in [k for k, v in table.items() if v == token]:
                 del table[key]
 
     def _first_headers(self) -> dict[str, str] | None:
-        """``Accept-Payment``: the MPP methods this wallet can answer (servers filter and order by it)."""
-        if not self.send_accept_payment or "mpp" not in self.policy.protocols:
+        """What the protocols add to the unpaid request (MPP ``Accept-Payment``: the methods this wallet can
+        answer; servers filter and order by it)."""
+        if not self.send_accept_payment:
             return None
-        from paywire.client.protocols import accept_payment_value
-
-        value = accept_payment_value(any(getattr(s, "signer", None) is not None for s in self.schemes),
-                                     self.lightning is not None)
-        return {"Accept-Payment": value} if value else None
+        abilities = WalletAbilities(self.schemes, self.lightning is not None)
+        out: dict[str, str] = {}
+        for proto in self.protocols:
+            if proto.name in self.policy.protocols:
+                out.update(proto.request_headers(abilities))
+        return out or None
 
     def _asset_for(self, network: str, token: str) -> Any:
         return self._assets.get((network, token.lower()))
@@ -434,11 +440,8 @@ class Buyer:
                                           receipt=await ledger.get(rid))
             scheme = scheme_for(self.schemes, cand.option.requirements)
             assert scheme is not None
-            if cand.option.protocol == "x402":
-                inner = await scheme.create_payload(cand.option.requirements)
-                attempt = build_payment(challenge, cand.option, inner, new_payment_id())
-            else:
-                attempt = await self._other_payment(cand.option, scheme, host)
+            attempt = await self._by_name[cand.option.protocol].credential(
+                challenge, cand.option, scheme, variant=self._variants.get(host, self.nonce_variant))
         except PaymentError:
             raise
         except BaseException as exc:
@@ -454,32 +457,6 @@ class Buyer:
                                    receipt=await ledger.get(rid)) from exc
             raise
         return attempt, rid, cand
-
-    async def _other_payment(self, option: Option, scheme: Any, host: str,
-                             variant: str | None = None) -> PaymentAttempt:
-        """MPP / L402: the ``Authorization`` value (signing ``evm/charge``, or paying the invoice first)."""
-        from paywire.client.protocols import credential_field, l402_authorization
-
-        req = option.requirements
-        if option.protocol == "mpp" and req.scheme == "exact":
-            from paywire.mpp.methods.evm_charge import EvmAuthorization, sign_evm_charge
-
-            mo = option.offer
-            v = variant or self._variants.get(host, self.nonce_variant)
-            cred = await sign_evm_charge(mo.challenge, scheme.signer, mo.asset, variant=v)
-            auth = EvmAuthorization.from_payload(cred.payload)
-            return PaymentAttempt(credential_field(mo.challenge), cred.to_authorization(), req, 0, None,
-                                  "0x" + auth.nonce.hex(), auth.valid_before)
-        inner = await scheme.create_payload(req)
-        preimage = str(inner["preimage"])
-        if option.protocol == "mpp":
-            from paywire.mpp.methods.lightning_charge import lightning_credential
-
-            value = lightning_credential(option.offer.challenge, preimage).to_authorization()
-            field = credential_field(option.offer.challenge)
-        else:
-            value, field = l402_authorization(option.offer, preimage), "Authorization"
-        return PaymentAttempt(field, value, req, 0, None, str(inner.get("paymentHash") or "") or None)
 
     async def _budget_refused(self, ex: Exchange[Any], budget_refusals: Sequence[tuple[Candidate, Refusal]],
                               static: Sequence[tuple[Option, Refusal]], record: dict[str, Any],
@@ -499,7 +476,9 @@ class Buyer:
             result = await result
         return bool(result)
 
-    async def _deliver(self, ex: Exchange[R], attempt: PaymentAttempt, row: _Row, cand: Candidate) -> R:
+    async def _deliver(self, ex: Exchange[R], challenge: Challenge, attempt: PaymentAttempt, row: _Row,
+                       cand: Candidate) -> R:
+        proto = self._by_name[cand.option.protocol]
         tries = 0
         reached = False
         switched = False
@@ -533,19 +512,19 @@ class Buyer:
                 await asyncio.sleep(self.retry_delay * tries)
                 continue
             headers = ex.headers(response)
-            settlement = parse_settlement(headers)
-            if nxt is Next.REJECTED and not switched and cand.option.protocol == "mpp" \
-                    and cand.option.requirements.scheme == "exact":
-                retry = await self._other_nonce(ex, response, attempt, cand)
-                if retry is not None:  # the peer derives the EIP-3009 nonce the other way: once, then remember
+            paid = proto.receipt(headers, cand.option)
+            settlement = paid.settlement
+            if nxt is Next.REJECTED:
+                reason = rejection_reason(headers, await ex.read(response))
+                retry = None if switched else await self._resign(ex, response, challenge, reason, cand, proto)
+                if retry is not None:  # e.g. the peer derives the EIP-3009 nonce the other way: once, then remember
                     switched = True
                     attempt, cand = retry
                     row.marking = asyncio.ensure_future(row.ledger.mark_signed(
-                        row.rid, payload_hash=attempt.payload_hash, payment_id=None, nonce=attempt.nonce,
-                        valid_before=attempt.valid_before))
+                        row.rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id,
+                        nonce=attempt.nonce, valid_before=attempt.valid_before))
                     continue
-            if nxt is Next.REJECTED:
-                return await self._rejected(ex, response, attempt, row, cand, reached, settlement)
+                return await self._rejected(ex, response, attempt, row, cand, reached, settlement, reason)
             if nxt is Next.UNKNOWN:
                 await row.finish(outcome="unknown", budget="held", status_code=status,
                                     reason=f"HTTP {status} after {tries + 1} tries")
@@ -554,10 +533,11 @@ class Buyer:
                     await row.finish(outcome="unknown", budget="held", status_code=status,
                                         reason=f"served, but settlement reported {settlement.error_reason}")
                 else:
-                    tx = settlement.transaction if settlement is not None else _mpp_reference(headers, cand)
-                    await row.finish(outcome="paid", budget="committed", status_code=status, tx=tx or None)
-                    if cand.option.protocol == "l402":
-                        self._remember_l402(host_of(ex.url), route_of(ex.url), attempt.value, latest=True)
+                    await row.finish(outcome="paid", budget="committed", status_code=status,
+                                     tx=paid.reference or None)
+                    if proto.reuses_credential:
+                        self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
+                                             latest=True)
             else:
                 # an error status instead of the resource: honest servers do not settle then (checklist 19);
                 # the budget stays held until the chain shows the authorization expired unused
@@ -567,36 +547,25 @@ class Buyer:
             ex.attach(response, receipt, settlement)
             return response
 
-    async def _other_nonce(self, ex: Exchange[R], response: R, attempt: PaymentAttempt, cand: Candidate
-                           ) -> tuple[PaymentAttempt, Candidate] | None:
-        """After "challenge hash mismatch": re-sign the fresh challenge of this 402 with the other derivation."""
-        from paywire.client.protocols import HASH_MISMATCH, mpp_offers, other_variant
-
-        body = await ex.read(response)
-        if HASH_MISMATCH not in rejection_reason(ex.headers(response), body).lower():
-            return None
-        old = cand.option.offer
-        fresh = [(r, o) for r, o in mpp_offers(ex.headers(response), self._asset_for)
-                 if o.challenge.method == "evm" and r.amount == cand.option.requirements.amount
-                 and r.asset.lower() == cand.option.requirements.asset.lower()
-                 and r.pay_to.lower() == cand.option.requirements.pay_to.lower()]
-        if not fresh or old is None:
-            return None
+    async def _resign(self, ex: Exchange[R], response: R, challenge: Challenge, reason: str, cand: Candidate,
+                      proto: BuyerProtocol) -> tuple[PaymentAttempt, Candidate] | None:
+        """A rejection the protocol answers by signing this 402's fresh offer another way (MPP "challenge hash
+        mismatch": the other EIP-3009 nonce derivation); the variant is remembered for the host."""
         host = host_of(ex.url)
         used = self._variants.get(host, self.nonce_variant)
-        option = dataclasses.replace(cand.option, requirements=fresh[0][0], offer=fresh[0][1])
-        scheme = scheme_for(self.schemes, option.requirements)
+        resign = proto.resign(reason, ex.headers(response), cand.option, used, self._asset_for)
+        if resign is None:
+            return None
+        scheme = scheme_for(self.schemes, resign.option.requirements)
         if scheme is None:
             return None
-        new = await self._other_payment(option, scheme, host, other_variant(used))
-        self._variants[host] = other_variant(used)
+        new = await proto.credential(challenge, resign.option, scheme, variant=resign.variant)
+        self._variants[host] = resign.variant
         await ex.discard(response)
-        return new, Candidate(option, cand.quote)
+        return new, Candidate(resign.option, cand.quote)
 
     async def _rejected(self, ex: Exchange[R], response: R, attempt: PaymentAttempt, row: _Row, cand: Candidate,
-                        reached: bool, settlement: SettleResponse | None) -> R:
-        body = await ex.read(response)
-        reason = rejection_reason(ex.headers(response), body)
+                        reached: bool, settlement: SettleResponse | None, reason: str) -> R:
         used: bool | None = None
         wallet = self.wallet
         if wallet is not None and attempt.nonce and hasattr(wallet, "authorization_used"):
@@ -633,21 +602,6 @@ def _maybe_paid(exc: BaseException) -> bool:
     from paywire.lightning.base import LightningError
 
     return isinstance(exc, LightningError) and exc.retryable
-
-
-def _mpp_reference(headers: Mapping[str, str], cand: Candidate) -> str | None:
-    """The MPP receipt's reference (tx hash / payment hash); the invoice's hash for L402 (no receipt)."""
-    raw = headers.get("payment-receipt") or headers.get("Payment-Receipt")
-    if raw:
-        from paywire.mpp.receipt import Receipt as MppReceipt
-
-        try:
-            return MppReceipt.from_header(raw).reference
-        except WireError:
-            return None
-    if cand.option.protocol == "l402":
-        return str(cand.option.requirements.extra.get("paymentHash") or "") or None
-    return None
 
 
 def _schemes_of(wallet: WalletLike) -> list[ClientScheme]:

@@ -117,9 +117,11 @@ class Policy:
         object.__setattr__(self, "_btc", _money_opt(self.btc_usd, "btc_usd"))
         if isinstance(self.protocols, str):
             raise ConfigError(f"Policy(protocols=...) takes a list, not one string: [{self.protocols!r}]")
-        unknown = set(self.protocols) - {"x402", "mpp", "l402"}
+        from paywire.client.protocols import BUILTIN
+
+        unknown = set(self.protocols) - set(BUILTIN)
         if unknown:
-            raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use x402, mpp, l402)")
+            raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use {', '.join(BUILTIN)})")
         for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
             v = getattr(self, name)
             if isinstance(v, str):

@@ -213,29 +213,13 @@ class Proceed:
     offers: tuple[PaymentRequirements, ...]
     decimals: int
     url: str
-    mpp_method: str | None = None  # "evm" | "lightning" when an MPP credential carried the payment
+    protocol: str = "x402"  # the protocol that carried the payment (``paywire.server.protocols``)
     payer: str | None = None  # who signed, when the payload says (EIP-3009 ``from``)
 
 
-@dataclass(frozen=True, slots=True)
-class MppRejected:
-    """An MPP credential that failed the core or method checks: answer ``problem`` (402s with fresh challenges)."""
-
-    route: PaidRoute
-    problem: Any  # paywire.mpp.problems.Problem
-    offers: tuple[PaymentRequirements, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UseL402:
-    """An L402 credential for an L402 route: the flow checks the token (root key in the store) and preimage."""
-
-    route: PaidRoute
-    authorization: str
-    offers: tuple[PaymentRequirements, ...]
-
-
-Decision = Pass | Reply | Proceed | MppRejected | UseL402
+Decision = Pass | Reply | Proceed
+Priced = tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]
+"""A route's offers for one request and their decimals (:meth:`Seller.offers_for`)."""
 
 
 def _canonical(obj: Any) -> bytes:
@@ -398,24 +382,29 @@ class Seller:
         return route is not None and bool(route.mpp)
 
     # -- the decision --------------------------------------------------------------------------
-    def decide(self, req: RequestInfo) -> Decision:
+    @staticmethod
+    def x402_header(route: PaidRoute, req: RequestInfo) -> str | None:
+        """The request's x402 payment header the route takes (``PAYMENT-SIGNATURE`` v2, ``X-PAYMENT`` v1)."""
+        raw = req.header(PAYMENT_SIGNATURE) if 2 in route.x402_versions else None
+        if raw is None and 1 in route.x402_versions:
+            raw = req.header(X_PAYMENT)
+        return raw
+
+    def decide(self, req: RequestInfo, priced: Priced | None = None) -> Decision:
+        """The x402 decision for one request (``priced``: the route's offers when the caller already has them).
+
+        Other protocols' credentials (MPP, L402) are parsed by ``paywire.server.protocols`` before this runs."""
         route = self.route_for_request(req)
         if req.method == "OPTIONS":
             return self.preflight(req) if route is not None else Pass()
         if route is None:
             return Pass()
-        offers, decimals = self.offers_for(route, req)
-        raw = req.header(PAYMENT_SIGNATURE) if 2 in route.x402_versions else None
-        if raw is None and 1 in route.x402_versions:
-            raw = req.header(X_PAYMENT)
+        offers, decimals = priced if priced is not None else self.offers_for(route, req)
+        raw = self.x402_header(route, req)
         if req.method == "HEAD":
             err = "HEAD is never charged: send GET with the payment" if raw is not None else None
             r = self.payment_required(route, req, offers, err)
             return Reply(r.status, r.headers, b"")
-        if raw is None and route.extra_protocols:
-            other = self._decide_other(route, req, offers, decimals)
-            if other is not None:
-                return other
         if raw is None:
             if route.paywall and req.is_browser and 2 in route.x402_versions and offers:
                 return self.paywall(route, req, offers, decimals)
@@ -450,36 +439,6 @@ class Seller:
         key, payer = identity_and_payer(m, payload)
         return Proceed(route, payload, m, m, False, key, payment_hash(payload), pid, offers, decimals[i], req.url,
                        payer=payer)
-
-    def _decide_other(self, route: PaidRoute, req: RequestInfo, offers: tuple[PaymentRequirements, ...],
-                      decimals: tuple[int, ...]) -> Decision | None:
-        """An ``Authorization: Payment`` (MPP) or ``L402``/``LSAT`` credential on a route that takes it."""
-        from paywire.l402.header import credential_from_headers, has_l402
-        from paywire.server.protocols import mpp_templates, verify_mpp
-
-        auth = req.header("authorization")
-        if route.mpp and self.mpp is not None and self.mpp.has_credential(auth):
-            assert auth is not None
-            templates = mpp_templates(route.mpp, route.sats, offers, decimals, route.description)
-            res = verify_mpp(self.mpp, auth, templates, offers, decimals, nonce_variants=self.mpp_nonce_variants,
-                             body=req.body)
-            if res is None:
-                return None
-            if not hasattr(res, "payload"):
-                return MppRejected(route, res, offers)
-            from paywire.server.protocols import MppPayment, mpp_payment_id
-
-            assert isinstance(res, MppPayment)
-            return Proceed(route, res.payload, res.requirements, res.requirements, False, res.auth_key,
-                           payment_hash(res.payload), mpp_payment_id(res.challenge_id), offers, res.decimals,
-                           req.url, res.method)
-        if route.l402:
-            if auth and has_l402(auth):
-                return UseL402(route, auth, offers)
-            alt = credential_from_headers(req.headers)
-            if alt is not None:
-                return UseL402(route, alt, offers)
-        return None
 
     # -- responses -----------------------------------------------------------------------------
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
@@ -644,16 +603,15 @@ __all__ = [
     "ALLOWED_REQUEST_HEADERS",
     "EXPOSED_HEADERS",
     "Decision",
-    "MppRejected",
     "Offer",
     "PaidRoute",
     "Pass",
+    "Priced",
     "Proceed",
     "Reply",
     "RequestInfo",
     "Seller",
     "SettleMode",
-    "UseL402",
     "authorization_identity",
     "payment_hash",
     "payment_identifier",

@@ -12,10 +12,11 @@
 Exactly-once: the payment is claimed in the store (unique authorization / payment id) before anything runs;
 concurrent or later copies of it wait for the recorded outcome and replay it, and never run the handler.
 
-MPP credentials take the same path (their ``payment_id`` is ``mpp:<challenge id>``, so a challenge is
-single-use; an ``evm/charge`` authorization is claimed under the same key as in x402), except that a copy of
-a served MPP credential gets 402 ``invalid-challenge`` instead of a replay (one delivery, checklist 110).
-L402 tokens are reusable: a valid token passes (:class:`Forward` with its :class:`PaymentInfo`).
+Which payment a request carries, its challenges and receipts are the protocols' business
+(:mod:`paywire.server.protocols`): each parses its credential into proceed (claimed here, whatever protocol
+carried it), reject (a reply with every fresh challenge) or pass (a reusable credential: :class:`Forward` with
+its :class:`PaymentInfo`). A protocol may deliver a credential once: a copy then gets its rejection instead of
+a replay.
 """
 
 from __future__ import annotations
@@ -26,26 +27,25 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
-from paywire.lightning.base import LightningBackend, LightningError
-from paywire.mpp import problems as P
+from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.evm_exact.identity import payer_of
-from paywire.server.core import Headers, MppRejected, PaidRoute, Proceed, Reply, Seller, UseL402, json_reply
-from paywire.server.lightning_settle import LightningSettler
-from paywire.server.protocols import (
-    LIGHTNING_SCHEME,
-    combined_402,
-    method_of,
-    mpp_challenge_of,
-    mpp_receipt,
-    problem_for_reason,
-    receipt_headers,
+from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply
+from paywire.server.protocols import seller_protocols
+from paywire.server.protocols.base import (
+    NO_LIGHTNING,
+    Admit,
+    Reject,
+    SellerContext,
+    SellerProtocol,
+    challenge_reply,
+    error_of,
 )
 from paywire.server.request import RequestInfo
 from paywire.store import store_url
@@ -108,12 +108,12 @@ class PaymentInfo:
     x402_version: int
     payment_id: str | None
     transaction: str | None = None  # set when settle="before" (already settled)
-    protocol: str = "x402"  # "x402" | "mpp" | "l402"
+    protocol: str = "x402"  # the protocol that carried it ("x402" | "mpp" | "l402"), as in the ledger
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Not a paid request — or a reusable L402 token that checked out (``payment`` is then set)."""
+    """Not a paid request — or a reusable credential (L402 token) that checked out (``payment`` is then set)."""
 
     payment: PaymentInfo | None = None
 
@@ -206,10 +206,8 @@ class PaymentFlow:
     owns_facilitator: bool = False
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
-    _l402: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _l402_store: Any = field(default=None, init=False, repr=False)
-    _l402_noted: set[str] = field(default_factory=set, init=False, repr=False)
-    _settler: LightningSettler | None = field(default=None, init=False, repr=False)
+    _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
+    _admitted: set[str] = field(default_factory=set, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
@@ -231,15 +229,14 @@ class PaymentFlow:
                 await self._store.migrate()
             else:
                 self._store = await PaymentStore.open(store_url(self.store))
-            if any(r.l402 or "lightning" in r.mpp for r in self.seller.routes) and self.lightning is None:
-                raise ConfigError("a route takes Lightning (mpp 'lightning' or l402): give the flow a "
-                                  "Lightning backend (lightning=LnbitsBackend(url, invoice_key=…))")
-            if any(r.l402 for r in self.seller.routes):
-                from paywire.store.l402 import L402Store
-
-                self._l402_store = L402Store(self._store.db)
-                await self._l402_store.migrate()
-            self._settler = LightningSettler(self.lightning, confirm_with_node=self.confirm_with_node)
+            ctx = SellerContext(self.seller, self.lightning, self.invoice_expiry, self.confirm_with_node,
+                                self.l402_reject_status)
+            protocols = seller_protocols(ctx)
+            if self.lightning is None and any(p.needs_lightning(r) for p in protocols for r in self.seller.routes):
+                raise ConfigError(NO_LIGHTNING)
+            for proto in protocols:
+                await proto.startup(self._store.db)
+            self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
                 try:
                     supported = await self.facilitator.supported()
@@ -271,22 +268,22 @@ class PaymentFlow:
     async def begin(self, req: RequestInfo) -> Plan:
         """What to do with one request (see the module docstring)."""
         try:
-            if self.seller.route_for_request(req) is not None:
+            route = self.seller.route_for_request(req)
+            if route is not None:
                 await self.startup()
-            d = self.seller.decide(req)
+            d = await self._decide(route, req)
         except ConfigError as exc:
             log.error("paywire: seller misconfigured: %s", exc)
             return Respond(json_reply(500, {"error": "seller_misconfigured", "message": str(exc)}))
         if isinstance(d, Reply):
-            route = self.seller.route_for_request(req)
             if route is not None and route.extra_protocols and req.method != "OPTIONS":
                 return Respond(await self.augment(route, req, d))
             return Respond(d)
-        if isinstance(d, MppRejected):
-            return Respond(await self.augment(d.route, req, self.seller.payment_required(d.route, req, d.offers),
-                                              d.problem))
-        if isinstance(d, UseL402):
-            return await self._l402_pass(d, req)
+        if isinstance(d, Reject):
+            assert route is not None
+            return Respond(await self._reject(route, req, d))
+        if isinstance(d, Admit):
+            return Forward(await self._admit(d))
         if not isinstance(d, Proceed):
             return Forward()
         plan = await self._paid(d, req)
@@ -294,116 +291,58 @@ class PaymentFlow:
             return plan
         return await self._with_challenges(plan, d, req)
 
-    # -- MPP and L402 next to x402 ------------------------------------------------------------------
+    async def _decide(self, route: PaidRoute | None, req: RequestInfo) -> Decision | Reject | Admit:
+        """Ask the route's protocols, in order, for the request's credential; none: the x402 402 (or paywall)."""
+        if route is None or req.method in ("OPTIONS", "HEAD"):
+            return self.seller.decide(req)
+        priced = self.seller.offers_for(route, req)
+        for proto in self._protocols_of(route):
+            parsed = await proto.parse(route, req, priced)
+            if parsed is not None:
+                return parsed
+        return self.seller.decide(req, priced)
+
+    def _protocols_of(self, route: PaidRoute) -> list[SellerProtocol]:
+        return [p for p in self._protocols.values() if p.takes(route)]
+
+    def _protocol(self, name: str) -> SellerProtocol:
+        return self._protocols[name]
+
+    # -- challenges next to x402 ------------------------------------------------------------------------
     async def augment(self, route: PaidRoute, req: RequestInfo, reply: Reply, problem: Problem | None = None,
                       status: int | None = None) -> Reply:
-        """Add the route's MPP and L402 challenges to an x402 402 (one reply, every way to pay). Replies that
-        are not payment challenges (paywall page, 409, 503, already combined) are returned unchanged."""
-        ctype = (reply.header("content-type") or "").lower()
-        if reply.status not in (401, 402) or "text/html" in ctype or P.CONTENT_TYPE in ctype:
-            return reply
-        if problem is None:
-            try:
-                err = json.loads(reply.body).get("error") if reply.body else None
-            except (ValueError, AttributeError):
-                err = None
-            generic = err in (None, "Payment required", "X-PAYMENT header is required")
-            problem = Problem(P.PAYMENT_REQUIRED, "" if generic else str(err))
-        if not problem.wants_challenge and status is None:  # 400 method-unsupported, 403
-            return Reply(problem.status, (("content-type", P.CONTENT_TYPE), ("cache-control", "no-store")),
-                         problem.body())
-        challenges, first_id = await self._challenges(route, req)
-        if problem.challenge_id is None and first_id is not None:
-            problem = problem.with_challenge_id(first_id)
-        code, headers, body = combined_402(reply.headers, reply.body, challenges, problem, status)
-        return Reply(code, headers, body if req.method != "HEAD" else b"")
+        """Add the route's other challenges (MPP, L402 …) to an x402 402: one reply, every way to pay."""
+        return await challenge_reply(self._protocols_of(route), route, req, reply, problem, status)
 
-    async def _challenges(self, route: PaidRoute, req: RequestInfo) -> tuple[list[str], str | None]:
-        """``WWW-Authenticate`` values: MPP (ordered by ``Accept-Payment``), then L402; a Lightning node that
-        cannot make an invoice drops only its own challenge."""
-        from paywire.mpp.methods.lightning_charge import lightning_offer
-        from paywire.server.protocols import mpp_templates
+    async def _reject(self, route: PaidRoute, req: RequestInfo, rej: Reject) -> Reply:
+        """A credential that failed its protocol's checks: the x402 402 with every fresh challenge."""
+        base = self.seller.payment_required(route, req, rej.offers, rej.reason)
+        return await self.augment(route, req, base, rej.problem, rej.status)
 
-        out: list[str] = []
-        first: str | None = None
-        mpp = self.seller.mpp
-        if route.mpp and mpp is not None:
-            offers, decimals = self.seller.offers_for(route, req)
-            concrete = mpp_templates([m for m in route.mpp if m != "lightning"], None, offers, decimals)
-            if "lightning" in route.mpp and self.lightning is not None and route.sats:
-                try:
-                    concrete.append(await lightning_offer(self.lightning, route.sats,
-                                                          description=route.description or None,
-                                                          memo=route.description or route.key,
-                                                          expiry=self.invoice_expiry))
-                except (LightningError, ValueError) as exc:
-                    log.warning("paywire: no Lightning invoice for %s: %s", route.key, exc)
-            challenges = mpp.issue_all(concrete, accept_payment=req.header("accept-payment"), body=req.body)
-            out += [c.to_header() for c in challenges]
-            first = challenges[0].id if challenges else None
-        if route.l402 and route.sats:
-            try:
-                ch = await self._l402_server(route).challenge(route.sats, memo=route.description or route.key)
-                out += ch.headers
-            except (LightningError, ValueError) as exc:
-                log.warning("paywire: no L402 challenge for %s: %s", route.key, exc)
-        return out, first
-
-    def _l402_server(self, route: PaidRoute) -> Any:
-        from paywire.l402.server import L402Server
-
-        srv = self._l402.get(route.l402_service)
-        if srv is None:
-            assert self.lightning is not None and self._l402_store is not None
-            srv = L402Server(self._l402_store, self.lightning, service=route.l402_service, token_ttl=route.l402_ttl,
-                             invoice_expiry=self.invoice_expiry, reject_status=self.l402_reject_status)
-            self._l402[route.l402_service] = srv
-        return srv
-
-    async def _l402_pass(self, d: UseL402, req: RequestInfo) -> Plan:
-        """A reusable L402 token: macaroon chain, preimage and caveats (checklist 99–101); no claim per request."""
-        from paywire.l402.server import L402Ok
-
-        res = await self._l402_server(d.route).verify(d.authorization)
-        if not isinstance(res, L402Ok):
-            base = self.seller.payment_required(d.route, req, d.offers, res.reason)
-            problem = Problem(P.VERIFICATION_FAILED if res.status != 402 else P.PAYMENT_REQUIRED, res.reason)
-            return Respond(await self.augment(d.route, req, base, problem, status=res.status))
-        rid = await self._note_l402(d.route, req, res.payment_hash, res.token_id)
-        info = PaymentInfo(rid, d.route.key, res.token_id, d.route.sats or 0, 0, "sat", "lightning", "lightning",
-                           "l402", 0, None, res.payment_hash, "l402")
-        return Forward(info)
-
-    async def _note_l402(self, route: PaidRoute, req: RequestInfo, payment_hash: str, token_id: str) -> int:
-        """One ledger row per paid L402 token (first use), so sales list Lightning income too."""
-        key = f"l402:{payment_hash}"
-        if key in self._l402_noted:
-            return 0
-        store, owner = self.payments, uuid.uuid4().hex
-        new = NewPayment(auth_key=key, payment_id=None, payload_hash=token_id, route=route.key, method=req.method,
-                         path=req.path, settle_mode="before", x402_version=0, scheme="l402", network="lightning",
-                         asset="sat", pay_to="lightning", amount=route.sats or 0, decimals=0, payer=token_id,
-                         payload="{}", requirements="{}")
-        rec = await store.claim(new, owner, self.lease)
-        if rec is not None:
-            await store.update(rec.id, owner, ["claimed"], state="served", owner=None, tx=payment_hash,
-                               settled_at=time.time())
-        if len(self._l402_noted) > 100_000:
-            self._l402_noted.clear()
-        self._l402_noted.add(key)
-        return rec.id if rec is not None else 0
+    async def _admit(self, a: Admit) -> PaymentInfo:
+        """A reusable credential that checked out: one ledger row on its first use (sales list it), no claim
+        per request."""
+        new = a.payment
+        rid = 0
+        if new.auth_key not in self._admitted:
+            store, owner = self.payments, uuid.uuid4().hex
+            rec = await store.claim(new, owner, self.lease)
+            if rec is not None:
+                await store.update(rec.id, owner, ["claimed"], state="served", owner=None, tx=a.tx,
+                                   settled_at=time.time())
+                rid = rec.id
+            if len(self._admitted) > 100_000:
+                self._admitted.clear()
+            self._admitted.add(new.auth_key)
+        return PaymentInfo(rid, new.route, new.payer, new.amount, new.decimals, new.asset, new.network, new.pay_to,
+                           new.scheme, new.x402_version, new.payment_id, a.tx, new.protocol)
 
     async def _with_challenges(self, plan: Plan, p: Proceed, req: RequestInfo) -> Plan:
-        """402s of a multi-protocol route carry every challenge; MPP payments get MPP problem types."""
+        """402s of a multi-protocol route carry every challenge, with the paying protocol's problem types."""
+        proto = self._protocol(p.protocol)
 
         def problem_of(reply: Reply) -> Problem | None:
-            if p.mpp_method is None:
-                return None
-            try:
-                err = json.loads(reply.body).get("error") if reply.body else None
-            except (ValueError, AttributeError):
-                err = None
-            return problem_for_reason(str(err or "verification_failed"))
+            return proto.failure_problem(str(error_of(reply) or "verification_failed"))
 
         if isinstance(plan, Respond):
             return Respond(await self.augment(p.route, req, plan.reply, problem_of(plan.reply)))
@@ -417,18 +356,12 @@ class PaymentFlow:
             return RunBuffered(plan.payment, finish)
         return plan
 
-    def _paid_headers(self, payment_id: str | None, res: SettleResponse, v1: bool,
-                      app_headers: Sequence[tuple[str, str]]) -> Headers:
-        """x402: ``PAYMENT-RESPONSE``; MPP: ``Payment-Receipt`` (checklist 111). Both with ``private`` caching."""
-        cid = mpp_challenge_of(payment_id)
-        if cid is None:
-            return self.seller.paid_headers(res, v1, app_headers)
-        return receipt_headers(mpp_receipt(method_of(res.network), cid, res, time.time()), app_headers)
+    def _paid_headers(self, rec: PaymentRecord, res: SettleResponse, app_headers: Headers) -> Headers:
+        """The paying protocol's receipt (x402 ``PAYMENT-RESPONSE``, MPP ``Payment-Receipt``), ``private``."""
+        return self._protocol(rec.protocol).receipt_headers(rec, res, app_headers)
 
-    def _facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any:
-        if requirements.scheme == LIGHTNING_SCHEME:
-            return self._settler or LightningSettler(self.lightning)
-        return self.facilitator
+    def _facilitator_for(self, protocol: str, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any:
+        return self._protocol(protocol).facilitator_for(requirements) or self.facilitator
 
     async def _paid(self, p: Proceed, req: RequestInfo) -> Plan:
         store = self.payments
@@ -438,9 +371,9 @@ class PaymentFlow:
             method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
             decimals=p.decimals, payer=p.payer or payer_of(p.payload.payload), payload=_compact(p.payload.to_wire()),
-            requirements=_compact(p.requirements.to_wire()),
+            requirements=_compact(p.requirements.to_wire()), protocol=p.protocol,
         )
-        prime = getattr(self._facilitator_for(p.requirements), "prime", None)
+        prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
             prime(p.payload, p.requirements, new.payload, new.requirements)
         owner = uuid.uuid4().hex
@@ -469,8 +402,8 @@ class PaymentFlow:
     async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
         try:
             async with asyncio.timeout(self.verify_timeout):
-                verdict: VerifyResponse = await self._facilitator_for(p.requirements).verify(p.payload,
-                                                                                             p.requirements)
+                verdict: VerifyResponse = await self._facilitator_for(p.protocol, p.requirements).verify(
+                    p.payload, p.requirements)
                 return verdict
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return exc
@@ -480,8 +413,7 @@ class PaymentFlow:
 
     def _info(self, p: Proceed, rec: PaymentRecord, payer: str | None, tx: str | None = None) -> PaymentInfo:
         return PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, tx,
-                           "mpp" if mpp_challenge_of(rec.payment_id) else "x402")
+                           rec.scheme, rec.x402_version, rec.payment_id, tx, rec.protocol)
 
     def _heartbeat(self, rid: int, owner: str) -> _Heartbeat:
         return _Heartbeat(self.payments, rid, owner, self.lease, self.max_handler_seconds)
@@ -536,16 +468,15 @@ class PaymentFlow:
         if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
                                   **response_fields(result)):
             return self.seller.in_progress()
-        return await self._settle_and_release(p, req, rec.id, owner, result, p.payload, p.requirements,
-                                              payment_id=rec.payment_id)
+        return await self._settle_and_release(p, req, rec, owner, result, p.payload, p.requirements)
 
-    async def _settle(self, payload: PaymentPayload | PaymentPayloadV1,
+    async def _settle(self, protocol: str, payload: PaymentPayload | PaymentPayloadV1,
                       requirements: PaymentRequirements | PaymentRequirementsV1,
                       reconciling: bool) -> tuple[str, SettleResponse | None, str]:
         """("settled" | "failed" | "unresolved", facilitator answer, detail). Unknown is never called failed."""
         try:
             async with asyncio.timeout(self.settle_timeout):
-                res = await self._facilitator_for(requirements).settle(payload, requirements)
+                res = await self._facilitator_for(protocol, requirements).settle(payload, requirements)
         except (FacilitatorUnavailable, TimeoutError) as exc:
             return "unresolved", None, f"facilitator did not answer /settle: {exc or type(exc).__name__}"
         except Exception as exc:  # a client bug must not turn an unknown outcome into "failed"
@@ -559,30 +490,43 @@ class PaymentFlow:
             return "unresolved", res, reason
         return "failed", res, reason
 
-    async def _settle_and_release(self, p: Proceed | None, req: RequestInfo | None, rid: int, owner: str,
-                                  response: StoredResponse, payload: PaymentPayload | PaymentPayloadV1,
-                                  requirements: PaymentRequirements | PaymentRequirementsV1,
-                                  reconciling: bool = False, payment_id: str | None = None) -> Reply:
-        """settle="after", state ``settling`` held by us: settle and release the recorded response if paid."""
+    async def _settle_and_record(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
+                                 payload: PaymentPayload | PaymentPayloadV1,
+                                 requirements: PaymentRequirements | PaymentRequirementsV1,
+                                 reconciling: bool) -> SettleResponse | Reply:
+        """State ``settling``, held by us: settle and record the outcome — the one place every settle outcome is
+        written, for both settle modes. Paid: the settle answer (``after`` rows become ``served``, released;
+        ``before`` rows ``settled``, still ours for the handler). Else the reply: 402 (failed, recorded for
+        replays) or 503 (unresolved: a retry or :meth:`reconcile_pending` asks again)."""
         store = self.payments
-        v1 = isinstance(payload, PaymentPayloadV1)
-        outcome, res, detail = await self._settle(payload, requirements, reconciling)
+        outcome, res, detail = await self._settle(rec.protocol, payload, requirements, reconciling)
         if outcome == "settled" and res is not None:
-            await store.update(rid, owner, ["settling"], state="served", owner=None, tx=res.transaction,
-                               settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
+            release = {"owner": None} if rec.settle_mode == "after" else {}
+            await store.update(rec.id, owner, ["settling"], state="served" if release else "settled", **release,
+                               tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
                                **({"payer": res.payer} if res.payer else {}))
-            return Reply(response.status, self._paid_headers(payment_id, res, v1, response.headers), response.body)
+            return res
         if outcome == "failed" and res is not None:
             reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
-                     else self._failed_reply(res, v1))
-            await store.update(rid, owner, ["settling"], state="failed", owner=None, error=detail,
+                     else self._failed_reply(res, isinstance(payload, PaymentPayloadV1)))
+            await store.update(rec.id, owner, ["settling"], state="failed", owner=None, error=detail,
                                tx=res.transaction or None, settle_response=json.dumps(res.to_wire()),
                                **response_fields(_stored(reply)))
             return reply
-        await store.update(rid, owner, ["settling"], state="unresolved", owner=None, error=detail,
+        await store.update(rec.id, owner, ["settling"], state="unresolved", owner=None, error=detail,
                            tx=(res.transaction or None) if res else None,
                            settle_response=json.dumps(res.to_wire()) if res else None)
         return self.seller.settlement_pending(res, detail)
+
+    async def _settle_and_release(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
+                                  response: StoredResponse, payload: PaymentPayload | PaymentPayloadV1,
+                                  requirements: PaymentRequirements | PaymentRequirementsV1,
+                                  reconciling: bool = False) -> Reply:
+        """settle="after", state ``settling`` held by us: settle and release the recorded response if paid."""
+        settled = await self._settle_and_record(p, req, rec, owner, payload, requirements, reconciling)
+        if isinstance(settled, Reply):
+            return settled
+        return Reply(response.status, self._paid_headers(rec, settled, response.headers), response.body)
 
     def _failed_reply(self, res: SettleResponse, v1: bool) -> Reply:
         return json_reply(402, {"error": res.error_reason or "settlement_failed"},
@@ -593,34 +537,18 @@ class PaymentFlow:
                             requirements: PaymentRequirements | PaymentRequirementsV1,
                             reconciling: bool = False) -> Plan:
         """settle="before", state ``settling`` held by us: settle, then let the handler run (and stream)."""
-        store = self.payments
-        v1 = isinstance(payload, PaymentPayloadV1)
-        outcome, res, detail = await self._settle(payload, requirements, reconciling)
-        if outcome == "settled" and res is not None:
-            await store.update(rec.id, owner, ["settling"], state="settled", tx=res.transaction,
-                               settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
-                               **({"payer": res.payer} if res.payer else {}))
-            return self._stream_plan(rec, owner, hb, res, payer or res.payer, v1)
-        hb.stop()
-        if outcome == "failed" and res is not None:
-            reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
-                     else self._failed_reply(res, v1))
-            await store.update(rec.id, owner, ["settling"], state="failed", owner=None, error=detail,
-                               tx=res.transaction or None, settle_response=json.dumps(res.to_wire()),
-                               **response_fields(_stored(reply)))
-            return Respond(reply)
-        await store.update(rec.id, owner, ["settling"], state="unresolved", owner=None, error=detail,
-                           tx=(res.transaction or None) if res else None,
-                           settle_response=json.dumps(res.to_wire()) if res else None)
-        return Respond(self.seller.settlement_pending(res, detail))
+        settled = await self._settle_and_record(p, req, rec, owner, payload, requirements, reconciling)
+        if isinstance(settled, Reply):
+            hb.stop()
+            return Respond(settled)
+        return self._stream_plan(rec, owner, hb, settled, payer or settled.payer)
 
     def _stream_plan(self, rec: PaymentRecord, owner: str, hb: _Heartbeat, res: SettleResponse,
-                     payer: str | None, v1: bool) -> RunStreaming:
+                     payer: str | None) -> RunStreaming:
         store = self.payments
-        headers = self._paid_headers(rec.payment_id, res, v1, ())
+        headers = self._paid_headers(rec, res, ())
         info = PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction,
-                           "mpp" if mpp_challenge_of(rec.payment_id) else "x402")
+                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction, rec.protocol)
 
         async def finish(result: StoredResponse | BaseException) -> None:
             try:
@@ -645,9 +573,10 @@ class PaymentFlow:
         store = self.payments
         if rec is None:
             return None
-        if p.mpp_method is not None and (rec.payload_hash != p.payload_hash or rec.route != p.route.key
-                                         or rec.path != req.path or rec.payment_id != p.payment_id):
-            return await self._mpp_used(p, req)
+        used = self._protocol(p.protocol).used(p)  # None: copies replay; else it delivers a credential once
+        if used is not None and (rec.payload_hash != p.payload_hash or rec.route != p.route.key
+                                 or rec.path != req.path or rec.payment_id != p.payment_id):
+            return Respond(await self._reject(p.route, req, used))
         if rec.payload_hash != p.payload_hash:  # checklist 23
             if p.payment_id is not None and rec.payment_id == p.payment_id:
                 return Respond(self.seller.conflict("this payment-identifier was used with a different payment",
@@ -660,8 +589,8 @@ class PaymentFlow:
         delay = 0.01
         while True:
             if rec.state in TERMINAL:
-                if p.mpp_method is not None and rec.state == "served":  # one delivery per credential
-                    return await self._mpp_used(p, req)
+                if used is not None and rec.state == "served":  # one delivery per credential
+                    return Respond(await self._reject(p.route, req, used))
                 return Respond(self._replay_reply(rec))
             now = time.time()
             if rec.state == "unresolved":
@@ -680,13 +609,6 @@ class PaymentFlow:
             if rec is None:
                 return None
 
-    async def _mpp_used(self, p: Proceed, req: RequestInfo) -> Plan:
-        """402 ``invalid-challenge`` with fresh challenges: this MPP challenge or proof was already used."""
-        cid = mpp_challenge_of(p.payment_id)
-        problem = Problem(P.INVALID_CHALLENGE, "challenge or payment proof already used", challenge_id=cid)
-        return Respond(await self.augment(p.route, req, self.seller.payment_required(p.route, req, p.offers),
-                                          problem))
-
     def _replay_reply(self, rec: PaymentRecord) -> Reply:
         resp = rec.response
         if resp is None and rec.error == ABANDONED:
@@ -698,8 +620,7 @@ class PaymentFlow:
                 return self.seller.conflict("this payment was already used; its streamed response was too large "
                                             "to record for replay", "payment_already_used")
             res = SettleResponse.from_wire(json.loads(rec.settle_response))
-            return Reply(resp.status, self._paid_headers(rec.payment_id, res, rec.x402_version == 1, resp.headers),
-                         resp.body)
+            return Reply(resp.status, self._paid_headers(rec, res, resp.headers), resp.body)
         return Reply(resp.status, resp.headers, resp.body)
 
     async def _reconcile(self, rec: PaymentRecord, owner: str, p: Proceed | None = None,
@@ -715,8 +636,8 @@ class PaymentFlow:
             return await self._settle_first(p, req, rec, owner, hb, rec.payer, payload, requirements, True)
         try:
             response = rec.response or _stored(self.seller.handler_failed())
-            return Respond(await self._settle_and_release(p, req, rec.id, owner, response, payload, requirements,
-                                                          True, payment_id=rec.payment_id))
+            return Respond(await self._settle_and_release(p, req, rec, owner, response, payload, requirements,
+                                                          True))
         finally:
             hb.stop()
 
@@ -739,7 +660,7 @@ class PaymentFlow:
         if not await store.renew(rec.id, owner, self.lease):
             hb.stop()
             return Respond(self.seller.in_progress())
-        return self._stream_plan(rec, owner, hb, res, rec.payer, rec.x402_version == 1)
+        return self._stream_plan(rec, owner, hb, res, rec.payer)
 
     async def reconcile_pending(self, limit: int = 100) -> dict[str, int]:
         """Ask the facilitator again about every unresolved settlement (a background job may call this).

@@ -30,7 +30,7 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class LightningSettler:
-    """``verify``/``settle`` for ``scheme="lightning"`` pairs (see :func:`paywire.server.protocols.lightning_pair`)."""
+    """``verify``/``settle`` for ``scheme="lightning"`` pairs (see :func:`paywire.server.protocols.mpp.lightning_pair`)."""
 
     def __init__(self, backend: LightningBackend | None = None, *, confirm_with_node: bool = False,
                  clock: Callable[[], float] = time.time) -> None:

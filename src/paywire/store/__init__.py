@@ -7,9 +7,18 @@ budgets, …) are repositories over the same ``Database`` and register their own
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from paywire.store.db import Database, Executor, PostgresDatabase, Row, SqliteDatabase, open_database
-from paywire.store.migrations import migrate, register
+from paywire._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from paywire.store.db import Database, Executor, PostgresDatabase, Row, SqliteDatabase, open_database
+    from paywire.store.migrations import migrate, register
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "paywire.store.db": ("Database", "Executor", "PostgresDatabase", "Row", "SqliteDatabase", "open_database"),
+    "paywire.store.migrations": ("migrate", "register"),
+})
 
 DEFAULT_STORE_URL = "sqlite:///paywire.db"
 

@@ -10,7 +10,8 @@ Every later transition is a compare-and-set on (state, owner). States::
              │             └─> unresolved    settlement outcome unknown; a retry reconciles it
              └─> settled ──> served          (settle="before": paid first, then the handler runs)
 
-The same rows are the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
+Each row says which protocol carried the payment (``protocol``: ``x402``, ``mpp``, ``l402``). The same rows are
+the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ register(COMPONENT, [[
     f"DROP INDEX IF EXISTS {TABLE}_state",
     f"DROP INDEX IF EXISTS {TABLE}_created",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_unresolved ON {TABLE} (created_at) WHERE state = 'unresolved'",
+], [
+    # which protocol carried the payment, as a column: rows written before it say so by their payment id
+    # (``mpp:<challenge id>``) or scheme (``l402``)
+    f"ALTER TABLE {TABLE} ADD COLUMN protocol TEXT NOT NULL DEFAULT 'x402'",
+    f"UPDATE {TABLE} SET protocol = 'mpp' WHERE substr(payment_id, 1, 4) = 'mpp:'",
+    f"UPDATE {TABLE} SET protocol = 'l402' WHERE scheme = 'l402'",
 ]])
 
 IN_FLIGHT = ("claimed", "settling", "settled")
@@ -105,6 +112,7 @@ class NewPayment:
     payer: str | None
     payload: str  # wire JSON of the payment payload
     requirements: str  # wire JSON of the requirements sent to the facilitator
+    protocol: str = "x402"  # which protocol carried it: "x402" | "mpp" | "l402"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,7 @@ class PaymentRecord:
     created_at: float
     updated_at: float
     settled_at: float | None
+    protocol: str = "x402"
 
     @classmethod
     def from_row(cls, row: Row) -> PaymentRecord:
@@ -182,7 +191,7 @@ def response_fields(resp: StoredResponse | None) -> dict[str, Any]:
 _CLAIM_SQL = (
     f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
     "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
-    "requirements, created_at, updated_at) VALUES (" + ", ".join("?" * 22) + ") "
+    "requirements, protocol, created_at, updated_at) VALUES (" + ", ".join("?" * 23) + ") "
     "ON CONFLICT DO NOTHING RETURNING id")
 
 
@@ -217,7 +226,8 @@ class PaymentStore(Repository):
         now = self.clock()
         values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "claimed", owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
-                             p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, now, now]
+                             p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol, now,
+                             now]
         row = await self._fetchone(_CLAIM_SQL, values, write=True)
         if row is None:
             return None

@@ -2,7 +2,7 @@
 
 Verification is here: the off-chain checks (``check_offchain``), then the chain (contract-wallet signatures,
 a simulated ``transferWithAuthorization`` that also estimates the gas to send it with, the reads that name
-a revert). Settlement is the rail-agnostic engine's (``paywire.facilitator.settlement``: claim in the store,
+a revert). Settlement is the rail-agnostic engine's (``paywire.settlement.engine``: claim in the store,
 record before broadcast, poll, reconcile) over the EVM rail (``paywire.chain.rail.EvmRail``); this module
 describes each authorization to it as an ``Intent``.
 
@@ -26,8 +26,8 @@ from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
-from paywire.facilitator.rail import Intent
-from paywire.facilitator.settlement import Plan, Reasons, SettlementEngine
+from paywire.settlement.engine import Plan, Reasons, SettlementEngine
+from paywire.settlement.rail import Intent
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import (
     ExactEvmPayload,
@@ -171,7 +171,7 @@ class ExactEvmFacilitator:
     """``exact`` × ``eip155:*`` for the facilitator role.
 
     ``store``: a ``SettlementStore`` (or its URL, e.g. ``"sqlite:///settlements.db"``, opened and migrated on
-    first use) for exactly-once settlement with crash recovery (see ``paywire.facilitator.settlement``);
+    first use) for exactly-once settlement with crash recovery (see ``paywire.settlement.engine``);
     ``None`` keeps no record. ``receipt_timeout``: how long one ``/settle`` waits for its transaction before
     answering ``settlement_pending``; ``settle_wait``: how long a duplicate settle waits for an in-flight one
     (default ``receipt_timeout + 5``); ``lease_seconds``: how long a claim is owned before another instance
@@ -330,7 +330,7 @@ class ExactEvmFacilitator:
     async def settle(
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
     ) -> SettleResponse:
-        """Verify on chain and settle once through the engine (``paywire.facilitator.settlement``)."""
+        """Verify on chain and settle once through the engine (``paywire.settlement.engine``)."""
 
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
             net = self._nets.get(requirements.network)

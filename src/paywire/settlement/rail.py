@@ -1,4 +1,4 @@
-"""What a chain family does for the settlement engine (``paywire.facilitator.settlement``): the ``Rail``.
+"""What a chain family does for the settlement engine (``paywire.settlement.engine``): the ``Rail``.
 
 A scheme turns a verified payment into an ``Intent`` (what moves, from whom to whom, and the transaction
 payload that moves it); the engine claims it in the store and drives one ``Rail`` per network through

@@ -1,23 +1,25 @@
-"""MPP and L402 next to x402 on one route, sans-I/O: offers, credential decisions, the combined 402, receipts.
+"""MPP (``Authorization: Payment``) on the seller: offers, credential checks, receipts (:class:`Mpp`).
 
-A route that sets ``mpp=("evm", "lightning")`` and/or ``l402=True`` answers an unpaid request with one 402
-carrying every way to pay (checklist 1, 95, 104): ``PAYMENT-REQUIRED`` (x402), ``WWW-Authenticate: Payment``
-(MPP, one per offer, ordered by ``Accept-Payment``) and ``WWW-Authenticate: L402`` (both forms), with an
-``application/problem+json`` body that also keeps the x402 fields (``x402Version``, ``accepts``, ``error``).
+A route that sets ``mpp=("evm", "lightning")`` adds ``WWW-Authenticate: Payment`` challenges (one per offer,
+ordered by ``Accept-Payment``) to its 402 (see :func:`paywire.server.protocols.base.challenge_reply`).
 
 MPP credentials are turned into the same (PaymentPayload, PaymentRequirements) pairs the x402 path settles:
 ``evm/charge`` through ``to_x402`` (so the EIP-3009 authorization is claimed under the same key whichever
 protocol carried it), ``lightning/charge`` as a ``lightning`` pair settled by
-:class:`paywire.server.lightning_settle.LightningSettler`.
+:class:`paywire.server.lightning_settle.LightningSettler`. The ledger row's ``payment_id`` is
+``mpp:<challenge id>`` (UNIQUE: one challenge, one payment); a copy of a served credential gets 402
+``invalid-challenge`` instead of a replay (one delivery, checklist 110).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from paywire.lightning.base import LightningError
 from paywire.lightning.networks import BIP122, lightning_network_id
 from paywire.mpp import problems as P
 from paywire.mpp.methods.evm_charge import METHOD as EVM
@@ -30,19 +32,29 @@ from paywire.mpp.receipt import Receipt
 from paywire.mpp.server import Accepted, MppServer, Offer
 from paywire.schemes.evm_exact.identity import authorization_key
 from paywire.schemes.evm_exact.server import Asset
-from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
+from paywire.server.core import Headers, PaidRoute, Priced, Proceed, payment_hash
+from paywire.server.lightning_settle import LightningSettler
+from paywire.server.protocols.base import Challenges, Parsed, Reject, SellerContext
+from paywire.server.request import RequestInfo
+from paywire.store.db import Database
+from paywire.store.payments import PaymentRecord
+from paywire.x402.models import PaymentPayload, PaymentRequirements, PaymentRequirementsV1, SettleResponse
 
+log = logging.getLogger("paywire.server")
+
+NAME: Final = "mpp"
 MPP_METHODS: Final = (EVM, LIGHTNING)
 LIGHTNING_SCHEME: Final = "lightning"
 MPP_ID_PREFIX: Final = "mpp:"
 """``payment_id`` of an MPP row: ``mpp:<challenge id>`` (UNIQUE: one challenge, one payment)."""
 
+
 def mpp_payment_id(challenge_id: str) -> str:
     return MPP_ID_PREFIX + challenge_id
 
 
-def mpp_challenge_of(payment_id: str | None) -> str | None:
-    """The challenge id of an MPP ledger row, None for x402 rows."""
+def challenge_id_of(payment_id: str | None) -> str | None:
+    """The challenge id in an MPP row's ``payment_id`` (the row's ``protocol`` says it is an MPP row)."""
     if payment_id and payment_id.startswith(MPP_ID_PREFIX):
         return payment_id[len(MPP_ID_PREFIX):]
     return None
@@ -151,25 +163,6 @@ def problem_for_reason(reason: str) -> Problem:
     return Problem(P.VERIFICATION_FAILED, reason)
 
 
-def combined_402(base_headers: Sequence[tuple[str, str]], base_body: bytes, challenges: Sequence[str],
-                 problem: Problem, status: int | None = None) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
-    """x402's 402 (its ``PAYMENT-REQUIRED`` and JSON body) plus ``WWW-Authenticate`` challenges, as one
-    problem+json reply with ``Cache-Control: no-store`` (checklist 104, 109)."""
-    drop = {"content-type", "cache-control", "www-authenticate", "content-length"}
-    headers = [(k, v) for k, v in base_headers if k.lower() not in drop]
-    headers += [("content-type", P.CONTENT_TYPE), ("cache-control", "no-store")]
-    headers += [("www-authenticate", c) for c in challenges]
-    try:
-        x402_body = json.loads(base_body) if base_body else {}
-    except ValueError:
-        x402_body = {}
-    body: dict[str, Any] = dict(x402_body) if isinstance(x402_body, Mapping) else {}
-    body.update(problem.to_wire())
-    if status is not None:
-        body["status"] = status
-    return status or problem.status, tuple(headers), json.dumps(body, separators=(",", ":")).encode()
-
-
 def mpp_receipt(method: str, challenge_id: str, res: SettleResponse, now: float) -> Receipt:
     extra: dict[str, Any] = {}
     if method == EVM and res.network.startswith("eip155:"):
@@ -192,17 +185,99 @@ def receipt_headers(receipt: Receipt, app_headers: Sequence[tuple[str, str]]) ->
             ("cache-control", "private, no-store" if no_store else "private"))
 
 
+# ------------------------------------------------------------------------------------------------ the protocol
+
+
+class Mpp:
+    """MPP ``Payment`` credentials on the routes that set ``mpp=(...)`` (:class:`SellerProtocol`)."""
+
+    name = NAME
+
+    def __init__(self, ctx: SellerContext) -> None:
+        self.seller = ctx.seller
+        self.lightning = ctx.lightning
+        self.invoice_expiry = ctx.invoice_expiry
+        self.settler = LightningSettler(ctx.lightning, confirm_with_node=ctx.confirm_with_node)
+
+    def takes(self, route: PaidRoute) -> bool:
+        return bool(route.mpp)
+
+    def needs_lightning(self, route: PaidRoute) -> bool:
+        return "lightning" in route.mpp
+
+    async def startup(self, db: Database) -> None:
+        return None
+
+    async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:
+        """An ``Authorization: Payment`` credential: core and method checks (sans-I/O), then the x402 pair."""
+        server = self.seller.mpp
+        auth = req.header("authorization")
+        if server is None or auth is None or not server.has_credential(auth):
+            return None
+        offers, decimals = priced
+        templates = mpp_templates(route.mpp, route.sats, offers, decimals, route.description)
+        res = verify_mpp(server, auth, templates, offers, decimals, nonce_variants=self.seller.mpp_nonce_variants,
+                         body=req.body)
+        if res is None:
+            return None
+        if isinstance(res, Problem):
+            return Reject(res, offers)
+        return Proceed(route, res.payload, res.requirements, res.requirements, False, res.auth_key,
+                       payment_hash(res.payload), mpp_payment_id(res.challenge_id), offers, res.decimals, req.url,
+                       NAME)
+
+    async def challenges(self, route: PaidRoute, req: RequestInfo) -> Challenges:
+        """One ``Payment`` challenge per offer, ordered by ``Accept-Payment``; a Lightning node that cannot make an
+        invoice drops only its own challenge."""
+        from paywire.mpp.methods.lightning_charge import lightning_offer
+
+        server = self.seller.mpp
+        if server is None:
+            return Challenges()
+        offers, decimals = self.seller.offers_for(route, req)
+        concrete = mpp_templates([m for m in route.mpp if m != "lightning"], None, offers, decimals)
+        if "lightning" in route.mpp and self.lightning is not None and route.sats:
+            try:
+                concrete.append(await lightning_offer(self.lightning, route.sats,
+                                                      description=route.description or None,
+                                                      memo=route.description or route.key,
+                                                      expiry=self.invoice_expiry))
+            except (LightningError, ValueError) as exc:
+                log.warning("paywire: no Lightning invoice for %s: %s", route.key, exc)
+        issued = server.issue_all(concrete, accept_payment=req.header("accept-payment"), body=req.body)
+        return Challenges(tuple(c.to_header() for c in issued), issued[0].id if issued else None)
+
+    def receipt_headers(self, rec: PaymentRecord, res: SettleResponse,
+                        app_headers: Sequence[tuple[str, str]]) -> Headers:
+        """``Payment-Receipt`` (checklist 111) with ``private`` caching."""
+        cid = challenge_id_of(rec.payment_id) or ""
+        return receipt_headers(mpp_receipt(method_of(res.network), cid, res, time.time()), app_headers)
+
+    def failure_problem(self, reason: str) -> Problem | None:
+        return problem_for_reason(reason)
+
+    def used(self, p: Proceed) -> Reject | None:
+        """402 ``invalid-challenge`` with fresh challenges: this challenge or proof was already used."""
+        return Reject(Problem(P.INVALID_CHALLENGE, "challenge or payment proof already used",
+                              challenge_id=challenge_id_of(p.payment_id)), p.offers)
+
+    def facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any | None:
+        """``lightning`` pairs are settled here (the preimage is the proof); ``evm/charge`` by the facilitator."""
+        return self.settler if requirements.scheme == LIGHTNING_SCHEME else None
+
+
 __all__ = [
     "BIP122",
     "LIGHTNING_SCHEME",
     "MPP_METHODS",
+    "NAME",
+    "Mpp",
     "MppPayment",
-    "combined_402",
+    "challenge_id_of",
     "eip3009_assets",
     "lightning_network_id",
     "lightning_pair",
     "method_of",
-    "mpp_challenge_of",
     "mpp_payment_id",
     "mpp_receipt",
     "mpp_templates",

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paywire.errors import ChainError, ChainRevert
-from paywire.facilitator.rail import Intent, Mined, Rail, SentTx
+from paywire.settlement.rail import Intent, Mined, Rail, SentTx
 from paywire.store.db import open_database
 from paywire.store.settlements import OPEN_STATES, Settlement, SettlementStore, settlement_id
 from paywire.x402.models import SettleResponse, VerifyResponse

@@ -1,0 +1,111 @@
+"""L402 on the seller (:class:`L402`): macaroon + invoice challenges, reusable paid tokens.
+
+A route with ``l402=True`` (or a service name) adds ``WWW-Authenticate: L402`` challenges (both forms) for
+``sats`` to its 402. A valid token (macaroon chain, preimage and caveats, checklist 99–101) passes: the request
+goes through with its payment, without a claim per request; its first use writes one ledger row so sales list
+Lightning income too. A token that does not verify gets 401 (``reject_status``) with fresh challenges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+from paywire.lightning.base import LightningError
+from paywire.mpp import problems as P
+from paywire.mpp.problems import Problem
+from paywire.server.core import Headers, PaidRoute, Priced, Proceed
+from paywire.server.protocols.base import Admit, Challenges, Parsed, Reject, SellerContext
+from paywire.server.request import RequestInfo
+from paywire.store.db import Database
+from paywire.store.payments import NewPayment, PaymentRecord
+from paywire.x402.models import PaymentRequirements, PaymentRequirementsV1, SettleResponse
+
+log = logging.getLogger("paywire.server")
+
+NAME: Final = "l402"
+
+
+class L402:
+    """L402 / LSAT tokens on the routes that set ``l402`` (:class:`SellerProtocol`)."""
+
+    name = NAME
+
+    def __init__(self, ctx: SellerContext) -> None:
+        self.ctx = ctx
+        self._store: Any = None  # paywire.store.l402.L402Store, after startup
+        self._servers: dict[str, Any] = {}  # service → paywire.l402.server.L402Server
+
+    def takes(self, route: PaidRoute) -> bool:
+        return bool(route.l402)
+
+    def needs_lightning(self, route: PaidRoute) -> bool:
+        return bool(route.l402)
+
+    async def startup(self, db: Database) -> None:
+        """The root-key table, when a route takes L402."""
+        if any(r.l402 for r in self.ctx.seller.routes):
+            from paywire.store.l402 import L402Store
+
+            self._store = L402Store(db)
+            await self._store.migrate()
+
+    def _server(self, route: PaidRoute) -> Any:
+        from paywire.l402.server import L402Server
+
+        srv = self._servers.get(route.l402_service)
+        if srv is None:
+            assert self.ctx.lightning is not None and self._store is not None
+            srv = L402Server(self._store, self.ctx.lightning, service=route.l402_service,
+                             token_ttl=route.l402_ttl, invoice_expiry=self.ctx.invoice_expiry,
+                             reject_status=self.ctx.l402_reject_status)
+            self._servers[route.l402_service] = srv
+        return srv
+
+    async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:
+        """An ``L402``/``LSAT`` credential (``Authorization`` or the alternative headers)."""
+        from paywire.l402.header import credential_from_headers, has_l402
+        from paywire.l402.server import L402Ok
+
+        auth = req.header("authorization")
+        if not (auth and has_l402(auth)):
+            auth = credential_from_headers(req.headers)
+            if auth is None:
+                return None
+        offers = priced[0]
+        res = await self._server(route).verify(auth)
+        if not isinstance(res, L402Ok):
+            problem = Problem(P.VERIFICATION_FAILED if res.status != 402 else P.PAYMENT_REQUIRED, res.reason)
+            return Reject(problem, offers, res.status, res.reason)
+        return Admit(NewPayment(
+            auth_key=f"l402:{res.payment_hash}", payment_id=None, payload_hash=res.token_id, route=route.key,
+            method=req.method, path=req.path, settle_mode="before", x402_version=0, scheme="l402",
+            network="lightning", asset="sat", pay_to="lightning", amount=route.sats or 0, decimals=0,
+            payer=res.token_id, payload="{}", requirements="{}", protocol=NAME), res.payment_hash)
+
+    async def challenges(self, route: PaidRoute, req: RequestInfo) -> Challenges:
+        if not route.sats:
+            return Challenges()
+        try:
+            ch = await self._server(route).challenge(route.sats, memo=route.description or route.key)
+        except (LightningError, ValueError) as exc:
+            log.warning("paywire: no L402 challenge for %s: %s", route.key, exc)
+            return Challenges()
+        return Challenges(tuple(ch.headers))
+
+    def receipt_headers(self, rec: PaymentRecord, res: SettleResponse,
+                        app_headers: Sequence[tuple[str, str]]) -> Headers:
+        return tuple(app_headers)  # a token pays before the request: its response is the app's
+
+    def failure_problem(self, reason: str) -> Problem | None:
+        return None
+
+    def used(self, p: Proceed) -> Reject | None:
+        return None
+
+    def facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any | None:
+        return None
+
+
+__all__ = ["L402", "NAME"]
