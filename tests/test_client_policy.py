@@ -7,8 +7,6 @@ import pytest
 from paywire.client.policy import (
     Policy,
     Quote,
-    Spent,
-    check_budget,
     check_static,
     fmt_usd,
     needs_approval,
@@ -17,6 +15,7 @@ from paywire.client.policy import (
 )
 from paywire.errors import ConfigError
 from paywire.schemes.evm_exact import Asset
+from paywire.spending import Spent, check_budget
 
 NET = "eip155:31337"
 TOKEN = "0x" + "ab" * 20

@@ -46,7 +46,7 @@ async def test_calls_transactions_and_connection_reuse(node, proxied):
     hashes = await asyncio.gather(*(sender.send(node.accounts[1], value=1) for _ in range(12)))
     receipts = await asyncio.gather(*(chain.wait_for_receipt(h) for h in hashes))
     assert all(r.status == 1 for r in receipts)
-    pool = next(iter(transport._pools.values()))
+    pool = next(iter(transport.http._pools.values()))
     assert len(pool.idle) <= 4  # at most max_connections were ever opened, and they are kept
 
 

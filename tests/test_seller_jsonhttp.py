@@ -1,7 +1,7 @@
-"""The seller's lean facilitator HTTP client against real sockets: framing, keep-alive, failures.
+"""The keep-alive HTTP/1.1 client (the seller's facilitator calls) against real sockets: framing, keep-alive, failures.
 
 Raw asyncio servers on 127.0.0.1 answer the way real HTTP servers do (Content-Length, chunked, close-delimited,
-a keep-alive connection the server dropped, silence); ``RemoteFacilitator`` also talks to our real facilitator.
+a keep-alive connection the server dropped, silence); ``HttpFacilitatorClient`` also talks to our real facilitator.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from paywire.facilitator.app import create_app
-from paywire.facilitator.client import FacilitatorUnavailable
-from paywire.server.jsonhttp import HttpError, JsonHttpClient
-from paywire.server.remote import RemoteFacilitator
+from paywire.facilitator.client import FacilitatorUnavailable, HttpFacilitatorClient
 from paywire.serving import serve_asgi
+from paywire.transport.keepalive import HttpError, KeepAliveClient
 from tests.helpers import close_devnet, full_facilitator, new_devnet, offer, payer_of, sign
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -67,7 +66,7 @@ async def test_content_length_chunked_and_close_delimited_bodies() -> None:
             await writer.drain()
 
     async with raw_server(handler) as url:
-        c = JsonHttpClient(url)
+        c = KeepAliveClient(url)
         assert await c.request("POST", "/len", {"x": 1}) == (200, {"echo": {"x": 1}})
         assert await c.request("GET", "/chunked") == (200, {"a": 1})
         assert await c.request("GET", "/missing") == (404, {"error": "nope"})
@@ -89,11 +88,34 @@ async def test_stale_keep_alive_connection_is_replaced() -> None:
         writer.close()
 
     async with raw_server(handler) as url:
-        c = JsonHttpClient(url)
+        c = KeepAliveClient(url)
         for _ in range(3):
             assert await c.request("POST", "/x", {}) == (200, {})
         await c.aclose()
     assert connections == 3
+
+
+async def test_request_the_server_received_is_not_sent_again() -> None:
+    """The server reads a request on a reused connection and hangs up without answering: that is an error,
+    not a silent second POST on a new connection (a /settle must never be sent twice)."""
+    received: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        received.append(head.split("\r\n")[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        head, _ = await read_request(reader)  # the second request, on the kept-alive connection
+        received.append(head.split("\r\n")[0])
+        writer.close()
+
+    async with raw_server(handler) as url:
+        c = KeepAliveClient(url)
+        assert await c.request("POST", "/verify", {}) == (200, {})
+        with pytest.raises(HttpError, match="closed before a response"):
+            await c.request("POST", "/settle", {})
+        await c.aclose()
+    assert received == ["POST /verify HTTP/1.1", "POST /settle HTTP/1.1"]
 
 
 async def test_silence_refusal_and_garbage_are_errors_not_hangs() -> None:
@@ -108,16 +130,16 @@ async def test_silence_refusal_and_garbage_are_errors_not_hangs() -> None:
 
     async with raw_server(silent) as url:
         with pytest.raises(HttpError, match="no answer"):
-            await JsonHttpClient(url, timeout=0.5).request("GET", "/")
+            await KeepAliveClient(url, timeout=0.5).request("GET", "/")
         with pytest.raises(FacilitatorUnavailable):
-            await RemoteFacilitator(url, timeout=0.5).supported()
+            await HttpFacilitatorClient(url, timeout=0.5).supported()
     async with raw_server(garbage) as url:
         with pytest.raises(HttpError, match="not an HTTP"):
-            await JsonHttpClient(url).request("GET", "/")
+            await KeepAliveClient(url).request("GET", "/")
     async with raw_server(garbage) as url:
         pass  # closed: nothing listens on this port any more
     with pytest.raises(HttpError, match="cannot connect"):
-        await JsonHttpClient(url).request("GET", "/")
+        await KeepAliveClient(url).request("GET", "/")
 
 
 async def test_remote_facilitator_against_ours() -> None:
@@ -126,7 +148,7 @@ async def test_remote_facilitator_against_ours() -> None:
     try:
         fac = full_facilitator(net)
         async with serve_asgi(create_app(fac, bearer_token="s3cret")) as url:
-            remote = RemoteFacilitator(url, bearer_token="s3cret")
+            remote = HttpFacilitatorClient(url, bearer_token="s3cret")
             kinds = (await remote.supported()).kinds
             assert any(k.network == net.info.network and k.x402_version == 2 for k in kinds)
             req = offer(net)
@@ -135,7 +157,7 @@ async def test_remote_facilitator_against_ours() -> None:
             bad = await remote.verify(p, offer(net, amount=req.amount + 1))
             assert not bad.is_valid and bad.invalid_reason
             with pytest.raises(FacilitatorUnavailable, match="401"):
-                await RemoteFacilitator(url).verify(p, req)
+                await HttpFacilitatorClient(url).verify(p, req)
             await remote.aclose()
     finally:
         await close_devnet(net)

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 from paywire.client.policy import FUNDS, PROTOCOL, SCHEME, Policy, Quote, Refusal, check_static, describe
 from paywire.errors import PaywireError, WireError
 from paywire.schemes.base import ClientScheme, handles
+from paywire.spending import Receipt
 from paywire.x402.codec import (
+    PAYMENT_IDENTIFIER,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
@@ -45,8 +47,6 @@ from paywire.x402.models import (
 if TYPE_CHECKING:
     from paywire.client.protocols.base import BuyerProtocol
 
-PAYMENT_IDENTIFIER: Final = "payment-identifier"
-"""Extension key of the idempotency id (digest §9.2)."""
 _PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
@@ -100,53 +100,6 @@ class PaymentOutcomeUnknown(PaymentError):
     """The paid request never got a usable answer: the payment may or may not have settled.
 
     Its budget stays spent until the chain shows the authorization expired unused."""
-
-
-# ------------------------------------------------------------------------------------------------ receipts
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """One ledger entry: a payment, or an attempt that was refused, declined, dry-run or failed.
-
-    ``outcome``: ``paid`` | ``unknown`` | ``rejected`` | ``failed`` | ``refused`` | ``declined`` | ``dry_run``
-    | ``pending``. ``budget``: ``none`` | ``reserved`` | ``committed`` | ``held`` | ``released``.
-    """
-
-    url: str
-    outcome: str
-    method: str = "GET"
-    host: str = ""
-    id: int | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    x402_version: int | None = None
-    scheme: str | None = None
-    network: str | None = None
-    asset: str | None = None
-    pay_to: str | None = None
-    amount: int | None = None
-    usd_micros: int = 0
-    payload_hash: str | None = None
-    payment_id: str | None = None
-    nonce: str | None = None
-    valid_before: int | None = None
-    tx: str | None = None
-    status_code: int | None = None
-    budget: str = "none"
-    rule: str | None = None
-    reason: str | None = None
-    challenge: str | None = None
-    chosen: str | None = None
-    protocol: str | None = None
-    """``x402`` | ``mpp`` | ``l402`` (None on rows older than MPP/L402 support: x402)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (amount as a decimal string)."""
-        d = dataclasses.asdict(self)
-        if self.amount is not None:
-            d["amount"] = str(self.amount)
-        return d
 
 
 # ------------------------------------------------------------------------------------------------ challenge

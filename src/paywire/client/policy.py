@@ -6,7 +6,8 @@ stablecoins). Internally everything is counted in micro-dollars (integers), roun
 is never under-counted.
 
 Budgets (``per_host``, ``per_payee``, ``total``) cover every payment the store remembers; ``daily`` covers
-the current UTC day. The store passes what was already spent (:class:`Spent`); :func:`check_budget` decides.
+the current UTC day. The store passes what was already spent (``paywire.spending.Spent``);
+``paywire.spending.check_budget`` decides.
 """
 
 from __future__ import annotations
@@ -19,22 +20,18 @@ from typing import Any, Final
 
 from paywire.errors import ConfigError
 from paywire.schemes.evm_exact.server import KNOWN_ASSETS, Asset, parse_money
+from paywire.spending import DAILY, MICROS, PER_HOST, PER_PAYEE, TOTAL, fmt_usd
+from paywire.spending import Quote as Quote
+from paywire.spending import Refusal as Refusal
 
 Money = str | int | float | Decimal
 
-MICROS: Final = 1_000_000
-"""Micro-dollars per dollar: the unit budgets are counted in."""
-
-# Rule names, as they appear in refusals, receipts and the CLI.
+# Rule names, as they appear in refusals, receipts and the CLI (the budget ones: paywire.spending).
 NETWORK: Final = "allowed_networks"
 ASSET: Final = "allowed_assets"
 PAYEE: Final = "allowed_payees"
 HOST: Final = "allowed_hosts"
 MAX_PER_PAYMENT: Final = "max_per_payment"
-PER_HOST: Final = "per_host"
-PER_PAYEE: Final = "per_payee"
-DAILY: Final = "daily"
-TOTAL: Final = "total"
 APPROVAL: Final = "approval"
 UNVALUED: Final = "unvalued_asset"
 FUNDS: Final = "funds"
@@ -52,54 +49,11 @@ def to_micros(value: Money) -> int:
     return int(scaled)
 
 
-def fmt_usd(micros: int) -> str:
-    """``100000`` → ``"$0.10"``; keeps up to six decimals when needed."""
-    d = Decimal(micros) / MICROS
-    text = f"{d:.6f}".rstrip("0")
-    if len(text.split(".")[1]) < 2:
-        text = f"{d:.2f}"
-    return "$" + text
-
-
 def usd_micros_of(amount: int, decimals: int) -> int:
     """Atomic units of a $1 token → micro-dollars, rounded up."""
     if decimals >= 6:
         return int(-(-amount // 10 ** (decimals - 6)))
     return int(amount * 10 ** (6 - decimals))
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """One way a 402 could be paid, as the policy sees it."""
-
-    host: str
-    payee: str
-    network: str
-    asset: str
-    amount: int
-    usd_micros: int | None
-    """Dollar value in micro-dollars, or None when the asset cannot be valued."""
-
-
-@dataclass(frozen=True, slots=True)
-class Spent:
-    """What already counts against the budgets (reserved, committed or held), in micro-dollars."""
-
-    host: int = 0
-    payee: int = 0
-    day: int = 0
-    total: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a payment will not be made: the rule that refused and a sentence for humans."""
-
-    rule: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.reason}"
 
 
 def _norm_addr(a: str) -> str:
@@ -245,23 +199,6 @@ def check_static(policy: Policy, q: Quote) -> Refusal | None:
     cap = policy.limit(MAX_PER_PAYMENT)
     if cap is not None and q.usd_micros > cap:
         return Refusal(MAX_PER_PAYMENT, f"price {fmt_usd(q.usd_micros)} is above max_per_payment {fmt_usd(cap)}")
-    return None
-
-
-def check_budget(policy: Policy, q: Quote, spent: Spent) -> Refusal | None:
-    """Budget rules, given what already counts against them."""
-    price = q.usd_micros or 0
-    for rule, used, scope in (
-        (PER_HOST, spent.host, f"host {q.host}"),
-        (PER_PAYEE, spent.payee, f"payee {q.payee}"),
-        (DAILY, spent.day, "today (UTC)"),
-        (TOTAL, spent.total, "in total"),
-    ):
-        cap = policy.limit(rule)
-        if cap is not None and used + price > cap:
-            return Refusal(rule, f"paying {fmt_usd(price)} would bring spend for {scope} to "
-                                 f"{fmt_usd(used + price)}, above the {rule} budget of {fmt_usd(cap)} "
-                                 f"({fmt_usd(used)} already spent)")
     return None
 
 

@@ -11,7 +11,7 @@ from requests.adapters import HTTPAdapter
 
 from paywire.client.core import Payer, Receipt, Sent, already_paying
 from paywire.client.engine import Buyer
-from paywire.client.loop_thread import run_sync
+from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
 

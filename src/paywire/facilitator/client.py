@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-import httpx
-
 from paywire.errors import PaywireError, WireError
 from paywire.facilitator.core import AnyPayload, AnyRequirements, Facilitator
+from paywire.transport.keepalive import HttpError, KeepAliveClient
 from paywire.x402.models import SettleResponse, SupportedResponse, VerifyResponse
 
 
@@ -58,40 +58,70 @@ class LocalFacilitatorClient:
 
 
 class HttpFacilitatorClient:
-    """A remote facilitator (ours or any x402 facilitator) over HTTP."""
+    """A remote facilitator (ours or any x402 facilitator) over HTTP, on the shared keep-alive client.
+
+    Digest §4: ``POST /verify``, ``POST /settle``, ``GET /supported``; anything but a 200 with a well-formed body
+    is ``FacilitatorUnavailable``, which for ``/settle`` means "outcome unknown".
+    """
 
     def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 90.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
-        self._http = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._http = KeepAliveClient(self.url, timeout=timeout, headers=headers)
+        # /verify then /settle send the same body: encode it once (keyed by the very objects, held here)
+        self._bodies: dict[tuple[int, int], tuple[AnyPayload, AnyRequirements, bytes]] = {}
 
-    async def _post(self, path: str, payload: AnyPayload, requirements: AnyRequirements) -> dict[str, Any]:
-        body = {
-            "x402Version": payload.x402_version,
-            "paymentPayload": payload.to_wire(),
-            "paymentRequirements": requirements.to_wire(),
-        }
+    async def _call(self, method: str, path: str, body: bytes | None = None,
+                    missing: bool = False) -> dict[str, Any] | None:
         try:
-            r = await self._http.post(self.url + path, json=body)
-            data = r.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise FacilitatorUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if r.status_code != 200 or not isinstance(data, dict):
-            raise FacilitatorUnavailable(f"{path}: HTTP {r.status_code}: {str(data)[:200]}")
+            status, data = await self._http.request(method, path, body)
+        except HttpError as exc:
+            raise FacilitatorUnavailable(f"{path}: {exc}") from exc
+        if missing and status == 404:
+            return None
+        if status != 200 or not isinstance(data, dict):
+            raise FacilitatorUnavailable(f"{path}: HTTP {status}: {str(data)[:200]}")
+        return data
+
+    async def _answer(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
+        data = await self._call(method, path, body)
+        assert data is not None
+        return data
+
+    def prime(self, payload: AnyPayload, requirements: AnyRequirements, payload_json: str,
+              requirements_json: str) -> None:
+        """Remember the request body for these two objects, built from their JSON texts (the seller has them)."""
+        data = (f'{{"x402Version":{payload.x402_version},"paymentPayload":{payload_json},'
+                f'"paymentRequirements":{requirements_json}}}').encode()
+        if len(self._bodies) >= 256:
+            self._bodies.clear()
+        self._bodies[(id(payload), id(requirements))] = (payload, requirements, data)
+
+    def _encoded(self, payload: AnyPayload, requirements: AnyRequirements, keep: bool) -> bytes:
+        key = (id(payload), id(requirements))
+        hit = self._bodies.pop(key, None)
+        if hit is not None and hit[0] is payload and hit[1] is requirements:
+            data = hit[2]
+        else:
+            body = {"x402Version": payload.x402_version, "paymentPayload": payload.to_wire(),
+                    "paymentRequirements": requirements.to_wire()}
+            data = json.dumps(body, separators=(",", ":")).encode()
+        if keep:
+            if len(self._bodies) >= 256:
+                self._bodies.clear()
+            self._bodies[key] = (payload, requirements, data)
         return data
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:
-        return parse_answer("/verify", VerifyResponse.from_wire, await self._post("/verify", payload, requirements))
+        data = await self._answer("POST", "/verify", self._encoded(payload, requirements, True))
+        return parse_answer("/verify", VerifyResponse.from_wire, data)
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
-        return parse_answer("/settle", SettleResponse.from_wire, await self._post("/settle", payload, requirements))
+        data = await self._answer("POST", "/settle", self._encoded(payload, requirements, False))
+        return parse_answer("/settle", SettleResponse.from_wire, data)
 
     async def supported(self) -> SupportedResponse:
-        try:
-            r = await self._http.get(self.url + "/supported")
-            return SupportedResponse.from_wire(r.json())
-        except (httpx.HTTPError, ValueError, WireError) as exc:
-            raise FacilitatorUnavailable(f"/supported: {exc}") from exc
+        return parse_answer("/supported", SupportedResponse.from_wire, await self._answer("GET", "/supported"))
 
     async def settlement(self, settlement_id: str) -> dict[str, Any] | None:
         """``GET /settlements/{id}`` of a paywire facilitator: the record, or None when unknown.
@@ -99,16 +129,7 @@ class HttpFacilitatorClient:
         The id is ``X-Paywire-Settlement-Id`` of the ``/settle`` answer, or
         ``paywire.store.settlements.settlement_id(network, asset, payer, nonce)``.
         """
-        try:
-            r = await self._http.get(f"{self.url}/settlements/{settlement_id}")
-            data = r.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise FacilitatorUnavailable(f"/settlements: {type(exc).__name__}: {exc}") from exc
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200 or not isinstance(data, dict):
-            raise FacilitatorUnavailable(f"/settlements: HTTP {r.status_code}: {str(data)[:200]}")
-        return data
+        return await self._call("GET", f"/settlements/{settlement_id}", missing=True)
 
     async def aclose(self) -> None:
         await self._http.aclose()

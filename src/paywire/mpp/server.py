@@ -22,6 +22,7 @@ from paywire.mpp.credential import MULTIPLE, Credential, extract_payment_credent
 from paywire.mpp.digest import content_digest, digest_matches
 from paywire.mpp.jcs import JcsError, canonicalize
 from paywire.mpp.problems import Problem
+from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.mpp.receipt import Receipt
 from paywire.mpp.timefmt import format_rfc3339, parse_rfc3339
 
@@ -156,7 +157,7 @@ class MppServer:
     @staticmethod
     def receipt_headers(receipt: Receipt) -> list[tuple[str, str]]:
         """``Payment-Receipt`` plus ``Cache-Control: private`` for a paid 2xx (checklist 111)."""
-        return [("Payment-Receipt", receipt.to_header()), ("Cache-Control", "private")]
+        return [(RECEIPT_HEADER, receipt.to_header()), ("Cache-Control", "private")]
 
     # -- checking -----------------------------------------------------------------------------------
     @staticmethod

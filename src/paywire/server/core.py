@@ -21,6 +21,7 @@ from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
 from paywire.x402.codec import (
+    PAYMENT_IDENTIFIER,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
@@ -45,7 +46,6 @@ from paywire.x402.networks import matches_pattern, to_caip2_or_none
 
 EXPOSED_HEADERS = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
 ALLOWED_REQUEST_HEADERS = "PAYMENT-SIGNATURE, X-PAYMENT, SIGN-IN-WITH-X, Content-Type, Authorization, Accept"
-PAYMENT_IDENTIFIER = "payment-identifier"
 _PID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::path)?\}")
 SettleMode = Literal["after", "before"]

@@ -7,21 +7,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from paywire.errors import ConfigError
-from paywire.facilitator.client import FacilitatorClient
+from paywire.facilitator.client import FacilitatorClient, HttpFacilitatorClient
 from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.config import SellerConfig
 from paywire.server.core import PaidRoute, Seller
 from paywire.server.flow import PaymentFlow
-from paywire.server.remote import RemoteFacilitator
 
 RoutesArg = Sequence[PaidRoute] | Callable[[], Sequence[PaidRoute]]
 FacilitatorArg = FacilitatorClient | str
 
 
 def as_facilitator(facilitator: FacilitatorArg, bearer_token: str | None = None) -> FacilitatorClient:
-    """A facilitator client; a URL string means a remote facilitator over HTTP (:class:`RemoteFacilitator`)."""
+    """A facilitator client; a URL string means a remote facilitator over HTTP (:class:`HttpFacilitatorClient`)."""
     if isinstance(facilitator, str):
-        return RemoteFacilitator(facilitator, bearer_token=bearer_token)
+        return HttpFacilitatorClient(facilitator, bearer_token=bearer_token, timeout=30.0)
     if bearer_token is not None:
         raise ConfigError("seller option facilitator_token: only for a facilitator given as a URL "
                           "(give the client its token instead)")

@@ -9,7 +9,6 @@ request thread as usual (thread-locals, DB connections and greenlets keep workin
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import http
 import io
@@ -24,32 +23,12 @@ from paywire.server.flow import Forward, PaymentFlow, Respond, ResponseTooLarge,
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg, seller_config
 from paywire.store.payments import StoredResponse
+from paywire.transport.loop_thread import LoopThread
 
 log = logging.getLogger("paywire.server")
 T = TypeVar("T")
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
-
-
-class _LoopThread:
-    """An event loop running forever in a daemon thread; ``run`` executes a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="paywire-wsgi-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, aw: Awaitable[T]) -> T:
-        async def call() -> T:
-            return await aw
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 def request_info(environ: Environ) -> RequestInfo:
@@ -101,7 +80,7 @@ class WsgiPaymentMiddleware:
                  flow: PaymentFlow | None = None, **options: Unpack[SellerOptions]) -> None:
         self.app = app
         self._lazy = LazyFlow(routes, seller_config(config, facilitator, options), flow)
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
 
     @property
@@ -112,7 +91,7 @@ class WsgiPaymentMiddleware:
         if self._loop is None:
             with self._loop_lock:
                 if self._loop is None:
-                    self._loop = _LoopThread()
+                    self._loop = LoopThread("paywire-wsgi-loop")
         return self._loop.run(coro)
 
     def startup(self) -> None:

@@ -39,13 +39,12 @@ from paywire.settlement.rail import Intent, Mined, Rail, SentTx
 from paywire.store.db import open_database
 from paywire.store.settlements import OPEN_STATES, Settlement, SettlementStore, settlement_id
 from paywire.x402.models import SettleResponse, VerifyResponse
+from paywire.x402.reasons import SETTLEMENT_PENDING as PENDING
+from paywire.x402.reasons import SETTLEMENT_UNRESOLVED as UNRESOLVED
 
 __all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine"]
 
 log = logging.getLogger(__name__)
-
-PENDING = "settlement_pending"
-UNRESOLVED = "settlement_unresolved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,55 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from paywire.client.core import Candidate, Receipt
-from paywire.client.policy import DAILY, PER_HOST, PER_PAYEE, TOTAL, Policy, Refusal, Spent, check_budget
+from paywire.spending import (
+    DAILY,
+    PER_HOST,
+    PER_PAYEE,
+    TOTAL,
+    Limits,
+    Quote,
+    Receipt,
+    Refusal,
+    Spent,
+    check_budget,
+)
 from paywire.store.db import Database, Executor, Params, Row, SqliteDatabase
 from paywire.store.migrations import migrate, register
+
+
+class _Terms(Protocol):
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def network(self) -> str: ...
+    @property
+    def asset(self) -> str: ...
+    @property
+    def pay_to(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+
+
+class _Option(Protocol):
+    @property
+    def requirements(self) -> _Terms: ...
+    @property
+    def protocol(self) -> str: ...
+    def wire(self) -> Any: ...
+
+
+class Payable(Protocol):
+    """What the ledger reads from a candidate payment (``paywire.client.core.Candidate`` is one)."""
+
+    @property
+    def option(self) -> _Option: ...
+    @property
+    def quote(self) -> Quote: ...
+
+
+C = TypeVar("C", bound=Payable)
 
 COUNTING = ("reserved", "committed", "held")
 
@@ -94,7 +137,7 @@ def _tx_lock(db: Database) -> asyncio.Lock:
     return locks.setdefault(id(db), asyncio.Lock())
 
 
-def _needed(policy: Policy) -> list[str]:
+def _needed(policy: Limits) -> list[str]:
     """Which sums the policy's budgets need."""
     return [name for name, rule in (("host", PER_HOST), ("payee", PER_PAYEE), ("day", DAILY), ("total", TOTAL))
             if policy.limit(rule) is not None]
@@ -144,18 +187,18 @@ def row_to_receipt(row: Row) -> Receipt:
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(Generic[C]):
     """Budget taken for one candidate; ``id`` is the ledger row."""
 
     id: int
-    candidate: Candidate
+    candidate: C
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetRefused:
+class BudgetRefused(Generic[C]):
     """No candidate fits the budgets; one refusal per candidate (cheapest first)."""
 
-    refusals: tuple[tuple[Candidate, Refusal], ...]
+    refusals: tuple[tuple[C, Refusal], ...]
 
 
 class SpendLedger:
@@ -206,18 +249,18 @@ class SpendLedger:
         await self.ensure_schema()
         return await self._spent(self.db, host, payee, utc_day(self._clock()))
 
-    async def check(self, policy: Policy, candidates: Sequence[Candidate]) -> Candidate | BudgetRefused:
+    async def check(self, policy: Limits, candidates: Sequence[C]) -> C | BudgetRefused[C]:
         """Read-only budget check (dry runs): the first candidate that fits, without reserving it."""
         await self.ensure_schema()
-        result: Candidate | BudgetRefused = await self._first_within(self.db, policy, candidates,
+        result: C | BudgetRefused[C] = await self._first_within(self.db, policy, candidates,
                                                                      utc_day(self._clock()), None)
         return result
 
-    async def _first_within(self, ex: Executor, policy: Policy, candidates: Sequence[Candidate], day: str,
+    async def _first_within(self, ex: Executor, policy: Limits, candidates: Sequence[C], day: str,
                             reserve: dict[str, Any] | None) -> Any:
         """The first candidate within every budget; with ``reserve`` (row fields) it is inserted as reserved."""
         needed = _needed(policy)
-        refusals: list[tuple[Candidate, Refusal]] = []
+        refusals: list[tuple[C, Refusal]] = []
         for c in candidates:
             spent = await self._spent(ex, c.quote.host, c.quote.payee, day, needed)
             refusal = check_budget(policy, c.quote, spent)
@@ -232,8 +275,8 @@ class SpendLedger:
             return Reservation(row_id, c)
         return BudgetRefused(tuple(refusals))
 
-    async def reserve(self, policy: Policy, candidates: Sequence[Candidate], *, url: str, method: str,
-                      version: int, challenge: str) -> Reservation | BudgetRefused:
+    async def reserve(self, policy: Limits, candidates: Sequence[C], *, url: str, method: str,
+                      version: int, challenge: str) -> Reservation[C] | BudgetRefused[C]:
         """In one transaction: find the first candidate within every budget and reserve it (a ledger row with
         ``budget='reserved'``). Concurrent reservations of the same account are serialized by the database
         (SQLite ``BEGIN IMMEDIATE``, a Postgres advisory lock), across threads and processes."""
@@ -241,7 +284,7 @@ class SpendLedger:
         now = self._clock()
         fields = {"now": now, "url": url, "method": method, "version": version, "challenge": challenge}
         day = utc_day(now)
-        result: Reservation | BudgetRefused
+        result: Reservation[C] | BudgetRefused[C]
         if isinstance(self.db, SqliteDatabase):
             result = await self._sqlite_tx(lambda ex: self._first_within(ex, policy, candidates, day, fields))
             return result
@@ -287,7 +330,7 @@ class SpendLedger:
             pool.shutdown(wait=False)
 
     async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
-                      budget: str, x402_version: int | None = None, candidate: Candidate | None = None,
+                      budget: str, x402_version: int | None = None, candidate: Payable | None = None,
                       rule: str | None = None, reason: str | None = None, challenge: str | None = None,
                       chosen: str | None = None) -> int:
         values: dict[str, Any] = {
@@ -309,7 +352,7 @@ class SpendLedger:
         return int(row["id"])
 
     async def record(self, *, url: str, method: str, host: str, outcome: str, x402_version: int | None = None,
-                     candidate: Candidate | None = None, rule: str | None = None, reason: str | None = None,
+                     candidate: Payable | None = None, rule: str | None = None, reason: str | None = None,
                      challenge: str | None = None) -> int:
         """A row that never counts against budgets (refused, declined, dry run, unreadable 402)."""
         await self.ensure_schema()

@@ -40,6 +40,8 @@ X_PAYMENT: Final = "X-PAYMENT"
 """v1 client -> server header: base64 v1 ``PaymentPayload``."""
 X_PAYMENT_RESPONSE: Final = "X-PAYMENT-RESPONSE"
 """v1 server -> client header: base64 ``SettleResponse``."""
+PAYMENT_IDENTIFIER: Final = "payment-identifier"
+"""Extension key of the idempotency id (digest §9.2): ``extensions["payment-identifier"].info.id``."""
 
 MAX_HEADER_BYTES: Final = 16 * 1024
 """Longest encoded header value we decode or emit (16 KiB, Node's default total header limit).

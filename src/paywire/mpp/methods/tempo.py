@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import rlp
+
 from paywire.errors import WireError
 from paywire.evm.crypto import keccak256, recover_address, to_checksum
 from paywire.mpp import problems as P
@@ -280,71 +282,21 @@ class TempoPayload:
         return {"type": self.type, ("hash" if self.type == HASH else "signature"): "0x" + self.value.hex()}
 
 
-# -- RLP (strict, canonical) and the 0x76 transaction --------------------------------------------------------
+# -- RLP (the ``rlp`` package: strict, canonical) and the 0x76 transaction ----------------------------------
 RlpItem = bytes | list["RlpItem"]
 
 
 def rlp_encode(item: RlpItem) -> bytes:
-    if isinstance(item, bytes):
-        if len(item) == 1 and item[0] < 0x80:
-            return item
-        return _rlp_len(len(item), 0x80) + item
-    body = b"".join(rlp_encode(i) for i in item)
-    return _rlp_len(len(body), 0xC0) + body
-
-
-def _rlp_len(n: int, offset: int) -> bytes:
-    if n < 56:
-        return bytes([offset + n])
-    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(b)]) + b
+    return bytes(rlp.encode(item))
 
 
 def rlp_decode(data: bytes) -> RlpItem:
     """Decode exactly one canonical RLP item spanning ``data``; ``WireError`` otherwise."""
-    item, end = _rlp_item(data, 0)
-    if end != len(data):
-        raise WireError("invalid_rlp", "trailing bytes after the RLP item")
+    try:
+        item: RlpItem = rlp.decode(data, strict=True)
+    except rlp.DecodingError as exc:
+        raise WireError("invalid_rlp", str(exc).split("\n", 1)[0]) from None
     return item
-
-
-def _rlp_item(data: bytes, pos: int) -> tuple[RlpItem, int]:
-    if pos >= len(data):
-        raise WireError("invalid_rlp", "truncated")
-    b = data[pos]
-    if b < 0x80:
-        return data[pos:pos + 1], pos + 1
-    if b < 0xC0:
-        start, n = _rlp_header(data, pos, b, 0x80)
-        if n == 1 and data[start] < 0x80:
-            raise WireError("invalid_rlp", "non-canonical single byte")
-        return data[start:start + n], start + n
-    start, n = _rlp_header(data, pos, b, 0xC0)
-    out: list[RlpItem] = []
-    p, end = start, start + n
-    while p < end:
-        item, p = _rlp_item(data, p)
-        out.append(item)
-    if p != end:
-        raise WireError("invalid_rlp", "list length mismatch")
-    return out, end
-
-
-def _rlp_header(data: bytes, pos: int, b: int, offset: int) -> tuple[int, int]:
-    if b < offset + 56:
-        start, n = pos + 1, b - offset
-    else:
-        ll = b - offset - 55
-        raw = data[pos + 1:pos + 1 + ll]
-        if len(raw) != ll or raw[0] == 0:
-            raise WireError("invalid_rlp", "bad long length")
-        n = int.from_bytes(raw, "big")
-        if n < 56:
-            raise WireError("invalid_rlp", "non-canonical long length")
-        start = pos + 1 + ll
-    if start + n > len(data):
-        raise WireError("invalid_rlp", "truncated")
-    return start, n
 
 
 def _rint(item: RlpItem, what: str) -> int:
