@@ -16,7 +16,7 @@ from paywire.client.policy import (
     usd_micros_of,
 )
 from paywire.errors import ConfigError
-from paywire.schemes.evm_exact import Asset
+from paywire.evm.assets import Asset
 
 NET = "eip155:31337"
 TOKEN = "0x" + "ab" * 20

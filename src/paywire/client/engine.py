@@ -50,7 +50,7 @@ from paywire.client.core import (
 from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
-from paywire.schemes.base import ClientScheme
+from paywire.schemes.registry import ClientScheme, default_registry
 from paywire.store.db import Database
 from paywire.x402.models import SettleResponse
 
@@ -247,9 +247,8 @@ class Buyer:
             from paywire.client.lightning import LightningPayer
 
             self.schemes.append(LightningPayer(self.lightning))
-        from paywire.schemes.evm_exact.server import KNOWN_ASSETS
-
-        self._assets = {(a.network, a.address.lower()): a for a in (*KNOWN_ASSETS, *self.policy.assets, *assets)}
+        known = default_registry.assets()
+        self._assets = {(a.network, a.address.lower()): a for a in (*known, *self.policy.assets, *assets)}
         self.nonce_variant = nonce_variant
         self._variants: dict[str, str] = {}
         self._l402_tokens: dict[str, str] = {}  # host → latest paid L402 token (tried on paths not seen yet)
@@ -436,7 +435,8 @@ class Buyer:
             assert scheme is not None
             if cand.option.protocol == "x402":
                 inner = await scheme.create_payload(cand.option.requirements)
-                attempt = build_payment(challenge, cand.option, inner, new_payment_id())
+                attempt = build_payment(challenge, cand.option, inner, new_payment_id(),
+                                        ledger=scheme.ledger_fields(inner))
             else:
                 attempt = await self._other_payment(cand.option, scheme, host)
         except PaymentError:
@@ -656,9 +656,7 @@ def _schemes_of(wallet: WalletLike) -> list[ClientScheme]:
     if hasattr(wallet, "schemes") and callable(wallet.schemes):
         return list(wallet.schemes())
     if isinstance(wallet, EvmSigner):
-        from paywire.schemes.evm_exact import ExactEvmClient
-
-        return [ExactEvmClient(wallet)]
+        return default_registry.clients_for(wallet)
     if isinstance(wallet, list | tuple):
         return list(wallet)
     raise ConfigError(f"not a wallet: {wallet!r} (give a paywire.wallet.Wallet, a Payer, schemes or a signer)")

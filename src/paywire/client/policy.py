@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from paywire.errors import ConfigError
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, Asset, parse_money
+from paywire.evm.assets import KNOWN_ASSETS, Asset
+from paywire.money import parse_money
 
 Money = str | int | float | Decimal
 

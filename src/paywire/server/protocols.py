@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from paywire.evm.assets import Asset
 from paywire.lightning.networks import BIP122, lightning_network_id
 from paywire.mpp import problems as P
 from paywire.mpp.methods.evm_charge import METHOD as EVM
@@ -29,7 +30,6 @@ from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.mpp.receipt import Receipt
 from paywire.mpp.server import Accepted, MppServer, Offer
 from paywire.schemes.evm_exact.identity import authorization_key
-from paywire.schemes.evm_exact.server import Asset
 from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
 
 MPP_METHODS: Final = (EVM, LIGHTNING)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import FacilitatorClient
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.core import PaidRoute, Seller
 from paywire.server.flow import PaymentFlow
 from paywire.server.remote import RemoteFacilitator

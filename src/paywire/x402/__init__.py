@@ -31,8 +31,6 @@ from paywire.x402.matching import (
     select_requirements,
 )
 from paywire.x402.models import (
-    Eip3009Authorization,
-    ExactEvmPayload,
     FacilitatorRequest,
     PaymentPayload,
     PaymentPayloadV1,
@@ -71,8 +69,6 @@ __all__ = [
     "V1_NETWORKS",
     "X_PAYMENT",
     "X_PAYMENT_RESPONSE",
-    "Eip3009Authorization",
-    "ExactEvmPayload",
     "FacilitatorRequest",
     "PaymentPayload",
     "PaymentPayloadV1",
