@@ -184,6 +184,7 @@ def supported_kinds(plugins: Sequence[FacilitatorScheme]) -> list[SupportedKind]
 # ------------------------------------------------------------------------------------------------ registry
 
 _V = TypeVar("_V")
+_CACHE_LIMIT = 1024  # lookups remembered per table (networks come from configuration, so few)
 
 
 @dataclass(slots=True)
@@ -216,7 +217,8 @@ class _Table(Generic[_V]):
             rank = 0 if pattern.endswith("*") else 1  # an exact network beats a family; later beats earlier
             if rank >= best_rank:
                 best, best_rank = value, rank
-        self._cache[key] = best
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[key] = best
         return best
 
 
