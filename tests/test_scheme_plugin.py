@@ -288,3 +288,25 @@ async def test_tampered_signature_is_refused_with_402(world: World) -> None:
     assert r.status_code == 402
     assert len(world.runs) == runs, "the handler does not run for a forged payment"
     assert world.balance(world.payer.address) == before
+
+
+async def test_registry_picks_the_most_specific_pattern_and_loads_builtins_on_first_lookup() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys, paywire.schemes.registry as r; before = 'paywire.schemes.evm_exact' in sys.modules; "
+             "s = r.default_registry.server('exact', 'eip155:8453'); "
+             "print(before, type(s).__name__, 'paywire.schemes.evm_exact.facilitator' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "ExactEvmServer", "False"], out.stdout + out.stderr
+
+    reg = SchemeRegistry()
+    family, one = TallyServer(), TallyServer()
+    one.network_pattern = NETWORK
+    reg.register_server(one)
+    reg.register_server(family)
+    assert reg.server(SCHEME, NETWORK) is one, "an exact network beats its family pattern"
+    assert reg.server(SCHEME, "tally:other") is family
+    assert reg.server("exact", NETWORK) is None
+    reg.unregister(SCHEME, NETWORK)
+    assert reg.server(SCHEME, NETWORK) is family

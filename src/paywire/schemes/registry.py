@@ -21,6 +21,7 @@ A scheme that is not part of paywire registers itself the same way::
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -231,6 +232,7 @@ class SchemeRegistry:
     def __init__(self, builtins: Sequence[str] = ()) -> None:
         self._builtins = tuple(builtins)
         self._loaded = not self._builtins
+        self._lock = threading.RLock()
         self._clients: _Table[ClientFactory] = _Table()
         self._servers: _Table[ServerScheme] = _Table()
         self._facilitators: _Table[FacilitatorFactory] = _Table()
@@ -239,9 +241,11 @@ class SchemeRegistry:
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        for name in self._builtins:
-            importlib.import_module(name).register(self)
+        with self._lock:  # a second thread must not see a half-filled registry
+            if not self._loaded:
+                for name in self._builtins:
+                    importlib.import_module(name).register(self)
+                self._loaded = True
 
     # -- registration ---------------------------------------------------------------------------
 
