@@ -76,7 +76,7 @@ class Stage(httpx.AsyncBaseTransport):
 
 def paywire_client(stage: Stage, store: str | None) -> httpx.AsyncClient:
     from paywire.client import Buyer, PaymentTransport, Policy
-    from paywire.schemes.evm_exact import Asset
+    from paywire.evm.assets import Asset
     from paywire.wallet import Wallet
 
     asset = Asset(NETWORK, TOKEN, "USD Coin", "2")

@@ -260,7 +260,7 @@ async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], 
     from paywire.chain.tx import TxSender
     from paywire.evm import token
     from paywire.facilitator.keepalive import KeepAliveTransport
-    from paywire.x402.models import ExactEvmPayload
+    from paywire.schemes.evm_exact.payload import ExactEvmPayload
 
     chain = RpcChain(KeepAliveTransport(rpc, max_connections=4))  # what the service uses for a local node
     senders = [TxSender(chain, k) for k in keys]

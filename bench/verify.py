@@ -44,13 +44,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from paywire.evm import crypto as pw_crypto
+from paywire.evm.assets import Asset
 from paywire.evm.crypto import address_bytes, recover_pubkey
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import LocalSigner
-from paywire.schemes.evm_exact import Asset, ExactEvmClient, check_offchain, exact_evm_offer
+from paywire.schemes.evm_exact import ExactEvmClient, check_offchain, exact_evm_offer
 from paywire.schemes.evm_exact.facilitator import CheckedAuthorization
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.x402.codec import decode_payment_signature, encode_payment_payload
-from paywire.x402.models import ExactEvmPayload, PaymentPayload, PaymentRequirements
+from paywire.x402.models import PaymentPayload, PaymentRequirements
 
 NATIVE = "eth_keys.backends.NativeECCBackend"
 COINCURVE = "eth_keys.backends.CoinCurveECCBackend"

@@ -25,8 +25,8 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from paywire.devnet import DevnetInfo
+from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.client import FacilitatorClient
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, AssetRegistry
 from paywire.server.fastapi import PaymentInfo, charge, install, paid
 from paywire.server.local import self_facilitator
 

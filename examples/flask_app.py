@@ -24,8 +24,8 @@ import httpx
 from flask import Flask, Response, jsonify, request
 
 from paywire.devnet import DevnetInfo
+from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.client import FacilitatorClient
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, AssetRegistry
 from paywire.server.core import PaidRoute
 from paywire.server.local import self_facilitator
 from paywire.server.wsgi import WsgiPaymentMiddleware

@@ -31,9 +31,9 @@ from paywire.client import (
     x402_sync_client,
 )
 from paywire.devnet import deploy_token
+from paywire.evm.assets import Asset
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.core import Facilitator
-from paywire.schemes.evm_exact import Asset
 from paywire.server.core import PaidRoute
 from paywire.serving import serve_asgi
 from paywire.store import open_database

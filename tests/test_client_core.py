@@ -22,8 +22,9 @@ from paywire.client.core import (
 )
 from paywire.client.policy import Policy
 from paywire.errors import WireError
+from paywire.evm.assets import Asset
 from paywire.evm.signer import LocalSigner
-from paywire.schemes.evm_exact import Asset, ExactEvmClient
+from paywire.schemes.evm_exact import ExactEvmClient
 from paywire.x402.codec import encode_header
 
 NET = "eip155:31337"
@@ -82,7 +83,7 @@ def test_payment_echoes_accepted_verbatim_and_adds_the_identifier() -> None:
            "bazaar": {"info": {"x": 1}}}
     c = read_challenge(v2_headers(odd, extensions=ext), b"")
     inner = asyncio.run(SCHEMES[0].create_payload(c.options[0].requirements))
-    attempt = build_payment(c, c.options[0], inner, "pay_" + "a" * 32)
+    attempt = build_payment(c, c.options[0], inner, "pay_" + "a" * 32, ledger=SCHEMES[0].ledger_fields(inner))
     sent = json.loads(base64.b64decode(attempt.value))
     assert attempt.header == "PAYMENT-SIGNATURE"
     assert json.dumps(sent["accepted"]) == json.dumps(odd)

@@ -14,7 +14,7 @@ from paywire.client.policy import (
     usd_micros_of,
 )
 from paywire.errors import ConfigError
-from paywire.schemes.evm_exact import Asset
+from paywire.evm.assets import Asset
 from paywire.spending import Spent, check_budget
 
 NET = "eip155:31337"

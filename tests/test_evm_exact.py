@@ -19,7 +19,8 @@ from paywire.evm.crypto import address_bytes, keccak256
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import LocalSigner
 from paywire.schemes.evm_exact.facilitator import check_offchain
-from paywire.x402.models import ExactEvmPayload, PaymentPayload
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
+from paywire.x402.models import PaymentPayload
 from tests.helpers import CHAIN_KINDS, close_devnet, facilitator_for, new_devnet, offer, payer_of, sign
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -275,7 +276,8 @@ async def test_undeployed_smart_wallet(net, fac):
 
 async def test_offchain_checks_are_pure_and_ordered():
     """The pure part runs without a chain and reports the first failing check in digest order."""
-    from paywire.schemes.evm_exact.server import Asset, exact_evm_offer
+    from paywire.evm.assets import Asset
+    from paywire.schemes.evm_exact.server import exact_evm_offer
 
     asset = Asset("eip155:31337", "0x" + "11" * 20, "USD Coin", "2")
     req = exact_evm_offer(asset, "0x" + "22" * 20, amount=100)

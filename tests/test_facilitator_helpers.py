@@ -29,9 +29,10 @@ from paywire.chain.tx import TxSender
 from paywire.devnet import Devnet
 from paywire.evm.crypto import address_bytes
 from paywire.schemes.evm_exact import EvmNetwork, ExactEvmFacilitator
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore
-from paywire.x402.models import ExactEvmPayload, PaymentPayload
+from paywire.x402.models import PaymentPayload
 
 PAYWIRE = [sys.executable, "-m", "paywire.cli.main"]
 

@@ -19,9 +19,10 @@ from paywire.chain.tx import TxSender
 from paywire.evm import token
 from paywire.facilitator.app import SETTLEMENT_ID_HEADER, create_app
 from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore, requirements_digest, settlement_id
-from paywire.x402.models import ExactEvmPayload, FacilitatorRequest, PaymentPayload, PaymentRequirements
+from paywire.x402.models import FacilitatorRequest, PaymentPayload, PaymentRequirements
 from tests.helpers import CHAIN_KINDS, close_devnet, new_devnet, offer, payer_of, sign
 from tests.test_facilitator_helpers import authorization_uses, facilitator_with_store
 

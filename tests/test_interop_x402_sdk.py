@@ -48,9 +48,9 @@ from paywire.evm.crypto import address_bytes
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.facilitator.core import Facilitator
 from paywire.schemes.evm_exact.facilitator import CheckedAuthorization, check_offchain
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.x402.codec import decode_payment_signature, encode_payment_payload
 from paywire.x402.models import (
-    ExactEvmPayload,
     PaymentPayload,
     PaymentPayloadV1,
     PaymentRequirements,

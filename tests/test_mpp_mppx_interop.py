@@ -34,6 +34,7 @@ from paywire.client.engine import Buyer
 from paywire.client.httpx_transport import PaymentTransport
 from paywire.client.policy import Policy
 from paywire.devnet import Devnet
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import parse_www_authenticate
@@ -41,7 +42,6 @@ from paywire.mpp.credential import parse_authorization
 from paywire.mpp.digest import content_digest
 from paywire.mpp.methods.evm_charge import CONCAT, JSON_ARRAY, challenge_hash, sign_evm_charge
 from paywire.mpp.receipt import Receipt
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
@@ -458,8 +458,8 @@ async def test_buyer_skips_evm_offers_with_splits() -> None:
     """mppx (and the evm spec) may put ``splits`` in ``methodDetails``; one EIP-3009 authorization cannot pay
     them and both SDK servers refuse such credentials, so our buyer does not offer to pay that challenge."""
     from paywire.client.protocols import mpp_offers
+    from paywire.evm.assets import Asset
     from paywire.mpp.challenge import Challenge, ChallengeBinder
-    from paywire.schemes.evm_exact.server import Asset
 
     asset = Asset("eip155:31337", "0x5FbDB2315678afecb367f032d93F642f64180aa3", "USD Coin", "2", 6)
     binder = ChallengeBinder([os.urandom(32)])

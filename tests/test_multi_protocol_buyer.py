@@ -19,9 +19,9 @@ from paywire.client.engine import Buyer
 from paywire.client.httpx_transport import PaymentTransport
 from paywire.client.policy import Policy
 from paywire.devnet import Devnet
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.app import create_app
 from paywire.facilitator.client import LocalFacilitatorClient
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer

@@ -22,6 +22,7 @@ pytest.importorskip("pymacaroons", reason="pymacaroons (the l402 extra) is not i
 from paywire.client.engine import Buyer
 from paywire.client.httpx_transport import PaymentTransport
 from paywire.client.policy import Policy
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.lightning.lnbits import LnbitsBackend
 from paywire.lightning.lnbits_dev import LnbitsDev
@@ -29,7 +30,6 @@ from paywire.mpp import problems as P
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.methods.lightning_charge import lightning_credential
 from paywire.mpp.receipt import Receipt
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer

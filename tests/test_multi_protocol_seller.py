@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from paywire.devnet import Devnet
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.mpp import problems as P
 from paywire.mpp.b64 import b64url_encode
@@ -27,7 +28,6 @@ from paywire.mpp.challenge import Challenge, parse_www_authenticate
 from paywire.mpp.credential import ChallengeEcho, Credential
 from paywire.mpp.methods.evm_charge import CONCAT, JSON_ARRAY, sign_evm_charge
 from paywire.mpp.receipt import Receipt
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer

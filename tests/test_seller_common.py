@@ -17,9 +17,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from paywire.devnet import Devnet
+from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer

@@ -10,10 +10,10 @@ from decimal import Decimal
 import pytest
 
 from paywire.errors import ConfigError
+from paywire.evm.assets import KNOWN_ASSETS, Asset, AssetRegistry
 from paywire.evm.signer import LocalSigner
 from paywire.schemes.evm_exact import ExactEvmClient
 from paywire.schemes.evm_exact.identity import authorization_key
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, Asset, AssetRegistry
 from paywire.server.core import PaidRoute, Pass, Proceed, Reply, Seller, decimals_display
 from paywire.server.paywall import render_paywall, script_json
 from paywire.server.pricing import Offer

@@ -148,7 +148,7 @@ def _serve(config: dict[str, object]) -> None:  # pragma: no cover - runs in the
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from paywire.schemes.evm_exact.server import Asset
+    from paywire.evm.assets import Asset
     from paywire.server.asgi import PaymentMiddleware
     from paywire.server.core import PaidRoute
     from paywire.server.pricing import Offer

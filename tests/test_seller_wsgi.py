@@ -16,9 +16,9 @@ from flask import Flask, Response, jsonify, request
 
 from paywire.chain import JsonRpcServer
 from paywire.errors import ConfigError
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.fastapi import PaymentInfo, charge, install, paid, routes_of

@@ -19,10 +19,10 @@ from paywire.evm.crypto import sign_digest
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.core import Facilitator
 from paywire.schemes.evm_exact import ExactEvmClient
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.server.core import PaidRoute
 from paywire.serving import serve_asgi
 from paywire.wallet import Wallet, decrypt_keystore, encrypt_key, keystore_address, parse_rpc, write_keystore
-from paywire.x402.models import ExactEvmPayload
 from tests.helpers import close_devnet, facilitator_for, new_devnet
 from tests.test_buyer_support import CENT, balance, offer, paid_app
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paywire.errors import WireError
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.x402 import (
     MAX_HEADER_BYTES,
-    ExactEvmPayload,
     FacilitatorRequest,
     PaymentPayload,
     PaymentPayloadV1,

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from paywire.errors import WireError
+from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
 from paywire.x402 import (
-    Eip3009Authorization,
-    ExactEvmPayload,
     FacilitatorRequest,
     PaymentPayload,
     PaymentPayloadV1,

@@ -13,8 +13,8 @@ from paywire.chain.rpc import RpcChain
 from paywire.chain.tx import TxSender
 from paywire.evm import token
 from paywire.evm.artifacts import load_artifact
+from paywire.evm.assets import Asset
 from paywire.evm.signer import LocalSigner
-from paywire.schemes.evm_exact.server import Asset
 
 DEFAULT_CHAIN_ID = 31337
 USDC = 10**6

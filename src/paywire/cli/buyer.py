@@ -55,7 +55,7 @@ def _store(store: str) -> str:
 
 def _parse_asset(spec: str) -> Any:
     """``eip155:31337/0xToken[:decimals]`` → a $1 ``Asset``."""
-    from paywire.schemes.evm_exact import Asset
+    from paywire.evm.assets import Asset
 
     network, sep, rest = spec.rpartition("/")
     if not sep or not network:
@@ -68,7 +68,7 @@ def _load_policy(path: str, assets: list[str]) -> tuple[Any, Any]:
     """(policy, the user's approval threshold in micro-dollars or None)."""
     from paywire.client.policy import Policy
     from paywire.errors import ConfigError
-    from paywire.schemes.evm_exact import Asset
+    from paywire.evm.assets import Asset
 
     data: dict[str, Any] = {}
     file = path or os.environ.get("PAYWIRE_POLICY", "")
@@ -377,7 +377,7 @@ def wallet_balance(
     """Native and token balances of the wallet, read through the chain layer."""
     from paywire.chain import HttpTransport, RpcChain
     from paywire.evm import token
-    from paywire.schemes.evm_exact.server import KNOWN_ASSETS
+    from paywire.evm.assets import KNOWN_ASSETS
 
     found = _address_from_env()
     if found is None:

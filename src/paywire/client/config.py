@@ -19,7 +19,7 @@ from paywire.settings import Settings, non_negative, option, positive
 if TYPE_CHECKING:
     from paywire.client.engine import Approver, Buyer
     from paywire.client.policy import Policy
-    from paywire.schemes.evm_exact.server import Asset
+    from paywire.evm.assets import Asset
 
 __all__ = ["BuyerConfig"]
 

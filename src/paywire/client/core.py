@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from paywire.client.policy import FUNDS, PROTOCOL, SCHEME, Policy, Quote, Refusal, check_static, describe
 from paywire.errors import PaywireError, WireError
-from paywire.schemes.base import ClientScheme, handles
+from paywire.schemes.registry import NO_LEDGER_FIELDS, ClientScheme, LedgerFields, handles
 from paywire.spending import Receipt
 from paywire.x402.codec import (
     PAYMENT_IDENTIFIER,
@@ -398,22 +398,20 @@ def payload_hash(header_value: str) -> str:
 
 
 def build_payment(challenge: Challenge, option: Option, inner: Mapping[str, Any],
-                  payment_id: str | None = None) -> PaymentAttempt:
-    """The payment header for ``option``: ``accepted`` is the server's entry verbatim (checklist 27, 29)."""
-    auth = inner.get("authorization") if isinstance(inner, Mapping) else None
-    nonce = auth.get("nonce") if isinstance(auth, Mapping) else None
-    vb_raw = auth.get("validBefore") if isinstance(auth, Mapping) else None
-    valid_before = int(vb_raw) if isinstance(vb_raw, str) and vb_raw.isdigit() else None
+                  payment_id: str | None = None, *, ledger: LedgerFields = NO_LEDGER_FIELDS) -> PaymentAttempt:
+    """The payment header for ``option``: ``accepted`` is the server's entry verbatim (checklist 27, 29).
+    ``ledger``: the signing scheme's ``ledger_fields(inner)`` (nonce, valid_before), kept on the attempt."""
+    nonce, valid_before = ledger
     if option.v1 is not None:
         p1 = PaymentPayloadV1(x402_version=1, scheme=option.v1.scheme, network=option.v1.network, payload=inner)
         return PaymentAttempt(X_PAYMENT, encode_header(p1.to_wire()), option.requirements, 1, None,
-                              nonce if isinstance(nonce, str) else None, valid_before)
+                              nonce, valid_before)
     pid = payment_id if advertises_payment_id(challenge) else None
     extensions = with_payment_id(challenge.extensions, pid) if pid else challenge.extensions
     p = PaymentPayload(x402_version=2, accepted=option.requirements, payload=inner, resource=challenge.resource,
                        extensions=extensions)
     return PaymentAttempt(PAYMENT_SIGNATURE, encode_header(p.to_wire()), option.requirements, 2, pid,
-                          nonce if isinstance(nonce, str) else None, valid_before)
+                          nonce, valid_before)
 
 
 def already_paying(headers: Mapping[str, str]) -> bool:
@@ -488,7 +486,7 @@ class Payer:
             scheme = scheme_for(self.schemes, opt.requirements)
             if scheme is not None:
                 inner = await scheme.create_payload(opt.requirements)
-                return build_payment(c, opt, inner, new_payment_id())
+                return build_payment(c, opt, inner, new_payment_id(), ledger=scheme.ledger_fields(inner))
         raise PaymentError("no offer in the 402 can be paid by this wallet")
 
 

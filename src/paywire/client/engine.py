@@ -49,7 +49,7 @@ from paywire.client.protocols import builtin_protocols
 from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
-from paywire.schemes.base import ClientScheme
+from paywire.schemes.registry import ClientScheme, default_registry
 from paywire.store.db import Database
 from paywire.x402.models import SettleResponse
 
@@ -248,9 +248,8 @@ class Buyer:
             from paywire.client.lightning import LightningPayer
 
             self.schemes.append(LightningPayer(self.lightning))
-        from paywire.schemes.evm_exact.server import KNOWN_ASSETS
-
-        self._assets = {(a.network, a.address.lower()): a for a in (*KNOWN_ASSETS, *self.policy.assets, *assets)}
+        known = default_registry.assets()
+        self._assets = {(a.network, a.address.lower()): a for a in (*known, *self.policy.assets, *assets)}
         self.protocols: tuple[BuyerProtocol, ...] = tuple(protocols) if protocols is not None else builtin_protocols()
         self._by_name = {p.name: p for p in self.protocols}
         self.nonce_variant = nonce_variant
@@ -610,9 +609,7 @@ def _schemes_of(wallet: WalletLike) -> list[ClientScheme]:
     if hasattr(wallet, "schemes") and callable(wallet.schemes):
         return list(wallet.schemes())
     if isinstance(wallet, EvmSigner):
-        from paywire.schemes.evm_exact import ExactEvmClient
-
-        return [ExactEvmClient(wallet)]
+        return default_registry.clients_for(wallet)
     if isinstance(wallet, list | tuple):
         return list(wallet)
     raise ConfigError(f"not a wallet: {wallet!r} (give a paywire.wallet.Wallet, a Payer, schemes or a signer)")

@@ -35,6 +35,10 @@ class LightningPayer:
             return False
         return inv.amount_sat is not None and inv.amount_sat == requirements.amount
 
+    def ledger_fields(self, payload: Mapping[str, Any]) -> tuple[str | None, int | None]:
+        """A paid invoice has no nonce or expiry for the ledger to keep."""
+        return None, None
+
     async def create_payload(self, requirements: PaymentRequirements) -> Mapping[str, Any]:
         """Pay the invoice (the amount was checked against the quote first); ``{"preimage": <hex>}``."""
         invoice = str(requirements.extra["invoice"])

@@ -19,7 +19,9 @@ from decimal import Decimal
 from typing import Any, Final
 
 from paywire.errors import ConfigError
-from paywire.schemes.evm_exact.server import KNOWN_ASSETS, Asset, parse_money
+from paywire.evm.assets import Asset
+from paywire.money import parse_money
+from paywire.schemes.registry import default_registry
 from paywire.spending import DAILY, MICROS, PER_HOST, PER_PAYEE, TOTAL, fmt_usd
 from paywire.spending import Quote as Quote
 from paywire.spending import Refusal as Refusal
@@ -112,7 +114,8 @@ class Policy:
             for name in (MAX_PER_PAYMENT, PER_HOST, PER_PAYEE, DAILY, TOTAL, "approval_threshold")
         }
         object.__setattr__(self, "_limits", limits)
-        values = {(a.network, _norm_addr(a.address)): a.decimals for a in (*KNOWN_ASSETS, *self.assets)}
+        known = default_registry.assets()  # every registered network family's tokens (USDC on Base …)
+        values = {(a.network, _norm_addr(a.address)): a.decimals for a in (*known, *self.assets)}
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_btc", _money_opt(self.btc_usd, "btc_usd"))
         if isinstance(self.protocols, str):

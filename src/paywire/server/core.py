@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
-from paywire.schemes.evm_exact.identity import authorization_key_and_payer
-from paywire.schemes.evm_exact.server import AssetRegistry
+from paywire.evm.assets import AssetRegistry
+from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
 from paywire.x402.codec import (
@@ -237,15 +237,19 @@ def payment_hash(payload: PaymentPayload | PaymentPayloadV1) -> str:
 
 
 def authorization_identity(offer: PaymentRequirements, payload: PaymentPayload | PaymentPayloadV1) -> str:
-    """The claim key: (network, asset, payer, nonce) for EIP-3009; the payment hash for other schemes."""
+    """The claim key: what the offer's scheme says the payload spends (for ``exact`` on EVM: network, asset,
+    payer, nonce); the payment hash when the scheme names nothing single-use."""
     return identity_and_payer(offer, payload)[0]
 
 
 def identity_and_payer(offer: PaymentRequirements,
                        payload: PaymentPayload | PaymentPayloadV1) -> tuple[str, str | None]:
-    """(:func:`authorization_identity`, the payer when the payload names one), parsing the payload once."""
-    if offer.scheme == "exact" and offer.network.startswith("eip155:"):
-        found = authorization_key_and_payer(offer.network, offer.asset, payload.payload)
+    """(:func:`authorization_identity`, the payer when the payload names one), parsing the payload once.
+
+    The scheme registered for the offer says which authorization the payload spends (``ServerScheme.claim``)."""
+    server = default_registry.server(offer.scheme, offer.network)
+    if server is not None:
+        found = server.claim(offer, payload.payload)
         if found is not None:
             return found
     return f"{offer.scheme}:{offer.network}:sha256:{payment_hash(payload)}", None

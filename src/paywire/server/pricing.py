@@ -12,7 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from paywire.errors import ConfigError
-from paywire.schemes.evm_exact.server import Asset, AssetRegistry, exact_evm_offer, parse_money, to_atomic
+from paywire.evm.assets import Asset, AssetRegistry
+from paywire.money import amount_of, is_money
+from paywire.schemes.registry import OfferSpec, SchemeRegistry, default_registry
 from paywire.server.request import RequestInfo
 from paywire.x402.models import PaymentRequirements
 from paywire.x402.networks import is_caip2
@@ -53,38 +55,35 @@ class Defaults:
     assets: AssetRegistry = field(default_factory=AssetRegistry)
 
 
-def _asset_for(offer: Offer, network: str, assets: AssetRegistry, money: bool) -> Asset | None:
-    if isinstance(offer.asset, Asset):
-        if offer.asset.network != network:
-            raise ConfigError(f"asset {offer.asset.address} is registered on {offer.asset.network}, "
-                              f"not on {network}: use an Asset of that network")
-        return offer.asset
-    try:
-        default = assets.default_for(network)
-    except ConfigError:
-        default = None
-    if offer.asset is None:
-        if default is None:
-            raise ConfigError(
-                f"no stablecoin is known on {network}, so a money price like {offer.price!r} cannot be priced: "
-                "register the token with AssetRegistry.register(Asset(network, address, name, version, "
-                "decimals)) or give Offer(asset=Asset(...))")
-        return default
-    if default is not None and default.address.lower() == offer.asset.lower():
-        return default
-    if money:
-        raise ConfigError(
-            f"asset {offer.asset} on {network} is unknown, so {offer.price!r} cannot be converted to its units: "
-            "pass Offer(asset=Asset(network, address, name, version, decimals)) or register it in the "
-            "AssetRegistry")
-    return None
+class _PlainServer:
+    """Pricing for a (scheme, network) no plugin is registered for: the token's atomic units, the seller's
+    ``extra`` as given."""
+
+    def offer(self, spec: OfferSpec) -> tuple[PaymentRequirements, int]:
+        asset = spec.assets.resolve(spec.network, spec.asset, money=is_money(spec.price), price=spec.price)
+        address = asset.address if asset is not None else str(spec.asset)
+        decimals = asset.decimals if asset is not None else 6
+        req = PaymentRequirements(scheme=spec.scheme, network=spec.network, amount=amount_of(spec.price, decimals),
+                                  asset=address, pay_to=spec.pay_to, max_timeout_seconds=spec.max_timeout_seconds,
+                                  extra=dict(spec.extra))
+        return req, decimals
+
+    def decimals(self, requirements: PaymentRequirements, assets: AssetRegistry) -> int:
+        return assets.decimals_of(requirements.network, requirements.asset)
+
+
+_PLAIN = _PlainServer()
 
 
 def resolve_offer(offer: Offer | PaymentRequirements, defaults: Defaults,
-                  request: RequestInfo | None = None) -> tuple[PaymentRequirements, int]:
-    """The wire offer and its token's decimals (6 when unknown). ``request`` is needed for dynamic prices."""
+                  request: RequestInfo | None = None,
+                  registry: SchemeRegistry = default_registry) -> tuple[PaymentRequirements, int]:
+    """The wire offer and its token's decimals (6 when unknown). ``request`` is needed for dynamic prices.
+
+    The scheme registered for (scheme, network) builds the offer (``ServerScheme.offer``)."""
     if isinstance(offer, PaymentRequirements):
-        return offer, _decimals(offer, defaults.assets)
+        server = registry.server(offer.scheme, offer.network) or _PLAIN
+        return offer, server.decimals(offer, defaults.assets)
     network = offer.network or (offer.asset.network if isinstance(offer.asset, Asset) else None) or defaults.network
     pay_to = offer.pay_to or defaults.pay_to
     if not network or not is_caip2(network):
@@ -97,31 +96,9 @@ def resolve_offer(offer: Offer | PaymentRequirements, defaults: Defaults,
         if request is None:
             raise ConfigError("a dynamic price needs the request")
         price = price(request)
-    money = not (isinstance(price, int) and not isinstance(price, bool))
     if isinstance(price, bool) or not isinstance(price, str | int | Decimal | float):
         raise ConfigError(f"price must be '$0.01', a Decimal or atomic int, got {type(price).__name__}")
-    asset = _asset_for(offer, network, defaults.assets, money)
-    if asset is None:  # an explicit token address with its domain in ``extra`` and an atomic price
-        name, version = offer.extra.get("name"), offer.extra.get("version")
-        if offer.scheme == "exact" and network.startswith("eip155:") and (
-                not isinstance(name, str) or not isinstance(version, str)):
-            raise ConfigError(f"token {offer.asset} on {network} needs its EIP-712 domain: give "
-                              "Offer(asset=Asset(...)) or extra={'name': ..., 'version': ...}")
-        asset = Asset(network, str(offer.asset), str(name or ""), str(version or ""))
-    amount = to_atomic(parse_money(price), asset.decimals) if money else int(price)
-    if amount < 0:
-        raise ConfigError(f"price {price!r} is negative")
-    extra: dict[str, Any] = {"name": asset.name, "version": asset.version} if offer.scheme == "exact" else {}
-    extra.update(offer.extra)
-    req = exact_evm_offer(asset, pay_to, amount=amount, max_timeout_seconds=offer.max_timeout_seconds)
-    req = PaymentRequirements(scheme=offer.scheme, network=network, amount=req.amount, asset=req.asset,
-                              pay_to=req.pay_to, max_timeout_seconds=req.max_timeout_seconds, extra=extra)
-    return req, asset.decimals
-
-
-def _decimals(req: PaymentRequirements, assets: AssetRegistry) -> int:
-    try:
-        a = assets.default_for(req.network)
-    except ConfigError:
-        return 6
-    return a.decimals if a.address.lower() == req.asset.lower() else 6
+    spec = OfferSpec(scheme=offer.scheme, network=network, pay_to=pay_to, price=price, asset=offer.asset,
+                     assets=defaults.assets, max_timeout_seconds=offer.max_timeout_seconds, extra=offer.extra)
+    found = registry.server(offer.scheme, network)
+    return found.offer(spec) if found is not None else _PLAIN.offer(spec)

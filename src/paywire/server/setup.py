@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from paywire.errors import ConfigError
+from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import FacilitatorClient, HttpFacilitatorClient
-from paywire.schemes.evm_exact.server import AssetRegistry
 from paywire.server.config import SellerConfig
 from paywire.server.core import PaidRoute, Seller
 from paywire.server.flow import PaymentFlow

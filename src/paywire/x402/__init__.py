@@ -38,8 +38,6 @@ if TYPE_CHECKING:
         select_requirements,
     )
     from paywire.x402.models import (
-        Eip3009Authorization,
-        ExactEvmPayload,
         FacilitatorRequest,
         PaymentPayload,
         PaymentPayloadV1,
@@ -79,7 +77,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
         "find_matching_requirements", "find_matching_v1", "json_equal", "requirements_match", "select_requirements",
     ),
     "paywire.x402.models": (
-        "Eip3009Authorization", "ExactEvmPayload", "FacilitatorRequest", "PaymentPayload", "PaymentPayloadV1",
+        "FacilitatorRequest", "PaymentPayload", "PaymentPayloadV1",
         "PaymentRequired", "PaymentRequiredV1", "PaymentRequirements", "PaymentRequirementsV1", "ResourceInfo",
         "SettleResponse", "SupportedKind", "SupportedResponse", "VerifyResponse", "parse_payment_payload",
         "requirements_v1_to_v2", "requirements_v2_to_v1",
@@ -100,8 +98,6 @@ __all__ = [
     "V1_NETWORKS",
     "X_PAYMENT",
     "X_PAYMENT_RESPONSE",
-    "Eip3009Authorization",
-    "ExactEvmPayload",
     "FacilitatorRequest",
     "PaymentPayload",
     "PaymentPayloadV1",

@@ -27,13 +27,13 @@ from paywire.client.protocols.base import (
     www_authenticate,
 )
 from paywire.errors import WireError
+from paywire.evm.assets import Asset
 from paywire.lightning.bolt11 import decode_bolt11
 from paywire.lightning.networks import lightning_network_id
 from paywire.mpp.challenge import Challenge as MppChallenge
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.methods.evm_charge import CONCAT, JSON_ARRAY
 from paywire.mpp.timefmt import parse_rfc3339
-from paywire.schemes.evm_exact.server import Asset
 from paywire.x402.models import PaymentRequirements
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ class X402Protocol(NoResign):
     async def credential(self, challenge: Challenge, option: Option, scheme: ClientScheme, *,
                          variant: str) -> PaymentAttempt:
         inner = await scheme.create_payload(option.requirements)
-        return build_payment(challenge, option, inner, new_payment_id())
+        return build_payment(challenge, option, inner, new_payment_id(), ledger=scheme.ledger_fields(inner))
 
     def receipt(self, headers: Mapping[str, str], option: Option) -> PaidReceipt:
         settlement = parse_settlement(headers)

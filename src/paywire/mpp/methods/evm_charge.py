@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from paywire.errors import WireError
+from paywire.evm.assets import Asset
 from paywire.evm.crypto import address_bytes, keccak256, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import EvmSigner
@@ -31,8 +32,8 @@ from paywire.mpp.problems import Problem
 from paywire.mpp.server import Accepted
 from paywire.mpp.timefmt import parse_rfc3339
 from paywire.schemes.evm_exact.facilitator import ExactEvmFacilitator
-from paywire.schemes.evm_exact.server import Asset
-from paywire.x402.models import Eip3009Authorization, ExactEvmPayload, PaymentPayload, PaymentRequirements
+from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
+from paywire.x402.models import PaymentPayload, PaymentRequirements
 
 METHOD: Final = "evm"
 INTENT: Final = "charge"

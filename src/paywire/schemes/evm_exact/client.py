@@ -10,7 +10,9 @@ from typing import Any
 from paywire.evm.crypto import address_bytes
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import EvmSigner
-from paywire.x402.models import Eip3009Authorization, ExactEvmPayload, PaymentRequirements
+from paywire.schemes.evm_exact.identity import ledger_fields
+from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
+from paywire.x402.models import PaymentRequirements
 from paywire.x402.networks import evm_chain_id
 
 VALID_AFTER_BACKDATE = 600  # seconds of clock-skew tolerance (digest App. A)
@@ -59,3 +61,7 @@ class ExactEvmClient:
         )
         signature = await self.signer.sign_digest(digest)
         return ExactEvmPayload(signature=signature, authorization=auth).to_wire()
+
+    def ledger_fields(self, payload: Mapping[str, Any]) -> tuple[str | None, int | None]:
+        """(nonce, validBefore) of an authorization this client signed."""
+        return ledger_fields(payload)

@@ -26,11 +26,11 @@ from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.settlement.engine import Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import (
-    ExactEvmPayload,
     PaymentPayload,
     PaymentRequirements,
     SettleResponse,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from paywire.errors import WireError
-from paywire.x402.models import ExactEvmPayload
+from paywire.schemes.evm_exact.payload import ExactEvmPayload
 
 
 def authorization_key(network: str, asset: str, payload: Mapping[str, Any]) -> str | None:
@@ -35,3 +35,14 @@ def payer_of(payload: Mapping[str, Any]) -> str | None:
         return ExactEvmPayload.from_wire(dict(payload)).authorization.from_
     except WireError:
         return None
+
+
+def ledger_fields(payload: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(``authorization.nonce``, ``authorization.validBefore``) as the buyer's ledger keeps them, each None
+    when missing or malformed."""
+    auth = payload.get("authorization")
+    if not isinstance(auth, Mapping):
+        return None, None
+    nonce, vb = auth.get("nonce"), auth.get("validBefore")
+    return (nonce if isinstance(nonce, str) else None,
+            int(vb) if isinstance(vb, str) and vb.isdigit() else None)

@@ -1,72 +1,49 @@
-"""Server side of ``exact`` on EVM: turn a price into an offer (``PaymentRequirements``)."""
+"""Server side of ``exact`` on EVM: turn a price into an EIP-3009 offer (``PaymentRequirements``), and say
+which authorization a payment for it spends."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
 
 from paywire.errors import ConfigError
+from paywire.evm.assets import KNOWN_ASSETS, Asset, AssetRegistry
+from paywire.money import amount_of, is_money, parse_money, to_atomic
+from paywire.schemes.evm_exact.identity import authorization_key_and_payer, payer_of
+from paywire.schemes.registry import OfferSpec
 from paywire.x402.models import PaymentRequirements
 
 
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """An EIP-3009 token on one network, with its EIP-712 domain."""
+class ExactEvmServer:
+    """``exact`` × ``eip155:*`` for the seller role."""
 
-    network: str
-    address: str
-    name: str
-    version: str
-    decimals: int = 6
-    symbol: str = "USDC"
+    scheme = "exact"
+    network_pattern = "eip155:*"
 
+    def offer(self, spec: OfferSpec) -> tuple[PaymentRequirements, int]:
+        asset = spec.assets.resolve(spec.network, spec.asset, money=is_money(spec.price), price=spec.price)
+        if asset is None:  # an explicit token address with its domain in ``extra`` and an atomic price
+            name, version = spec.extra.get("name"), spec.extra.get("version")
+            if not isinstance(name, str) or not isinstance(version, str):
+                raise ConfigError(f"token {spec.asset} on {spec.network} needs its EIP-712 domain: give "
+                                  "Offer(asset=Asset(...)) or extra={'name': ..., 'version': ...}")
+            asset = Asset(spec.network, str(spec.asset), name, version)
+        amount = amount_of(spec.price, asset.decimals)
+        extra: dict[str, Any] = {"name": asset.name, "version": asset.version}
+        extra.update(spec.extra)
+        req = PaymentRequirements(scheme=spec.scheme, network=spec.network, amount=amount, asset=asset.address,
+                                  pay_to=spec.pay_to, max_timeout_seconds=spec.max_timeout_seconds, extra=extra)
+        return req, asset.decimals
 
-# Known USDC deployments (digest §1.7). Local chains register their own token.
-KNOWN_ASSETS: tuple[Asset, ...] = (
-    Asset("eip155:8453", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USD Coin", "2"),
-    Asset("eip155:84532", "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", "2"),
-)
+    def decimals(self, requirements: PaymentRequirements, assets: AssetRegistry) -> int:
+        return assets.decimals_of(requirements.network, requirements.asset)
 
+    def claim(self, requirements: PaymentRequirements, payload: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        return authorization_key_and_payer(requirements.network, requirements.asset, payload)
 
-class AssetRegistry:
-    """Which token a money price (``"$0.01"``) means on each network."""
-
-    def __init__(self, assets: tuple[Asset, ...] = KNOWN_ASSETS) -> None:
-        self._by_network: dict[str, Asset] = {}
-        for a in assets:
-            self.register(a)
-
-    def register(self, asset: Asset) -> None:
-        self._by_network[asset.network] = asset
-
-    def default_for(self, network: str) -> Asset:
-        try:
-            return self._by_network[network]
-        except KeyError:
-            raise ConfigError(
-                f"no default stablecoin known on {network}: register one with AssetRegistry.register(Asset(...))"
-                " or give the asset explicitly"
-            ) from None
-
-
-def parse_money(price: str | int | float | Decimal) -> Decimal:
-    """``"$0.01"``, ``"0.01"``, ``0.01`` → Decimal dollars; raises ConfigError when not a price."""
-    text = str(price).strip().removeprefix("$").replace(",", "")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ConfigError(f"not a money price: {price!r} (write it like '$0.01')") from None
-    if not value.is_finite() or value < 0:
-        raise ConfigError(f"not a money price: {price!r}")
-    return value
-
-
-def to_atomic(dollars: Decimal, decimals: int) -> int:
-    """Dollars → atomic units; refuses prices finer than the token's precision."""
-    scaled = dollars.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise ConfigError(f"price {dollars} has more precision than the token's {decimals} decimals")
-    return int(scaled)
+    def payer(self, payload: Mapping[str, Any]) -> str | None:
+        return payer_of(payload)
 
 
 def exact_evm_offer(
@@ -90,3 +67,8 @@ def exact_evm_offer(
         max_timeout_seconds=max_timeout_seconds,
         extra={"name": asset.name, "version": asset.version},
     )
+
+
+# ``Asset``, ``AssetRegistry``, ``KNOWN_ASSETS`` live in ``paywire.evm.assets`` and the money helpers in
+# ``paywire.money``; they stay importable from here for code written before the move.
+__all__ = ["KNOWN_ASSETS", "Asset", "AssetRegistry", "ExactEvmServer", "exact_evm_offer", "parse_money", "to_atomic"]

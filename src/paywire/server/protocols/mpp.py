@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from paywire.evm.assets import Asset
 from paywire.lightning.base import LightningError
 from paywire.lightning.networks import BIP122, lightning_network_id
 from paywire.mpp import problems as P
@@ -31,7 +32,6 @@ from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.mpp.receipt import Receipt
 from paywire.mpp.server import Accepted, MppServer, Offer
 from paywire.schemes.evm_exact.identity import authorization_key
-from paywire.schemes.evm_exact.server import Asset
 from paywire.server.core import Headers, PaidRoute, Priced, Proceed, payment_hash
 from paywire.server.lightning_settle import LightningSettler
 from paywire.server.protocols.base import Challenges, Parsed, Reject, SellerContext
