@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.rail import EvmNetwork
 from paywire.chain.tx import TxSender
 from paywire.client.core import Payer
 from paywire.client.httpx_transport import PaymentTransport, receipt_of, settlement_of
@@ -24,9 +25,10 @@ from paywire.evm.signer import LocalSigner
 from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.facilitator.core import Facilitator
-from paywire.schemes.evm_exact import EvmNetwork, ExactEvmClient, ExactEvmFacilitator, exact_evm_offer
+from paywire.schemes.registry import default_registry
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
+from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
 
 CATALOGUE = (("/weather", "$0.01", "Current weather"), ("/joke", "$0.005", "A joke"),
@@ -53,7 +55,7 @@ def paid_api(net: Devnet, facilitator_url: str, store_url: str) -> PaymentMiddle
                              "at": int(time.time())})
 
     app = Starlette(routes=[Route(path, handler) for path, _, _ in CATALOGUE])
-    routes = [PaidRoute(path=p, description=d, offers=(exact_evm_offer(net.asset, net.payee.address, price=price),))
+    routes = [PaidRoute(path=p, description=d, offers=(Offer(price, pay_to=net.payee.address, asset=net.asset),))
               for p, price, d in CATALOGUE]
     return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url), store=store_url)
 
@@ -75,16 +77,15 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3) -> lis
     try:
         with out.status("starting embedded chain and deploying the token"):
             net = await setup_devnet(chain)
-        facilitator = Facilitator([ExactEvmFacilitator([
-            EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])
-        ])])
+        facilitator = Facilitator(default_registry.facilitators_for(
+            [EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])]))
         out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
         out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
         async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(
             paid_api(net, fac_url, f"sqlite:///{workdir}/seller.db")
         ) as api_url:
             out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
-            payer = Payer([ExactEvmClient(LocalSigner(net.payer.private_key))])
+            payer = Payer(default_registry.clients_for(LocalSigner(net.payer.private_key)))
             results: list[Purchase] = []
             async with httpx.AsyncClient(transport=PaymentTransport(payer), timeout=60) as agent:
                 for i in range(purchases):

@@ -25,8 +25,7 @@ from paywire.facilitator.core import Facilitator
 from paywire.facilitator.keepalive import KeepAliveTransport
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.facilitator.reconciler import Reconciler
-from paywire.schemes.base import FacilitatorScheme
-from paywire.schemes.evm_exact.facilitator import ExactEvmFacilitator
+from paywire.schemes.registry import FacilitatorScheme, default_registry
 from paywire.store import store_url
 from paywire.store.settlements import SettlementStore
 
@@ -80,11 +79,14 @@ def _evm_network(n: NetworkConfig, chain: RpcChain, config: FacilitatorConfig) -
 def build_schemes(
     config: FacilitatorConfig, networks: Sequence[EvmNetwork], store: SettlementStore
 ) -> list[FacilitatorScheme]:
-    """The scheme instances that verify and settle on ``networks`` (today: ``exact`` on EVM). The one place
-    that names a scheme: with a scheme registry this becomes a lookup of the factories registered for each
-    network."""
-    return [ExactEvmFacilitator(networks, store=store, receipt_timeout=config.receipt_timeout,
-                                stuck_after=config.stuck_after)]
+    """One facilitator side per registered (scheme, network pattern) that matches a configured network, built by
+    the scheme's own factory (``SchemeRegistry.register_facilitator``) over those networks' rails."""
+    out = default_registry.facilitators_for(networks, store=store, receipt_timeout=config.receipt_timeout,
+                                            stuck_after=config.stuck_after)
+    if not out:
+        raise ConfigError("no registered scheme settles on the configured networks "
+                          f"({', '.join(n.network for n in networks)})")
+    return out
 
 
 @dataclass(slots=True)

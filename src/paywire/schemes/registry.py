@@ -158,7 +158,8 @@ class AssetInfo(Protocol):
 ClientFactory = Callable[[Any], ClientScheme | None]
 """A signer or wallet → the client side for it, or None when this scheme cannot use that kind of signer."""
 FacilitatorFactory = Callable[..., FacilitatorScheme]
-"""Builds the facilitator side from the facilitator service's settings (keyword arguments of the scheme)."""
+"""Builds the facilitator side for the service: ``factory(rails, *, store, receipt_timeout, stuck_after)``, where
+``rails`` are the configured networks of the scheme's family (EVM: ``paywire.chain.rail.EvmNetwork``)."""
 
 
 def handles(plugin: ClientScheme | ServerScheme | FacilitatorScheme, scheme: str, network: str) -> bool:
@@ -299,10 +300,21 @@ class SchemeRegistry:
                 out.append(client)
         return out
 
-    def facilitator_kinds(self) -> list[tuple[str, str]]:
-        """(scheme, network pattern) of every registered facilitator side."""
+    def facilitators(self) -> list[tuple[str, str, FacilitatorFactory]]:
+        """(scheme, network pattern, factory) of every registered facilitator side, in registration order."""
         self._load()
-        return list(self._facilitators.entries)
+        return [(s, p, f) for (s, p), f in self._facilitators.entries.items()]
+
+    def facilitators_for(self, rails: Sequence[Any], **settings: Any) -> list[FacilitatorScheme]:
+        """The facilitator side of every registered scheme whose network pattern matches one of ``rails``
+        (objects with a ``network``: EVM's ``EvmNetwork``), each built over its matching rails with
+        ``settings`` (``store``, ``receipt_timeout``, ``stuck_after``)."""
+        out: list[FacilitatorScheme] = []
+        for _scheme, pattern, factory in self.facilitators():
+            mine = [r for r in rails if matches_pattern(r.network, pattern)]
+            if mine:
+                out.append(factory(mine, **settings))
+        return out
 
     def assets(self) -> tuple[AssetInfo, ...]:
         """Every known token of every network family."""

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 from paywire.settings import Settings, between, non_negative, option, positive
 
 if TYPE_CHECKING:
+    from paywire.evm.assets import AssetRegistry
     from paywire.facilitator.client import FacilitatorClient
     from paywire.lightning.base import LightningBackend
-    from paywire.schemes.evm_exact.server import AssetRegistry
     from paywire.store.payments import PaymentStore
 
 __all__ = ["SellerConfig", "SellerOptions"]

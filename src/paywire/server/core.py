@@ -247,12 +247,22 @@ def identity_and_payer(offer: PaymentRequirements,
     """(:func:`authorization_identity`, the payer when the payload names one), parsing the payload once.
 
     The scheme registered for the offer says which authorization the payload spends (``ServerScheme.claim``)."""
-    server = default_registry.server(offer.scheme, offer.network)
-    if server is not None:
-        found = server.claim(offer, payload.payload)
-        if found is not None:
-            return found
+    found = scheme_claim(offer, payload.payload)
+    if found is not None:
+        return found
     return f"{offer.scheme}:{offer.network}:sha256:{payment_hash(payload)}", None
+
+
+def scheme_claim(offer: PaymentRequirements, inner: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """(claim key, payer) as the offer's registered scheme reads them from the payload, or None."""
+    server = default_registry.server(offer.scheme, offer.network)
+    return server.claim(offer, inner) if server is not None else None
+
+
+def scheme_payer(offer: PaymentRequirements, inner: Mapping[str, Any]) -> str | None:
+    """Who signed the payload, as the offer's registered scheme reads it, or None."""
+    server = default_registry.server(offer.scheme, offer.network)
+    return server.payer(inner) if server is not None else None
 
 
 def payment_identifier(payload: PaymentPayload) -> tuple[str | None, str | None]:

@@ -35,8 +35,7 @@ from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
-from paywire.schemes.evm_exact.identity import payer_of
-from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply
+from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
 from paywire.server.protocols import seller_protocols
 from paywire.server.protocols.base import (
     NO_LIGHTNING,
@@ -370,7 +369,7 @@ class PaymentFlow:
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
             method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
-            decimals=p.decimals, payer=p.payer or payer_of(p.payload.payload), payload=_compact(p.payload.to_wire()),
+            decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
             requirements=_compact(p.requirements.to_wire()), protocol=p.protocol,
         )
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)

@@ -30,13 +30,14 @@ class SelfFacilitator:
             async with self._lock:
                 if self._client is None:
                     from paywire.chain import HttpTransport, RpcChain
+                    from paywire.chain.rail import EvmNetwork
                     from paywire.chain.tx import TxSender
-                    from paywire.schemes.evm_exact import EvmNetwork, ExactEvmFacilitator
+                    from paywire.schemes.registry import default_registry
 
                     chain = RpcChain(HttpTransport(self._rpc_url))
                     network = f"eip155:{await chain.chain_id()}"
-                    scheme = ExactEvmFacilitator([EvmNetwork(network, chain, [TxSender(chain, self._key)])])
-                    self._client = LocalFacilitatorClient(Facilitator([scheme]))
+                    rails = [EvmNetwork(network, chain, [TxSender(chain, self._key)])]
+                    self._client = LocalFacilitatorClient(Facilitator(default_registry.facilitators_for(rails)))
         return self._client
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:

@@ -104,11 +104,11 @@ class Wallet:
         return self.signer.address
 
     def schemes(self) -> Sequence[ClientScheme]:
-        """The payment schemes this wallet can sign (exact/EIP-3009 on any EVM network; Lightning invoices when
-        it has a Lightning backend)."""
-        from paywire.schemes.evm_exact import ExactEvmClient
+        """The payment schemes this wallet can sign (every registered scheme that takes its EVM signer;
+        Lightning invoices when it has a Lightning backend)."""
+        from paywire.schemes.registry import default_registry
 
-        schemes: list[ClientScheme] = [ExactEvmClient(self.signer)]
+        schemes: list[ClientScheme] = default_registry.clients_for(self.signer)
         if self.lightning is not None:
             from paywire.client.lightning import LightningPayer
 

@@ -31,8 +31,7 @@ from paywire.mpp.problems import Problem
 from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.mpp.receipt import Receipt
 from paywire.mpp.server import Accepted, MppServer, Offer
-from paywire.schemes.evm_exact.identity import authorization_key
-from paywire.server.core import Headers, PaidRoute, Priced, Proceed, payment_hash
+from paywire.server.core import Headers, PaidRoute, Priced, Proceed, payment_hash, scheme_claim
 from paywire.server.lightning_settle import LightningSettler
 from paywire.server.protocols.base import Challenges, Parsed, Reject, SellerContext
 from paywire.server.request import RequestInfo
@@ -123,7 +122,8 @@ def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer]
             return checked.with_challenge_id(ch.id)
         auth, asset = checked.data
         payload, req = to_x402(auth, asset)
-        key = authorization_key(req.network, req.asset, payload.payload) or checked.replay_key
+        claimed = scheme_claim(req, payload.payload)
+        key = claimed[0] if claimed is not None else checked.replay_key
         return MppPayment(ch.id, EVM, payload, req, key, checked.payer, asset.decimals)
     if ch.method == LIGHTNING:
         checked = LightningChargeMethod().verify(verdict, now)
