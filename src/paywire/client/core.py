@@ -10,7 +10,6 @@ import dataclasses
 import enum
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from paywire.errors import PaywireError, WireError
 from paywire.schemes.registry import NO_LEDGER_FIELDS, ClientScheme, LedgerFields, handles
 from paywire.spending import Receipt
 from paywire.x402.codec import (
+    PAYMENT_ID_RE,
     PAYMENT_IDENTIFIER,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -47,7 +47,6 @@ from paywire.x402.models import (
 if TYPE_CHECKING:
     from paywire.client.protocols.base import BuyerProtocol
 
-_PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -346,7 +345,7 @@ def new_payment_id() -> str:
 
 
 def is_valid_payment_id(value: str) -> bool:
-    return _PAYMENT_ID_RE.fullmatch(value) is not None
+    return PAYMENT_ID_RE.fullmatch(value) is not None
 
 
 def with_payment_id(extensions: Mapping[str, Any] | None, payment_id: str) -> Mapping[str, Any] | None:

@@ -10,9 +10,10 @@ from typing import Any, Final
 from paywire.errors import WireError
 from paywire.lightning.base import LightningBackend, LightningError
 from paywire.lightning.bolt11 import decode_bolt11
+from paywire.lightning.networks import LIGHTNING_SCHEME
 from paywire.x402.models import PaymentRequirements
 
-SCHEME: Final = "lightning"
+SCHEME: Final = LIGHTNING_SCHEME
 
 
 class LightningPayer:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
+LIGHTNING_SCHEME: Final = "lightning"
+"""The scheme name of a Lightning payment (an invoice and its preimage) in paywire's ledgers and options."""
+
 BIP122: Final = {
     "mainnet": "bip122:000000000019d6689c085ae165831e93",
     "testnet": "bip122:000000000933ea01ad0ee984209779ba",

@@ -21,6 +21,7 @@ from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
 from paywire.x402.codec import (
+    PAYMENT_ID_RE,
     PAYMENT_IDENTIFIER,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -46,7 +47,6 @@ from paywire.x402.networks import matches_pattern, to_caip2_or_none
 
 EXPOSED_HEADERS = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
 ALLOWED_REQUEST_HEADERS = "PAYMENT-SIGNATURE, X-PAYMENT, SIGN-IN-WITH-X, Content-Type, Authorization, Accept"
-_PID_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::path)?\}")
 SettleMode = Literal["after", "before"]
 Headers = tuple[tuple[str, str], ...]
@@ -274,7 +274,7 @@ def payment_identifier(payload: PaymentPayload) -> tuple[str | None, str | None]
     pid = info.get("id") if isinstance(info, Mapping) else None
     if pid is None:
         return None, None
-    if not isinstance(pid, str) or _PID_RE.fullmatch(pid) is None:
+    if not isinstance(pid, str) or PAYMENT_ID_RE.fullmatch(pid) is None:
         return None, "payment-identifier id must match ^[a-zA-Z0-9_-]{16,128}$"
     return pid, None
 

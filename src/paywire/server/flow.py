@@ -65,12 +65,12 @@ from paywire.x402.models import (
     SettleResponse,
     VerifyResponse,
 )
+from paywire.x402.reasons import INVALID_EXACT_EVM_NONCE_ALREADY_USED
 
 log = logging.getLogger("paywire.server")
 
 UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "unexpected_settle_error"})
 """Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
-ALREADY_USED = "invalid_exact_evm_nonce_already_used"
 TOO_LARGE = "response_too_large_to_replay"
 ABANDONED = "abandoned: the seller stopped while the handler ran; not settled"
 ABANDONED_MESSAGE = ("the seller stopped while handling this payment; it was not charged and will not run again: "
@@ -484,7 +484,7 @@ class PaymentFlow:
         if res.success:
             return "settled", res, ""
         reason = res.error_reason or "settlement_failed"
-        if reason in UNRESOLVED_REASONS or (reconciling and reason == ALREADY_USED):
+        if reason in UNRESOLVED_REASONS or (reconciling and reason == INVALID_EXACT_EVM_NONCE_ALREADY_USED):
             # on a retry, "already used" may be our own earlier settlement seen by a non-idempotent facilitator
             return "unresolved", res, reason
         return "failed", res, reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -41,6 +42,8 @@ X_PAYMENT: Final = "X-PAYMENT"
 X_PAYMENT_RESPONSE: Final = "X-PAYMENT-RESPONSE"
 """v1 server -> client header: base64 ``SettleResponse``."""
 PAYMENT_IDENTIFIER: Final = "payment-identifier"
+PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
+"""What a ``payment-identifier`` id must match (digest §9.2)."""
 """Extension key of the idempotency id (digest §9.2): ``extensions["payment-identifier"].info.id``."""
 
 MAX_HEADER_BYTES: Final = 16 * 1024

@@ -21,6 +21,7 @@ from paywire.client.protocols.base import (
 from paywire.errors import WireError
 from paywire.lightning.bolt11 import decode_bolt11
 from paywire.lightning.networks import lightning_network_id
+from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.x402.models import PaymentRequirements
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class L402Protocol(NoResign):
 
     def receipt(self, headers: Mapping[str, str], option: Option) -> PaidReceipt:
         """An MPP-style ``Payment-Receipt`` when the server sends one, else the invoice's payment hash."""
-        if headers.get("payment-receipt") or headers.get("Payment-Receipt"):
+        if headers.get(RECEIPT_HEADER.lower()) or headers.get(RECEIPT_HEADER):
             from paywire.client.protocols.mpp import receipt_reference
 
             return PaidReceipt(None, receipt_reference(headers))

@@ -33,6 +33,7 @@ from paywire.lightning.networks import lightning_network_id
 from paywire.mpp.challenge import Challenge as MppChallenge
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.methods.evm_charge import CONCAT, JSON_ARRAY
+from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.mpp.timefmt import parse_rfc3339
 from paywire.x402.models import PaymentRequirements
 
@@ -125,7 +126,7 @@ def accept_payment_value(evm: bool, lightning: bool) -> str | None:
 
 def receipt_reference(headers: Mapping[str, str]) -> str | None:
     """The ``Payment-Receipt``'s reference (tx hash, payment hash); None when absent or unreadable."""
-    raw = headers.get("payment-receipt") or headers.get("Payment-Receipt")
+    raw = headers.get(RECEIPT_HEADER.lower()) or headers.get(RECEIPT_HEADER)
     if not raw:
         return None
     from paywire.mpp.receipt import Receipt as MppReceipt

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from paywire.evm.assets import Asset
 from paywire.lightning.base import LightningError
-from paywire.lightning.networks import BIP122, lightning_network_id
+from paywire.lightning.networks import BIP122, LIGHTNING_SCHEME, lightning_network_id
 from paywire.mpp import problems as P
 from paywire.mpp.methods.evm_charge import METHOD as EVM
 from paywire.mpp.methods.evm_charge import EvmChargeMethod, chain_id_of, evm_charge_request, to_x402
@@ -43,7 +43,6 @@ log = logging.getLogger("paywire.server")
 
 NAME: Final = "mpp"
 MPP_METHODS: Final = (EVM, LIGHTNING)
-LIGHTNING_SCHEME: Final = "lightning"
 MPP_ID_PREFIX: Final = "mpp:"
 """``payment_id`` of an MPP row: ``mpp:<challenge id>`` (UNIQUE: one challenge, one payment)."""
 
