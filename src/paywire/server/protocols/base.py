@@ -114,6 +114,25 @@ class SellerProtocol(Protocol):
         """Who verifies and settles this protocol's pairs, when not the seller's facilitator."""
 
 
+class ProtocolDefaults:
+    """The optional hooks of :class:`SellerProtocol` with their usual answers; a protocol overrides what it needs."""
+
+    def needs_lightning(self, route: PaidRoute) -> bool:
+        return False
+
+    async def startup(self, db: Database) -> None:
+        return None
+
+    def failure_problem(self, reason: str) -> Problem | None:
+        return None
+
+    def used(self, p: Proceed) -> Reject | None:
+        return None
+
+    def facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any | None:
+        return None
+
+
 def error_of(reply: Reply) -> Any:
     """The ``error`` field of a JSON reply body (None if there is none)."""
     try:
@@ -172,6 +191,7 @@ __all__ = [
     "Admit",
     "Challenges",
     "Parsed",
+    "ProtocolDefaults",
     "Reject",
     "SellerContext",
     "SellerProtocol",

@@ -15,19 +15,19 @@ from typing import Any, Final
 from paywire.lightning.base import LightningError
 from paywire.mpp import problems as P
 from paywire.mpp.problems import Problem
-from paywire.server.core import Headers, PaidRoute, Priced, Proceed
-from paywire.server.protocols.base import Admit, Challenges, Parsed, Reject, SellerContext
+from paywire.server.core import Headers, PaidRoute, Priced
+from paywire.server.protocols.base import Admit, Challenges, Parsed, ProtocolDefaults, Reject, SellerContext
 from paywire.server.request import RequestInfo
 from paywire.store.db import Database
 from paywire.store.payments import NewPayment, PaymentRecord
-from paywire.x402.models import PaymentRequirements, PaymentRequirementsV1, SettleResponse
+from paywire.x402.models import SettleResponse
 
 log = logging.getLogger("paywire.server")
 
 NAME: Final = "l402"
 
 
-class L402:
+class L402(ProtocolDefaults):
     """L402 / LSAT tokens on the routes that set ``l402`` (:class:`SellerProtocol`)."""
 
     name = NAME
@@ -97,15 +97,6 @@ class L402:
     def receipt_headers(self, rec: PaymentRecord, res: SettleResponse,
                         app_headers: Sequence[tuple[str, str]]) -> Headers:
         return tuple(app_headers)  # a token pays before the request: its response is the app's
-
-    def failure_problem(self, reason: str) -> Problem | None:
-        return None
-
-    def used(self, p: Proceed) -> Reject | None:
-        return None
-
-    def facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any | None:
-        return None
 
 
 __all__ = ["L402", "NAME"]

@@ -33,9 +33,8 @@ from paywire.mpp.receipt import Receipt
 from paywire.mpp.server import Accepted, MppServer, Offer
 from paywire.server.core import Headers, PaidRoute, Priced, Proceed, payment_hash, scheme_claim
 from paywire.server.lightning_settle import LightningSettler
-from paywire.server.protocols.base import Challenges, Parsed, Reject, SellerContext
+from paywire.server.protocols.base import Challenges, Parsed, ProtocolDefaults, Reject, SellerContext
 from paywire.server.request import RequestInfo
-from paywire.store.db import Database
 from paywire.store.payments import PaymentRecord
 from paywire.x402.models import PaymentPayload, PaymentRequirements, PaymentRequirementsV1, SettleResponse
 
@@ -187,7 +186,7 @@ def receipt_headers(receipt: Receipt, app_headers: Sequence[tuple[str, str]]) ->
 # ------------------------------------------------------------------------------------------------ the protocol
 
 
-class Mpp:
+class Mpp(ProtocolDefaults):
     """MPP ``Payment`` credentials on the routes that set ``mpp=(...)`` (:class:`SellerProtocol`)."""
 
     name = NAME
@@ -203,9 +202,6 @@ class Mpp:
 
     def needs_lightning(self, route: PaidRoute) -> bool:
         return "lightning" in route.mpp
-
-    async def startup(self, db: Database) -> None:
-        return None
 
     async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:
         """An ``Authorization: Payment`` credential: core and method checks (sans-I/O), then the x402 pair."""

@@ -9,20 +9,18 @@ The wire rules (header codecs, matching, the 402 with ``PAYMENT-REQUIRED`` and i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-from paywire.mpp.problems import Problem
-from paywire.server.core import Headers, PaidRoute, Priced, Proceed
-from paywire.server.protocols.base import Challenges, Parsed, Reject, SellerContext
+from paywire.server.core import Headers, PaidRoute, Priced
+from paywire.server.protocols.base import Challenges, Parsed, ProtocolDefaults, SellerContext
 from paywire.server.request import RequestInfo
-from paywire.store.db import Database
 from paywire.store.payments import PaymentRecord
-from paywire.x402.models import PaymentRequirements, PaymentRequirementsV1, SettleResponse
+from paywire.x402.models import SettleResponse
 
 NAME: Final = "x402"
 
 
-class X402:
+class X402(ProtocolDefaults):
     """x402 v2 and v1 payments (:class:`SellerProtocol`); every route takes its header."""
 
     name = NAME
@@ -32,12 +30,6 @@ class X402:
 
     def takes(self, route: PaidRoute) -> bool:
         return True
-
-    def needs_lightning(self, route: PaidRoute) -> bool:
-        return False
-
-    async def startup(self, db: Database) -> None:
-        return None
 
     async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:
         if self.seller.x402_header(route, req) is None:
@@ -51,15 +43,6 @@ class X402:
                         app_headers: Sequence[tuple[str, str]]) -> Headers:
         """``PAYMENT-RESPONSE`` (v2) / ``X-PAYMENT-RESPONSE`` (v1) with ``private`` caching."""
         return self.seller.paid_headers(res, rec.x402_version == 1, app_headers)
-
-    def failure_problem(self, reason: str) -> Problem | None:
-        return None
-
-    def used(self, p: Proceed) -> Reject | None:
-        return None
-
-    def facilitator_for(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any | None:
-        return None
 
 
 __all__ = ["NAME", "X402"]
