@@ -110,7 +110,7 @@ def _transport(url: str, timeout: float, connections: int | None) -> Transport:
         host = urlsplit(url).hostname or ""
         connections = 4 if host in ("127.0.0.1", "localhost", "::1") else 32
     if url.startswith("http://"):
-        from paywire.facilitator.keepalive import KeepAliveTransport
+        from paywire.chain.keepalive import KeepAliveTransport
 
         return KeepAliveTransport(url, timeout=timeout, max_connections=connections)
     from paywire.chain.rpc import HttpTransport
