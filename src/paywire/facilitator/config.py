@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from paywire.errors import ConfigError
+from paywire.families import default_families
 from paywire.settings import (
     Settings,
     at_least,
@@ -56,12 +57,12 @@ from paywire.settings import (
 
 __all__ = ["FacilitatorConfig", "NetworkConfig", "load_config", "parse_network_spec"]
 
-LOCAL_CHAINS = ("embedded", "anvil")
-
 
 @dataclass(slots=True)
 class NetworkConfig:
-    """One CAIP-2 network: where its RPC is and which keys pay gas there."""
+    """One CAIP-2 network: where its RPC is and which keys pay gas there. Its family (``paywire.families``, by
+    the CAIP-2 namespace) checks it and opens it; ``max_fee_gwei``, ``gas_limit`` and ``rpc_connections`` are
+    read by the families that have them (EVM)."""
 
     network: str
     rpc: str
@@ -72,16 +73,10 @@ class NetworkConfig:
     rpc_connections: int | None = None
 
     def validate(self) -> None:
-        if not self.network.startswith("eip155:") or not self.network[7:].isdigit():
-            raise ConfigError(f"network {self.network!r}: only eip155:<chain id> networks are supported")
-        if self.rpc not in LOCAL_CHAINS and not self.rpc.startswith(("http://", "https://")):
-            raise ConfigError(f"network {self.network}: rpc must be an http(s) URL, 'embedded' or 'anvil'")
+        """Its family checks the name and settings (a network of no registered family is refused)."""
+        default_families.for_network(self.network).validate(self)
         if self.confirmations is not None and self.confirmations < 1:
             raise ConfigError(f"network {self.network}: confirmations must be at least 1")
-
-    @property
-    def chain_id(self) -> int:
-        return int(self.network.split(":", 1)[1])
 
 
 @dataclass(slots=True)
@@ -114,7 +109,7 @@ class FacilitatorConfig(Settings):
             if n.network in seen:
                 raise ConfigError(f"network {n.network} is configured twice")
             seen.add(n.network)
-            if not n.keys and n.rpc not in LOCAL_CHAINS:
+            if not n.keys and default_families.for_network(n.network).needs_keys(n):
                 raise ConfigError(f"network {n.network}: no signer keys (keys = [...] or PAYWIRE_FACILITATOR_KEYS)")
 
     @classmethod

@@ -1,5 +1,6 @@
-"""The ``paywire facilitator`` service: chains and keys from a ``FacilitatorConfig``, a durable settlement
-store, the ``Facilitator``, the background reconciler and the HTTP app — started and stopped together."""
+"""The ``paywire facilitator`` service: networks from a ``FacilitatorConfig`` (each opened by its family,
+``paywire.families``), a durable settlement store, the ``Facilitator``, the background reconciler and the HTTP
+app — started and stopped together."""
 
 from __future__ import annotations
 
@@ -8,79 +9,31 @@ import contextlib
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from paywire.chain import Anvil, EmbeddedChain, HttpTransport, JsonRpcServer, RpcChain, Transport
-from paywire.chain.devkeys import dev_keys
-from paywire.chain.rail import EvmNetwork
-from paywire.chain.tx import TxSender
 from paywire.errors import ConfigError
 from paywire.facilitator.app import create_app
 from paywire.facilitator.config import FacilitatorConfig, NetworkConfig
 from paywire.facilitator.core import Facilitator
-from paywire.facilitator.keepalive import KeepAliveTransport
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.facilitator.reconciler import Reconciler
+from paywire.families import Closer, NetworkRail, default_families
 from paywire.schemes.registry import FacilitatorScheme, default_registry
 from paywire.store import store_url
 from paywire.store.settlements import SettlementStore
 
 __all__ = ["FacilitatorService"]
 
-Closer = Callable[[], Awaitable[None]]
-
-
-async def _open_chain(n: NetworkConfig, rpc_timeout: float) -> tuple[RpcChain, str, list[Closer]]:
-    """The chain for one network, its JSON-RPC URL, and what to run on shutdown."""
-    if n.rpc == "embedded":
-        node = EmbeddedChain(chain_id=n.chain_id)
-        server = JsonRpcServer(node)
-        url = server.start()
-
-        async def stop_server() -> None:
-            server.stop()
-
-        chain = RpcChain(node)
-        return chain, url, [stop_server, chain.aclose]
-    if n.rpc == "anvil":
-        anvil = Anvil(chain_id=n.chain_id)
-        await anvil.start()
-        chain = RpcChain(_transport(anvil.url, rpc_timeout, n.rpc_connections))
-        return chain, anvil.url, [chain.aclose, anvil.stop]
-    chain = RpcChain(_transport(n.rpc, rpc_timeout, n.rpc_connections))
-    return chain, n.rpc, [chain.aclose]
-
-
-def _transport(url: str, timeout: float, connections: int | None) -> Transport:
-    """Plain-HTTP nodes get the lean keep-alive transport; HTTPS goes through httpx.
-
-    Connections: a node on this machine (anvil, a local geth) is fastest with few concurrent requests —
-    they contend for its state lock — while a remote provider needs many to hide its latency."""
-    if connections is None:
-        host = urlsplit(url).hostname or ""
-        connections = 4 if host in ("127.0.0.1", "localhost", "::1") else 32
-    if url.startswith("http://"):
-        return KeepAliveTransport(url, timeout=timeout, max_connections=connections)
-    return HttpTransport(url, timeout=timeout)
-
-
-def _evm_network(n: NetworkConfig, chain: RpcChain, config: FacilitatorConfig) -> EvmNetwork:
-    """The rail configuration of one network: its chain and the keys that pay gas."""
-    keys: list[bytes | str] = list(n.keys) or ([dev_keys(2)[1]] if n.rpc in ("embedded", "anvil") else [])
-    cap = int(n.max_fee_gwei * 10**9) if n.max_fee_gwei is not None else None
-    senders = [TxSender(chain, k, max_fee_cap=cap) for k in keys]
-    return EvmNetwork(n.network, chain, senders, confirmations=config.confirmations_for(n), gas_limit=n.gas_limit)
-
 
 def build_schemes(
-    config: FacilitatorConfig, networks: Sequence[EvmNetwork], store: SettlementStore
+    config: FacilitatorConfig, networks: Sequence[NetworkRail], store: SettlementStore
 ) -> list[FacilitatorScheme]:
     """One facilitator side per registered (scheme, network pattern) that matches a configured network, built by
-    the scheme's own factory (``SchemeRegistry.register_facilitator``) over those networks' rails."""
+    the scheme's own factory (``SchemeRegistry.register_facilitator``) over those networks' rails (each opened by
+    its family, ``paywire.families``)."""
     out = default_registry.facilitators_for(networks, store=store, receipt_timeout=config.receipt_timeout,
                                             stuck_after=config.stuck_after)
     if not out:
@@ -114,22 +67,17 @@ class FacilitatorService:
                 url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='paywire-devnet-')) / 'facilitator.db'}"
             store = await SettlementStore.open(store_url(url), instance_id=config.instance_id)
             closers.append(store.aclose)
-            nets: list[EvmNetwork] = []
+            rails: list[NetworkRail] = []
             rpc_urls: dict[str, str] = {}
             devnet = None
-            for n in config.networks:
-                chain, rpc_url, stop = await _open_chain(n, config.rpc_timeout)
-                closers[:0] = stop
-                actual = await chain.chain_id()
-                if actual != n.chain_id:
-                    raise ConfigError(f"network {n.network}: the RPC at {rpc_url} is chain {actual}")
-                rpc_urls[n.network] = rpc_url
-                if config.devnet and devnet is None:
-                    from paywire.devnet import setup_devnet
-
-                    devnet = await setup_devnet(chain, rpc_url=rpc_url)
-                nets.append(_evm_network(n, chain, config))
-            facilitator = Facilitator(build_schemes(config, nets, store), store=store)
+            for n in config.networks:  # each network's family opens it and builds its rail
+                opened = await default_families.for_network(n.network).open(n, config)
+                closers[:0] = opened.closers
+                rpc_urls[n.network] = opened.rpc_url
+                if config.devnet and devnet is None and opened.devnet is not None:
+                    devnet = await opened.devnet()
+                rails.append(opened.rail)
+            facilitator = Facilitator(build_schemes(config, rails, store), store=store)
             metrics = facilitator_metrics()
             reconciler = Reconciler(facilitator, interval=config.reconcile_interval, metrics=metrics)
             return cls(config, facilitator, store, metrics, reconciler, rpc_urls, devnet, closers)

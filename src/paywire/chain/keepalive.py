@@ -1,0 +1,64 @@
+"""JSON-RPC over the shared keep-alive HTTP/1.1 client (``paywire.transport.keepalive``), for the facilitator.
+
+A settlement or verification is a handful of small JSON-RPC calls; with a general-purpose HTTP client the
+client's own bookkeeping costs more CPU than the node's answer (~2.5 ms vs ~0.2 ms per call on anvil). Same
+error model as ``HttpTransport``: ``ChainRevert`` / ``RpcError`` for JSON-RPC errors, ``ChainError`` when
+there is no usable answer (timeout, garbage, refused). Plain ``http://`` only; use ``HttpTransport`` for
+``https://``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from paywire.chain.rpc import unwrap_response
+from paywire.errors import ChainError
+from paywire.transport.keepalive import HttpError, HttpTimeout, KeepAliveClient
+
+__all__ = ["KeepAliveTransport"]
+
+
+class KeepAliveTransport:
+    """JSON-RPC 2.0 over plain HTTP/1.1 with a per-event-loop pool of up to ``max_connections`` connections.
+
+    ``timeout`` bounds each call (connect + send + answer); a call that times out closes its connection.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0, *, max_connections: int = 32) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"KeepAliveTransport needs an http:// URL, got {url!r}")
+        self.url = url
+        self.timeout = timeout
+        self.http = KeepAliveClient(url, timeout=timeout, max_connections=max_connections,
+                                    max_idle=max_connections, max_body=64 * 1024 * 1024)
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"KeepAliveTransport({self.url!r})"
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        if self._closed:
+            raise ChainError(f"transport to {self.url} is closed")
+        request_id = next(self._ids)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)},
+                          separators=(",", ":")).encode()
+        try:
+            status, data = await self.http.send("POST", "", body)
+        except HttpTimeout as exc:
+            raise ChainError(f"{method}: no answer from {self.url} within {self.timeout}s") from exc
+        except HttpError as exc:
+            raise ChainError(f"{method}: {self.url} unreachable or broken answer: {exc}") from exc
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise ChainError(f"{method}: {self.url} answered HTTP {status} with non-JSON: {data[:120]!r}") from exc
+        return unwrap_response(method, obj, request_id, status)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.http.aclose()
