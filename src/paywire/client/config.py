@@ -56,7 +56,8 @@ class BuyerConfig(Settings):
     """The MPP EIP-3009 nonce derivation tried first."""
     send_accept_payment: bool = True
     protocols: tuple[BuyerProtocol, ...] | None = option(None, env=False, toml=False)
-    """The payment protocols spoken (None: the built-in ones; ``policy.protocols`` chooses among them)."""
+    """The payment protocols spoken (None: the registered ones, :func:`paywire.client.protocols.registered`;
+    ``policy.protocols`` chooses among them)."""
     timeout: float = option(30.0, check=positive, duration=True)
     """HTTP timeout of the clients ``x402_client`` / ``x402_sync_client`` make (unless given to them)."""
 

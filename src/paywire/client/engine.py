@@ -46,7 +46,7 @@ from paywire.client.core import (
     scheme_for,
 )
 from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
-from paywire.client.protocols import builtin_protocols
+from paywire.client.protocols import registered
 from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
@@ -228,8 +228,8 @@ class Buyer:
     and the known USDC); ``nonce_variant`` is the EIP-3009 nonce derivation tried first (``"concat"``, the
     spec and mppx; ``"json"``, pympp) — on a "challenge hash mismatch" the other one is tried once and
     remembered for that host. Paid L402 tokens are reused for the same host until the server refuses them.
-    ``protocols``: the payment protocols spoken (default: the built-in x402, MPP and L402; ``policy.protocols``
-    chooses among them).
+    ``protocols``: the payment protocols spoken (default: the registered ones — the built-in x402, MPP and L402
+    plus any added with :func:`paywire.client.protocols.register`; ``policy.protocols`` chooses among them).
 
     The options come as a :class:`~paywire.client.config.BuyerConfig` (``config=``) and/or as keywords
     (:class:`~paywire.client.config.BuyerOptions`), which win; each is checked, and an unknown name raises
@@ -254,7 +254,7 @@ class Buyer:
             self.schemes.append(LightningPayer(self.lightning))
         known = default_registry.assets()
         self._assets = {(a.network, a.address.lower()): a for a in (*known, *self.policy.assets, *c.assets)}
-        self.protocols: tuple[BuyerProtocol, ...] = c.protocols if c.protocols is not None else builtin_protocols()
+        self.protocols: tuple[BuyerProtocol, ...] = c.protocols if c.protocols is not None else registered()
         self._by_name = {p.name: p for p in self.protocols}
         self.nonce_variant: str = c.nonce_variant
         self._variants: dict[str, str] = {}  # host → the signing variant its server accepted (MPP nonce)
