@@ -1,13 +1,28 @@
 """The buyer's protocols are peers behind one interface: each is a module with a ``PROTOCOL``, listed once in
-``BUILTIN``, and the challenge reader merges whatever the registered protocols read from a 402."""
+``BUILTIN``, and the challenge reader merges whatever the registered protocols read from a 402. A protocol
+defined outside the package is added with ``protocols.register`` and is then paid like a built-in one."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from paywire.client import protocols
+import httpx
+import pytest
+
+from paywire.client import (
+    Buyer,
+    PaymentError,
+    PaymentRefused,
+    PaymentTransport,
+    Policy,
+    protocols,
+    receipt_of,
+)
 from paywire.client.core import Challenge, Option, PaymentAttempt, read_any_challenge
 from paywire.client.protocols.base import NoResign, PaidReceipt, WalletAbilities
+from paywire.errors import ConfigError
+from paywire.serving import serve_asgi
 from paywire.x402.codec import encode_header
 from paywire.x402.models import PaymentRequirements
 
@@ -81,3 +96,121 @@ def test_the_old_module_names_still_import() -> None:
 
     assert HASH_MISMATCH == "challenge hash mismatch"
     assert protocols.PROTOCOLS == ("x402", "mpp", "l402")
+
+
+# ------------------------------------------------------------------------------------------------ registered
+
+
+class ToyScheme:
+    """The wallet side of the toy protocol: "signs" by echoing the server's nonce with the amount."""
+
+    scheme = "toy"
+    network_pattern = "toy:*"
+
+    def __init__(self) -> None:
+        self.signed: list[int] = []
+
+    def can_pay(self, requirements: PaymentRequirements) -> bool:
+        return requirements.asset == "sat"
+
+    async def create_payload(self, requirements: PaymentRequirements) -> Mapping[str, Any]:
+        self.signed.append(requirements.amount)
+        return {"paid": f"{requirements.amount}:{requirements.extra['nonce']}"}
+
+    def ledger_fields(self, payload: Mapping[str, Any]) -> tuple[str | None, int | None]:
+        return None, None
+
+
+class PayingToy(ToyProtocol):
+    """The toy protocol with a credential the wallet's scheme makes (``Toy-Nonce`` names the 402)."""
+
+    name = "toy-pay"
+
+    def read(self, headers: Mapping[str, str], body: bytes, assets: object) -> Challenge | None:
+        price = headers.get("toy-price")
+        if price is None:
+            return None
+        r = PaymentRequirements(scheme="toy", network="toy:1", amount=int(price), asset="sat", pay_to="toy-shop",
+                                max_timeout_seconds=60, extra={"nonce": headers.get("toy-nonce", "")})
+        return Challenge(0, (Option(0, r, None, self.name),), None, www_authenticate="Toy")
+
+    async def credential(self, challenge: Challenge, option: Option, scheme: Any, *,
+                         variant: str) -> PaymentAttempt:
+        payload = await scheme.create_payload(option.requirements)
+        return PaymentAttempt("Toy-Paid", payload["paid"], option.requirements, 0, payment_id=payload["paid"])
+
+
+@pytest.fixture
+def toy() -> Iterator[PayingToy]:
+    proto = protocols.register(PayingToy())
+    try:
+        yield proto
+    finally:
+        protocols.unregister(proto.name)
+
+
+def toy_shop(seen: list[str | None]) -> Any:
+    """A real HTTP server's app: 402 with ``Toy-Price: 7`` until the request carries ``Toy-Paid: 7:n-1``."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        seen.append(headers.get("toy-paid"))
+        if headers.get("toy-paid") == "7:n-1":
+            status, extra, body = 200, [(b"toy-receipt", b"ref-42")], b"the goods"
+        else:
+            status, extra, body = 402, [(b"toy-price", b"7"), (b"toy-nonce", b"n-1")], b"pay me"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def test_a_registered_protocol_is_allowed_by_the_policy_and_paid_end_to_end(toy: PayingToy) -> None:
+    assert protocols.protocol_names() == ("x402", "mpp", "l402", "toy-pay")
+    assert [p.name for p in protocols.registered()] == ["x402", "mpp", "l402", "toy-pay"]
+    policy = Policy(protocols=("x402", "toy-pay"))
+    scheme = ToyScheme()
+    buyer = Buyer([scheme], policy, account="0x" + "11" * 20)
+    assert [p.name for p in buyer.protocols] == ["x402", "mpp", "l402", "toy-pay"]
+    seen: list[str | None] = []
+    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer)) as c:
+        r = await c.get(url + "/goods")
+    assert (r.status_code, r.text) == (200, "the goods")
+    assert seen == [None, "7:n-1"] and scheme.signed == [7]
+    receipt = receipt_of(r)
+    assert receipt is not None
+    assert (receipt.outcome, receipt.protocol, receipt.amount, receipt.pay_to, receipt.tx) == (
+        "paid", "toy-pay", 7, "toy-shop", "ref-42")
+
+
+async def test_a_registered_protocol_the_policy_leaves_out_is_not_paid(toy: PayingToy) -> None:
+    """The default policy (x402, MPP, L402) does not read the toy challenge at all: nothing is signed or sent."""
+    seen: list[str | None] = []
+    scheme = ToyScheme()
+    buyer = Buyer([scheme], Policy(), account="0x" + "11" * 20)
+    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer)) as c:
+        with pytest.raises(PaymentError) as ei:
+            await c.get(url + "/goods")
+    assert not isinstance(ei.value, PaymentRefused) or ei.value.rule == "protocols"
+    assert seen == [None] and scheme.signed == []
+
+
+def test_policy_names_must_be_builtin_or_registered() -> None:
+    with pytest.raises(ConfigError, match=r"Policy\(protocols=...\): unknown \['x420'\] \(use x402, mpp, l402\)$"):
+        Policy(protocols=("x420",))
+    with pytest.raises(ConfigError, match=r"unknown \['toy-pay'\]"):
+        Policy(protocols=("toy-pay",))
+    proto = protocols.register(PayingToy())
+    try:
+        assert Policy(protocols=("toy-pay",)).protocols == ("toy-pay",)
+        with pytest.raises(ConfigError, match=r"use x402, mpp, l402, toy-pay"):
+            Policy(protocols=("x420",))
+        with pytest.raises(ConfigError, match="already registered"):
+            protocols.register(PayingToy())
+        assert protocols.register(proto) is proto  # the same object again is fine
+    finally:
+        protocols.unregister("toy-pay")
+    with pytest.raises(ConfigError, match="built in"):
+        protocols.register(type("FakeMpp", (ToyProtocol,), {"name": "mpp"})())
+    assert protocols.protocol_names() == protocols.BUILTIN

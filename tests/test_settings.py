@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from paywire.client import BuyerConfig, x402_client
+from paywire.client import Buyer, BuyerConfig, PaymentTransport, Policy, SyncPaymentTransport, x402_client
+from paywire.client.config import BuyerOptions
 from paywire.errors import ConfigError
 from paywire.facilitator.config import FacilitatorConfig, NetworkConfig, load_config
 from paywire.server.asgi import PaymentMiddleware
@@ -331,6 +332,65 @@ async def test_client_factories_take_a_buyer_config(tmp_path: Path):
     async with x402_client([], config=cfg, max_retries=1, store=None, timeout=3) as client:
         buyer = client._transport.buyer  # type: ignore[attr-defined]
         assert (buyer.max_retries, buyer._store, client.timeout.read) == (1, None, 3.0), "keywords win"
+
+
+def test_buyer_options_keywords_match_the_config():
+    keywords = set(typing.get_type_hints(BuyerOptions, localns={"Approver": Any, "Asset": Any,
+                                                                "BuyerProtocol": Any}))
+    assert keywords == set(BuyerConfig.options()) - {"timeout"}
+
+
+def test_buyer_and_its_adapters_take_a_config_and_keywords():
+    """``Buyer``, the httpx transports and the requests adapter: ``config=`` plus keywords, which win; the
+    defaults are those of a bare ``Buyer``."""
+    import requests
+
+    from paywire.client.requests_adapter import PaymentAdapter, x402_session
+
+    plain = Buyer([])
+    assert (plain.max_retries, plain.retry_delay, plain.nonce_variant, plain._store, plain.approve,
+            plain.send_accept_payment, plain._reconcile_every, [p.name for p in plain.protocols]) == (
+        2, 0.2, "concat", None, None, True, 30.0, ["x402", "mpp", "l402"])
+    cfg = BuyerConfig(max_retries=5, retry_delay=1, nonce_variant="json", account=PAY_TO, timeout=9)
+    policy = Policy(max_per_payment="$1")
+    made = [
+        Buyer([], policy, config=cfg, max_retries=1),
+        PaymentTransport([], policy=policy, config=cfg, max_retries=1).buyer,
+        SyncPaymentTransport([], policy=policy, config=cfg, max_retries=1).buyer,
+        PaymentAdapter([], policy=policy, config=cfg, max_retries=1).buyer,
+        x402_session([], policy, config=cfg, max_retries=1).get_adapter("http://x").buyer,  # type: ignore[attr-defined]
+    ]
+    for b in made:
+        assert (b.max_retries, b.retry_delay, b.nonce_variant, b.account, b.policy) == (1, 1.0, "json", PAY_TO,
+                                                                                       policy), "keywords win"
+    assert cfg.buyer([], policy).max_retries == 5
+    assert PaymentTransport([]).close_buyer and not PaymentTransport(plain).close_buyer
+    assert isinstance(x402_session(plain), requests.Session)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Buyer([], max_retry=3), r"Buyer\(\): unknown buyer option max_retry \(did you mean max_retries\?\)"),
+    (lambda: Buyer([], timeout=3), r"unknown buyer option timeout \(timeout is the HTTP client's"),
+    (lambda: PaymentTransport([], stor="x"), r"PaymentTransport\(\): unknown buyer option stor \(did you mean store"),
+    (lambda: SyncPaymentTransport([], nonce="json"), r"SyncPaymentTransport\(\): unknown buyer option nonce"),
+    (lambda: Buyer([], nonce_variant="hex"), "buyer option nonce_variant: must be one of 'concat', 'json'"),
+    (lambda: Buyer([], retry_delay=-1), "buyer option retry_delay: must be >= 0, got -1"),
+])
+def test_buyer_options_are_checked(make, message):
+    with pytest.raises(ConfigError, match=message) as ei:
+        make()
+    if "unknown" in message:
+        assert isinstance(ei.value, UnknownOption) and isinstance(ei.value, TypeError)
+
+
+def test_a_ready_buyer_takes_no_more_options():
+    from paywire.client.requests_adapter import PaymentAdapter, x402_session
+
+    b = Buyer([])
+    for make in (lambda: PaymentTransport(b, store="sqlite:///x.db"), lambda: SyncPaymentTransport(b, policy=Policy()),
+                 lambda: PaymentAdapter(b, config=BuyerConfig()), lambda: x402_session(b, Policy())):
+        with pytest.raises(ConfigError, match="got a ready Buyer and"):
+            make()
 
 
 def test_durations():

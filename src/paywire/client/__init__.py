@@ -77,7 +77,7 @@ def _make_buyer(wallet: Any, policy: Policy | None, config: BuyerConfig, store: 
         return wallet, False
     if store is ...:
         store = default_store() if config.store is None else config.store
-    return Buyer(wallet, policy, **config.buyer_kwargs(store=store)), True
+    return Buyer(wallet, policy, config=config, store=store), True
 
 
 def x402_client(wallet: Any, policy: Policy | None = None, *, config: BuyerConfig | None = None,

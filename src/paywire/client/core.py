@@ -176,14 +176,15 @@ def read_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
 def read_any_challenge(headers: Mapping[str, str], body: bytes, *, assets: Callable[[str, str], Any],
                        protocols: Sequence[str] | None = None,
                        registry: Sequence[BuyerProtocol] | None = None) -> Challenge:
-    """Every payable option of a 402 as one :class:`Challenge`: each protocol of ``registry`` (the built-in
-    ones: x402, then MPP ``WWW-Authenticate: Payment``, then L402) named in ``protocols`` (None: all) adds its
+    """Every payable option of a 402 as one :class:`Challenge`: each protocol of ``registry`` (default: the
+    registered ones: x402, then MPP ``WWW-Authenticate: Payment``, then L402, then any added with
+    ``paywire.client.protocols.register``) named in ``protocols`` (None: all) adds its
     options, in that order; the first protocol's challenge carries the rest. ``WireError`` when the 402 offers
     nothing this client reads."""
     if registry is None:
-        from paywire.client.protocols import builtin_protocols
+        from paywire.client.protocols import registered
 
-        registry = builtin_protocols()
+        registry = registered()
     error: WireError | None = None
     merged: Challenge | None = None
     for proto in registry:

@@ -17,9 +17,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, Unpack
 from urllib.parse import urlsplit
 
+from paywire.client.config import BuyerConfig, BuyerOptions, buyer_config
 from paywire.client.core import (
     Candidate,
     Challenge,
@@ -45,7 +46,7 @@ from paywire.client.core import (
     scheme_for,
 )
 from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
-from paywire.client.protocols import builtin_protocols
+from paywire.client.protocols import registered
 from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
@@ -227,40 +228,43 @@ class Buyer:
     and the known USDC); ``nonce_variant`` is the EIP-3009 nonce derivation tried first (``"concat"``, the
     spec and mppx; ``"json"``, pympp) — on a "challenge hash mismatch" the other one is tried once and
     remembered for that host. Paid L402 tokens are reused for the same host until the server refuses them.
-    ``protocols``: the payment protocols spoken (default: the built-in x402, MPP and L402; ``policy.protocols``
-    chooses among them).
+    ``protocols``: the payment protocols spoken (default: the registered ones — the built-in x402, MPP and L402
+    plus any added with :func:`paywire.client.protocols.register`; ``policy.protocols`` chooses among them).
+
+    The options come as a :class:`~paywire.client.config.BuyerConfig` (``config=``) and/or as keywords
+    (:class:`~paywire.client.config.BuyerOptions`), which win; each is checked, and an unknown name raises
+    :class:`~paywire.settings.UnknownOption` (a ``TypeError`` and ``ConfigError``) naming it.
     """
 
-    def __init__(self, wallet: WalletLike, policy: Policy | None = None, *, store: Any = None,
-                 approve: Approver | None = None, max_retries: int = 2, retry_delay: float = 0.2,
-                 account: str | None = None, reconcile_every: float = 30.0, lightning: Any = None,
-                 assets: Sequence[Any] = (), nonce_variant: str = "concat",
-                 send_accept_payment: bool = True, protocols: Sequence[BuyerProtocol] | None = None) -> None:
+    def __init__(self, wallet: WalletLike, policy: Policy | None = None, *, config: BuyerConfig | None = None,
+                 **options: Unpack[BuyerOptions]) -> None:
+        c = buyer_config(config, options)
+        self.config = c
         self.policy = policy or Policy()
-        self.approve = approve
-        self.max_retries = max_retries
-        self.retry_delay = retry_delay
+        self.approve = c.approve
+        self.max_retries = c.max_retries
+        self.retry_delay = c.retry_delay
         self.wallet = wallet if hasattr(wallet, "schemes") and callable(wallet.schemes) else None
         self.schemes = _schemes_of(wallet)
-        self.account = account or _account_of(wallet, self.schemes)
-        self.lightning = lightning if lightning is not None else getattr(wallet, "lightning", None)
+        self.account = c.account or _account_of(wallet, self.schemes)
+        self.lightning = c.lightning if c.lightning is not None else getattr(wallet, "lightning", None)
         if self.lightning is not None and not any(getattr(s, "scheme", "") == "lightning" for s in self.schemes):
             from paywire.client.lightning import LightningPayer
 
             self.schemes.append(LightningPayer(self.lightning))
         known = default_registry.assets()
-        self._assets = {(a.network, a.address.lower()): a for a in (*known, *self.policy.assets, *assets)}
-        self.protocols: tuple[BuyerProtocol, ...] = tuple(protocols) if protocols is not None else builtin_protocols()
+        self._assets = {(a.network, a.address.lower()): a for a in (*known, *self.policy.assets, *c.assets)}
+        self.protocols: tuple[BuyerProtocol, ...] = c.protocols if c.protocols is not None else registered()
         self._by_name = {p.name: p for p in self.protocols}
-        self.nonce_variant = nonce_variant
+        self.nonce_variant: str = c.nonce_variant
         self._variants: dict[str, str] = {}  # host → the signing variant its server accepted (MPP nonce)
         # reusable credentials (L402 tokens) as (header, value):
         self._tokens: dict[str, tuple[str, str]] = {}  # host → the latest paid one (tried on paths not seen yet)
         self._token_routes: dict[str, tuple[str, str]] = {}  # host + path → the one last accepted there
-        self.send_accept_payment = send_accept_payment
-        self._store = store
+        self.send_accept_payment = c.send_accept_payment
+        self._store = store = c.store
         self._ledger: Any = None
-        self._reconcile_every = reconcile_every
+        self._reconcile_every = c.reconcile_every
         self._last_reconcile = 0.0
         if store is None and self.policy.has_budgets:
             raise ConfigError("the policy has budgets, which must be remembered: give Buyer(store='sqlite:///…')")
@@ -591,6 +595,19 @@ class Buyer:
         ex.attach(response, receipt, settlement)
         raise PaymentRejected(f"{ex.url} refused the payment: {reason}", reason, receipt=receipt,
                               settlement=settlement)
+
+
+def as_buyer(buyer: Buyer | WalletLike, policy: Policy | None, config: BuyerConfig | None, options: BuyerOptions,
+             *, where: str) -> tuple[Buyer, bool]:
+    """(the buyer, whether it was made here) for an adapter given ``buyer``: a ready :class:`Buyer` as it is (then
+    no policy, config or options, which it could not take: ``ConfigError``), else a new one from the wallet and
+    those."""
+    if isinstance(buyer, Buyer):
+        given = [n for n, v in (("policy", policy), ("config", config)) if v is not None] + sorted(options)
+        if given:
+            raise ConfigError(f"{where}() got a ready Buyer and {', '.join(given)}: give those to the Buyer instead")
+        return buyer, False
+    return Buyer(buyer, policy, config=buyer_config(config, options, where=where)), True
 
 
 async def _noop() -> None:

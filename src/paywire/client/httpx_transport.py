@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
+from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
-from paywire.client.engine import Buyer
+from paywire.client.engine import Buyer, as_buyer
+from paywire.client.policy import Policy
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
@@ -88,18 +90,18 @@ class _SyncHttpxExchange(_HttpxExchangeBase):
         await asyncio.to_thread(response.close)
 
 
-def _buyer(buyer: Buyer | Payer | Any, kw: dict[str, Any]) -> tuple[Buyer, bool]:
-    """(the buyer, whether the transport made it and so closes it)."""
-    return (buyer, False) if isinstance(buyer, Buyer) else (Buyer(buyer, **kw), True)
-
-
 class PaymentTransport(httpx.AsyncBaseTransport):
     """Async httpx transport: a 402 is paid (within the buyer's policy) and the request resent once with
-    the payment; the same signed payment is resent on timeouts/resets/5xx (checklist 30)."""
+    the payment; the same signed payment is resent on timeouts/resets/5xx (checklist 30).
+
+    ``buyer``: a :class:`Buyer`, or a wallet to make one from with ``policy``, ``config`` (a
+    :class:`~paywire.client.config.BuyerConfig`) and the buyer's options as keywords (which win over
+    ``config``). ``close_buyer``: close the buyer with the transport (default: only a buyer made here)."""
 
     def __init__(self, buyer: Buyer | Payer | Any, inner: httpx.AsyncBaseTransport | None = None, *,
-                 close_buyer: bool | None = None, **buyer_kw: Any) -> None:
-        self.buyer, made = _buyer(buyer, buyer_kw)
+                 close_buyer: bool | None = None, policy: Policy | None = None, config: BuyerConfig | None = None,
+                 **options: Unpack[BuyerOptions]) -> None:
+        self.buyer, made = as_buyer(buyer, policy, config, options, where="PaymentTransport")
         self.close_buyer = made if close_buyer is None else close_buyer
         self.inner = inner or httpx.AsyncHTTPTransport()
 
@@ -114,11 +116,13 @@ class PaymentTransport(httpx.AsyncBaseTransport):
 
 
 class SyncPaymentTransport(httpx.BaseTransport):
-    """Sync httpx transport over the same async core (run on a private loop thread)."""
+    """Sync httpx transport over the same async core (run on a private loop thread); the same arguments as
+    :class:`PaymentTransport`."""
 
     def __init__(self, buyer: Buyer | Payer | Any, inner: httpx.BaseTransport | None = None, *,
-                 close_buyer: bool | None = None, **buyer_kw: Any) -> None:
-        self.buyer, made = _buyer(buyer, buyer_kw)
+                 close_buyer: bool | None = None, policy: Policy | None = None, config: BuyerConfig | None = None,
+                 **options: Unpack[BuyerOptions]) -> None:
+        self.buyer, made = as_buyer(buyer, policy, config, options, where="SyncPaymentTransport")
         self.close_buyer = made if close_buyer is None else close_buyer
         self.inner = inner or httpx.HTTPTransport()
 

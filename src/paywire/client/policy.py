@@ -87,7 +87,8 @@ class Policy:
       and L402) counted at; every dollar limit and budget then covers them. Without it sats are unvalued:
       refused when the policy has dollar limits, allowed otherwise.
     * ``protocols``: which protocols may pay, most preferred first (x402 wins when several are offered and
-      allowed; then the cheapest option of that protocol).
+      allowed; then the cheapest option of that protocol): built-in names, or names added with
+      :func:`paywire.client.protocols.register` (before the policy is made).
     """
 
     max_per_payment: Money | None = None
@@ -120,11 +121,12 @@ class Policy:
         object.__setattr__(self, "_btc", _money_opt(self.btc_usd, "btc_usd"))
         if isinstance(self.protocols, str):
             raise ConfigError(f"Policy(protocols=...) takes a list, not one string: [{self.protocols!r}]")
-        from paywire.client.protocols import BUILTIN
+        from paywire.client.protocols import protocol_names
 
-        unknown = set(self.protocols) - set(BUILTIN)
+        names = protocol_names()  # the built-in ones, then those added with paywire.client.protocols.register
+        unknown = set(self.protocols) - set(names)
         if unknown:
-            raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use {', '.join(BUILTIN)})")
+            raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use {', '.join(names)})")
         for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
             v = getattr(self, name)
             if isinstance(v, str):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
-from paywire.client.engine import Buyer
+from paywire.client.engine import Buyer, as_buyer
+from paywire.client.policy import Policy
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
@@ -71,12 +73,17 @@ class _RequestsExchange:
 
 class PaymentAdapter(HTTPAdapter):
     """Mount on a ``requests.Session``: 402s are paid within the buyer's policy; the parsed settlement is
-    ``settlement_of(response)`` (also ``response.paywire_settlement``)."""
+    ``settlement_of(response)`` (also ``response.paywire_settlement``).
+
+    ``buyer``: a :class:`Buyer`, or a wallet to make one from with ``policy``, ``config`` (a
+    :class:`~paywire.client.config.BuyerConfig`) and the buyer's options as keywords (which win over ``config``).
+    ``adapter_kw``: ``HTTPAdapter``'s own arguments (pool sizes, retries)."""
 
     def __init__(self, buyer: Buyer | Payer | Any, *, adapter_kw: Mapping[str, Any] | None = None,
-                 **buyer_kw: Any) -> None:
+                 policy: Policy | None = None, config: BuyerConfig | None = None,
+                 **options: Unpack[BuyerOptions]) -> None:
         super().__init__(**dict(adapter_kw or {}))
-        self.buyer = buyer if isinstance(buyer, Buyer) else Buyer(buyer, **buyer_kw)
+        self.buyer, _ = as_buyer(buyer, policy, config, options, where="PaymentAdapter")
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
@@ -84,10 +91,12 @@ class PaymentAdapter(HTTPAdapter):
         return run_sync(self.buyer.handle(_RequestsExchange(self, request, kwargs)))
 
 
-def x402_session(wallet: Any, policy: Any = None, *, session: requests.Session | None = None,
-                 **buyer_kw: Any) -> requests.Session:
-    """A ``requests.Session`` that pays 402s (http and https); ``buyer_kw`` go to :class:`Buyer`."""
-    buyer = wallet if isinstance(wallet, Buyer) else Buyer(wallet, policy, **buyer_kw)
+def x402_session(wallet: Buyer | Payer | Any, policy: Policy | None = None, *,
+                 session: requests.Session | None = None, config: BuyerConfig | None = None,
+                 **options: Unpack[BuyerOptions]) -> requests.Session:
+    """A ``requests.Session`` that pays 402s (http and https) with ``wallet`` (a :class:`Buyer`, or a wallet to
+    make one from with ``policy``, ``config`` and the buyer's options as keywords, which win over ``config``)."""
+    buyer, _ = as_buyer(wallet, policy, config, options, where="x402_session")
     s = session or requests.Session()
     adapter = PaymentAdapter(buyer)
     s.mount("http://", adapter)
