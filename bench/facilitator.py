@@ -257,9 +257,9 @@ async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], 
     node connections as the service. The other half measures the raw mining rate: pre-signed transactions
     sent back to back per key, then confirmed (no simulation)."""
     from paywire.chain import RpcChain
+    from paywire.chain.keepalive import KeepAliveTransport
     from paywire.chain.tx import TxSender
     from paywire.evm import token
-    from paywire.facilitator.keepalive import KeepAliveTransport
     from paywire.schemes.evm_exact.payload import ExactEvmPayload
 
     chain = RpcChain(KeepAliveTransport(rpc, max_connections=4))  # what the service uses for a local node

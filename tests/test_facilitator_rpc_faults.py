@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from paywire.chain import EmbeddedChain, HttpTransport, RpcChain
+from paywire.chain.keepalive import KeepAliveTransport
 from paywire.devnet import setup_devnet
-from paywire.facilitator.keepalive import KeepAliveTransport
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore
 from tests.helpers import offer, payer_of, sign

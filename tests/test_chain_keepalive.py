@@ -13,9 +13,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from paywire.chain import EmbeddedChain, RpcChain, RpcError
+from paywire.chain.keepalive import KeepAliveTransport
 from paywire.chain.tx import TxSender
 from paywire.errors import ChainError, ChainRevert
-from paywire.facilitator.keepalive import KeepAliveTransport
 from paywire.serving import serve_asgi
 from tests.test_facilitator_helpers import RpcProxy
 
