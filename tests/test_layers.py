@@ -32,13 +32,13 @@ IMPORT_CLEAN = [
     "paywire.mpp", "paywire.mpp.server", "paywire.mpp.challenge", "paywire.mpp.credential", "paywire.mpp.receipt",
     "paywire.l402", "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
     "paywire.evm", "paywire.evm.crypto", "paywire.evm.eip712", "paywire.evm.signer",
-    "paywire.schemes", "paywire.schemes.base", "paywire.families", "paywire.chain.family",
+    "paywire.schemes", "paywire.families", "paywire.chain.family",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
 ]
 
 # Core modules (prefixes): they must not reach an adapter through module-level imports, directly or not.
-CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.schemes.base", "paywire.families",
+CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.families",
         "paywire.server.core",
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
         "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from paywire.schemes.base import FacilitatorScheme, handles, supported_kinds
+from paywire.schemes.registry import FacilitatorScheme, handles, supported_kinds
 from paywire.store.settlements import Settlement, SettlementStore
 from paywire.x402.models import (
     PaymentPayload,

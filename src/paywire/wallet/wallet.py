@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the chain layer is imported on first use: it pulls in heavy
     from paywire.chain.base import Chain
     from paywire.chain.rpc import RpcChain
     from paywire.lightning.base import LightningBackend
-    from paywire.schemes.base import ClientScheme
+    from paywire.schemes.registry import ClientScheme
 
 KEY_ENV = "PAYWIRE_WALLET_KEY"
 KEYSTORE_ENV = "PAYWIRE_KEYSTORE"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from paywire.client.core import Challenge, Option, PaymentAttempt
-    from paywire.schemes.base import ClientScheme
+    from paywire.schemes.registry import ClientScheme
     from paywire.x402.models import SettleResponse
 
 X402: Final = "x402"

@@ -25,7 +25,7 @@ from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.x402.models import PaymentRequirements
 
 if TYPE_CHECKING:
-    from paywire.schemes.base import ClientScheme
+    from paywire.schemes.registry import ClientScheme
 
 
 @dataclass(frozen=True, slots=True)

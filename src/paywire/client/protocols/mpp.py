@@ -38,7 +38,7 @@ from paywire.mpp.timefmt import parse_rfc3339
 from paywire.x402.models import PaymentRequirements
 
 if TYPE_CHECKING:
-    from paywire.schemes.base import ClientScheme
+    from paywire.schemes.registry import ClientScheme
 
 HASH_MISMATCH: Final = "challenge hash mismatch"
 """What both SDKs say when the EIP-3009 nonce was derived the other way (retry once with the other one)."""

@@ -18,7 +18,7 @@ from paywire.client.core import (
 from paywire.client.protocols.base import X402, AssetLookup, NoResign, PaidReceipt, WalletAbilities
 
 if TYPE_CHECKING:
-    from paywire.schemes.base import ClientScheme
+    from paywire.schemes.registry import ClientScheme
 
 
 class X402Protocol(NoResign):
