@@ -327,7 +327,7 @@ class PaymentFlow:
             store, owner = self.payments, uuid.uuid4().hex
             rec = await store.claim(new, owner, self.lease)
             if rec is not None:
-                await store.update(rec.id, owner, ["claimed"], state="served", owner=None, tx=a.tx,
+                await store.update(rec.id, owner, ["verifying"], state="served", owner=None, tx=a.tx,
                                    settled_at=time.time())
                 rid = rec.id
             if len(self._admitted) > 100_000:
@@ -419,14 +419,18 @@ class PaymentFlow:
 
     async def _run_claimed(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
                            pending: asyncio.Future[VerifyResponse | BaseException] | None = None) -> Plan:
-        """We hold the claim: verify, then run the route's settle mode."""
+        """We hold the claim (``verifying``, or an older ``settle="before"`` row still ``claimed``): verify, then run
+        the route's settle mode. An ``after`` handler runs only once the row says it may have (``claimed``)."""
         store = self.payments
+        hb = self._heartbeat(rec.id, owner)  # a slow verify must not let a live claim lapse
         verdict = await (pending if pending is not None else self._verify(p))
         if isinstance(verdict, BaseException):
+            hb.stop()
             await store.release_claim(rec.id, owner)
             return Respond(self.seller.payment_required(p.route, req, p.offers,
                                                         f"facilitator unavailable: {verdict}"))
         if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
+            hb.stop()
             await store.release_claim(rec.id, owner)
             reason = verdict.invalid_reason or "invalid_payment"
             reply = self.seller.payment_required(p.route, req, p.offers, reason)
@@ -434,12 +438,15 @@ class PaymentFlow:
                 reply = Reply(412, reply.headers, reply.body)
             return Respond(reply)
         payer = verdict.payer or rec.payer
-        hb = self._heartbeat(rec.id, owner)
         if p.route.settle == "before":
-            if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer):
+            if not await store.update(rec.id, owner, [rec.state], state="settling", payer=payer):
                 hb.stop()
                 return Respond(self.seller.in_progress())
             return await self._settle_first(p, req, rec, owner, hb, payer, p.payload, p.requirements)
+        # recorded before the handler starts: a crash from here on retires the payment, one before it does not
+        if not await store.update(rec.id, owner, ["verifying"], state="claimed", payer=payer):
+            hb.stop()
+            return Respond(self.seller.in_progress())
 
         async def finish(result: StoredResponse | BaseException) -> Reply:
             try:
@@ -649,7 +656,7 @@ class PaymentFlow:
             if not await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, error=ABANDONED):
                 return Respond(self.seller.in_progress())
             return Respond(self.seller.conflict(ABANDONED_MESSAGE, "payment_abandoned"))
-        if rec.state == "claimed":  # settle="before": nothing ran, nothing was settled: start over as its owner
+        if rec.state in ("verifying", "claimed"):  # nothing ran, nothing was settled: start over as its owner
             return await self._run_claimed(p, req, rec, owner)
         if rec.state == "settling":  # a settle may have been sent: reconcile
             return await self._reconcile(rec, owner, p, req)

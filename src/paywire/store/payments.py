@@ -5,10 +5,17 @@ nonce) and ``payment_id`` (the ``payment-identifier`` extension) are UNIQUE, so 
 requests carrying one payment — in one process or in many sharing a Postgres — exactly one inserts the claim.
 Every later transition is a compare-and-set on (state, owner). States::
 
-    claimed ─┬─> settling ─┬─> served        paid; the recorded response is replayed to retries
-             │             ├─> failed        not charged (handler >= 400 / exception, settlement refused)
-             │             └─> unresolved    settlement outcome unknown; a retry reconciles it
-             └─> settled ──> served          (settle="before": paid first, then the handler runs)
+    verifying ─┬─> claimed ──┬─> settling ─┬─> served   paid; the recorded response is replayed to retries
+               │             │             ├─> failed   not charged (settlement refused)
+               │             │             └─> unresolved  settlement outcome unknown; a retry reconciles it
+               │             └─> failed     not charged (handler >= 400 / exception, or abandoned: see below)
+               └─> settling ──> settled ──> served       (settle="before": paid first, then the handler runs)
+
+``verifying``: claimed, the payment is being verified; nothing has run and nothing was settled, so a dead
+owner's row simply starts over (an invalid payment's row is deleted). ``claimed`` (``settle="after"``): the
+handler may have started — the last state written before it runs — so a dead owner's row is retired
+(``failed``, abandoned), never run again. Rows written before ``verifying`` existed used ``claimed`` for both;
+``settle="before"`` rows never reach the handler in ``claimed``, so theirs also start over.
 
 Each row says which protocol carried the payment (``protocol``: ``x402``, ``mpp``, ``l402``). The same rows are
 the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
@@ -77,7 +84,7 @@ register(COMPONENT, [[
     f"UPDATE {TABLE} SET protocol = 'l402' WHERE scheme = 'l402'",
 ]])
 
-IN_FLIGHT = ("claimed", "settling", "settled")
+IN_FLIGHT = ("verifying", "claimed", "settling", "settled")
 TERMINAL = ("served", "failed")
 
 
@@ -224,7 +231,7 @@ class PaymentStore(Repository):
     async def claim(self, p: NewPayment, owner: str, lease: float) -> PaymentRecord | None:
         """Insert the claim; None when this authorization or payment id is already claimed (unique keys)."""
         now = self.clock()
-        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "claimed", owner, now + lease, p.route,
+        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "verifying", owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol, now,
                              now]
@@ -232,7 +239,7 @@ class PaymentStore(Repository):
         if row is None:
             return None
         return PaymentRecord(
-            id=int(row["id"]), state="claimed", owner=owner, lease_until=now + lease, tx=None, settle_response=None,
+            id=int(row["id"]), state="verifying", owner=owner, lease_until=now + lease, tx=None, settle_response=None,
             error=None, resp_status=None, resp_headers=None, resp_body=None, created_at=now, updated_at=now,
             settled_at=None, **{f: getattr(p, f) for f in _NEW_FIELDS})
 
@@ -276,9 +283,11 @@ class PaymentStore(Repository):
             f"UPDATE {TABLE} SET lease_until = ? WHERE id = ? AND owner = ?", (now + lease, rid, owner)) == 1
 
     async def release_claim(self, rid: int, owner: str) -> bool:
-        """Forget a claim whose payment turned out invalid (nothing ran, nothing was charged)."""
+        """Forget a claim whose payment turned out invalid (nothing ran, nothing was charged): a ``verifying`` row,
+        or an older ``settle="before"`` row still ``claimed``."""
         return await self._execute(
-            f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state = 'claimed'", (rid, owner)) == 1
+            f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND (state = 'verifying' OR (state = 'claimed' "
+            "AND settle_mode = 'before'))", (rid, owner)) == 1
 
     # -- ledger ---------------------------------------------------------------------------------
     async def sales(self, *, limit: int = 100, route: str | None = None, states: Iterable[str] | None = None,
