@@ -216,13 +216,22 @@ def test_accept_payment_filters_and_orders():
     assert rank_offers(offers, "tempo/*, solana/*;q=0.6, stripe/charge;q=0.2") == [0, 1, 3, 2]
     assert rank_offers(offers, "tempo/charge, tempo/session;q=0, solana/charge;q=0.8, stripe/charge;q=0.4") == [0, 3, 2]
     assert rank_offers(offers, "*/*, tempo/*;q=0") == [2, 3]
-    assert rank_offers(offers, "lightning/charge") == [0, 1, 2, 3]  # nothing matches: header ignored
-    assert rank_offers(offers, "tempo/*;q=0") == [2, 3]  # refused ones never go out, unmentioned ones do
     assert rank_offers(offers, "*/*;q=0") == []  # the client refuses everything: no offer
+    assert rank_offers(offers, "stripe/charge;Q=0.5") == [2]  # the weight's name is case-insensitive (RFC 9110)
     assert parse_accept_payment("tempo/charge;q=2") is None  # malformed: ignored
     s = server()
     r = s.reply_payment_required(OFFERS, accept_payment="other/charge")
     assert [parse_www_authenticate(v)[0].method for v in r.header_values("WWW-Authenticate")] == ["other"]
+
+
+def test_accept_payment_drops_the_methods_it_does_not_list():
+    """Digest §11.1 (issue 11 item 12): servers filter to the offers a range with q > 0 matches, so a method the
+    header does not list is dropped, not only one it refuses with q=0 — also when it lists none of ours."""
+    offers = [("tempo", "charge"), ("tempo", "session"), ("stripe", "charge"), ("solana", "charge")]
+    assert rank_offers(offers, "stripe/charge") == [2], "an unlisted method was offered"
+    assert rank_offers(offers, "solana/*, tempo/session;q=0.4") == [3, 1], "an unlisted method was offered"
+    assert rank_offers(offers, "tempo/*;q=0") == [], "a header that only refuses tempo still got other offers"
+    assert rank_offers(offers, "lightning/charge") == [], "a header listing none of ours still got offers"
 
 
 def test_credential_from_client_that_reserializes_request():

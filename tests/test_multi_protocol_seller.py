@@ -320,3 +320,13 @@ async def test_accept_payment_q0_refuses_our_mpp_method(world: World) -> None:
     assert not [c for c in parse_www_authenticate(r.headers.get_list("www-authenticate")) if c.method == "evm"]
     _, chs = await world.challenge("/both", **{"Accept-Payment": "evm/charge, */*;q=0.1"})
     assert [c.method for c in chs] == ["evm"]
+
+
+async def test_accept_payment_without_our_method_gets_no_payment_challenge(world: World) -> None:
+    """Digest §11.1 (issue 11 item 12): ``Accept-Payment`` that lists only methods we do not offer drops our
+    ``Payment`` challenge (not only a ``q=0`` refusal does); the 402 still carries x402."""
+    r = await world.http.get(world.url + "/both", headers={"Accept-Payment": "tempo/charge, lightning/*;q=0.5"})
+    assert r.status_code == 402, r.text
+    assert "payment-required" in r.headers, "the x402 challenge is gone"
+    mpp = parse_www_authenticate(r.headers.get_list("www-authenticate"))
+    assert [c.method for c in mpp] == [], "a method the client did not list was offered"

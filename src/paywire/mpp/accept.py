@@ -9,7 +9,7 @@ from typing import Final
 
 HEADER: Final = "Accept-Payment"
 _RANGE_RE: Final = re.compile(
-    r"\s*(\*|[a-z][a-z0-9:_-]*)/(\*|[A-Za-z0-9-]+)\s*(?:;\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?))?\s*"
+    r"\s*(\*|[a-z][a-z0-9:_-]*)/(\*|[A-Za-z0-9-]+)\s*(?:;\s*[qQ]\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?))?\s*"
 )
 
 
@@ -54,18 +54,16 @@ def preference(ranges: Sequence[PaymentRange], method: str, intent: str) -> floa
 def rank_offers(offers: Sequence[tuple[str, str]], accept_payment: str | None) -> list[int]:
     """Indices of ``(method, intent)`` offers to send, best first.
 
-    Without a (valid) header every offer goes out in server order. Otherwise offers with q > 0 are kept and
-    sorted by descending q, server order breaking ties. An offer the client refused (a matching range with
-    ``q=0``) is never sent; when no offer has q > 0, the ones the header does not mention go out in server
-    order (the client may still take them), so refusing everything yields no offer at all.
+    Without a (valid) header every offer goes out in server order. With one, only the offers its most specific
+    matching range gives q > 0 go out, by descending q, server order breaking ties: an offer the header does not
+    list (no range matches it) is dropped like one it refuses (``q=0``), so a header that lists none of ours
+    leaves no offer at all (the draft's SHOULD; its MAY to ignore such a header is not taken: the client said
+    what it can pay).
     """
     ranges = parse_accept_payment(accept_payment)
-    everything = list(range(len(offers)))
     if ranges is None:
-        return everything
+        return list(range(len(offers)))
     scored = [(preference(ranges, m, i), idx) for idx, (m, i) in enumerate(offers)]
     kept = [(q, idx) for q, idx in scored if q is not None and q > 0]
-    if not kept:
-        return [idx for q, idx in scored if q is None]
     kept.sort(key=lambda t: (-t[0], t[1]))
     return [idx for _, idx in kept]
