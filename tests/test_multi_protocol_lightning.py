@@ -22,6 +22,7 @@ pytest.importorskip("pymacaroons", reason="pymacaroons (the l402 extra) is not i
 from paywire.client.engine import Buyer
 from paywire.client.httpx_transport import PaymentTransport
 from paywire.client.policy import Policy
+from paywire.devnet import Devnet
 from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.lightning.lnbits import LnbitsBackend
@@ -49,6 +50,7 @@ class World:
     url: str
     calls: dict[str, int]
     mw: PaymentMiddleware
+    net: Devnet
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -70,14 +72,16 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
             PaidRoute("GET /ln", mpp=("lightning",), l402="weather", sats=SATS),
             PaidRoute("GET /mpp-ln", mpp=("lightning",), sats=SATS),
             PaidRoute("GET /l402", l402="weather", sats=SATS),
+            PaidRoute("GET /mpp-first", offers=(Offer(price=10_000, asset=net.asset),), mpp=("evm",), l402=True,
+                      sats=SATS, challenge_order=("mpp", "l402")),
         ]
-        app = Starlette(routes=[Route(p, thing) for p in ("/all", "/ln", "/mpp-ln", "/l402")])
+        app = Starlette(routes=[Route(p, thing) for p in ("/all", "/ln", "/mpp-ln", "/l402", "/mpp-first")])
         mw = PaymentMiddleware(app, routes, LocalFacilitatorClient(full_facilitator(net)),
                                store=f"sqlite:///{tmp_path_factory.mktemp('ln') / 's.db'}",
                                assets=AssetRegistry((net.asset,)), pay_to=net.payee.address, mpp_realm="ln.test",
                                mpp_secret=os.urandom(32), lightning=payee)
         async with serve_asgi(mw) as url:
-            yield World(ln, payer, payee, url, calls, mw)
+            yield World(ln, payer, payee, url, calls, mw, net)
         await mw.flow.aclose()
         await payer.aclose()
         await payee.aclose()
@@ -190,3 +194,52 @@ async def test_l402_requests_pays_our_l402_and_mpp_lightning(world: World) -> No
         assert r.status_code == 200, (path, r.status_code, r.text)
         assert r.json()["protocol"] == proto
         assert await world.ln.balance_msat(world.ln.payee) - before == SATS * 1000
+
+
+async def test_first_value_only_client_pays_a_mixed_route(world: World) -> None:
+    """Issue 11 item 11: Aperture-style clients (bolt402, routeweiler) read only the first ``WWW-Authenticate``
+    value. On a route with x402, MPP and L402 the default order puts ``L402 macaroon=…, invoice=…`` first, so such
+    a client pays the invoice and gets in."""
+    import re
+
+    async with httpx.AsyncClient(timeout=60) as c:
+        r = await c.get(world.url + "/all")
+        first = r.headers.get_list("www-authenticate")[0]
+        m = re.fullmatch(r'(?:L402|LSAT) macaroon="([^"]+)", invoice="([^"]+)"', first)
+        assert m is not None, f"the first WWW-Authenticate value is not an L402 challenge: {first[:60]}"
+        paid = await world.payer.pay_invoice(m.group(2))
+        runs = world.calls.get("/all", 0)
+        ok = await c.get(world.url + "/all", headers={"Authorization": f"L402 {m.group(1)}:{paid.preimage}"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["protocol"] == "l402", ok.text
+    assert world.calls["/all"] == runs + 1, "the handler did not run once"
+
+
+async def test_pympp_pays_the_mixed_route_with_l402_first(world: World) -> None:
+    """pympp looks through every value for its ``Payment`` challenge: L402 first does not stop it paying
+    ``evm/charge`` on the same route; the tokens move once."""
+    pytest.importorskip("mpp", reason="pympp not installed")
+    from eth_account import Account
+    from mpp.client import Mpp
+    from mpp.methods.evm import client as evm_client
+
+    net, a = world.net, world.net.asset
+    method = evm_client.charge(currency=a.address, account=Account.from_key(net.payer.private_key),
+                               chain_id=net.info.chain_id, decimals=a.decimals,
+                               authorization={"name": a.name, "version": a.version})
+    before, runs = await net.token_balance(net.payee.address), world.calls.get("/all", 0)
+    async with Mpp(methods=[method]) as client:
+        r = await client.fetch(world.url + "/all")
+    assert r.status_code == 200, r.text
+    assert r.json()["protocol"] == "mpp", r.text
+    assert await net.token_balance(net.payee.address) == before + 10_000, "the payment did not settle once"
+    assert world.calls["/all"] == runs + 1, "the handler did not run once"
+
+
+async def test_challenge_order_is_set_per_route(world: World) -> None:
+    """``challenge_order=("mpp", "l402")`` puts the ``Payment`` challenges first on that route only."""
+    async with httpx.AsyncClient(timeout=60) as c:
+        mine = (await c.get(world.url + "/mpp-first")).headers.get_list("www-authenticate")
+        default = (await c.get(world.url + "/all")).headers.get_list("www-authenticate")
+    assert [v.split(" ", 1)[0] for v in mine] == ["Payment", "L402", "L402"], mine
+    assert [v.split(" ", 1)[0] for v in default] == ["L402", "L402", "Payment", "Payment"], default

@@ -87,6 +87,16 @@ def test_route_without_network_or_pay_to_is_refused() -> None:
         PaidRoute("GET /a", price=1, settle="later")  # type: ignore[arg-type]
 
 
+def test_challenge_order_names_each_challenge_protocol_once() -> None:
+    """Issue 11 item 11: L402 first by default; a per-route order is checked when the route is built."""
+    assert PaidRoute("GET /a", price=1).challenge_order == ("l402", "mpp")
+    assert PaidRoute("GET /a", price=1, challenge_order="mpp").challenge_order == ("mpp",)
+    with pytest.raises(ConfigError, match="challenge_order"):
+        PaidRoute("GET /a", price=1, challenge_order=("mpp", "x402"))
+    with pytest.raises(ConfigError, match="challenge_order"):
+        PaidRoute("GET /a", price=1, challenge_order=("mpp", "mpp"))
+
+
 def test_unsupported_network_is_refused_against_supported() -> None:
     """Checklist 8: an offer the facilitator's /supported does not list fails with what to change."""
     s = seller(PaidRoute("GET /a", price="$0.01"))

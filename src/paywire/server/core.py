@@ -79,6 +79,10 @@ def _compile_path(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
+"""The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PaidRoute:
     """A priced route.
@@ -97,6 +101,8 @@ class PaidRoute:
     ``Payment`` challenges — ``evm/charge`` mirrors each EIP-3009 offer, ``lightning/charge`` asks ``sats``;
     ``l402=True`` (or a service name) adds an L402 challenge for ``sats``, whose paid token is then reusable
     until ``l402_ttl`` seconds pass. A route with ``sats`` and no ``price``/``offers`` offers no x402.
+    ``challenge_order`` orders their ``WWW-Authenticate`` challenges: L402 first by default, because Aperture-style
+    clients read only the first value, while MPP clients (pympp, mppx) look through every value for ``Payment``.
     """
 
     path: str
@@ -114,6 +120,7 @@ class PaidRoute:
     l402: bool | str = False
     sats: int | None = None
     l402_ttl: int = 3600
+    challenge_order: tuple[str, ...] = DEFAULT_CHALLENGE_ORDER
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -134,6 +141,13 @@ class PaidRoute:
         unknown = set(self.mpp) - {"evm", "lightning"}
         if unknown:
             raise ConfigError(f"route {self.path!r}: mpp methods are 'evm' and 'lightning', not {sorted(unknown)}")
+        if isinstance(self.challenge_order, str):
+            object.__setattr__(self, "challenge_order", (self.challenge_order,))
+        order = tuple(self.challenge_order)
+        if not set(order) <= set(DEFAULT_CHALLENGE_ORDER) or len(set(order)) != len(order):
+            raise ConfigError(f"route {self.path!r}: challenge_order lists each of {DEFAULT_CHALLENGE_ORDER} at most "
+                              f"once, not {order}")
+        object.__setattr__(self, "challenge_order", order)
         needs_sats = "lightning" in self.mpp or bool(self.l402)
         if needs_sats and (not isinstance(self.sats, int) or isinstance(self.sats, bool) or self.sats <= 0):
             raise ConfigError(f"route {self.path!r}: Lightning (mpp 'lightning' / l402) needs sats=<positive int>")
@@ -615,6 +629,7 @@ def decimals_display(amount: int, decimals: int) -> str:
 
 __all__ = [
     "ALLOWED_REQUEST_HEADERS",
+    "DEFAULT_CHALLENGE_ORDER",
     "EXPOSED_HEADERS",
     "Decision",
     "Offer",

@@ -1,7 +1,7 @@
 """The seller's payment protocols, peers behind one interface (:mod:`paywire.server.protocols.base`).
 
-Each protocol is one module here; :func:`seller_protocols` lists them, one line each, in the order their
-challenges appear in a 402 (x402's ``PAYMENT-REQUIRED``, then MPP ``Payment``, then ``L402``).
+Each protocol is one module here; :func:`seller_protocols` lists them, one line each. Their challenges go out in
+a route's ``challenge_order`` (x402's ``PAYMENT-REQUIRED``, then ``L402`` and MPP ``Payment`` by default).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def seller_protocols(ctx: SellerContext) -> list[SellerProtocol]:
-    """One instance of every protocol the seller speaks, in challenge order."""
+    """One instance of every protocol the seller speaks."""
     from paywire.server.protocols import l402, mpp, x402
 
     return [

@@ -8,7 +8,8 @@ reusable credential that checked out; the request goes through), builds the rece
 and maps a verify/settle failure to its problem. ``paywire.server.flow`` only talks to this interface.
 
 A route with more than one protocol answers an unpaid request with one reply (checklist 1, 95, 104): x402's 402
-(``PAYMENT-REQUIRED`` and its JSON body), the other protocols' ``WWW-Authenticate`` challenges, and an
+(``PAYMENT-REQUIRED`` and its JSON body), the other protocols' ``WWW-Authenticate`` challenges in the route's
+``challenge_order`` (L402 first by default: Aperture-style clients read only the first value), and an
 ``application/problem+json`` body (RFC 9457, the problem types of ``paywire.mpp.problems``) that also keeps
 the x402 fields; :func:`challenge_reply` builds it.
 """
@@ -143,8 +144,8 @@ def error_of(reply: Reply) -> Any:
 
 async def challenge_reply(protocols: Sequence[SellerProtocol], route: PaidRoute, req: RequestInfo, reply: Reply,
                           problem: Problem | None = None, status: int | None = None) -> Reply:
-    """Add the route's challenges (in protocol order) to an x402 402: one reply, every way to pay. Replies that
-    are not payment challenges (paywall page, 409, 503, already combined) are returned unchanged."""
+    """Add the route's challenges (in its ``challenge_order``) to an x402 402: one reply, every way to pay.
+    Replies that are not payment challenges (paywall page, 409, 503, already combined) are returned unchanged."""
     ctype = (reply.header("content-type") or "").lower()
     if reply.status not in (401, 402) or "text/html" in ctype or P.CONTENT_TYPE in ctype:
         return reply
@@ -157,7 +158,7 @@ async def challenge_reply(protocols: Sequence[SellerProtocol], route: PaidRoute,
                      problem.body())
     headers: list[str] = []
     first_id: str | None = None
-    for proto in protocols:
+    for proto in challenge_order(protocols, route):
         issued = await proto.challenges(route, req)
         headers += issued.headers
         first_id = first_id or issued.first_id
@@ -165,6 +166,13 @@ async def challenge_reply(protocols: Sequence[SellerProtocol], route: PaidRoute,
         problem = problem.with_challenge_id(first_id)
     code, combined, body = combined_402(reply.headers, reply.body, headers, problem, status)
     return Reply(code, combined, body if req.method != "HEAD" else b"")
+
+
+def challenge_order(protocols: Sequence[SellerProtocol], route: PaidRoute) -> list[SellerProtocol]:
+    """``protocols`` in the order their challenges go out on ``route``: those its ``challenge_order`` names first,
+    in that order, then the rest as given."""
+    rank = {name: i for i, name in enumerate(route.challenge_order)}
+    return sorted(protocols, key=lambda p: rank.get(p.name, len(rank)))  # stable: the rest keep their order
 
 
 def combined_402(base_headers: Sequence[tuple[str, str]], base_body: bytes, challenges: Sequence[str],
@@ -195,6 +203,7 @@ __all__ = [
     "Reject",
     "SellerContext",
     "SellerProtocol",
+    "challenge_order",
     "challenge_reply",
     "combined_402",
     "error_of",
