@@ -131,6 +131,35 @@ class Seller:
     mw: PaymentMiddleware
 
 
+class InvoiceNode:
+    """Issues real signed regtest BOLT11 invoices for the L402 challenges (nobody pays them here)."""
+
+    def __init__(self) -> None:
+        self.key = os.urandom(32).hex()
+
+    async def create_invoice(self, amount_sat: int, memo: str = "", expiry: int = 600) -> Any:
+        import hashlib
+        import time
+
+        import bolt11
+
+        from paywire.lightning.base import Invoice
+
+        h, now = hashlib.sha256(os.urandom(32)).hexdigest(), int(time.time())
+        inv = bolt11.Bolt11(currency="bcrt", amount_msat=bolt11.MilliSatoshi(amount_sat * 1000), date=now,
+                            tags=bolt11.Tags.from_dict({"payment_hash": h, "payment_secret": os.urandom(32).hex(),
+                                                        "description": memo, "expire_time": expiry}))
+        return Invoice(bolt11.encode(inv, self.key), h, amount_sat, float(now + expiry))
+
+    async def lookup_invoice(self, payment_hash: str) -> Any:
+        from paywire.lightning.base import InvoiceStatus
+
+        return InvoiceStatus(payment_hash, False)
+
+    async def pay_invoice(self, bolt11_str: str, *, max_fee_sat: int = 10) -> Any:
+        raise NotImplementedError("this node only issues invoices")
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def seller(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Seller]:
     calls: dict[str, int] = {}
@@ -147,13 +176,14 @@ async def seller(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Async
 
     routes = [PaidRoute("GET /paid", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",), description="mppx"),
               PaidRoute("GET /x402", offers=(Offer(price=PRICE, asset=a),)),
-              PaidRoute("POST /order", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",))]
-    mw = PaymentMiddleware(Starlette(routes=[Route("/paid", thing), Route("/x402", thing),
+              PaidRoute("POST /order", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",)),
+              PaidRoute("GET /with-l402", offers=(Offer(price=PRICE, asset=a),), mpp=("evm",), l402=True, sats=21)]
+    mw = PaymentMiddleware(Starlette(routes=[Route("/paid", thing), Route("/x402", thing), Route("/with-l402", thing),
                                              Route("/order", order, methods=["POST"])]), routes,
                            LocalFacilitatorClient(full_facilitator(net)),
                            store=f"sqlite:///{tmp_path_factory.mktemp('mppx') / 's.db'}",
                            assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm=REALM,
-                           mpp_secret=os.urandom(32))
+                           mpp_secret=os.urandom(32), lightning=InvoiceNode())
     async with serve_asgi(mw) as url:
         yield Seller(url, calls, mw)
     await mw.flow.aclose()
@@ -242,6 +272,23 @@ async def test_mppx_client_pays_our_x402_only_route(net: Devnet, seller: Seller,
     assert "payment-receipt" not in out["headers"]
     assert await balances(net) == (before[0] - PRICE, before[1] + PRICE)
     assert seller.calls["/x402"] == runs + 1
+
+
+async def test_mppx_client_pays_a_route_whose_first_challenge_is_l402(net: Devnet, seller: Seller,
+                                                                       node: str) -> None:
+    """Issue 11 item 11: with x402, L402 (first, the default order) and MPP on one route, mppx still finds its
+    ``Payment`` challenge and pays ``evm/charge`` once."""
+    pytest.importorskip("pymacaroons", reason="pymacaroons (the l402 extra) is not installed")
+    pytest.importorskip("bolt11", reason="the bolt11 package (test dependency) is not installed")
+    async with httpx.AsyncClient(timeout=30) as http:
+        values = (await http.get(seller.url + "/with-l402")).headers.get_list("www-authenticate")
+    assert values[0].startswith("L402 macaroon="), f"L402 is not the first challenge: {values[0][:40]}"
+    before, runs = await balances(net), seller.calls.get("/with-l402", 0)
+    out = await run_node(node, "mppx_client.mjs", client_cfg(net, seller.url + "/with-l402"))
+    assert out["status"] == 200, out
+    assert json.loads(out["body"])["protocol"] == "mpp", out["body"]
+    assert await balances(net) == (before[0] - PRICE, before[1] + PRICE), "the payment did not settle once"
+    assert seller.calls["/with-l402"] == runs + 1, "the handler did not run once"
 
 
 # ------------------------------------------------------------------------------------------------------------
