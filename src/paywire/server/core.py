@@ -386,7 +386,7 @@ class Seller:
         for o in offers:
             if not any(scheme == o.scheme and matches_pattern(o.network, network) for scheme, network, _ in kinds):
                 labels = {(-k.x402_version, f"{k.scheme} on {k.network}" + ("" if k.x402_version > 1 else " (x402 v1)"))
-                          for _, _, k in kinds}
+                          for k in supported.kinds}
                 have = ", ".join(label for _, label in sorted(labels)) or "nothing"
                 raise ConfigError(
                     f"route {route.key} offers {o.scheme} on {o.network}, but {facilitator} supports only: {have}."
