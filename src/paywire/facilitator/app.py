@@ -122,6 +122,7 @@ def create_app(
     lifespan (the ``paywire facilitator`` service starts its reconciler there)."""
     m = metrics or facilitator_metrics()
     m.set("up", 1)
+
     def authorized(request: Request) -> bool:
         if not bearer_token:
             return True
