@@ -39,13 +39,17 @@ def facilitator(
     port: Annotated[int | None, typer.Option(help="Port (default 4020; 0 picks a free one).")] = None,
     devnet_state: Annotated[Path | None, typer.Option(
         help="With --devnet: write the devnet's state file (keys, token, RPC URL) here.")] = None,
+    allow_unauthenticated_public: Annotated[bool, typer.Option(
+        "--allow-unauthenticated-public",
+        help="Serve a non-loopback --host without --token (anyone who reaches it can settle and read "
+             "settlement records). Without it such a start is refused.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log reconciler activity.")] = False,
 ) -> None:
     """Serve /verify, /settle, /supported, /settlements/{id}, /metrics and /health over HTTP."""
     from rich.markup import escape
 
     from paywire.errors import ConfigError
-    from paywire.facilitator.config import load_config
+    from paywire.facilitator.config import is_loopback, load_config
     from paywire.facilitator.service import FacilitatorService
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -66,6 +70,7 @@ def facilitator(
             "store": store, "bearer_token": token, "confirmations": confirmations, "host": host, "port": port,
             "receipt_timeout": receipt_timeout, "reconcile_interval": reconcile_interval,
             "rpc_timeout": rpc_timeout, "instance_id": instance_id, "devnet": use_devnet or None,
+            "allow_unauthenticated_public": allow_unauthenticated_public or None,
         })
         service = await FacilitatorService.start(cfg)
         try:
@@ -75,6 +80,9 @@ def facilitator(
                                       "payer_key": info.payer_key, "payee": info.addresses["payee"]}))
                 if devnet_state is not None:
                     service.devnet.write_state(devnet_state)
+            if not cfg.bearer_token and not is_loopback(cfg.host):
+                console.print(f"[yellow]warning:[/] serving {escape(cfg.host)} without authentication "
+                              "(--allow-unauthenticated-public)", highlight=False)
             nets = ", ".join(f"{n}" for n in service.rpc_urls)
             console.print(f"settling on {nets}; store {service.store.db.url.split('@')[-1]}; "
                           f"instance {service.store.instance_id}", highlight=False)

@@ -3,7 +3,10 @@
 
 Payment failures are 200 with ``isValid``/``success`` false (checklist 39); malformed bodies are 400 with a
 JSON error; an unexpected exception is a JSON 500 without a traceback. With ``bearer_token`` every route
-except ``/health`` and ``/supported`` needs ``Authorization: Bearer <token>``.
+except ``/health`` and ``/supported`` needs ``Authorization: Bearer <token>`` (the scheme in any case, RFC 7235).
+
+Bodies are bounded (``MAX_BODY_BYTES``): auth is checked first, then ``Content-Length``; a larger body, announced
+or chunked, is answered 413 after reading at most the limit (:mod:`paywire.bodylimit`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
@@ -34,17 +38,34 @@ MAX_BODY_BYTES = 64 * 1024
 SETTLEMENT_ID_HEADER = "X-Paywire-Settlement-Id"
 
 
-def _error(status: int, message: str, reason: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, reason: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if reason:
         body["reason"] = reason
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """``Authorization: Bearer <token>``, the scheme compared case-insensitively (RFC 7235 §2.1), the token in
+    constant time."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.strip(" ").encode(), token.encode())
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="paywire facilitator"'})
 
 
 async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return _error(413, "request body too large")
+    got = await read_asgi_body(request.receive, MAX_BODY_BYTES, declared_length(request.headers))
+    if got.too_large:
+        return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
+    if got.body is None:
+        return _error(400, "request body incomplete", "invalid_payload")
+    raw = got.body
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -101,12 +122,11 @@ def create_app(
     lifespan (the ``paywire facilitator`` service starts its reconciler there)."""
     m = metrics or facilitator_metrics()
     m.set("up", 1)
-    expected = f"Bearer {bearer_token}".encode() if bearer_token else None
 
     def authorized(request: Request) -> bool:
-        if expected is None:
+        if not bearer_token:
             return True
-        return hmac.compare_digest(request.headers.get("authorization", "").encode(), expected)
+        return bearer_matches(request.headers.get("authorization", ""), bearer_token)
 
     def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
@@ -123,7 +143,7 @@ def create_app(
 
     async def verify(request: Request) -> Response:
         if not authorized(request):
-            return _error(401, "unauthorized")
+            return _unauthorized()
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
@@ -133,7 +153,7 @@ def create_app(
 
     async def settle(request: Request) -> Response:
         if not authorized(request):
-            return _error(401, "unauthorized")
+            return _unauthorized()
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
@@ -153,7 +173,7 @@ def create_app(
 
     async def settlement(request: Request) -> Response:
         if not authorized(request):
-            return _error(401, "unauthorized")
+            return _unauthorized()
         if facilitator.store is None:
             return _error(404, "this facilitator keeps no settlement records", "no_store")
         row = await facilitator.settlement(str(request.path_params["settlement_id"]))
@@ -163,7 +183,7 @@ def create_app(
 
     async def metrics_route(request: Request) -> Response:
         if not authorized(request):
-            return _error(401, "unauthorized")
+            return _unauthorized()
         if facilitator.store is not None:
             with contextlib.suppress(Exception):
                 for state, n in (await facilitator.store.counts()).items():

@@ -34,6 +34,7 @@ Loaded by the shared loader (:mod:`paywire.settings`): every value is converted 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ from paywire.settings import (
     unknown_names,
 )
 
-__all__ = ["FacilitatorConfig", "NetworkConfig", "load_config", "parse_network_spec"]
+__all__ = ["FacilitatorConfig", "NetworkConfig", "is_loopback", "load_config", "parse_network_spec"]
 
 
 @dataclass(slots=True)
@@ -97,10 +98,19 @@ class FacilitatorConfig(Settings):
     rpc_timeout: float = option(10.0, check=positive, duration=True)
     instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
     devnet: bool = False
+    allow_unauthenticated_public: bool = False
+    """Serve a non-loopback ``host`` without ``bearer_token``: anyone who reaches the port may then settle,
+    read settlement records (payer, payee, amount) and metrics. Off by default; the service refuses to start."""
 
     def validate(self) -> None:
         """Check every option (also after changes) and the networks; ``ConfigError`` says what to fix."""
         self.check()
+        if not self.bearer_token and not is_loopback(self.host) and not self.allow_unauthenticated_public:
+            raise ConfigError(
+                f"refusing to serve {self.host!r} without authentication: anyone who reaches it could call /settle "
+                "and read /settlements and /metrics. Set a token (--token, $PAYWIRE_FACILITATOR_TOKEN or "
+                "bearer_token), bind 127.0.0.1, or accept the risk with --allow-unauthenticated-public "
+                "($PAYWIRE_FACILITATOR_ALLOW_UNAUTHENTICATED_PUBLIC=1, allow_unauthenticated_public = true)")
         if not self.networks and not self.devnet:
             raise ConfigError("no networks configured: give --network CAIP2=RPC (or a config file), or --devnet")
         seen: set[str] = set()
@@ -120,6 +130,18 @@ class FacilitatorConfig(Settings):
 
     def confirmations_for(self, net: NetworkConfig) -> int:
         return net.confirmations if net.confirmations is not None else self.confirmations
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (``localhost``, 127.0.0.0/8, ``::1``); an unspecified
+    address (``0.0.0.0``, ``::``) or any other name counts as public."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_network_spec(spec: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from paywire.schemes.registry import FacilitatorScheme, handles, supported_kinds
@@ -16,7 +17,7 @@ from paywire.x402.models import (
     VerifyResponse,
     requirements_v1_to_v2,
 )
-from paywire.x402.networks import to_caip2
+from paywire.x402.networks import to_caip2, to_caip2_or_none, to_v1_name
 
 AnyPayload = PaymentPayload | PaymentPayloadV1
 AnyRequirements = PaymentRequirements | PaymentRequirementsV1
@@ -36,6 +37,17 @@ def normalize(payload: AnyPayload, requirements: AnyRequirements) -> tuple[Payme
         )
         return PaymentPayload(x402_version=1, accepted=accepted, payload=payload.payload, resource=resource), req, True
     return payload, req, False
+
+
+def in_request_naming(res: SettleResponse, requirements: AnyRequirements) -> SettleResponse:
+    """A v1 request gets its answer's ``network`` in v1 naming (``base-sepolia``), as official facilitators
+    answer; v2 keeps CAIP-2. A network v1 has no name for stays CAIP-2."""
+    if not isinstance(requirements, PaymentRequirementsV1) or not res.network:
+        return res
+    if to_caip2_or_none(requirements.network) == res.network:
+        return dataclasses.replace(res, network=requirements.network)
+    v1 = to_v1_name(res.network)
+    return dataclasses.replace(res, network=v1) if v1 is not None else res
 
 
 class Facilitator:
@@ -109,6 +121,10 @@ class Facilitator:
             return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
+        """Settle through the payment's plugin; the answer names the network as the request did (v1 or v2)."""
+        return in_request_naming(await self._settle(payload, requirements), requirements)
+
+    async def _settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
         p, req, v1 = normalize(payload, requirements)
         plugin = self._plugin(p)
         if plugin is None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
+from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
 from paywire.server.flow import (
@@ -66,26 +67,11 @@ def _with_cors(headers: list[tuple[bytes, bytes]], origin: str | None) -> list[t
 
 
 async def _read_body(req: RequestInfo, receive: Receive, limit: int) -> tuple[RequestInfo, Receive]:
-    """Read the request body (for the MPP digest) and a ``receive`` that hands it to the app again. Past
-    ``limit`` bytes it stops reading: the body stays unbound and the app still gets all of it."""
-    held: list[Message] = []
-    size, more = 0, True
-    while more and size <= limit:
-        message = await receive()
-        held.append(message)
-        if message.get("type") != "http.request":
-            break
-        size += len(message.get("body", b""))
-        more = bool(message.get("more_body", False))
-    complete = not more and all(m.get("type") == "http.request" for m in held)
-    body = b"".join(m.get("body", b"") for m in held) if complete and size <= limit else None
-
-    async def replay() -> Message:
-        if held:
-            return held.pop(0)
-        return await receive()
-
-    return dataclasses.replace(req, body=body), replay
+    """Read the request body (for the MPP digest) and a ``receive`` that hands it to the app again. A body over
+    ``limit`` (announced, or found while reading) is not bound: at most ``limit`` bytes are held and the app
+    still gets all of it."""
+    got = await read_asgi_body(receive, limit, declared_length(req.headers))
+    return dataclasses.replace(req, body=got.body), got.replay(receive)
 
 
 class PaymentMiddleware:

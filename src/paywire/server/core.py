@@ -393,10 +393,15 @@ class Seller:
     @staticmethod
     def _check_offers(route: PaidRoute, offers: Sequence[PaymentRequirements], supported: SupportedResponse,
                       facilitator: str) -> None:
-        kinds = [k for k in supported.kinds if k.x402_version == 2]
+        # a route is payable through the versions it takes; a v1 kind names its network the v1 way
+        # ("base-sepolia"): compare it as CAIP-2
+        kinds = [(k.scheme, to_caip2_or_none(k.network) or k.network, k)
+                 for k in supported.kinds if k.x402_version in route.x402_versions]
         for o in offers:
-            if not any(k.scheme == o.scheme and matches_pattern(o.network, k.network) for k in kinds):
-                have = ", ".join(sorted({f"{k.scheme} on {k.network}" for k in kinds})) or "nothing"
+            if not any(scheme == o.scheme and matches_pattern(o.network, network) for scheme, network, _ in kinds):
+                labels = {(-k.x402_version, f"{k.scheme} on {k.network}" + ("" if k.x402_version > 1 else " (x402 v1)"))
+                          for k in supported.kinds}
+                have = ", ".join(label for _, label in sorted(labels)) or "nothing"
                 raise ConfigError(
                     f"route {route.key} offers {o.scheme} on {o.network}, but {facilitator} supports only: {have}."
                     f" Change the route's network/scheme to one of those, or use a facilitator that settles "

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar, Unpack
 
+from paywire.bodylimit import declared_length, read_wsgi_body
 from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
 from paywire.server.flow import Forward, PaymentFlow, Respond, ResponseTooLarge, RunBuffered, RunStreaming
@@ -46,12 +47,11 @@ def request_info(environ: Environ) -> RequestInfo:
 
 
 def _read_body(req: RequestInfo, environ: Environ, limit: int) -> RequestInfo:
-    """Read a ``Content-Length`` body up to ``limit`` (for the MPP digest) and put it back for the app."""
-    length = req.header("content-length", "") or ""
-    if not length.isdigit() or int(length) > limit:
+    """Read a ``Content-Length`` body of at most ``limit`` bytes (for the MPP digest) and put it back for the app;
+    a larger one (or one without a length) is left unread and unbound."""
+    body = read_wsgi_body(environ.get("wsgi.input"), limit, declared_length(req.headers))
+    if body is None:
         return req
-    stream = environ.get("wsgi.input")
-    body = stream.read(int(length)) if stream is not None else b""
     environ["wsgi.input"] = io.BytesIO(body)
     return dataclasses.replace(req, body=body)
 
