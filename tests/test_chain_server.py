@@ -134,6 +134,25 @@ def test_batch_and_protocol_errors(served: tuple[EmbeddedChain, str]) -> None:
         assert client.get(url).status_code == 200
 
 
+def test_oversized_bodies_are_refused_without_being_read(served: tuple[EmbeddedChain, str]) -> None:
+    """Issue 11 item 2: the devnet JSON-RPC server bounds bodies too (announced or chunked)."""
+    from paywire.chain.server import MAX_BODY
+
+    _node, url = served
+    with httpx.Client(timeout=30) as client:
+        announced = client.post(url, content=b" " * (MAX_BODY + 1))
+        assert announced.status_code == 413, "an announced body over the limit is refused"
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(MAX_BODY // 65536 + 2):
+                yield b" " * 65536
+
+        chunked = client.post(url, content=chunks())
+        assert chunked.status_code == 413, "a chunked body is cut at the limit"
+        small = client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+        assert small.json()["result"] == "0x7a69", "a normal request still works after"
+
+
 def test_server_stops_and_releases_port() -> None:
     node = EmbeddedChain()
     try:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.chain.rpc import RpcError, Transport, to_data
 from paywire.errors import ChainError, ChainRevert
 
@@ -78,11 +79,17 @@ async def _dispatch(transport: Transport, call: Any) -> dict[str, Any] | None:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
+MAX_BODY = 8 * 1024 * 1024  # a devnet JSON-RPC request (contract deployments included) is far smaller
+
+
 def make_app(transport: Transport) -> Starlette:
     """The ASGI app: ``POST /`` answers JSON-RPC; ``GET /`` says what this is."""
 
     async def rpc(request: Request) -> Response:
-        body = await request.body()
+        got = await read_asgi_body(request.receive, MAX_BODY, declared_length(request.headers))
+        if got.body is None:
+            return JSONResponse(_error(None, -32600, f"request body over {MAX_BODY} bytes"), status_code=413)
+        body = got.body
         try:
             payload = json.loads(body)
         except ValueError:
