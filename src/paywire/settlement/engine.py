@@ -505,6 +505,8 @@ class SettlementEngine:
         if row.state == "verified":
             # a claim nothing was sent for: finish it if the chain already decided; else, if nobody works on it
             # (its owner died, or it is ours from before a restart), send it ourselves while it is still valid
+            if row.id in store.working:  # a settle of this process is sending it right now
+                return "open"
             outcome = await self._probe(rail, intent, ())
             if isinstance(outcome, _Final) and (outcome.response.success or outcome.expired):
                 await self._record(row.id, outcome, from_states=("verified",))
