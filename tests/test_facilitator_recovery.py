@@ -136,11 +136,11 @@ async def test_killed_facilitator_restarted_with_its_id_resumes_the_sale(served,
     store_url = f"sqlite:///{tmp_path / 'fac.db'}"
     config = write_config(tmp_path / "fac.toml", network=net.info.network, rpc=rpc, keys=[KEYS[8]],
                           store=store_url, reconcile_interval=5, instance_id="fac-a")
-    req = offer(net, 1_000 + POINTS.index(point), max_timeout_seconds=WINDOW)
-    p = await sign(req, payer_of(net))
-    before = await net.token_balance(net.payee.address)
     doomed = FacilitatorProcess(["--config", str(config)], command=CRASH_AT, env={"CRASH_AT": point})
     (url,) = await _start(doomed)
+    req = offer(net, 1_000 + POINTS.index(point), max_timeout_seconds=WINDOW)
+    p = await sign(req, payer_of(net))  # valid for WINDOW seconds from now: the restart happens within them
+    before = await net.token_balance(net.payee.address)
     try:
         await _kill_mid_settle(net, url, store_url, point, p, req)
         assert await asyncio.to_thread(doomed.wait_exit) == -9, "the facilitator was not SIGKILLed"
@@ -167,11 +167,11 @@ async def test_killed_facilitator_is_taken_over_by_the_fleet_in_time(served, pg_
     }
     doomed = FacilitatorProcess(["--config", str(procs["fac-a"])], command=CRASH_AT, env={"CRASH_AT": point})
     survivor = FacilitatorProcess(["--config", str(procs["fac-b"])])
-    req = offer(net, 2_000 + POINTS.index(point), max_timeout_seconds=WINDOW)
-    p = await sign(req, payer_of(net))
-    before = await net.token_balance(net.payee.address)
     try:
         url_a, url_b = await _start(doomed, survivor)
+        req = offer(net, 2_000 + POINTS.index(point), max_timeout_seconds=WINDOW)
+        p = await sign(req, payer_of(net))
+        before = await net.token_balance(net.payee.address)
         await _kill_mid_settle(net, url_a, pg_url, point, p, req)
         assert await asyncio.to_thread(doomed.wait_exit) == -9, "the facilitator was not SIGKILLed"
         await _sale_completes(net, pg_url, url_b, p, req, before)
