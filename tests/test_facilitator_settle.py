@@ -262,9 +262,10 @@ async def test_dead_recorded_transaction_is_re_signed(net, store):
     assert await authorization_uses(net, p) == [row.tx_hash]
 
 
-async def test_reconciler_fails_an_expired_unsent_claim_and_keeps_fresh_ones(net, store):
-    """A claim left by a dead instance is finished only when the chain decided: an expired, unused
-    authorization becomes failed; one still valid stays open for a retried settle to take over."""
+async def test_reconciler_fails_an_expired_unsent_claim_and_sends_a_fresh_one(net, store):
+    """Claims left by a dead instance: an expired, unused authorization becomes failed; one still valid is
+    sent by the reconciler itself (nobody else would before it expires) and a retried settle answers its
+    transaction (issue 11 item 5)."""
     fac = facilitator_with_store(net, store)
     payer = payer_of(net)
     short = offer(net, 5, max_timeout_seconds=1)
@@ -292,9 +293,11 @@ async def test_reconciler_fails_an_expired_unsent_claim_and_keeps_fresh_ones(net
     assert gone is not None and gone.state == "failed"
     assert gone.error_reason == "invalid_exact_evm_payload_authorization_valid_before"
     kept = await store.get(sid_of(fresh, fresh_req))
-    assert kept is not None and kept.state == "verified"
-    r = await fac.settle(fresh, fresh_req)  # taken over
-    assert r.success
+    assert kept is not None and kept.state in ("submitted", "settled"), f"the fresh claim was not sent: {kept}"
+    assert kept.owner == store.instance_id, "the reconciler did not take the dead instance's claim over"
+    r = await fac.settle(fresh, fresh_req)
+    assert r.success, r
+    assert await authorization_uses(net, fresh) == [r.transaction], "the fresh authorization did not move once"
 
 
 async def test_library_users_can_pass_a_store_url(net, tmp_path: Path):

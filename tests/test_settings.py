@@ -312,7 +312,8 @@ def test_middleware_keywords_are_checked_at_construction():
 def test_the_facilitator_token_goes_to_a_url_facilitator():
     mw = PaymentMiddleware(Starlette(), [PaidRoute("GET /a", price="$0.01")], FAC, pay_to=PAY_TO, network=NET,
                            facilitator_token="tok")
-    assert mw.flow.facilitator._http.headers == {"Authorization": "Bearer tok"}  # type: ignore[attr-defined]
+    headers = mw.flow.facilitator._http.headers  # type: ignore[attr-defined]
+    assert headers["Authorization"] == "Bearer tok", f"the token was not sent: {headers}"
 
 
 def test_seller_options_keywords_match_the_config():

@@ -30,6 +30,7 @@ from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
+from paywire.settlement.engine import answer_within
 from paywire.x402.models import FacilitatorRequest
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
         return FacilitatorRequest.from_wire(obj)
     except WireError as exc:
         return _error(400, str(exc), exc.reason)
+
+
+def _prefer_wait(request: Request) -> float | None:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240 §4.3): how long the caller waits for ``/settle``."""
+    for pref in request.headers.get("prefer", "").split(","):
+        name, _, value = pref.strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().isdigit():
+            return float(value.strip())
+    return None
 
 
 class _CatchAll:
@@ -157,7 +167,8 @@ def create_app(
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
-        res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
+        with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
+            res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
         headers = {}
         key = facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)

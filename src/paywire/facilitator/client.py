@@ -57,16 +57,27 @@ class LocalFacilitatorClient:
         return row.to_json() if row is not None else None
 
 
+def prefer_wait(timeout: float) -> str:
+    """The ``Prefer: wait=N`` value (RFC 7240 §4.3) a client with ``timeout`` sends: a paywire facilitator then
+    answers ``/settle`` within N seconds (``settlement_pending`` with the record's transaction if it must), so
+    the answer arrives before the client gives up. N leaves room for the answer to travel."""
+    return f"wait={max(1, int(timeout - min(3.0, timeout * 0.2)))}"
+
+
 class HttpFacilitatorClient:
     """A remote facilitator (ours or any x402 facilitator) over HTTP, on the shared keep-alive client.
 
     Digest §4: ``POST /verify``, ``POST /settle``, ``GET /supported``; anything but a 200 with a well-formed body
-    is ``FacilitatorUnavailable``, which for ``/settle`` means "outcome unknown".
+    is ``FacilitatorUnavailable``, which for ``/settle`` means "outcome unknown". ``timeout``: seconds per call
+    (30, as the official clients); requests carry ``Prefer: wait=N`` (:func:`prefer_wait`) so a paywire
+    facilitator answers a slow settlement with ``settlement_pending`` in time instead of running into it.
     """
 
-    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 90.0) -> None:
+    def __init__(self, url: str, *, bearer_token: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        headers = {"Prefer": prefer_wait(timeout)}
+        if bearer_token:
+            headers["Authorization"] = f"Bearer {bearer_token}"
         self._http = KeepAliveClient(self.url, timeout=timeout, headers=headers)
         # /verify then /settle send the same body: encode it once (keyed by the very objects, held here)
         self._bodies: dict[tuple[int, int], tuple[AnyPayload, AnyRequirements, bytes]] = {}

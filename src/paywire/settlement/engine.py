@@ -9,7 +9,10 @@ compare-and-set there, so instances sharing the database (fleet mode) never undo
                                                └─unresolve──► unresolved ──finish──► settled | failed
 
 * **claim** (``SettlementStore.claim``): after verification, before any transaction exists. A ``verified``
-  row whose lease ran out is taken over: its owner died before sending anything.
+  row whose lease ran out is taken over: its owner died before sending anything. So is one of this instance's
+  own that no task of this process holds (``SettlementStore.working``): a run before a restart left it.
+* **leases** end ``broadcast_margin`` seconds before the authorization's ``validBefore`` (never later than
+  ``lease_seconds``), so another instance of a fleet takes a dead owner's row over while it can still be mined.
 * **record** (``record_tx``): the signed transaction is written *before* it is broadcast. Dying after this
   leaves a ``submitted`` row with the bytes; the reconciler re-broadcasts them (or signs anew).
 * **release** (``release``): nothing reached the chain (it would revert, the node refused every signed
@@ -19,8 +22,11 @@ compare-and-set there, so instances sharing the database (fleet mode) never undo
   or could not tell us. Any instance may finish a row (the outcome is a fact of the chain); the first wins.
 
 A settle of an authorization that already has a row answers from the row, waiting while someone else is
-settling it. ``reconcile_once`` (on start and in the background) brings open rows to a final state.
-Without a store, concurrent settles in one process still share one transaction and nothing is recorded.
+settling it. A caller waits at most ``answer_within`` seconds (or its own shorter deadline, ``answer_within()``
+as a context): then it gets ``settlement_pending`` with what the record holds, while the settlement goes on.
+``reconcile_once`` (on start and in the background) brings open rows to a final state: it resumes abandoned
+claims (sends them), re-broadcasts, re-signs and replaces. Without a store, concurrent settles in one process
+still share one transaction and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +49,29 @@ from paywire.x402.models import SettleResponse, VerifyResponse
 from paywire.x402.reasons import SETTLEMENT_PENDING as PENDING
 from paywire.x402.reasons import SETTLEMENT_UNRESOLVED as UNRESOLVED
 
-__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine"]
+__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine", "answer_within"]
 
 log = logging.getLogger(__name__)
+
+ANSWER_WITHIN = 25.0
+"""Default longest wait of one settle call (official x402 facilitator clients give up after 30 s)."""
+BROADCAST_MARGIN = 15.0
+"""Default seconds before ``validBefore`` at which a claim's lease ends: time for a takeover to send and mine."""
+MIN_LEASE = 3.0
+"""A claim is always ours at least this long (to sign and record), even close to ``validBefore``."""
+
+_caller_wait: ContextVar[float | None] = ContextVar("paywire_settle_answer_within", default=None)
+
+
+@contextlib.contextmanager
+def answer_within(seconds: float | None) -> Iterator[None]:
+    """Settles awaited inside this block answer within ``seconds`` (a caller's own deadline, e.g. the HTTP
+    ``Prefer: wait=N`` of a facilitator client): ``settlement_pending`` if the outcome is not known by then."""
+    token = _caller_wait.set(seconds)
+    try:
+        yield
+    finally:
+        _caller_wait.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +124,13 @@ class _Open:
 class _Recorder:
     """Records each signed transaction of one settlement over the previous one (compare-and-set)."""
 
-    def __init__(self, store: SettlementStore, sid: str, previous: str | None, lease: float) -> None:
+    def __init__(self, store: SettlementStore, sid: str, previous: str | None, lease: Callable[[], float]) -> None:
         self.store, self.sid, self.last, self.lease = store, sid, previous, lease
         self.refused = False
 
     async def __call__(self, tx: SentTx) -> bool:
         ok = await self.store.record_tx(self.sid, tx_hash=tx.hash, raw_tx=tx.raw, signer=tx.signer,
-                                        tx_nonce=tx.nonce, previous_hash=self.last, lease_seconds=self.lease)
+                                        tx_nonce=tx.nonce, previous_hash=self.last, lease_seconds=self.lease())
         if ok:
             self.last = tx.hash
         else:
@@ -128,9 +155,12 @@ class SettlementEngine:
 
     ``store``: a ``SettlementStore`` or its URL (opened and migrated on first use); ``None`` keeps no record.
     ``load``: rebuilds an ``Intent`` from a row's stored record (for the reconciler). ``receipt_timeout``: how
-    long one settle waits for its transaction before answering ``settlement_pending``; ``settle_wait``: how long
-    a duplicate settle waits for an in-flight one; ``lease_seconds``: how long a claim is owned before another
-    instance may take it over; ``stuck_after``: seconds before a pending transaction is replaced.
+    long a settlement waits for its transaction before recording it pending; ``settle_wait``: how long a
+    duplicate settle waits for an in-flight one; ``answer_within``: the longest a settle call waits before it
+    answers ``settlement_pending`` (the settlement goes on; a caller's shorter ``answer_within()`` wins);
+    ``lease_seconds``: how long a claim is owned before another instance may take it over, cut to end
+    ``broadcast_margin`` seconds before the authorization expires; ``stuck_after``: seconds before a pending
+    transaction is replaced.
     """
 
     def __init__(
@@ -145,6 +175,8 @@ class SettlementEngine:
         lease_seconds: float | None = None,
         stuck_after: float = 60.0,
         poll_interval: float = 0.05,
+        answer_within: float = ANSWER_WITHIN,
+        broadcast_margin: float = BROADCAST_MARGIN,
     ) -> None:
         self.rails = dict(rails)
         self.store = SettlementStore(open_database(store)) if isinstance(store, str) else store
@@ -154,10 +186,26 @@ class SettlementEngine:
         self._receipt_timeout = receipt_timeout
         self._settle_wait = settle_wait if settle_wait is not None else receipt_timeout + 5.0
         self._lease = lease_seconds if lease_seconds is not None else receipt_timeout + 30.0
+        self._answer_within = answer_within
+        self._margin = broadcast_margin
         self._stuck_after = stuck_after
         self._poll = poll_interval
         self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
-        self._sending: set[str] = set()  # settlements this process is sending/confirming right now
+        self._background: set[asyncio.Task[Any]] = set()  # confirmations of resumed claims
+
+    def _lease_for(self, intent: Intent) -> float:
+        """Seconds a claim (or its recorded transaction) stays ours: ``lease_seconds``, but ending
+        ``broadcast_margin`` before ``validBefore`` so that if we die another instance still has time to send
+        and mine it; at least ``MIN_LEASE`` (to sign and record)."""
+        left = intent.valid_before - time.time() - self._margin
+        return min(self._lease, max(min(MIN_LEASE, self._lease), left))
+
+    def _recorder(self, store: SettlementStore, sid: str, previous: str | None, intent: Intent) -> _Recorder:
+        return _Recorder(store, sid, previous, lambda: self._lease_for(intent))
+
+    def _abandoned(self, store: SettlementStore, row: Settlement) -> bool:
+        """Nobody works on this open row: its owner's lease ran out, or it is ours from before a restart."""
+        return row.lease_until < time.time() or (row.owner == store.instance_id and row.id not in store.working)
 
     async def _ensure_schema(self) -> None:
         if not self._migrated and self.store is not None:
@@ -175,7 +223,24 @@ class SettlementEngine:
             task = asyncio.create_task(self._settle_task(intent, prepare))
             self._tasks[key] = task
             task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))  # type: ignore[misc]
-        return await asyncio.shield(task)
+        if self.store is None:  # nothing to reconcile a pending answer with: wait for the outcome
+            return await asyncio.shield(task)
+        wanted = _caller_wait.get()
+        budget = min(self._answer_within if wanted is None else max(wanted, 0.0), self._settle_wait)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), budget)
+        except TimeoutError:  # the settlement goes on; the caller gets what the record says now
+            return await self._pending(self.store, intent)
+
+    async def _pending(self, store: SettlementStore, intent: Intent) -> SettleResponse:
+        """The answer for a caller who cannot wait longer: the record (pending with its transaction, if any)."""
+        sid = _sid(intent)
+        row: Settlement | None = None
+        with contextlib.suppress(Exception):
+            row = await store.get(sid)
+        if row is not None and row.requirements_digest == intent.digest:
+            return self.response_for(row)
+        return _failure(intent, PENDING, f"settlement {sid} is in progress; ask again or GET /settlements/{sid}")
 
     async def _settle_task(self, intent: Intent, prepare: Prepare) -> SettleResponse:
         try:
@@ -197,32 +262,47 @@ class SettlementEngine:
         self, store: SettlementStore, intent: Intent, prepare: Prepare, *, takeover: bool, force: bool = False
     ) -> SettleResponse:
         """``force``: a stale claim was seen; verify and claim (which takes it over) without answering from it."""
+        sid = _sid(intent)
         if not force:
-            row = await store.get(_sid(intent))
+            row = await store.get(sid)
             if row is not None:
                 return await self._answer_row(store, row, intent, prepare, takeover=takeover)
+        if sid in store.working:  # another task of this process (a resumed claim) is on it: answer from it
+            row = await store.get(sid)
+            if row is not None:
+                return await self._answer_row(store, row, intent, prepare, takeover=False)
+        store.working.add(sid)  # from here until we return, only this task acts on the row in this process
+        try:
+            done = await self._claim_and_submit(store, intent, prepare, take_own=force)
+        finally:
+            store.working.discard(sid)
+        if isinstance(done, SettleResponse):
+            return done
+        return await self._answer_row(store, done, intent, prepare, takeover=False)
+
+    async def _claim_and_submit(
+        self, store: SettlementStore, intent: Intent, prepare: Prepare, *, take_own: bool
+    ) -> SettleResponse | Settlement:
+        """Verify, claim and send; the row to answer from when someone else has it. ``take_own``: the row is
+        ours from before a restart (or its lease ran out): take it over."""
         verdict, plan = await prepare()
         if not verdict.is_valid or plan is None:
             # another request/instance may have settled it meanwhile (its transaction used the nonce)
             row = await store.get(_sid(intent))
             if row is not None:
-                return await self._answer_row(store, row, intent, prepare, takeover=False)
+                return row
             return SettleResponse(False, "", intent.network, payer=verdict.payer or intent.payer,
                                   error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
-        # transition claim: none | stale verified → verified (ours). Dying after it leaves a 'verified' row that
-        # the next settle of this authorization takes over once the lease has run out.
+        # transition claim: none | abandoned verified → verified (ours). Dying after it leaves a 'verified' row
+        # that a restart of this instance resumes at once, and the fleet once the lease has run out.
         claimed, row = await store.claim(
             network=intent.network, asset=intent.asset, payer=intent.payer, nonce=intent.nonce,
             requirements_digest=intent.digest, request=intent.record, amount=intent.amount, pay_to=intent.pay_to,
-            lease_seconds=self._lease,
+            lease_seconds=self._lease_for(intent), take_own=take_own,
         )
         if not claimed:
-            return await self._answer_row(store, row, intent, prepare, takeover=False)
-        self._sending.add(row.id)
-        try:
-            return await self._submit(store, row, intent, plan)
-        finally:
-            self._sending.discard(row.id)
+            return row
+        return await self._submit(store, row, intent, plan)
 
     async def _answer_row(
         self, store: SettlementStore, row: Settlement, intent: Intent, prepare: Prepare, *, takeover: bool
@@ -236,9 +316,9 @@ class SettlementEngine:
         reconciled = False
         current: Settlement | None = row
         while current is not None and current.state in ("verified", "submitted"):
-            if current.lease_until < time.time():
+            if self._abandoned(store, current):
                 if current.state == "verified" and takeover:
-                    # its owner died before broadcasting anything: settle it ourselves
+                    # its owner died (or we restarted) before broadcasting anything: settle it ourselves
                     return await self._settle_stored(store, intent, prepare, takeover=False, force=True)
                 if current.state == "submitted" and not reconciled:
                     reconciled = True  # its owner is gone after recording a transaction: ask the chain now
@@ -280,7 +360,7 @@ class SettlementEngine:
     async def _submit(self, store: SettlementStore, row: Settlement, intent: Intent, plan: Plan) -> SettleResponse:
         """We own the claim: sign, record (verified → submitted), broadcast, then wait for the chain's verdict."""
         rail, sid = self.rails[intent.network], row.id
-        record = _Recorder(store, sid, None, self._lease)
+        record = self._recorder(store, sid, None, intent)
         try:
             tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit, record=record)
         except ChainError as exc:
@@ -396,9 +476,10 @@ class SettlementEngine:
     # -- reconciliation -----------------------------------------------------------------------------------
     async def reconcile_once(self, *, limit: int = 200) -> dict[str, int]:
         """Resolve open records from the chain (all instances may run this; transitions are compare-and-set).
-        Returns counts of what happened: ``checked``, ``settled``, ``failed``, ``unresolved``,
-        ``rebroadcast``, ``replaced``, ``open``."""
-        stats = dict.fromkeys(("checked", "settled", "failed", "unresolved", "rebroadcast", "replaced", "open"), 0)
+        Returns counts of what happened: ``checked``, ``settled``, ``failed``, ``unresolved``, ``resumed`` (a
+        claim nobody had sent was sent), ``rebroadcast``, ``replaced``, ``open``."""
+        stats = dict.fromkeys(("checked", "settled", "failed", "unresolved", "resumed", "rebroadcast", "replaced",
+                               "open"), 0)
         if self.store is None:
             return stats
         await self._ensure_schema()
@@ -422,11 +503,16 @@ class SettlementEngine:
             return row.state if row.final else "open"
         intent = self._load(row)
         if row.state == "verified":
-            # a claim whose owner vanished before sending: only finish it if the chain already decided
+            # a claim nothing was sent for: finish it if the chain already decided; else, if nobody works on it
+            # (its owner died, or it is ours from before a restart), send it ourselves while it is still valid
+            if row.id in store.working:  # a settle of this process is sending it right now
+                return "open"
             outcome = await self._probe(rail, intent, ())
             if isinstance(outcome, _Final) and (outcome.response.success or outcome.expired):
                 await self._record(row.id, outcome, from_states=("verified",))
                 return "settled" if outcome.response.success else "failed"
+            if isinstance(outcome, _Open) and outcome.lost and self._abandoned(store, row):
+                return await self._resume(store, rail, row, intent)
             return "open"
         outcome = await self._probe(rail, intent, row.tx_hashes or ((row.tx_hash,) if row.tx_hash else ()))
         if isinstance(outcome, _Final):
@@ -436,8 +522,8 @@ class SettlementEngine:
             await self._record(row.id, outcome)
             return "unresolved"
         # re-broadcasting, re-signing and replacing are for rows nobody is working on: the owner's lease ran
-        # out, or the owner is this process and its settle has returned
-        if not (row.lease_until < time.time() or (row.owner == store.instance_id and row.id not in self._sending)):
+        # out, or the owner is this instance and no task of this process holds the row
+        if not self._abandoned(store, row) or row.id in store.working:
             return "open"
         if outcome.lost and row.raw_tx:
             kind = await rail.rebroadcast(row.raw_tx)
@@ -453,15 +539,63 @@ class SettlementEngine:
             return "open"
         if outcome.known and row.raw_tx and row.submitted_at is not None \
                 and time.time() - row.updated_at > self._stuck_after:
-            return await self._replace(store, rail, row)
+            return await self._replace(store, rail, row, intent)
         return "open"
+
+    async def _resume(self, store: SettlementStore, rail: Rail, row: Settlement, intent: Intent) -> str:
+        """Transition record for a claim nobody sent (its owner died, or this instance restarted): take it over,
+        sign, record and broadcast it now; its confirmation goes on in the background, holding the row."""
+        if row.id in store.working:
+            return "open"
+        store.working.add(row.id)
+        confirming = False
+        try:
+            if not await store.take_lease(row.id, self._lease_for(intent), ("verified",)):
+                return "open"
+            record = self._recorder(store, row.id, None, intent)
+            try:
+                tx, unknown = await rail.send(intent, record=record)
+            except ChainRevert as exc:  # it would revert now: used meanwhile, or the payer cannot pay any more
+                outcome = await self._probe(rail, intent, ())
+                if isinstance(outcome, _Final):
+                    await self._record(row.id, outcome, from_states=("verified",))
+                    return "settled" if outcome.response.success else "failed"
+                await store.release(row.id)  # nothing was sent: a retried settle verifies again and says why
+                log.warning("resumed settlement %s would revert (%s); claim released", row.id, exc.reason)
+                return "open"
+            except ChainError as exc:
+                if record.refused:  # someone else recorded a transaction first
+                    return "open"
+                if record.last is not None:  # recorded, but the node refused it: nothing reached the chain
+                    await store.release(row.id, tx_hash=record.last)
+                else:  # the chain did not answer: the claim stays ours, the next pass tries again
+                    await store.note(row.id, f"resume failed: {exc}")
+                return "open"
+            sent = dataclasses.replace(row, state="submitted", tx_hash=tx.hash, owner=store.instance_id)
+            task = asyncio.create_task(self._confirm_quietly(store, sent, intent, tx, unknown))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            task.add_done_callback(lambda _t: store.working.discard(row.id))
+            confirming = True
+            return "resumed"
+        finally:
+            if not confirming:
+                store.working.discard(row.id)
+
+    async def _confirm_quietly(
+        self, store: SettlementStore, row: Settlement, intent: Intent, tx: SentTx, broadcast_error: str | None
+    ) -> None:
+        try:
+            await self._confirm(store, row, intent, tx, broadcast_error)
+        except Exception:  # the reconciler reads the chain again on its next pass
+            log.exception("confirming resumed settlement %s failed", row.id)
 
     async def _resign(self, store: SettlementStore, rail: Rail, row: Settlement, intent: Intent) -> str:
         """Transition re-record: a new transaction (fresh signer slot) over the dead recorded one."""
-        if not await store.take_lease(row.id, self._lease, ("submitted", "unresolved")):
+        if not await store.take_lease(row.id, self._lease_for(intent), ("submitted", "unresolved")):
             return "open"
         try:
-            await rail.send(intent, record=_Recorder(store, row.id, row.tx_hash, self._lease))
+            await rail.send(intent, record=self._recorder(store, row.id, row.tx_hash, intent))
         except ChainRevert as exc:  # would revert now: let the next round read the chain again
             await store.note(row.id, f"re-sign would revert: {exc.reason}")
             return "open"
@@ -470,14 +604,14 @@ class SettlementEngine:
             return "open"
         return "rebroadcast"
 
-    async def _replace(self, store: SettlementStore, rail: Rail, row: Settlement) -> str:
+    async def _replace(self, store: SettlementStore, rail: Rail, row: Settlement, intent: Intent) -> str:
         """Transition re-record: the stuck transaction again with higher fees, by the key that signed it."""
         if row.raw_tx is None or row.signer is None or not rail.has_signer(row.signer):
             return "open"  # another instance's key: it replaces its own transactions
-        if not await store.take_lease(row.id, self._lease, ("submitted", "unresolved")):
+        if not await store.take_lease(row.id, self._lease_for(intent), ("submitted", "unresolved")):
             return "open"
         try:
-            await rail.replace(row.raw_tx, row.signer, record=_Recorder(store, row.id, row.tx_hash, self._lease))
+            await rail.replace(row.raw_tx, row.signer, record=self._recorder(store, row.id, row.tx_hash, intent))
         except ChainError as exc:
             await store.note(row.id, f"replacement failed: {exc}")
             return "open"

@@ -6,8 +6,8 @@ machines that share the database. States::
 
     verified ──► submitted ──► settled | failed | unresolved ──► settled | failed
 
-* ``verified``  — claimed by ``owner`` after verification; nothing broadcast yet (a claim whose lease ran out
-  may be taken over: its owner died before sending).
+* ``verified``  — claimed by ``owner`` after verification; nothing broadcast yet (a claim whose lease ran out,
+  or one this instance holds from before a restart, may be taken over: its owner died before sending).
 * ``submitted`` — the signed transaction (``raw_tx``, ``tx_hash``) is recorded; it is broadcast only after
   this row is written, so a crash after sending can be recovered by re-broadcasting the same bytes.
 * ``settled`` / ``failed`` — final, judged from the chain.
@@ -171,6 +171,9 @@ class SettlementStore:
     def __init__(self, db: Database, *, instance_id: str | None = None) -> None:
         self.db = db
         self.instance_id = instance_id or f"fac-{uuid.uuid4().hex[:12]}"
+        # ids of rows this process is working on right now (not stored): a row of ours that is not in here was
+        # left by an earlier run of this instance (a restart) and may be resumed at once
+        self.working: set[str] = set()
 
     @classmethod
     async def open(cls, url: str, *, instance_id: str | None = None) -> SettlementStore:
@@ -196,14 +199,25 @@ class SettlementStore:
         return Settlement.from_row(row) if row else None
 
     async def open_rows(self, *, limit: int = 100, now: float | None = None) -> list[Settlement]:
-        """Rows the reconciler should look at: submitted/unresolved ones, and claims whose lease ran out."""
+        """Rows the reconciler should look at: submitted/unresolved ones, claims whose lease ran out, and this
+        instance's own claims (after a restart they are nobody's work)."""
         now = time.time() if now is None else now
         rows = await self.db.fetchall(
             f"SELECT * FROM {TABLE} WHERE state IN ('submitted', 'unresolved') "
-            f"OR (state = 'verified' AND lease_until < ?) ORDER BY updated_at LIMIT ?",
-            (now, limit),
+            f"OR (state = 'verified' AND (lease_until < ? OR owner = ?)) ORDER BY updated_at LIMIT ?",
+            (now, self.instance_id, limit),
         )
         return [Settlement.from_row(r) for r in rows]
+
+    async def next_lease_end(self, *, now: float | None = None) -> float | None:
+        """When the next lease of an open row runs out (None: no lease is running): the moment another instance
+        may take that row over."""
+        now = time.time() if now is None else now
+        row = await self.db.fetchone(
+            f"SELECT MIN(lease_until) AS t FROM {TABLE} WHERE state IN ('verified', 'submitted') AND lease_until >= ?",
+            (now,),
+        )
+        return float(row["t"]) if row is not None and row.get("t") is not None else None
 
     async def counts(self) -> dict[str, int]:
         rows = await self.db.fetchall(f"SELECT state, COUNT(*) AS n FROM {TABLE} GROUP BY state")
@@ -215,10 +229,12 @@ class SettlementStore:
 
     async def claim(
         self, *, network: str, asset: str, payer: str, nonce: str, requirements_digest: str,
-        request: Mapping[str, Any], amount: int, pay_to: str, lease_seconds: float,
+        request: Mapping[str, Any], amount: int, pay_to: str, lease_seconds: float, take_own: bool = False,
     ) -> tuple[bool, Settlement]:
         """Claim an authorization for this instance. ``(True, row)`` if we own it now (a fresh claim, or a
-        ``verified`` claim whose owner's lease ran out), else ``(False, the existing row)``."""
+        ``verified`` claim whose owner's lease ran out), else ``(False, the existing row)``. ``take_own``: also
+        take a ``verified`` claim of this instance whose lease still runs — the caller holds the id in
+        ``working`` and knows no task of this process has it (a run before a restart left it)."""
         sid = settlement_id(network, asset, payer, nonce)
         now = time.time()
         inserted = await self.db.execute(
@@ -240,14 +256,14 @@ class SettlementStore:
             )
         took = await self.db.execute(
             f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ?, attempts = attempts + 1 "
-            f"WHERE id = ? AND state = 'verified' AND lease_until < ?",
-            (self.instance_id, now + lease_seconds, now, sid, now),
+            f"WHERE id = ? AND state = 'verified' AND (lease_until < ? OR owner = ?)",
+            (self.instance_id, now + lease_seconds, now, sid, now, self.instance_id if take_own else None),
         )
         row = await self.get(sid)
         if row is None:  # released between our INSERT and SELECT: try once more
             return await self.claim(network=network, asset=asset, payer=payer, nonce=nonce,
                                     requirements_digest=requirements_digest, request=request, amount=amount,
-                                    pay_to=pay_to, lease_seconds=lease_seconds)
+                                    pay_to=pay_to, lease_seconds=lease_seconds, take_own=take_own)
         return took == 1, row
 
     async def take_lease(self, settlement_id: str, lease_seconds: float, states: Sequence[str]) -> bool:
