@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,26 @@ class Devnet:
             raise RuntimeError(f"mint reverted: {tx}")
 
     def write_state(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(self.info.to_json())
-        return p
+        """Write the state file (it holds the funded keys: created readable by its owner only, mode 0600)."""
+        return write_private(path, self.info.to_json())
+
+
+def write_private(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` readable and writable by its owner only (mode 0600 from creation, whatever the
+    umask; an existing file, whatever its mode, is replaced atomically, never rewritten in place)."""
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
 
 
 async def deploy_token(
@@ -122,4 +140,5 @@ async def setup_devnet(
 
 
 
-__all__ = ["DEFAULT_CHAIN_ID", "USDC", "Devnet", "DevnetInfo", "RpcChain", "deploy_token", "setup_devnet"]
+__all__ = ["DEFAULT_CHAIN_ID", "USDC", "Devnet", "DevnetInfo", "RpcChain", "deploy_token", "setup_devnet",
+           "write_private"]
