@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ class DevnetInfo:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
+
+    def public(self) -> dict[str, object]:
+        """Everything but the private keys: what may be printed or shown."""
+        return {k: v for k, v in asdict(self).items() if not k.endswith("_key")}
 
     @property
     def asset(self) -> Asset:
@@ -115,15 +120,18 @@ async def setup_devnet(
     name: str = "USD Coin",
     version: str = "2",
     keys: list[bytes] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Devnet:
     """Deploy the token on ``chain`` and mint ``payer_funds`` to the payer.
 
     ``keys`` = [deployer, facilitator, payer, payee], each with native gas funds; defaults to the standard
-    development keys that both the embedded chain and anvil fund at genesis.
+    development keys that both the embedded chain and anvil fund at genesis. ``on_step`` hears each step.
     """
+    step = on_step or (lambda _text: None)
     k = keys or dev_keys(4)
     deployer, facilitator, payer, payee = (LocalSigner(x) for x in k[:4])
     chain_id = await chain.chain_id()
+    step(f"deploying the token ({name} v{version})")
     addr = await deploy_token(chain, deployer.private_key, name=name, version=version)
     info = DevnetInfo(
         rpc_url=rpc_url, chain_id=chain_id, network=f"eip155:{chain_id}", token=addr, token_name=name,
@@ -135,6 +143,7 @@ async def setup_devnet(
     )
     net = Devnet(chain, info, deployer, facilitator, payer, payee)
     if payer_funds:
+        step(f"funding the payer with {payer_funds / USDC:,.2f} {info.asset.symbol}")
         await net.mint(payer.address, payer_funds)
     return net
 
