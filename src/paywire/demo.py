@@ -27,8 +27,8 @@ from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.facilitator.core import Facilitator
 from paywire.schemes.registry import default_registry
-from paywire.server.asgi import PaymentMiddleware
 from paywire.server import Offer, PaidRoute
+from paywire.server.asgi import PaymentMiddleware
 from paywire.serving import serve_asgi
 
 if TYPE_CHECKING:
