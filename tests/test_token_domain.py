@@ -5,6 +5,7 @@ token is paid end to end (issue 11, item 13)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -110,3 +111,34 @@ def _facilitator(net):
     from paywire.facilitator.core import Facilitator
 
     return Facilitator([facilitator_for(net)])
+
+
+async def test_pay_asset_by_address_pays_an_mpp_evm_charge_route(net, rpc, tmp_path) -> None:
+    """`paywire pay --asset <address>`: the CLI reads the token's EIP-712 domain from the chain, so an MPP
+    ``evm/charge`` route (which carries no domain) is paid end to end; balances move on chain."""
+    import json
+    import os
+    import sys
+
+    from paywire.server import Offer, PaidRoute, PaymentMiddleware
+
+    route = PaidRoute("GET /mpp", offers=(Offer(CENT, asset=net.asset),), mpp=("evm",))
+    app = PaymentMiddleware(content_app(), [route], LocalFacilitatorClient(_facilitator(net)),
+                            pay_to=net.payee.address, assets=AssetRegistry((net.asset,)), mpp_realm="shop.test",
+                            mpp_secret=os.urandom(32), store=f"sqlite:///{tmp_path / 'seller.db'}")
+    policy = tmp_path / "mpp-only.json"
+    policy.write_text(json.dumps({"protocols": ["mpp"], "max_per_payment": "$0.05"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYWIRE_")}
+    env.update(HOME=str(tmp_path), COLUMNS="200", PAYWIRE_WALLET_KEY=net.info.payer_key, PAYWIRE_RPC=rpc,
+               PAYWIRE_STORE=f"sqlite:///{tmp_path / 'buyer.db'}")
+    before = await balance(net, net.payee.address)
+    async with serve_asgi(app) as url:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "paywire.cli.main", "pay", url + "/mpp", "--asset", net.info.token, "--yes",
+            "--policy", str(policy), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["content"] == "paid content", "the paid body is not on stdout"
+    assert re.search(r"protocol\s*│\s*mpp", err.decode()), f"the receipt shows no MPP payment: {err.decode()}"
+    assert await balance(net, net.payee.address) == before + CENT, "the payee did not receive $0.01"

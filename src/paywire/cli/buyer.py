@@ -233,7 +233,8 @@ def _receipt_table(r: Any) -> Table:
     t = Table(title="paywire receipt", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
-    rows = [("url", f"{r.method} {r.url}"), ("outcome", r.outcome), ("price", _usd(r.usd_micros)),
+    rows = [("url", f"{r.method} {r.url}"), ("outcome", r.outcome), ("protocol", getattr(r, "protocol", "") or "-"),
+            ("price", _usd(r.usd_micros)),
             ("amount", f"{r.amount} atomic" if r.amount is not None else "-"), ("asset", r.asset or "-"),
             ("network", r.network or "-"), ("pay to", r.pay_to or "-"), ("tx", r.tx or "-"),
             ("x402", f"v{r.x402_version}" if r.x402_version else "-"), ("payment id", r.payment_id or "-"),
