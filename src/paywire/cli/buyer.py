@@ -48,9 +48,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _store(store: str) -> str:
+    """--store, else $PAYWIRE_BUYER_STORE, else $PAYWIRE_STORE, else ~/.paywire/paywire.db (the user's)."""
     from paywire.client import default_store
 
-    return store or default_store()
+    return store or os.environ.get("PAYWIRE_BUYER_STORE") or default_store()
 
 
 def _say_store(url: str, quiet: bool = False) -> None:
@@ -265,8 +266,8 @@ def pay(
                                                                     "(read from the chain of --rpc) or "
                                                                     "NETWORK/ADDRESS[:DECIMALS] (repeatable).")]
     = None,
-    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts/budgets store URL "
-                                                                    "(default ~/.paywire/paywire.db).")] = "",
+    store: Annotated[str, typer.Option(help="Receipts/budgets store URL (env PAYWIRE_BUYER_STORE or "
+                                            "PAYWIRE_STORE; default ~/.paywire/paywire.db).")] = "",
     rpc: Annotated[str, typer.Option(envvar="PAYWIRE_RPC", help="Node URL for balance checks and token "
                                                                 "domains.")] = "",
     profile: Annotated[str, typer.Option("--profile", help="Profile file (default: $PAYWIRE_PROFILE, else the "
@@ -565,7 +566,8 @@ def _history_row(r: Any) -> dict[str, Any]:
 
 @wallet_app.command("history")
 def wallet_history(
-    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts store URL.")] = "",
+    store: Annotated[str, typer.Option(help="Receipts store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE; "
+                                            "default ~/.paywire/paywire.db).")] = "",
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
     limit: Annotated[int, typer.Option(help="Newest N entries (0 = all).")] = 50,
