@@ -229,3 +229,14 @@ def test_examples_import_seller_names_from_paywire_server(example: str) -> None:
     source = (ROOT / "examples" / example).read_text()
     for inner in ("paywire.schemes", "paywire.evm", "paywire.server.core", "paywire.server.pricing"):
         assert f"from {inner}" not in source, f"{example} reaches into {inner}"
+
+
+def test_devnet_removes_its_profile_when_it_stops(tmp_path: Path) -> None:
+    """The profile points at the devnet's chain: when `paywire devnet` stops, the profile and key file go too
+    (a later `paywire pay` then says no wallet is configured instead of paying into a dead node)."""
+    profile = tmp_path / ".paywire" / "devnet" / "profile.json"
+    env = clean_env(tmp_path)
+    with process([*PAYWIRE, "devnet", "--state", str(tmp_path / "devnet.json")], env, re.compile(r"(serving)")):
+        assert profile.exists(), "a running devnet left no profile"
+    assert not profile.exists(), "the profile outlived its devnet"
+    assert not (tmp_path / ".paywire" / "devnet" / "payer.key").exists(), "the key file outlived its devnet"
