@@ -165,6 +165,10 @@ def devnet(
 
     if chain == "embedded":
         _require_dev_chain("devnet")
+    elif port:
+        typer.echo("paywire devnet: --port is for the embedded chain (anvil picks a free port; a URL has its own)",
+                   err=True)
+        raise typer.Exit(2)
     from paywire.cli.output import Steps
 
     steps = Steps("paywire devnet")
