@@ -142,3 +142,11 @@ async def test_pay_asset_by_address_pays_an_mpp_evm_charge_route(net, rpc, tmp_p
     assert json.loads(out)["content"] == "paid content", "the paid body is not on stdout"
     assert re.search(r"protocol\s*│\s*mpp", err.decode()), f"the receipt shows no MPP payment: {err.decode()}"
     assert await balance(net, net.payee.address) == before + CENT, "the payee did not receive $0.01"
+
+
+async def test_a_node_that_does_not_answer_is_a_config_error_naming_the_token(net, unused_tcp_port) -> None:
+    """A seller whose token node is down fails at startup with a ConfigError naming the token, no traceback
+    from deep inside the chain client."""
+    assets = chain_assets({"eip155:31337": f"http://127.0.0.1:{unused_tcp_port}"})
+    with pytest.raises(ConfigError, match=net.info.token):
+        assets.resolve("eip155:31337", net.info.token, money=True, price="$0.01")

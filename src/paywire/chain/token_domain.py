@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 
-from paywire.errors import ChainRevert, ConfigError
+from paywire.errors import ChainError, ChainRevert, ConfigError
 from paywire.evm.assets import KNOWN_ASSETS, Asset, AssetRegistry
 from paywire.evm.token import DECIMALS, NAME, VERSION, selector
 
@@ -153,10 +153,13 @@ class ChainTokenLookup:
         return self._any if self._any_network == network else None
 
     def __call__(self, network: str, address: str) -> Asset | None:
-        url = self._url(network)
-        if url is None:
-            return None
-        return run_sync(read_asset_at(url, address, network=network))
+        try:
+            url = self._url(network)
+            if url is None:
+                return None
+            return run_sync(read_asset_at(url, address, network=network))
+        except (ChainError, OSError) as exc:
+            raise ConfigError(f"cannot read token {address} on {network} from its node: {exc}") from None
 
 
 async def _network_of(rpc_url: str) -> str:
