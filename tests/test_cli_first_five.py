@@ -68,11 +68,7 @@ def test_devnet_state_and_key_files_are_readable_by_their_owner_only(devnet_run)
     assert r.returncode == 0, r.stderr
     state_mode = stat.S_IMODE((home / "devnet.json").stat().st_mode)
     assert state_mode == 0o600, f"devnet.json (funded keys) has mode {state_mode:o}, not 600"
-    key_mode = stat.S_IMODE((home / ".paywire" / "devnet" / "payer.key").stat().st_mode)
-    assert key_mode == 0o600, f"the profile's payer key file has mode {key_mode:o}, not 600"
-    info = json.loads((home / "devnet.json").read_text())
-    profile = (home / ".paywire" / "devnet" / "profile.json").read_text()
-    assert info["payer_key"].removeprefix("0x") not in profile, "the profile holds the key inline"
+    assert not (home / ".paywire" / "devnet").exists(), "--exit left a profile for a chain that is gone"
 
 
 def test_devnet_start_shows_its_steps_without_a_terminal(devnet_run) -> None:
@@ -126,6 +122,14 @@ def test_pay_after_devnet_needs_no_flags(devnet_and_example) -> None:
     assert _balance(info, "payee") == before[1] + 10_000, "the payee did not receive $0.01"
     assert "profile: " in r.stderr, "the profile used is not named"
     assert f"store: {home / '.paywire' / 'paywire.db'}" in r.stderr, "the buyer's store path is not printed"
+
+
+def test_devnet_profile_refers_to_a_key_file_readable_by_its_owner_only(devnet_and_example) -> None:
+    home, _, info = devnet_and_example
+    key_mode = stat.S_IMODE((home / ".paywire" / "devnet" / "payer.key").stat().st_mode)
+    assert key_mode == 0o600, f"the profile's payer key file has mode {key_mode:o}, not 600"
+    profile = (home / ".paywire" / "devnet" / "profile.json").read_text()
+    assert str(info["payer_key"]).removeprefix("0x") not in profile, "the profile holds the key inline"
 
 
 def test_wallet_show_and_balance_use_the_devnet_profile(devnet_and_example) -> None:

@@ -206,7 +206,8 @@ def devnet(
             net = await setup_devnet(rpc, rpc_url=url, on_step=steps.step)
             steps.step(f"writing {state}")
             net.write_state(state)
-            if profile:
+            local = chain in ("embedded", "anvil")
+            if profile and not (exit_after_setup and local):  # no profile for a chain that stops with us
                 from paywire.cli.profile import write_devnet_profile
 
                 written = write_devnet_profile(net.info)
@@ -227,7 +228,7 @@ def devnet(
             await rpc.aclose()
             if anvil is not None:
                 await anvil.stop()
-            if written is not None and not exit_after_setup and chain in ("embedded", "anvil"):
+            if written is not None and chain in ("embedded", "anvil"):
                 from paywire.cli.profile import remove_profile_if_ours
 
                 remove_profile_if_ours(written)  # its chain is gone
