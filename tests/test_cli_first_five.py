@@ -244,3 +244,15 @@ def test_devnet_removes_its_profile_when_it_stops(tmp_path: Path) -> None:
         assert profile.exists(), "a running devnet left no profile"
     assert not profile.exists(), "the profile outlived its devnet"
     assert not (tmp_path / ".paywire" / "devnet" / "payer.key").exists(), "the key file outlived its devnet"
+
+
+def test_facilitator_devnet_prints_no_private_key(tmp_path: Path, busy_port: int) -> None:
+    """`paywire facilitator --devnet` shows the devnet's addresses, never its keys (item 4); the busy port
+    makes it stop right after printing them."""
+    from paywire.chain.devkeys import dev_keys
+
+    r = paywire(tmp_path, "facilitator", "--devnet", "--port", str(busy_port))
+    shown = (r.stdout + r.stderr).lower()
+    assert "payer" in shown, r.stdout
+    for key in dev_keys(4):
+        assert key.hex()[:16] not in shown, "a devnet private key is printed"
