@@ -256,3 +256,15 @@ def test_facilitator_devnet_prints_no_private_key(tmp_path: Path, busy_port: int
     assert "payer" in shown, r.stdout
     for key in dev_keys(4):
         assert key.hex()[:16] not in shown, "a devnet private key is printed"
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """Like ssh: a profile's key file readable by group or others is refused, naming the fix."""
+    key = tmp_path / "payer.key"
+    key.write_text("0x" + "11" * 32 + "\n")
+    key.chmod(0o644)
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"network": "eip155:31337", "rpc": "http://127.0.0.1:9", "key_file": str(key)}))
+    r = paywire(tmp_path, "pay", "http://127.0.0.1:9/none", "--profile", str(profile))
+    assert r.returncode == 1, r.stderr
+    assert f"chmod 600 {key}" in r.stderr, r.stderr

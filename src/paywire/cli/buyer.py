@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -75,8 +75,8 @@ def _profile(explicit: str) -> Any:
 
 def _say_profile(prof: Any, quiet: bool = False) -> None:
     if prof is not None and not quiet:
-        err.print(f"profile: {prof.path} ({prof.name}: payer {prof.payer} on {prof.network})", highlight=False,
-                  soft_wrap=True)
+        payer = f"payer {prof.payer} " if prof.payer else ""
+        err.print(f"profile: {prof.path} ({prof.name}: {payer}on {prof.network})", highlight=False, soft_wrap=True)
 
 
 def _split_asset(spec: str) -> tuple[str, str, int | None]:
