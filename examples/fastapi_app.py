@@ -8,7 +8,9 @@ With a separate facilitator service instead (``paywire facilitator --rpc … --k
 
     PAYWIRE_FACILITATOR=http://127.0.0.1:4020 python examples/fastapi_app.py
 
-Then pay for it, e.g. ``paywire pay http://127.0.0.1:8000/weather`` or open it in a browser with a wallet.
+Then pay for it with no flags: ``paywire pay http://127.0.0.1:8000/weather`` (``paywire devnet`` left a profile
+with the devnet's payer), or open it in a browser with a wallet. Its ledger is ``./paywire.db`` (where you run
+it; ``paywire sales`` there shows the sales).
 ``GET /`` is free; ``/weather`` costs $0.01 (settled after the handler succeeds); ``/report`` costs $0.05
 and is settled *before* the handler runs (for expensive work) — its handler receives the payment details.
 """
@@ -25,10 +27,9 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from paywire.devnet import DevnetInfo
-from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.client import FacilitatorClient
+from paywire.server import KNOWN_ASSETS, AssetRegistry, self_facilitator
 from paywire.server.fastapi import PaymentInfo, charge, install, paid
-from paywire.server.local import self_facilitator
 
 
 def load_devnet(path: str | os.PathLike[str] | None = None, wait: float = 120.0) -> DevnetInfo:

@@ -24,11 +24,8 @@ import httpx
 from flask import Flask, Response, jsonify, request
 
 from paywire.devnet import DevnetInfo
-from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.client import FacilitatorClient
-from paywire.server.core import PaidRoute
-from paywire.server.local import self_facilitator
-from paywire.server.wsgi import WsgiPaymentMiddleware
+from paywire.server import KNOWN_ASSETS, AssetRegistry, PaidRoute, WsgiPaymentMiddleware, self_facilitator
 
 
 def load_devnet(path: str | os.PathLike[str] | None = None, wait: float = 120.0) -> DevnetInfo:

@@ -88,6 +88,24 @@ async def test_pay_without_yes_and_no_terminal_refuses(env: Env, tmp_path: Path)
     assert await env.payee() == before
 
 
+async def test_pay_max_approves_up_to_it_without_a_terminal(env: Env, tmp_path: Path) -> None:
+    """--max is the most the user will pay: within it no --yes is needed, even with no terminal (issue 11, 14)."""
+    before = await env.payee()
+    code, _, err = await run(tmp_path, "pay", env.url + "/cheap", "--max", "$0.01", "--asset", env.asset,
+                             env_obj=env)
+    assert code == 0, err
+    assert "within --max" in err, err
+    assert await env.payee() == before + CENT, "the payee did not receive $0.01"
+
+
+async def test_refusal_of_an_unvalued_token_names_the_cli_flag(env: Env, tmp_path: Path) -> None:
+    """A CLI error gives CLI advice (--asset), not the Python API (Policy(assets=...)) (issue 11, item 14)."""
+    code, _, err = await run(tmp_path, "pay", env.url + "/cheap", "--max", "$0.10", env_obj=env)
+    assert code == 3, err
+    assert "--asset" in err, f"no CLI advice: {err}"
+    assert "Policy(" not in err, f"Python API advice in a CLI error: {err}"
+
+
 async def test_pay_max_caps_the_price(env: Env, tmp_path: Path) -> None:
     before = await env.payee()
     code, _, err = await run(tmp_path, "pay", env.url + "/dear", "--yes", "--max", "$0.10", "--asset", env.asset,

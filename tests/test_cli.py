@@ -26,6 +26,7 @@ def test_demo_settles_three_purchases_on_chain() -> None:
     assert "3 purchases paid and settled on chain" in r.stdout
     assert r.stdout.count(" 200 ") >= 3
     assert r.stdout.count("0x") >= 4  # token address + three tx hashes
+    assert "paywire demo: deploying the token" in r.stderr, "no progress while the demo starts"
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, object]:
@@ -47,7 +48,7 @@ def test_devnet_serves_standard_json_rpc(tmp_path: Path, kind: str) -> None:
 
         need_npm()
     state = tmp_path / "devnet.json"
-    proc = subprocess.Popen([*PAYWIRE, "devnet", "--chain", kind, "--state", str(state)],
+    proc = subprocess.Popen([*PAYWIRE, "devnet", "--chain", kind, "--state", str(state), "--no-profile"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path.cwd())
     try:
         info = _wait_for(state, proc)

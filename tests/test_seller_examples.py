@@ -75,7 +75,8 @@ async def pay(url: str, payer_key: str) -> httpx.Response:
 
 
 def test_examples_run_against_paywire_devnet(tmp_path: Path) -> None:
-    env = {**os.environ, "CWD": str(tmp_path), "PAYWIRE_DEVNET": str(tmp_path / "devnet.json"), "PORT": "0",
+    env = {**os.environ, "CWD": str(tmp_path), "HOME": str(tmp_path),  # the devnet's profile goes to this HOME
+           "PAYWIRE_DEVNET": str(tmp_path / "devnet.json"), "PORT": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     paywire = [sys.executable, "-m", "paywire.cli.main"]
     with ExitStack() as stack:

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from rich.console import Console
@@ -26,10 +27,12 @@ from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.facilitator.core import Facilitator
 from paywire.schemes.registry import default_registry
+from paywire.server import Offer, PaidRoute
 from paywire.server.asgi import PaymentMiddleware
-from paywire.server.core import PaidRoute
-from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
+
+if TYPE_CHECKING:
+    from paywire.cli.output import Steps
 
 CATALOGUE = (("/weather", "$0.01", "Current weather"), ("/joke", "$0.005", "A joke"),
              ("/report", "$0.05", "Market report"))
@@ -68,22 +71,27 @@ def _short(tx: str) -> str:
     return f"{tx[:8]}…{tx[-4:]}" if tx else "-"
 
 
-async def run_demo(console: Console | None = None, *, purchases: int = 3) -> list[Purchase]:
-    """Run the whole exchange; returns the purchases (each settled on chain)."""
+async def run_demo(console: Console | None = None, *, purchases: int = 3, steps: Steps | None = None
+                   ) -> list[Purchase]:
+    """Run the whole exchange; returns the purchases (each settled on chain). ``steps`` shows progress."""
     out = console or Console()
+    step = steps.step if steps is not None else (lambda _text: None)
     workdir = tempfile.mkdtemp(prefix="paywire-demo-")
+    step("starting the embedded chain")
     chain_backend = EmbeddedChain(chain_id=31337)
     chain = RpcChain(chain_backend)
     try:
-        with out.status("starting embedded chain and deploying the token"):
-            net = await setup_devnet(chain)
+        net = await setup_devnet(chain, on_step=step)
         facilitator = Facilitator(default_registry.facilitators_for(
             [EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])]))
-        out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
-        out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
+        step("starting the facilitator and the paid API")
         async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(
             paid_api(net, fac_url, f"sqlite:///{workdir}/seller.db")
         ) as api_url:
+            if steps is not None:
+                steps.done()
+            out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
+            out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
             out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
             payer = Payer(default_registry.clients_for(LocalSigner(net.payer.private_key)))
             results: list[Purchase] = []

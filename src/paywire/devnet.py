@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,10 @@ class DevnetInfo:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
+    def public(self) -> dict[str, object]:
+        """Everything but the private keys: what may be printed or shown."""
+        return {k: v for k, v in asdict(self).items() if not k.endswith("_key")}
+
     @property
     def asset(self) -> Asset:
         return Asset(self.network, self.token, self.token_name, self.token_version, self.decimals)
@@ -75,9 +81,26 @@ class Devnet:
             raise RuntimeError(f"mint reverted: {tx}")
 
     def write_state(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(self.info.to_json())
-        return p
+        """Write the state file (it holds the funded keys: created readable by its owner only, mode 0600)."""
+        return write_private(path, self.info.to_json())
+
+
+def write_private(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` readable and writable by its owner only (mode 0600 from creation, whatever the
+    umask; an existing file, whatever its mode, is replaced atomically, never rewritten in place)."""
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
 
 
 async def deploy_token(
@@ -97,15 +120,18 @@ async def setup_devnet(
     name: str = "USD Coin",
     version: str = "2",
     keys: list[bytes] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Devnet:
     """Deploy the token on ``chain`` and mint ``payer_funds`` to the payer.
 
     ``keys`` = [deployer, facilitator, payer, payee], each with native gas funds; defaults to the standard
-    development keys that both the embedded chain and anvil fund at genesis.
+    development keys that both the embedded chain and anvil fund at genesis. ``on_step`` hears each step.
     """
+    step = on_step or (lambda _text: None)
     k = keys or dev_keys(4)
     deployer, facilitator, payer, payee = (LocalSigner(x) for x in k[:4])
     chain_id = await chain.chain_id()
+    step(f"deploying the token ({name} v{version})")
     addr = await deploy_token(chain, deployer.private_key, name=name, version=version)
     info = DevnetInfo(
         rpc_url=rpc_url, chain_id=chain_id, network=f"eip155:{chain_id}", token=addr, token_name=name,
@@ -117,9 +143,11 @@ async def setup_devnet(
     )
     net = Devnet(chain, info, deployer, facilitator, payer, payee)
     if payer_funds:
+        step(f"funding the payer with {payer_funds / USDC:,.2f} {info.asset.symbol}")
         await net.mint(payer.address, payer_funds)
     return net
 
 
 
-__all__ = ["DEFAULT_CHAIN_ID", "USDC", "Devnet", "DevnetInfo", "RpcChain", "deploy_token", "setup_devnet"]
+__all__ = ["DEFAULT_CHAIN_ID", "USDC", "Devnet", "DevnetInfo", "RpcChain", "deploy_token", "setup_devnet",
+           "write_private"]

@@ -43,29 +43,84 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def _store(store: str) -> str:
+    """--store, else $PAYWIRE_BUYER_STORE, else $PAYWIRE_STORE, else ~/.paywire/paywire.db (the user's)."""
     from paywire.client import default_store
 
-    return store or default_store()
+    return store or os.environ.get("PAYWIRE_BUYER_STORE") or default_store()
 
 
-def _parse_asset(spec: str) -> Any:
-    """``eip155:31337/0xToken[:decimals]`` → a $1 ``Asset``."""
+def _say_store(url: str, quiet: bool = False) -> None:
+    from paywire.cli.output import store_label
+
+    if not quiet:
+        err.print(f"store: {store_label(url)}", highlight=False, soft_wrap=True)
+
+
+def _profile(explicit: str) -> Any:
+    """The profile this command uses (``--profile``, ``$PAYWIRE_PROFILE``, else the devnet's when no wallet is
+    configured), or None."""
+    from paywire.cli.profile import find_profile
+    from paywire.errors import ConfigError
+
+    try:
+        return find_profile(explicit)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _say_profile(prof: Any, quiet: bool = False) -> None:
+    if prof is not None and not quiet:
+        payer = f"payer {prof.payer} " if prof.payer else ""
+        err.print(f"profile: {prof.path} ({prof.name}: {payer}on {prof.network})", highlight=False, soft_wrap=True)
+
+
+def _split_asset(spec: str) -> tuple[str, str, int | None]:
+    """``ADDRESS`` or ``NETWORK/ADDRESS[:DECIMALS]`` → (network or "", address, decimals or None)."""
+    network, _, rest = spec.rpartition("/")
+    address, _, decimals = rest.partition(":")
+    if not address.startswith("0x") or len(address) != 42:
+        raise _fail(f"--asset {spec!r}: write a token ADDRESS (0x…, 40 hex digits) or NETWORK/ADDRESS[:DECIMALS]")
+    try:
+        return network, address, int(decimals) if decimals else None
+    except ValueError:
+        raise _fail(f"--asset {spec!r}: decimals must be a whole number") from None
+
+
+async def _read_assets(specs: list[str], wallet: Any, rpc: str) -> list[Any]:
+    """The ``--asset`` tokens, each with its EIP-712 domain read from the chain (ERC-5267 ``eip712Domain()``,
+    else ``name()``/``version()``) when a node is known; without one, ``NETWORK/ADDRESS`` is only valued."""
+    import dataclasses
+
+    from paywire.chain.token_domain import read_asset, read_asset_at
+    from paywire.errors import ChainError, ConfigError
     from paywire.evm.assets import Asset
 
-    network, sep, rest = spec.rpartition("/")
-    if not sep or not network:
-        raise typer.BadParameter(f"--asset {spec!r}: write NETWORK/ADDRESS[:DECIMALS]")
-    address, _, decimals = rest.partition(":")
-    return Asset(network, address, "", "", int(decimals) if decimals else 6)
+    out: list[Any] = []
+    for spec in specs:
+        network, address, decimals = _split_asset(spec)
+        try:
+            if network:
+                chain = await wallet.chain_for(network)
+                asset = (await read_asset(chain, address, network=network) if chain is not None
+                         else Asset(network, address, "", "", decimals or 6))
+            elif rpc and "=" not in rpc:
+                asset = await read_asset_at(rpc, address)
+            else:
+                raise _fail(f"--asset {address}: give NETWORK/{address}, or --rpc URL of the token's chain so "
+                            "paywire can read it")
+        except (ConfigError, ChainError, OSError) as exc:
+            raise _fail(f"--asset {spec}: {exc}") from None
+        out.append(dataclasses.replace(asset, decimals=decimals) if decimals is not None else asset)
+    return out
 
 
-def _load_policy(path: str, assets: list[str]) -> tuple[Any, Any]:
-    """(policy, the user's approval threshold in micro-dollars or None)."""
+def _load_policy(path: str, assets: list[Any], prof: Any = None) -> tuple[Any, Any]:
+    """(policy, the user's approval threshold in micro-dollars or None). The policy file wins over a profile's."""
     from paywire.client.policy import Policy
     from paywire.errors import ConfigError
     from paywire.evm.assets import Asset
@@ -87,8 +142,10 @@ def _load_policy(path: str, assets: list[str]) -> tuple[Any, Any]:
                 data = json.loads(text)
         except ValueError as exc:
             raise _fail(f"{p} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from None
-    extra = [_parse_asset(a) for a in assets]
-    for a in data.pop("assets", []) or []:
+    elif prof is not None:
+        data = dict(prof.policy)
+    extra = list(assets)
+    for a in [*(data.pop("assets", []) or []), *(prof.assets if prof is not None else ())]:
         if not isinstance(a, dict) or "network" not in a or "address" not in a:
             raise _fail("policy 'assets' entries need network and address")
         extra.append(Asset(a["network"], a["address"], a.get("name", ""), a.get("version", ""),
@@ -100,15 +157,29 @@ def _load_policy(path: str, assets: list[str]) -> tuple[Any, Any]:
     return policy, policy.limit("approval_threshold")
 
 
-def _wallet(rpc: str = "") -> Any:
+NO_WALLET = ("no wallet configured: set PAYWIRE_WALLET_KEY (hex key) or PAYWIRE_KEYSTORE (keystore file; create "
+             "one with `paywire wallet new`), or start `paywire devnet`, which leaves a profile this command uses")
+
+
+def _wallet(rpc: str = "", prof: Any = None) -> Any:
     from paywire.errors import ConfigError
     from paywire.wallet import Wallet, parse_rpc
 
     try:
         kw: dict[str, Any] = {"rpc": parse_rpc(rpc)} if rpc else {}
+        if prof is not None:
+            return Wallet.from_key(prof.key(), **kw)
+        if not _wallet_in_env():
+            raise _fail(NO_WALLET)
         return Wallet.from_env(**kw)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+
+
+def _wallet_in_env() -> bool:
+    from paywire.cli.profile import wallet_configured
+
+    return wallet_configured()
 
 
 def _address_from_env() -> tuple[str, str] | None:
@@ -135,6 +206,24 @@ def _address_from_env() -> tuple[str, str] | None:
     return None
 
 
+def _identity(prof: Any) -> tuple[str, str] | None:
+    """(address, where it came from): the profile's payer when a profile is used, else the environment's."""
+    if prof is not None:
+        return prof.payer, f"profile {prof.path} (key file {prof.key_file})"
+    return _address_from_env()
+
+
+CLI_WORDS = {"(add it to Policy(assets=...))": "(value it with --asset NETWORK/ADDRESS, or an 'assets' entry in "
+                                               "the --policy file)"}
+"""Python-API advice in a core message → the command-line way to do the same."""
+
+
+def _cli_words(message: str) -> str:
+    for api, cli in CLI_WORDS.items():
+        message = message.replace(api, cli)
+    return message
+
+
 def _usd(micros: int | None) -> str:
     from paywire.client.policy import fmt_usd
 
@@ -145,7 +234,8 @@ def _receipt_table(r: Any) -> Table:
     t = Table(title="paywire receipt", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
-    rows = [("url", f"{r.method} {r.url}"), ("outcome", r.outcome), ("price", _usd(r.usd_micros)),
+    rows = [("url", f"{r.method} {r.url}"), ("outcome", r.outcome), ("protocol", getattr(r, "protocol", "") or "-"),
+            ("price", _usd(r.usd_micros)),
             ("amount", f"{r.amount} atomic" if r.amount is not None else "-"), ("asset", r.asset or "-"),
             ("network", r.network or "-"), ("pay to", r.pay_to or "-"), ("tx", r.tx or "-"),
             ("x402", f"v{r.x402_version}" if r.x402_version else "-"), ("payment id", r.payment_id or "-"),
@@ -167,62 +257,95 @@ def pay(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the body to this file.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Pay without asking (the policy still applies).")]
     = False,
-    max_price: Annotated[str, typer.Option("--max", help="Refuse prices above this, e.g. '$0.10'.")] = "",
+    max_price: Annotated[str, typer.Option("--max", help="Pay up to this price without asking and refuse "
+                                                         "more, e.g. '$0.10'.")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be paid; sign nothing.")] = False,
     policy_file: Annotated[str, typer.Option("--policy", help="Policy file (JSON or TOML; or $PAYWIRE_POLICY).")]
     = "",
-    asset: Annotated[list[str] | None, typer.Option("--asset", help="Also value NETWORK/ADDRESS[:DECIMALS] as "
-                                                                    "$1 (repeatable).")] = None,
-    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts/budgets store URL.")] = "",
-    rpc: Annotated[str, typer.Option(envvar="PAYWIRE_RPC", help="Node URL for balance checks.")] = "",
+    asset: Annotated[list[str] | None, typer.Option("--asset", help="Also value this token at $1: ADDRESS "
+                                                                    "(read from the chain of --rpc) or "
+                                                                    "NETWORK/ADDRESS[:DECIMALS] (repeatable).")]
+    = None,
+    store: Annotated[str, typer.Option(help="Receipts/budgets store URL (env PAYWIRE_BUYER_STORE or "
+                                            "PAYWIRE_STORE; default ~/.paywire/paywire.db).")] = "",
+    rpc: Annotated[str, typer.Option(envvar="PAYWIRE_RPC", help="Node URL for balance checks and token "
+                                                                "domains.")] = "",
+    profile: Annotated[str, typer.Option("--profile", help="Profile file (default: $PAYWIRE_PROFILE, else the "
+                                                           "one `paywire devnet` leaves when no wallet is set).")]
+    = "",
     timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 30.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No receipt on stderr.")] = False,
 ) -> None:
     """Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within
     policy, prints the receipt.
 
-    The wallet comes from $PAYWIRE_WALLET_KEY or $PAYWIRE_KEYSTORE; the body goes to stdout (or -o), the
-    price and the receipt to stderr. Exit codes: 3 refused/not approved, 4 payment refused by the server,
-    5 outcome unknown."""
+    The wallet comes from $PAYWIRE_WALLET_KEY or $PAYWIRE_KEYSTORE, else from a profile (`paywire devnet` leaves
+    one); the body goes to stdout (or -o), the price and the receipt to stderr. Exit codes: 3 refused/not
+    approved, 4 payment refused by the server, 5 outcome unknown."""
     from paywire.client.policy import MAX_PER_PAYMENT, to_micros
     from paywire.errors import ConfigError
 
-    policy, user_threshold = _load_policy(policy_file, asset or [])
+    prof = _profile(profile)
+    _say_profile(prof, quiet)
+    node = rpc or (prof.rpc if prof is not None else "")
+    wallet = _wallet(node, prof)
+    _load_policy(policy_file, [], prof)  # a bad policy file fails before any chain is read
+    cap: int | None = None
     if max_price:
         try:
             cap = to_micros(max_price)
         except ConfigError as exc:
             raise _fail(f"--max: {exc}") from None
-        current = policy.limit(MAX_PER_PAYMENT)
-        micros = min(cap, current) if current is not None else cap
-        policy = policy.with_changes(max_per_payment=Decimal(micros) / 1_000_000)
-    policy = policy.with_changes(approval_threshold="0", dry_run=dry_run or policy.dry_run)
-    wallet = _wallet(rpc)
+    user_threshold: int | None = None
+
+    async def build_policy() -> Any:
+        nonlocal user_threshold
+        tokens = await _read_assets(list(asset or []), wallet, node) if asset else []
+        policy, user_threshold = _load_policy(policy_file, tokens, prof)
+        if cap is not None:
+            current = policy.limit(MAX_PER_PAYMENT)
+            micros = min(cap, current) if current is not None else cap
+            policy = policy.with_changes(max_per_payment=Decimal(micros) / 1_000_000)
+        return policy.with_changes(approval_threshold="0", dry_run=dry_run or policy.dry_run)
     body = _read_data(data)
     headers = _headers(header or [])
     verb = (method or ("POST" if body is not None else "GET")).upper()
     interactive = sys.stdin is not None and sys.stdin.isatty()
 
     def approve(req: Any) -> bool:
-        price = _usd(req.quote.usd_micros) if req.quote.usd_micros is not None else f"{req.quote.amount} atomic"
+        usd = req.quote.usd_micros
+        price = _usd(usd) if usd is not None else f"{req.quote.amount} atomic"
         err.print(f"[bold]402 Payment Required[/]: {price} to {req.quote.payee} on {req.quote.network} "
                   f"(asset {req.quote.asset})", highlight=False)
         if yes:
             return True
-        if user_threshold is not None and req.quote.usd_micros is not None and \
-                req.quote.usd_micros <= user_threshold:
-            err.print("within policy (approval_threshold): paying", highlight=False)
+        if user_threshold is not None and usd is not None and usd <= user_threshold:
+            err.print(f"within {'the profile' if prof is not None and not policy_file else 'policy'}'s budget "
+                      f"(approval_threshold {_usd(user_threshold)}): paying", highlight=False)
+            return True
+        if cap is not None and usd is not None and usd <= cap:
+            err.print(f"within --max {_usd(cap)}: paying", highlight=False)
             return True
         if not interactive:
-            err.print("[red]not paying:[/] this payment needs approval and there is no terminal to ask; "
-                      "rerun with --yes, or set approval_threshold in your policy", highlight=False)
+            hint = f"--max '{price}'" if usd is not None else "--max PRICE"
+            err.print(f"[red]not paying:[/] this payment ({price}) needs approval and there is no terminal to ask: "
+                      f"rerun with --yes, or with {hint} to pay up to that price without asking", highlight=False)
             return False
         answer = typer.confirm(f"Pay {price} for {verb} {url}?", default=False, err=True)
         return bool(answer)
 
-    code = asyncio.run(_pay(url, verb, headers, body, output, policy, wallet, approve, _store(store), timeout,
-                            quiet))
-    raise typer.Exit(code)
+    where = _store(store)
+    _say_store(where, quiet)
+
+    async def run() -> int:
+        try:
+            policy = await build_policy()
+        except BaseException:
+            await wallet.aclose()
+            raise
+        return await _pay(url, verb, headers, body, output, policy, wallet, approve, where, timeout, quiet)
+
+    raise typer.Exit(asyncio.run(run()))
 
 
 def _read_data(data: str | None) -> bytes | None:
@@ -276,7 +399,7 @@ async def _pay(url: str, method: str, headers: dict[str, str], body: bytes | Non
                 err.print(f"[yellow]{exc}[/]", highlight=False)
                 return 0
             except (PaymentRefused, PaymentDeclined) as exc:
-                err.print(f"[red]refused:[/] {exc}", highlight=False)
+                err.print(f"[red]refused:[/] {_cli_words(str(exc))}", highlight=False)
                 return EXIT_REFUSED
             except PaymentRejected as exc:
                 _show(exc.receipt, quiet)
@@ -355,13 +478,16 @@ def wallet_new(
     err.print(f"use it with: export PAYWIRE_KEYSTORE={path}", highlight=False)
 
 
+PROFILE_OPTION = typer.Option("--profile", help="Profile file (default: $PAYWIRE_PROFILE, else the one "
+                                                 "`paywire devnet` leaves when no wallet is set).")
+
+
 @wallet_app.command("show")
-def wallet_show() -> None:
+def wallet_show(profile: Annotated[str, PROFILE_OPTION] = "") -> None:
     """The wallet's address and where it comes from (nothing is decrypted)."""
-    found = _address_from_env()
+    found = _identity(_profile(profile))
     if found is None:
-        raise _fail("no wallet configured: set PAYWIRE_WALLET_KEY or PAYWIRE_KEYSTORE "
-                    "(create one with `paywire wallet new`)")
+        raise _fail(NO_WALLET)
     out.print(f"address {found[0]}")
     out.print(f"source  {found[1]}")
 
@@ -373,24 +499,28 @@ def wallet_balance(
                                                                     "the known USDC of that chain.")] = None,
     network: Annotated[str, typer.Option(help="CAIP-2 network (default: the node's chain).")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    profile: Annotated[str, PROFILE_OPTION] = "",
 ) -> None:
     """Native and token balances of the wallet, read through the chain layer."""
     from paywire.chain import HttpTransport, RpcChain
     from paywire.evm import token
     from paywire.evm.assets import KNOWN_ASSETS
 
-    found = _address_from_env()
+    prof = _profile(profile)
+    found = _identity(prof)
     if found is None:
-        raise _fail("no wallet configured: set PAYWIRE_WALLET_KEY or PAYWIRE_KEYSTORE")
+        raise _fail(NO_WALLET)
+    rpc = rpc or (prof.rpc if prof is not None else "")
     if not rpc or "=" in rpc:
         raise _fail("give --rpc URL (or PAYWIRE_RPC) of a node")
     address = found[0]
+    profile_tokens = [a["address"] for a in prof.assets] if prof is not None else []
 
     async def run() -> dict[str, Any]:
         chain = RpcChain(HttpTransport(rpc))
         try:
             net = network or f"eip155:{await chain.chain_id()}"
-            tokens = list(asset or [a.address for a in KNOWN_ASSETS if a.network == net])
+            tokens = list(asset or [*(a.address for a in KNOWN_ASSETS if a.network == net), *profile_tokens])
             result: dict[str, Any] = {"address": address, "network": net,
                                       "native_wei": str(await chain.get_balance(address)), "tokens": {}}
             for t in tokens:
@@ -436,24 +566,33 @@ def _history_row(r: Any) -> dict[str, Any]:
 
 @wallet_app.command("history")
 def wallet_history(
-    store: Annotated[str, typer.Option(envvar="PAYWIRE_STORE", help="Receipts store URL.")] = "",
+    store: Annotated[str, typer.Option(help="Receipts store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE; "
+                                            "default ~/.paywire/paywire.db).")] = "",
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
     limit: Annotated[int, typer.Option(help="Newest N entries (0 = all).")] = 50,
     all_accounts: Annotated[bool, typer.Option("--all", help="Every wallet in the store, not just this one.")]
     = False,
+    profile: Annotated[str, PROFILE_OPTION] = "",
 ) -> None:
     """Receipts: every payment and refused/declined attempt, newest first."""
+    from paywire.cli.output import missing_store
     from paywire.store import open_database
     from paywire.store.spend import SpendLedger
 
     if fmt not in ("table", "json", "csv"):
         raise _fail("--format is table, json or csv")
-    found = None if all_accounts else _address_from_env()
+    found = None if all_accounts else _identity(_profile(profile))
     account = found[0] if found else ""
+    where = _store(store)
+    _say_store(where)
+    absent = missing_store(where)
+    if absent is not None:  # a read-only command never creates a store
+        raise _fail(f"no receipts store at {absent}: nothing was paid with this store yet (paywire pay creates "
+                    "it); give --store or $PAYWIRE_STORE to read another")
 
     async def run() -> list[Any]:
-        db = open_database(_store(store))
+        db = open_database(where)
         try:
             ledger = SpendLedger(db, account)
             return await ledger.history(limit=limit or None, all_accounts=not account)

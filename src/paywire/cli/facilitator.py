@@ -77,7 +77,7 @@ def facilitator(
             if service.devnet is not None:
                 info = service.devnet.info
                 console.print(_table({"network": info.network, "rpc_url": info.rpc_url, "token": info.token,
-                                      "payer_key": info.payer_key, "payee": info.addresses["payee"]}))
+                                      "payer": info.addresses["payer"], "payee": info.addresses["payee"]}))
                 if devnet_state is not None:
                     service.devnet.write_state(devnet_state)
             if not cfg.bearer_token and not is_loopback(cfg.host):
@@ -101,6 +101,14 @@ def facilitator(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # busy port, no permission: one line, not a traceback
+        from paywire.cli.output import port_error
+
+        line = port_error(exc, f"{host or '127.0.0.1'}:{port}" if port is not None else "the configured port")
+        if line is None:
+            raise
+        typer.echo(f"paywire facilitator: {line}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _table(info: dict[str, object]) -> object:

@@ -63,6 +63,29 @@ app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False, hel
 console = Console()
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"paywire {_installed_version()}")
+        raise typer.Exit()
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("paywire")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from paywire import __version__
+
+        return __version__
+
+
+@app.callback()
+def _root(show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                     help="Print the version and exit.")] = False) -> None:
+    """HTTP 402 machine payments."""
+
+
 def _require_dev_chain(command: str) -> None:
     """Exit with one line naming the extra when the embedded dev chain (py-evm) is not installed."""
     from paywire.chain import dev_chain_missing
@@ -99,9 +122,13 @@ def demo(purchases: Annotated[int, typer.Option(help="How many resources the age
         raise typer.Exit(2)
 
     _require_dev_chain("demo")
-    from paywire.demo import run_demo
+    from paywire.cli.output import Steps
 
-    results = asyncio.run(run_demo(console, purchases=purchases))
+    with Steps("paywire demo") as steps:
+        steps.step("loading the embedded chain (py-evm), the seller and the facilitator")
+        from paywire.demo import run_demo
+
+        results = asyncio.run(run_demo(console, purchases=purchases, steps=steps))
     settled = [p for p in results if p.status == 200 and p.tx and p.price > 0]
     if len(settled) != len(results):
         console.print(f"[red]only {len(settled)} of {len(results)} purchases settled[/]")
@@ -126,29 +153,48 @@ async def _wait_forever() -> None:
 def devnet(
     chain: Annotated[str, typer.Option(help="embedded, anvil, or an RPC URL.")] = "embedded",
     chain_id: Annotated[int, typer.Option(help="Chain id (embedded/anvil).")] = 31337,
-    state: Annotated[Path, typer.Option(help="Where to write the state file.")] = Path("devnet.json"),
+    port: Annotated[int, typer.Option(help="JSON-RPC port of the embedded chain (0 picks a free one).")] = 0,
+    state: Annotated[Path, typer.Option(help="Where to write the state file (it holds the funded keys: "
+                                             "written with mode 0600).")] = Path("devnet.json"),
+    profile: Annotated[bool, typer.Option(help="Leave a profile (~/.paywire/devnet/profile.json: RPC, token, "
+                                               "payer key file) that `paywire pay` uses with no flags.")] = True,
     exit_after_setup: Annotated[bool, typer.Option("--exit", help="Write the state file and exit.")] = False,
 ) -> None:
     """Local chain + token + funded payer/payee/facilitator, served as JSON-RPC on 127.0.0.1."""
     import asyncio
-    import json
 
     if chain == "embedded":
         _require_dev_chain("devnet")
+    elif port:
+        typer.echo("paywire devnet: --port is for the embedded chain (anvil picks a free port; a URL has its own)",
+                   err=True)
+        raise typer.Exit(2)
+    from paywire.cli.output import Steps
+
+    steps = Steps("paywire devnet")
+    steps.step("loading the chain tools" + (" (py-evm)" if chain == "embedded" else ""))
 
     from paywire.chain import Anvil, EmbeddedChain, HttpTransport, JsonRpcServer, RpcChain
-    from paywire.cli.output import info_table
+    from paywire.cli.output import info_table, port_error
     from paywire.devnet import setup_devnet
 
     async def run() -> None:
         server: JsonRpcServer | None = None
         anvil: Anvil | None = None
+        written = None
         if chain == "embedded":
+            steps.step("starting the embedded chain")
             backend = EmbeddedChain(chain_id=chain_id)
-            server = JsonRpcServer(backend)
-            url = server.start()
+            server = JsonRpcServer(backend, port=port)
+            try:
+                url = server.start()
+            except OSError as exc:
+                steps.done()
+                typer.echo(f"paywire devnet: {port_error(exc, f'127.0.0.1:{port}') or exc}", err=True)
+                raise typer.Exit(1) from None
             rpc = RpcChain(backend)
         elif chain == "anvil":
+            steps.step("starting anvil (installed from npm on first use)")
             anvil = Anvil(chain_id=chain_id)
             await anvil.start()
             url = anvil.url
@@ -157,19 +203,35 @@ def devnet(
             url = chain
             rpc = RpcChain(HttpTransport(url))
         try:
-            net = await setup_devnet(rpc, rpc_url=url)
+            net = await setup_devnet(rpc, rpc_url=url, on_step=steps.step)
+            steps.step(f"writing {state}")
             net.write_state(state)
-            console.print(info_table(json.loads(net.info.to_json())))
-            console.print(f"state written to [bold]{state}[/]")
+            local = chain in ("embedded", "anvil")
+            if profile and not (exit_after_setup and local):  # no profile for a chain that stops with us
+                from paywire.cli.profile import write_devnet_profile
+
+                written = write_devnet_profile(net.info)
+            steps.done()
+            console.print(info_table(net.info.public()))
+            console.print(f"state (with the funded keys, mode 0600) written to [bold]{state}[/]", highlight=False)
+            if written is not None:
+                console.print(f"profile written to [bold]{written.path}[/] (payer key in {written.key_file}, "
+                              f"mode 0600): `paywire pay URL` now pays from the devnet payer "
+                              f"{written.payer}", highlight=False, soft_wrap=True)
             if not exit_after_setup:
                 console.print("serving; Ctrl-C to stop")
                 await _wait_forever()
         finally:
+            steps.done()
             if server is not None:
                 server.stop()
             await rpc.aclose()
             if anvil is not None:
                 await anvil.stop()
+            if written is not None and chain in ("embedded", "anvil"):
+                from paywire.cli.profile import remove_profile_if_ours
+
+                remove_profile_if_ours(written)  # its chain is gone
 
     asyncio.run(run())
 

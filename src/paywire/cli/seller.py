@@ -48,8 +48,9 @@ async def _load(url: str, limit: int, route: str | None, state: list[str], hours
 
 
 def sales(
-    store: Annotated[str, typer.Option(help="Seller store URL (sqlite:///paywire.db or postgresql://…); "
-                                            "env PAYWIRE_SELLER_STORE or PAYWIRE_STORE.")] = "",
+    store: Annotated[str, typer.Option(help="Seller store URL (default sqlite:///paywire.db in this directory, or "
+                                            "postgresql://…); env PAYWIRE_SELLER_STORE or PAYWIRE_STORE. "
+                                            "Never created here.")] = "",
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML file whose [seller] table names the store (env PAYWIRE_SELLER_CONFIG).")]
     = None,
@@ -61,6 +62,7 @@ def sales(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show paid requests: route, amount, payer, transaction and outcome, with revenue totals."""
+    from paywire.cli.output import missing_store, store_label
     from paywire.errors import ConfigError
     from paywire.server.config import SellerConfig
     from paywire.store import store_url
@@ -71,6 +73,14 @@ def sales(
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
     url = store_url(cfg.store if isinstance(cfg.store, str) else None)
+    label = store_label(url)
+    typer.echo(f"store: {label}", err=True)
+    absent = missing_store(url)
+    if absent is not None:  # a read-only command never creates a store: this is most likely the wrong directory
+        typer.echo(f"paywire sales: no seller store at {absent}. A seller keeps its ledger in the directory it runs "
+                   "in (./paywire.db): run this there, or give --store sqlite:///PATH (or $PAYWIRE_SELLER_STORE).",
+                   err=True)
+        raise typer.Exit(1)
     rows, revenue = asyncio.run(_load(url, limit, route, list(state or []), hours))
     if as_json:
         out = {
@@ -83,7 +93,7 @@ def sales(
         }
         typer.echo(json.dumps(out, indent=2))
         return
-    table = Table(title=f"paywire sales ({url})")
+    table = Table(title=f"paywire sales ({label})")
     for col in ("time (UTC)", "route", "amount", "payer", "tx", "outcome"):
         table.add_column(col, overflow="fold", no_wrap=col in ("time (UTC)", "payer"))
     for r in rows:

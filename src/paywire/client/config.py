@@ -39,7 +39,9 @@ class BuyerConfig(Settings):
 
     store: Any = None
     """Receipts and budgets: a database URL, a ``Database`` or a ``SpendLedger``. None: the client factories
-    use ``$PAYWIRE_STORE`` or ``~/.paywire/paywire.db``; :meth:`buyer` keeps receipts in memory."""
+    use ``$PAYWIRE_STORE`` or ``~/.paywire/paywire.db`` (a buyer's state is the user's, so it lives in the home
+    directory; a seller's lives where the service runs — see "Where state lives" in docs/buyer.md);
+    :meth:`buyer` keeps receipts in memory."""
     approve: Approver | None = option(None, env=False, toml=False)
     """Called (sync or async) for payments above ``policy.approval_threshold``."""
     max_retries: int = option(2, check=non_negative)

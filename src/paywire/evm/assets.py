@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from paywire.errors import ConfigError
@@ -26,16 +27,42 @@ KNOWN_ASSETS: tuple[Asset, ...] = (
 )
 
 
-class AssetRegistry:
-    """Which token a money price (``"$0.01"``) means on each network."""
+TokenLookup = Callable[[str, str], "Asset | None"]
+"""``(network, address) → Asset | None``: finds a token no registry lists (``paywire.chain.token_domain``
+reads it from a node)."""
 
-    def __init__(self, assets: tuple[Asset, ...] = KNOWN_ASSETS) -> None:
+
+class AssetRegistry:
+    """Which token a money price (``"$0.01"``) means on each network, and the tokens known by address.
+
+    ``lookup`` is asked once per token a price names by address that the registry does not list (e.g.
+    :class:`paywire.chain.token_domain.ChainTokenLookup`, which reads its EIP-712 domain from the chain)."""
+
+    def __init__(self, assets: tuple[Asset, ...] = KNOWN_ASSETS, *, lookup: TokenLookup | None = None) -> None:
         self._by_network: dict[str, Asset] = {}
+        self._by_address: dict[tuple[str, str], Asset] = {}
+        self.lookup = lookup
         for a in assets:
             self.register(a)
 
     def register(self, asset: Asset) -> None:
+        """Make ``asset`` its network's default token (and known by address)."""
         self._by_network[asset.network] = asset
+        self.add(asset)
+
+    def add(self, asset: Asset) -> None:
+        """Know ``asset`` by its address without making it its network's default."""
+        self._by_address[(asset.network, asset.address.lower())] = asset
+
+    def find(self, network: str, address: str) -> Asset | None:
+        """The listed token at ``address`` on ``network``, else what ``lookup`` finds (kept), else None."""
+        known = self._by_address.get((network, address.lower()))
+        if known is not None or self.lookup is None:
+            return known
+        found = self.lookup(network, address)
+        if found is not None:
+            self.add(found)
+        return found
 
     def default_for(self, network: str) -> Asset:
         try:
@@ -65,17 +92,19 @@ class AssetRegistry:
             return default
         if default is not None and default.address.lower() == asset.lower():
             return default
-        if money:
+        found = self.find(network, asset)
+        if found is None and money:
             raise ConfigError(
                 f"asset {asset} on {network} is unknown, so {price!r} cannot be converted to its units: "
+                "give the registry a node to read it from (paywire.chain.token_domain.chain_assets(rpc_url)), "
                 "pass Offer(asset=Asset(network, address, name, version, decimals)) or register it in the "
                 "AssetRegistry")
-        return None
+        return found
 
     def decimals_of(self, network: str, address: str, default: int = 6) -> int:
-        """Decimals of the network's default token when ``address`` is it, else ``default``."""
-        a = self._by_network.get(network)
-        return a.decimals if a is not None and a.address.lower() == address.lower() else default
+        """Decimals of a listed token (or one ``lookup`` found), else ``default``."""
+        a = self._by_address.get((network, address.lower()))
+        return a.decimals if a is not None else default
 
 
-__all__ = ["KNOWN_ASSETS", "Asset", "AssetRegistry"]
+__all__ = ["KNOWN_ASSETS", "Asset", "AssetRegistry", "TokenLookup"]
