@@ -39,14 +39,25 @@ async def lnbits_node(payer_sats: int = 100_000) -> AsyncIterator[LnbitsDev]:
 # ------------------------------------------------------------------------------ a local invoice-signing node
 
 
+_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def _gen_xor(top: int) -> int:
+    out = 0
+    for i, g in enumerate(_GEN):
+        if (top >> i) & 1:
+            out ^= g
+    return out
+
+
+_GEN_XOR = [_gen_xor(top) for top in range(32)]
+
+
 def _polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    """The bech32 checksum polynomial (BIP-173), one table lookup per 5-bit word."""
     chk = 1
     for v in values:
-        b = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (b >> i) & 1 else 0
+        chk = (chk & 0x1FFFFFF) << 5 ^ v ^ _GEN_XOR[chk >> 25]
     return chk
 
 
