@@ -13,6 +13,7 @@ A token's root key is derived from the master secret and its identifier
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -70,19 +71,26 @@ def key_file_secret(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_new(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: create it in place (a racing reader may retry)
+        with contextlib.suppress(FileExistsError):
+            _write_new(path)
+    finally:
+        os.unlink(tmp)
+    return _read_key_file(path)
+
+
+def _write_new(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, secrets.token_hex(32).encode("ascii") + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return _read_key_file(path)
 
 
 def _read_key_file(path: Path) -> bytes:
