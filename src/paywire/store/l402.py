@@ -13,6 +13,7 @@ A token's root key is derived from the master secret and its identifier
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -116,7 +117,7 @@ class L402Store(Repository):
         if self._master is None:
             path = getattr(self.db, "path", None)
             if self.db.dialect == "sqlite" and isinstance(path, str):
-                self._master = key_file_secret(Path(path + KEY_FILE_SUFFIX))
+                self._master = await asyncio.to_thread(key_file_secret, Path(path + KEY_FILE_SUFFIX))
             else:
                 await self.db.execute(
                     f"INSERT INTO {MASTER} (id, secret, created_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING",
