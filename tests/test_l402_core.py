@@ -205,3 +205,52 @@ def test_macaroon_header_with_preimage_caveat():
     assert value is not None and value.endswith(":" + "ef" * 32)
     assert parse_credential(value).macaroons == (M.encode(m),)
     assert credential_from_headers({"Macaroon": "zz"}) is None and credential_from_headers({}) is None
+
+
+def test_services_attenuation_refuses_a_tier_raise():
+    """Checklist 101 (macaroon-spec: services only narrow): a later ``services`` caveat may drop services or lower
+    a tier, never raise one; tiers are uint8."""
+    sat = request_satisfiers("weather", None, 1_000.0)
+    check_caveats([services_caveat({"weather": 1, "news": 0}), services_caveat({"weather": 0})], sat)
+    with pytest.raises(CaveatError, match="raises the tier"):
+        check_caveats([services_caveat({"weather": 0}), services_caveat({"weather": 1})], sat)
+    with pytest.raises(CaveatError, match="raises the tier"):
+        check_caveats([services_caveat({"weather": 0, "news": 2}), services_caveat({"weather": 0, "news": 3})], sat)
+    for value in ("weather:256", "weather:" + "9" * 5000, "weather:0,weather:1"):
+        with pytest.raises(CaveatError):
+            check_caveats([Caveat("services", value)], sat)
+
+
+async def test_attenuated_tier_raise_is_refused_by_the_server(l402):
+    """A holder adding ``services=weather:1`` after the minted ``weather:0`` gets 401, not access."""
+    server, node = l402
+    ch = await server.challenge(21)
+    pre = node.preimages[ch.payment_hash]
+    raised = M.encode(M.attenuate(M.decode(ch.macaroon), [services_caveat({"weather": 1})]))
+    denied = await server.verify(f"L402 {raised}:{pre}")
+    assert isinstance(denied, L402Denied), "a token whose tier was raised by its holder was accepted"
+    assert denied.status == 401, f"a tier raise got {denied.status}"
+    kept = M.encode(M.attenuate(M.decode(ch.macaroon), [services_caveat({"weather": 0})]))
+    assert isinstance(await server.verify(f"L402 {kept}:{pre}"), L402Ok), "re-stating the same tier was refused"
+
+
+async def test_several_macaroons_in_one_credential(l402):
+    """L402 grammar ``auth-tokens ":" preimage`` with comma-separated tokens: one valid macaroon among them
+    admits; none valid → 401 naming each; more than the limit → 402 saying so."""
+    server, node = l402
+    ch = await server.challenge(21)
+    pre = node.preimages[ch.payment_hash]
+    other = (await server.challenge(21)).macaroon  # ours, but for another (unpaid) invoice
+    foreign = M.encode(M.mint(Identifier.new(os.urandom(32)), os.urandom(32), ["services=weather:0"]))
+    for tokens in ((foreign, ch.macaroon), (ch.macaroon, other), (other, foreign, ch.macaroon)):
+        res = await server.verify(f"L402 {','.join(tokens)}:{pre}")
+        assert isinstance(res, L402Ok), f"{len(tokens)} macaroons with one valid were refused: {res}"
+        assert res.payment_hash == ch.payment_hash, "the wrong macaroon admitted the request"
+    spaced = await server.verify(f"L402 {foreign}, {ch.macaroon}:{pre}")
+    assert isinstance(spaced, L402Ok), f"a space after the comma was refused: {spaced}"
+    none = await server.verify(f"L402 {foreign},{other}:{pre}")
+    assert isinstance(none, L402Denied) and none.status == 401, f"no valid macaroon got {none}"
+    assert "#1: unknown or forged token" in none.reason and "#2: preimage" in none.reason, none.reason
+    many = await server.verify(f"L402 {','.join([ch.macaroon] * 9)}:{pre}")
+    assert isinstance(many, L402Denied) and many.status == 402, f"9 macaroons got {many}"
+    assert "at most 8" in many.reason, many.reason

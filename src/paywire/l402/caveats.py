@@ -2,8 +2,9 @@
 
 Caveats are ``condition=value``. Known conditions (``services``, ``<svc>_capabilities``,
 ``<svc>_valid_until``) may repeat, but each later one must be at least as strict as the one before
-(attenuation); the last one must hold for this request. Unknown conditions are skipped, so holders can
-attenuate for third parties.
+(attenuation): ``services`` a subset of the earlier services, each at a tier no higher than before (tiers are
+uint8, 0 the base tier); capabilities a subset; an expiry no later. The last one must hold for this request.
+Unknown conditions are skipped, so holders can attenuate for third parties.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Final
 SERVICES: Final = "services"
 CAPABILITIES_SUFFIX: Final = "_capabilities"
 VALID_UNTIL_SUFFIX: Final = "_valid_until"
-_SERVICE_RE: Final = re.compile(r"([^,:\s]+):(\d+)")
+MAX_TIER: Final = 255
+_SERVICE_RE: Final = re.compile(r"([^,:\s]+):(\d{1,3})")
 
 
 class CaveatError(Exception):
@@ -58,8 +60,10 @@ def decode_services(value: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in value.split(","):
         m = _SERVICE_RE.fullmatch(part.strip())
-        if m is None:
+        if m is None or int(m.group(2)) > MAX_TIER:
             raise CaveatError(f"bad services entry {part[:40]!r}")
+        if m.group(1) in out:
+            raise CaveatError(f"service {m.group(1)[:40]!r} listed twice")
         out[m.group(1)] = int(m.group(2))
     if not out:
         raise CaveatError("empty services caveat")
@@ -81,9 +85,13 @@ class Satisfier:
 
 def services_satisfier(service: str) -> Satisfier:
     def previous(prev: Caveat, cur: Caveat) -> None:
-        extra = set(decode_services(cur.value)) - set(decode_services(prev.value))
+        before, now = decode_services(prev.value), decode_services(cur.value)
+        extra = set(now) - set(before)
         if extra:
             raise CaveatError(f"services caveat widens access to {sorted(extra)}")
+        raised = sorted(f"{name} from {before[name]} to {tier}" for name, tier in now.items() if tier > before[name])
+        if raised:
+            raise CaveatError(f"services caveat raises the tier of {', '.join(raised)}")
 
     def final(c: Caveat) -> None:
         if service not in decode_services(c.value):

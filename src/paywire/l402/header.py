@@ -3,7 +3,9 @@
 Challenges are emitted in both forms — ``L402 macaroon="…", invoice="…"`` first (aperture, l402-requests,
 Loop need that literal order), then ``L402 version="0", token="…", invoice="…"`` (the 2026 spec) — and
 optionally an ``LSAT`` one. Parsing is lenient: ``L402`` or ``LSAT``, ``token`` or ``macaroon``, params in
-any order, missing commas tolerated. Credentials are ``L402 <macaroon>[,<macaroon>…]:<hex preimage>``.
+any order, missing commas tolerated. Credentials are ``L402 <macaroon>[,<macaroon>…]:<hex preimage>`` (the
+spec's ``auth-tokens ":" preimage``; spaces after the commas tolerated); the preimage is read in either case and
+kept lowercase.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ FORM_TOKEN: Final = "token"
 FORM_LSAT: Final = "lsat"
 DEFAULT_FORMS: Final = (FORM_MACAROON, FORM_TOKEN)
 _PREIMAGE_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
-_CRED_RE: Final = re.compile(r"\s*(L402|LSAT)\s+(\S+?):([0-9a-fA-F]{64})\s*", re.IGNORECASE)
+_CRED_RE: Final = re.compile(r"\s*(L402|LSAT)\s+(\S.*?):([0-9a-fA-F]{64})\s*", re.IGNORECASE)
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9+/_-]+=*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +77,11 @@ def parse_credential(authorization: str) -> L402Credential:
         m = _CRED_RE.fullmatch(part)
         if m is None:
             continue
-        tokens = tuple(t for t in m.group(2).split(",") if t)
-        if not tokens or any(":" in t for t in tokens):
+        tokens = tuple(t.strip() for t in m.group(2).split(","))
+        if any(_TOKEN_RE.fullmatch(t) is None for t in tokens):
             break
         return L402Credential(m.group(1).upper(), tokens, m.group(3).lower())
-    raise WireError("malformed_l402", "expected 'L402 <macaroon>:<64 hex preimage>'")
+    raise WireError("malformed_l402", "expected 'L402 <base64 macaroon>[,<base64 macaroon>…]:<64 hex preimage>'")
 
 
 def has_l402(authorization: str | None) -> bool:

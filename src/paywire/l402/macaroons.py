@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -16,6 +18,13 @@ from paywire.l402.identifier import Identifier
 
 LOCATION: Final = "lsat"
 MAX_MACAROON_BYTES: Final = 16 * 1024
+ROOT_KEY_LABEL: Final = b"paywire l402 root key v1\x00"
+
+
+def derive_root_key(master: bytes, identifier: Identifier) -> bytes:
+    """A token's root key: ``HMAC-SHA256(master, label ‖ identifier)``. Nothing per token needs storing; whoever
+    holds ``master`` can mint, so it is kept like a private key."""
+    return hmac.new(master, ROOT_KEY_LABEL + identifier.encode(), hashlib.sha256).digest()
 
 
 def mint(identifier: Identifier, root_key: bytes, caveats: Iterable[Caveat | str] = (),
@@ -91,5 +100,5 @@ def signature_ok(m: Macaroon, root_key: bytes) -> bool:
         return False
 
 
-__all__: Sequence[str] = ["LOCATION", "attenuate", "decode", "encode", "encode_hex", "first_party_caveats",
-                          "identifier_of", "mint", "signature_ok"]
+__all__: Sequence[str] = ["LOCATION", "attenuate", "decode", "derive_root_key", "encode", "encode_hex",
+                          "first_party_caveats", "identifier_of", "mint", "signature_ok"]

@@ -3,7 +3,9 @@
 LNbits has heavy dependencies of its own, so it lives in a separate virtualenv (created on first use with
 ``python -m venv`` + ``pip install lnbits==<pin>``), never in paywire's. ``LnbitsDev`` starts it on a
 pre-bound free port with its own data folder, makes a super user, a payer wallet (funded by the super user's
-balance top-up) and a payee wallet, and stops the whole process group on exit.
+balance top-up) and a payee wallet, and stops the whole process group on ``stop()``. LNbits never outlives the
+process that started it: it is spawned through :mod:`paywire.lightning.child`, so interpreter exit, SIGTERM,
+SIGHUP and (on Linux) even SIGKILL of the parent stop it too, and its data folder is removed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import fcntl
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from types import TracebackType
 from typing import Any, Final
 
 import httpx
+
+from paywire.lightning import child
 
 LNBITS_PIN: Final = "lnbits==1.6.2"
 EXTRA_PINS: Final = ("bitstring<5",)  # bitstring 5 breaks bolt11 2.x (ImportError: ConstBitStream)
@@ -144,11 +147,11 @@ class LnbitsDev:
         (data / "ext" / "extensions").mkdir(parents=True)
         self._log = open(self.log_path or data / "lnbits.log", "wb")  # noqa: SIM115
         try:
-            self._proc = subprocess.Popen(
+            self._proc = child.spawn(
                 [str(venv_python(venv)), "-m", "uvicorn", "lnbits.__main__:app", "--fd", str(sock.fileno()),
                  "--log-level", "warning"],
-                cwd=site, env=env, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
-                start_new_session=True,
+                cleanup=self._remove_files, cwd=site, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                pass_fds=[sock.fileno()],
             )
         finally:
             sock.close()
@@ -211,20 +214,21 @@ class LnbitsDev:
             r.raise_for_status()
             return int(r.json()["balance"])
 
+    @property
+    def pid(self) -> int | None:
+        """The LNbits server process, while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(proc.wait, 15)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._data is not None:
-            self._data.cleanup()
-            self._data = None
+        if proc is not None:
+            await asyncio.to_thread(child.terminate, proc)  # SIGTERM the group, SIGKILL after a grace period
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        log_file, self._log = self._log, None
+        if log_file is not None:
+            log_file.close()
+        data, self._data = self._data, None
+        if data is not None:
+            data.cleanup()

@@ -1,8 +1,8 @@
 """Settling the ``lightning`` pairs of MPP ``lightning/charge`` credentials, in the flow's facilitator shape.
 
 There is nothing to send: the buyer paid the invoice and the preimage proves it. ``verify`` re-checks
-``sha256(preimage) == payment_hash`` and the invoice's expiry; ``settle`` optionally asks our node that the
-invoice is paid (``confirm_with_node``) and answers a ``SettleResponse`` whose ``transaction`` is the payment
+``sha256(preimage) == payment_hash`` (hex in either case) and the invoice's expiry; ``settle`` optionally asks our
+node that the invoice is paid (``confirm_with_node``) and answers a ``SettleResponse`` whose ``transaction`` is the payment
 hash (the MPP receipt ``reference``, never the preimage; checklist 113). An unreachable node is an unknown
 outcome (retry reconciles), never "failed".
 """
@@ -26,7 +26,7 @@ from paywire.x402.models import (
     VerifyResponse,
 )
 
-_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class LightningSettler:
@@ -44,7 +44,7 @@ class LightningSettler:
     def _check(payload: PaymentPayload | PaymentPayloadV1,
                requirements: PaymentRequirements | PaymentRequirementsV1) -> tuple[str | None, str]:
         pre = payload.payload.get("preimage")
-        ph = str(requirements.extra.get("paymentHash", "")) if requirements.extra else ""
+        ph = str(requirements.extra.get("paymentHash", "")).lower() if requirements.extra else ""
         if not isinstance(pre, str) or _HEX64.fullmatch(pre) is None or _HEX64.fullmatch(ph) is None:
             return "invalid_lightning_payload", ph
         if not hmac.compare_digest(hashlib.sha256(bytes.fromhex(pre)).hexdigest(), ph):

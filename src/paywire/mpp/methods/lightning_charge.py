@@ -2,7 +2,9 @@
 
 The invoice sits in ``request.methodDetails.invoice`` (authoritative) with ``paymentHash`` and ``network``
 as conveniences; the HMAC-bound request is what ties the payment hash to the challenge id, so verification
-needs no lookup. The receipt ``reference`` is the payment hash, never the preimage.
+needs no lookup. The receipt ``reference`` is the payment hash, never the preimage. The preimage is read in
+either hex case, as L402 reads it (the spec asks clients for lowercase); the single-use key is the payment hash,
+so a second presentation in the other case is still the same payment.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from paywire.mpp.server import Accepted, Offer
 METHOD: Final = "lightning"
 INTENT: Final = "charge"
 DYNAMIC: Final = frozenset({"invoice", "paymentHash", "network"})
-_PREIMAGE_RE: Final = re.compile(r"[0-9a-f]{64}")
+_PREIMAGE_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def lightning_charge_request(invoice: Invoice, *, description: str | None = None,
@@ -94,7 +96,7 @@ class LightningChargeMethod:
             return Problem(P.VERIFICATION_FAILED, "amount/currency do not match the invoice")
         preimage = accepted.credential.payload.get("preimage")
         if not isinstance(preimage, str) or _PREIMAGE_RE.fullmatch(preimage) is None:
-            return Problem(P.LN_MALFORMED_CREDENTIAL, "payload.preimage must be 64 lowercase hex characters")
+            return Problem(P.LN_MALFORMED_CREDENTIAL, "payload.preimage must be 64 hex characters")
         if inv.expires_at <= now:
             return Problem(P.LN_EXPIRED_INVOICE, "the invoice has expired")
         if not hmac.compare_digest(hashlib.sha256(bytes.fromhex(preimage)).hexdigest(), inv.payment_hash):

@@ -3,12 +3,15 @@
 A route with ``l402=True`` (or a service name) adds ``WWW-Authenticate: L402`` challenges (both forms) for
 ``sats`` to its 402. A valid token (macaroon chain, preimage and caveats, checklist 99–101) passes: the request
 goes through with its payment, without a claim per request; its first use writes one ledger row so sales list
-Lightning income too. A token that does not verify gets 401 (``reject_status``) with fresh challenges.
+Lightning income too. A token that does not verify gets 401 (``reject_status``) with fresh challenges. A
+challenge writes nothing (root keys derive from the store's master secret); startup drops revocations and
+pre-derivation root keys of tokens that have expired.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -35,7 +38,7 @@ class L402(ProtocolDefaults):
     def __init__(self, ctx: SellerContext) -> None:
         self.ctx = ctx
         self._store: Any = None  # paywire.store.l402.L402Store, after startup
-        self._servers: dict[str, Any] = {}  # service → paywire.l402.server.L402Server
+        self._servers: dict[tuple[str, int], Any] = {}  # (service, ttl) → paywire.l402.server.L402Server
 
     def takes(self, route: PaidRoute) -> bool:
         return bool(route.l402)
@@ -44,23 +47,31 @@ class L402(ProtocolDefaults):
         return bool(route.l402)
 
     async def startup(self, db: Database) -> None:
-        """The root-key table, when a route takes L402."""
-        if any(r.l402 for r in self.ctx.seller.routes):
+        """The L402 tables and master secret, when a route takes L402; prune what expired."""
+        routes = [r for r in self.ctx.seller.routes if r.l402]
+        if routes:
             from paywire.store.l402 import L402Store
 
             self._store = L402Store(db)
             await self._store.migrate()
+            await self._store.master_secret()
+            ttl: dict[str, int] = {}
+            for r in routes:
+                ttl[r.l402_service] = max(ttl.get(r.l402_service, 0), r.l402_ttl)
+            now = time.time()
+            for service, longest in ttl.items():
+                await self._store.prune(now=now, service=service, token_ttl=longest)
 
     def _server(self, route: PaidRoute) -> Any:
         from paywire.l402.server import L402Server
 
-        srv = self._servers.get(route.l402_service)
+        srv = self._servers.get((route.l402_service, route.l402_ttl))
         if srv is None:
             assert self.ctx.lightning is not None and self._store is not None
             srv = L402Server(self._store, self.ctx.lightning, service=route.l402_service,
                              token_ttl=route.l402_ttl, invoice_expiry=self.ctx.invoice_expiry,
                              reject_status=self.ctx.l402_reject_status)
-            self._servers[route.l402_service] = srv
+            self._servers[(route.l402_service, route.l402_ttl)] = srv
         return srv
 
     async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:

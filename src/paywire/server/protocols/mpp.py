@@ -142,7 +142,7 @@ def lightning_pair(accepted: Accepted) -> tuple[PaymentPayload, PaymentRequireme
                               amount=inv.amount_sat or 0, asset="sat", pay_to=LIGHTNING,
                               max_timeout_seconds=max(inv.expiry, 1),
                               extra={"invoice": details["invoice"], "paymentHash": inv.payment_hash})
-    payload = PaymentPayload(accepted=req, payload={"preimage": accepted.credential.payload["preimage"],
+    payload = PaymentPayload(accepted=req, payload={"preimage": str(accepted.credential.payload["preimage"]).lower(),
                                                     "paymentHash": inv.payment_hash})
     return payload, req
 
