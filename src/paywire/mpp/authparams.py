@@ -118,8 +118,13 @@ def _read_quoted(s: str, i: int) -> tuple[str, int, bool]:
     return "".join(buf), n, False
 
 
+_PLAIN = re.compile(r'[\t\x20-\x21\x23-\x5b\x5d-\x7e]*')
+
+
 def quote(value: str) -> str:
     """An auth-param quoted-string; non-ASCII as ``\\uXXXX`` (as mppx), control characters refused."""
+    if _PLAIN.fullmatch(value):  # the common case (base64url, hex, ids): nothing to escape
+        return '"' + value + '"'
     parts = ['"']
     for ch in value:
         code = ord(ch)
