@@ -1,0 +1,77 @@
+"""What the CLI and the Python API do with a store: verify it, prove an entry, export it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from paywire.audit.checkpoint import TlogProof
+from paywire.audit.export import checkpoint_line, entry_line, header_line
+from paywire.audit.note import Verifier
+from paywire.audit.store import AuditStore, signed_checkpoint_size
+from paywire.audit.verifier import LogVerifier, Report
+
+
+async def verify_store(store: AuditStore, log_keys: Sequence[Verifier], *, witness_keys: Sequence[Verifier] = (),
+                       cosignatures_required: int = 0, origin: str | None = None,
+                       extra_checkpoints: Iterable[tuple[str, str]] = ()) -> Report:
+    """Recompute the whole tree from the stored entries and check every checkpoint (stored and ``extra``:
+    ``(note, where it came from)``, e.g. a witness's latest cosigned checkpoint or one a payer kept)."""
+    v = LogVerifier(log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures_required, origin=origin)
+    for note in await store.checkpoints():
+        v.add_checkpoint(note, source="stored")
+    for note, source in extra_checkpoints:
+        v.add_checkpoint(note, source=source)
+    async for row in store.entries():
+        v.add_entry(row.seq, row.entry, row.leaf_hash)
+    return v.finish()
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    seq: int
+    entry: bytes
+    proof: TlogProof
+
+    def text(self) -> str:
+        return self.proof.format()
+
+
+class NotYetCheckpointed(LookupError):
+    """The entry is logged but no checkpoint covers it yet."""
+
+
+async def prove(store: AuditStore, seq: int, *, size: int | None = None) -> Proof:
+    """An inclusion proof of entry ``seq`` in the latest checkpoint (or the one of ``size``)."""
+    row = await store.entry(seq)
+    if row is None:
+        raise LookupError(f"no audit entry {seq}")
+    note = await store.checkpoint(size)
+    if note is None:
+        raise NotYetCheckpointed(f"no checkpoint{'' if size is None else f' of size {size}'} in the store yet")
+    cp_size = signed_checkpoint_size(note)
+    if cp_size <= seq:
+        raise NotYetCheckpointed(f"entry {seq} is logged but the latest checkpoint covers only {cp_size} entries")
+    hashes = await store.inclusion_proof(seq, cp_size)
+    return Proof(seq, row.entry, TlogProof(seq, tuple(hashes), note))
+
+
+async def prove_subject(store: AuditStore, subject: str) -> list[Proof]:
+    """Proofs of every entry naming ``subject`` (a payment, settlement, challenge or transaction id)."""
+    return [await prove(store, row.seq) for row in await store.find(subject)]
+
+
+async def export(store: AuditStore, out: TextIO, *, start: int = 0) -> int:
+    """Write the log as JSON Lines (see :mod:`paywire.audit.export`); the number of entries written."""
+    notes = await store.checkpoints()
+    head = await store.head()
+    origin = notes[-1].split("\n", 1)[0] if notes else None
+    out.write(header_line(origin, head.size, start))
+    for note in notes:
+        out.write(checkpoint_line(note))
+    n = 0
+    async for row in store.entries(start):
+        out.write(entry_line(row.seq, row.entry))
+        n += 1
+    return n
