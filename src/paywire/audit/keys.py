@@ -12,7 +12,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from paywire.audit.note import COSIGNATURE_V1, ED25519, NoteError, Signer, SignFn, Verifier, parse_skey, parse_vkey
+from paywire.audit.note import (
+    COSIGNATURE_V1,
+    ED25519,
+    NoteError,
+    Signer,
+    SignFn,
+    Verifier,
+    parse_skey,
+    parse_vkey,
+)
 from paywire.errors import ConfigError
 
 KEY_ENV, KEY_FILE_ENV = "PAYWIRE_AUDIT_KEY", "PAYWIRE_AUDIT_KEY_FILE"

@@ -247,7 +247,8 @@ class Frontier:
 
     def append(self, leaves: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
         """Add leaf hashes; returns the interior nodes ``(level, index, hash)`` they complete (level >= 1)."""
-        stack, made, i = self._stack, [], self.size
+        stack, i = self._stack, self.size
+        made: list[tuple[int, int, bytes]] = []
         append = made.append
         for h in leaves:
             level = 0

@@ -18,7 +18,7 @@ from hashlib import sha256
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 ED25519 = 0x01
 """Signature type of plain Ed25519 note signatures (a log's checkpoint signature)."""
@@ -96,7 +96,7 @@ class Verifier:
         if self.sig_type == COSIGNATURE_V1:
             if len(signature) != 72:
                 raise NoteError(f"cosignature by {self.name} is not 8 + 64 bytes")
-            (timestamp,) = struct.unpack(">Q", signature[:8])
+            timestamp = int.from_bytes(signature[:8], "big")
             if timestamp >= 2**63:
                 raise NoteError(f"cosignature by {self.name} has a timestamp beyond 2^63-1")
             message, sig = cosignature_message(text, timestamp), signature[8:]
@@ -174,7 +174,7 @@ class Signer:
         result = self._sign(message)
         if inspect.isawaitable(result):
             raise NoteError("this signer is async: use sign_bytes")
-        return bytes(result)  # type: ignore[arg-type]
+        return bytes(result)
 
     def __repr__(self) -> str:
         return f"Signer({self.verifier.vkey})"

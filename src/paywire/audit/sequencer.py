@@ -20,7 +20,17 @@ from paywire.audit import merkle
 from paywire.audit.checkpoint import Checkpoint
 from paywire.audit.events import log_entry
 from paywire.audit.note import Signer, sign_note
-from paywire.audit.store import CHECKPOINTS, HEAD, LOG, NODES, QUEUE, AuditStore, fetch_nodes, insert_rows, node_key
+from paywire.audit.store import (
+    CHECKPOINTS,
+    HEAD,
+    LOG,
+    NODES,
+    QUEUE,
+    AuditStore,
+    fetch_nodes,
+    insert_rows,
+    node_key,
+)
 from paywire.store.db import Executor
 
 log = logging.getLogger("paywire.audit")
