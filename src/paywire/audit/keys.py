@@ -78,11 +78,14 @@ def from_env(env: Mapping[str, str] | None = None, *, witness: bool = False) -> 
 def load_verifier(text: str) -> Verifier:
     """A public key from its vkey string or from a file holding one."""
     candidate = text.strip()
-    if "+" not in candidate or candidate.count("+") != 2:
-        p = Path(candidate).expanduser()
-        if p.exists():
-            candidate = p.read_text().strip()
     try:
         return parse_vkey(candidate)
     except NoteError as exc:
-        raise ConfigError(f"bad verifier key {text!r}: {exc}") from None
+        error = exc
+    p = Path(candidate).expanduser()
+    if p.is_file():
+        try:
+            return parse_vkey(p.read_text().strip())
+        except NoteError as exc:
+            error = exc
+    raise ConfigError(f"bad verifier key {text!r}: {error}")

@@ -113,7 +113,7 @@ class Verifier:
 
 def parse_vkey(text: str) -> Verifier:
     """``name+hexid+base64(type ‖ key)`` → :class:`Verifier` (the id must match the key)."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise NoteError(f"a verifier key is name+id+key, got {text!r}")
     name, hexid, material = parts
@@ -182,7 +182,7 @@ class Signer:
 
 def parse_skey(text: str) -> Signer:
     """``PRIVATE+KEY+name+hexid+base64(type ‖ seed)`` → :class:`Signer`."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("a signing key is PRIVATE+KEY+name+id+key")
     _, _, name, hexid, material = parts
