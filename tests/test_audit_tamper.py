@@ -12,8 +12,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from audit_support import ORIGIN, Log, event, leaf, new_log, verify_cli
+
 from paywire.audit.events import log_entry
 from paywire.audit.note import Signer
 from paywire.audit.sequencer import CheckpointPolicy, Sequencer
