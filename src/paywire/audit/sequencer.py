@@ -69,8 +69,11 @@ class Sequencer:
         self._frontier: merkle.Frontier | None = None
         self._root: bytes | None = None
 
-    async def _lock(self, tx: Executor) -> bool:
+    async def _lock(self, tx: Executor, wait: bool) -> bool:
         if tx.dialect != "postgres":
+            return True
+        if wait:
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", (PG_LOCK_KEY,))
             return True
         row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?) AS got", (PG_LOCK_KEY,))
         return bool(row and row["got"])
@@ -86,10 +89,11 @@ class Sequencer:
             raise RuntimeError(f"the audit store's head (size {size}) does not match its stored tree nodes")
         return f
 
-    async def integrate(self, *, force_checkpoint: bool = False) -> BatchResult:
-        """One batch (see the module docstring)."""
+    async def integrate(self, *, force_checkpoint: bool = False, wait: bool = False) -> BatchResult:
+        """One batch (see the module docstring). ``wait``: on PostgreSQL wait for another sequencer's batch to
+        end instead of skipping the round."""
         async with self.store.db.transaction() as tx:
-            if not await self._lock(tx):
+            if not await self._lock(tx, wait):
                 return BatchResult(0, -1, None, skipped=True)
             head = await self.store.head(tx)
             rows = await tx.fetchall(f"SELECT id, entry FROM {QUEUE} ORDER BY id LIMIT ?", (self.batch,))
@@ -133,11 +137,11 @@ class Sequencer:
             log.debug("audit: integrated %d entries, size %d", len(rows), new_size)
         return BatchResult(len(rows), new_size, note_text)
 
-    async def drain(self) -> int:
+    async def drain(self, *, wait: bool = True) -> int:
         """Integrate until the queue is empty; the number of entries integrated."""
         total = 0
         while True:
-            result = await self.integrate()
+            result = await self.integrate(wait=wait)
             total += result.integrated
             if result.skipped or result.integrated < self.batch:
                 return total
