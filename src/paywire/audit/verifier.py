@@ -5,9 +5,14 @@ number where anything disagrees.
 What each finding can say about *where*:
 - an entry that does not hash to its stored leaf hash, carries another sequence number, or is missing: that
   exact sequence number;
-- a checkpoint whose root differs from the recomputed tree, or that no trusted key signed, or that lacks the
-  required witness cosignatures: the entries after the last checkpoint that did verify (``first_bad_seq`` is
+- a checkpoint whose root differs from the recomputed tree, or that no trusted key signed, or whose witness
+  cosignature does not verify: the entries after the last checkpoint that did verify (``first_bad_seq`` is
   that checkpoint's size; the finding names the range). Sign checkpoints often to narrow it.
+
+With ``cosignatures_required``, only checkpoints cosigned by that many witnesses count as verified: a log-signed
+checkpoint without them still has to match the tree, but does not vouch for anything (the log's key may be
+stolen). The entries past the last cosigned checkpoint are reported as not yet witnessed, which is not a failure
+(a witness runs behind the log); hold the log to a witness's own latest checkpoint with ``add_checkpoint``.
 - a checkpoint larger than the log: the first missing sequence number (the tail was deleted).
 """
 
@@ -40,6 +45,7 @@ class Report:
     checkpoints: int = 0  # checkpoints that verified
     cosigned: int = 0  # of those, cosigned by enough witnesses
     verified_size: int = 0  # entries [0, verified_size) are bound to a trusted checkpoint
+    witnessed_size: int = 0  # … to one cosigned by the required witnesses
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -58,7 +64,8 @@ class Report:
 class _Anchor:
     checkpoint: Checkpoint
     source: str
-    problem: str | None  # why it cannot be trusted (bad signature, missing cosignature), or None
+    problem: str | None  # why it cannot be trusted (bad signature, bad cosignature), or None
+    cosigned: bool = False  # by the required witnesses
 
 
 class LogVerifier:
@@ -98,6 +105,7 @@ class LogVerifier:
                 verify_note(note, self.log_keys)
             except NoteError as exc:
                 problem = f"not signed by a trusted log key ({exc})"
+        cosigned = False
         if problem is None and self.witness_keys:
             try:
                 cosigs = verify_note(note, self.witness_keys)
@@ -105,9 +113,8 @@ class LogVerifier:
                 cosigs = []
                 if "no signature by a known key" not in str(exc):
                     problem = f"a witness cosignature does not verify ({exc})"
-            if problem is None and len({c.verifier for c in cosigs}) < self.required:
-                problem = f"cosigned by {len(cosigs)} of the {self.required} required witnesses"
-        self._anchors.append(_Anchor(cp, source, problem))
+            cosigned = len({c.verifier for c in cosigs}) >= self.required
+        self._anchors.append(_Anchor(cp, source, problem, cosigned))
 
     def _start(self) -> None:
         if self._started:
@@ -140,10 +147,14 @@ class LogVerifier:
                 f"[{self._good_until}, {cp.size}) was changed, removed, reordered or replaced"))
             return
         self.report.checkpoints += 1
-        self.report.cosigned += bool(self.witness_keys)
-        if not self.report.findings:
+        self.report.cosigned += anchor.cosigned
+        if self.report.findings:
+            return
+        self.report.verified_size = cp.size
+        if anchor.cosigned:
+            self.report.witnessed_size = cp.size
+        if anchor.cosigned or not self.required:
             self._good_until = cp.size
-            self.report.verified_size = cp.size
 
     def add_entry(self, seq: int, entry: bytes, leaf_hash: bytes | None = None) -> None:
         self._start()

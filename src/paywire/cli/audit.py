@@ -124,6 +124,9 @@ def verify(
     if report.ok:
         typer.echo(f"OK: {report.size} entries, {report.checkpoints} checkpoints verified, entries "
                    f"[0, {report.verified_size}) bound to a signed checkpoint")
+        if witness_keys:
+            typer.echo(f"witnessed: entries [0, {report.witnessed_size}) are in a checkpoint cosigned by "
+                       f"{max(cosignatures, 1)} witness(es); {report.size - report.witnessed_size} not yet")
         return
     first = report.first()
     typer.echo(f"FAIL first bad seq {report.first_bad_seq}: {first}")
