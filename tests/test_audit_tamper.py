@@ -189,6 +189,15 @@ def test_truncating_and_regrowing_without_the_key_is_caught_by_the_old_checkpoin
     assert "[16, 24)" in out, out
 
 
+def test_a_corrupted_stored_tree_node_is_reported(log: Log) -> None:
+    """Proofs are served from stored nodes: a node on a checkpoint's right edge that no longer matches the
+    entries is reported (here the node over [0, 16), checked at the checkpoint of size 16)."""
+    _run(log.store.db.execute(f"UPDATE {NODES} SET hash = ? WHERE node = ?", (bytes(32), 0 << 6 | 4)))
+    code, out = _verify(log)
+    assert code == 1, f"verify must fail on a corrupted tree node:\n{out}"
+    assert "stored tree node (level 4, index 0) over [0, 16)" in out, out
+
+
 def test_a_tampered_export_fails_the_same_way(log: Log, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -264,6 +264,10 @@ class Frontier:
     def root(self) -> bytes:
         return fold([h for _, h in self._stack])
 
+    def nodes(self) -> dict[NodeId, bytes]:
+        """The frontier as stored nodes: ``frontier_ids(size)`` → hash."""
+        return dict(zip(frontier_ids(self.size), (h for _, h in self._stack), strict=True))
+
 
 def root_of(leaves: Sequence[bytes]) -> bytes:
     """The root hash over leaf hashes (in memory)."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from paywire.audit import merkle
 from paywire.audit.checkpoint import TlogProof
 from paywire.audit.export import checkpoint_line, entry_line, header_line
 from paywire.audit.note import Verifier
@@ -19,8 +20,12 @@ async def verify_store(store: AuditStore, log_keys: Sequence[Verifier], *, witne
     """Recompute the whole tree from the stored entries and check every checkpoint (stored and ``extra``:
     ``(note, where it came from)``, e.g. a witness's latest cosigned checkpoint or one a payer kept)."""
     v = LogVerifier(log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures_required, origin=origin)
+    head = await store.head()
     for note in await store.checkpoints():
         v.add_checkpoint(note, source="stored")
+        size = signed_checkpoint_size(note)
+        if 0 < size <= head.size:
+            v.expect_stored_nodes(size, await store.stored_nodes(merkle.frontier_ids(size)))
     for note, source in extra_checkpoints:
         v.add_checkpoint(note, source=source)
     async for row in store.entries():

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -204,6 +205,18 @@ class AuditStore(Repository):
         return added
 
     # ------------------------------------------------------------------ proofs
+
+    async def stored_nodes(self, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        """The stored hashes of ``ids`` that exist (missing ones are left out)."""
+        wanted = list(ids)
+        try:
+            return await fetch_nodes(self.db, wanted)
+        except LookupError:
+            out: dict[merkle.NodeId, bytes] = {}
+            for i in wanted:
+                with contextlib.suppress(LookupError):
+                    out.update(await fetch_nodes(self.db, [i]))
+            return out
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         ranges = merkle.inclusion_ranges(index, size)

@@ -18,7 +18,7 @@ stolen). The entries past the last cosigned checkpoint are reported as not yet w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from paywire.audit import merkle
@@ -89,6 +89,7 @@ class LogVerifier:
         self._next = 0
         self._good_until = 0  # size of the last checkpoint that verified and matched, in order
         self._started = False
+        self._stored: dict[int, Mapping[merkle.NodeId, bytes]] = {}
         self._entry_bad: list[int] = []  # sequence numbers of entry-level findings
 
     def add_checkpoint(self, note_text: str, *, source: str = "store") -> None:
@@ -116,6 +117,24 @@ class LogVerifier:
             cosigned = len({c.verifier for c in cosigs}) >= self.required
         self._anchors.append(_Anchor(cp, source, problem, cosigned))
 
+    def expect_stored_nodes(self, size: int, nodes: Mapping[merkle.NodeId, bytes]) -> None:
+        """The store's tree nodes for the tree of ``size`` (``frontier_ids(size)``): checked against the tree
+        recomputed from the entries when it reaches that size (proofs are served from these nodes)."""
+        self._stored[size] = nodes
+
+    def _check_stored(self, size: int) -> None:
+        stored = self._stored.pop(size, None)
+        if stored is None:
+            return
+        for (level, index), h in sorted(self._frontier.nodes().items(), key=lambda kv: kv[0][1] << kv[0][0]):
+            lo, hi = index << level, (index + 1) << level
+            if stored.get((level, index)) == h or any(lo <= s < hi for s in self._entry_bad):
+                continue
+            self.report.findings.append(Finding(
+                max(lo, self._good_until), f"stored tree node (level {level}, index {index}) over [{lo}, {hi})",
+                "differs from the hash recomputed from the entries: proofs served from it would fail"))
+            return
+
     def _start(self) -> None:
         if self._started:
             return
@@ -128,6 +147,7 @@ class LogVerifier:
         self._pending_check(0)
 
     def _pending_check(self, size: int) -> None:
+        self._check_stored(size)
         while self._pending and self._pending[-1].checkpoint.size <= size:
             anchor = self._pending.pop()
             if anchor.checkpoint.size == size:
@@ -187,6 +207,7 @@ class LogVerifier:
 
     def finish(self) -> Report:
         self._start()
+        self._stored.clear()
         self.report.size = self._frontier.size
         for anchor in sorted(self._pending, key=lambda a: a.checkpoint.size):
             self.report.findings.append(Finding(
