@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -68,9 +69,11 @@ def node_key(level: int, index: int) -> int:
     return index << 6 | level
 
 
-async def enqueue(tx: Executor, event: bytes, *, now: float) -> None:
-    """Queue one event on the caller's open transaction: it is logged if and only if that transaction commits."""
-    await tx.execute(f"INSERT INTO {QUEUE} (entry, created_at) VALUES (?, ?)", (event.decode(), now))
+async def enqueue(tx: Executor, event: bytes, *, now: float | None = None) -> None:
+    """Queue one event on the caller's open transaction (or a ``Database``, autocommit): it is logged if and
+    only if that transaction commits. One INSERT; ``event`` comes from :func:`paywire.audit.make_event`."""
+    await tx.execute(f"INSERT INTO {QUEUE} (entry, created_at) VALUES (?, ?)",
+                     (event.decode(), time.time() if now is None else now))
 
 
 def _chunks(items: Sequence[tuple[object, ...]], per_row: int, limit: int = 900) -> Iterable[

@@ -93,6 +93,8 @@ class LogVerifier:
         self._entry_bad: list[int] = []  # sequence numbers of entry-level findings
 
     def add_checkpoint(self, note_text: str, *, source: str = "store") -> None:
+        if self._started:
+            raise RuntimeError("add every checkpoint before the first entry")
         try:
             cp, note = parse_signed_checkpoint(note_text)
         except FormatError as exc:

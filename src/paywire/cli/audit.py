@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from paywire.audit.note import Verifier
-    from paywire.audit.store import AuditStore
+    from paywire.audit.store import AuditStore, LogRow
 
 console = Console()
 err = Console(stderr=True)
@@ -264,19 +266,22 @@ def show(
     from paywire.audit.events import entry_event
 
     async def run() -> list[tuple[int, dict[str, object]]]:
+        from collections import deque
+
         s = await _open(_url(store))
         try:
-            rows = await s.find(payment or payer, limit=100_000) if (payment or payer) else None
-            out: list[tuple[int, dict[str, object]]] = []
-            source = rows if rows is not None else [r async for r in s.entries()]
-            for r in source:
+            out: deque[tuple[int, dict[str, object]]] = deque(maxlen=limit)
+            needle = payment or payer
+            rows = await s.find(needle, limit=1_000_000) if needle else None
+            source = rows if rows is not None else s.entries()
+            async for r in _aiter(source):
                 event = entry_event(r.entry)
                 if payer and payer not in str(event.get("subject", {})):
                     continue
                 if since and str(event.get("time", "")) < since:
                     continue
                 out.append((r.seq, event))
-            return out[-limit:]
+            return list(out)
         finally:
             await s.aclose()
 
@@ -287,6 +292,15 @@ def show(
         table.add_row(str(seq_no), str(event.get("time")), str(event.get("component")), str(event.get("kind")),
                       text, str(event.get("previous") or ""))
     console.print(table)
+
+
+async def _aiter(source: object) -> AsyncIterator[LogRow]:
+    if isinstance(source, list):
+        for row in source:
+            yield row
+    else:
+        async for row in source:  # type: ignore[attr-defined]
+            yield row
 
 
 @audit_app.command()
