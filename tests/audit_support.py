@@ -75,5 +75,22 @@ def verify_cli(*args: str) -> tuple[int, str]:
     return r.exit_code, r.output
 
 
+async def truncate(store: AuditStore, size: int) -> None:
+    """Cut the log back to ``size`` entries the way an operator with database access would: rows, tree nodes,
+    later checkpoints and cosignatures, and the head (whose checkpoint schedule restarts)."""
+    from paywire.audit.store import CHECKPOINTS, COSIGNATURES, HEAD, LOG, NODES
+
+    db = store.db
+    await db.execute(f"DELETE FROM {LOG} WHERE seq >= ?", (size,))
+    for r in await db.fetchall(f"SELECT node FROM {NODES}"):
+        k = int(r["node"])
+        if ((k >> 6) + 1) << (k & 63) > size:
+            await db.execute(f"DELETE FROM {NODES} WHERE node = ?", (k,))
+    await db.execute(f"DELETE FROM {CHECKPOINTS} WHERE size > ?", (size,))
+    await db.execute(f"DELETE FROM {COSIGNATURES} WHERE size > ?", (size,))
+    await db.execute(f"UPDATE {HEAD} SET size = ?, root = ?, checkpoint_size = ? WHERE id = 1",
+                     (size, await store.root_at(size), size))
+
+
 def leaf(entry: bytes) -> bytes:
     return merkle.leaf_hash(entry)

@@ -12,12 +12,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from audit_support import ORIGIN, Log, event, leaf, new_log, verify_cli
+from audit_support import ORIGIN, Log, event, leaf, new_log, truncate, verify_cli
 
 from paywire.audit.events import log_entry
 from paywire.audit.note import Signer
 from paywire.audit.sequencer import CheckpointPolicy, Sequencer
-from paywire.audit.store import CHECKPOINTS, COSIGNATURES, HEAD, LOG, NODES
+from paywire.audit.store import LOG, NODES
 
 pytestmark = pytest.mark.postgres
 
@@ -33,18 +33,7 @@ def _verify(log: Log, *extra: str) -> tuple[int, str]:
 
 
 async def _truncate(log: Log, size: int) -> None:
-    """Cut the log back to ``size`` entries the way an operator with database access would: rows, tree nodes,
-    later checkpoints and cosignatures, and the head."""
-    db = log.store.db
-    await db.execute(f"DELETE FROM {LOG} WHERE seq >= ?", (size,))
-    keys = [int(r["node"]) for r in await db.fetchall(f"SELECT node FROM {NODES}")]
-    for k in keys:
-        if ((k >> 6) + 1) << (k & 63) > size:
-            await db.execute(f"DELETE FROM {NODES} WHERE node = ?", (k,))
-    await db.execute(f"DELETE FROM {CHECKPOINTS} WHERE size > ?", (size,))
-    await db.execute(f"DELETE FROM {COSIGNATURES} WHERE size > ?", (size,))
-    root = await log.store.root_at(size)
-    await db.execute(f"UPDATE {HEAD} SET size = ?, root = ?, checkpoint_size = ? WHERE id = 1", (size, root, size))
+    await truncate(log.store, size)
 
 
 async def _regrow(log: Log, signer: Signer, start: int, stop: int) -> None:

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_support import ORIGIN, event
+from audit_support import ORIGIN, event, truncate
 
 from paywire.audit.http import audit_app
 from paywire.audit.note import COSIGNATURE_V1, Signer
 from paywire.audit.ops import verify_store
 from paywire.audit.sequencer import CheckpointPolicy, Sequencer
-from paywire.audit.store import CHECKPOINTS, COSIGNATURES, HEAD, LOG, NODES, AuditStore
+from paywire.audit.store import AuditStore
 from paywire.audit.witness import Witness
 from paywire.audit.witness_core import WitnessRefusal, WitnessState
 from paywire.serving import serve_asgi
@@ -66,7 +66,7 @@ async def test_the_witness_cosigns_consistent_checkpoints_and_refuses_a_rewrite(
             assert status == 404, "a proof of an entry that does not exist is a 404"
 
             # The operator rewrites history from entry 20 on and re-signs with the log's own key.
-            await _rewrite_from(store, 20)
+            await truncate(store, 20)
             await _grow(store, Sequencer(store, log_key, batch=50), 20, 20, amount="1")
             with pytest.raises(WitnessRefusal) as refused:
                 await witness.step()
@@ -97,15 +97,3 @@ async def _cosig_line(store: AuditStore, signer: Signer, size: int) -> str:
     assert note is not None
     return (await cosign(parse_note(note).text, signer, 1_700_000_000)).line
 
-
-async def _rewrite_from(store: AuditStore, size: int) -> None:
-    db = store.db
-    await db.execute(f"DELETE FROM {LOG} WHERE seq >= ?", (size,))
-    for r in await db.fetchall(f"SELECT node FROM {NODES}"):
-        k = int(r["node"])
-        if ((k >> 6) + 1) << (k & 63) > size:
-            await db.execute(f"DELETE FROM {NODES} WHERE node = ?", (k,))
-    await db.execute(f"DELETE FROM {CHECKPOINTS} WHERE size > ?", (size,))
-    await db.execute(f"DELETE FROM {COSIGNATURES} WHERE size > ?", (size,))
-    await db.execute(f"UPDATE {HEAD} SET size = ?, root = ?, checkpoint_size = 0 WHERE id = 1",
-                     (size, await store.root_at(size)))
