@@ -49,17 +49,18 @@ class NotYetCheckpointed(LookupError):
 
 async def prove(store: AuditStore, seq: int, *, size: int | None = None) -> Proof:
     """An inclusion proof of entry ``seq`` in the latest checkpoint (or the one of ``size``)."""
-    row = await store.entry(seq)
-    if row is None:
-        raise LookupError(f"no audit entry {seq}")
     note = await store.checkpoint(size)
     if note is None:
+        if await store.entry(seq) is None:
+            raise LookupError(f"no audit entry {seq}")
         raise NotYetCheckpointed(f"no checkpoint{'' if size is None else f' of size {size}'} in the store yet")
     cp_size = signed_checkpoint_size(note)
     if cp_size <= seq:
+        if await store.entry(seq) is None:
+            raise LookupError(f"no audit entry {seq}")
         raise NotYetCheckpointed(f"entry {seq} is logged but the latest checkpoint covers only {cp_size} entries")
-    hashes = await store.inclusion_proof(seq, cp_size)
-    return Proof(seq, row.entry, TlogProof(seq, tuple(hashes), note))
+    entry, hashes = await store.entry_and_proof(seq, cp_size)
+    return Proof(seq, entry, TlogProof(seq, tuple(hashes), note))
 
 
 async def prove_subject(store: AuditStore, subject: str) -> list[Proof]:

@@ -92,20 +92,33 @@ async def insert_rows(tx: Executor, table: str, columns: Sequence[str], rows: Se
         await tx.execute(f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([one] * len(chunk)), params)
 
 
-async def fetch_nodes(ex: Executor, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    """Stored hashes of nodes ``(level, index)``; level 0 comes from the log's leaf hashes."""
+async def fetch_nodes(ex: Executor, ids: Iterable[merkle.NodeId], *, entry: int | None = None
+                      ) -> dict[merkle.NodeId, bytes]:
+    """Stored hashes of nodes ``(level, index)`` in one query (level 0 from the log's leaf hashes). With
+    ``entry``, that log row's entry comes back too, under the key ``(-1, entry)``."""
     wanted = set(ids)
-    leaves = sorted(i for lvl, i in wanted if lvl == 0)
+    leaves = sorted({i for lvl, i in wanted if lvl == 0} | ({entry} if entry is not None else set()))
     inner = sorted(node_key(lvl, i) for lvl, i in wanted if lvl > 0)
-    out: dict[merkle.NodeId, bytes] = {}
+    parts, params = [], []
     if leaves:
-        rows = await ex.fetchall(f"SELECT seq, leaf_hash FROM {LOG} WHERE seq IN ({', '.join('?' * len(leaves))})",
-                                 leaves)
-        out.update({(0, int(r["seq"])): bytes(r["leaf_hash"]) for r in rows})
+        parts.append(f"SELECT seq AS k, leaf_hash AS h, entry AS e FROM {LOG} WHERE seq IN "
+                     f"({', '.join('?' * len(leaves))})")
+        params += leaves
     if inner:
-        rows = await ex.fetchall(f"SELECT node, hash FROM {NODES} WHERE node IN ({', '.join('?' * len(inner))})",
-                                 inner)
-        out.update({(int(r["node"]) & 63, int(r["node"]) >> 6): bytes(r["hash"]) for r in rows})
+        parts.append(f"SELECT node AS k, hash AS h, NULL AS e FROM {NODES} WHERE node IN "
+                     f"({', '.join('?' * len(inner))})")
+        params += inner
+    out: dict[merkle.NodeId, bytes] = {}
+    if parts:
+        for r in await ex.fetchall(" UNION ALL ".join(parts), params):
+            k = int(r["k"])
+            if r["e"] is not None:
+                out[(0, k)] = bytes(r["h"])
+                if k == entry:
+                    e = r["e"]
+                    out[(-1, k)] = e.encode() if isinstance(e, str) else bytes(e)
+            else:
+                out[(k & 63, k >> 6)] = bytes(r["h"])
     missing = wanted - out.keys()
     if missing:
         raise LookupError(f"the audit store lacks tree nodes {sorted(missing)[:4]}")
@@ -176,19 +189,15 @@ class AuditStore(Repository):
     # ------------------------------------------------------------------ checkpoints
 
     async def checkpoint(self, size: int | None = None) -> str | None:
-        """The signed checkpoint of ``size`` (default: the latest) with every stored cosignature."""
-        if size is None:
-            row = await self.db.fetchone(f"SELECT size, note FROM {CHECKPOINTS} ORDER BY size DESC LIMIT 1")
-        else:
-            row = await self.db.fetchone(f"SELECT size, note FROM {CHECKPOINTS} WHERE size = ?", (size,))
-        if row is None:
+        """The signed checkpoint of ``size`` (default: the latest) with every stored cosignature (one query)."""
+        pick = (f"SELECT size, note FROM {CHECKPOINTS} ORDER BY size DESC LIMIT 1" if size is None
+                else f"SELECT size, note FROM {CHECKPOINTS} WHERE size = ?")
+        rows = await self.db.fetchall(
+            f"SELECT c.note AS note, s.line AS line FROM ({pick}) c LEFT JOIN {COSIGNATURES} s ON s.size = c.size "
+            "ORDER BY s.witness, s.key_id", () if size is None else (size,))
+        if not rows:
             return None
-        return await self._with_cosignatures(int(row["size"]), str(row["note"]))
-
-    async def _with_cosignatures(self, size: int, note_text: str) -> str:
-        lines = await self.db.fetchall(
-            f"SELECT line FROM {COSIGNATURES} WHERE size = ? ORDER BY witness, key_id", (size,))
-        return note_text + "".join(str(r["line"]) for r in lines)
+        return str(rows[0]["note"]) + "".join(str(r["line"]) for r in rows if r["line"] is not None)
 
     async def checkpoints(self) -> list[str]:
         """Every stored checkpoint (with its cosignatures), smallest first."""
@@ -222,9 +231,15 @@ class AuditStore(Repository):
             return out
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return (await self.entry_and_proof(index, size))[1]
+
+    async def entry_and_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """Entry ``index`` and its inclusion proof in the tree of ``size``, in one query."""
         ranges = merkle.inclusion_ranges(index, size)
-        nodes = await fetch_nodes(self.db, merkle.nodes_for(ranges))
-        return [merkle.range_hash(lo, hi, nodes) for lo, hi in ranges]
+        nodes = await fetch_nodes(self.db, merkle.nodes_for(ranges), entry=index)
+        if (-1, index) not in nodes:
+            raise LookupError(f"no audit entry {index}")
+        return nodes[(-1, index)], [merkle.range_hash(lo, hi, nodes) for lo, hi in ranges]
 
     async def consistency_proof(self, old: int, new: int) -> list[bytes]:
         ranges = merkle.consistency_ranges(old, new)
