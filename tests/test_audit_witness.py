@@ -97,3 +97,30 @@ async def _cosig_line(store: AuditStore, signer: Signer, size: int) -> str:
     assert note is not None
     return (await cosign(parse_note(note).text, signer, 1_700_000_000)).line
 
+
+
+async def test_bad_requests_and_a_damaged_store_get_4xx_not_5xx(sqlite_url: str) -> None:
+    store = await AuditStore.open(sqlite_url)
+    seq = Sequencer(store, Signer.generate(ORIGIN), batch=50, policy=CheckpointPolicy(every_seconds=1e9))
+    try:
+        await _grow(store, seq, 0, 13)
+        await store.enqueue(event(13))
+        await seq.integrate()  # logged, not yet in a checkpoint
+        async with serve_asgi(audit_app(store)) as url:
+            client = KeepAliveClient(url)
+            for path, want in [("/audit/proof/abc", 400), ("/audit/proof/13", 409), ("/audit/proof/14", 404), ("/audit/consistency?old=x", 400),
+                               ("/audit/consistency?old=3&new=99", 400)]:
+                status, body = await client.send("GET", path)
+                assert status == want, f"GET {path}: {status} {body!r}"
+            status, body = await client.send("POST", "/audit/cosignature?size=13", b"not a signature line\n",
+                                             content_type="text/plain")
+            assert status == 400, f"a malformed cosignature is a 400: {status} {body!r}"
+            await store.db.execute("DELETE FROM audit_log WHERE seq = 4")
+            status, _ = await client.send("GET", "/audit/proof/4")
+            assert status == 404, "a proof of a deleted entry is a 404, not a server error"
+            await store.db.execute("DELETE FROM audit_nodes")
+            status, _ = await client.send("GET", "/audit/consistency?old=5&new=13")
+            assert status == 404, "a consistency proof over missing tree nodes is a 404, not a server error"
+            await client.aclose()
+    finally:
+        await store.aclose()

@@ -58,6 +58,8 @@ def audit_routes(store: AuditStore, *, witness_keys: Sequence[Verifier] = (), pr
             proof = await store.consistency_proof(old, new)
         except ValueError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
+        except LookupError as exc:  # tree nodes missing from the store
+            return PlainTextResponse(f"{exc}\n", status_code=404)
         return Response("".join(base64.b64encode(h).decode() + "\n" for h in proof), media_type=NOTE_TYPE)
 
     async def proof(request: Request) -> Response:
