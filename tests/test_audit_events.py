@@ -74,3 +74,10 @@ def test_a_log_entry_binds_the_event_to_its_sequence_number() -> None:
     assert entry_event(entry) == json.loads(raw), "the event reads back"
     assert entry_seq(entry.replace(b'"seq":41', b'"seq":041')) is None, "leading zeroes are not a sequence number"
     assert entry_seq(b'{"other":1}') is None, "not an entry"
+
+
+def test_every_name_paywire_audit_exports_resolves() -> None:
+    import paywire.audit
+
+    missing = [name for name in paywire.audit.__all__ if getattr(paywire.audit, name, None) is None]
+    assert not missing, f"paywire.audit lists names it cannot import: {missing}"
