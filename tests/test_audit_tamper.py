@@ -187,6 +187,15 @@ def test_a_corrupted_stored_tree_node_is_reported(log: Log) -> None:
     assert "stored tree node (level 4, index 0) over [0, 16)" in out, out
 
 
+def test_a_corrupted_interior_tree_node_is_reported(log: Log) -> None:
+    """The node over [8, 16) is on no checkpoint's right edge; proofs of entries 0..7 use it."""
+    _run(log.store.db.execute(f"UPDATE {NODES} SET hash = ? WHERE node = ?", (bytes(32), 1 << 6 | 3)))
+    code, out = _verify(log)
+    assert code == 1, f"verify must fail on a corrupted interior node:\n{out}"
+    assert "first bad seq 8" in out, out
+    assert "stored tree node (level 3, index 1) over [8, 16)" in out, out
+
+
 def test_a_tampered_export_fails_the_same_way(log: Log, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -10,16 +10,18 @@ from paywire.audit import merkle
 from paywire.audit.checkpoint import TlogProof
 from paywire.audit.export import checkpoint_line, entry_line, header_line
 from paywire.audit.note import Verifier
-from paywire.audit.store import AuditStore, signed_checkpoint_size
+from paywire.audit.store import AuditStore, node_key, signed_checkpoint_size
 from paywire.audit.verifier import LogVerifier, Report
 
 
 async def verify_store(store: AuditStore, log_keys: Sequence[Verifier], *, witness_keys: Sequence[Verifier] = (),
                        cosignatures_required: int = 0, origin: str | None = None,
-                       extra_checkpoints: Iterable[tuple[str, str]] = ()) -> Report:
+                       extra_checkpoints: Iterable[tuple[str, str]] = (), check_nodes: bool = True) -> Report:
     """Recompute the whole tree from the stored entries and check every checkpoint (stored and ``extra``:
-    ``(note, where it came from)``, e.g. a witness's latest cosigned checkpoint or one a payer kept)."""
-    v = LogVerifier(log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures_required, origin=origin)
+    ``(note, where it came from)``, e.g. a witness's latest cosigned checkpoint or one a payer kept) and, with
+    ``check_nodes``, every stored tree node (proofs are served from them)."""
+    v = LogVerifier(log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures_required, origin=origin,
+                    collect_nodes=check_nodes)
     head = await store.head()
     for note in await store.checkpoints():
         v.add_checkpoint(note, source="stored")
@@ -30,7 +32,18 @@ async def verify_store(store: AuditStore, log_keys: Sequence[Verifier], *, witne
         v.add_checkpoint(note, source=source)
     async for row in store.entries():
         v.add_entry(row.seq, row.entry, row.leaf_hash)
+        if check_nodes and row.seq % 4096 == 4095:
+            await _check_nodes(store, v)
+    if check_nodes:
+        await _check_nodes(store, v)
     return v.finish()
+
+
+async def _check_nodes(store: AuditStore, v: LogVerifier) -> None:
+    made = v.take_nodes()
+    stored = await store.node_hashes([node_key(level, index) for level, index, _ in made])
+    for level, index, h in made:
+        v.check_node(level, index, h, stored.get(node_key(level, index)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,16 @@ class AuditStore(Repository):
 
     # ------------------------------------------------------------------ proofs
 
+    async def node_hashes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        """Stored interior nodes by key (``node_key(level, index)``), read in chunks."""
+        out: dict[int, bytes] = {}
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            rows = await self.db.fetchall(
+                f"SELECT node, hash FROM {NODES} WHERE node IN ({', '.join('?' * len(part))})", part)
+            out.update({int(r["node"]): bytes(r["hash"]) for r in rows})
+        return out
+
     async def stored_nodes(self, ids: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         """The stored hashes of ``ids`` that exist (missing ones are left out)."""
         wanted = list(ids)

@@ -73,7 +73,7 @@ class LogVerifier:
     then :meth:`finish`."""
 
     def __init__(self, log_keys: Sequence[Verifier], *, witness_keys: Sequence[Verifier] = (),
-                 cosignatures_required: int = 0, origin: str | None = None) -> None:
+                 cosignatures_required: int = 0, origin: str | None = None, collect_nodes: bool = False) -> None:
         if not log_keys:
             raise ValueError("verifying a log needs at least one trusted log key")
         self.log_keys = list(log_keys)
@@ -90,6 +90,9 @@ class LogVerifier:
         self._good_until = 0  # size of the last checkpoint that verified and matched, in order
         self._started = False
         self._stored: dict[int, Mapping[merkle.NodeId, bytes]] = {}
+        self._collect = collect_nodes
+        self._made: list[tuple[int, int, bytes]] = []
+        self._node_reported = False
         self._entry_bad: list[int] = []  # sequence numbers of entry-level findings
 
     def add_checkpoint(self, note_text: str, *, source: str = "store") -> None:
@@ -136,6 +139,25 @@ class LogVerifier:
                 max(lo, self._good_until), f"stored tree node (level {level}, index {index}) over [{lo}, {hi})",
                 "differs from the hash recomputed from the entries: proofs served from it would fail"))
             return
+
+    def take_nodes(self) -> list[tuple[int, int, bytes]]:
+        """The interior nodes ``(level, index, hash)`` recomputed since the last call (``collect_nodes``)."""
+        made, self._made = self._made, []
+        return made
+
+    def check_node(self, level: int, index: int, recomputed: bytes, stored: bytes | None) -> None:
+        """Compare one stored interior node with its recomputed hash; reports the first that differs (and is
+        not explained by an entry already reported in its range)."""
+        if stored == recomputed or self._node_reported:
+            return
+        lo, hi = index << level, (index + 1) << level
+        if any(lo <= s < hi for s in self._entry_bad):
+            return
+        self._node_reported = True
+        self.report.findings.append(Finding(
+            lo, f"stored tree node (level {level}, index {index}) over [{lo}, {hi})",
+            "missing" if stored is None else "differs from the hash recomputed from the entries: proofs served "
+                                             "from it would fail"))
 
     def _start(self) -> None:
         if self._started:
@@ -199,7 +221,9 @@ class LogVerifier:
                                                                       "or edited"))
         if len(self.report.findings) > bad:
             self._entry_bad.append(min(f.seq for f in self.report.findings[bad:]))
-        self._frontier.append([computed])
+        made = self._frontier.append([computed])
+        if self._collect and made:
+            self._made.extend(made)
         self._next = seq + 1
         self._pending_check(self._frontier.size)
 
