@@ -170,12 +170,6 @@ class Signer:
             raise NoteError("the signer callable must return a 64-byte Ed25519 signature")
         return bytes(result)
 
-    def sign_bytes_sync(self, message: bytes) -> bytes:
-        result = self._sign(message)
-        if inspect.isawaitable(result):
-            raise NoteError("this signer is async: use sign_bytes")
-        return bytes(result)
-
     def __repr__(self) -> str:
         return f"Signer({self.verifier.vkey})"
 
