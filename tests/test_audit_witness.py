@@ -71,7 +71,9 @@ async def test_the_witness_cosigns_consistent_checkpoints_and_refuses_a_rewrite(
             with pytest.raises(WitnessRefusal) as refused:
                 await witness.step()
             assert refused.value.kind == "inconsistent", f"refused as a rewrite: {refused.value}"
-            assert witness.counters.refused == 1, "the refusal is counted"
+            assert witness.metrics.value("refused_total", kind="inconsistent") == 1, "the refusal is counted"
+            assert 'paywire_audit_witness_refused_total{kind="inconsistent"} 1' in witness.metrics.render(), (
+                "and exported as a Prometheus counter")
             assert WitnessState.from_json(state.read_text()).size == 33, "the state keeps the last good checkpoint"
 
             proc = await asyncio.create_subprocess_exec(
@@ -122,5 +124,44 @@ async def test_bad_requests_and_a_damaged_store_get_4xx_not_5xx(sqlite_url: str)
             status, _ = await client.send("GET", "/audit/consistency?old=5&new=13")
             assert status == 404, "a consistency proof over missing tree nodes is a 404, not a server error"
             await client.aclose()
+    finally:
+        await store.aclose()
+
+
+async def test_the_witness_process_exports_its_metrics(sqlite_url: str, tmp_path: Path) -> None:
+    store = await AuditStore.open(sqlite_url)
+    log_key = Signer.generate(ORIGIN)
+    w_key = Signer.generate("witness.example/w1", sig_type=COSIGNATURE_V1)
+    try:
+        await _grow(store, Sequencer(store, log_key, batch=50), 0, 7)
+        async with serve_asgi(audit_app(store, witness_keys=[w_key.verifier])) as url:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "paywire.cli.main", "audit", "witness", "--log", url, "--log-key",
+                log_key.verifier.vkey, "--state", str(tmp_path / "w.json"), "--interval", "0.05",
+                "--metrics-port", "0",
+                env={**os.environ, "PAYWIRE_WITNESS_KEY": w_key.skey,
+                     "PYTHONPATH": str(Path(__file__).parent.parent / "src")},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                assert proc.stderr is not None
+                line = ""
+                for _ in range(50):
+                    line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+                    if line.startswith("metrics on "):
+                        break
+                metrics = KeepAliveClient(line.split()[2].removesuffix("/metrics"))
+                text = ""
+                for _ in range(200):  # the witness runs in another process: poll its metrics, bounded
+                    _, body = await metrics.send("GET", "/metrics")
+                    text = body.decode()
+                    if "paywire_audit_witness_cosigned_size 7" in text:
+                        break
+                    await asyncio.sleep(0.05)
+                assert "paywire_audit_witness_cosigned_total 1" in text, f"one checkpoint cosigned:\n{text}"
+                assert "paywire_audit_witness_cosigned_size 7" in text, f"of size 7:\n{text}"
+                await metrics.aclose()
+            finally:
+                proc.terminate()
+                await proc.wait()
     finally:
         await store.aclose()

@@ -16,11 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from paywire.audit.note import Signer, Verifier
 from paywire.audit.witness_core import Cosigned, WitnessRefusal, WitnessState, check_and_cosign
+from paywire.facilitator.metrics import Metrics
 from paywire.transport.keepalive import HttpError, KeepAliveClient
 
 log = logging.getLogger("paywire.audit.witness")
@@ -30,11 +30,14 @@ class LogUnavailable(Exception):
     """The log did not answer as expected (not a refusal: the witness tries again next round)."""
 
 
-@dataclass(slots=True)
-class WitnessCounters:
-    cosigned: int = 0
-    refused: int = 0
-    unavailable: int = 0
+def witness_metrics() -> Metrics:
+    """Prometheus series of a witness (``paywire_audit_witness_*``)."""
+    m = Metrics(prefix="paywire_audit_witness_")
+    m.describe("cosigned_total", "counter", "Checkpoints cosigned.")
+    m.describe("refused_total", "counter", "Checkpoints refused, by kind (fork, inconsistent, shrunk, …).")
+    m.describe("unavailable_total", "counter", "Rounds where the log did not answer.")
+    m.describe("cosigned_size", "gauge", "Tree size of the last checkpoint cosigned.")
+    return m
 
 
 class Witness:
@@ -45,7 +48,7 @@ class Witness:
         self.client = KeepAliveClient(log_url.rstrip("/"), timeout=timeout)
         self.origin, self.log_keys, self.signer = origin, list(log_keys), signer
         self.state_path = Path(state_path)
-        self.counters = WitnessCounters()
+        self.metrics = witness_metrics()
 
     def state(self) -> WitnessState | None:
         try:
@@ -82,8 +85,8 @@ class Witness:
         try:
             result = await check_and_cosign(note_text, proof, state=state, log_keys=self.log_keys,
                                             signer=self.signer, origin=self.origin, now=int(time.time()))
-        except WitnessRefusal:
-            self.counters.refused += 1
+        except WitnessRefusal as exc:
+            self.metrics.inc("refused_total", kind=exc.kind)
             with contextlib.suppress(OSError):
                 self.state_path.with_name(self.state_path.name + ".refused.txt").write_text(note_text)
             raise
@@ -95,7 +98,8 @@ class Witness:
         if status != 200:
             log.warning("audit witness: the log did not keep the cosignature of size %d: HTTP %d %s",
                         result.checkpoint.size, status, body[:200])
-        self.counters.cosigned += 1
+        self.metrics.inc("cosigned_total")
+        self.metrics.set("cosigned_size", result.checkpoint.size)
         log.info("audit witness: cosigned %s size %d", self.origin, result.checkpoint.size)
         return result
 
@@ -105,10 +109,10 @@ class Witness:
             try:
                 await self.step()
             except LogUnavailable as exc:
-                self.counters.unavailable += 1
+                self.metrics.inc("unavailable_total")
                 log.warning("audit witness: %s", exc)
             except (OSError, HttpError) as exc:
-                self.counters.unavailable += 1
+                self.metrics.inc("unavailable_total")
                 log.warning("audit witness: log unreachable: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

@@ -366,6 +366,8 @@ def witness_cmd(
     origin: Annotated[str | None, typer.Option(help="The log's origin (default: the log key's name).")] = None,
     interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT "
+                                                          "(0: any free port, printed).")] = None,
 ) -> None:
     """Follow a log: cosign each checkpoint consistent with the last; exit 3 on a fork or rewrite."""
     import logging
@@ -389,8 +391,22 @@ def witness_cmd(
             if once:
                 result = await w.step()
                 typer.echo(f"cosigned size {result.checkpoint.size}" if result else "no new checkpoint")
-            else:
+            elif metrics_port is None:
                 await w.run(asyncio.Event(), interval=interval)
+            else:
+                from starlette.applications import Starlette
+                from starlette.responses import PlainTextResponse
+                from starlette.routing import Route
+
+                from paywire.serving import serve_asgi
+
+                async def metrics(_: object) -> PlainTextResponse:
+                    return PlainTextResponse(w.metrics.render(), media_type="text/plain; version=0.0.4")
+
+                app = Starlette(routes=[Route("/metrics", metrics)])
+                async with serve_asgi(app, port=metrics_port) as url:
+                    typer.echo(f"metrics on {url}/metrics", err=True)
+                    await w.run(asyncio.Event(), interval=interval)
         finally:
             await w.aclose()
 
