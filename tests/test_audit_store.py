@@ -149,3 +149,19 @@ def test_entries_are_stored_as_the_canonical_bytes_that_were_hashed(sqlite_url: 
         finally:
             await store.aclose()
     asyncio.run(run())
+
+
+async def test_finding_entries_by_id_matches_the_whole_id_literally(store_url: str) -> None:
+    from paywire.audit.events import make_event
+
+    store = await AuditStore.open(store_url)
+    try:
+        for pid in ("pay_1", "payX1", "pay%1", "pay_10"):
+            await store.enqueue(make_event("seller", "payment.settled", instance="s", time=0,
+                                           subject={"payment_id": pid}))
+        await Sequencer(store, Signer.generate(ORIGIN)).drain()
+        for pid in ("pay_1", "pay%1", "payX1"):
+            found = [entry_event(r.entry)["subject"]["payment_id"] for r in await store.find(pid)]
+            assert found == [pid], f"searching {pid!r} finds exactly that id, got {found}"
+    finally:
+        await store.aclose()

@@ -181,9 +181,10 @@ class AuditStore(Repository):
 
     async def find(self, text: str, *, limit: int = 50) -> list[LogRow]:
         """Entries whose JSON contains ``"text"`` as a whole string value (a payment, settlement or tx id)."""
-        needle = "%" + json_string(text) + "%"
+        quoted = json_string(text).replace("!", "!!").replace("%", "!%").replace("_", "!_")
         rows = await self.db.fetchall(
-            f"SELECT seq, leaf_hash, entry FROM {LOG} WHERE entry LIKE ? ORDER BY seq LIMIT ?", (needle, limit))
+            f"SELECT seq, leaf_hash, entry FROM {LOG} WHERE entry LIKE ? ESCAPE '!' ORDER BY seq LIMIT ?",
+            ("%" + quoted + "%", limit))
         return [_log_row(r) for r in rows]
 
     # ------------------------------------------------------------------ checkpoints
