@@ -290,6 +290,26 @@ class SqliteDatabase:
         self._pool.shutdown(wait=False)
 
 
+async def execute_point(db: Database, sql: str, params: Params = ()) -> int:
+    """``db.execute`` for a short statement by key (claim, compare-and-set): on SQLite right here on the event
+    loop when that needs no waiting (:meth:`SqliteDatabase.try_inline`, µs instead of a worker-thread hop),
+    else the usual way. The database still decides every claim and compare-and-set; the commit is the same."""
+    if isinstance(db, SqliteDatabase):
+        n = db.try_inline(sql, params)
+        if n is not INLINE_MISS:
+            return int(n)
+    return await db.execute(sql, params)
+
+
+async def fetchone_point(db: Database, sql: str, params: Params = ()) -> Row | None:
+    """``db.fetchone`` of one row by key, inline on SQLite when that needs no waiting (see :func:`execute_point`)."""
+    if isinstance(db, SqliteDatabase):
+        rows = db.try_inline(sql, params, fetch=True, write=False)
+        if rows is not INLINE_MISS:
+            return rows[0] if rows else None
+    return await db.fetchone(sql, params)
+
+
 # --------------------------------------------------------------------------------------------- PostgreSQL
 
 _QMARK = re.compile(r"\?")
