@@ -164,6 +164,8 @@ def main() -> None:
     for name in ("paywire (policy + SQLite ledger)", "paywire (no store)"):
         print(f"ratio official/paywire, {name}: {result['lines'][name]['ratio_official_over_paywire']:.2f}")
     print(f"elapsed: {result['elapsed_s']} s; load average (1 min): {result['load_1min']:.2f}")
+    ledger = result["lines"]["paywire (policy + SQLite ledger)"]["ratio_official_over_paywire"]
+    print(f"aim ledger_ratio_official_over_paywire: {ledger:.2f} (target >= 1.0)")
 
 
 if __name__ == "__main__":

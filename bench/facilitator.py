@@ -2,7 +2,7 @@
 facilitator (``x402FacilitatorSync`` + ``FacilitatorWeb3Signer``, wrapped in a minimal FastAPI app because the
 SDK ships no HTTP server), same chain, same payloads, one run.
 
-    python bench/facilitator.py [--verify-seconds 5] [--settlements 300] [--concurrency 32] [--json]
+    python bench/facilitator.py [--verify-seconds 5] [--settlements 300] [--concurrency 32] [--rounds 3] [--json]
 
 * ``/verify`` requests per second: every server gets the same distinct, valid payloads, sent by an in-process
   HTTP/1.1 keep-alive load generator (``--concurrency`` connections) for ``--verify-seconds``. The official
@@ -15,10 +15,16 @@ SDK ships no HTTP server), same chain, same payloads, one run.
   measurement runs on a fresh anvil: anvil slows down as blocks pile up (automine mines one block per
   transaction), which would otherwise punish whoever runs last. For scale, the "chain ceiling" is what anvil alone
   sustains for the node calls of one settlement (simulate, send, receipt) driven by a lean loop in the bench
-  process with the same keys and concurrency — no verification, no store, no HTTP.
+  process with the same keys and concurrency — no verification, no store, no HTTP. paywire and the ceiling take
+  turns in ``--rounds`` rounds; the ratios are medians of the per-round ratios. Each line also shows the CPU
+  milliseconds per settlement of the server process, anvil and the bench process (``/proc``): where the time goes.
+* keys on a node that can use them: the same through a proxy that delays every node call by
+  ``--remote-latency-ms`` (default 20; 0 skips it), with 32 node connections, ``--remote-settlements`` each.
+  There one key is bound by its own sequence of transactions, so keys add up; the proxy counts the node calls
+  per settlement.
 
-Every server runs in its own process; anvil automines (one block per transaction). Prints the numbers and
-``verify ratio`` / ``settle ratio`` (paywire ÷ official). Runs in well under 2 minutes.
+Every server runs in its own process; anvil automines (one block per transaction). Prints the numbers,
+``verify ratio`` / ``settle ratio`` (paywire ÷ official) and one ``aim`` line per target. About 2 minutes.
 """
 
 from __future__ import annotations
@@ -91,6 +97,65 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(s
 '''
 
 
+# A node "far away": every JSON-RPC request waits DELAY_MS before it is forwarded to anvil (one proxy process;
+# keep-alive HTTP/1.1 with Content-Length, which is what both sides speak). It counts the methods it forwards
+# (GET /__counts), which is how the bench knows how many node calls a settlement makes.
+LATENCY_PROXY = r'''
+import asyncio, collections, json, os
+UP_HOST, UP_PORT = os.environ["UPSTREAM"].rsplit(":", 1)
+DELAY = float(os.environ["DELAY_MS"]) / 1000
+counts = collections.Counter()
+
+async def read_msg(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    return head, (await reader.readexactly(n) if n else b"")
+
+async def handle(cr, cw):
+    ur = uw = None
+    try:
+        while True:
+            try:
+                head, body = await read_msg(cr)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if head.startswith(b"GET /__counts"):
+                out = json.dumps(counts).encode()
+                cw.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(out) + out)
+                await cw.drain()
+                continue
+            try:
+                req = json.loads(body)
+                for r in req if isinstance(req, list) else [req]:
+                    counts[r.get("method", "?")] += 1
+            except ValueError:
+                pass
+            await asyncio.sleep(DELAY)
+            if uw is None:
+                ur, uw = await asyncio.open_connection(UP_HOST, int(UP_PORT))
+            uw.write(head + body)
+            await uw.drain()
+            rhead, rbody = await read_msg(ur)
+            cw.write(rhead + rbody)
+            await cw.drain()
+    finally:
+        cw.close()
+        if uw is not None:
+            uw.close()
+
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print("LISTENING", srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+
+asyncio.run(main())
+'''
+
+
 # --------------------------------------------------------------------------------------------------------------
 # servers
 # --------------------------------------------------------------------------------------------------------------
@@ -137,11 +202,13 @@ class Server:
                 self.proc.kill()
 
 
-def ours(name: str, tmp: Path, rpc: str, keys: Sequence[str]) -> Server:
+def ours(name: str, tmp: Path, rpc: str, keys: Sequence[str], connections: int | None = None) -> Server:
     cfg = tmp / f"{name}.toml"
+    (tmp / f"{name}.db").unlink(missing_ok=True)
+    extra = f"rpc_connections = {connections}\n" if connections else ""
     cfg.write_text(
         f'store = "sqlite:///{tmp / (name + ".db")}"\nreceipt_timeout = 60\n'
-        f'[networks."eip155:31337"]\nrpc = "{rpc}"\nkeys = {json.dumps(list(keys))}\n'
+        f'[networks."eip155:31337"]\nrpc = "{rpc}"\nkeys = {json.dumps(list(keys))}\n{extra}'
     )
     return Server(name, [sys.executable, "-m", "paywire.cli.main", "facilitator", "--config", str(cfg), "--port", "0"],
                   {"COLUMNS": "200"})
@@ -250,7 +317,8 @@ async def settle_rate(url: str, bodies: Sequence[bytes], concurrency: int, *, ma
             "failure_reasons": results["reasons"], "seconds": round(elapsed, 2), "concurrency": concurrency}
 
 
-async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], concurrency: int) -> dict[str, Any]:
+async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], concurrency: int, *,
+                        connections: int = 4, raw: bool = True, node_pid: int | None = None) -> dict[str, Any]:
     """What the node alone sustains for the calls one settlement needs — simulate (``eth_estimateGas``), send
     (``eth_sendRawTransaction``), confirm (``eth_getTransactionReceipt``) — with no facilitator logic, no
     verification, no store: a lean loop over half of ``bodies``, ``keys`` round-robin, same concurrency and
@@ -262,11 +330,11 @@ async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], 
     from paywire.evm import token
     from paywire.schemes.evm_exact.payload import ExactEvmPayload
 
-    chain = RpcChain(KeepAliveTransport(rpc, max_connections=4))  # what the service uses for a local node
+    chain = RpcChain(KeepAliveTransport(rpc, max_connections=connections))  # as the service (4: a local node)
     senders = [TxSender(chain, k) for k in keys]
     asset = json.loads(bodies[0])["paymentRequirements"]["asset"]
     calls = []
-    half = len(bodies) // 2
+    half = len(bodies) // 2 if raw else len(bodies)
     raw_bodies, bodies = bodies[half:], bodies[:half]
     for b in [*bodies, *raw_bodies]:
         a = ExactEvmPayload.from_wire(json.loads(b)["paymentPayload"]["payload"])
@@ -293,9 +361,15 @@ async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], 
             done["n"] += 1
 
     start = time.perf_counter()
+    loop_cpu: dict[str, Any] = {"settled": len(calls)}
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async with cpu_meter(loop_cpu, None, node_pid):  # the loop only, not the raw mining part below
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        del loop_cpu["settled"]
+        if not raw:
+            return {"per_second": done["n"] / elapsed, "settled": done["n"], "failed": 0, "failure_reasons": {},
+                    "seconds": round(elapsed, 2), "concurrency": concurrency, **loop_cpu}
         # raw mining rate: pre-signed transactions, sent back to back per key, then confirmed
         fees = await senders[0].fees()
         chain_id = await chain.chain_id()
@@ -316,7 +390,7 @@ async def chain_ceiling(rpc: str, bodies: Sequence[bytes], keys: Sequence[str], 
         await chain.aclose()
     return {"per_second": done["n"] / elapsed, "settled": done["n"], "failed": 0, "failure_reasons": {},
             "seconds": round(elapsed, 2), "concurrency": concurrency,
-            "raw_mining_per_second": len(signed) / raw_elapsed}
+            "raw_mining_per_second": len(signed) / raw_elapsed, **loop_cpu}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -356,20 +430,121 @@ async def make_payloads(asset: Any, pay_to: str, payer_key: bytes, n_verify: int
 
 
 @contextlib.asynccontextmanager
-async def fresh_chain(expected_token: str | None = None) -> AsyncIterator[tuple[Any, str]]:
-    """A new anvil with the devnet token (always at the same address, so payloads sign for every one)."""
+async def fresh_chain(expected_token: str | None = None) -> AsyncIterator[tuple[Any, str, int | None]]:
+    """A new anvil with the devnet token (always at the same address, so payloads sign for every one):
+    ``(devnet, rpc url, anvil's pid)``."""
     async with Anvil(chain_id=31337) as anvil:
         net = await setup_devnet(anvil.chain(), rpc_url=anvil.url, payer_funds=10**12)
         if expected_token is not None and net.info.token != expected_token:
             raise RuntimeError("the token was deployed at another address")
-        yield net, anvil.url
+        yield net, anvil.url, anvil.pid
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.asynccontextmanager
+async def cpu_meter(result: dict[str, Any], server_pid: int | None, node_pid: int | None) -> AsyncIterator[None]:
+    """Adds to ``result`` the CPU milliseconds per settlement the server, the node and this process (load
+    generator or ceiling loop) used while the block ran: where the time goes on a machine they share."""
+    before = (cpu_seconds(server_pid), cpu_seconds(node_pid), sum(os.times()[:2]))
+    yield
+    after = (cpu_seconds(server_pid), cpu_seconds(node_pid), sum(os.times()[:2]))
+    n = max(result.get("settled", 0), 1)
+    result["cpu_ms_per_settlement"] = {k: round((a - b) * 1e3 / n, 2) for k, a, b in
+                                       zip(("server", "node", "bench"), after, before, strict=True)}
+
+
+@contextlib.asynccontextmanager
+async def latency_proxy(rpc: str, delay_ms: float) -> AsyncIterator[str]:
+    """A JSON-RPC proxy in its own process that delays every request by ``delay_ms`` (a remote node)."""
+    srv = Server("latency proxy", [sys.executable, "-c", LATENCY_PROXY],
+                 {"UPSTREAM": rpc.removeprefix("http://").rstrip("/"), "DELAY_MS": str(delay_ms)})
+    try:
+        yield await asyncio.to_thread(srv.wait)
+    finally:
+        srv.stop()
+
+
+async def node_calls(proxy: str) -> dict[str, int]:
+    conn = await Conn.open(proxy)
+    try:
+        conn.writer.write(f"GET /__counts HTTP/1.1\r\nHost: {conn.host}\r\nContent-Length: 0\r\n\r\n".encode())
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        return dict(json.loads(await conn.reader.readexactly(length)))
+    finally:
+        conn.close()
+
+
+def median(xs: Sequence[float]) -> float:
+    ys = sorted(xs)
+    return ys[len(ys) // 2] if len(ys) % 2 else (ys[len(ys) // 2 - 1] + ys[len(ys) // 2]) / 2
+
+
+async def measure_settle(name: str, kind: str, tmp: Path, token: str, keys: Sequence[str], bodies: Sequence[bytes],
+                         concurrency: int, *, rpc_of: Any = None, connections: int | None = None,
+                         ) -> dict[str, Any]:
+    """One settlement measurement on a fresh anvil: paywire's service (``kind="ours"``) or the chain ceiling loop.
+    ``rpc_of``: an async context manager turning the node URL into the URL to use (the latency proxy)."""
+    async with fresh_chain(token) as (_, rpc, node_pid), \
+            (rpc_of(rpc) if rpc_of else contextlib.nullcontext(rpc)) as url:
+        calls_before = await node_calls(url) if rpc_of else {}
+        res: dict[str, Any] = {}
+        if kind == "ours":
+            srv = ours(name, tmp, url, keys, connections)
+            try:
+                service = await asyncio.to_thread(srv.wait)
+                calls_before = await node_calls(url) if rpc_of else {}  # after the service's start-up calls
+                async with cpu_meter(res, srv.proc.pid, node_pid):
+                    res.update(await settle_rate(service, bodies, concurrency))
+            finally:
+                srv.stop()
+        else:
+            res.update(await chain_ceiling(url, bodies, keys, concurrency, connections=connections or 4,
+                                           raw=rpc_of is None, node_pid=node_pid))
+        if rpc_of:
+            after = await node_calls(url)
+            n = max(res["settled"], 1)
+            res["node_calls_per_settlement"] = {m: round((after.get(m, 0) - calls_before.get(m, 0)) / n, 2)
+                                                for m in sorted(after) if after.get(m, 0) > calls_before.get(m, 0)}
+    return res
+
+
+async def remote_node(args: argparse.Namespace, tmp: Path, token: str, payloads: Payloads) -> dict[str, Any]:
+    """Keys on a node that can use them: every node call takes ``--remote-latency-ms`` longer (a proxy), so one
+    key is bound by its own sequence (sign → record → broadcast of one transaction at a time) and keys add up.
+    paywire 1 and 4 keys and the chain ceiling 1 and 4 keys, with 32 node connections (a remote node's default)."""
+    n = args.remote_settlements
+
+    @contextlib.asynccontextmanager
+    async def proxied(rpc: str) -> AsyncIterator[str]:
+        async with latency_proxy(rpc, args.remote_latency_ms) as url:
+            yield url
+
+    out: dict[str, Any] = {"latency_ms": args.remote_latency_ms}
+    for name, keys, bodies, kind in (("ours_1_key", OURS_1, payloads.ours_1[:n], "ours"),
+                                     ("chain_ceiling_1_key", [KEYS[4]], payloads.ceiling_1[:n], "ceiling"),
+                                     ("ours_4_keys", OURS_4, payloads.ours_4[:n], "ours"),
+                                     ("chain_ceiling_4_keys", KEYS[6:10], payloads.ceiling_4[:n], "ceiling")):
+        out[name] = await measure_settle(name, kind, tmp, token, keys, bodies, args.concurrency, rpc_of=proxied,
+                                         connections=32)
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="paywire-bench-"))
     out: dict[str, Any] = {"verify": {}, "settle": {}}
-    async with fresh_chain() as (net, rpc):
+    async with fresh_chain() as (net, rpc, _):
         token = net.info.token
         servers = {
             "ours_1": ours("ours_1", tmp, rpc, OURS_1),
@@ -387,41 +562,62 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for srv in servers.values():
                 srv.stop()
     # anvil slows down as it accumulates blocks (automine = one block per transaction), so every settlement
-    # measurement gets a fresh chain
-    for name, keys, bodies in (("ours_1_key", OURS_1, payloads.ours_1), ("ours_4_keys", OURS_4, payloads.ours_4)):
-        async with fresh_chain(token) as (net, rpc):
-            srv = ours(name, tmp, rpc, keys)
-            try:
-                url = await asyncio.to_thread(srv.wait)
-                out["settle"][name] = await settle_rate(url, bodies, args.concurrency)
-            finally:
-                srv.stop()
-    async with fresh_chain(token) as (net, rpc):
+    # measurement gets a fresh chain. paywire and the chain ceiling take turns, in rounds, so that a change of
+    # load on a shared machine hits both sides of a ratio alike; each ratio is the median over the rounds.
+    plan = [("ours_1_key", OURS_1, payloads.ours_1, "ours"), ("chain_ceiling_1_key", [KEYS[4]], payloads.ceiling_1, "ceiling"),
+            ("ours_4_keys", OURS_4, payloads.ours_4, "ours"), ("chain_ceiling_4_keys", KEYS[6:10], payloads.ceiling_4, "ceiling")]
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in plan}
+    for r in range(args.rounds):
+        order = plan if r % 2 == 0 else [plan[1], plan[0], plan[3], plan[2]]
+        for name, keys, bodies, kind in order:
+            rounds[name].append(await measure_settle(name, kind, tmp, token, keys, bodies, args.concurrency))
+    async with fresh_chain(token) as (net, rpc, node_pid):
         srv = theirs("official_settle", rpc, THEIRS_KEY, None)
         try:
             url = await asyncio.to_thread(srv.wait)
-            out["settle"]["official_1_key"] = await settle_rate(
-                url, payloads.theirs, args.official_concurrency, max_seconds=args.official_settle_seconds)
+            res = out["settle"]["official_1_key"] = {}
+            async with cpu_meter(res, srv.proc.pid, node_pid):
+                res.update(await settle_rate(url, payloads.theirs, args.official_concurrency,
+                                             max_seconds=args.official_settle_seconds))
         finally:
             srv.stop()
-    for name, keys, bodies in (("chain_ceiling_1_key", [KEYS[4]], payloads.ceiling_1),
-                               ("chain_ceiling_4_keys", KEYS[6:10], payloads.ceiling_4)):
-        async with fresh_chain(token) as (net, rpc):
-            out["settle"][name] = await chain_ceiling(rpc, bodies, keys, args.concurrency)
+    for name, results in rounds.items():
+        by_rate = sorted(results, key=lambda x: x["per_second"])
+        out["settle"][name] = {**by_rate[len(by_rate) // 2], "rounds": [round(x["per_second"], 1) for x in results]}
+    if args.remote_latency_ms > 0:
+        out["remote"] = await remote_node(args, tmp, token, payloads)
     v, s = out["verify"], out["settle"]
+
+    def per_round(a: str, b: str) -> float:
+        return median([x["per_second"] / max(y["per_second"], 1e-9) for x, y in zip(rounds[a], rounds[b], strict=True)])
+
     out["ratios"] = {
         "verify_vs_official": v["ours_1"]["rps"] / max(v["official"]["rps"], 1e-9),
         "verify_vs_official_coincurve": v["ours_1"]["rps"] / max(v["official_coincurve"]["rps"], 1e-9),
         "settle_1_key_vs_official": s["ours_1_key"]["per_second"] / max(s["official_1_key"]["per_second"], 1e-9),
-        "settle_4_keys_vs_1_key": s["ours_4_keys"]["per_second"] / max(s["ours_1_key"]["per_second"], 1e-9),
-        "settle_1_key_of_chain_ceiling": s["ours_1_key"]["per_second"] / max(s["chain_ceiling_1_key"]["per_second"], 1e-9),
-        "settle_4_keys_of_chain_ceiling": s["ours_4_keys"]["per_second"] / max(s["chain_ceiling_4_keys"]["per_second"], 1e-9),
+        "settle_4_keys_vs_1_key": per_round("ours_4_keys", "ours_1_key"),
+        "settle_1_key_of_chain_ceiling": per_round("ours_1_key", "chain_ceiling_1_key"),
+        "settle_4_keys_of_chain_ceiling": per_round("ours_4_keys", "chain_ceiling_4_keys"),
     }
+    if "remote" in out:
+        rs = out["remote"]
+        out["ratios"]["remote_4_keys_vs_1_key"] = rs["ours_4_keys"]["per_second"] / max(rs["ours_1_key"]["per_second"], 1e-9)
+        out["ratios"]["remote_keys_scaling_of_ceiling"] = out["ratios"]["remote_4_keys_vs_1_key"] / max(
+            rs["chain_ceiling_4_keys"]["per_second"] / max(rs["chain_ceiling_1_key"]["per_second"], 1e-9), 1e-9)
+        out["ratios"]["remote_1_key_of_chain_ceiling"] = (
+            rs["ours_1_key"]["per_second"] / max(rs["chain_ceiling_1_key"]["per_second"], 1e-9))
+        out["ratios"]["remote_4_keys_of_chain_ceiling"] = (
+            rs["ours_4_keys"]["per_second"] / max(rs["chain_ceiling_4_keys"]["per_second"], 1e-9))
     out["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
                       "load_avg": os.getloadavg()}
     out["params"] = vars(args)
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def _cpu(x: dict[str, Any]) -> str:
+    c = x.get("cpu_ms_per_settlement")
+    return f"{c['server']:>8.2f}{c['node']:>7.2f}{c['bench']:>7.2f}" if c else ""
 
 
 def report(out: dict[str, Any]) -> str:
@@ -432,26 +628,54 @@ def report(out: dict[str, Any]) -> str:
               "official_coincurve": "official SDK facilitator (coincurve ECC)"}
     for k, label in labels.items():
         lines.append(f"{label:<44.44}{v[k]['rps']:>10.1f}{v[k]['ok']:>8}{v[k]['invalid_or_error']:>6}")
-    lines += ["", "settlements on anvil (automine)", f"{'server':<44}{'settled/s':>10}{'ok':>8}{'failed':>8}{'conc':>6}"]
-    for k, label in (("ours_1_key", "paywire, 1 gas key"), ("ours_4_keys", "paywire, 4 gas keys"),
-                     ("official_1_key", "official SDK, 1 gas key"),
-                     ("chain_ceiling_1_key", "chain ceiling, 1 key (node calls only)"),
-                     ("chain_ceiling_4_keys", "chain ceiling, 4 keys (node calls only)")):
-        lines.append(f"{label:<44}{s[k]['per_second']:>10.1f}{s[k]['settled']:>8}{s[k]['failed']:>8}"
-                     f"{s[k]['concurrency']:>6}")
-        if s[k]["failure_reasons"]:
-            lines.append(f"    failures: {s[k]['failure_reasons']}")
+    rows = (("ours_1_key", "paywire, 1 gas key"), ("ours_4_keys", "paywire, 4 gas keys"),
+            ("official_1_key", "official SDK, 1 gas key"),
+            ("chain_ceiling_1_key", "chain ceiling, 1 key (node calls only)"),
+            ("chain_ceiling_4_keys", "chain ceiling, 4 keys (node calls only)"))
+    head = f"{'server':<44}{'settled/s':>10}{'ok':>6}{'failed':>7}{'conc':>5}  CPU ms/settlement: server  node  bench"
+    lines += ["", f"settlements on anvil (automine); median of {out['params']['rounds']} rounds, paywire and the "
+              "ceiling taking turns", head]
+    for k, label in rows:
+        x = s[k]
+        extra = f"  rounds: {', '.join(f'{q:.0f}' for q in x['rounds'])}" if "rounds" in x else ""
+        lines.append(f"{label:<44}{x['per_second']:>10.1f}{x['settled']:>6}{x['failed']:>7}{x['concurrency']:>5}"
+                     f"  {_cpu(x)}{extra}")
+        if x["failure_reasons"]:
+            lines.append(f"    failures: {x['failure_reasons']}")
+    if "remote" in out:
+        rs = out["remote"]
+        lines += ["", f"settlements through a node {rs['latency_ms']:g} ms away (latency proxy, 32 node connections)",
+                  head.replace("CPU ms", "node calls per settlement; CPU ms")]
+        for k, label in rows:
+            if k not in rs:
+                continue
+            x = rs[k]
+            calls = ", ".join(f"{m.removeprefix('eth_')} {c:g}" for m, c in x.get("node_calls_per_settlement", {}).items())
+            lines.append(f"{label:<44}{x['per_second']:>10.1f}{x['settled']:>6}{x['failed']:>7}{x['concurrency']:>5}"
+                         f"  {_cpu(x)}   [{calls}]")
     lines += ["",
               f"verify ratio (paywire / official as installed): {r['verify_vs_official']:.1f}x",
               f"verify ratio (paywire / official with coincurve): {r['verify_vs_official_coincurve']:.1f}x",
               f"settle ratio (paywire 1 key / official 1 key): {r['settle_1_key_vs_official']:.1f}x",
-              f"settle scaling (paywire 4 keys / 1 key): {r['settle_4_keys_vs_1_key']:.2f}x",
+              f"settle scaling (paywire 4 keys / 1 key) on anvil: {r['settle_4_keys_vs_1_key']:.2f}x",
               f"paywire / chain ceiling: {r['settle_1_key_of_chain_ceiling']:.0%} (1 key), "
               f"{r['settle_4_keys_of_chain_ceiling']:.0%} (4 keys)",
               f"anvil raw mining rate (pre-signed transfers, send + receipt only): "
               f"{s['chain_ceiling_1_key']['raw_mining_per_second']:.0f} tx/s (1 key), "
-              f"{s['chain_ceiling_4_keys']['raw_mining_per_second']:.0f} tx/s (4 keys)",
-              f"total {out['total_seconds']} s on {out['machine']['cpus']} CPUs, load {out['machine']['load_avg']}"]
+              f"{s['chain_ceiling_4_keys']['raw_mining_per_second']:.0f} tx/s (4 keys)"]
+    if "remote" in out:
+        ceil = r["remote_4_keys_vs_1_key"] / max(r["remote_keys_scaling_of_ceiling"], 1e-9)
+        lines += [f"remote node: settle scaling (4 keys / 1 key): paywire {r['remote_4_keys_vs_1_key']:.2f}x, "
+                  f"chain ceiling {ceil:.2f}x; "
+                  f"paywire / chain ceiling: {r['remote_1_key_of_chain_ceiling']:.0%} (1 key), "
+                  f"{r['remote_4_keys_of_chain_ceiling']:.0%} (4 keys)"]
+    lines += [f"total {out['total_seconds']} s on {out['machine']['cpus']} CPUs, load {out['machine']['load_avg']}",
+              f"aim verify_vs_official: {r['verify_vs_official']:.1f} (target >= 5)",
+              f"aim settle_1_key_of_chain_ceiling: {r['settle_1_key_of_chain_ceiling']:.2f} (target >= 0.90)",
+              f"aim settle_4_keys_of_chain_ceiling: {r['settle_4_keys_of_chain_ceiling']:.2f} (target >= 0.90)"]
+    if "remote" in out:
+        lines.append(f"aim keys_scaling_of_chain_ceiling_remote_node: {r['remote_keys_scaling_of_ceiling']:.2f} "
+                     "(target >= 0.90)")
     return "\n".join(lines)
 
 
@@ -464,6 +688,10 @@ def main() -> None:
     ap.add_argument("--official-settle-seconds", type=float, default=8.0)
     ap.add_argument("--official-concurrency", type=int, default=None)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3, help="settlement rounds (paywire and ceiling take turns)")
+    ap.add_argument("--remote-latency-ms", type=float, default=20.0,
+                    help="latency of the simulated remote node for the keys-scaling part (0: skip it)")
+    ap.add_argument("--remote-settlements", type=int, default=150)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.official_concurrency is None:

@@ -411,6 +411,8 @@ def report(res: dict[str, Any]) -> None:
     print(f"load average (1 min): {res['load_1min']:.2f}; elapsed: {res['elapsed_s']:.1f} s")
     print(f"overhead ratio (a): {res['e2e']['overhead_ratio']:.2f}")
     print(f"overhead ratio (b): {res['double']['overhead_ratio']:.2f}")
+    print(f"aim overhead_ratio_a: {res['e2e']['overhead_ratio']:.2f} (target <= 0.33)")
+    print(f"aim overhead_ratio_b: {res['double']['overhead_ratio']:.2f} (target <= 0.33)")
 
 
 if __name__ == "__main__":

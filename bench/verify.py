@@ -348,6 +348,8 @@ def print_text(out: dict[str, Any]) -> None:
     print(f"elapsed: {out['elapsed_s']:.1f} s")
     print(f"ratio vs official: {out['ratio_vs_official']:.2f}")
     print(f"fraction of limit: {out['fraction_of_limit']:.2f}")
+    print(f"aim ratio_vs_official: {out['ratio_vs_official']:.2f} (target >= 50)")
+    print(f"aim fraction_of_limit: {out['fraction_of_limit']:.2f} (target >= 0.6)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,3 +96,35 @@ async def test_chunked_answers_and_servers_that_close_connections():
         await KeepAliveTransport(url, timeout=1).request("x", [])  # server gone
     with pytest.raises(ValueError):
         KeepAliveTransport("https://example.com")
+
+
+async def test_a_broadcast_does_not_queue_behind_slow_reads():
+    """Every pooled connection is busy with a read the node has not answered yet: a key's broadcast
+    (``eth_sendRawTransaction``, which holds up that key's next transaction) still gets through at once."""
+    release = asyncio.Event()
+    reads_waiting = {"n": 0}
+    all_waiting = asyncio.Event()
+
+    async def rpc(request: Request) -> Response:
+        body = await request.json()
+        if body["method"] == "eth_call":
+            reads_waiting["n"] += 1
+            if reads_waiting["n"] == 2:
+                all_waiting.set()
+            await release.wait()
+        return Response(f'{{"jsonrpc":"2.0","id":{body["id"]},"result":"0x01"}}'.encode(),
+                        media_type="application/json")
+
+    async with serve_asgi(Starlette(routes=[Route("/", rpc, methods=["POST"])])) as url:
+        t = KeepAliveTransport(url, timeout=5, max_connections=2)
+        try:
+            reads = [asyncio.ensure_future(t.request("eth_call", [])) for _ in range(3)]
+            await all_waiting.wait()  # both connections hold an unanswered read; the third read is queued
+            sent = await t.request("eth_sendRawTransaction", ["0x02"])
+            assert sent == "0x01", "the broadcast got no answer while reads held every connection"
+            assert not any(r.done() for r in reads), "the reads were answered before they were released"
+            release.set()
+            assert await asyncio.gather(*reads) == ["0x01"] * 3, "the reads did not finish after release"
+        finally:
+            release.set()
+            await t.aclose()

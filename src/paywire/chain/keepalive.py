@@ -20,6 +20,10 @@ from paywire.transport.keepalive import HttpError, HttpTimeout, KeepAliveClient
 
 __all__ = ["KeepAliveTransport"]
 
+BROADCAST_CONNECTIONS = 8
+"""Connections kept for ``eth_sendRawTransaction`` besides ``max_connections`` (one per key sending at once)."""
+_BROADCASTS = frozenset({"eth_sendRawTransaction"})
+
 
 class KeepAliveTransport:
     """JSON-RPC 2.0 over plain HTTP/1.1 with a per-event-loop pool of up to ``max_connections`` connections.
@@ -35,6 +39,10 @@ class KeepAliveTransport:
         self.timeout = timeout
         self.http = KeepAliveClient(url, timeout=timeout, max_connections=max_connections,
                                     max_idle=max_connections, max_body=64 * 1024 * 1024)
+        # Broadcasts get connections of their own: a key's next transaction waits for its broadcast (nonce
+        # order), so a broadcast queued behind simulations and receipt polls would hold up the whole key.
+        self._broadcast = KeepAliveClient(url, timeout=timeout, max_connections=BROADCAST_CONNECTIONS,
+                                          max_idle=BROADCAST_CONNECTIONS, max_body=1024 * 1024)
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -47,8 +55,9 @@ class KeepAliveTransport:
         request_id = next(self._ids)
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)},
                           separators=(",", ":")).encode()
+        http = self._broadcast if method in _BROADCASTS else self.http
         try:
-            status, data = await self.http.send("POST", "", body)
+            status, data = await http.send("POST", "", body)
         except HttpTimeout as exc:
             raise ChainError(f"{method}: no answer from {self.url} within {self.timeout}s") from exc
         except HttpError as exc:
@@ -62,3 +71,4 @@ class KeepAliveTransport:
     async def aclose(self) -> None:
         self._closed = True
         await self.http.aclose()
+        await self._broadcast.aclose()

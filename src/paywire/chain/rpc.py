@@ -14,6 +14,7 @@ Error model (see ``paywire.errors``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import threading
@@ -24,11 +25,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from eth_abi.abi import decode as abi_decode
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from paywire.chain.base import FeeData, Log, Receipt
 from paywire.errors import ChainError, ChainRevert
+from paywire.evm.crypto import address_bytes, to_checksum
 
 __all__ = [
     "HttpTransport",
@@ -343,12 +344,18 @@ def unwrap_response(method: str, body: Any, request_id: int, status: int) -> Any
 # --------------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
+def _log_address(address: str) -> str:
+    """Checksummed log address (a receipt's logs name the same few contracts again and again)."""
+    return to_checksum(address_bytes(address))
+
+
 def _parse_log(raw: Any) -> Log:
     if not isinstance(raw, Mapping):
         raise ChainError(f"malformed log: {str(raw)[:120]!r}")
     try:
         return Log(
-            address=to_checksum_address(str(raw["address"])),
+            address=_log_address(str(raw["address"])),
             topics=tuple(from_data(t) for t in raw.get("topics") or ()),
             data=from_data(raw.get("data") or "0x"),
             block_number=from_quantity(raw.get("blockNumber") or "0x0"),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +26,7 @@ from eth_utils.crypto import keccak
 from paywire.chain.base import Chain, Receipt
 from paywire.chain.rpc import RpcError
 from paywire.errors import ChainError, ChainRevert
+from paywire.evm.crypto import address_bytes, keccak256, to_checksum
 
 __all__ = [
     "FeeCapExceeded",
@@ -120,6 +122,31 @@ class SignedTx:
 Recorder = Callable[[SignedTx], Awaitable[bool]]
 
 
+@functools.lru_cache(maxsize=256)
+def _checksum(address: bytes) -> str:
+    return to_checksum(address)
+
+
+def _rlp_head(length: int, offset: int) -> bytes:
+    if length < 56:
+        return bytes((offset + length,))
+    n = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((offset + 55 + len(n),)) + n
+
+
+def _rlp_bytes(b: bytes) -> bytes:
+    """RLP of a byte string (the flat fields of a transaction need nothing more than this and lists)."""
+    if len(b) == 1 and b[0] < 0x80:
+        return b
+    return _rlp_head(len(b), 0x80) + b
+
+
+def _rlp_int(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("RLP encodes non-negative integers only")
+    return _rlp_bytes(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+
 class TxSender:
     """Sends EIP-1559 transactions for one private key over any ``Chain``.
 
@@ -210,14 +237,16 @@ class TxSender:
     ) -> SignedTx:
         """Sign an EIP-1559 transaction locally (no I/O, no nonce bookkeeping): RLP + keccak + libsecp256k1,
         byte-for-byte what ``eth_account`` produces, at a fraction of its cost."""
-        to_b = to_canonical_address(to) if to is not None else b""
-        fields: list[Any] = [chain_id, nonce, tip, max_fee, gas, to_b, value, bytes(data), []]
-        sighash = keccak(b"\x02" + rlp.encode(fields))
+        to_b = address_bytes(to) if to is not None else b""
+        fields = (_rlp_int(chain_id) + _rlp_int(nonce) + _rlp_int(tip) + _rlp_int(max_fee) + _rlp_int(gas)
+                  + _rlp_bytes(to_b) + _rlp_int(value) + _rlp_bytes(bytes(data)) + b"\xc0")
+        sighash = keccak256(b"\x02" + _rlp_head(len(fields), 0xC0) + fields)
         sig = self._key.sign_recoverable(sighash, hasher=None)
-        raw = b"\x02" + rlp.encode([*fields, sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
+        body = fields + _rlp_int(sig[64]) + _rlp_bytes(sig[:32].lstrip(b"\x00")) + _rlp_bytes(sig[32:64].lstrip(b"\x00"))
+        raw = b"\x02" + _rlp_head(len(body), 0xC0) + body
         return SignedTx(
-            raw=raw, hash="0x" + keccak(raw).hex(), sender=self.address, nonce=nonce,
-            to=to_checksum_address(to_b) if to is not None else None, data=bytes(data), value=value, gas=gas,
+            raw=raw, hash="0x" + keccak256(raw).hex(), sender=self.address, nonce=nonce,
+            to=_checksum(to_b) if to is not None else None, data=bytes(data), value=value, gas=gas,
             max_fee=max_fee, tip=tip, chain_id=chain_id,
         )
 

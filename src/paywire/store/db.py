@@ -12,11 +12,12 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 Row = dict[str, Any]
+T = TypeVar("T")
 Params = Sequence[Any]
 
 
@@ -111,6 +112,10 @@ INLINE_CHECKPOINT_EVERY = 200  # inline writes between two PASSIVE checkpoints r
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES
+
+
 def _passive_checkpoint(conn: sqlite3.Connection) -> None:
     """Copy WAL frames into the database without waiting for anyone (the inline connection never does it)."""
     with contextlib.suppress(sqlite3.Error):
@@ -202,17 +207,56 @@ class SqliteDatabase:
                 cur = conn.execute(sql, tuple(params))
                 result: Any = [dict(r) for r in cur.fetchall()] if fetch else cur.rowcount
             except sqlite3.OperationalError as exc:
-                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                if _is_busy(exc):
                     return INLINE_MISS
                 raise
             if write:
-                self._inline_writes += 1
-                if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
-                    self._inline_writes = 0
-                    self._pool.submit(_passive_checkpoint, self._conn)
+                self._count_inline_write()
             return result
         finally:
             self._inline_lock.release()
+
+    def try_inline_tx(self, step: Callable[[sqlite3.Connection], T]) -> T | Any:
+        """Run ``step(conn)`` in one ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction right here, in the caller's
+        thread, if that needs no waiting; :data:`INLINE_MISS` (with everything rolled back) when it would have to
+        wait, for the same reasons as :meth:`try_inline`. ``step`` must be short and must not block: it runs on
+        the caller's event loop. When this returns, the transaction is committed exactly as on any other
+        connection (WAL, ``synchronous=NORMAL``: in the WAL file, safe from a crash of this process); the
+        connection never checkpoints on commit (that would fsync here), the worker thread does it now and then.
+        """
+        conn = self._inline
+        if conn is None:
+            return INLINE_MISS
+        if not self._inline_lock.acquire(blocking=False):
+            return INLINE_MISS
+        try:
+            if self._inline is not conn:  # closed meanwhile
+                return INLINE_MISS
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return INLINE_MISS
+                raise
+            try:
+                result = step(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                    return INLINE_MISS
+                raise
+            self._count_inline_write()
+            return result
+        finally:
+            self._inline_lock.release()
+
+    def _count_inline_write(self) -> None:
+        self._inline_writes += 1
+        if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
+            self._inline_writes = 0
+            self._pool.submit(_passive_checkpoint, self._conn)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
@@ -244,6 +288,26 @@ class SqliteDatabase:
             inline.close()
         await self._run(self._conn.close)
         self._pool.shutdown(wait=False)
+
+
+async def execute_point(db: Database, sql: str, params: Params = ()) -> int:
+    """``db.execute`` for a short statement by key (claim, compare-and-set): on SQLite right here on the event
+    loop when that needs no waiting (:meth:`SqliteDatabase.try_inline`, µs instead of a worker-thread hop),
+    else the usual way. The database still decides every claim and compare-and-set; the commit is the same."""
+    if isinstance(db, SqliteDatabase):
+        n = db.try_inline(sql, params)
+        if n is not INLINE_MISS:
+            return int(n)
+    return await db.execute(sql, params)
+
+
+async def fetchone_point(db: Database, sql: str, params: Params = ()) -> Row | None:
+    """``db.fetchone`` of one row by key, inline on SQLite when that needs no waiting (see :func:`execute_point`)."""
+    if isinstance(db, SqliteDatabase):
+        rows = db.try_inline(sql, params, fetch=True, write=False)
+        if rows is not INLINE_MISS:
+            return rows[0] if rows else None
+    return await db.fetchone(sql, params)
 
 
 # --------------------------------------------------------------------------------------------- PostgreSQL

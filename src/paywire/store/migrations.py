@@ -7,21 +7,25 @@ transaction (Postgres also takes an advisory lock), so several processes may sta
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Self
 
 from paywire.store.db import Database
 
-_REGISTRY: dict[str, list[Sequence[str]]] = {}
+Statement = str | Mapping[str, str]
+"""One DDL statement, or one per dialect (``{"sqlite": …, "postgres": …}``) where the two cannot share one."""
+
+_REGISTRY: dict[str, list[Sequence[Statement]]] = {}
 _PG_LOCK_KEY = 0x70617977  # "payw"
 
 
-def register(component: str, steps: Sequence[Sequence[str]]) -> None:
+def register(component: str, steps: Sequence[Sequence[Statement]]) -> None:
     """Declare ``component``'s migrations: step i is a list of statements (``{autoinc}``/``{blob}`` allowed)."""
     _REGISTRY[component] = [list(s) for s in steps]
 
 
-def _render(sql: str, dialect: str) -> str:
+def _render(stmt: Statement, dialect: str) -> str:
+    sql = stmt if isinstance(stmt, str) else stmt[dialect]
     return sql.format(
         blob="BYTEA" if dialect == "postgres" else "BLOB",
         autoinc="BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT",

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from paywire.store.db import Database, Row, open_database
+from paywire.store.db import Database, Row, execute_point, fetchone_point, open_database
 from paywire.store.migrations import migrate, register
 
 __all__ = [
@@ -191,7 +191,7 @@ class SettlementStore:
     # -- reads --------------------------------------------------------------------------------------------
 
     async def get(self, settlement_id: str) -> Settlement | None:
-        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE id = ?", (settlement_id,))
+        row = await fetchone_point(self.db, f"SELECT * FROM {TABLE} WHERE id = ?", (settlement_id,))
         return Settlement.from_row(row) if row else None
 
     async def by_tx_hash(self, tx_hash: str) -> Settlement | None:
@@ -237,7 +237,7 @@ class SettlementStore:
         ``working`` and knows no task of this process has it (a run before a restart left it)."""
         sid = settlement_id(network, asset, payer, nonce)
         now = time.time()
-        inserted = await self.db.execute(
+        inserted = await execute_point(self.db,
             f"INSERT INTO {TABLE} (id, network, asset, payer, nonce, requirements_digest, request, amount, "
             f"pay_to, state, owner, lease_until, created_at, updated_at) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -254,7 +254,7 @@ class SettlementStore:
                 lease_until=now + lease_seconds, attempts=1, created_at=now, updated_at=now, submitted_at=None,
                 finished_at=None,
             )
-        took = await self.db.execute(
+        took = await execute_point(self.db,
             f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ?, attempts = attempts + 1 "
             f"WHERE id = ? AND state = 'verified' AND (lease_until < ? OR owner = ?)",
             (self.instance_id, now + lease_seconds, now, sid, now, self.instance_id if take_own else None),
@@ -311,7 +311,7 @@ class SettlementStore:
         now = time.time()
         tx_hash = tx_hash.lower()
         if previous_hash is None:
-            n = await self.db.execute(
+            n = await execute_point(self.db,
                 f"UPDATE {TABLE} SET state = 'submitted', tx_hash = ?, tx_hashes = ?, raw_tx = ?, signer = ?, "
                 f"tx_nonce = ?, submitted_at = ?, updated_at = ?, lease_until = ? "
                 f"WHERE id = ? AND owner = ? AND state = 'verified'",
@@ -319,7 +319,7 @@ class SettlementStore:
                  self.instance_id),
             )
         else:
-            n = await self.db.execute(
+            n = await execute_point(self.db,
                 f"UPDATE {TABLE} SET tx_hash = ?, tx_hashes = tx_hashes || ?, raw_tx = ?, signer = ?, "
                 f"tx_nonce = ?, updated_at = ?, lease_until = ? "
                 f"WHERE id = ? AND owner = ? AND state IN ('submitted', 'unresolved') AND tx_hash = ?",
@@ -341,12 +341,12 @@ class SettlementStore:
         common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
         where = f"WHERE id = ? AND state IN {_in(from_states)}"
         if tx_hash is None:
-            n = await self.db.execute(
+            n = await execute_point(self.db,
                 f"UPDATE {TABLE} SET state = ?, block_number = ?, error_reason = ?, error_message = ?, "
                 f"updated_at = ?, finished_at = ? {where}", (state, *common))
         else:
             tx_hash = tx_hash.lower()
-            n = await self.db.execute(
+            n = await execute_point(self.db,
                 f"UPDATE {TABLE} SET state = ?, tx_hash = ?, tx_hashes = CASE WHEN tx_hashes LIKE ? THEN tx_hashes "
                 f"WHEN tx_hashes = '' THEN ? ELSE tx_hashes || ? END, block_number = ?, error_reason = ?, "
                 f"error_message = ?, updated_at = ?, finished_at = ? {where}",

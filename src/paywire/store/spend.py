@@ -40,7 +40,7 @@ from paywire.spending import (
     Spent,
     check_budget,
 )
-from paywire.store.db import Database, Executor, Params, Row, SqliteDatabase
+from paywire.store.db import INLINE_MISS, Database, Executor, Params, Row, SqliteDatabase
 from paywire.store.migrations import migrate, register
 
 
@@ -77,6 +77,73 @@ class Payable(Protocol):
 C = TypeVar("C", bound=Payable)
 
 COUNTING = ("reserved", "committed", "held")
+_COUNTS = "('reserved', 'committed', 'held')"
+
+
+def _contribution(row: str, sign: str, sqlite: bool) -> str:
+    """The upsert that adds (``sign`` +) or removes (-) one row's weight to/from its four running totals."""
+    w = f"{sign}{row}.usd_micros"
+    conflict = "usd_micros + excluded.usd_micros" if sqlite else "buyer_spend.usd_micros + EXCLUDED.usd_micros"
+    return (f"INSERT INTO buyer_spend (account, scope, key, usd_micros) VALUES "
+            f"({row}.account, 'day', {row}.day, {w}), ({row}.account, 'host', {row}.host, {w}), "
+            f"({row}.account, 'payee', LOWER(COALESCE({row}.pay_to, '')), {w}), ({row}.account, 'total', '', {w}) "
+            f"ON CONFLICT (account, scope, key) DO UPDATE SET usd_micros = {conflict};")
+
+
+# What counts against the budgets, kept as running totals per (account, day / host / payee / all) by triggers,
+# so a reservation reads four rows instead of summing the account's history; any statement that inserts,
+# updates or deletes a payment row keeps them right, in the same transaction. Filled from the rows once.
+_SAME_WEIGHT = (f"(OLD.budget IN {_COUNTS}) = (NEW.budget IN {_COUNTS}) AND OLD.usd_micros = NEW.usd_micros "
+                "AND OLD.account = NEW.account AND OLD.day = NEW.day AND OLD.host = NEW.host "
+                "AND COALESCE(OLD.pay_to, '') = COALESCE(NEW.pay_to, '')")
+_SPEND_TOTALS: list[str | dict[str, str]] = [
+    {dialect: """CREATE TABLE buyer_spend (
+        account TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        usd_micros BIGINT NOT NULL,
+        PRIMARY KEY (account, scope, key)
+    )""" + tail for dialect, tail in (("sqlite", " WITHOUT ROWID"), ("postgres", ""))},
+    {"sqlite": f"""CREATE TRIGGER buyer_spend_insert AFTER INSERT ON buyer_payments
+        WHEN NEW.budget IN {_COUNTS} AND NEW.usd_micros <> 0
+        BEGIN {_contribution("NEW", "", True)} END""",
+     "postgres": f"""CREATE FUNCTION buyer_spend_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' THEN
+                IF {_SAME_WEIGHT} THEN RETURN NULL; END IF;
+            END IF;
+            IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.budget IN {_COUNTS} AND OLD.usd_micros <> 0 THEN
+                {_contribution("OLD", "-", False)}
+            END IF;
+            IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.budget IN {_COUNTS} AND NEW.usd_micros <> 0 THEN
+                {_contribution("NEW", "", False)}
+            END IF;
+            RETURN NULL;
+        END $$"""},
+    {"sqlite": f"""CREATE TRIGGER buyer_spend_update_old AFTER UPDATE ON buyer_payments
+        WHEN OLD.budget IN {_COUNTS} AND OLD.usd_micros <> 0 AND NOT ({_SAME_WEIGHT})
+        BEGIN {_contribution("OLD", "-", True)} END""",
+     "postgres": """CREATE TRIGGER buyer_spend_apply AFTER INSERT OR UPDATE OR DELETE ON buyer_payments
+        FOR EACH ROW EXECUTE FUNCTION buyer_spend_apply()"""},
+    {"sqlite": f"""CREATE TRIGGER buyer_spend_update_new AFTER UPDATE ON buyer_payments
+        WHEN NEW.budget IN {_COUNTS} AND NEW.usd_micros <> 0 AND NOT ({_SAME_WEIGHT})
+        BEGIN {_contribution("NEW", "", True)} END""",
+     "postgres": "SELECT 1"},
+    {"sqlite": f"""CREATE TRIGGER buyer_spend_delete AFTER DELETE ON buyer_payments
+        WHEN OLD.budget IN {_COUNTS} AND OLD.usd_micros <> 0
+        BEGIN {_contribution("OLD", "-", True)} END""",
+     "postgres": "SELECT 1"},
+    # the sums no longer scan rows, so the host and payee indexes only cost writes; reconciliation reads the
+    # open rows (reserved or held) through a partial index that a payment leaves when it is finished
+    "DROP INDEX buyer_payments_account_host",
+    "DROP INDEX buyer_payments_account_payee",
+    "CREATE INDEX buyer_payments_open ON buyer_payments (account, valid_before) WHERE budget IN ('reserved', 'held')",
+    *(f"""INSERT INTO buyer_spend (account, scope, key, usd_micros)
+        SELECT account, '{scope}', {key}, SUM(usd_micros) FROM buyer_payments
+        WHERE budget IN {_COUNTS} GROUP BY account{group}""" for scope, key, group in (
+        ("day", "day", ", day"), ("host", "host", ", host"),
+        ("payee", "LOWER(COALESCE(pay_to, ''))", ", LOWER(COALESCE(pay_to, ''))"), ("total", "''", ""))),
+]
 
 register("buyer", [[
     """CREATE TABLE buyer_payments (
@@ -113,13 +180,21 @@ register("buyer", [[
     "CREATE INDEX buyer_payments_account_payee ON buyer_payments (account, pay_to, budget)",
 ], [
     "ALTER TABLE buyer_payments ADD COLUMN protocol TEXT",  # x402 | mpp | l402 (NULL on older rows: x402)
-]])
+], _SPEND_TOTALS])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
 
 
+_LAST_DAY: tuple[int, str] = (-1, "")
+
+
 def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    """``YYYY-MM-DD`` of ``ts`` in UTC (the last answer is kept: most calls fall on the same day)."""
+    global _LAST_DAY
+    n = int(ts // 86400)
+    if _LAST_DAY[0] != n:
+        _LAST_DAY = (n, datetime.fromtimestamp(n * 86400, UTC).strftime("%Y-%m-%d"))
+    return _LAST_DAY[1]
 
 
 def _lock_key(account: str) -> int:
@@ -222,27 +297,19 @@ class SpendLedger:
 
     async def _spent(self, ex: Executor, host: str, payee: str, day: str,
                      needed: Sequence[str] = ("host", "payee", "day", "total")) -> Spent:
-        """Sums of what counts against the budgets; only the ``needed`` ones are computed (the others are 0),
-        so an agent with just a daily budget reads one day of its rows through the index."""
-        terms = {
-            "host": ("COALESCE(SUM(CASE WHEN host = ? THEN usd_micros ELSE 0 END), 0)", [host]),
-            "payee": ("COALESCE(SUM(CASE WHEN LOWER(pay_to) = LOWER(?) THEN usd_micros ELSE 0 END), 0)", [payee]),
-            "day": ("COALESCE(SUM(CASE WHEN day = ? THEN usd_micros ELSE 0 END), 0)", [day]),
-            "total": ("COALESCE(SUM(usd_micros), 0)", []),
-        }
-        wanted = [k for k in terms if k in needed]
+        """What counts against the budgets, from the running totals (``buyer_spend``); only the ``needed`` ones
+        are read (the others are 0)."""
+        keys = {"host": host, "payee": payee, "day": day, "total": ""}
+        wanted = [k for k in keys if k in needed]
         if not wanted:
             return Spent()
-        cols = ", ".join(f"{terms[k][0]} AS {k}" for k in wanted)
-        params: list[Any] = [p for k in wanted for p in terms[k][1]]
-        where = "account = ? AND budget IN (?, ?, ?)"
-        params += [self.account, *COUNTING]
-        if wanted == ["day"]:
-            where += " AND day = ?"
-            params.append(day)
-        row = await ex.fetchone(f"SELECT {cols} FROM buyer_payments WHERE {where}", params)
-        assert row is not None
-        return Spent(**{k: int(row[k]) for k in wanted})
+        # the payee key is lower-cased by the database, as the triggers do it
+        which = " OR ".join("(scope = ? AND key = LOWER(?))" if k == "payee" else "(scope = ? AND key = ?)"
+                            for k in wanted)
+        params: list[Any] = [self.account] + [p for k in wanted for p in (k, keys[k])]
+        rows = await ex.fetchall(f"SELECT scope, usd_micros FROM buyer_spend WHERE account = ? AND ({which})",
+                                 params)
+        return Spent(**{str(r["scope"]): int(r["usd_micros"]) for r in rows})
 
     async def spent(self, host: str = "", payee: str = "") -> Spent:
         """What counts against the budgets now."""
@@ -286,7 +353,12 @@ class SpendLedger:
         day = utc_day(now)
         result: Reservation[C] | BudgetRefused[C]
         if isinstance(self.db, SqliteDatabase):
-            result = await self._sqlite_tx(lambda ex: self._first_within(ex, policy, candidates, day, fields))
+            def step(ex: Executor) -> Coroutine[Any, Any, Any]:
+                return self._first_within(ex, policy, candidates, day, fields)
+
+            result = self.db.try_inline_tx(lambda conn: _drive(step(_SyncSqlite(conn))))
+            if result is INLINE_MISS:  # another writer holds the lock: wait for it on the ledger's own thread
+                result = await self._sqlite_tx(step)
             return result
         async with _tx_lock(self.db), self.db.transaction() as tx:
             if self.db.dialect == "postgres":
@@ -294,8 +366,10 @@ class SpendLedger:
             result = await self._first_within(tx, policy, candidates, day, fields)
             return result
 
-    # SQLite: the whole reservation runs as one call on a dedicated connection and thread (one hop instead of
-    # one per statement); BEGIN IMMEDIATE still serializes it against every other connection and process.
+    # SQLite: the whole reservation is one BEGIN IMMEDIATE transaction run synchronously: on the event loop's
+    # thread when the write lock is free at once (no thread hop), else as one call on the ledger's own
+    # connection and thread, which waits for the lock. Either way it is committed before ``reserve`` returns,
+    # so before anything is signed, and SQLite serializes it against every other connection and process.
 
     async def _sqlite_tx(self, step: Callable[[Executor], Coroutine[Any, Any, Any]]) -> Any:
         if self._sq_pool is None:
@@ -362,7 +436,7 @@ class SpendLedger:
 
     async def mark_signed(self, row_id: int, *, payload_hash: str, payment_id: str | None, nonce: str | None,
                           valid_before: int | None) -> None:
-        await self.db.execute(
+        await self._execute(
             "UPDATE buyer_payments SET payload_hash = ?, payment_id = ?, nonce = ?, valid_before = ?, "
             "outcome = 'signed', updated_at = ? WHERE id = ? AND account = ?",
             (payload_hash, payment_id, nonce, valid_before, self._clock(), row_id, self.account),
@@ -374,7 +448,7 @@ class SpendLedger:
         is never changed). ``budget`` is ``committed``, ``held`` or ``released``."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
-        n = await self.db.execute(
+        n = await self._execute(
             "UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
             "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
             "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')",
@@ -383,9 +457,19 @@ class SpendLedger:
         return n == 1
 
     async def get(self, row_id: int) -> Receipt | None:
-        row = await self.db.fetchone("SELECT * FROM buyer_payments WHERE id = ? AND account = ?",
-                                     (row_id, self.account))
+        sql, params = "SELECT * FROM buyer_payments WHERE id = ? AND account = ?", (row_id, self.account)
+        rows = self.db.try_inline(sql, params, fetch=True, write=False) \
+            if isinstance(self.db, SqliteDatabase) else INLINE_MISS
+        row = (rows[0] if rows else None) if rows is not INLINE_MISS else await self.db.fetchone(sql, params)
         return row_to_receipt(row) if row else None
+
+    async def _execute(self, sql: str, params: Params) -> int:
+        """One point write by primary key: on SQLite right here when the write lock is free (no thread hop)."""
+        if isinstance(self.db, SqliteDatabase):
+            n = self.db.try_inline(sql, params)
+            if n is not INLINE_MISS:
+                return int(n)
+        return await self.db.execute(sql, params)
 
     async def history(self, *, limit: int | None = None, all_accounts: bool = False) -> list[Receipt]:
         """Newest first."""
