@@ -304,3 +304,23 @@ async def test_official_x402_mcp_client_pays_our_stdio_server(env: Env) -> None:
     assert json.loads(result.content[0].text)["city"] == "Lisbon", "wrong tool output over stdio"
     assert result.payment_response.success, "no settlement over stdio"
     assert await env.moved(before) == (WEATHER, WEATHER), "the stdio tool's price did not move"
+
+
+async def test_example_client_pays_the_example_server_over_stdio(env: Env) -> None:
+    """examples/mcp_client.py (PayingSession under a policy, the agent-tool adapter) spawns
+    examples/mcp_server.py over stdio and pays for ``weather``."""
+    state = env.net.write_state(env.tmp / "devnet-example.json")
+    before = await env.balances()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "examples" / "mcp_client.py"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PAYWIRE_DEVNET": str(state), "PAYWIRE_FACILITATOR": env.facilitator,
+             "PAYWIRE_STORE": f"sqlite:///{env.tmp / 'example-sales.db'}",
+             "PAYWIRE_BUYER_STORE": f"sqlite:///{env.tmp / 'example-buyer.db'}", "PYTHONPATH": str(ROOT / "src")})
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, f"the example client failed: {err.decode()[-2000:]}"
+    printed = json.loads(out.decode().strip().splitlines()[-1])
+    assert json.loads(printed["answer"])["city"] == "Lisbon", f"wrong answer: {printed}"
+    assert printed["outcome"] == "paid", f"the receipt says {printed['outcome']}"
+    assert printed["url"] == "mcp://weather-example/tools/weather", "the receipt does not name the tool"
+    assert await env.moved(before) == (WEATHER, WEATHER), "the example's payment did not move the price"
