@@ -8,7 +8,8 @@ wallet's policy (budgets, approval hook, receipts ledger), through the same buye
         call = await paying.pay_tool("weather", {"city": "Lisbon"})      # … with its receipt and settlement
 
 A tool that answers the x402 "payment required" result is paid and called again with the payment in
-``_meta["x402/payment"]``. The retry safety is the HTTP client's: a lost answer (MCP timeout, closed connection)
+``_meta["x402/payment"]``; one that answers MPP's ``-32042`` error gets the credential in
+``_meta["org.paymentauth/credential"]`` (``Policy(protocols=…)`` chooses when a tool offers both). The retry safety is the HTTP client's: a lost answer (MCP timeout, closed connection)
 or a "try again" answer (a paywire seller's 503 ``httpStatus``) resends the *same* signed payment, so a flaky
 connection never pays twice; every outcome is a row in the ledger. ``server`` names the MCP server for the
 policy (per-host limits, allow lists) and the receipts (``mcp://<server>/tools/<name>``).
@@ -24,12 +25,13 @@ from typing import Any
 from mcp import ClientSession
 from mcp.shared.exceptions import McpError
 from mcp.shared.session import ProgressFnT
-from mcp.types import CONNECTION_CLOSED, CallToolResult
+from mcp.types import CONNECTION_CLOSED, CallToolResult, TextContent
 
 from paywire.client.config import BuyerConfig
 from paywire.client.core import Receipt, Sent
 from paywire.client.engine import Approver, Buyer, ExchangeBase, WalletLike
 from paywire.client.policy import Policy
+from paywire.mcp.mpp import MPP_CREDENTIAL, error_as_http
 from paywire.mcp.wire import X402_PAYMENT, payment_meta, result_as_http
 from paywire.x402.models import SettleResponse
 
@@ -60,14 +62,24 @@ class _ToolExchange(ExchangeBase[_Answer]):
     def __init__(self, session: ClientSession, url: str, name: str, arguments: dict[str, Any] | None,
                  meta: Mapping[str, Any] | None, read_timeout: timedelta | None,
                  progress: ProgressFnT | None) -> None:
-        super().__init__(url, "CALL", paying=bool(meta) and X402_PAYMENT in (meta or {}))
+        given = meta or {}
+        super().__init__(url, "CALL", paying=X402_PAYMENT in given or MPP_CREDENTIAL in given)
         self.session, self.name, self.arguments = session, name, arguments
         self.meta, self.read_timeout, self.progress = dict(meta or {}), read_timeout, progress
 
     async def send(self, extra_headers: Mapping[str, str] | None) -> _Answer:
         meta = {**self.meta, **payment_meta(extra_headers or {})}
-        result = await self.session.call_tool(self.name, self.arguments, self.read_timeout, self.progress,
-                                              meta=meta or None)
+        try:
+            result = await self.session.call_tool(self.name, self.arguments, self.read_timeout, self.progress,
+                                                  meta=meta or None)
+        except McpError as exc:  # MPP asks for payment with a JSON-RPC error (-32042, -32043)
+            http = error_as_http(exc.error.code, exc.error.data)
+            if http is None:
+                raise
+            data = exc.error.data if isinstance(exc.error.data, dict) else None
+            error = CallToolResult(content=[TextContent(type="text", text=exc.error.message)],
+                                   structuredContent=data, isError=True)
+            return _Answer(ToolCall(error), *http)
         status, headers, body = result_as_http(result.model_dump(mode="json", by_alias=True, exclude_none=True))
         return _Answer(ToolCall(result), status, headers, body)
 

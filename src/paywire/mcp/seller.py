@@ -28,12 +28,23 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Unpack
 
+from mcp import types
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.utilities.func_metadata import func_metadata
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import McpError
+from mcp.types import CallToolResult, ErrorData, TextContent
 
 from paywire.errors import ConfigError
-from paywire.mcp.wire import reply_result, tool_output, tool_path, tool_request, tool_url
+from paywire.mcp.mpp import RpcError
+from paywire.mcp.wire import (
+    Signal,
+    reply_result,
+    signal_of,
+    tool_output,
+    tool_path,
+    tool_request,
+    tool_url,
+)
 from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import OfferLike, PaidRoute, SettleMode
 from paywire.server.flow import PaymentFlow, PaymentInfo
@@ -46,6 +57,9 @@ ToolRun = Callable[[PaymentInfo | None], typing.Awaitable[Mapping[str, Any]]]
 """Runs a tool once (gets the payment) and returns its ``CallToolResult`` as a dict."""
 
 CONTEXT_PARAM = "paywire_mcp_context"
+RPC_ERROR_META = "paywire/rpc-error"
+"""Marks a tool result that stands for a JSON-RPC error (FastMCP turns a tool's exceptions into error results;
+the handler installed by :func:`answer_rpc_errors` raises it as the error instead)."""
 _payment: contextvars.ContextVar[PaymentInfo | None] = contextvars.ContextVar("paywire_mcp_payment", default=None)
 
 
@@ -74,6 +88,29 @@ def _request_meta(ctx: Any) -> dict[str, Any] | None:
     return dict(meta.model_extra or {})
 
 
+def answer_rpc_errors(server: FastMCP) -> None:
+    """Let paid tools of ``server`` answer JSON-RPC errors (MPP's ``-32042``): FastMCP's ``tools/call`` handler
+    is wrapped once to raise the error a marked result stands for."""
+    low = server._mcp_server  # FastMCP keeps its low-level server here (mcp 1.x)
+    inner = low.request_handlers[types.CallToolRequest]
+    if getattr(inner, "_paywire", False):
+        return
+
+    async def handler(req: types.CallToolRequest) -> types.ServerResult:
+        result = await inner(req)
+        root = result.root
+        if isinstance(root, CallToolResult) and root.meta and RPC_ERROR_META in root.meta:
+            raise McpError(ErrorData.model_validate(root.meta[RPC_ERROR_META]))
+        return result
+
+    handler._paywire = True  # type: ignore[attr-defined]
+    low.request_handlers[types.CallToolRequest] = handler
+
+
+def rpc_error(error: RpcError) -> McpError:
+    return McpError(ErrorData(code=error.code, message=error.message, data=dict(error.data)))
+
+
 def _as_result(value: Any) -> CallToolResult:
     if isinstance(value, CallToolResult):
         return value
@@ -95,7 +132,7 @@ class PaidTools:
                  config: SellerConfig | None = None, **options: Unpack[SellerOptions]) -> None:
         self.server = server
         self._routes: list[PaidRoute] = []
-        self._names: set[str] = set()
+        self._names: dict[str, Signal] = {}
         self._lazy = LazyFlow(lambda: tuple(self._routes), seller_config(config, facilitator, options), None)
         self._built = False
 
@@ -115,35 +152,49 @@ class PaidTools:
 
     def route(self, name: str, *, price: Price | PriceFn | None = None, offers: Sequence[OfferLike] = (),
               description: str = "", settle: SettleMode = "after",
-              payment_identifier: bool | Literal["required"] = False) -> PaidRoute:
-        """Price tool ``name`` (for servers that call :meth:`call` themselves, not through :meth:`paid_tool`)."""
+              payment_identifier: bool | Literal["required"] = False, mpp: bool = False,
+              signal: Signal | None = None) -> PaidRoute:
+        """Price tool ``name`` (for servers that call :meth:`call` themselves, not through :meth:`paid_tool`).
+
+        ``mpp=True`` also takes MPP ``evm/charge`` credentials (needs the seller's ``mpp_realm`` and
+        ``mpp_secret``); ``signal`` is how an unpaid call is asked to pay (default: ``"mpp"`` when ``mpp``,
+        else ``"x402"``); a call answers in the protocol it paid with."""
         if self._built:
             raise ConfigError(f"tool {name!r}: declare paid tools before the first paid call or startup()")
         if name in self._names:
             raise ConfigError(f"tool {name!r} is already priced")
+        if signal == "mpp" and not mpp:
+            raise ConfigError(f"tool {name!r}: signal='mpp' needs mpp=True")
         route = PaidRoute(f"POST {tool_path(name)}", offers=tuple(offers), price=price, description=description,
                           settle=settle, payment_identifier=payment_identifier, x402_versions=(2,),
-                          paywall=False, resource=tool_url(name))
+                          paywall=False, resource=tool_url(name), mpp=("evm",) if mpp else ())
         self._routes.append(route)
-        self._names.add(name)
+        self._names[name] = signal or ("mpp" if mpp else "x402")
         return route
 
     async def call(self, name: str, meta: Mapping[str, Any] | None, run: ToolRun) -> dict[str, Any]:
-        """One call of priced tool ``name`` with the request's ``_meta``: the ``CallToolResult`` (dict) to send.
+        """One call of priced tool ``name`` with the request's ``_meta``: the ``CallToolResult`` (dict) to send,
+        or ``McpError`` raised for an MPP payment error (``-32042`` …).
 
         ``run`` is awaited at most once per payment, and only when the flow says so."""
-        if name not in self._names:
+        default = self._names.get(name)
+        if default is None:
             raise ConfigError(f"tool {name!r} has no price: declare it with route() or paid_tool()")
 
         async def handler(payment: PaymentInfo | None) -> Any:
             return tool_output(await run(payment))
 
         reply, _ = await run_paid(self.flow, tool_request(name, meta), handler)
-        return reply_result(reply)
+        signal = signal_of(meta, default)
+        answer = reply_result(reply, signal, presented=signal == "mpp" and bool(meta))
+        if isinstance(answer, RpcError):
+            raise rpc_error(answer)
+        return answer
 
     def paid_tool(self, price: Price | PriceFn | None = None, *, name: str | None = None,
                   description: str | None = None, offers: Sequence[OfferLike] = (), settle: SettleMode = "after",
-                  payment_identifier: bool | Literal["required"] = False, title: str | None = None,
+                  payment_identifier: bool | Literal["required"] = False, mpp: bool = False,
+                  signal: Signal | None = None, title: str | None = None,
                   server: FastMCP | None = None) -> Callable[[F], F]:
         """Register the decorated function as a paid tool of the FastMCP server (``server=`` or the one given
         to :class:`PaidTools`); it stays callable as before. Its parameters, docstring and result conversion
@@ -156,7 +207,9 @@ class PaidTools:
             tool_name = name or fn.__name__
             doc = description if description is not None else (inspect.getdoc(fn) or "")
             self.route(tool_name, price=price, offers=offers, description=doc, settle=settle,
-                       payment_identifier=payment_identifier)
+                       payment_identifier=payment_identifier, mpp=mpp, signal=signal)
+            if mpp:
+                answer_rpc_errors(target)
             target.add_tool(self._wrap(fn, tool_name), name=tool_name, title=title, description=doc)
             return fn
 
@@ -187,7 +240,11 @@ class PaidTools:
                 result = _as_result(convert.convert_result(value))
                 return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-            return CallToolResult.model_validate(await self.call(tool_name, _request_meta(ctx), run))
+            try:
+                return CallToolResult.model_validate(await self.call(tool_name, _request_meta(ctx), run))
+            except McpError as exc:  # raised again by the handler answer_rpc_errors installed
+                return CallToolResult(content=[], isError=True,
+                                      _meta={RPC_ERROR_META: exc.error.model_dump(mode="json", exclude_none=True)})
 
         sig = inspect.signature(fn)
         params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
@@ -201,4 +258,4 @@ class PaidTools:
         return tool
 
 
-__all__ = ["PaidTools", "ToolRun", "current_payment"]
+__all__ = ["PaidTools", "ToolRun", "answer_rpc_errors", "current_payment"]

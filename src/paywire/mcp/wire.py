@@ -17,10 +17,21 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from paywire.errors import WireError
+from paywire.mcp.mpp import (
+    MPP_CREDENTIAL,
+    MPP_RECEIPT,
+    RpcError,
+    credential_authorization,
+    credential_meta,
+    receipt_header,
+    receipt_object,
+    reply_error,
+)
+from paywire.mpp.receipt import HEADER as RECEIPT_HEADER
 from paywire.server.core import Reply
 from paywire.server.request import RequestInfo
 from paywire.x402.codec import (
@@ -44,6 +55,8 @@ TOOLS_PATH = "/mcp/tools/"
 """The path a tool call takes in the seller's route table and ledger: ``POST /mcp/tools/<name>``."""
 TOOL_ERROR_STATUS = 422
 """Status under which a tool's own error result is recorded: >= 400, so the payment is not charged."""
+Signal = Literal["x402", "mpp"]
+"""How a tool asks for payment: the x402 tool result, or the MPP JSON-RPC error ``-32042``."""
 
 
 def tool_path(name: str) -> str:
@@ -80,6 +93,9 @@ def tool_request(name: str, meta: Mapping[str, Any] | None) -> RequestInfo:
         payment = meta.get(X402_PAYMENT)
         if payment is not None:
             headers[PAYMENT_SIGNATURE.lower()] = _payment_header(payment)
+        credential = meta.get(MPP_CREDENTIAL)
+        if credential is not None:
+            headers["authorization"] = credential_authorization(credential)
     return RequestInfo("POST", tool_path(name), tool_url(name), headers)
 
 
@@ -118,13 +134,23 @@ def payment_required_result(payment_required: Mapping[str, Any],
     return result
 
 
-def reply_result(reply: Reply) -> dict[str, Any]:
-    """The flow's reply to a tool call as the ``CallToolResult`` (dict) to send.
+def signal_of(meta: Mapping[str, Any] | None, default: Signal) -> Signal:
+    """Answer in the protocol the call paid with; an unpaid call gets the tool's ``default``."""
+    if meta and MPP_CREDENTIAL in meta:
+        return "mpp"
+    if meta and X402_PAYMENT in meta:
+        return "x402"
+    return default
+
+
+def reply_result(reply: Reply, signal: Signal = "x402", *, presented: bool = False) -> dict[str, Any] | RpcError:
+    """The flow's reply to a tool call as the ``CallToolResult`` (dict) to send, or the MPP error to raise.
 
     * the tool's recorded result (paid, replayed, or its own error, not charged), with the settlement in
       ``_meta["x402/payment-response"]`` when paid;
     * a 402: the x402 ``PaymentRequired`` (fresh challenge with the reason; after a failed settlement, the failed
-      ``SettleResponse`` too — never the tool's output);
+      ``SettleResponse`` too — never the tool's output); with ``signal="mpp"`` (or when the tool offers no x402)
+      the MPP error ``-32042`` (``-32043``/``-32602`` when a ``presented`` credential was refused);
     * anything else (payment in progress, settlement pending, conflict …): an error result whose
       ``structuredContent`` is the flow's JSON answer plus ``httpStatus``, so a client knows whether to retry
       with the same payment (503) or not.
@@ -132,10 +158,20 @@ def reply_result(reply: Reply) -> dict[str, Any]:
     settlement = _decoded(reply, PAYMENT_RESPONSE)
     if reply.header("content-type") == TOOL_RESULT:
         result: dict[str, Any] = json.loads(reply.body)
+        meta = dict(result.get("_meta") or {})
         if settlement is not None:
-            result["_meta"] = {**(result.get("_meta") or {}), X402_PAYMENT_RESPONSE: settlement}
+            meta[X402_PAYMENT_RESPONSE] = settlement
+        receipt = receipt_object(reply)
+        if receipt is not None:
+            meta[MPP_RECEIPT] = receipt
+        if meta:
+            result["_meta"] = meta
         return result
     required = _decoded(reply, PAYMENT_REQUIRED) if reply.status == 402 else None
+    if signal == "mpp" or required is None:
+        error = reply_error(reply, presented=presented)
+        if error is not None:
+            return error
     if required is not None:
         return payment_required_result(required, settlement)
     try:
@@ -175,7 +211,8 @@ def payment_required_of(result: Mapping[str, Any]) -> dict[str, Any] | None:
 def result_as_http(result: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
     """A tool result as the buyer engine reads HTTP answers: (status, lower-case headers, body).
 
-    402 + ``payment-required`` for an x402 payment signal; ``payment-response`` from ``_meta``; the
+    402 + ``payment-required`` for an x402 payment signal; ``payment-response`` (x402) and ``payment-receipt``
+    (MPP) from ``_meta``; the
     ``httpStatus`` a paywire seller puts on its payment errors (503: retry the same payment); a tool's error
     without a settlement is 422 (not paid); anything else 200."""
     headers: dict[str, str] = {}
@@ -184,6 +221,9 @@ def result_as_http(result: Mapping[str, Any]) -> tuple[int, dict[str, str], byte
     if isinstance(settlement, Mapping):
         with contextlib.suppress(WireError):
             headers[PAYMENT_RESPONSE.lower()] = encode_header(settlement)
+    receipt = receipt_header(meta.get(MPP_RECEIPT)) if isinstance(meta, Mapping) else None
+    if receipt is not None:
+        headers[RECEIPT_HEADER.lower()] = receipt
     body = json.dumps(result.get("structuredContent") or {}, separators=(",", ":")).encode()
     if not result.get("isError"):
         return 200, headers, body
@@ -207,4 +247,6 @@ def payment_meta(headers: Mapping[str, str]) -> dict[str, Any]:
     for name, value in headers.items():
         if name.lower() == PAYMENT_SIGNATURE.lower():
             meta[X402_PAYMENT] = decode_header(value)
+        elif value[:8].lower() == "payment ":  # MPP: Authorization (or the field the challenge named)
+            meta[MPP_CREDENTIAL] = credential_meta(value)
     return meta
