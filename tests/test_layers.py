@@ -35,7 +35,7 @@ IMPORT_CLEAN = [
     "paywire.schemes", "paywire.families", "paywire.chain.family",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
-    "paywire.mcp", "paywire.mcp.wire",
+    "paywire.mcp", "paywire.mcp.wire", "paywire.mcp.mpp",
 ]
 
 # Core modules (prefixes): they must not reach an adapter through module-level imports, directly or not.
