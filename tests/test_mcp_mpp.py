@@ -257,3 +257,12 @@ async def test_our_client_pays_our_mpp_tool(env: Env, tmp_path: Path) -> None:
     assert call.receipt is not None and call.receipt.protocol == "mpp", f"receipt: {call.receipt}"
     assert MPP_RECEIPT in (call.result.meta or {}), "no receipt in the result's _meta"
     assert await env.moved(before) == (PRICE, PRICE), "the price did not move"
+
+
+async def test_other_meta_keys_do_not_count_as_a_credential(env: Env) -> None:
+    """An unpaid call whose ``_meta`` carries something else (a progress token, a trace id) is asked to pay
+    (-32042), not told its credential failed (-32043)."""
+    async with http_session(env.ours_url) as session:
+        with pytest.raises(McpError) as raised:
+            await session.call_tool("quote", {"symbol": "ACME"}, meta={"trace/id": "abc"})
+    assert raised.value.error.code == -32042, f"an unpaid call with other _meta got {raised.value.error.code}"

@@ -35,7 +35,7 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, ErrorData, TextContent
 
 from paywire.errors import ConfigError
-from paywire.mcp.mpp import RpcError
+from paywire.mcp.mpp import MPP_CREDENTIAL, RpcError
 from paywire.mcp.wire import (
     Signal,
     reply_result,
@@ -186,7 +186,7 @@ class PaidTools:
 
         reply, _ = await run_paid(self.flow, tool_request(name, meta), handler)
         signal = signal_of(meta, default)
-        answer = reply_result(reply, signal, presented=signal == "mpp" and bool(meta))
+        answer = reply_result(reply, signal, presented=bool(meta) and MPP_CREDENTIAL in (meta or {}))
         if isinstance(answer, RpcError):
             raise rpc_error(answer)
         return answer
