@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from mcp import ClientSession
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.server.fastmcp import FastMCP
 
 from paywire.client import BuyerConfig, PaymentDeclined, PaymentRefused, Policy
@@ -30,6 +33,7 @@ from paywire.mcp import PaidTools, PayingSession
 from paywire.serving import serve_asgi
 from paywire.wallet import Wallet
 from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.mcp_sdk_server import build as build_sdk_server
 from tests.test_mcp_x402 import http_session, serve_mcp_http
 
 pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
@@ -38,8 +42,9 @@ PRICE = 10_000  # $0.01
 
 
 class Env:
-    def __init__(self, net: Any, sdk_url: str, ours_url: str, runs: dict[str, int], gate: dict[str, Any]) -> None:
-        self.net, self.sdk_url, self.ours_url, self.runs, self.gate = net, sdk_url, ours_url, runs, gate
+    def __init__(self, net: Any, fac: str, sdk_url: str, ours_url: str, runs: dict[str, int],
+                 gate: dict[str, Any]) -> None:
+        self.net, self.fac, self.sdk_url, self.ours_url, self.runs, self.gate = net, fac, sdk_url, ours_url, runs, gate
 
     async def balances(self) -> tuple[int, int]:
         return (await self.net.token_balance(self.net.payer.address),
@@ -55,30 +60,11 @@ class Env:
 
 async def sdk_server(net: Any, facilitator: str, runs: dict[str, int]) -> FastMCP:
     """A FastMCP server whose tool is paid through the official x402 MCP wrapper and resource server."""
-    from x402 import x402ResourceServer
-    from x402.http import FacilitatorConfig, HTTPFacilitatorClient
-    from x402.mcp.server import create_payment_wrapper
-    from x402.mechanisms.evm.exact import ExactEvmServerScheme
-    from x402.schemas import PaymentRequirements, ResourceInfo
 
-    info = net.info
-    server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator)))
-    server.register(info.network, ExactEvmServerScheme())
-    await asyncio.to_thread(server.initialize)  # the SDK asks /supported synchronously
-    accepts = [PaymentRequirements(scheme="exact", network=info.network, asset=info.token, amount=str(PRICE),
-                                   pay_to=net.payee.address, max_timeout_seconds=60,
-                                   extra={"name": info.token_name, "version": info.token_version})]
-    paid = create_payment_wrapper(server, accepts=accepts, resource=ResourceInfo(
-        url="mcp://tool/sdk_weather", description="Weather, sold by the x402 SDK", mime_type="application/json"))
-    mcp = FastMCP("x402-sdk-tools")
-
-    @mcp.tool(name="sdk_weather", description="Weather, sold by the x402 SDK")
-    @paid
-    async def sdk_weather(city: str) -> str:
+    def count() -> None:
         runs["sdk_weather"] += 1
-        return json.dumps({"city": city, "sky": "clear"})
 
-    return mcp
+    return await asyncio.to_thread(build_sdk_server, net.info, facilitator, count)
 
 
 def our_server(net: Any, facilitator: str, store: str, runs: dict[str, int], gate: dict[str, Any]) -> FastMCP:
@@ -118,7 +104,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             sdk_url = await stack.enter_async_context(serve_mcp_http(await sdk_server(net, fac, runs)))
             ours = our_server(net, fac, f"sqlite:///{tmp / 'sales.db'}", runs, gate)
             ours_url = await stack.enter_async_context(serve_mcp_http(ours))
-            yield Env(net, sdk_url + "/mcp", ours_url + "/mcp", runs, gate)
+            yield Env(net, fac, sdk_url + "/mcp", ours_url + "/mcp", runs, gate)
     finally:
         await close_devnet(net)
 
@@ -229,3 +215,25 @@ async def test_a_lost_answer_resends_the_same_payment_and_pays_once(env: Env, tm
     assert call.receipt is not None and call.receipt.outcome == "paid", f"receipt: {call.receipt}"
     assert env.runs["slow"] - runs == 1, "the resent payment ran the tool again"
     assert await env.moved(before) == (PRICE, PRICE), "the resent payment moved money twice"
+
+
+async def test_our_client_pays_the_official_x402_mcp_server_wrapper_over_stdio(env: Env, tmp_path: Path) -> None:
+    """tests/mcp_sdk_server.py (the SDK's wrapper) run as a subprocess over stdio."""
+    root = Path(__file__).resolve().parent.parent
+    state = env.net.write_state(tmp_path / "devnet.json")
+    params = StdioServerParameters(command=sys.executable, args=[str(root / "tests" / "mcp_sdk_server.py")],
+                                   env={**os.environ, "PAYWIRE_DEVNET": str(state), "PAYWIRE_FACILITATOR": env.fac,
+                                        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])})
+    before = await env.balances()
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        paying = PayingSession(session, env.wallet(), Policy(max_per_payment="$0.10", assets=[env.net.asset]),
+                               server="sdk-stdio", store=store(tmp_path))
+        try:
+            call = await paying.pay_tool("sdk_weather", {"city": "Evora"})
+        finally:
+            await paying.aclose()
+    assert not call.result.isError, f"the paid stdio call failed: {call.result.content}"
+    assert json.loads(call.result.content[0].text)["city"] == "Evora", "wrong tool output over stdio"
+    assert call.receipt is not None and call.receipt.outcome == "paid", f"receipt: {call.receipt}"
+    assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"

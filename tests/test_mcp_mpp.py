@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from eth_account import Account
-from mcp import types
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
 from mcp.server.fastmcp import FastMCP
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -45,8 +47,10 @@ PRICE = 10_000  # $0.01
 
 
 class Env:
-    def __init__(self, net: Any, ours_url: str, pympp_url: str, tools: PaidTools, runs: dict[str, int]) -> None:
-        self.net, self.ours_url, self.pympp_url, self.tools, self.runs = net, ours_url, pympp_url, tools, runs
+    def __init__(self, net: Any, fac: str, ours_url: str, pympp_url: str, tools: PaidTools,
+                 runs: dict[str, int]) -> None:
+        self.net, self.fac, self.ours_url, self.pympp_url, self.tools, self.runs = (net, fac, ours_url, pympp_url,
+                                                                                    tools, runs)
 
     async def balances(self) -> tuple[int, int]:
         return (await self.net.token_balance(self.net.payer.address),
@@ -142,7 +146,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             ours = await stack.enter_async_context(serve_mcp_http(mcp))
             stack.push_async_callback(tools.aclose)
             theirs = await stack.enter_async_context(serve_pympp_tool(net, fac, runs))
-            yield Env(net, ours + "/mcp", theirs, tools, runs)
+            yield Env(net, fac, ours + "/mcp", theirs, tools, runs)
     finally:
         await close_devnet(net)
 
@@ -266,3 +270,23 @@ async def test_other_meta_keys_do_not_count_as_a_credential(env: Env) -> None:
         with pytest.raises(McpError) as raised:
             await session.call_tool("quote", {"symbol": "ACME"}, meta={"trace/id": "abc"})
     assert raised.value.error.code == -32042, f"an unpaid call with other _meta got {raised.value.error.code}"
+
+
+async def test_pympp_mcp_client_pays_the_example_server_over_stdio(env: Env, tmp_path: Path) -> None:
+    """examples/mcp_server.py with an MPP secret, run as a subprocess over stdio: pympp's client pays ``quote``."""
+    from mpp.extensions.mcp import McpClient
+
+    root = Path(__file__).resolve().parent.parent
+    state = env.net.write_state(tmp_path / "devnet.json")
+    params = StdioServerParameters(command=sys.executable, args=[str(root / "examples" / "mcp_server.py")],
+                                   env={**os.environ, "PAYWIRE_DEVNET": str(state), "PAYWIRE_FACILITATOR": env.fac,
+                                        "PAYWIRE_STORE": f"sqlite:///{tmp_path / 'sales.db'}",
+                                        "PAYWIRE_MPP_SECRET": os.urandom(32).hex(), "PYTHONPATH": str(root / "src")})
+    before = await env.balances()
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        result = await McpClient(session, methods=[env.pympp_method()]).call_tool("quote", {"symbol": "ACME"})
+    assert not result.result.isError, f"the paid stdio call failed: {result.result.content}"
+    assert result.result.content[0].text == "ACME: 42.00", "wrong tool output over stdio"
+    assert result.receipt is not None and result.receipt.reference.startswith("0x"), "no receipt over stdio"
+    assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"
