@@ -186,7 +186,7 @@ class PaidTools:
 
         reply, _ = await run_paid(self.flow, tool_request(name, meta), handler)
         signal = signal_of(meta, default)
-        answer = reply_result(reply, signal, presented=bool(meta) and MPP_CREDENTIAL in (meta or {}))
+        answer = reply_result(reply, signal, presented=(meta or {}).get(MPP_CREDENTIAL) is not None)
         if isinstance(answer, RpcError):
             raise rpc_error(answer)
         return answer

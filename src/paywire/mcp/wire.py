@@ -136,9 +136,9 @@ def payment_required_result(payment_required: Mapping[str, Any],
 
 def signal_of(meta: Mapping[str, Any] | None, default: Signal) -> Signal:
     """Answer in the protocol the call paid with; an unpaid call gets the tool's ``default``."""
-    if meta and MPP_CREDENTIAL in meta:
+    if meta and meta.get(MPP_CREDENTIAL) is not None:
         return "mpp"
-    if meta and X402_PAYMENT in meta:
+    if meta and meta.get(X402_PAYMENT) is not None:
         return "x402"
     return default
 
