@@ -214,22 +214,28 @@ async def _signed(env: Env, session: ClientSession, tool: str, args: dict[str, A
     return payload.to_wire()
 
 
-async def test_eight_concurrent_copies_of_one_payment_run_the_tool_once(env: Env) -> None:
-    before, runs = await env.balances(), env.runs["weather"]
+@pytest.mark.parametrize(("tool", "args", "price"), [("weather", {"city": "Faro"}, WEATHER),
+                                                     ("report", {"topic": "rates"}, REPORT)])
+async def test_eight_concurrent_copies_of_one_payment_run_the_tool_once(env: Env, tool: str, args: dict[str, Any],
+                                                                         price: int) -> None:
+    """settle="after" (weather) and settle="before" (report): one run, one transfer, one ledger row, and every
+    copy gets the same result and settlement."""
+    before, runs = await env.balances(), env.runs[tool]
+    await env.tools.startup()  # the ledger opens at the first paid call; this test may run first
     rows = len(await env.tools.flow.payments.sales(limit=1000, states=None))
     async with contextlib.AsyncExitStack() as stack:
         sessions = [await stack.enter_async_context(http_session(env.url)) for _ in range(8)]
-        payment = await _signed(env, sessions[0], "weather", {"city": "Faro"})
-        results = await asyncio.gather(*(s.call_tool("weather", {"city": "Faro"}, meta={X402_PAYMENT: payment})
-                                         for s in sessions))
+        payment = await _signed(env, sessions[0], tool, args)
+        results = await asyncio.gather(*(s.call_tool(tool, args, meta={X402_PAYMENT: payment}) for s in sessions))
     assert all(not r.isError for r in results), [r.content for r in results if r.isError]
     texts = {r.content[0].text for r in results}
     assert len(texts) == 1, f"copies of one payment got different results: {texts}"
     settlements = {json.dumps((r.meta or {}).get(X402_PAYMENT_RESPONSE), sort_keys=True) for r in results}
     assert len(settlements) == 1, "copies of one payment got different settlements"
-    assert env.runs["weather"] - runs == 1, "eight copies of one payment ran the tool more than once"
-    assert await env.moved(before) == (WEATHER, WEATHER), "eight copies of one payment moved more than once"
-    assert len(await env.tools.flow.payments.sales(limit=1000, states=None)) - rows == 1, "not one ledger row for one payment"
+    assert env.runs[tool] - runs == 1, "eight copies of one payment ran the tool more than once"
+    assert await env.moved(before) == (price, price), "eight copies of one payment moved more than once"
+    assert len(await env.tools.flow.payments.sales(limit=1000, states=None)) - rows == 1, \
+        "not one ledger row for one payment"
 
 
 async def test_failed_settlement_never_returns_the_tools_output(env: Env) -> None:

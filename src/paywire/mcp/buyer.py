@@ -63,7 +63,7 @@ class _ToolExchange(ExchangeBase[_Answer]):
                  meta: Mapping[str, Any] | None, read_timeout: timedelta | None,
                  progress: ProgressFnT | None) -> None:
         given = meta or {}
-        super().__init__(url, "CALL", paying=X402_PAYMENT in given or MPP_CREDENTIAL in given)
+        super().__init__(url, "CALL", paying=any(given.get(k) is not None for k in (X402_PAYMENT, MPP_CREDENTIAL)))
         self.session, self.name, self.arguments = session, name, arguments
         self.meta, self.read_timeout, self.progress = dict(meta or {}), read_timeout, progress
 
