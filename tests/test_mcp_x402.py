@@ -330,3 +330,21 @@ async def test_example_client_pays_the_example_server_over_stdio(env: Env) -> No
     assert printed["outcome"] == "paid", f"the receipt says {printed['outcome']}"
     assert printed["url"] == "mcp://weather-example/tools/weather", "the receipt does not name the tool"
     assert await env.moved(before) == (WEATHER, WEATHER), "the example's payment did not move the price"
+
+
+async def test_official_x402_mcp_client_pays_our_tool_over_sse(env: Env) -> None:
+    """The SDK's one-call client (``create_x402_mcp_client``: legacy SSE transport) against the same tools served
+    with FastMCP's SSE app."""
+    from x402.mcp.client import create_x402_mcp_client
+
+    mcp, tools = build_server(env.net, env.facilitator, f"sqlite:///{env.tmp / 'sse.db'}", env.runs)
+    before = await env.balances()
+    try:
+        async with serve_asgi(mcp.sse_app()) as base, create_x402_mcp_client(sdk_client(env.net), base) as client:
+            result = await client.call_tool("weather", {"city": "Sintra"})
+    finally:
+        await tools.aclose()
+    assert not result.is_error, f"the paid SSE call failed: {result.content}"
+    assert json.loads(result.content[0].text)["city"] == "Sintra", "wrong tool output over SSE"
+    assert result.payment_response.success, "no settlement over SSE"
+    assert await env.moved(before) == (WEATHER, WEATHER), "the SSE tool's price did not move"
