@@ -25,7 +25,6 @@ from eth_account import Account
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.server.fastmcp import FastMCP
-from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import McpError
 from starlette.applications import Starlette
@@ -39,6 +38,7 @@ from paywire.mcp.mpp import MPP_CREDENTIAL, MPP_RECEIPT
 from paywire.serving import serve_asgi
 from paywire.wallet import Wallet
 from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.mcp_pympp_server import build as build_pympp_server
 from tests.test_mcp_x402 import http_session, serve_mcp_http
 
 pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
@@ -85,36 +85,12 @@ def our_server(net: Any, facilitator: str, store: str, runs: dict[str, int]) -> 
 
 @contextlib.asynccontextmanager
 async def serve_pympp_tool(net: Any, facilitator: str, runs: dict[str, int]) -> AsyncIterator[str]:
-    """A low-level MCP server whose tool ``forecast`` is gated by pympp's ``verify_or_challenge`` (``evm/charge``
-    settled through our facilitator), on streamable HTTP."""
-    from mpp.extensions.mcp import PaymentRequiredError, verify_or_challenge
-    from mpp.methods.evm import server as evm_server
-    from mpp.server import Mpp
+    """tests/mcp_pympp_server.py's low-level server (pympp's ``verify_or_challenge``) on streamable HTTP."""
 
-    info = net.info
-    method = evm_server.charge(currency=info.token, recipient=net.payee.address, chain_id=CHAIN_ID,
-                               decimals=info.decimals, authorization={"name": info.token_name,
-                                                                      "version": info.token_version},
-                               facilitator=facilitator)
-    mpp = Mpp(methods=[method], realm="pympp.test", secret_key=os.urandom(32).hex())
-    server: Server[Any, Any] = Server("pympp-tools")
-
-    @server.list_tools()
-    async def list_tools() -> list[types.Tool]:
-        return [types.Tool(name="forecast", inputSchema={"type": "object", "properties": {"city": {"type": "string"}}})]
-
-    async def call(req: types.CallToolRequest) -> types.ServerResult:
-        meta = req.params.meta.model_dump(by_alias=True) if req.params.meta else None
-        result = await verify_or_challenge(mpp.charge(amount="0.01"), tool="forecast", meta=meta)
-        if isinstance(result, list):
-            raise PaymentRequiredError(challenges=result)
-        _, receipt = result
+    def count() -> None:
         runs["forecast"] += 1
-        city = (req.params.arguments or {}).get("city")
-        return types.ServerResult(types.CallToolResult(
-            content=[types.TextContent(type="text", text=f"rain in {city}")], _meta=receipt.to_meta()))
 
-    server.request_handlers[types.CallToolRequest] = call
+    server = build_pympp_server(net.info, facilitator, count)
     manager = StreamableHTTPSessionManager(app=server)
     ready, stop = asyncio.Event(), asyncio.Event()
 
@@ -289,4 +265,27 @@ async def test_pympp_mcp_client_pays_the_example_server_over_stdio(env: Env, tmp
     assert not result.result.isError, f"the paid stdio call failed: {result.result.content}"
     assert result.result.content[0].text == "ACME: 42.00", "wrong tool output over stdio"
     assert result.receipt is not None and result.receipt.reference.startswith("0x"), "no receipt over stdio"
+    assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"
+
+
+async def test_our_client_pays_a_pympp_mcp_tool_over_stdio(env: Env, tmp_path: Path) -> None:
+    """tests/mcp_pympp_server.py run as a subprocess over stdio."""
+    root = Path(__file__).resolve().parent.parent
+    state = env.net.write_state(tmp_path / "devnet.json")
+    params = StdioServerParameters(command=sys.executable, args=[str(root / "tests" / "mcp_pympp_server.py")],
+                                   env={**os.environ, "PAYWIRE_DEVNET": str(state), "PAYWIRE_FACILITATOR": env.fac,
+                                        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])})
+    before = await env.balances()
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        paying = PayingSession(session, Wallet.from_key(env.net.info.payer_key),
+                               Policy(max_per_payment="$0.10", assets=[env.net.asset]), server="pympp-stdio",
+                               store=f"sqlite:///{tmp_path / 'buyer.db'}")
+        try:
+            call = await paying.pay_tool("forecast", {"city": "Lagos"})
+        finally:
+            await paying.aclose()
+    assert not call.result.isError, f"the paid stdio call failed: {call.result.content}"
+    assert call.result.content[0].text == "rain in Lagos", "wrong tool output over stdio"
+    assert call.receipt is not None and call.receipt.protocol == "mpp", f"receipt: {call.receipt}"
     assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"
