@@ -127,6 +127,16 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         await close_devnet(net)
 
 
+async def test_the_server_advertises_mpp_in_its_capabilities(env: Env) -> None:
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client(env.ours_url) as (read, write, _), ClientSession(read, write) as session:
+        init = await session.initialize()
+    experimental = init.capabilities.experimental or {}
+    assert experimental.get("payment") == {"methods": {"evm": {"intents": ["charge"]}}}, \
+        f"capabilities.experimental: {experimental}"
+
+
 async def test_unpaid_call_gets_the_mpp_payment_required_error(env: Env) -> None:
     async with http_session(env.ours_url) as session:
         with pytest.raises(McpError) as raised:

@@ -88,13 +88,25 @@ def _request_meta(ctx: Any) -> dict[str, Any] | None:
     return dict(meta.model_extra or {})
 
 
+PAYMENT_CAPABILITY: dict[str, Any] = {"methods": {"evm": {"intents": ["charge"]}}}
+"""What ``InitializeResult.capabilities.experimental.payment`` advertises for MPP tools (the draft's SHOULD)."""
+
+
 def answer_rpc_errors(server: FastMCP) -> None:
     """Let paid tools of ``server`` answer JSON-RPC errors (MPP's ``-32042``): FastMCP's ``tools/call`` handler
-    is wrapped once to raise the error a marked result stands for."""
+    is wrapped once to raise the error a marked result stands for; the server also advertises MPP in
+    ``capabilities.experimental.payment``."""
     low = server._mcp_server  # FastMCP keeps its low-level server here (mcp 1.x)
     inner = low.request_handlers[types.CallToolRequest]
     if getattr(inner, "_paywire", False):
         return
+    options = low.create_initialization_options
+
+    def with_payment(notification_options: Any = None,
+                     experimental_capabilities: dict[str, dict[str, Any]] | None = None) -> Any:
+        return options(notification_options, {"payment": PAYMENT_CAPABILITY, **(experimental_capabilities or {})})
+
+    low.create_initialization_options = with_payment  # type: ignore[method-assign]
 
     async def handler(req: types.CallToolRequest) -> types.ServerResult:
         result = await inner(req)
