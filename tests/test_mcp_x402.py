@@ -348,3 +348,25 @@ async def test_official_x402_mcp_client_pays_our_tool_over_sse(env: Env) -> None
     assert json.loads(result.content[0].text)["city"] == "Sintra", "wrong tool output over SSE"
     assert result.payment_response.success, "no settlement over SSE"
     assert await env.moved(before) == (WEATHER, WEATHER), "the SSE tool's price did not move"
+
+
+@pytest.mark.postgres
+async def test_two_replicas_on_one_postgres_run_a_payment_once(env: Env, pg_url: str) -> None:
+    """Two MCP servers sharing one PostgreSQL ledger; eight copies of one payment, four to each: the tool runs
+    once across both, the money moves once, and every copy gets the same result."""
+    runs = {"weather": 0, "report": 0, "broken": 0, "drain": 0}
+    before = await env.balances()
+    async with contextlib.AsyncExitStack() as stack:
+        urls = []
+        for _ in range(2):
+            mcp, tools = build_server(env.net, env.facilitator, pg_url, runs)
+            urls.append(await stack.enter_async_context(serve_mcp_http(mcp)) + "/mcp")
+            stack.push_async_callback(tools.aclose)
+        sessions = [await stack.enter_async_context(http_session(urls[i % 2])) for i in range(8)]
+        payment = await _signed(env, sessions[0], "weather", {"city": "Tavira"})
+        results = await asyncio.gather(*(s.call_tool("weather", {"city": "Tavira"}, meta={X402_PAYMENT: payment})
+                                         for s in sessions))
+    assert all(not r.isError for r in results), [r.content for r in results if r.isError]
+    assert len({r.content[0].text for r in results}) == 1, "replicas served different results for one payment"
+    assert runs["weather"] == 1, f"two replicas ran the tool {runs['weather']} times for one payment"
+    assert await env.moved(before) == (WEATHER, WEATHER), "two replicas moved money more than once"
