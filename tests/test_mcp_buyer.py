@@ -31,6 +31,7 @@ from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.app import create_app
 from paywire.mcp import PaidTools, PayingSession
 from paywire.serving import serve_asgi
+from paywire.store.settlements import SettlementStore
 from paywire.wallet import Wallet
 from tests.helpers import close_devnet, full_facilitator, new_devnet
 from tests.mcp_sdk_server import build as build_sdk_server
@@ -100,7 +101,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     gate: dict[str, Any] = {"release": asyncio.Event()}
     try:
         async with contextlib.AsyncExitStack() as stack:
-            fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net))))
+            settlements = await SettlementStore.open(f"sqlite:///{tmp / 'facilitator.db'}")
+            stack.push_async_callback(settlements.aclose)  # idempotent /settle: a repeat answers the same tx
+            fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net, store=settlements))))
             sdk_url = await stack.enter_async_context(serve_mcp_http(await sdk_server(net, fac, runs)))
             ours = our_server(net, fac, f"sqlite:///{tmp / 'sales.db'}", runs, gate)
             ours_url = await stack.enter_async_context(serve_mcp_http(ours))
@@ -237,3 +240,65 @@ async def test_our_client_pays_the_official_x402_mcp_server_wrapper_over_stdio(e
     assert json.loads(call.result.content[0].text)["city"] == "Evora", "wrong tool output over stdio"
     assert call.receipt is not None and call.receipt.outcome == "paid", f"receipt: {call.receipt}"
     assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"
+
+
+class SettleAnswerLost:
+    """Our facilitator over HTTP, except that the answer to the first ``/settle`` is lost after the facilitator
+    settled it: the seller cannot tell whether money moved."""
+
+    def __init__(self, url: str) -> None:
+        from paywire.facilitator.client import HttpFacilitatorClient
+
+        self.inner, self.lost = HttpFacilitatorClient(url), 0
+
+    async def verify(self, payload: Any, requirements: Any) -> Any:
+        return await self.inner.verify(payload, requirements)
+
+    async def settle(self, payload: Any, requirements: Any) -> Any:
+        from paywire.facilitator.client import FacilitatorUnavailable
+
+        answer = await self.inner.settle(payload, requirements)
+        if self.lost == 0:
+            self.lost += 1
+            raise FacilitatorUnavailable("the answer to /settle was lost")
+        return answer
+
+    async def supported(self) -> Any:
+        return await self.inner.supported()
+
+
+async def test_a_settlement_with_a_lost_answer_is_finished_by_the_resend(env: Env, tmp_path: Path) -> None:
+    """The seller's settle answer is lost: the tool's output is held back (503, retry the same payment); the
+    paying session resends the same payment, the seller asks the facilitator again (idempotent), and releases
+    the recorded output. The tool ran once, the money moved once, the receipt says paid."""
+    runs = {"calls": 0}
+    mcp = FastMCP("flaky-settle")
+    facilitator = SettleAnswerLost(env.fac)
+    tools = PaidTools(mcp, facilitator, pay_to=env.net.payee.address, network=env.net.info.network,
+                      assets=AssetRegistry((*KNOWN_ASSETS, env.net.info.asset)),
+                      store=f"sqlite:///{tmp_path / 'sales.db'}")
+
+    @tools.paid_tool(price="$0.01")
+    async def almanac(day: str) -> str:
+        runs["calls"] += 1
+        return f"{day}: full moon"
+
+    before = await env.balances()
+    try:
+        async with serve_mcp_http(mcp) as base, http_session(base + "/mcp") as session:
+            paying = PayingSession(session, env.wallet(), Policy(max_per_payment="$0.10", assets=[env.net.asset]),
+                                   store=store(tmp_path), config=BuyerConfig(retry_delay=0.0))
+            try:
+                call = await paying.pay_tool("almanac", {"day": "friday"})
+            finally:
+                await paying.aclose()
+        [row] = await tools.flow.payments.sales(limit=10)
+    finally:
+        await tools.aclose()
+    assert facilitator.lost == 1, "the fault was not injected"
+    assert not call.result.isError, f"the resend did not get the output: {call.result.content}"
+    assert call.result.content[0].text == "friday: full moon", "wrong output after the resend"
+    assert call.receipt is not None and call.receipt.outcome == "paid", f"receipt: {call.receipt}"
+    assert runs["calls"] == 1, "the resend ran the tool again"
+    assert row.state == "served", f"the ledger row is {row.state}"
+    assert await env.moved(before) == (PRICE, PRICE), "a lost settle answer moved money twice (or not at all)"
