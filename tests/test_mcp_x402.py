@@ -27,7 +27,7 @@ from eth_account import Account
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 from x402 import x402Client
 from x402.mcp.client import x402MCPSession
 from x402.mechanisms.evm.exact import ExactEvmScheme
@@ -95,6 +95,11 @@ def build_server(net: Any, facilitator: str, store: str, runs: dict[str, int]) -
         tx = await sender.send(net.info.token, token.transfer(net.deployer.address, balance))
         await net.chain.wait_for_receipt(tx)
         return "SECRET OUTPUT"
+
+    @tools.paid_tool(price="$0.01")
+    async def echo(text: str, ctx: Context) -> str:
+        """A paid tool that takes FastMCP's Context itself."""
+        return f"{text} (request {ctx.request_id})"
 
     @mcp.tool()
     async def free(city: str) -> str:
@@ -196,6 +201,25 @@ async def test_unpaid_call_gets_the_payment_required_result(env: Env) -> None:
     assert required["resource"]["url"] == "mcp://tool/weather", "resource URL is not mcp://tool/<name>"
     assert required["accepts"][0]["amount"] == str(WEATHER), "wrong price in accepts"
     assert required["accepts"][0]["payTo"] == env.net.payee.address, "wrong payee in accepts"
+
+
+async def test_a_paid_tool_may_take_the_fastmcp_context(env: Env) -> None:
+    before = await env.balances()
+    async with http_session(env.url) as session:
+        result = await x402MCPSession(session, sdk_client(env.net)).call_tool("echo", {"text": "hi"})
+    assert not result.is_error, f"the paid call failed: {result.content}"
+    assert result.content[0].text.startswith("hi (request "), f"the tool did not get its Context: {result.content}"
+    assert await env.moved(before) == (WEATHER, WEATHER), "the price did not move"
+
+
+async def test_paid_tools_list_their_own_arguments(env: Env) -> None:
+    """tools/list shows each paid tool's parameters and docstring, not the wrapper's Context parameter."""
+    async with http_session(env.url) as session:
+        listed = {t.name: t for t in (await session.list_tools()).tools}
+    assert set(listed["weather"].inputSchema["properties"]) == {"city"}, listed["weather"].inputSchema
+    assert set(listed["echo"].inputSchema["properties"]) == {"text"}, listed["echo"].inputSchema
+    assert listed["weather"].inputSchema["required"] == ["city"], "a required argument became optional"
+    assert listed["drain"].description and "settlement" in listed["drain"].description, "docstring lost"
 
 
 async def test_free_tool_on_the_same_server_is_untouched(env: Env) -> None:
