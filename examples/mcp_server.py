@@ -1,11 +1,13 @@
 """A paid MCP server: FastMCP tools priced in x402, settled through a facilitator, exactly once per payment.
 
-Against a local devnet (``paywire devnet`` writes ``devnet.json``) and a facilitator service::
+Against a local devnet (``paywire devnet`` writes ``devnet.json``), settling in-process::
 
     paywire devnet &
-    paywire facilitator --devnet &                      # http://127.0.0.1:4020
-    PAYWIRE_FACILITATOR=http://127.0.0.1:4020 python examples/mcp_server.py          # stdio
-    PAYWIRE_FACILITATOR=http://127.0.0.1:4020 python examples/mcp_server.py --http   # streamable HTTP :8000/mcp
+    python examples/mcp_server.py              # stdio (an MCP client starts it: see examples/mcp_client.py)
+    python examples/mcp_server.py --http       # streamable HTTP on http://127.0.0.1:8000/mcp
+
+With a separate facilitator service instead (``paywire facilitator --rpc … --key …``), set
+``PAYWIRE_FACILITATOR=http://127.0.0.1:4020``.
 
 ``weather`` costs $0.01 (settled after the tool succeeds), ``report`` $0.05 (settled before it runs), ``ping``
 is free. With ``PAYWIRE_MPP_SECRET`` (32+ random bytes, hex) set, ``quote`` ($0.01) takes MPP ``evm/charge``
@@ -25,10 +27,12 @@ from mcp.server.fastmcp import FastMCP
 
 from paywire.devnet import DevnetInfo
 from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
+from paywire.facilitator.client import FacilitatorClient
 from paywire.mcp import PaidTools, current_payment
+from paywire.server import self_facilitator
 
 
-def create_server(info: DevnetInfo, facilitator: str, *, store: str | None = None,
+def create_server(info: DevnetInfo, facilitator: FacilitatorClient | str, *, store: str | None = None,
                   mpp_secret: bytes | None = None) -> tuple[FastMCP, PaidTools]:
     """The server, priced in the devnet's token and paid to its payee (MPP too with an ``mpp_secret``)."""
     mcp = FastMCP("paywire MCP example", host="127.0.0.1")
@@ -63,9 +67,12 @@ def create_server(info: DevnetInfo, facilitator: str, *, store: str | None = Non
 
 def main() -> None:
     info = DevnetInfo(**json.loads(Path(os.environ.get("PAYWIRE_DEVNET", "devnet.json")).read_text()))
+    url = os.environ.get("PAYWIRE_FACILITATOR")
+    if url is None and info.rpc_url is None:
+        raise SystemExit("devnet.json has no rpc_url: run `paywire devnet` (it serves JSON-RPC) first")
+    facilitator = url or self_facilitator(str(info.rpc_url), info.facilitator_key)  # one line: in-process
     secret = os.environ.get("PAYWIRE_MPP_SECRET")
-    mcp, _ = create_server(info, os.environ.get("PAYWIRE_FACILITATOR", "http://127.0.0.1:4020"),
-                           mpp_secret=bytes.fromhex(secret) if secret else None)
+    mcp, _ = create_server(info, facilitator, mpp_secret=bytes.fromhex(secret) if secret else None)
     mcp.run("streamable-http" if "--http" in sys.argv[1:] else "stdio")
 
 
