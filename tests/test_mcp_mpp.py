@@ -80,6 +80,12 @@ def our_server(net: Any, facilitator: str, store: str, runs: dict[str, int]) -> 
         runs["quote"] += 1
         return f"{symbol}: 42.00"
 
+    @tools.paid_tool(price="$0.01", mpp=True, signal="x402")
+    async def dual(symbol: str) -> str:
+        """Takes MPP and x402; asks unpaid callers the x402 way."""
+        runs["dual"] += 1
+        return f"{symbol}: 43.00"
+
     return mcp, tools
 
 
@@ -114,7 +120,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     pytest.importorskip("mpp.extensions.mcp", reason="pympp not installed")
     net = await new_devnet("embedded", chain_id=CHAIN_ID)
     tmp = tmp_path_factory.mktemp("mcp-mpp")
-    runs = {"quote": 0, "forecast": 0}
+    runs = {"quote": 0, "forecast": 0, "dual": 0}
     try:
         async with contextlib.AsyncExitStack() as stack:
             fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net))))
@@ -299,3 +305,24 @@ async def test_our_client_pays_a_pympp_mcp_tool_over_stdio(env: Env, tmp_path: P
     assert call.result.content[0].text == "rain in Lagos", "wrong tool output over stdio"
     assert call.receipt is not None and call.receipt.protocol == "mpp", f"receipt: {call.receipt}"
     assert await env.moved(before) == (PRICE, PRICE), "the stdio tool's price did not move"
+
+
+async def test_a_tool_taking_both_can_ask_the_x402_way_and_take_either(env: Env) -> None:
+    """``mpp=True, signal="x402"``: an unpaid call gets the x402 ``PaymentRequired`` result (not ``-32042``), and
+    the official x402 MCP client pays it."""
+    from x402 import x402Client
+    from x402.mcp.client import x402MCPSession
+    from x402.mechanisms.evm.exact import ExactEvmScheme
+
+    client = x402Client()
+    client.register(env.net.info.network, ExactEvmScheme(Account.from_key(env.net.info.payer_key)))
+    client.set_spend_controls({"allowed_assets": [{"network": env.net.info.network, "asset": env.net.info.token}]})
+    before, runs = await env.balances(), env.runs["dual"]
+    async with http_session(env.ours_url) as session:
+        unpaid = await session.call_tool("dual", {"symbol": "ACME"})
+        result = await x402MCPSession(session, client).call_tool("dual", {"symbol": "ACME"})
+    assert unpaid.isError and unpaid.structuredContent and unpaid.structuredContent.get("x402Version") == 2, \
+        "an unpaid call of a signal='x402' tool did not get the x402 PaymentRequired"
+    assert not result.is_error and result.content[0].text == "ACME: 43.00", f"x402 payment failed: {result.content}"
+    assert env.runs["dual"] - runs == 1, "the tool did not run exactly once"
+    assert await env.moved(before) == (PRICE, PRICE), "the price did not move"
