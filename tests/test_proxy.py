@@ -1,0 +1,407 @@
+"""``paywire proxy`` end to end: a Starlette upstream (started here, on port 0) sold through a real
+``paywire proxy`` subprocess, paid by our buyer and by the official x402 Python client, on the embedded chain.
+
+Promises checked: tokens move once per paid request (balance deltas); the upstream never sees a payment
+credential and gets a verified, signed payer; eight concurrent copies of one payment reach the upstream once;
+a 100 MB upload and a 10,000-event SSE stream pass through while they are produced (the upstream gets the first
+upload bytes before the client has sent the rest; the client gets the first event before the upstream may send
+the rest) with the proxy's peak memory bounded far below the body size; SIGHUP reloads under load lose no request;
+an unsafe config is refused at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from eth_account import Account
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+from x402 import x402Client
+from x402.http.clients.httpx import x402HttpxClient
+from x402.mechanisms.evm.exact import ExactEvmScheme
+
+from paywire.client import Policy, x402_client
+from paywire.errors import ConfigError
+from paywire.facilitator.app import create_app
+from paywire.proxy.config import load_proxy
+from paywire.proxy.identity import verify_identity
+from paywire.serving import serve_asgi
+from paywire.wallet import Wallet
+from paywire.x402.codec import PAYMENT_REQUIRED, decode_payment_required, encode_payment_payload
+from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module")]
+ROOT = Path(__file__).resolve().parent.parent
+CHAIN_ID = 84532
+PRICE = 10_000
+SECRET = "proxy-test-identity-secret-0123456789abcdef"
+UPLOAD_CHUNK, UPLOAD_CHUNKS = 1024 * 1024, 100
+EVENTS = 10_000
+
+
+class Upstream:
+    """The API being sold; it knows nothing about payments, only the signed identity headers."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.saw_credentials: list[str] = []
+        self.upload_started = asyncio.Event()
+        self.sse_release = asyncio.Event()
+
+    def _identity(self, request: Request) -> dict[str, str] | None:
+        for name in ("payment-signature", "x-payment", "authorization"):
+            if name in request.headers:
+                self.saw_credentials.append(name)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return verify_identity(request.headers, SECRET.encode(), method=request.method, target=target)
+
+    async def weather(self, request: Request) -> JSONResponse:
+        self.hits["weather"] += 1
+        ident = self._identity(request)
+        return JSONResponse({"temp": 21, "payer": ident and ident.get("payer"),
+                             "amount": ident and ident.get("amount")})
+
+    async def ping(self, request: Request) -> JSONResponse:
+        self.hits["ping"] += 1
+        return JSONResponse({"pong": True})
+
+    async def upload(self, request: Request) -> JSONResponse:
+        self.hits["upload"] += 1
+        ident = self._identity(request)
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            if chunk and not self.upload_started.is_set():
+                self.upload_started.set()
+            digest.update(chunk)
+            size += len(chunk)
+        return JSONResponse({"bytes": size, "sha256": digest.hexdigest(), "payer": ident and ident.get("payer")})
+
+    async def events(self, request: Request) -> StreamingResponse:
+        self.hits["events"] += 1
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b"id: 0\ndata: first\n\n"
+            await self.sse_release.wait()
+            for i in range(1, EVENTS):
+                yield f"id: {i}\ndata: event {i}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/weather", self.weather), Route("/ping", self.ping),
+                                 Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events)])
+
+
+def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, weather_price: int = PRICE,
+                 extra_route: str = "") -> None:
+    token, asset = net.info.token, net.asset
+    route = (f'asset = "{token}"\nextra = {{ name = "{asset.name}", version = "{asset.version}" }}\n')
+    path.write_text(f"""
+[proxy]
+upstream = "{upstream}"
+listen = "127.0.0.1:0"
+identity_secret = "{SECRET}"
+unpriced = "forward"
+
+[[proxy.routes]]
+path = "GET /weather"
+price = {weather_price}
+{route}
+[[proxy.routes]]
+path = "POST /upload"
+price = {PRICE}
+settle = "before"
+{route}
+[[proxy.routes]]
+path = "GET /events"
+price = {PRICE}
+settle = "before"
+mime_type = "text/event-stream"
+{route}
+{extra_route}
+[seller]
+facilitator = "{facilitator}"
+pay_to = "{net.payee.address}"
+network = "{net.info.network}"
+store = "{store}"
+""")
+
+
+class Proxy:
+    """A running ``paywire proxy`` subprocess."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+        self.log: list[str] = []
+
+    async def wait_log(self, text: str) -> str:
+        """The next stderr line containing ``text`` (the proxy logs each reload)."""
+        assert self.proc.stderr is not None
+        while True:
+            line = (await self.proc.stderr.readline()).decode()
+            assert line, f"the proxy exited before logging {text!r}: {''.join(self.log)}"
+            self.log.append(line)
+            if text in line:
+                return line
+
+    def peak_rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1])
+
+    def rss_kb(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
+
+
+@contextlib.asynccontextmanager
+async def run_proxy(config: Path) -> AsyncIterator[Proxy]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from paywire.cli.main import main; main()", "proxy", "--config", str(config),
+        "--verbose", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        line = (await proc.stdout.readline()).decode()
+        if "listening on" not in line:
+            err = (await proc.stderr.read()).decode() if proc.stderr else ""
+            raise AssertionError(f"paywire proxy did not start: {line!r} {err}")
+        yield Proxy(proc, line.split("listening on ")[1].split()[0])
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+class Env:
+    def __init__(self, net: Any, upstream: Upstream, proxy: Proxy, config: Path, fac: str, up_url: str,
+                 store: str) -> None:
+        self.net, self.upstream, self.proxy, self.config = net, upstream, proxy, config
+        self.fac, self.up_url, self.store = fac, up_url, store
+
+    async def balances(self) -> tuple[int, int]:
+        return (await self.net.token_balance(self.net.payer.address),
+                await self.net.token_balance(self.net.payee.address))
+
+    async def paid(self, before: tuple[int, int]) -> tuple[int, int]:
+        after = await self.balances()
+        return before[0] - after[0], after[1] - before[1]
+
+    async def signed_header(self, method: str, path: str) -> str:
+        """A fresh payment for ``path``, signed from the 402 the proxy answers."""
+        async with httpx.AsyncClient() as http:
+            first = await http.request(method, self.proxy.url + path)
+        assert first.status_code == 402, first.text
+        required = decode_payment_required(first.headers[PAYMENT_REQUIRED])
+        offer = required.accepts[0]
+        payload = await sign(offer, payer_of(self.net))
+        return encode_payment_payload(payload)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    net = await new_devnet("embedded", chain_id=CHAIN_ID)
+    tmp = tmp_path_factory.mktemp("proxy")
+    upstream = Upstream()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net))))
+            up_url = await stack.enter_async_context(serve_asgi(upstream.app()))
+            config, store = tmp / "paywire.toml", f"sqlite:///{tmp / 'proxy.db'}"
+            write_config(config, up_url, fac, net, store)
+            proxy = await stack.enter_async_context(run_proxy(config))
+            yield Env(net, upstream, proxy, config, fac, up_url, store)
+    finally:
+        await close_devnet(net)
+
+
+def sdk_client(net: Any) -> x402Client:
+    client = x402Client()
+    client.register(net.info.network, ExactEvmScheme(Account.from_key(net.info.payer_key)))
+    client.set_spend_controls({"allowed_assets": [{"network": net.info.network, "asset": net.info.token}]})
+    return client
+
+
+# ------------------------------------------------------------------------------------------------ paying
+
+
+async def test_unpaid_request_gets_402_and_never_reaches_the_upstream(env: Env) -> None:
+    before = env.upstream.hits["weather"]
+    async with httpx.AsyncClient() as http:
+        r = await http.get(env.proxy.url + "/weather")
+    assert r.status_code == 402, "an unpaid request to a priced route must be answered 402 by the proxy"
+    assert env.upstream.hits["weather"] == before, "the upstream ran for an unpaid request"
+
+
+async def test_our_buyer_pays_through_the_proxy(env: Env, tmp_path: Path) -> None:
+    """Checklist 26-29: 402 → sign → retry → 200; tokens moved once; the upstream saw the payer, signed."""
+    before, hits = await env.balances(), env.upstream.hits["weather"]
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    async with x402_client(wallet, Policy(assets=[env.net.asset]), store=f"sqlite:///{tmp_path / 'b.db'}") as c:
+        r = await c.get(env.proxy.url + "/weather", headers={"Paywire-Payer": "0xforged"})
+    assert r.status_code == 200, r.text
+    assert "payment-response" in r.headers, "the paid answer must carry PAYMENT-RESPONSE"
+    assert await env.paid(before) == (PRICE, PRICE), "payer and payee balances must move by the price, once"
+    assert env.upstream.hits["weather"] == hits + 1, "the upstream must run once for one payment"
+    assert r.json()["payer"].lower() == env.net.payer.address.lower(), \
+        "the upstream must get the verified payer in signed headers (not the client's forged Paywire-Payer)"
+    assert env.upstream.saw_credentials == [], "payment credentials must be stripped before forwarding"
+
+
+async def test_official_x402_client_pays_through_the_proxy(env: Env) -> None:
+    """The official x402 Python client (httpx, v2) pays a route sold by the proxy."""
+    before = await env.balances()
+    async with x402HttpxClient(sdk_client(env.net), timeout=60) as http:
+        r = await http.get(env.proxy.url + "/weather")
+    assert r.status_code == 200, r.text
+    assert r.json()["temp"] == 21, "the upstream's answer must come back unchanged"
+    assert await env.paid(before) == (PRICE, PRICE), "the SDK's payment must move the price once"
+
+
+async def test_eight_concurrent_replays_reach_the_upstream_once(env: Env) -> None:
+    """Exactly-once through the proxy: one payment, 8 concurrent copies → the upstream runs once, one charge."""
+    header = await env.signed_header("GET", "/weather")
+    before, hits = await env.balances(), env.upstream.hits["weather"]
+    async with httpx.AsyncClient(timeout=60) as http:
+        answers = await asyncio.gather(*(http.get(env.proxy.url + "/weather",
+                                                  headers={"PAYMENT-SIGNATURE": header}) for _ in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+    assert len({a.content for a in answers}) == 1, "every copy must get the same recorded answer"
+    assert env.upstream.hits["weather"] == hits + 1, "the upstream must see one request per payment"
+    assert await env.paid(before) == (PRICE, PRICE), "one payment must be charged once"
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+async def test_100mb_upload_streams_through_with_bounded_memory(env: Env) -> None:
+    """The upstream gets the first bytes before the client sends the rest; the proxy holds a small bound."""
+    header = await env.signed_header("POST", "/upload")
+    env.upstream.upload_started.clear()
+    expected = hashlib.sha256()
+    chunk = bytes(range(256)) * (UPLOAD_CHUNK // 256)
+    for _ in range(UPLOAD_CHUNKS):
+        expected.update(chunk)
+    base = env.proxy.rss_kb()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk
+        await env.upstream.upload_started.wait()  # the rest only once the first megabyte reached the upstream
+        for _ in range(UPLOAD_CHUNKS - 1):
+            yield chunk
+
+    before = await env.balances()
+    async with httpx.AsyncClient(timeout=120) as http:
+        r = await http.post(env.proxy.url + "/upload", content=body(),
+                            headers={"PAYMENT-SIGNATURE": header,
+                                     "content-length": str(UPLOAD_CHUNK * UPLOAD_CHUNKS)})
+    assert r.status_code == 200, r.text
+    assert r.json()["bytes"] == UPLOAD_CHUNK * UPLOAD_CHUNKS, "the upstream must get every byte"
+    assert r.json()["sha256"] == expected.hexdigest(), "the upstream must get the bytes unchanged"
+    assert await env.paid(before) == (PRICE, PRICE), "the upload must be charged once"
+    grew_mb = (env.proxy.peak_rss_kb() - base) / 1024
+    print(f"proxy peak RSS grew {grew_mb:.1f} MB for a {UPLOAD_CHUNKS} MB upload")
+    assert grew_mb < 40, f"the proxy's peak memory grew {grew_mb:.1f} MB for a 100 MB upload: it buffers"
+
+
+async def test_sse_stream_of_10000_events_streams_through(env: Env) -> None:
+    """The client reads the first event while the upstream still holds the rest back; all 10,000 arrive."""
+    header = await env.signed_header("GET", "/events")
+    env.upstream.sse_release.clear()
+    base = env.proxy.rss_kb()
+    ids: list[str] = []
+    async with httpx.AsyncClient(timeout=120) as http, http.stream(
+            "GET", env.proxy.url + "/events", headers={"PAYMENT-SIGNATURE": header}) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream"), "the SSE media type must pass through"
+        async for line in r.aiter_lines():
+            if line.startswith("id: "):
+                ids.append(line[4:])
+                if len(ids) == 1:
+                    env.upstream.sse_release.set()  # only now may the upstream send the other events
+    assert len(ids) == EVENTS, f"expected {EVENTS} events, got {len(ids)}"
+    assert ids[-1] == str(EVENTS - 1), "events must arrive in order, the last one included"
+    grew_mb = (env.proxy.peak_rss_kb() - base) / 1024
+    assert grew_mb < 40, f"the proxy's peak memory grew {grew_mb:.1f} MB during the SSE stream"
+
+
+# ------------------------------------------------------------------------------------------------ operations
+
+
+async def test_healthz_and_metrics(env: Env) -> None:
+    async with httpx.AsyncClient() as http:
+        health = await http.get(env.proxy.url + "/healthz")
+        metrics = await http.get(env.proxy.url + "/metrics")
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert "paywire_proxy_paid_requests_total" in metrics.text, "metrics must count paid requests"
+    assert env.upstream.hits["healthz"] == 0, "/healthz is the proxy's own, never forwarded"
+
+
+async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:
+    """8 clients keep calling while the config is rewritten (a new price) and reloaded three times: every
+    request is answered 200, and the new price is in force afterwards."""
+    statuses: Counter[int] = Counter()
+    stop = asyncio.Event()
+    answered = asyncio.Event()
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            r = await http.get(env.proxy.url + "/ping")
+            statuses[r.status_code] += 1
+            if sum(statuses.values()) >= 40:
+                answered.set()
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        workers = [asyncio.create_task(worker(http)) for _ in range(8)]
+        await answered.wait()
+        for n in range(3):
+            write_config(env.config, env.up_url, env.fac, env.net, env.store, weather_price=PRICE * (n + 2))
+            env.proxy.proc.send_signal(signal.SIGHUP)
+            await env.proxy.wait_log("loaded")
+        answered.clear()
+        statuses_at_reload = sum(statuses.values())
+        while sum(statuses.values()) < statuses_at_reload + 40:  # keep the load on the new configuration
+            await asyncio.sleep(0)
+            if all(w.done() for w in workers):
+                break
+        stop.set()
+        await asyncio.gather(*workers)
+        first = await http.get(env.proxy.url + "/weather")
+        health = await http.get(env.proxy.url + "/healthz")
+    assert set(statuses) == {200}, f"requests during reloads must all succeed, got {dict(statuses)}"
+    assert health.json()["generation"] >= 4, "three reloads must have swapped in three new configurations"
+    price = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount
+    assert int(price) == PRICE * 4, "the reloaded price must be in force"
+    write_config(env.config, env.up_url, env.fac, env.net, env.store)
+    env.proxy.proc.send_signal(signal.SIGHUP)
+    await env.proxy.wait_log("loaded")
+
+
+async def test_a_broken_config_on_sighup_keeps_the_running_one(env: Env) -> None:
+    env.config.write_text(env.config.read_text().replace('upstream = "', 'upstreem = "'))
+    try:
+        env.proxy.proc.send_signal(signal.SIGHUP)
+        line = await env.proxy.wait_log("reload failed")
+        assert "upstreem" in line, "the error must name the bad key"
+        async with httpx.AsyncClient() as http:
+            r = await http.get(env.proxy.url + "/ping")
+        assert r.status_code == 200, "the proxy must keep serving on its running configuration"
+    finally:
+        write_config(env.config, env.up_url, env.fac, env.net, env.store)

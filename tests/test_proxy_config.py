@@ -1,0 +1,67 @@
+"""``paywire proxy``'s configuration: unsafe setups are refused at startup, naming the option; the identity
+headers' signature is bound to the request. (End-to-end behaviour: tests/test_proxy.py.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from paywire.errors import ConfigError
+from paywire.proxy.config import load_proxy
+from paywire.proxy.identity import identity_headers, verify_identity
+from paywire.server.flow import PaymentInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "proxy-test-identity-secret-0123456789abcdef"
+
+
+def _minimal(tmp_path: Path, proxy: str, seller: str = 'facilitator = "http://127.0.0.1:4020"\npay_to = "0x'
+             + "11" * 20 + '"\nnetwork = "eip155:8453"\n') -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(f'[proxy]\n{proxy}\n[[proxy.routes]]\npath = "GET /x"\nprice = "$0.01"\n[seller]\n{seller}')
+    return path
+
+
+def test_startup_refuses_a_missing_identity_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="identity_secret"):
+        load_proxy(_minimal(tmp_path, 'upstream = "http://127.0.0.1:9"'), env={})
+
+
+def test_startup_refuses_plain_http_to_another_host(tmp_path: Path) -> None:
+    cfg = f'upstream = "http://api.example.com"\nidentity_secret = "{SECRET}"'
+    with pytest.raises(ConfigError, match="allow_plain_http"):
+        load_proxy(_minimal(tmp_path, cfg), env={})
+    assert load_proxy(_minimal(tmp_path, cfg + "\nallow_plain_http = true"), env={}).proxy.allow_plain_http, \
+        "the explicit waiver must be accepted"
+
+
+def test_startup_refuses_a_short_secret_and_unknown_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="32"):
+        load_proxy(_minimal(tmp_path, 'upstream = "http://127.0.0.1:9"\nidentity_secret = "short"'), env={})
+    with pytest.raises(ConfigError, match="did you mean upstream"):
+        load_proxy(_minimal(tmp_path, 'upstrem = "http://127.0.0.1:9"'), env={})
+
+
+def test_identity_signature_is_bound_to_the_request() -> None:
+    """A signed identity replayed on another path (or with a changed payer) does not verify."""
+    info = PaymentInfo(1, "GET /x", "0xabc", 10, 6, "0xtoken", "eip155:8453", "0xpay", "exact", 2, None)
+    headers = dict(identity_headers(info, SECRET.encode(), "GET", "/x"))
+    assert verify_identity(headers, SECRET.encode(), method="GET", target="/x") is not None, "must verify"
+    assert verify_identity(headers, SECRET.encode(), method="GET", target="/y") is None, "other path must fail"
+    forged = {**headers, "paywire-payer": "0xevil"}
+    assert verify_identity(forged, SECRET.encode(), method="GET", target="/x") is None, "forged payer must fail"
+
+
+def test_config_check_exits_2_naming_the_problem(tmp_path: Path) -> None:
+    import subprocess
+
+    path = _minimal(tmp_path, 'upstream = "http://127.0.0.1:9"')
+    r = subprocess.run([sys.executable, "-c", "from paywire.cli.main import main; main()", "proxy", "--config",
+                        str(path), "--check"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 2, r.stderr
+    assert "identity_secret" in r.stderr, "the error must name the option to set"
+    assert "Traceback" not in r.stderr, "a config error must not print a traceback"
