@@ -35,9 +35,7 @@ from x402.http.clients.httpx import x402HttpxClient
 from x402.mechanisms.evm.exact import ExactEvmScheme
 
 from paywire.client import Policy, x402_client
-from paywire.errors import ConfigError
 from paywire.facilitator.app import create_app
-from paywire.proxy.config import load_proxy
 from paywire.proxy.identity import verify_identity
 from paywire.serving import serve_asgi
 from paywire.wallet import Wallet
@@ -303,7 +301,11 @@ async def test_100mb_upload_streams_through_with_bounded_memory(env: Env) -> Non
 
     async def body() -> AsyncIterator[bytes]:
         yield chunk
-        await env.upstream.upload_started.wait()  # the rest only once the first megabyte reached the upstream
+        try:  # the rest only once the first megabyte reached the upstream
+            await asyncio.wait_for(env.upstream.upload_started.wait(), 60)
+        except TimeoutError:
+            raise AssertionError("the upstream got nothing while the client held back the rest of the body: "
+                                 "the proxy buffers uploads") from None
         for _ in range(UPLOAD_CHUNKS - 1):
             yield chunk
 
@@ -327,7 +329,7 @@ async def test_sse_stream_of_10000_events_streams_through(env: Env) -> None:
     env.upstream.sse_release.clear()
     base = env.proxy.rss_kb()
     ids: list[str] = []
-    async with httpx.AsyncClient(timeout=120) as http, http.stream(
+    async with httpx.AsyncClient(timeout=60) as http, http.stream(
             "GET", env.proxy.url + "/events", headers={"PAYMENT-SIGNATURE": header}) as r:
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"].startswith("text/event-stream"), "the SSE media type must pass through"

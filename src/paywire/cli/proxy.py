@@ -83,7 +83,7 @@ async def _run(config: Path, listen: str | None, check: bool) -> None:
         sock.bind((host.strip("[]"), int(port)))
         bound = sock.getsockname()[1]
         uv = uvicorn.Server(uvicorn.Config(server, log_level="warning", lifespan="off", access_log=False,
-                                           timeout_graceful_shutdown=setup.proxy.drain_timeout))
+                                           timeout_graceful_shutdown=int(setup.proxy.drain_timeout)))
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[bool]] = set()
 

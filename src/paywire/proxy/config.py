@@ -188,9 +188,8 @@ def unsafe_reasons(setup: ProxySetup) -> list[str]:
         if isinstance(fac, str) and fac.startswith("http://") and not _loopback(fac):
             reasons.append(f"facilitator {fac} is plain http on another host: use https, or set "
                            "allow_plain_http = true")
-    if setup.seller.pay_to is None and any(
-            isinstance(o, Offer) and o.pay_to is None for r in setup.routes for o in r.offers if isinstance(
-                r.offers, tuple)):
+    offers = [o for r in setup.routes if isinstance(r.offers, tuple) for o in r.offers]
+    if setup.seller.pay_to is None and any(isinstance(o, Offer) and o.pay_to is None for o in offers):
         reasons.append("no pay_to: set [seller] pay_to (or pay_to on each route)")
     reserved = {cfg.health_path, cfg.metrics_path}
     for r in setup.routes:

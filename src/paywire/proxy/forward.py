@@ -114,11 +114,10 @@ class Forwarder:
         await self.client.aclose()
 
     def _target(self, scope: Scope) -> str:
-        path = scope.get("raw_path") or scope.get("path", "/").encode()
-        if isinstance(path, bytes):
-            path = path.decode("latin-1")
-        qs = scope.get("query_string", b"").decode("latin-1")
-        return self.prefix + path + (f"?{qs}" if qs else "")
+        raw = scope.get("raw_path") or str(scope.get("path", "/")).encode()
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+        qs = bytes(scope.get("query_string", b"")).decode("latin-1")
+        return f"{self.prefix}{path}" + (f"?{qs}" if qs else "")
 
     async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
         size, limit = 0, self.config.max_body
