@@ -105,7 +105,7 @@ class Upstream:
 
 
 def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, weather_price: int = PRICE,
-                 extra_route: str = "") -> None:
+                 client: str = "h11") -> None:
     token, asset = net.info.token, net.asset
     route = (f'asset = "{token}"\nextra = {{ name = "{asset.name}", version = "{asset.version}" }}\n')
     path.write_text(f"""
@@ -114,6 +114,7 @@ upstream = "{upstream}"
 listen = "127.0.0.1:0"
 identity_secret = "{SECRET}"
 unpriced = "forward"
+upstream_client = "{client}"
 
 [[proxy.routes]]
 path = "GET /weather"
@@ -130,7 +131,6 @@ price = {PRICE}
 settle = "before"
 mime_type = "text/event-stream"
 {route}
-{extra_route}
 [seller]
 facilitator = "{facilitator}"
 pay_to = "{net.payee.address}"
@@ -190,9 +190,12 @@ async def run_proxy(config: Path) -> AsyncIterator[Proxy]:
 
 class Env:
     def __init__(self, net: Any, upstream: Upstream, proxy: Proxy, config: Path, fac: str, up_url: str,
-                 store: str) -> None:
+                 store: str, client: str) -> None:
         self.net, self.upstream, self.proxy, self.config = net, upstream, proxy, config
-        self.fac, self.up_url, self.store = fac, up_url, store
+        self.fac, self.up_url, self.store, self.client = fac, up_url, store, client
+
+    def rewrite(self, **kw: Any) -> None:
+        write_config(self.config, self.up_url, self.fac, self.net, self.store, client=self.client, **kw)
 
     async def balances(self) -> tuple[int, int]:
         return (await self.net.token_balance(self.net.payer.address),
@@ -213,8 +216,9 @@ class Env:
         return encode_payment_payload(payload)
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["h11", "httpx"])
+async def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    """The proxy with each of its upstream clients (``upstream_client``)."""
     net = await new_devnet("embedded", chain_id=CHAIN_ID)
     tmp = tmp_path_factory.mktemp("proxy")
     upstream = Upstream()
@@ -223,9 +227,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net))))
             up_url = await stack.enter_async_context(serve_asgi(upstream.app()))
             config, store = tmp / "paywire.toml", f"sqlite:///{tmp / 'proxy.db'}"
-            write_config(config, up_url, fac, net, store)
+            write_config(config, up_url, fac, net, store, client=request.param)
             proxy = await stack.enter_async_context(run_proxy(config))
-            yield Env(net, upstream, proxy, config, fac, up_url, store)
+            yield Env(net, upstream, proxy, config, fac, up_url, store, request.param)
     finally:
         await close_devnet(net)
 
@@ -374,7 +378,7 @@ async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:
         workers = [asyncio.create_task(worker(http)) for _ in range(8)]
         await answered.wait()
         for n in range(3):
-            write_config(env.config, env.up_url, env.fac, env.net, env.store, weather_price=PRICE * (n + 2))
+            env.rewrite(weather_price=PRICE * (n + 2))
             env.proxy.proc.send_signal(signal.SIGHUP)
             await env.proxy.wait_log("loaded")
         answered.clear()
@@ -391,7 +395,7 @@ async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:
     assert health.json()["generation"] >= 4, "three reloads must have swapped in three new configurations"
     price = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount
     assert int(price) == PRICE * 4, "the reloaded price must be in force"
-    write_config(env.config, env.up_url, env.fac, env.net, env.store)
+    env.rewrite()
     env.proxy.proc.send_signal(signal.SIGHUP)
     await env.proxy.wait_log("loaded")
 
@@ -406,4 +410,4 @@ async def test_a_broken_config_on_sighup_keeps_the_running_one(env: Env) -> None
             r = await http.get(env.proxy.url + "/ping")
         assert r.status_code == 200, "the proxy must keep serving on its running configuration"
     finally:
-        write_config(env.config, env.up_url, env.fac, env.net, env.store)
+        env.rewrite()

@@ -86,6 +86,8 @@ class ProxyConfig(Settings):
     write_timeout: float = option(300.0, check=positive, duration=True)
     max_body: int = option(1024 * 1024 * 1024, check=positive)
     """Largest request body forwarded (bytes; a larger ``Content-Length`` is refused with 413 before payment)."""
+    upstream_client: Literal["h11", "httpx"] = "h11"
+    """The HTTP client for the upstream (both stream; bench/proxy.py measures them)."""
     max_connections: int = option(256, check=positive)
     """Open connections to the upstream at most (more requests wait for one)."""
     health_path: str = "/healthz"

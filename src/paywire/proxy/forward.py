@@ -1,7 +1,8 @@
-"""Forward one ASGI request to the upstream and stream its answer back (httpx, one pooled client per config).
+"""Forward one ASGI request to the upstream and stream its answer back (one pooled client per configuration:
+:class:`~paywire.proxy.upstream.StreamingUpstream` on h11 by default, httpx with ``upstream_client = "httpx"``).
 
 Nothing is buffered here: the request body goes to the upstream as the client sends it (``receive`` → httpx
-request stream), the answer comes back chunk by chunk (``aiter_raw`` → ``send``; each ``send`` waits for the
+request stream), the answer comes back chunk by chunk (``chunks()`` → ``send``; each ``send`` waits for the
 server's write buffer, so a slow client slows the upstream read: backpressure). Payment credentials, hop-by-hop
 headers and any incoming ``Paywire-*`` header are removed; a paid request gets signed ``Paywire-*`` identity
 headers (:mod:`paywire.proxy.identity`).
@@ -18,11 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from paywire.proxy.config import ProxyConfig
 from paywire.proxy.identity import PREFIX, identity_headers
 from paywire.proxy.metrics import Metrics
+from paywire.proxy.upstream import StreamingUpstream, UpstreamError, UpstreamTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,23 +95,74 @@ def _error(status: int, error: str, message: str) -> tuple[int, list[tuple[bytes
     return status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())], body
 
 
+class _HttpxUpstream:
+    """The same interface as :class:`StreamingUpstream`, on httpx (``upstream_client = "httpx"``)."""
+
+    def __init__(self, base: str, config: ProxyConfig) -> None:
+        import httpx
+
+        self._httpx = httpx
+        limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=64,
+                              keepalive_expiry=30.0)
+        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
+                                write=config.write_timeout, pool=config.connect_timeout)
+        self.base = base
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, trust_env=False)
+
+    async def open(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                   body: AsyncIterator[bytes] | None) -> Any:
+        httpx = self._httpx
+        request = self.client.build_request(method, self.base + target, headers=headers, content=body)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc) or type(exc).__name__) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(str(exc) or type(exc).__name__) from exc
+        return _HttpxResponse(response, httpx)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class _HttpxResponse:
+    def __init__(self, response: Any, httpx: Any) -> None:
+        self._response, self._httpx = response, httpx
+        self.status: int = response.status_code
+        self.headers: list[tuple[bytes, bytes]] = list(response.headers.raw)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in self._response.aiter_raw():
+                yield part
+        except self._httpx.TimeoutException as exc:
+            raise UpstreamTimeout(str(exc)) from exc
+        except self._httpx.HTTPError as exc:
+            raise UpstreamError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
 class Forwarder:
     """The ASGI app behind the payment middleware: forwards to ``config.upstream``."""
 
     def __init__(self, config: ProxyConfig, secret: bytes | None, metrics: Metrics) -> None:
         self.config, self.secret, self.metrics = config, secret, metrics
         parts = urlsplit(config.upstream)
-        self.base = f"{parts.scheme}://{parts.netloc}"
         self.prefix = parts.path.rstrip("/")
         self.host = parts.netloc
-        limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections,
-                              keepalive_expiry=30.0)
-        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
-                                write=config.write_timeout, pool=config.connect_timeout)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, trust_env=False)
+        base = f"{parts.scheme}://{parts.netloc}"
+        self.upstream: StreamingUpstream | _HttpxUpstream
+        if config.upstream_client == "httpx":
+            self.upstream = _HttpxUpstream(base, config)
+        else:
+            self.upstream = StreamingUpstream(base, connect_timeout=config.connect_timeout,
+                                              read_timeout=config.read_timeout, write_timeout=config.write_timeout,
+                                              max_connections=config.max_connections)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()
 
     def _target(self, scope: Scope) -> str:
         raw = scope.get("raw_path") or str(scope.get("path", "/")).encode()
@@ -147,40 +198,34 @@ class Forwarder:
                         for k, v in identity_headers(payment, self.secret, method, target)]
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope.get("headers", ()))
         content = self._body(receive) if has_body else None
-        request = self.client.build_request(method, self.base + target, headers=headers, content=content)
         self.metrics.upstream_requests += 1
-        started = False
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.upstream.open(method, target, headers, content)
         except BodyTooLarge:
             await self._reply(send, *_error(413, "request_too_large",
                                             f"the body exceeds {self.config.max_body} bytes"))
             return
-        except httpx.TimeoutException as exc:
+        except UpstreamTimeout as exc:
             self.metrics.upstream_errors += 1
-            log.warning("paywire proxy: upstream timed out: %r", exc)
+            log.warning("paywire proxy: upstream timed out: %s", exc)
             await self._reply(send, *_error(504, "upstream_timeout", "the upstream did not answer in time"))
             return
-        except (httpx.HTTPError, ConnectionAbortedError, OSError) as exc:
+        except (UpstreamError, ConnectionAbortedError, OSError) as exc:
             self.metrics.upstream_errors += 1
-            log.warning("paywire proxy: upstream unreachable: %r", exc)
+            log.warning("paywire proxy: upstream unreachable: %s", exc)
             await self._reply(send, *_error(502, "upstream_unavailable", "the upstream could not be reached"))
             return
         try:
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": response_headers(list(response.headers.raw))})
-            started = True
-            async for chunk in response.aiter_raw():
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.headers)})
+            async for chunk in response.chunks():
                 if chunk:
                     self.metrics.bytes_down += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             self.metrics.upstream_errors += 1
-            log.warning("paywire proxy: upstream broke off its answer: %r", exc)
-            if not started:
-                await self._reply(send, *_error(502, "upstream_unavailable", "the upstream broke off"))
-                return
+            log.warning("paywire proxy: upstream broke off its answer: %s", exc)
             raise  # the client sees a cut connection, never a truncated answer dressed as complete
         finally:
             await response.aclose()
