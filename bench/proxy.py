@@ -136,14 +136,15 @@ class Child:
 
 
 @contextlib.contextmanager
-def paywire_proxy(upstream: str, facilitator: str, tmp: str) -> Any:
-    config = Path(tmp) / "paywire.toml"
+def paywire_proxy(upstream: str, facilitator: str, tmp: str, client: str) -> Any:
+    config = Path(tmp) / f"paywire-{client}.toml"
     config.write_text(f"""
 [proxy]
 upstream = "{upstream}"
 listen = "127.0.0.1:0"
 identity_secret = "{SECRET}"
 unpriced = "forward"
+upstream_client = "{client}"
 
 [[proxy.routes]]
 path = "GET /paid"
@@ -155,7 +156,7 @@ extra = {{ name = "Bench Coin", version = "1" }}
 facilitator = "{facilitator}"
 pay_to = "{PAY_TO}"
 network = "{NETWORK}"
-store = "sqlite:///{Path(tmp) / 'proxy.db'}"
+store = "sqlite:///{Path(tmp) / f'proxy-{client}.db'}"
 """)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", "from paywire.cli.main import main; main()", "proxy",
@@ -203,12 +204,21 @@ async def timed(http: httpx.AsyncClient, url: str, headers: dict[str, str] | Non
     return dt
 
 
-async def facilitator_round_trips(http: httpx.AsyncClient, url: str, header: str) -> float:
-    """What the paid request's two facilitator calls cost on their own (same bodies' size)."""
-    body = {"x402Version": 2, "paymentPayload": header, "paymentRequirements": {}}
+_FAC_CLIENTS: dict[str, Any] = {}
+
+
+async def facilitator_round_trips(url: str, header: str) -> float:
+    """What the paid request's two facilitator calls cost on their own: the same client the seller uses
+    (paywire's keep-alive h11 client), bodies of the same size."""
+    from paywire.transport.keepalive import KeepAliveClient
+
+    client = _FAC_CLIENTS.get(url)
+    if client is None:
+        client = _FAC_CLIENTS[url] = KeepAliveClient(url)
+    body = json.dumps({"x402Version": 2, "paymentPayload": header, "paymentRequirements": {}}).encode()
     t0 = time.perf_counter()
-    await http.post(url + "/verify", json=body)
-    await http.post(url + "/settle", json=body)
+    await client.send("POST", "/verify", body)
+    await client.send("POST", "/settle", body)
     return time.perf_counter() - t0
 
 
@@ -241,28 +251,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         children.append(Child("plain", url=upstream))
         children.append(Child("facilitator", net=net))
         plain, fac = children[1].url, children[2].url
-        with tempfile.TemporaryDirectory() as tmp, paywire_proxy(upstream, fac, tmp) as (proxy, pid):
-            headers = await signed_headers(args.n + args.warmup, payer_key)
-            lat: dict[str, list[float]] = {k: [] for k in ("direct", "plain proxy", "paywire proxy (free route)",
-                                                            "paywire proxy (paid route)", "facilitator round trips")}
+        with tempfile.TemporaryDirectory() as tmp, paywire_proxy(upstream, fac, tmp, "h11") as (proxy, pid), \
+                paywire_proxy(upstream, fac, tmp, "httpx") as (proxy_httpx, _):
+            headers = await signed_headers(2 * (args.n + args.warmup), payer_key)
+            lat: dict[str, list[float]] = {k: [] for k in (
+                "direct", "plain proxy (httpx)", "paywire proxy, free route", "paywire proxy, free route (httpx)",
+                "paywire proxy, paid route", "paywire proxy, paid route (httpx)", "facilitator round trips")}
             async with httpx.AsyncClient(timeout=60) as http:
                 for i in range(args.n + args.warmup):
                     sample = [
                         await timed(http, upstream + "/small"),
                         await timed(http, plain + "/small"),
                         await timed(http, proxy + "/small"),
-                        await timed(http, proxy + "/paid", {"PAYMENT-SIGNATURE": headers[i]}),
-                        await facilitator_round_trips(http, fac, headers[i]),
+                        await timed(http, proxy_httpx + "/small"),
+                        await timed(http, proxy + "/paid", {"PAYMENT-SIGNATURE": headers[2 * i]}),
+                        await timed(http, proxy_httpx + "/paid", {"PAYMENT-SIGNATURE": headers[2 * i + 1]}),
+                        await facilitator_round_trips(fac, headers[i]),
                     ]
                     if i >= args.warmup:
                         for key, value in zip(lat, sample, strict=True):
                             lat[key].append(value)
-                rates: dict[str, list[float]] = {"direct": [], "plain proxy": [], "paywire proxy": []}
+                rates: dict[str, list[float]] = {"direct": [], "plain proxy (httpx)": [], "paywire proxy": [],
+                                                 "paywire proxy (httpx)": []}
                 await stream_rate(http, proxy + "/stream")  # warm-up
+                await stream_rate(http, proxy_httpx + "/stream")
                 for _ in range(args.runs):
                     rates["direct"].append(await stream_rate(http, upstream + "/stream"))
-                    rates["plain proxy"].append(await stream_rate(http, plain + "/stream"))
+                    rates["plain proxy (httpx)"].append(await stream_rate(http, plain + "/stream"))
                     rates["paywire proxy"].append(await stream_rate(http, proxy + "/stream"))
+                    rates["paywire proxy (httpx)"].append(await stream_rate(http, proxy_httpx + "/stream"))
             peak = peak_rss_mb(pid)
     finally:
         for child in children:
@@ -271,11 +288,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     best = {k: max(v) for k, v in rates.items()}
     return {
         "n": args.n, "mb": args.mb, "runs": args.runs, "median_ms": med, "stream_mb_s": best,
-        "added_free_ms": med["paywire proxy (free route)"] - med["direct"],
-        "added_plain_ms": med["plain proxy"] - med["direct"],
-        "added_paid_ms": med["paywire proxy (paid route)"] - med["direct"] - med["facilitator round trips"],
+        "added_free_ms": med["paywire proxy, free route"] - med["direct"],
+        "added_free_httpx_ms": med["paywire proxy, free route (httpx)"] - med["direct"],
+        "added_plain_ms": med["plain proxy (httpx)"] - med["direct"],
+        "added_paid_ms": med["paywire proxy, paid route"] - med["direct"] - med["facilitator round trips"],
         "throughput_ratio": best["paywire proxy"] / best["direct"],
-        "throughput_ratio_plain": best["plain proxy"] / best["direct"],
+        "throughput_ratio_httpx": best["paywire proxy (httpx)"] / best["direct"],
+        "throughput_ratio_plain": best["plain proxy (httpx)"] / best["direct"],
         "proxy_peak_rss_mb": peak,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load": os.getloadavg()[0],
@@ -285,14 +304,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(res: dict[str, Any]) -> None:
     print(f"paywire proxy vs direct vs a plain httpx reverse proxy — {res['n']} interleaved requests per target "
           f"(medians), {res['mb']} MB streamed best of {res['runs']}; {res['machine']}; load {res['load']:.2f}")
-    print(f"{'target':<34}{'median ms':>12}")
+    print(f"{'target':<38}{'median ms':>12}")
     for k, v in res["median_ms"].items():
-        print(f"{k:<34}{v:>12.3f}")
-    print(f"{'streamed GET':<34}{'MB/s':>12}")
+        print(f"{k:<38}{v:>12.3f}")
+    print(f"{'streamed GET':<38}{'MB/s':>12}")
     for k, v in res["stream_mb_s"].items():
-        print(f"{k:<34}{v:>12.1f}")
-    print(f"added by the plain proxy (ms): {res['added_plain_ms']:.3f}")
-    print(f"plain proxy throughput vs direct: {res['throughput_ratio_plain']:.2f}")
+        print(f"{k:<38}{v:>12.1f}")
+    print(f"added by the plain httpx proxy (ms): {res['added_plain_ms']:.3f}; by paywire proxy on httpx: "
+          f"{res['added_free_httpx_ms']:.3f}")
+    print(f"throughput vs direct: plain httpx proxy {res['throughput_ratio_plain']:.2f}, paywire proxy on httpx "
+          f"{res['throughput_ratio_httpx']:.2f}")
     print(f"paywire proxy peak RSS (MB): {res['proxy_peak_rss_mb']:.1f}")
     print(f"aim added latency per request, free route (ms): {res['added_free_ms']:.3f} (target <= 1)")
     print(f"aim added latency per paid request apart from verify/settle round trips (ms): "
