@@ -28,6 +28,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
             "Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within\n"
             "policy, prints the receipt."),
     "wallet": ("paywire.cli.buyer", "The buyer's wallet: create a key, show it, read balances, list receipts."),
+    "discover": ("paywire.cli.discover",
+                 "List what can be bought at a URL or through a facilitator: resource, price, network, protocols."),
     "proxy": ("paywire.cli.proxy",
               "Sell an HTTP API through a paying reverse proxy: routes and prices from a config file; SIGHUP reloads it."),
 }

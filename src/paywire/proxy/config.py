@@ -44,7 +44,8 @@ from paywire.settings import Settings, gather, option, positive, read_toml, role
 __all__ = ["ProxyConfig", "ProxySetup", "load_proxy", "parse_routes", "unsafe_reasons"]
 
 ROUTE_KEYS = frozenset({"path", "price", "asset", "network", "pay_to", "extra", "max_timeout_seconds", "settle",
-                        "description", "mime_type", "payment_identifier", "mpp", "l402", "sats"})
+                        "description", "mime_type", "payment_identifier", "mpp", "l402", "sats",
+                        "discovery"})
 MIN_SECRET = 32
 
 
@@ -136,7 +137,8 @@ def _route(entry: Any, where: str) -> PaidRoute:
                          mime_type=str(entry.get("mime_type", "application/json")),
                          payment_identifier=entry.get("payment_identifier", False),
                          mpp=tuple(mpp) if isinstance(mpp, list | tuple) else mpp,
-                         l402=entry.get("l402", False), sats=entry.get("sats"))
+                         l402=entry.get("l402", False), sats=entry.get("sats"),
+                         discovery=entry.get("discovery", False))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
