@@ -174,3 +174,31 @@ async def test_paywire_discover_reads_a_facilitator_and_a_402(env: Env) -> None:
     assert code == 0, err
     offers = json.loads(out)["offers"]
     assert [(o["protocol"], o["amount"]) for o in offers] == [("x402", str(PRICE))], out
+
+
+# ------------------------------------------------------------------------------------------------ the catalogue
+
+
+async def test_durable_catalogue_upserts_filters_and_pages(store_url: str) -> None:
+    """The facilitator's store keeps one row per resource (a later payment refreshes it), on SQLite and Postgres."""
+    from paywire.store.discovery import DiscoveryCatalog
+
+    catalog = await DiscoveryCatalog.open(store_url)
+    try:
+        offer = {"scheme": "exact", "network": "eip155:8453", "amount": "10", "payTo": "0xAB"}
+        common = {"tool": "", "kind": "http", "x402_version": 2, "description": "d", "mime_type": None,
+                  "extensions": {"bazaar": {"info": {}}}, "pay_to": "0xAB", "scheme": "exact"}
+        await catalog.upsert(resource="https://a/x", accepts=[offer], network="eip155:8453", **common)
+        await catalog.upsert(resource="https://a/y", accepts=[offer], network="eip155:1", **common)
+        await catalog.upsert(resource="https://a/x", accepts=[{**offer, "amount": "20"}], network="eip155:8453",
+                             **common)
+        rows, total = await catalog.page()
+        assert total == 2, "a resource paid twice must be listed once"
+        assert next(r for r in rows if r["resource"] == "https://a/x")["accepts"][0]["amount"] == "20", \
+            "a later payment must refresh the listed price"
+        rows, total = await catalog.page(network="eip155:1", pay_to="0xab")
+        assert [r["resource"] for r in rows] == ["https://a/y"] and total == 1, "filters must apply"
+        rows, total = await catalog.page(limit=1, offset=1)
+        assert len(rows) == 1 and total == 2, "limit/offset must page"
+    finally:
+        await catalog.aclose()
