@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -41,6 +42,7 @@ from paywire.serving import serve_asgi
 from paywire.wallet import Wallet
 from paywire.x402.codec import PAYMENT_REQUIRED, decode_payment_required, encode_payment_payload
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+from tests.node_peers import MPP_DIR, NODE_DIR, ensure_mpp_peers, ensure_node_peers
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,7 @@ PRICE = 10_000
 SECRET = "proxy-test-identity-secret-0123456789abcdef"
 UPLOAD_CHUNK, UPLOAD_CHUNKS = 1024 * 1024, 100
 EVENTS = 10_000
+MPP_SECRET = "mpp-secret-for-the-proxy-test-0123456789"
 
 
 class Upstream:
@@ -86,7 +89,8 @@ class Upstream:
                 self.upload_started.set()
             digest.update(chunk)
             size += len(chunk)
-        return JSONResponse({"bytes": size, "sha256": digest.hexdigest(), "payer": ident and ident.get("payer")})
+        return JSONResponse({"bytes": size, "sha256": digest.hexdigest(), "payer": ident and ident.get("payer"),
+                             "protocol": ident and ident.get("protocol")})
 
     async def events(self, request: Request) -> StreamingResponse:
         self.hits["events"] += 1
@@ -101,7 +105,8 @@ class Upstream:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/weather", self.weather), Route("/ping", self.ping),
-                                 Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events)])
+                                 Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events),
+                                 Route("/mpp-upload", self.upload, methods=["POST"])])
 
 
 def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, weather_price: int = PRICE,
@@ -131,11 +136,18 @@ price = {PRICE}
 settle = "before"
 mime_type = "text/event-stream"
 {route}
+[[proxy.routes]]
+path = "POST /mpp-upload"
+price = {PRICE}
+mpp = ["evm"]
+{route}
 [seller]
 facilitator = "{facilitator}"
 pay_to = "{net.payee.address}"
 network = "{net.info.network}"
 store = "{store}"
+mpp_realm = "proxy.test"
+mpp_secret = "{MPP_SECRET}"
 """)
 
 
@@ -288,6 +300,67 @@ async def test_eight_concurrent_replays_reach_the_upstream_once(env: Env) -> Non
     assert len({a.content for a in answers}) == 1, "every copy must get the same recorded answer"
     assert env.upstream.hits["weather"] == hits + 1, "the upstream must see one request per payment"
     assert await env.paid(before) == (PRICE, PRICE), "one payment must be charged once"
+
+
+async def test_our_buyer_pays_an_mpp_route_with_a_body(env: Env, tmp_path: Path) -> None:
+    """MPP through the proxy: the body is bound into the challenge digest (read up to mpp_max_body), then
+    forwarded whole; ``Authorization: Payment`` never reaches the upstream; it sees protocol "mpp"."""
+    body = os.urandom(64 * 1024)
+    before, hits = await env.balances(), env.upstream.hits["upload"]
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    policy = Policy(assets=[env.net.asset], protocols=["mpp"])
+    async with x402_client(wallet, policy, store=f"sqlite:///{tmp_path / 'b.db'}") as c:
+        r = await c.post(env.proxy.url + "/mpp-upload", content=body)
+    assert r.status_code == 200, r.text
+    assert "payment-receipt" in r.headers, "an MPP payment must be answered with Payment-Receipt"
+    assert r.json()["sha256"] == hashlib.sha256(body).hexdigest(), "the upstream must get the body unchanged"
+    assert env.upstream.hits["upload"] == hits + 1, "the upstream must run once"
+    assert await env.paid(before) == (PRICE, PRICE), "the MPP payment must move the price once"
+    assert env.upstream.saw_credentials == [], "Authorization: Payment must be stripped before forwarding"
+    assert r.json()["protocol"] == "mpp", "the signed identity must say which protocol paid"
+
+
+async def run_node(node: str, folder: Path, script: str, *args: str) -> dict[str, Any]:
+    """A one-shot Node peer; its last stdout line is a JSON report."""
+    proc = await asyncio.create_subprocess_exec(node, str(folder / script), *args, cwd=folder,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    lines = out.decode().strip().splitlines()
+    assert lines, f"{script} printed nothing: {err.decode()[-3000:]}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    assert "error" not in report, report["error"]
+    return report
+
+
+@pytest.mark.node
+async def test_official_typescript_x402_client_pays_through_the_proxy(env: Env) -> None:
+    """@x402/fetch (pinned in tests/node) pays a route sold by the proxy."""
+    node = ensure_node_peers()
+    before, hits = await env.balances(), env.upstream.hits["weather"]
+    out = await run_node(node, NODE_DIR, "seller_fetch_client.mjs", env.proxy.url + "/weather",
+                         env.net.info.payer_key, env.net.info.network, env.net.info.token)
+    assert out["status"] == 200, out
+    assert out["paymentResponse"]["success"] is True, out
+    assert json.loads(out["body"])["payer"].lower() == env.net.payer.address.lower(), "upstream must see the payer"
+    assert env.upstream.hits["weather"] == hits + 1, "the upstream must run once"
+    assert await env.paid(before) == (PRICE, PRICE), "the TS client's payment must move the price once"
+
+
+@pytest.mark.node
+async def test_mppx_client_pays_an_mpp_route_through_the_proxy(env: Env) -> None:
+    """mppx (pinned in tests/node/mpp) pays the proxy's MPP route with a JSON body (digest-bound)."""
+    node = ensure_mpp_peers()
+    a = env.net.asset
+    cfg = {"url": env.proxy.url + "/mpp-upload", "payerKey": env.net.info.payer_key, "tokenName": a.name,
+           "tokenVersion": a.version, "chainId": env.net.info.chain_id, "token": a.address, "method": "POST",
+           "body": json.dumps({"q": "through the proxy"})}
+    before, hits = await env.balances(), env.upstream.hits["upload"]
+    out = await run_node(node, MPP_DIR, "mppx_client.mjs", json.dumps(cfg))
+    assert out["status"] == 200, out
+    assert out["receipt"]["status"] == "success", "mppx must parse our Payment-Receipt"
+    assert json.loads(out["body"])["protocol"] == "mpp", "the upstream must see an MPP payer"
+    assert env.upstream.hits["upload"] == hits + 1, "the upstream must run once"
+    assert await env.paid(before) == (PRICE, PRICE), "the mppx payment must move the price once"
 
 
 # ------------------------------------------------------------------------------------------------ streaming
