@@ -174,7 +174,10 @@ class ProxyServer:
             await _json(send, 413, {"error": "request_too_large",
                                     "message": f"the body exceeds {cfg.max_body} bytes"})
             return
-        if cfg.unpriced == "deny" and gen.middleware.flow.seller.route_for_request(req) is None:
-            await _json(send, 404, {"error": "not_found", "message": "no priced route here"})
+        if gen.middleware.flow.seller.route_for_request(req) is None:  # not for sale: no payment logic at all
+            if cfg.unpriced == "deny":
+                await _json(send, 404, {"error": "not_found", "message": "no priced route here"})
+            else:
+                await gen.forwarder(scope, receive, send)
             return
         await gen.middleware(scope, receive, send)

@@ -27,7 +27,7 @@ import h11
 __all__ = ["StreamingUpstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
 
 MAX_HEAD = 64 * 1024
-READ = 64 * 1024
+READ = 256 * 1024
 
 
 class UpstreamError(Exception):
