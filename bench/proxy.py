@@ -125,6 +125,7 @@ class Child:
         if not self._conn.poll(120):
             raise RuntimeError(f"{role} did not start")
         self.url: str = self._conn.recv()
+        self.pid = self._proc.pid
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -230,6 +231,21 @@ async def stream_rate(http: httpx.AsyncClient, url: str) -> float:
     return size / (time.perf_counter() - t0) / 1e6
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_request(http: httpx.AsyncClient, pid: int | None, url: str, n: int,
+                          headers: list[str] | None = None) -> float:
+    """CPU milliseconds the process ``pid`` spends per request to ``url`` (a contention-proof cost)."""
+    t0 = cpu_seconds(pid)
+    for i in range(n):
+        await timed(http, url, {"PAYMENT-SIGNATURE": headers[i]} if headers else None)
+    return (cpu_seconds(pid) - t0) / n * 1000
+
+
 def peak_rss_mb(pid: int) -> float:
     with contextlib.suppress(OSError):
         status = Path(f"/proc/{pid}/status").read_text()
@@ -252,7 +268,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plain, fac = children[1].url, children[2].url
         with tempfile.TemporaryDirectory() as tmp, paywire_proxy(upstream, fac, tmp, "h11") as (proxy, pid), \
                 paywire_proxy(upstream, fac, tmp, "httpx") as (proxy_httpx, _):
-            headers = await signed_headers(2 * (args.n + args.warmup), payer_key)
+            headers = await signed_headers(2 * (args.n + args.warmup) + args.cpu_n, payer_key)
             lat: dict[str, list[float]] = {k: [] for k in (
                 "direct", "plain proxy (httpx)", "paywire proxy, free route", "paywire proxy, free route (httpx)",
                 "paywire proxy, paid route", "paywire proxy, paid route (httpx)", "facilitator round trips")}
@@ -279,6 +295,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rates["plain proxy (httpx)"].append(await stream_rate(http, plain + "/stream"))
                     rates["paywire proxy"].append(await stream_rate(http, proxy + "/stream"))
                     rates["paywire proxy (httpx)"].append(await stream_rate(http, proxy_httpx + "/stream"))
+                cpu = {
+                    "plain proxy (httpx), free route": await cpu_per_request(http, children[1].pid, plain + "/small",
+                                                                              args.cpu_n),
+                    "paywire proxy, free route": await cpu_per_request(http, pid, proxy + "/small", args.cpu_n),
+                    "paywire proxy, paid route": await cpu_per_request(http, pid, proxy + "/paid", args.cpu_n,
+                                                                       headers[-args.cpu_n:]),
+                }
             peak = peak_rss_mb(pid)
     finally:
         for child in children:
@@ -286,7 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     med = {k: statistics.median(v) * 1000 for k, v in lat.items()}
     best = {k: max(v) for k, v in rates.items()}
     return {
-        "n": args.n, "mb": args.mb, "runs": args.runs, "median_ms": med, "stream_mb_s": best,
+        "n": args.n, "mb": args.mb, "runs": args.runs, "median_ms": med, "stream_mb_s": best, "cpu_ms": cpu,
         "added_free_ms": med["paywire proxy, free route"] - med["direct"],
         "added_free_httpx_ms": med["paywire proxy, free route (httpx)"] - med["direct"],
         "added_plain_ms": med["plain proxy (httpx)"] - med["direct"],
@@ -313,6 +336,9 @@ def report(res: dict[str, Any]) -> None:
           f"{res['added_free_httpx_ms']:.3f}")
     print(f"throughput vs direct: plain httpx proxy {res['throughput_ratio_plain']:.2f}, paywire proxy on httpx "
           f"{res['throughput_ratio_httpx']:.2f}")
+    print(f"{'proxy CPU per request':<38}{'ms':>12}")
+    for k, v in res["cpu_ms"].items():
+        print(f"{k:<38}{v:>12.3f}")
     print(f"paywire proxy peak RSS (MB): {res['proxy_peak_rss_mb']:.1f}")
     print(f"aim added latency per request, free route (ms): {res['added_free_ms']:.3f} (target <= 1)")
     print(f"aim added latency per paid request apart from verify/settle round trips (ms): "
@@ -326,6 +352,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--mb", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cpu-n", type=int, default=300, help="requests per CPU-cost measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     res = asyncio.run(run(args))
