@@ -65,3 +65,28 @@ def test_config_check_exits_2_naming_the_problem(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "identity_secret" in r.stderr, "the error must name the option to set"
     assert "Traceback" not in r.stderr, "a config error must not print a traceback"
+
+
+def test_route_discovery_from_the_file_and_its_unknown_keys(tmp_path: Path) -> None:
+    """``discovery = {...}`` on a route publishes it (x402 bazaar); an unknown key is refused, naming the keys."""
+    from paywire.proxy.config import parse_routes
+
+    (route,) = parse_routes([{"path": "GET /items/{id}", "price": "$0.01",
+                              "discovery": {"query_params": {"full": "1"}, "output": {"id": 1}}}])
+    from paywire.x402.bazaar import route_discovery
+
+    ext = route_discovery(route)
+    assert ext["info"]["input"]["queryParams"] == {"full": "1"}, "the file's examples must reach the 402"
+    assert ext["routeTemplate"] == "/items/:id", "a parameterised path must name its template"
+    with pytest.raises(ConfigError, match="discovery takes"):
+        parse_routes([{"path": "GET /x", "price": "$0.01", "discovery": {"querry": {}}}])
+
+
+def test_malformed_bazaar_declarations_are_not_listed() -> None:
+    from paywire.x402.bazaar import check_discovery, http_discovery
+
+    assert check_discovery(http_discovery("POST", body={"q": 1})) is None, "our own declaration must pass"
+    assert check_discovery({"info": {"input": {"type": "http", "method": "POST"}}, "schema": {}}) is not None, \
+        "a body method without bodyType/body must be refused"
+    assert check_discovery({"info": {"input": {"type": "ftp"}}, "schema": {}}) is not None, "unknown type refused"
+    assert check_discovery("nope") is not None, "a non-object must be refused"
