@@ -484,3 +484,36 @@ async def test_a_broken_config_on_sighup_keeps_the_running_one(env: Env) -> None
         assert r.status_code == 200, "the proxy must keep serving on its running configuration"
     finally:
         env.rewrite()
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_upstream_down_is_502_not_charged_and_limits_apply_before_payment(env: Env, tmp_path: Path) -> None:
+    """A proxy whose upstream is down: a paid settle="after" request gets 502 and moves no money; a body over
+    max_body is refused with 413 before any payment; an unpriced path is 404 (unpriced = "deny")."""
+    config = tmp_path / "down.toml"
+    write_config(config, f"http://127.0.0.1:{_closed_port()}", env.fac, env.net, f"sqlite:///{tmp_path / 'd.db'}",
+                 client=env.client)
+    text = config.read_text().replace('unpriced = "forward"', 'unpriced = "deny"\nmax_body = 1000')
+    config.write_text(text)
+    async with run_proxy(config) as proxy:
+        down = Env(env.net, env.upstream, proxy, config, env.fac, "", "", env.client)
+        header = await down.signed_header("GET", "/weather")
+        before = await env.balances()
+        async with httpx.AsyncClient(timeout=60) as http:
+            r = await http.get(proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": header})
+            big = await http.post(proxy.url + "/upload", content=b"x" * 2000)
+            free = await http.get(proxy.url + "/ping")
+        assert r.status_code == 502, r.text
+        assert await env.paid(before) == (0, 0), "an unreachable upstream must not be charged (settle='after')"
+        assert big.status_code == 413, "a body over max_body must be refused before payment"
+        assert free.status_code == 404, "unpriced paths must be refused by default"
