@@ -90,3 +90,27 @@ def test_malformed_bazaar_declarations_are_not_listed() -> None:
         "a body method without bodyType/body must be refused"
     assert check_discovery({"info": {"input": {"type": "ftp"}}, "schema": {}}) is not None, "unknown type refused"
     assert check_discovery("nope") is not None, "a non-object must be refused"
+
+
+def test_forwarded_headers_drop_credentials_and_client_set_proxy_headers() -> None:
+    """What the upstream receives: no payment credential, no client-made Paywire-* or X-Forwarded-Proto/Host,
+    nothing the client's Connection header lists; the upstream's own Authorization schemes pass."""
+    from paywire.proxy.forward import request_headers
+
+    def names(auth: bytes) -> dict[bytes, bytes]:
+        scope = {"headers": [(b"host", b"shop.example"), (b"authorization", auth), (b"payment-signature", b"x"),
+                             (b"X-Payment", b"y"), (b"Paywire-Payer", b"0xforged"), (b"x-forwarded-proto", b"https"),
+                             (b"connection", b"keep-alive, x-secret"), (b"x-secret", b"s"), (b"accept", b"*/*")],
+                 "client": ("10.0.0.1", 5), "scheme": "http"}
+        pairs = request_headers(scope, "127.0.0.1:8000", preserve_host=False)
+        assert len(pairs) == len({k for k, _ in pairs}), f"a header must not appear twice: {pairs}"
+        return dict(pairs)
+
+    out = names(b"Payment id=abc")
+    assert b"authorization" not in out, "Authorization: Payment must be stripped"
+    assert not {b"payment-signature", b"x-payment", b"paywire-payer", b"x-secret"} & set(out), sorted(out)
+    assert out[b"x-forwarded-proto"] == b"http", "X-Forwarded-Proto must be the proxy's, not the client's"
+    assert out[b"host"] == b"127.0.0.1:8000" and out[b"x-forwarded-host"] == b"shop.example", out
+    assert out[b"x-forwarded-for"] == b"10.0.0.1", out
+    assert names(b"L402 mac:pre").get(b"authorization") is None, "Authorization: L402 must be stripped"
+    assert names(b"Bearer upstream-key")[b"authorization"] == b"Bearer upstream-key", "other schemes must pass"

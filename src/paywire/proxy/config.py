@@ -93,7 +93,7 @@ class ProxyConfig(Settings):
     """Open connections to the upstream at most (more requests wait for one)."""
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
-    drain_timeout: float = option(60.0, check=positive, duration=True)
+    drain_timeout: float = option(600.0, check=positive, duration=True)
     """After a reload, how long the old configuration may finish its requests before it is closed anyway."""
 
 

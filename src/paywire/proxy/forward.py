@@ -34,6 +34,8 @@ log = logging.getLogger("paywire.proxy")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "trailers", "transfer-encoding", "upgrade"})
 PAYMENT_HEADERS = frozenset({"payment-signature", "x-payment", "sign-in-with-x"})
+OURS = frozenset({"x-forwarded-proto", "x-forwarded-host", "expect"})
+"""Set by the proxy (or handled by it: the body is streamed anyway), never taken from the client."""
 PAYMENT_AUTH_SCHEMES = ("payment", "l402", "lsat")
 PAYMENT_RESPONSE_HEADERS = frozenset({"payment-response", "x-payment-response", "payment-receipt",
                                       "payment-required"})
@@ -60,7 +62,8 @@ def request_headers(scope: Scope, upstream_host: str, preserve_host: bool) -> li
     for k, v in raw:
         name = k.lower()
         text = name.decode("latin-1")
-        if text in HOP_BY_HOP or name in listed or text in PAYMENT_HEADERS or text.startswith(PREFIX):
+        if (text in HOP_BY_HOP or name in listed or text in PAYMENT_HEADERS or text in OURS
+                or text.startswith(PREFIX)):
             continue
         if name == b"authorization" and _is_payment_auth(v):
             continue
