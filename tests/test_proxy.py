@@ -62,6 +62,11 @@ class Upstream:
         self.saw_credentials: list[str] = []
         self.upload_started = asyncio.Event()
         self.sse_release = asyncio.Event()
+        self.weather_gate = asyncio.Event()  # cleared: /weather holds its answers until it is set again
+        self.weather_gate.set()
+        self.held = 0
+        self.hold_target = 0
+        self.all_held = asyncio.Event()
 
     def _identity(self, request: Request) -> dict[str, str] | None:
         for name in ("payment-signature", "x-payment", "authorization"):
@@ -73,6 +78,11 @@ class Upstream:
     async def weather(self, request: Request) -> JSONResponse:
         self.hits["weather"] += 1
         ident = self._identity(request)
+        if not self.weather_gate.is_set():
+            self.held += 1
+            if self.held >= self.hold_target:
+                self.all_held.set()
+            await self.weather_gate.wait()
         return JSONResponse({"temp": 21, "payer": ident and ident.get("payer"),
                              "amount": ident and ident.get("amount")})
 
@@ -109,7 +119,7 @@ class Upstream:
                                  Route("/mpp-upload", self.upload, methods=["POST"])])
 
 
-def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, weather_price: int = PRICE,
+def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, events_price: int = PRICE,
                  client: str = "h11") -> None:
     token, asset = net.info.token, net.asset
     route = (f'asset = "{token}"\nextra = {{ name = "{asset.name}", version = "{asset.version}" }}\n')
@@ -123,7 +133,7 @@ upstream_client = "{client}"
 
 [[proxy.routes]]
 path = "GET /weather"
-price = {weather_price}
+price = {PRICE}
 {route}
 [[proxy.routes]]
 path = "POST /upload"
@@ -132,7 +142,7 @@ settle = "before"
 {route}
 [[proxy.routes]]
 path = "GET /events"
-price = {PRICE}
+price = {events_price}
 settle = "before"
 mime_type = "text/event-stream"
 {route}
@@ -434,39 +444,50 @@ async def test_healthz_and_metrics(env: Env) -> None:
 
 
 async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:
-    """8 clients keep calling while the config is rewritten (a new price) and reloaded three times: every
-    request is answered 200, and the new price is in force afterwards."""
+    """8 clients keep calling while 8 paid requests are held inside the upstream, and the config is rewritten (a
+    new price for /events) and reloaded three times: every request is answered 200, each held payment is charged
+    once and reaches the upstream once, and the new price is in force afterwards."""
+    headers = [await env.signed_header("GET", "/weather") for _ in range(8)]
+    before, hits = await env.balances(), env.upstream.hits["weather"]
     statuses: Counter[int] = Counter()
-    stop = asyncio.Event()
-    answered = asyncio.Event()
+    stop, reached = asyncio.Event(), asyncio.Event()
+    target = 40
 
     async def worker(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
             r = await http.get(env.proxy.url + "/ping")
             statuses[r.status_code] += 1
-            if sum(statuses.values()) >= 40:
-                answered.set()
+            if sum(statuses.values()) >= target:
+                reached.set()
 
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=120) as http:
         workers = [asyncio.create_task(worker(http)) for _ in range(8)]
-        await answered.wait()
+        await reached.wait()
+        env.upstream.weather_gate.clear()
+        env.upstream.held, env.upstream.hold_target = 0, len(headers)
+        env.upstream.all_held.clear()
+        paid = [asyncio.create_task(http.get(env.proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": h}))
+                for h in headers]
+        await env.upstream.all_held.wait()  # every paid request is inside the upstream, on the old configuration
         for n in range(3):
-            env.rewrite(weather_price=PRICE * (n + 2))
+            env.rewrite(events_price=PRICE * (n + 2))
             env.proxy.proc.send_signal(signal.SIGHUP)
             await env.proxy.wait_log("loaded")
-        answered.clear()
-        statuses_at_reload = sum(statuses.values())
-        while sum(statuses.values()) < statuses_at_reload + 40:  # keep the load on the new configuration
-            await asyncio.sleep(0)
-            if all(w.done() for w in workers):
-                break
+        env.upstream.weather_gate.set()
+        answers = await asyncio.gather(*paid)
+        reached.clear()
+        target = sum(statuses.values()) + 40  # keep the load on for 40 more answers from the new configuration
+        await reached.wait()
         stop.set()
         await asyncio.gather(*workers)
-        first = await http.get(env.proxy.url + "/weather")
+        events = await http.get(env.proxy.url + "/events")
         health = await http.get(env.proxy.url + "/healthz")
     assert set(statuses) == {200}, f"requests during reloads must all succeed, got {dict(statuses)}"
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+    assert env.upstream.hits["weather"] == hits + 8, "each held payment must reach the upstream once"
+    assert await env.paid(before) == (8 * PRICE, 8 * PRICE), "each held payment must be charged once"
     assert health.json()["generation"] >= 4, "three reloads must have swapped in three new configurations"
-    price = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount
+    price = decode_payment_required(events.headers[PAYMENT_REQUIRED]).accepts[0].amount
     assert int(price) == PRICE * 4, "the reloaded price must be in force"
     env.rewrite()
     env.proxy.proc.send_signal(signal.SIGHUP)
