@@ -538,3 +538,41 @@ async def test_upstream_down_is_502_not_charged_and_limits_apply_before_payment(
         assert await env.paid(before) == (0, 0), "an unreachable upstream must not be charged (settle='after')"
         assert big.status_code == 413, "a body over max_body must be refused before payment"
         assert free.status_code == 404, "unpriced paths must be refused by default"
+
+
+async def test_mpp_discovery_document_lists_the_mpp_route(env: Env) -> None:
+    """draft-payment-discovery-00: /openapi.json lists the MPP route with its evm/charge offer; x402-only routes
+    are discovered through their 402 and the facilitator's bazaar listing instead."""
+    async with httpx.AsyncClient() as http:
+        r = await http.get(env.proxy.url + "/openapi.json")
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "max-age=300", "the draft recommends a 5-minute cache"
+    doc = r.json()
+    assert doc["openapi"].startswith("3.") and doc["info"]["title"], doc
+    assert list(doc["paths"]) == ["/mpp-upload"], "only routes payable with the Payment scheme are listed"
+    op = doc["paths"]["/mpp-upload"]["post"]
+    assert op["responses"]["402"]["description"] == "Payment Required", op
+    (offer,) = op["x-payment-info"]["offers"]
+    assert {k: offer[k] for k in ("intent", "method", "amount")} == {
+        "intent": "charge", "method": "evm", "amount": str(PRICE)}, offer
+    assert offer["currency"].lower() == env.net.info.token.lower(), "the offer's currency is the token address"
+
+
+async def test_paywire_discover_reads_the_proxy(env: Env) -> None:
+    """``paywire discover`` on a priced URL lists its x402 and MPP offers; on the service, its discovery document."""
+    async def discover(*args: str) -> dict[str, Any]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from paywire.cli.main import main; main()", "discover", *args, "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    offers = (await discover(env.proxy.url + "/mpp-upload", "-X", "POST"))["offers"]
+    assert sorted(o["protocol"] for o in offers) == ["mpp", "x402"], offers
+    assert {o["amount"] for o in offers} == {str(PRICE)}, offers
+    doc = await discover(env.proxy.url)
+    assert doc["source"] == "MPP discovery document", doc
+    assert [o["resource"] for o in doc["offers"]] == [env.proxy.url + "/mpp-upload"], doc

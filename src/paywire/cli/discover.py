@@ -1,4 +1,7 @@
-"""``paywire discover URL|FACILITATOR``: what can be bought, at what price, by which protocols."""
+"""``paywire discover URL|FACILITATOR``: what can be bought, at what price, by which protocols.
+
+Sources, in order: a facilitator's x402 bazaar listing (``URL/discovery/resources``), the URL's own 402 (every
+protocol the buyer speaks), the service's MPP discovery document (``/openapi.json`` with ``x-payment-info``)."""
 
 from __future__ import annotations
 
@@ -79,7 +82,28 @@ def challenge_rows(url: str, method: str, headers: Any, body: bytes) -> list[dic
     return rows
 
 
+def openapi_rows(origin: str, doc: Any) -> list[dict[str, Any]] | None:
+    """One row per (operation, offer) of an MPP discovery document (OpenAPI with ``x-payment-info``)."""
+    if not isinstance(doc, dict) or "openapi" not in doc or not isinstance(doc.get("paths"), dict):
+        return None
+    rows = []
+    for path, ops in doc["paths"].items():
+        for verb, op in (ops or {}).items():
+            info = op.get("x-payment-info") if isinstance(op, dict) else None
+            if not isinstance(info, dict):
+                continue
+            for offer in info.get("offers", [info]):  # the multi-offer form, or the single-offer shorthand
+                rows.append({"resource": origin + path, "method": verb.upper(),
+                             "protocol": f"mpp {offer.get('method', '')}/{offer.get('intent', '')}",
+                             "scheme": "", "network": "", "asset": offer.get("currency", ""), "pay_to": "",
+                             "amount": "dynamic" if offer.get("amount") is None else str(offer["amount"]),
+                             "description": op.get("summary", ""), "updated": ""})
+    return rows
+
+
 async def _discover(target: str, method: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    from urllib.parse import urlsplit
+
     import httpx
 
     async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
@@ -87,13 +111,25 @@ async def _discover(target: str, method: str, limit: int) -> tuple[str, list[dic
         if items is not None:
             return "facilitator", listing_rows(items)
         r = await http.request(method, target)
-        if r.status_code != 402:
-            return f"HTTP {r.status_code}", []
-        return "resource", challenge_rows(target, method, r.headers, r.content)
+        if r.status_code == 402:
+            return "resource", challenge_rows(target, method, r.headers, r.content)
+        parts = urlsplit(target)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        doc_url = target if parts.path.endswith("/openapi.json") else origin + "/openapi.json"
+        d = r if doc_url == target else await http.get(doc_url)
+        if d.status_code == 200:
+            try:
+                rows = openapi_rows(origin, d.json())
+            except ValueError:
+                rows = None
+            if rows is not None:
+                return "MPP discovery document", rows
+        return f"HTTP {r.status_code}", []
 
 
 def discover(
-    target: Annotated[str, typer.Argument(help="A paid URL (its 402 is read) or a facilitator's base URL (its "
+    target: Annotated[str, typer.Argument(help="A paid URL (its 402 is read), a service (its /openapi.json MPP "
+                                               "discovery document is read) or a facilitator's base URL (its "
                                                "/discovery/resources listing is read).")],
     method: Annotated[str, typer.Option("--method", "-X", help="HTTP method for a paid URL.")] = "GET",
     limit: Annotated[int, typer.Option(help="At most this many resources from a facilitator.")] = 100,

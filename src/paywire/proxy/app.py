@@ -25,6 +25,7 @@ from paywire.proxy.config import ProxySetup, load_proxy
 from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
 from paywire.proxy.metrics import Metrics
 from paywire.server.asgi import PaymentMiddleware, request_info
+from paywire.server.openapi import CACHE_CONTROL, openapi_document
 
 __all__ = ["ProxyServer"]
 
@@ -41,6 +42,7 @@ class Generation:
     middleware: PaymentMiddleware
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    openapi: bytes | None = None  # the MPP discovery document, when a route offers MPP
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -80,6 +82,9 @@ class ProxyServer:
         gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware)
         try:
             await middleware.startup()
+            if setup.proxy.openapi_path:
+                doc = openapi_document(middleware.flow.seller, title=setup.proxy.title)
+                gen.openapi = json.dumps(doc).encode() if doc is not None else None
         except BaseException:
             await gen.aclose()
             raise
@@ -167,6 +172,12 @@ class ProxyServer:
                         "headers": [(b"content-type", b"text/plain; version=0.0.4"),
                                     (b"content-length", str(len(data)).encode())]})
             await send({"type": "http.response.body", "body": data})
+            return
+        if path == cfg.openapi_path and gen.openapi is not None and scope.get("method") in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"cache-control", CACHE_CONTROL.encode()),
+                                    (b"content-length", str(len(gen.openapi)).encode())]})
+            await send({"type": "http.response.body", "body": gen.openapi})
             return
         req = request_info(scope)
         declared = declared_length(req.headers)

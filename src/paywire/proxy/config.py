@@ -91,6 +91,10 @@ class ProxyConfig(Settings):
     """The HTTP client for the upstream (both stream; bench/proxy.py measures them)."""
     max_connections: int = option(256, check=positive)
     """Open connections to the upstream at most (more requests wait for one)."""
+    openapi_path: str = "/openapi.json"
+    """The MPP discovery document (OpenAPI with ``x-payment-info``) when a route offers MPP; "" = never."""
+    title: str = "paid API"
+    """The service's name in the discovery document."""
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
     drain_timeout: float = option(600.0, check=positive, duration=True)

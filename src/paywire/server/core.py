@@ -392,6 +392,10 @@ class Seller:
             self._check_offers(route, offers, self._supported, "the facilitator")
         return offers, tuple(x[1] for x in resolved)
 
+    def static_priced(self, route: PaidRoute) -> Priced | None:
+        """The route's offers and decimals when they do not depend on the request (None: priced per request)."""
+        return self._static.get(next((i for i, r in enumerate(self.routes) if r is route), -1))
+
     def static_offers(self) -> list[tuple[PaidRoute, PaymentRequirements]]:
         return [(self.routes[i], o) for i, (offers, _) in sorted(self._static.items()) for o in offers]
 
