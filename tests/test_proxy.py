@@ -86,6 +86,16 @@ class Upstream:
         return JSONResponse({"temp": 21, "payer": ident and ident.get("payer"),
                              "amount": ident and ident.get("amount")})
 
+    async def sized(self, request: Request) -> JSONResponse:
+        self.hits["sized"] += 1
+        return JSONResponse({"size": int(request.query_params.get("size", "1"))})
+
+    async def price(self, request: Request) -> JSONResponse:
+        """The pricing endpoint: PRICE per unit of ``size`` in the query."""
+        asked = await request.json()
+        size = int(dict(p.split("=") for p in asked["query"].split("&") if p).get("size", "1"))
+        return JSONResponse({"price": PRICE * size})
+
     async def ping(self, request: Request) -> JSONResponse:
         self.hits["ping"] += 1
         return JSONResponse({"pong": True})
@@ -116,7 +126,8 @@ class Upstream:
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/weather", self.weather), Route("/ping", self.ping),
                                  Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events),
-                                 Route("/mpp-upload", self.upload, methods=["POST"])])
+                                 Route("/mpp-upload", self.upload, methods=["POST"]),
+                                 Route("/sized", self.sized), Route("/price", self.price, methods=["POST"])])
 
 
 def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, events_price: int = PRICE,
@@ -145,6 +156,10 @@ path = "GET /events"
 price = {events_price}
 settle = "before"
 mime_type = "text/event-stream"
+{route}
+[[proxy.routes]]
+path = "GET /sized"
+price_url = "{upstream}/price"
 {route}
 [[proxy.routes]]
 path = "POST /mpp-upload"
@@ -373,6 +388,22 @@ async def test_mppx_client_pays_an_mpp_route_through_the_proxy(env: Env) -> None
     assert await env.paid(before) == (PRICE, PRICE), "the mppx payment must move the price once"
 
 
+async def test_price_from_the_pricing_endpoint_and_never_from_the_client(env: Env, tmp_path: Path) -> None:
+    """A ``price_url`` route: the proxy asks the pricing endpoint per request (3 units → 3x the price); a client's
+    own ``Paywire-Price`` header changes nothing."""
+    async with httpx.AsyncClient() as http:
+        first = await http.get(env.proxy.url + "/sized?size=3", headers={"Paywire-Price": "1"})
+    asked = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount
+    assert int(asked) == 3 * PRICE, "the 402 must ask the pricing endpoint's price, not the client's"
+    before, hits = await env.balances(), env.upstream.hits["sized"]
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    async with x402_client(wallet, Policy(assets=[env.net.asset]), store=f"sqlite:///{tmp_path / 'b.db'}") as c:
+        r = await c.get(env.proxy.url + "/sized?size=3", headers={"Paywire-Price": "1"})
+    assert r.status_code == 200, r.text
+    assert await env.paid(before) == (3 * PRICE, 3 * PRICE), "the payment must be the endpoint's price, once"
+    assert env.upstream.hits["sized"] == hits + 1, "the upstream must run once"
+
+
 # ------------------------------------------------------------------------------------------------ streaming
 
 
@@ -533,11 +564,14 @@ async def test_upstream_down_is_502_not_charged_and_limits_apply_before_payment(
         async with httpx.AsyncClient(timeout=60) as http:
             r = await http.get(proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": header})
             big = await http.post(proxy.url + "/upload", content=b"x" * 2000)
+            unpriced = await http.get(proxy.url + "/sized?size=2")
             free = await http.get(proxy.url + "/ping")
         assert r.status_code == 502, r.text
         assert await env.paid(before) == (0, 0), "an unreachable upstream must not be charged (settle='after')"
         assert big.status_code == 413, "a body over max_body must be refused before payment"
         assert free.status_code == 404, "unpriced paths must be refused by default"
+        assert unpriced.status_code == 502, "a pricing endpoint that does not answer must be a clear 502"
+        assert unpriced.json()["error"] == "pricing_unavailable", unpriced.text
 
 
 async def test_mpp_discovery_document_lists_the_mpp_route(env: Env) -> None:

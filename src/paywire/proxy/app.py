@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from paywire.bodylimit import declared_length
-from paywire.proxy.config import ProxySetup, load_proxy
+from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy
 from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
 from paywire.proxy.metrics import Metrics
 from paywire.server.asgi import PaymentMiddleware, request_info
 from paywire.server.openapi import CACHE_CONTROL, openapi_document
+from paywire.transport.keepalive import HttpError, KeepAliveClient
 
 __all__ = ["ProxyServer"]
 
@@ -43,8 +44,18 @@ class Generation:
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     openapi: bytes | None = None  # the MPP discovery document, when a route offers MPP
+    pricers: dict[str, KeepAliveClient] = field(default_factory=dict)  # price_url → its client
+
+    def pricer(self, url: str) -> KeepAliveClient:
+        client = self.pricers.get(url)
+        if client is None:
+            client = self.pricers[url] = KeepAliveClient(url, timeout=self.setup.proxy.connect_timeout)
+        return client
 
     async def aclose(self) -> None:
+        for client in self.pricers.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
         with contextlib.suppress(Exception):
             await self.middleware.flow.aclose()
         with contextlib.suppress(Exception):
@@ -185,10 +196,38 @@ class ProxyServer:
             await _json(send, 413, {"error": "request_too_large",
                                     "message": f"the body exceeds {cfg.max_body} bytes"})
             return
-        if gen.middleware.flow.seller.route_for_request(req) is None:  # not for sale: no payment logic at all
+        route = gen.middleware.flow.seller.route_for_request(req)
+        if route is None:  # not for sale: no payment logic at all
             if cfg.unpriced == "deny":
                 await _json(send, 404, {"error": "not_found", "message": "no priced route here"})
             else:
                 await gen.forwarder(scope, receive, send)
             return
+        if gen.setup.pricing:
+            priced = await self._priced(gen, route, req, scope)
+            if priced is None:
+                await _json(send, 502, {"error": "pricing_unavailable",
+                                        "message": "the price of this request could not be determined; try again"})
+                return
+            scope = priced
         await gen.middleware(scope, receive, send)
+
+    async def _priced(self, gen: Generation, route: Any, req: Any, scope: Scope) -> Scope | None:
+        """The scope with this request's price from the route's pricing endpoint (a client's own
+        ``Paywire-Price`` is dropped); None when the endpoint does not answer a price."""
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != PRICE_HEADER.encode()]
+        index = next(i for i, r in enumerate(gen.setup.routes) if r is route)
+        url = gen.setup.pricing.get(index)
+        if url is not None and req.method != "OPTIONS":
+            body = {"method": req.method, "path": req.path, "query": req.query_string}
+            try:
+                status, answer = await gen.pricer(url).request("POST", "", body)
+            except HttpError as exc:
+                log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
+                return None
+            price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
+            if isinstance(price, bool) or not isinstance(price, str | int) or not str(price).strip():
+                log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
+                return None
+            headers.append((PRICE_HEADER.encode(), str(price).strip().encode("latin-1", "replace")))
+        return {**scope, "headers": headers}

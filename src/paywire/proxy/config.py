@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -39,13 +39,16 @@ from paywire.errors import ConfigError
 from paywire.server.config import SellerConfig
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
+from paywire.server.request import RequestInfo
 from paywire.settings import Settings, gather, option, positive, read_toml, role_table
 
 __all__ = ["ProxyConfig", "ProxySetup", "load_proxy", "parse_routes", "unsafe_reasons"]
 
 ROUTE_KEYS = frozenset({"path", "price", "asset", "network", "pay_to", "extra", "max_timeout_seconds", "settle",
                         "description", "mime_type", "payment_identifier", "mpp", "l402", "sats",
-                        "discovery"})
+                        "discovery", "price_url"})
+PRICE_HEADER = "paywire-price"
+"""Where the proxy puts a route's price from its ``price_url`` for the payment flow (never the client's)."""
 MIN_SECRET = 32
 
 
@@ -110,6 +113,8 @@ class ProxySetup:
     routes: tuple[PaidRoute, ...]
     secret: bytes | None
     source: str = ""
+    pricing: Mapping[int, str] = field(default_factory=dict)
+    """Route index → pricing endpoint URL (``price_url`` routes)."""
 
 
 def _route(entry: Any, where: str) -> PaidRoute:
@@ -125,8 +130,15 @@ def _route(entry: Any, where: str) -> PaidRoute:
         raise ConfigError(f"{where}: a route needs path = \"GET /weather\" (methods optional)")
     offers: tuple[Offer, ...] = ()
     price = entry.get("price")
+    price_url = entry.get("price_url")
+    if price_url is not None:
+        if price is not None:
+            raise ConfigError(f"{where}: route {path!r}: give price or price_url, not both")
+        if _http_url(price_url) is not None:
+            raise ConfigError(f"{where}: route {path!r}: price_url must be an http(s) URL")
+        price = header_price
     if price is not None:
-        if isinstance(price, bool) or not isinstance(price, str | int | float):
+        if price is not header_price and (isinstance(price, bool) or not isinstance(price, str | int | float)):
             raise ConfigError(f"{where}: route {path!r}: price is '$0.01' or atomic units (an integer)")
         extra = entry.get("extra", {})
         if not isinstance(extra, Mapping):
@@ -145,6 +157,21 @@ def _route(entry: Any, where: str) -> PaidRoute:
                          discovery=entry.get("discovery", False))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def header_price(req: RequestInfo) -> str | int:
+    """A ``price_url`` route's price for this request: what the proxy fetched and put in :data:`PRICE_HEADER`
+    (digits: atomic units; else money like ``$0.01``)."""
+    raw = (req.header(PRICE_HEADER) or "").strip()
+    if not raw:
+        raise ConfigError("no price for this request (the pricing endpoint was not asked)")
+    return int(raw) if raw.isdigit() else raw
+
+
+def price_urls(entries: Any) -> dict[int, str]:
+    """Route index → its pricing endpoint (``price_url``), for the routes that have one."""
+    return {i: str(e["price_url"]) for i, e in enumerate(entries or []) if isinstance(e, Mapping)
+            and e.get("price_url")}
 
 
 def parse_routes(entries: Any, where: str = "config") -> tuple[PaidRoute, ...]:
@@ -226,7 +253,8 @@ def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None 
     seller = SellerConfig.load(path, env=env) if "seller" in data else SellerConfig.load(None, env=env)
     if seller.facilitator is None:
         raise ConfigError(f"config file {path}: set [seller] facilitator = \"https://…\"")
-    setup = ProxySetup(cfg, seller, routes, _secret(cfg, Path(path).parent), str(path))
+    setup = ProxySetup(cfg, seller, routes, _secret(cfg, Path(path).parent), str(path),
+                       price_urls(table.get("routes")))
     reasons = unsafe_reasons(setup)
     if reasons:
         raise ConfigError("refusing an unsafe proxy setup:\n  - " + "\n  - ".join(reasons))
