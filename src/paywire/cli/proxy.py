@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
 
 def proxy(
     config: Annotated[Path | None, typer.Option("--config", "-c", envvar="PAYWIRE_PROXY_CONFIG",
-                                                help="TOML file: [proxy] upstream and routes, [seller] facilitator "
-                                                     "and pay_to (see docs/proxy.md).")] = None,
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve on (overrides [proxy] listen; "
+                                                help="TOML file: \\[proxy] upstream and routes, \\[seller] "
+                                                     "facilitator and pay_to (see docs/proxy.md).")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve on (overrides \\[proxy] listen; "
                                                     "port 0 picks a free one).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Load and check the config (and the facilitator), "
                                                          "then exit.")] = False,
