@@ -155,11 +155,12 @@ async def test_listing_refuses_a_bad_limit(env: Env) -> None:
     assert r.status_code == 400, "limit over 100 must be a 400, not a 5xx or a silent clamp"
 
 
-async def _paywire(*args: str) -> tuple[int, str, str]:
+async def _paywire(*args: str, extra: dict[str, str] | None = None) -> tuple[int, str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PAYWIRE_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from paywire.cli.main import main; main()", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"})
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", **(extra or {})})
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -174,6 +175,26 @@ async def test_paywire_discover_reads_a_facilitator_and_a_402(env: Env) -> None:
     assert code == 0, err
     offers = json.loads(out)["offers"]
     assert [(o["protocol"], o["amount"]) for o in offers] == [("x402", str(PRICE))], out
+
+
+async def test_paywire_pay_picks_a_resource_from_the_listing(env: Env, tmp_path: Path) -> None:
+    """``paywire pay FACILITATOR --pick N`` pays the Nth resource ``paywire discover`` lists (after the listing
+    test above has filled the catalogue)."""
+    code, out, err = await _paywire("discover", env.fac, "--json")
+    assert code == 0, err
+    listed = json.loads(out)["resources"]
+    n = next(i for i, r in enumerate(listed, 1) if r["url"] == env.seller + "/weather?city=Paris")
+    before = await env.net.token_balance(env.net.payee.address)
+    code, out, err = await _paywire(
+        "pay", env.fac, "--pick", str(n), "--yes", "--asset", f"{env.net.info.network}/{env.net.info.token}",
+        extra={"HOME": str(tmp_path), "PAYWIRE_STORE": f"sqlite:///{tmp_path / 'buyer.db'}",
+               "PAYWIRE_WALLET_KEY": env.net.info.payer_key})
+    assert code == 0, err
+    assert json.loads(out)["city"] == "Paris", "the picked resource's answer must be printed"
+    assert await env.net.token_balance(env.net.payee.address) - before == PRICE, "the pick must be paid once"
+    code, _, err = await _paywire("pay", env.fac, "--pick", "99", "--yes",
+                                  extra={"HOME": str(tmp_path), "PAYWIRE_WALLET_KEY": env.net.info.payer_key})
+    assert code != 0 and "lists" in err, f"an out-of-range pick must say how many there are: {err}"
 
 
 # ------------------------------------------------------------------------------------------------ the catalogue

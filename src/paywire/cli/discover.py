@@ -127,6 +127,30 @@ async def _discover(target: str, method: str, limit: int) -> tuple[str, list[dic
         return f"HTTP {r.status_code}", []
 
 
+def resources(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The distinct (method, resource URL) pairs of a listing, in its order: what ``--pick N`` numbers from 1."""
+    seen: dict[tuple[str, str], None] = {}
+    for row in rows:
+        seen.setdefault((row["method"] or "GET", row["resource"]), None)
+    return list(seen)
+
+
+def pick(target: str, n: int) -> tuple[str, str]:
+    """(method, URL) of the ``n``-th resource (from 1) a facilitator lists, or ``ValueError`` saying why not."""
+    import httpx
+
+    try:
+        kind, rows = asyncio.run(_discover(target, "GET", 100))
+    except httpx.HTTPError as exc:
+        raise ValueError(f"cannot reach {target}: {exc or type(exc).__name__}") from None
+    if kind != "facilitator":
+        raise ValueError(f"{target} has no /discovery/resources listing to pick from")
+    listed = resources(rows)
+    if not 1 <= n <= len(listed):
+        raise ValueError(f"--pick {n}: {target} lists {len(listed)} resource(s) (see `paywire discover {target}`)")
+    return listed[n - 1]
+
+
 def discover(
     target: Annotated[str, typer.Argument(help="A paid URL (its 402 is read), a service (its /openapi.json MPP "
                                                "discovery document is read) or a facilitator's base URL (its "
@@ -144,7 +168,8 @@ def discover(
         typer.echo(f"paywire discover: cannot reach {target}: {exc or type(exc).__name__}", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps({"source": kind, "offers": rows}, indent=2))
+        typer.echo(json.dumps({"source": kind, "offers": rows,
+                               "resources": [{"method": m, "url": u} for m, u in resources(rows)]}, indent=2))
     else:
         table = Table(title=f"paywire discover {target} ({kind})")
         for col in ("resource", "protocol", "price (atomic)", "asset", "network", "pay to", "description"):
