@@ -25,7 +25,6 @@ from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy
 from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
 from paywire.proxy.metrics import Metrics
 from paywire.server.asgi import PaymentMiddleware, request_info
-from paywire.server.openapi import CACHE_CONTROL, openapi_document
 from paywire.transport.keepalive import HttpError, KeepAliveClient
 
 __all__ = ["ProxyServer"]
@@ -93,7 +92,9 @@ class ProxyServer:
         gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware)
         try:
             await middleware.startup()
-            if setup.proxy.openapi_path:
+            if setup.proxy.openapi_path and any(r.mpp for r in setup.routes):
+                from paywire.server.openapi import openapi_document
+
                 doc = openapi_document(middleware.flow.seller, title=setup.proxy.title)
                 gen.openapi = json.dumps(doc).encode() if doc is not None else None
         except BaseException:
@@ -186,7 +187,7 @@ class ProxyServer:
             return
         if path == cfg.openapi_path and gen.openapi is not None and scope.get("method") in ("GET", "HEAD"):
             await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"), (b"cache-control", CACHE_CONTROL.encode()),
+                        "headers": [(b"content-type", b"application/json"), (b"cache-control", b"max-age=300"),  # the draft: 5 minutes
                                     (b"content-length", str(len(gen.openapi)).encode())]})
             await send({"type": "http.response.body", "body": gen.openapi})
             return
