@@ -610,3 +610,16 @@ async def test_paywire_discover_reads_the_proxy(env: Env) -> None:
     doc = await discover(env.proxy.url)
     assert doc["source"] == "MPP discovery document", doc
     assert [o["resource"] for o in doc["offers"]] == [env.proxy.url + "/mpp-upload"], doc
+
+
+async def test_config_check_passes_a_good_file(env: Env) -> None:
+    """``paywire proxy --config F --check`` loads the file, checks it against the facilitator, lists the routes
+    and exits 0 without serving (what to run before ``systemctl reload``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from paywire.cli.main import main; main()", "proxy", "--config", str(env.config),
+        "--check", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert "GET /weather" in err.decode() and "configuration OK" in err.decode(), err.decode()
+    assert "listening" not in out.decode(), "--check must not serve"
