@@ -357,6 +357,28 @@ async def run_node(node: str, folder: Path, script: str, *args: str) -> dict[str
     return report
 
 
+async def test_pympp_client_pays_an_mpp_route_through_the_proxy(env: Env) -> None:
+    """pympp (the official Python MPP SDK, ``mpp.client.Mpp`` + ``evm.charge``) pays the proxy's MPP route with a
+    digest-bound JSON body."""
+    from mpp.client import Mpp
+    from mpp.methods.evm import client as mpp_evm
+
+    a = env.net.asset
+    method = mpp_evm.charge(currency=a.address, account=Account.from_key(env.net.info.payer_key),
+                            chain_id=env.net.info.chain_id, decimals=a.decimals,
+                            authorization={"name": a.name, "version": a.version})
+    body = json.dumps({"q": "pympp through the proxy"}).encode()
+    before, hits = await env.balances(), env.upstream.hits["upload"]
+    async with Mpp(methods=[method]) as client:
+        r = await client.fetch(env.proxy.url + "/mpp-upload", method="POST", content=body,
+                               headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["sha256"] == hashlib.sha256(body).hexdigest(), "the upstream must get the body unchanged"
+    assert r.json()["protocol"] == "mpp", "the upstream must see an MPP payer"
+    assert env.upstream.hits["upload"] == hits + 1, "the upstream must run once"
+    assert await env.paid(before) == (PRICE, PRICE), "the pympp payment must move the price once"
+
+
 @pytest.mark.node
 async def test_official_typescript_x402_client_pays_through_the_proxy(env: Env) -> None:
     """@x402/fetch (pinned in tests/node) pays a route sold by the proxy."""
