@@ -223,3 +223,21 @@ async def test_durable_catalogue_upserts_filters_and_pages(store_url: str) -> No
         assert len(rows) == 1 and total == 2, "limit/offset must page"
     finally:
         await catalog.aclose()
+
+
+def test_a_route_with_two_methods_declares_the_method_asked() -> None:
+    """The 402 of ``GET,POST /both`` declares GET to a GET and POST to a POST (the challenge cache keeps them
+    apart)."""
+    from paywire.server.core import Seller
+    from paywire.server.request import RequestInfo
+
+    offer = Offer(price=PRICE, asset="0x" + "ab" * 20, network="eip155:8453", pay_to="0x" + "cd" * 20,
+                  extra={"name": "T", "version": "1"})
+    seller = Seller([PaidRoute("GET,POST /both", offers=(offer,), discovery=True)])
+    methods = []
+    for verb in ("GET", "POST", "GET"):
+        req = RequestInfo(verb, "/both", "http://shop.example/both")
+        reply = seller.decide(req)
+        ext = decode_payment_required(reply.header(PAYMENT_REQUIRED)).extensions["bazaar"]
+        methods.append(ext["info"]["input"]["method"])
+    assert methods == ["GET", "POST", "GET"], f"each 402 must declare the method asked, got {methods}"

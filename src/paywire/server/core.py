@@ -518,7 +518,7 @@ class Seller:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:
-                key = (idx, req.url)
+                key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
                 hit = self._challenges.get(key)
                 if hit is not None:
                     return hit
