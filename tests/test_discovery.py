@@ -225,7 +225,7 @@ async def test_durable_catalogue_upserts_filters_and_pages(store_url: str) -> No
         await catalog.aclose()
 
 
-def test_a_route_with_two_methods_declares_the_method_asked() -> None:
+async def test_a_route_with_two_methods_declares_the_method_asked() -> None:
     """The 402 of ``GET,POST /both`` declares GET to a GET and POST to a POST (the challenge cache keeps them
     apart)."""
     from paywire.server.core import Seller
