@@ -114,3 +114,20 @@ def test_forwarded_headers_drop_credentials_and_client_set_proxy_headers() -> No
     assert out[b"x-forwarded-for"] == b"10.0.0.1", out
     assert names(b"L402 mac:pre").get(b"authorization") is None, "Authorization: L402 must be stripped"
     assert names(b"Bearer upstream-key")[b"authorization"] == b"Bearer upstream-key", "other schemes must pass"
+
+
+def test_upstream_redirects_stay_on_the_proxy() -> None:
+    """A ``Location`` on the upstream's own origin becomes a path (the client must not be sent around the proxy);
+    another site's stays; hop-by-hop and payment headers from the upstream are dropped."""
+    from paywire.proxy.forward import response_headers
+
+    def location(value: bytes) -> bytes:
+        out = dict(response_headers([(b"Location", value), (b"Transfer-Encoding", b"chunked"),
+                                     (b"PAYMENT-RESPONSE", b"x")], "http://127.0.0.1:8000"))
+        assert set(out) == {b"location"}, f"only Location may pass here: {out}"
+        return out[b"location"]
+
+    assert location(b"http://127.0.0.1:8000/next?a=1") == b"/next?a=1", "own-origin redirects become paths"
+    assert location(b"http://127.0.0.1:8000") == b"/", "the bare origin becomes /"
+    assert location(b"http://127.0.0.1:80001/x") == b"http://127.0.0.1:80001/x", "another port is another site"
+    assert location(b"https://elsewhere.example/x") == b"https://elsewhere.example/x", "other sites stay"

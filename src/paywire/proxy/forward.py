@@ -85,12 +85,24 @@ def request_headers(scope: Scope, upstream_host: str, preserve_host: bool) -> li
     return out
 
 
-def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones and payment headers it has no business sending."""
+def response_headers(headers: list[tuple[bytes, bytes]], upstream: str = "") -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones and payment headers it has no business sending; a
+    ``Location`` on the upstream's own origin (``upstream``: ``http://host:port``) becomes a path, so a redirected
+    client comes back through the proxy instead of going around it."""
     listed = {t.strip().lower().encode() for k, v in headers if k.lower() == b"connection"
               for t in v.decode("latin-1").split(",")}
-    return [(k.lower(), v) for k, v in headers
-            if k.lower().decode("latin-1") not in HOP_BY_HOP | PAYMENT_RESPONSE_HEADERS and k.lower() not in listed]
+    origin = upstream.encode("latin-1").lower()
+    out = []
+    for k, v in headers:
+        name = k.lower()
+        if name.decode("latin-1") in HOP_BY_HOP | PAYMENT_RESPONSE_HEADERS or name in listed:
+            continue
+        if name == b"location" and origin and v.lower().startswith(origin):
+            rest = v[len(origin):]
+            if not rest or rest[:1] in (b"/", b"?", b"#"):
+                v = rest if rest[:1] == b"/" else b"/" + rest
+        out.append((name, v))
+    return out
 
 
 def _error(status: int, error: str, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -155,7 +167,7 @@ class Forwarder:
         parts = urlsplit(config.upstream)
         self.prefix = parts.path.rstrip("/")
         self.host = parts.netloc
-        base = f"{parts.scheme}://{parts.netloc}"
+        base = self.origin = f"{parts.scheme}://{parts.netloc}"
         self.upstream: StreamingUpstream | _HttpxUpstream
         if config.upstream_client == "httpx":
             self.upstream = _HttpxUpstream(base, config)
@@ -220,7 +232,7 @@ class Forwarder:
             return
         try:
             await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers(response.headers)})
+                        "headers": response_headers(response.headers, self.origin)})
             async for chunk in response.chunks():
                 if chunk:
                     self.metrics.bytes_down += len(chunk)
