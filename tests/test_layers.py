@@ -38,6 +38,7 @@ IMPORT_CLEAN = [
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
     "paywire.mcp", "paywire.mcp.wire", "paywire.mcp.mpp",
+    "paywire.proxy", "paywire.proxy.identity",
 ]
 
 # Core modules (prefixes): they must not reach an adapter through module-level imports, directly or not.
@@ -46,11 +47,13 @@ CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.fami
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
         "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
         "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
-        "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core")
+        "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
+        "paywire.proxy.identity")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",
-            "paywire.store", "paywire.chain", "paywire.cli", "paywire.mcp.seller", "paywire.mcp.buyer")
+            "paywire.store", "paywire.chain", "paywire.cli", "paywire.mcp.seller", "paywire.mcp.buyer",
+            "paywire.proxy.forward", "paywire.proxy.app", "paywire.proxy.upstream")
 
 # Package-level edges that close a known cycle (none left: store.spend and the client share paywire.spending).
 # test_known_cycle_edges_still_exist fails as a reminder once a listed edge is gone.

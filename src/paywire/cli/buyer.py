@@ -275,6 +275,8 @@ def pay(
     = "",
     timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 30.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No receipt on stderr.")] = False,
+    pick: Annotated[int, typer.Option("--pick", help="URL is a facilitator: pay for the Nth resource it lists "
+                                                     "(numbered as `paywire discover URL` shows them).")] = 0,
 ) -> None:
     """Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within
     policy, prints the receipt.
@@ -285,6 +287,14 @@ def pay(
     from paywire.client.policy import MAX_PER_PAYMENT, to_micros
     from paywire.errors import ConfigError
 
+    if pick:  # a resource from a facilitator's discovery listing
+        from paywire.cli.discover import pick as pick_listed
+
+        try:
+            listed_method, url = pick_listed(url, pick)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        method = method or listed_method
     prof = _profile(profile)
     _say_profile(prof, quiet)
     node = rpc or (prof.rpc if prof is not None else "")

@@ -29,6 +29,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
             "policy, prints the receipt."),
     "wallet": ("paywire.cli.buyer", "The buyer's wallet: create a key, show it, read balances, list receipts."),
     "audit": ("paywire.cli.audit", "The tamper-evident audit log: verify it, prove entries, export, witness."),
+    "discover": ("paywire.cli.discover",
+                 "List what can be bought at a URL or through a facilitator: resource, price, network, protocols."),
+    "proxy": ("paywire.cli.proxy",
+              "Sell an HTTP API through a paying reverse proxy: routes and prices from a config file; SIGHUP reloads it."),
 }
 
 

@@ -127,11 +127,16 @@ def create_app(
     metrics: Metrics | None = None,
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    discovery: Any = None,
 ) -> ASGIApp:
     """The facilitator as an ASGI app (see the module docs). ``on_startup``/``on_shutdown`` run in the ASGI
     lifespan (the ``paywire facilitator`` service starts its reconciler there)."""
     m = metrics or facilitator_metrics()
     m.set("up", 1)
+    if discovery is None:  # the bazaar catalogue: next to the settlements, or in memory
+        from paywire.facilitator.discovery import Discovery
+
+        discovery = Discovery(facilitator.store.db if facilitator.store is not None else None)
 
     def authorized(request: Request) -> bool:
         if not bearer_token:
@@ -170,6 +175,11 @@ def create_app(
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
+        if res.success:
+            try:
+                await discovery.record(parsed.payment_payload, parsed.payment_requirements)
+            except Exception:  # the catalogue never costs a settlement its answer
+                log.exception("facilitator: could not catalogue a discovered resource")
         headers = {}
         key = facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)
         if key is not None and facilitator.store is not None:
@@ -178,6 +188,10 @@ def create_app(
 
     async def supported(request: Request) -> Response:
         return JSONResponse(facilitator.supported().to_wire())
+
+    async def discovery_resources(request: Request) -> Response:
+        status, body = await discovery.listing(request.query_params)
+        return JSONResponse(body, status_code=status)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -226,6 +240,7 @@ def create_app(
             Route("/settle", observed("/settle", settle), methods=["POST"]),
             Route("/supported", observed("/supported", supported), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/discovery/resources", observed("/discovery/resources", discovery_resources), methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
             Route("/settlements/{settlement_id}", observed("/settlements", settlement), methods=["GET"]),
         ],

@@ -121,6 +121,10 @@ class PaidRoute:
     sats: int | None = None
     l402_ttl: int = 3600
     challenge_order: tuple[str, ...] = DEFAULT_CHALLENGE_ORDER
+    discovery: bool | Mapping[str, Any] = False
+    """x402 bazaar: publish this route (its 402 carries ``extensions["bazaar"]``; a facilitator that settles it lists
+    it at ``/discovery/resources``). True, or example inputs and output: ``{"query_params": {...}, "body": {...},
+    "body_type": "json", "output": {...}}`` (see :func:`paywire.x402.bazaar.http_discovery`)."""
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -148,6 +152,13 @@ class PaidRoute:
             raise ConfigError(f"route {self.path!r}: challenge_order lists each of {DEFAULT_CHALLENGE_ORDER} at most "
                               f"once, not {order}")
         object.__setattr__(self, "challenge_order", order)
+        if isinstance(self.discovery, Mapping):
+            from paywire.x402.bazaar import DISCOVERY_OPTIONS
+
+            unknown_keys = set(self.discovery) - DISCOVERY_OPTIONS
+            if unknown_keys:
+                raise ConfigError(f"route {self.path!r}: discovery takes {sorted(DISCOVERY_OPTIONS)}, not "
+                                  f"{sorted(unknown_keys)}")
         needs_sats = "lightning" in self.mpp or bool(self.l402)
         if needs_sats and (not isinstance(self.sats, int) or isinstance(self.sats, bool) or self.sats <= 0):
             raise ConfigError(f"route {self.path!r}: Lightning (mpp 'lightning' / l402) needs sats=<positive int>")
@@ -381,6 +392,10 @@ class Seller:
             self._check_offers(route, offers, self._supported, "the facilitator")
         return offers, tuple(x[1] for x in resolved)
 
+    def static_priced(self, route: PaidRoute) -> Priced | None:
+        """The route's offers and decimals when they do not depend on the request (None: priced per request)."""
+        return self._static.get(next((i for i, r in enumerate(self.routes) if r is route), -1))
+
     def static_offers(self) -> list[tuple[PaidRoute, PaymentRequirements]]:
         return [(self.routes[i], o) for i, (offers, _) in sorted(self._static.items()) for o in offers]
 
@@ -477,16 +492,21 @@ class Seller:
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
         return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
 
-    def extensions(self, route: PaidRoute) -> dict[str, Any] | None:
-        if not route.payment_identifier:
-            return None
-        return {PAYMENT_IDENTIFIER: {"info": {"required": route.payment_identifier == "required"},
-                                     "schema": PAYMENT_IDENTIFIER_SCHEMA}}
+    def extensions(self, route: PaidRoute, req: RequestInfo | None = None) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        if route.payment_identifier:
+            out[PAYMENT_IDENTIFIER] = {"info": {"required": route.payment_identifier == "required"},
+                                       "schema": PAYMENT_IDENTIFIER_SCHEMA}
+        if route.discovery:
+            from paywire.x402.bazaar import BAZAAR, route_discovery
+
+            out[BAZAAR] = route_discovery(route, req.method if req is not None else None)
+        return out or None
 
     def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                   error: str | None = None) -> PaymentRequired:
         return PaymentRequired(x402_version=2, accepts=tuple(offers), resource=self.resource(route, req),
-                               error=error or "Payment required", extensions=self.extensions(route))
+                               error=error or "Payment required", extensions=self.extensions(route, req))
 
     def payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                          error: str | None = None, extra_headers: Headers = ()) -> Reply:
@@ -498,7 +518,7 @@ class Seller:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:
-                key = (idx, req.url)
+                key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
                 hit = self._challenges.get(key)
                 if hit is not None:
                     return hit

@@ -1,0 +1,234 @@
+"""The proxy as one ASGI app: ``/healthz``, ``/metrics``, size and route checks, then the payment middleware
+(:class:`~paywire.server.asgi.PaymentMiddleware`, the same exactly-once flow as any paywire seller) around the
+:class:`~paywire.proxy.forward.Forwarder`.
+
+A configuration is a *generation*. :meth:`ProxyServer.reload` (SIGHUP) reads the file again, builds and starts a
+new generation, then swaps it in: requests that already started finish on the old one, new requests go to the
+new one, and the old one is closed when its last request ends (or after ``drain_timeout``). A file that does not
+load or start leaves the running generation in place. The payment ledger is the same store across generations,
+so a payment claimed before a reload replays after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paywire.bodylimit import declared_length
+from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy
+from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
+from paywire.proxy.metrics import Metrics
+from paywire.server.asgi import PaymentMiddleware, request_info
+from paywire.transport.keepalive import HttpError, KeepAliveClient
+
+__all__ = ["ProxyServer"]
+
+log = logging.getLogger("paywire.proxy")
+
+
+@dataclass(slots=True)
+class Generation:
+    """One loaded configuration and what it opened."""
+
+    number: int
+    setup: ProxySetup
+    forwarder: Forwarder
+    middleware: PaymentMiddleware
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    openapi: bytes | None = None  # the MPP discovery document, when a route offers MPP
+    pricers: dict[str, KeepAliveClient] = field(default_factory=dict)  # price_url → its client
+
+    def pricer(self, url: str) -> KeepAliveClient:
+        client = self.pricers.get(url)
+        if client is None:
+            client = self.pricers[url] = KeepAliveClient(url, timeout=self.setup.proxy.connect_timeout)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.pricers.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        with contextlib.suppress(Exception):
+            await self.middleware.flow.aclose()
+        with contextlib.suppress(Exception):
+            await self.forwarder.aclose()
+
+
+async def _json(send: Send, status: int, body: Mapping[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class ProxyServer:
+    """``paywire proxy``'s ASGI app. ``await start()`` before serving; ``await reload()`` on SIGHUP."""
+
+    def __init__(self, config_path: str | Path, env: Mapping[str, str] | None = None) -> None:
+        self.path, self.env = config_path, env
+        self.metrics = Metrics()
+        self._current: Generation | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Generation:
+        if self._current is None:
+            raise RuntimeError("ProxyServer.start() has not run")
+        return self._current
+
+    async def _build(self) -> Generation:
+        setup = load_proxy(self.path, env=self.env)
+        forwarder = Forwarder(setup.proxy, setup.secret, self.metrics)
+        middleware = PaymentMiddleware(forwarder, setup.routes, config=setup.seller)
+        gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware)
+        try:
+            await middleware.startup()
+            if setup.proxy.openapi_path and any(r.mpp for r in setup.routes):
+                from paywire.server.openapi import openapi_document
+
+                doc = openapi_document(middleware.flow.seller, title=setup.proxy.title)
+                gen.openapi = json.dumps(doc).encode() if doc is not None else None
+        except BaseException:
+            await gen.aclose()
+            raise
+        return gen
+
+    async def start(self) -> ProxySetup:
+        """Load the file and start the first generation (``ConfigError`` says what to fix)."""
+        gen = await self._build()
+        self._current = gen
+        self.metrics.generation = gen.number
+        return gen.setup
+
+    async def reload(self) -> bool:
+        """Load the file again and swap the new generation in; False (old one kept, error logged) if it fails."""
+        async with self._reload_lock:
+            try:
+                gen = await self._build()
+            except Exception as exc:
+                self.metrics.reloads["failed"] += 1
+                log.error("paywire proxy: reload failed, keeping the running configuration: %s", exc)
+                return False
+            old, self._current = self._current, gen
+            self.metrics.generation = gen.number
+            self.metrics.reloads["ok"] += 1
+            if old is not None:
+                if old.setup.proxy.listen != gen.setup.proxy.listen:
+                    log.warning("paywire proxy: listen changed to %s; restart to move the socket",
+                                gen.setup.proxy.listen)
+                task = asyncio.ensure_future(self._retire(old))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            log.info("paywire proxy: configuration %d loaded (%d routes)", gen.number, len(gen.setup.routes))
+            return True
+
+    async def _retire(self, gen: Generation) -> None:
+        if gen.inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gen.idle.wait(), gen.setup.proxy.drain_timeout)
+        await gen.aclose()
+
+    async def aclose(self) -> None:
+        for task in list(self._closing):
+            with contextlib.suppress(Exception):
+                await task
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":  # the CLI starts and stops us around the server
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        gen = self.current
+        gen.inflight += 1
+        gen.idle.clear()
+        self.metrics.inflight += 1
+        try:
+            await self._handle(gen, scope, receive, self._counting(send))
+        finally:
+            gen.inflight -= 1
+            self.metrics.inflight -= 1
+            if gen.inflight == 0:
+                gen.idle.set()
+
+    def _counting(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.responses[f"{int(message['status']) // 100}xx"] += 1
+            await send(message)
+
+        return wrapped
+
+    async def _handle(self, gen: Generation, scope: Scope, receive: Receive, send: Send) -> None:
+        cfg = gen.setup.proxy
+        path = scope.get("path", "/")
+        if path == cfg.health_path and scope.get("method") in ("GET", "HEAD"):
+            await _json(send, 200, {"status": "ok", "generation": gen.number, "routes": len(gen.setup.routes)})
+            return
+        if path == cfg.metrics_path and scope.get("method") == "GET":
+            data = self.metrics.render().encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain; version=0.0.4"),
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+            return
+        if path == cfg.openapi_path and gen.openapi is not None and scope.get("method") in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"cache-control", b"max-age=300"),  # the draft: 5 minutes
+                                    (b"content-length", str(len(gen.openapi)).encode())]})
+            await send({"type": "http.response.body", "body": gen.openapi})
+            return
+        req = request_info(scope)
+        declared = declared_length(req.headers)
+        if declared is not None and declared > cfg.max_body:  # before any payment: nothing is charged
+            await _json(send, 413, {"error": "request_too_large",
+                                    "message": f"the body exceeds {cfg.max_body} bytes"})
+            return
+        route = gen.middleware.flow.seller.route_for_request(req)
+        if route is None:  # not for sale: no payment logic at all
+            if cfg.unpriced == "deny":
+                await _json(send, 404, {"error": "not_found", "message": "no priced route here"})
+            else:
+                await gen.forwarder(scope, receive, send)
+            return
+        if gen.setup.pricing:
+            priced = await self._priced(gen, route, req, scope)
+            if priced is None:
+                await _json(send, 502, {"error": "pricing_unavailable",
+                                        "message": "the price of this request could not be determined; try again"})
+                return
+            scope = priced
+        await gen.middleware(scope, receive, send)
+
+    async def _priced(self, gen: Generation, route: Any, req: Any, scope: Scope) -> Scope | None:
+        """The scope with this request's price from the route's pricing endpoint (a client's own
+        ``Paywire-Price`` is dropped); None when the endpoint does not answer a price."""
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != PRICE_HEADER.encode()]
+        index = next(i for i, r in enumerate(gen.setup.routes) if r is route)
+        url = gen.setup.pricing.get(index)
+        if url is not None and req.method != "OPTIONS":
+            body = {"method": req.method, "path": req.path, "query": req.query_string}
+            try:
+                status, answer = await gen.pricer(url).request("POST", "", body)
+            except HttpError as exc:
+                log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
+                return None
+            price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
+            if isinstance(price, bool) or not isinstance(price, str | int) or not str(price).strip():
+                log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
+                return None
+            headers.append((PRICE_HEADER.encode(), str(price).strip().encode("latin-1", "replace")))
+        return {**scope, "headers": headers}

@@ -1,0 +1,266 @@
+"""``paywire proxy``'s configuration: one TOML file (``paywire.toml``) with a ``[proxy]`` table (upstream, listen
+address, limits, identity key), its ``[[proxy.routes]]`` (what costs what) and the usual ``[seller]`` table
+(facilitator, ``pay_to``, ``network``, store, MPP realm and secret …)::
+
+    [proxy]
+    upstream = "http://127.0.0.1:8000"
+    listen = "127.0.0.1:4021"
+    identity_secret_file = "/etc/paywire/identity.key"   # 32+ bytes; the upstream checks Paywire-Signature
+
+    [[proxy.routes]]
+    path = "GET /weather"
+    price = "$0.01"
+
+    [[proxy.routes]]
+    path = "POST /jobs/*"
+    price = "$0.50"
+    settle = "before"        # settle first, then stream the upstream's answer
+
+    [seller]
+    facilitator = "https://facilitator.example"
+    pay_to = "0x…"
+    network = "eip155:8453"
+
+Every option is also ``$PAYWIRE_PROXY_<OPTION>`` (routes only in the file). :func:`load_proxy` reads and checks it
+all, and refuses an unsafe setup unless the file says so explicitly (:func:`unsafe_reasons`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from paywire.errors import ConfigError
+from paywire.server.config import SellerConfig
+from paywire.server.core import PaidRoute
+from paywire.server.pricing import Offer
+from paywire.server.request import RequestInfo
+from paywire.settings import Settings, gather, option, positive, read_toml, role_table
+
+__all__ = ["ProxyConfig", "ProxySetup", "load_proxy", "parse_routes", "unsafe_reasons"]
+
+ROUTE_KEYS = frozenset({"path", "price", "asset", "network", "pay_to", "extra", "max_timeout_seconds", "settle",
+                        "description", "mime_type", "payment_identifier", "mpp", "l402", "sats",
+                        "discovery", "price_url"})
+PRICE_HEADER = "paywire-price"
+"""Where the proxy puts a route's price from its ``price_url`` for the payment flow (never the client's)."""
+MIN_SECRET = 32
+
+
+def _http_url(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return "expected an http(s) URL"
+    return None
+
+
+def _listen(value: Any) -> str | None:
+    host, sep, port = str(value).rpartition(":")
+    return None if sep and host and port.isdigit() else "expected HOST:PORT (e.g. 127.0.0.1:4021; port 0 = any)"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig(Settings):
+    """The ``[proxy]`` table (see docs/proxy.md, "Options")."""
+
+    ROLE: ClassVar[str] = "proxy"
+
+    upstream: str = option("", check=_http_url)
+    """The API being sold: requests are forwarded to this base URL (its path is prepended)."""
+    listen: str = option("127.0.0.1:4021", check=_listen)
+    unpriced: Literal["deny", "forward"] = "deny"
+    """Paths no route prices: refused with 404 (default) or forwarded free."""
+    identity_secret: str | None = option(None, secret=True)
+    """HMAC key (32+ bytes) for the ``Paywire-*`` identity headers the upstream receives."""
+    identity_secret_file: str | None = None
+    """Read ``identity_secret`` from this file (first line) instead."""
+    sign_identity: bool = True
+    """False: forward no identity headers at all (then no secret is needed)."""
+    allow_plain_http: bool = False
+    """Allow ``http://`` to a non-loopback upstream or facilitator (payment data and identity in clear text)."""
+    preserve_host: bool = False
+    """Forward the client's ``Host`` instead of the upstream's."""
+    connect_timeout: float = option(10.0, check=positive, duration=True)
+    read_timeout: float = option(300.0, check=positive, duration=True)
+    """Longest wait for the next bytes of the upstream's answer (an SSE stream may idle this long)."""
+    write_timeout: float = option(300.0, check=positive, duration=True)
+    max_body: int = option(1024 * 1024 * 1024, check=positive)
+    """Largest request body forwarded (bytes; a larger ``Content-Length`` is refused with 413 before payment)."""
+    upstream_client: Literal["h11", "httpx"] = "h11"
+    """The HTTP client for the upstream (both stream; bench/proxy.py measures them)."""
+    max_connections: int = option(256, check=positive)
+    """Open connections to the upstream at most (more requests wait for one)."""
+    openapi_path: str = "/openapi.json"
+    """The MPP discovery document (OpenAPI with ``x-payment-info``) when a route offers MPP; "" = never."""
+    title: str = "paid API"
+    """The service's name in the discovery document."""
+    health_path: str = "/healthz"
+    metrics_path: str = "/metrics"
+    drain_timeout: float = option(600.0, check=positive, duration=True)
+    """After a reload, how long the old configuration may finish its requests before it is closed anyway."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySetup:
+    """Everything one configuration file says: the proxy's options, the seller's, and the priced routes."""
+
+    proxy: ProxyConfig
+    seller: SellerConfig
+    routes: tuple[PaidRoute, ...]
+    secret: bytes | None
+    source: str = ""
+    pricing: Mapping[int, str] = field(default_factory=dict)
+    """Route index → pricing endpoint URL (``price_url`` routes)."""
+
+
+def _route(entry: Any, where: str) -> PaidRoute:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: each [[proxy.routes]] entry must be a table")
+    unknown = set(entry) - ROUTE_KEYS
+    if unknown:
+        from paywire.settings import unknown_names
+
+        raise ConfigError(f"{where}: unknown route keys: {unknown_names(unknown, ROUTE_KEYS)}")
+    path = entry.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{where}: a route needs path = \"GET /weather\" (methods optional)")
+    offers: tuple[Offer, ...] = ()
+    price = entry.get("price")
+    price_url = entry.get("price_url")
+    if price_url is not None:
+        if price is not None:
+            raise ConfigError(f"{where}: route {path!r}: give price or price_url, not both")
+        if _http_url(price_url) is not None:
+            raise ConfigError(f"{where}: route {path!r}: price_url must be an http(s) URL")
+        price = header_price
+    if price is not None:
+        if price is not header_price and (isinstance(price, bool) or not isinstance(price, str | int | float)):
+            raise ConfigError(f"{where}: route {path!r}: price is '$0.01' or atomic units (an integer)")
+        extra = entry.get("extra", {})
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"{where}: route {path!r}: extra must be a table (e.g. {{name=..., version=...}})")
+        offers = (Offer(price=price, asset=entry.get("asset"), network=entry.get("network"),
+                        pay_to=entry.get("pay_to"), extra=dict(extra),
+                        max_timeout_seconds=int(entry.get("max_timeout_seconds", 60))),)
+    mpp = entry.get("mpp", ())
+    try:
+        return PaidRoute(path, offers=offers, settle=entry.get("settle", "after"),
+                         description=str(entry.get("description", "")),
+                         mime_type=str(entry.get("mime_type", "application/json")),
+                         payment_identifier=entry.get("payment_identifier", False),
+                         mpp=tuple(mpp) if isinstance(mpp, list | tuple) else mpp,
+                         l402=entry.get("l402", False), sats=entry.get("sats"),
+                         discovery=entry.get("discovery", False))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def header_price(req: RequestInfo) -> str | int:
+    """A ``price_url`` route's price for this request: what the proxy fetched and put in :data:`PRICE_HEADER`
+    (digits: atomic units; else money like ``$0.01``)."""
+    raw = (req.header(PRICE_HEADER) or "").strip()
+    if not raw:
+        raise ConfigError("no price for this request (the pricing endpoint was not asked)")
+    return int(raw) if raw.isdigit() else raw
+
+
+def price_urls(entries: Any) -> dict[int, str]:
+    """Route index → its pricing endpoint (``price_url``), for the routes that have one."""
+    return {i: str(e["price_url"]) for i, e in enumerate(entries or []) if isinstance(e, Mapping)
+            and e.get("price_url")}
+
+
+def parse_routes(entries: Any, where: str = "config") -> tuple[PaidRoute, ...]:
+    """``[[proxy.routes]]`` tables → :class:`PaidRoute` (first match wins, in file order)."""
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: no [[proxy.routes]]: the proxy would sell nothing (add path = ..., price = ...)")
+    return tuple(_route(e, where) for e in entries)
+
+
+def _secret(cfg: ProxyConfig, base: Path) -> bytes | None:
+    if not cfg.sign_identity:
+        return None
+    text = cfg.identity_secret
+    if cfg.identity_secret_file:
+        path = Path(cfg.identity_secret_file)
+        path = path if path.is_absolute() else base / path
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"proxy option identity_secret_file: cannot read {path}: {exc}") from None
+    if not text:
+        raise ConfigError("proxy: set identity_secret_file (or identity_secret) to 32+ random bytes, the key the "
+                          "upstream checks Paywire-Signature with; or sign_identity = false to forward no identity")
+    secret = text.encode()
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(f"proxy option identity_secret: needs {MIN_SECRET}+ bytes, got {len(secret)}")
+    return secret
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unsafe_reasons(setup: ProxySetup) -> list[str]:
+    """What makes this setup unsafe to start (each waived only by the option it names)."""
+    reasons: list[str] = []
+    cfg = setup.proxy
+    if not cfg.allow_plain_http:
+        if cfg.upstream.startswith("http://") and not _loopback(cfg.upstream):
+            reasons.append(f"upstream {cfg.upstream} is plain http on another host: use https, or set "
+                           "allow_plain_http = true")
+        fac = setup.seller.facilitator
+        if isinstance(fac, str) and fac.startswith("http://") and not _loopback(fac):
+            reasons.append(f"facilitator {fac} is plain http on another host: use https, or set "
+                           "allow_plain_http = true")
+    offers = [o for r in setup.routes if isinstance(r.offers, tuple) for o in r.offers]
+    if setup.seller.pay_to is None and any(isinstance(o, Offer) and o.pay_to is None for o in offers):
+        reasons.append("no pay_to: set [seller] pay_to (or pay_to on each route)")
+    reserved = {cfg.health_path, cfg.metrics_path}
+    for r in setup.routes:
+        if any(r.matches(m, p) for p in reserved for m in ("GET",)):
+            reasons.append(f"route {r.key} covers {' or '.join(sorted(reserved))}, which the proxy serves itself")
+    return reasons
+
+
+def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
+               **code: Any) -> ProxySetup:
+    """Read and check the file (``path`` or ``$PAYWIRE_PROXY_CONFIG``), the environment and ``code``.
+
+    Raises ``ConfigError`` naming the option, or listing why the setup is unsafe."""
+    env = os.environ if env is None else env
+    path = path or env.get("PAYWIRE_PROXY_CONFIG") or None
+    if path is None:
+        raise ConfigError("paywire proxy needs a config file: --config paywire.toml (see docs/proxy.md)")
+    data = read_toml(path)
+    where = f"config file {path} [proxy]"
+    table = role_table(data, "proxy", f"config file {path}")
+    values = gather(ProxyConfig, code=code, toml=table, toml_where=where, env=env, toml_ignore=("routes",))
+    cfg = ProxyConfig(**values)
+    if not cfg.upstream:
+        raise ConfigError(f"{where}: set upstream = \"http://127.0.0.1:8000\" (the API to sell)")
+    routes = parse_routes(table.get("routes"), where)
+    seller = SellerConfig.load(path, env=env) if "seller" in data else SellerConfig.load(None, env=env)
+    if seller.facilitator is None:
+        raise ConfigError(f"config file {path}: set [seller] facilitator = \"https://…\"")
+    setup = ProxySetup(cfg, seller, routes, _secret(cfg, Path(path).parent), str(path),
+                       price_urls(table.get("routes")))
+    reasons = unsafe_reasons(setup)
+    if reasons:
+        raise ConfigError("refusing an unsafe proxy setup:\n  - " + "\n  - ".join(reasons))
+    return setup
+
+
+def route_summary(routes: Sequence[PaidRoute]) -> list[str]:
+    """One line per route for the startup log."""
+    return [f"{r.key} settle={r.settle}" + (f" mpp={','.join(r.mpp)}" if r.mpp else "") for r in routes]
