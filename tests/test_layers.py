@@ -35,13 +35,15 @@ IMPORT_CLEAN = [
     "paywire.schemes", "paywire.families", "paywire.chain.family",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
+    "paywire.risk", "paywire.risk.engine", "paywire.risk.seller", "paywire.risk.buyer",
 ]
 
 # Core modules (prefixes): they must not reach an adapter through module-level imports, directly or not.
 CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.families",
         "paywire.server.core",
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
-        "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier")
+        "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
+        "paywire.risk.model", "paywire.risk.features", "paywire.risk.rules")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from paywire.risk.engine import RiskEngine
     from paywire.risk.lists import RiskLists, SanctionsFile
     from paywire.risk.metrics import RiskMetrics
-    from paywire.risk.model import Decision, Event, RiskConfigError, RiskRefused
+    from paywire.risk.buyer import BuyerGuard, RiskRefused
+    from paywire.risk.model import Decision, Event, RiskConfigError
     from paywire.risk.redis_state import RedisState
     from paywire.risk.rules import Rule, RuleSet, load_rules, parse_rules
     from paywire.risk.state import MemoryState, RiskState, StateUnavailable
@@ -23,8 +24,29 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "paywire.risk.engine": ("RiskEngine",),
     "paywire.risk.lists": ("RiskLists", "SanctionsFile"),
     "paywire.risk.metrics": ("RiskMetrics",),
-    "paywire.risk.model": ("Decision", "Event", "RiskConfigError", "RiskRefused"),
+    "paywire.risk.buyer": ("BuyerGuard", "RiskRefused"),
+    "paywire.risk.model": ("Decision", "Event", "RiskConfigError"),
     "paywire.risk.redis_state": ("RedisState",),
     "paywire.risk.rules": ("Rule", "RuleSet", "load_rules", "parse_rules"),
     "paywire.risk.state": ("MemoryState", "RiskState", "StateUnavailable"),
 })
+
+__all__ = [
+    "BuyerGuard",
+    "Decision",
+    "Event",
+    "MemoryState",
+    "RedisState",
+    "RiskConfigError",
+    "RiskEngine",
+    "RiskLists",
+    "RiskMetrics",
+    "RiskRefused",
+    "RiskState",
+    "Rule",
+    "RuleSet",
+    "SanctionsFile",
+    "StateUnavailable",
+    "load_rules",
+    "parse_rules",
+]

@@ -47,7 +47,7 @@ def _fail_modes(fail: FailMode | Mapping[str, FailMode]) -> dict[Checkpoint, Fai
         for cp, mode in fail.items():
             if cp not in base:
                 raise RiskConfigError(f"risk fail mode for {cp!r}: not a checkpoint ({', '.join(CHECKPOINTS)})")
-            base[cp] = mode  # type: ignore[index]
+            base[cp] = mode
     bad = {m for m in base.values() if m not in ("open", "closed")}
     if bad:
         raise RiskConfigError(f"risk fail mode {sorted(bad)}: expected 'open' or 'closed'")

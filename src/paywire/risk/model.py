@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from paywire.errors import ConfigError, PaywireError
+from paywire.errors import ConfigError
 
 Action = Literal["allow", "deny", "challenge", "review"]
 ACTIONS: Final[tuple[Action, ...]] = ("allow", "deny", "challenge", "review")
@@ -56,7 +56,7 @@ class Event:
     @property
     def value(self) -> float:
         """The amount in whole tokens (``10000`` units of a 6-decimals token → ``0.01``)."""
-        return self.amount / 10 ** self.decimals
+        return float(self.amount) / float(10 ** self.decimals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +89,6 @@ class Decision:
         who = f"rule {self.rule}" if self.rule else ("the fail mode (state backend down)" if self.degraded
                                                       else "no rule")
         return f"{self.action} by {who}" + (f" ({self.reason})" if self.reason else "")
-
-
-class RiskRefused(PaywireError):
-    """The buyer's risk guard refused to sign: ``decision.rule`` names the rule, ``decision.reason`` why."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(f"risk guard refused the payment: {decision.describe()}")
-        self.decision = decision
-        self.rule = decision.rule
-        self.reason = decision.reason
 
 
 class RiskConfigError(ConfigError):

@@ -94,7 +94,7 @@ class RuleSet:
                 continue
             try:
                 hit = rule.matches(context)
-            except Exception as exc:  # noqa: BLE001 - a runtime error in one rule must not stop the others
+            except Exception as exc:
                 errors.append(f"{rule.id}: {exc}")
                 continue
             if hit:
@@ -163,7 +163,7 @@ def compile_rule(raw: Mapping[str, Any], *, where: str, windows: Mapping[str, in
                                         else 0) for n in known}
         try:
             result = program.execute(defaults)
-        except Exception as exc:  # noqa: BLE001 - any evaluation error is a bad rule
+        except Exception as exc:
             raise bad(f"'when' fails on checkpoint {cp!r}'s default features: {exc}") from None
         if not isinstance(result, bool):
             raise bad(f"'when' must be true or false; it gives {type(result).__name__} ({result!r})")

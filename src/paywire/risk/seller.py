@@ -13,13 +13,16 @@ recorded. Verification failures are fed back (:meth:`SellerRisk.failed`) into th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from paywire.mpp.problems import CONTENT_TYPE, VERIFICATION_FAILED, Problem
-from paywire.risk.model import Decision, Event
+from paywire.risk.engine import RiskEngine
+from paywire.risk.model import Checkpoint, Decision, Event
 from paywire.server.core import EXPOSED_HEADERS, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
 from paywire.server.request import RequestInfo
+from paywire.x402.models import PaymentRequirements
 
 DENIED = "risk_denied"
 CHALLENGE = "risk_challenge"
@@ -60,44 +63,43 @@ class SellerRisk:
     ``agent_of``: the agent identity of a request, when the seller knows one (e.g. a verified identity).
     """
 
-    engine: object  # RiskEngine (typed loosely: the flow only needs check / note_failure)
+    engine: RiskEngine
     trust_forwarded: bool = False
     agent_of: Callable[[RequestInfo], str | None] | None = None
 
-    def _base(self, route: PaidRoute, req: RequestInfo) -> dict[str, object]:
-        return {"ip": client_ip(req, self.trust_forwarded), "route": route.key, "method": req.method,
-                "agent": self.agent_of(req) if self.agent_of is not None else None,
-                "header_bytes": sum(len(k) + len(v) + 4 for k, v in req.headers.items())}
+    def _event(self, checkpoint: Checkpoint, route: PaidRoute, req: RequestInfo, **fields: Any) -> Event:
+        return Event(checkpoint, ip=client_ip(req, self.trust_forwarded), route=route.key, method=req.method,
+                     agent=self.agent_of(req) if self.agent_of is not None else None,
+                     header_bytes=sum(len(k) + len(v) + 4 for k, v in req.headers.items()), **fields)
 
     async def before_request(self, seller: Seller, route: PaidRoute, req: RequestInfo) -> Reply | None:
         """``request`` checkpoint: a reply to send instead (403, or 402 for a challenge), or ``None``."""
         has_payment = bool(req.header("payment-signature") or req.header("x-payment")
                            or (req.header("authorization") or "")[:8].lower() == "payment ")
-        event = Event("request", has_payment=has_payment, **self._base(route, req))  # type: ignore[arg-type]
-        d = await self.engine.check(event)  # type: ignore[attr-defined]
+        event = self._event("request", route, req, has_payment=has_payment)
+        d = await self.engine.check(event)
         return self._enforce(d, seller, route, req, None)
 
     def payment_event(self, p: Proceed, req: RequestInfo) -> Event:
         o = p.offer
-        return Event("payment", payer=p.payer or scheme_payer(o, p.payload.payload), payee=o.pay_to,
-                     amount=o.amount, decimals=p.decimals, asset=o.asset, network=o.network, scheme=o.scheme,
-                     protocol=p.protocol, payment_key=p.auth_key, has_payment=True,
-                     **self._base(p.route, req))  # type: ignore[arg-type]
+        return self._event("payment", p.route, req, payer=p.payer or scheme_payer(o, p.payload.payload),
+                           payee=o.pay_to, amount=o.amount, decimals=p.decimals, asset=o.asset, network=o.network,
+                           scheme=o.scheme, protocol=p.protocol, payment_key=p.auth_key, has_payment=True)
 
     async def before_verify(self, seller: Seller, p: Proceed, req: RequestInfo) -> Reply | None:
         """``payment`` checkpoint, before the facilitator is asked: a reply to send instead, or ``None``."""
-        d = await self.engine.check(self.payment_event(p, req))  # type: ignore[attr-defined]
+        d = await self.engine.check(self.payment_event(p, req))
         return self._enforce(d, seller, p.route, req, p.protocol, p.offers)
 
     async def failed(self, p: Proceed, req: RequestInfo) -> None:
         """The payment failed verification: count it against its IP, network and payer."""
-        await self.engine.note_failure(self.payment_event(p, req))  # type: ignore[attr-defined]
+        await self.engine.note_failure(self.payment_event(p, req))
 
     def _enforce(self, d: Decision, seller: Seller, route: PaidRoute, req: RequestInfo, protocol: str | None,
-                 offers: object = None) -> Reply | None:
+                 offers: Sequence[PaymentRequirements] | None = None) -> Reply | None:
         if d.allowed:
             return None
         if d.action == "challenge":
             priced = offers if offers is not None else seller.offers_for(route, req)[0]
-            return seller.payment_required(route, req, priced, f"{CHALLENGE}:{d.reason}")  # type: ignore[arg-type]
+            return seller.payment_required(route, req, priced, f"{CHALLENGE}:{d.reason}")
         return denial(d, _is_mpp(route, req, protocol))

@@ -97,7 +97,8 @@ class RiskRecords(Repository):
     async def decisions(self, *, limit: int = 50, action: str | None = None, rule: str | None = None,
                         checkpoint: str | None = None, since: float | None = None) -> list[DecisionRow]:
         """The newest decisions first, filtered by action, rule, checkpoint, time."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for col, val in (("action", action), ("rule", rule), ("checkpoint", checkpoint)):
             if val is not None:
                 where.append(f"{col} = ?")
