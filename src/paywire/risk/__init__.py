@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from paywire._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from paywire.risk.buyer import BuyerGuard, RiskRefused
     from paywire.risk.engine import RiskEngine
     from paywire.risk.lists import RiskLists, SanctionsFile
     from paywire.risk.metrics import RiskMetrics
-    from paywire.risk.buyer import BuyerGuard, RiskRefused
     from paywire.risk.model import Decision, Event, RiskConfigError
     from paywire.risk.redis_state import RedisState
     from paywire.risk.rules import Rule, RuleSet, load_rules, parse_rules
