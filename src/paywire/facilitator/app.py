@@ -203,7 +203,8 @@ def create_app(
             for net in getattr(plugin, "_nets", {}).values():
                 for s in net.senders:
                     m.set("signer_in_flight", s.in_flight, network=net.network, address=s.address)
-        return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
+        text = m.render() + (facilitator.risk.metrics.render() if facilitator.risk is not None else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from paywire.risk.model import Decision, Event
 from paywire.store.db import Database
 from paywire.store.migrations import Repository, register
+
+if TYPE_CHECKING:  # the store does not import the risk package (it imports the store's engines' packages)
+    from paywire.risk.model import Decision, Event
 
 COMPONENT = "risk"
 TABLE = "risk_decisions"
