@@ -25,11 +25,12 @@ BUCKETS: Final = 12
 # subject -> how it is found in an Event
 SUBJECTS: Final[Mapping[Checkpoint, tuple[str, ...]]] = {
     "request": ("ip", "net", "route", "agent"),
-    "payment": ("ip", "net", "route", "agent", "payer", "payee", "payment"),
+    "payment": ("route", "payer", "payee", "payment"),
     "settle": ("payer", "payee", "requester", "payment"),
     "buyer": ("host", "route", "payee", "agent"),
 }
-"""Subjects counted (one event each time the checkpoint runs) at each checkpoint."""
+"""Subjects counted (one event each time the checkpoint runs) at each checkpoint. The payment checkpoint does not
+count the IP again (the request checkpoint did); it reads the IP's failures and new payers."""
 SUMMED: Final = frozenset({"payer", "payee", "route", "host", "agent", "requester"})
 """Subjects whose counters also sum the amount (whole tokens) — at checkpoints that know an amount."""
 FAILING: Final[Mapping[Checkpoint, tuple[str, ...]]] = {
@@ -178,8 +179,9 @@ def plan(event: Event) -> Plan:
     for subject in SUBJECTS[cp]:
         value = values[subject]
         if value is not None:
-            counters.append(Counter(f"{subject}_count", f"c:{subject}:{value}", 1, amount,
-                                    subject in SUMMED and cp != "request"))
+            summed = subject in SUMMED and cp != "request"
+            counters.append(Counter(f"{subject}_count", f"c:{subject}:{value}", 1, amount if summed else 0.0,
+                                    summed))
     for subject in FAILING[cp]:
         value = values[subject]
         if value is not None:

@@ -2,8 +2,10 @@
 
 One Lua script per decision does everything atomically on the server — first-seen ``SET NX``, bump the current
 bucket (``HINCRBY`` / ``HINCRBYFLOAT``), drop expired buckets, read the windows — so two replicas see one
-count. Each (counter, window) is a hash of at most :data:`~paywire.risk.features.BUCKETS` live buckets with a
-TTL of window + one bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound.
+count. Each counter is one hash holding, per window, at most :data:`~paywire.risk.features.BUCKETS` live
+buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
+bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
+windows simply lets the old buckets expire (they are dropped on the next read).
 Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
 
 Needs the ``redis`` package (``pip install paywire[risk]``). A refused connection or a timeout raises
@@ -25,8 +27,15 @@ local nw = tonumber(ARGV[2])
 local ttl_seen = tonumber(ARGV[3])
 local has_seen = tonumber(ARGV[4])
 local nb = tonumber(ARGV[5])
-local widths = {}
-for i = 1, nw do widths[i] = tonumber(ARGV[5 + i]) end
+local widths, current, oldest = {}, {}, {}
+local longest = 0
+for i = 1, nw do
+  local w = tonumber(ARGV[5 + i])
+  widths[i] = w
+  current[i] = math.floor(now * nb / w)
+  oldest[tostring(w)] = current[i] - nb
+  if w > longest then longest = w end
+end
 local out = {}
 local isnew = 0
 local ki = 1
@@ -48,29 +57,30 @@ for c = 0, #KEYS - ki do
   local inc = tonumber(ARGV[a + 3 * c])
   local amt = ARGV[a + 3 * c + 1]
   if tonumber(ARGV[a + 3 * c + 2]) == 1 and isnew == 0 then inc = 0 end
+  if inc ~= 0 then
+    for w = 1, nw do
+      redis.call('HINCRBY', key, widths[w] .. 'c' .. current[w], inc)
+      if tonumber(amt) ~= 0 then redis.call('HINCRBYFLOAT', key, widths[w] .. 's' .. current[w], amt) end
+    end
+    redis.call('EXPIRE', key, math.ceil(longest + longest / nb))
+  end
+  local cnt, sum = {}, {}
+  for w = 1, nw do cnt[tostring(widths[w])] = 0; sum[tostring(widths[w])] = 0 end
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local w, kind, b = string.match(fields[j], '^(%d+)([cs])(%-?%d+)$')
+    local low = oldest[w]
+    if low == nil or tonumber(b) <= low then
+      redis.call('HDEL', key, fields[j])
+    elseif kind == 'c' then
+      cnt[w] = cnt[w] + tonumber(fields[j + 1])
+    else
+      sum[w] = sum[w] + tonumber(fields[j + 1])
+    end
+  end
   for w = 1, nw do
-    local width = widths[w] / nb
-    local b = math.floor(now / width)
-    local hk = key .. '|' .. widths[w]
-    if inc ~= 0 then
-      redis.call('HINCRBY', hk, 'c' .. b, inc)
-      if tonumber(amt) ~= 0 then redis.call('HINCRBYFLOAT', hk, 's' .. b, amt) end
-      redis.call('EXPIRE', hk, math.ceil(widths[w] + width))
-    end
-    local fields = redis.call('HGETALL', hk)
-    local cnt, sum = 0, 0
-    for j = 1, #fields, 2 do
-      local f = fields[j]
-      if tonumber(string.sub(f, 2)) <= b - nb then
-        redis.call('HDEL', hk, f)
-      elseif string.sub(f, 1, 1) == 'c' then
-        cnt = cnt + tonumber(fields[j + 1])
-      else
-        sum = sum + tonumber(fields[j + 1])
-      end
-    end
-    out[#out + 1] = cnt
-    out[#out + 1] = tostring(sum)
+    out[#out + 1] = cnt[tostring(widths[w])]
+    out[#out + 1] = tostring(sum[tostring(widths[w])])
   end
 end
 return out

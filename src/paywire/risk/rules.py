@@ -82,9 +82,7 @@ class RuleSet:
         """The first matching enforced rule decides; shadow rules are evaluated too (recorded, never enforced).
         ``all_rules``: evaluate every rule (to record every match); otherwise stop at the decider once every
         shadow rule has had its turn. A rule that fails to evaluate (e.g. division by zero) does not match."""
-        import cel
-
-        context = cel.Context()
+        context = _cel().Context()
         context.set_variable_resolver(features.get)
         decider: Rule | None = None
         matched: list[Rule] = []
@@ -104,6 +102,16 @@ class RuleSet:
         if decider is None:  # only shadow rules matched: the strongest one is what would have happened
             decider = next(iter(matched), None)
         return Verdict(decider, tuple(matched), tuple(errors))
+
+
+def _cel() -> Any:
+    """The CEL runtime (the ``risk`` extra); a clear error when it is not installed."""
+    try:
+        import cel
+    except ImportError:
+        raise RiskConfigError("risk rules need the CEL runtime: pip install 'paywire[risk]' "
+                              "(common-expression-language)") from None
+    return cel
 
 
 def _rule_lines(text: str) -> list[int]:
@@ -146,8 +154,7 @@ def compile_rule(raw: Mapping[str, Any], *, where: str, windows: Mapping[str, in
         raise bad(f"priority {priority!r}: expected an integer")
     if not isinstance(shadow, bool):
         raise bad(f"shadow {shadow!r}: expected true or false")
-    import cel
-
+    cel = _cel()
     try:
         program = cel.compile(when)
     except (ValueError, RuntimeError) as exc:
