@@ -68,6 +68,7 @@ class World:
     facilitator: CountingApp
     sanctions: Path
     records: RiskRecords
+    facilitator_url: str
     runs: dict[str, int] = field(default_factory=dict)
 
     def use(self, engine: RiskEngine, **kw: Any) -> RiskEngine:
@@ -124,7 +125,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
                                assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm=REALM,
                                mpp_secret=SECRET)
         async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
-            yield World(net, url, http, mw, fac, sanctions, records, runs)
+            yield World(net, url, http, mw, fac, sanctions, records, fac_url, runs)
         await mw.flow.aclose()
     await records.aclose()
     await close_devnet(net)
@@ -257,6 +258,24 @@ async def test_request_checkpoint_denies_listed_ip_before_parsing(world: World) 
     assert world.facilitator["/verify"] == verifies
     ok = await world.get("/thing", await world.x402(), ip="192.0.2.67")
     assert ok.status_code == 200, ok.text
+
+
+async def test_risk_rules_option_turns_risk_on_and_records_into_the_seller_store(world: World, tmp_path) -> None:
+    """``risk_rules="rules.toml"`` (a plain option, as in TOML): the rules apply from the first request and
+    the decisions land in the seller's own store, where ``paywire risk decisions`` reads them."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "closed_route"\ncheckpoint = "request"\nwhen = \'route == "GET /thing"\'\n'
+                     'action = "deny"\nreason = "closed"\n')
+    mw = PaymentMiddleware(shop({}), [PaidRoute("GET /thing", offers=(Offer(price=PRICE, asset=world.net.asset),))],
+                           HttpFacilitatorClient(world.facilitator_url), store=f"sqlite:///{tmp_path / 's.db'}",
+                           assets=AssetRegistry((world.net.asset,)), pay_to=world.net.payee.address,
+                           risk_rules=str(rules))
+    async with serve_asgi(mw) as url:
+        r = await world.http.get(url + "/thing")
+        rows = await RiskRecords(mw.flow.payments.db).decisions()
+    await mw.flow.aclose()
+    assert (r.status_code, r.json()["reason"]) == (403, "closed"), r.text
+    assert [(x.rule, x.action) for x in rows] == [("closed_route", "deny")], rows
 
 
 @pytest.fixture(autouse=True)

@@ -67,6 +67,15 @@ class SellerRisk:
     trust_forwarded: bool = False
     agent_of: Callable[[RequestInfo], str | None] | None = None
 
+    async def startup(self, db: Any) -> None:
+        """Called by the flow once its store is open: an engine without a recorder records into that store."""
+        if self.engine.recorder is None:
+            from paywire.store.risk import RiskRecords
+
+            records = RiskRecords(db)
+            await records.migrate()
+            self.engine.recorder = records
+
     def _event(self, checkpoint: Checkpoint, route: PaidRoute, req: RequestInfo, **fields: Any) -> Event:
         return Event(checkpoint, ip=client_ip(req, self.trust_forwarded), route=route.key, method=req.method,
                      agent=self.agent_of(req) if self.agent_of is not None else None,

@@ -240,6 +240,8 @@ class PaymentFlow:
                 raise ConfigError(NO_LIGHTNING)
             for proto in protocols:
                 await proto.startup(self._store.db)
+            if self.risk is not None:
+                await self.risk.startup(self._store.db)
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
                 try:
