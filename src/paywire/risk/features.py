@@ -219,36 +219,53 @@ def failure_counters(event: Event) -> tuple[Counter, ...]:
     return tuple(out)
 
 
+_DERIVED = frozenset({"amount", "amount_units", "price_ratio_host", "price_ratio_route"})
+
+
+@functools.lru_cache(maxsize=256)
+def _window_names(counter: str, windows: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Feature names of a counter per window: (counts, sums)."""
+    sums = counter.removesuffix("_count") + "_sum"
+    return tuple(f"{counter}_{w}" for w in windows), tuple(f"{sums}_{w}" for w in windows)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_names(checkpoint: Checkpoint) -> tuple[tuple[str, bool], ...]:
+    """The event values a checkpoint exposes as they are: (name, read from the subject values)."""
+    return tuple((n, n in ("payer", "payee")) for n in SCALARS[checkpoint] if n not in _DERIVED)
+
+
 def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
           listed: Mapping[str, bool]) -> dict[str, Any]:
     """The flat feature map for ``event``: defaults, then the event's values, the counters, lists, prices."""
     cp = event.checkpoint
-    out = defaults(cp, windows)
-    for name in SCALARS[cp]:
-        if name in ("amount", "amount_units", "price_ratio_host", "price_ratio_route"):
-            continue
-        value = p.values[name] if name in ("payer", "payee") else getattr(event, name)
-        out[name] = value if value is not None else SCALARS[cp][name]
+    wnames = tuple(windows)
+    out = dict(_defaults(cp, wnames))
+    scalars = SCALARS[cp]
+    for name, from_values in _scalar_names(cp):
+        value = p.values[name] if from_values else getattr(event, name)
+        out[name] = value if value is not None else scalars[name]
     if "amount" in out:
         out["amount"], out["amount_units"] = event.value, event.amount
-    names = list(windows)
-    longest = max(range(len(names)), key=lambda i: windows[names[i]]) if names else 0
     for c in p.counters:
         values = seen.windows.get(c.key, ())
         if c.name.startswith("price_"):  # mean price paid over the longest window → ratio
+            longest = max(range(len(wnames)), key=lambda i: windows[wnames[i]]) if wnames else 0
             count, total = values[longest] if len(values) > longest else (0, 0.0)
             mean = total / count if count else 0.0
             out[f"price_ratio_{c.name[6:]}"] = event.value / mean if mean > 0 else 1.0
             continue
-        for w, (count, total) in zip(names, values, strict=False):
-            out[f"{c.name}_{w}"] = count
+        counts, sums = _window_names(c.name, wnames)
+        for i, (count, total) in enumerate(values):
+            out[counts[i]] = count
             if c.summed:
-                out[f"{c.name.removesuffix('_count')}_sum_{w}"] = total
+                out[sums[i]] = total
     first = FIRST_SEEN.get(cp)
     if first and p.first_seen is not None:
         out[f"{first}_age"] = seen.first_seen_age or 0.0
         out[f"{first}_new"] = seen.known and seen.first_seen_age is None
-    out.update(listed)
+    if listed:
+        out.update(listed)
     return out
 
 

@@ -86,8 +86,14 @@ class MemoryState:
 
     def _apply(self, c: Counter, count: int, windows: Sequence[int], now: float) -> tuple[tuple[int, float], ...]:
         amount = c.amount if count else 0.0
-        return tuple(win.apply(math.floor(now * BUCKETS / w), count, amount)
-                     for win, w in zip(self._windows_of(c.key, len(windows)), windows, strict=True))
+        out = []
+        for win, w in zip(self._windows_of(c.key, len(windows)), windows, strict=True):
+            b = math.floor(now * BUCKETS / w)
+            if b == win.last and not count:  # nothing to add, the window did not slide
+                out.append((win.count, win.total))
+            else:
+                out.append(win.apply(b, count, amount))
+        return tuple(out)
 
     def _first_seen(self, key: str, now: float) -> float | None:
         at = self._seen.get(key)
