@@ -307,7 +307,7 @@ async def test_two_engines_on_one_redis_share_one_count() -> None:
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
-async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str) -> None:
+async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str, caplog: pytest.LogCaptureFixture) -> None:
     """Redis becomes unreachable mid-run: fail-open keeps deciding on lists (counters at 0), fail-closed denies
     with ``risk_unavailable``; both are marked degraded and /metrics shows the backend down."""
     async with redis_proxy() as (url, server, writers):
@@ -324,6 +324,9 @@ async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str) -> None:
     assert during.degraded, during
     assert "paywire_risk_backend_up 0" in engine.metrics.render(), engine.metrics.render()
     assert 'paywire_risk_degraded_total{checkpoint="payment"} 2' in engine.metrics.render()
+    outage = [r for r in caplog.records if "state backend unavailable" in r.getMessage()]
+    assert len(outage) == 1, f"the outage should be logged once, got {[r.getMessage() for r in outage]}"
+    assert f"'payment': '{mode}'" in outage[0].getMessage(), outage[0].getMessage()
     if mode == "open":
         assert during.action == "allow", during
         assert (listed.action, listed.rule) == ("deny", "denylisted_payer"), "lists must hold during an outage"

@@ -71,3 +71,31 @@ async def test_failed_verifications_count_against_the_payer(net) -> None:
     res = await fac.settle(await sign(req, payer_of(net)), req)
     assert (res.success, res.error_reason) == (False, "risk_denied"), res
     assert "failing_payer" in (res.error_message or ""), res.error_message
+
+
+async def test_facilitator_metrics_include_risk_counters(net) -> None:
+    """/metrics of a facilitator with a risk engine shows the decisions per rule and action."""
+    import httpx
+
+    from paywire.facilitator.app import create_app
+    from paywire.serving import serve_asgi
+
+    engine = RiskEngine(lists=RiskLists(deny=[net.payer.address]), sample_allows=0)
+    fac = Facilitator([facilitator_for(net)], risk=engine)
+    req = offer(net)
+    await fac.settle(await sign(req, payer_of(net)), req)
+    async with serve_asgi(create_app(fac)) as url, httpx.AsyncClient() as http:
+        text = (await http.get(url + "/metrics")).text
+    line = ('paywire_risk_decisions_total{checkpoint="settle",rule="denylisted_payer",action="deny",'
+            'shadow="false"} 1')
+    assert line in text, text
+    assert "paywire_risk_backend_up 1" in text, text
+
+
+async def test_facilitator_config_turns_risk_on() -> None:
+    from paywire.facilitator.config import FacilitatorConfig
+    from paywire.facilitator.service import _risk
+
+    assert _risk(FacilitatorConfig()) is None, "risk must stay off unless configured"
+    engine = _risk(FacilitatorConfig(risk_rules="default"))
+    assert engine is not None and engine.rules.version.startswith("default"), engine
