@@ -14,7 +14,7 @@ import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from paywire.risk.model import CHECKPOINTS, Checkpoint, Event
 
@@ -130,13 +130,12 @@ def all_feature_names(windows: Mapping[str, int] = DEFAULT_WINDOWS) -> dict[Chec
     return {c: feature_names(c, windows) for c in CHECKPOINTS}
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One sliding-window counter to bump (``count``, ``amount``) and read over ``windows`` (seconds)."""
+class Counter(NamedTuple):
+    """One sliding-window counter to bump (``add`` events, ``amount``) and read over ``windows`` (seconds)."""
 
     name: str  # feature prefix, e.g. "payer_count" → payer_count_1m …
     key: str  # backend key, e.g. "c:payer:0xab…"
-    count: int
+    add: int  # events to add (0: read only)
     amount: float
     summed: bool
     only_if_new: bool = False  # bump only when the first-seen subject is new (ip_new_payers)

@@ -126,7 +126,7 @@ class RedisState:
         return keys, args
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
-        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.count)
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add)
         out = await self._run(keys, args)
         age = float(out[0])
         n = len(windows)
@@ -138,7 +138,7 @@ class RedisState:
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
-            keys, args = self._args(counters, windows, now, None, lambda c: c.count)
+            keys, args = self._args(counters, windows, now, None, lambda c: c.add)
             await self._run(keys, args)
 
     async def aclose(self) -> None:

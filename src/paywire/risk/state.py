@@ -84,11 +84,11 @@ class MemoryState:
             self._counters.move_to_end(key)
         return got
 
-    def _apply(self, c: Counter, count: int, windows: Sequence[int], now: float) -> tuple[tuple[int, float], ...]:
+    def _apply(self, c: Counter, count: int, windows: Sequence[int], buckets: Sequence[int]
+               ) -> tuple[tuple[int, float], ...]:
         amount = c.amount if count else 0.0
         out = []
-        for win, w in zip(self._windows_of(c.key, len(windows)), windows, strict=True):
-            b = math.floor(now * BUCKETS / w)
+        for win, b in zip(self._windows_of(c.key, len(windows)), buckets, strict=True):
             if b == win.last and not count:  # nothing to add, the window did not slide
                 out.append((win.count, win.total))
             else:
@@ -108,13 +108,15 @@ class MemoryState:
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         age = self._first_seen(plan.first_seen, now) if plan.first_seen is not None else None
         is_new = plan.first_seen is not None and age is None
-        seen = {c.key: self._apply(c, c.count if (is_new or not c.only_if_new) else 0, windows, now)
+        buckets = [math.floor(now * BUCKETS / w) for w in windows]
+        seen = {c.key: self._apply(c, c.add if (is_new or not c.only_if_new) else 0, windows, buckets)
                 for c in plan.counters}
         return Observed(seen, age)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
+        buckets = [math.floor(now * BUCKETS / w) for w in windows]
         for c in counters:
-            self._apply(c, c.count, windows, now)
+            self._apply(c, c.add, windows, buckets)
 
     async def aclose(self) -> None:
         return None
