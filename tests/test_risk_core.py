@@ -332,3 +332,41 @@ async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str, caplog: pyt
         assert (listed.action, listed.rule) == ("deny", "denylisted_payer"), "lists must hold during an outage"
     else:
         assert (during.action, during.reason) == ("deny", "risk_unavailable"), during
+
+
+async def test_engine_recovers_when_redis_comes_back(caplog: pytest.LogCaptureFixture) -> None:
+    """After an outage the next decision that reaches Redis is counted again, the gauge returns to 1 and the log
+    says the backend is back."""
+    async with redis_proxy() as (url, server, writers):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        state = redis_state(f"pw:test:{uuid.uuid4().hex}:", url)
+        engine = RiskEngine(state=state)
+        try:
+            await engine.check(event("payment", payer="0xAB"))
+            kill(server, writers)
+            down = await engine.check(event("payment", payer="0xAB"))
+
+            async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+                ur, uw = await asyncio.open_connection("127.0.0.1", 6379)
+
+                async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                    with contextlib.suppress(Exception):
+                        while data := await r.read(65536):
+                            w.write(data)
+                            await w.drain()
+                    w.close()
+
+                await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+
+            again = await asyncio.start_server(relay, "127.0.0.1", port)
+            try:
+                back = await engine.check(event("payment", payer="0xAB"))
+            finally:
+                again.close()
+        finally:
+            await state.aclose()
+    assert down.degraded, down
+    assert not back.degraded, back
+    assert back.features["payer_count_1m"] == 2, "the counts did not resume where they were"
+    assert "paywire_risk_backend_up 1" in engine.metrics.render()
+    assert any("state backend is back" in r.getMessage() for r in caplog.records), "recovery not logged"
