@@ -33,6 +33,8 @@ IMPORT_CLEAN = [
     "paywire.l402", "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
     "paywire.evm", "paywire.evm.crypto", "paywire.evm.eip712", "paywire.evm.signer",
     "paywire.schemes", "paywire.families", "paywire.chain.family",
+    "paywire.audit", "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
+    "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
     "paywire.risk", "paywire.risk.engine", "paywire.risk.seller", "paywire.risk.buyer",
@@ -43,6 +45,8 @@ CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.fami
         "paywire.server.core",
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
         "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
+        "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
+        "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
         "paywire.risk.model", "paywire.risk.features", "paywire.risk.rules")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods

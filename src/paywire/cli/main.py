@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
             "Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within\n"
             "policy, prints the receipt."),
     "wallet": ("paywire.cli.buyer", "The buyer's wallet: create a key, show it, read balances, list receipts."),
+    "audit": ("paywire.cli.audit", "The tamper-evident audit log: verify it, prove entries, export, witness."),
     "risk": ("paywire.cli.risk", "Risk decisions: show the decision log, test a rule file on recorded traffic."),
 }
 
