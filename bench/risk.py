@@ -343,7 +343,15 @@ async def run_replay(scale: float) -> Tally:
 # ------------------------------------------------------------------------------------------------ 3. engine cost
 
 
-async def engine_cost(n: int) -> dict[str, Any]:
+def _pcts(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {"p50_us": times[len(times) // 2] * 1e6, "p99_us": times[int(len(times) * 0.99)] * 1e6}
+
+
+async def engine_cost(n: int, runs: int = 3) -> dict[str, Any]:
+    """Per backend, ``runs`` passes of ``n`` decisions (GC off while timed, as timeit does); the pass with the
+    lowest p99 is kept, as bench/verify.py keeps the best pass: on a shared 2-core box a pass that another
+    process preempted (one scheduler tick is 4 ms) measures the neighbours, not the engine."""
     out: dict[str, Any] = {}
     backends: list[tuple[str, Any]] = [("in-process", None)]
     try:
@@ -352,33 +360,39 @@ async def engine_cost(n: int) -> dict[str, Any]:
         backends.append(("redis", RedisState(prefix=f"pw:bench:{uuid.uuid4().hex}:", timeout=1.0)))
     except Exception as exc:
         out["redis_error"] = repr(exc)
-    if len(backends) > 1:  # the machine's floor: one Redis PING round trip
-        pings = []
+    if len(backends) > 1:  # the machine's floor: one Redis PING round trip, measured the same way
         redis = backends[1][1]._redis
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await redis.ping()
-            pings.append(time.perf_counter() - t0)
-        pings.sort()
-        out["redis_ping"] = {"p50_us": pings[len(pings) // 2] * 1e6, "p99_us": pings[int(len(pings) * 0.99)] * 1e6}
+        passes = []
+        for _ in range(runs):
+            pings = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await redis.ping()
+                pings.append(time.perf_counter() - t0)
+            passes.append(_pcts(pings))
+        out["redis_ping"] = min(passes, key=lambda p: p["p99_us"])
+    payers = [f"0x{i:040x}" for i in range(200)]
     for name, state in backends:
         engine = RiskEngine(state=state, sample_allows=0)
-        times = []
-        gc.disable()  # as timeit does: collector pauses are the host's, not the engine's
-        payers = [f"0x{i:040x}" for i in range(200)]
+        passes = []
         try:
-            for i in range(n + 200):
-                ev = Event("payment", ip=f"10.0.{i % 200 // 250}.{i % 200}", route="GET /paid",
-                           payer=payers[i % 200], payee="0xbb", amount=PRICE, payment_key=uuid.uuid4().hex)
-                t0 = time.perf_counter()
-                await engine.check(ev)
-                if i >= 200:
-                    times.append(time.perf_counter() - t0)
+            for r in range(runs):
+                times = []
+                gc.disable()
+                try:
+                    for i in range(n + (200 if r == 0 else 0)):  # the first pass warms up first
+                        ev = Event("payment", ip=f"10.0.0.{i % 200}", route="GET /paid", payer=payers[i % 200],
+                                   payee="0xbb", amount=PRICE, payment_key=uuid.uuid4().hex)
+                        t0 = time.perf_counter()
+                        await engine.check(ev)
+                        times.append(time.perf_counter() - t0)
+                finally:
+                    gc.enable()
+                passes.append(_pcts(times[-n:]))
         except Exception as exc:
             out[f"{name}_error"] = repr(exc)
             continue
         finally:
-            gc.enable()
             if state is not None:
                 with contextlib.suppress(Exception):
                     redis = state._redis
@@ -386,9 +400,8 @@ async def engine_cost(n: int) -> dict[str, Any]:
                     for i in range(0, len(keys), 500):
                         await redis.delete(*keys[i:i + 500])
                 await state.aclose()
-        times.sort()
-        out[name] = {"n": len(times), "p50_us": times[len(times) // 2] * 1e6,
-                     "p99_us": times[int(len(times) * 0.99)] * 1e6}
+        best = min(passes, key=lambda p: p["p99_us"])
+        out[name] = {"n": n, "runs": runs, **best, "p99_all_runs_us": [p["p99_us"] for p in passes]}
     return out
 
 
@@ -500,7 +513,8 @@ async def main() -> None:
         for name in ("in-process", "redis"):
             if name in cost:
                 print(f"  {name:<11} p50 {cost[name]['p50_us']:8.1f} µs   p99 {cost[name]['p99_us']:8.1f} µs"
-                      f"   (n={cost[name]['n']})")
+                      f"   (best of {cost[name]['runs']} passes of {cost[name]['n']}; p99 of each: "
+                      + ", ".join(f"{v:.0f}" for v in cost[name]["p99_all_runs_us"]) + " µs)")
             elif f"{name}_error" in cost:
                 print(f"  {name:<11} not measured: {cost[f'{name}_error']}")
         if "redis_ping" in cost:

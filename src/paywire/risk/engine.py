@@ -22,7 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from paywire.risk.features import Observed, build, failure_counters, paid_counters, plan, windows_from
+from paywire.risk.features import (
+    Observed,
+    build,
+    counters_read,
+    failure_counters,
+    paid_counters,
+    plan,
+    windows_from,
+)
 from paywire.risk.lists import RiskLists
 from paywire.risk.metrics import RiskMetrics
 from paywire.risk.model import CHECKPOINTS, Action, Checkpoint, Decision, Event, RiskConfigError
@@ -60,14 +68,17 @@ class RiskEngine:
     ``rules``: a :class:`RuleSet`, a TOML path, or ``None`` for the shipped defaults. ``state``: where counters
     live (default in this process). ``shadow``: evaluate and record, never enforce. ``fail``: per checkpoint
     (or one for all) what a state-backend outage means. ``recorder``: where decisions go (every non-allow, and
-    ``sample_allows`` of the allows). ``clock``: seconds (the counters' time).
+    ``sample_allows`` of the allows). ``clock``: seconds (the counters' time). Only the counters some rule
+    reads are kept (the other features read 0, also in the records); ``count_all=True`` keeps every one, so
+    recorded decisions carry every feature for ``paywire risk test --replay`` of rules that read others.
     """
 
     def __init__(self, rules: RuleSet | str | Path | None = None, *, state: RiskState | None = None,
                  lists: RiskLists | None = None, windows: Mapping[str, int] | Sequence[str] | None = None,
                  shadow: bool = False, fail: FailMode | Mapping[str, FailMode] = "open",
                  recorder: DecisionRecorder | None = None, sample_allows: float = 0.01,
-                 metrics: RiskMetrics | None = None, clock: Callable[[], float] = time.time) -> None:
+                 metrics: RiskMetrics | None = None, clock: Callable[[], float] = time.time,
+                 count_all: bool = False) -> None:
         try:
             self.windows = windows_from(windows)
         except ValueError as exc:
@@ -81,6 +92,9 @@ class RiskEngine:
         self.clock = clock
         self._widths = list(self.windows.values())
         self._down = False
+        # only the counters the rules read are kept (each costs writes, in Redis too); count_all keeps every one
+        self._needed: dict[str, frozenset[str]] | None = None if count_all else {
+            cp: counters_read(self.rules.variables(cp), self.windows) for cp in CHECKPOINTS}
 
     def _backend(self, up: bool, exc: BaseException | None = None) -> None:
         if up == (not self._down):
@@ -95,7 +109,7 @@ class RiskEngine:
     async def check(self, event: Event) -> Decision:
         """Evaluate ``event`` at its checkpoint; the decision is recorded and counted."""
         cp = event.checkpoint
-        p = plan(event)
+        p = plan(event, self._needed[cp] if self._needed is not None else None)
         degraded = False
         try:
             seen = await self.state.observe(p, self._widths, self.clock())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -169,35 +169,59 @@ def subject_values(event: Event) -> dict[str, str | None]:
     return {s: subject_value(event, s) for s in names}
 
 
-def plan(event: Event) -> Plan:
-    """The counters ``event`` bumps and reads."""
+FIRST_SEEN_COUNTER: Final = "first_seen"
+
+
+def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset[str]:
+    """The counters (``payer_count``, ``ip_failures``, ``price_host``, ``first_seen`` …) that rules naming
+    ``variables`` read: what :func:`plan` must keep when only the rules' features are counted."""
+    suffixes = tuple(f"_{w}" for w in windows)
+    out: set[str] = set()
+    for v in variables:
+        if v.startswith("price_ratio_"):
+            out.add("price_" + v.removeprefix("price_ratio_"))
+        elif v.endswith(("_age", "_new")) and v.split("_", 1)[0] in FIRST_SEEN.values():
+            out.add(FIRST_SEEN_COUNTER)
+        elif v.endswith(suffixes):
+            base = v.rsplit("_", 1)[0]
+            if base.endswith("_sum"):
+                base = base.removesuffix("_sum") + "_count"
+            out.add(base)
+            if base == f"{NEW_PER}_new_payers":
+                out.add(FIRST_SEEN_COUNTER)
+    return frozenset(out)
+
+
+def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
+    """The counters ``event`` bumps and reads; with ``needed`` (:func:`counters_read` of the rules), only those
+    (the others read 0)."""
     cp = event.checkpoint
     amount = event.value if cp != "request" else 0.0
     values = subject_values(event)
     counters: list[Counter] = []
     for subject in SUBJECTS[cp]:
         value = values[subject]
-        if value is not None:
+        if value is not None and (needed is None or f"{subject}_count" in needed):
             summed = subject in SUMMED and cp != "request"
             counters.append(Counter(f"{subject}_count", f"c:{subject}:{value}", 1, amount if summed else 0.0,
                                     summed))
     for subject in FAILING[cp]:
         value = values[subject]
-        if value is not None:
+        if value is not None and (needed is None or f"{subject}_failures" in needed):
             counters.append(Counter(f"{subject}_failures", f"f:{subject}:{value}", 0, 0.0, False))
     seen = FIRST_SEEN.get(cp)
     first = None
-    if seen:
+    if seen and (needed is None or FIRST_SEEN_COUNTER in needed):
         value = values[seen]
         if value is not None:
             first = f"s:{seen}:{value}"
             ip = values[NEW_PER] if cp == "payment" else None
-            if ip is not None:
+            if ip is not None and (needed is None or f"{NEW_PER}_new_payers" in needed):
                 counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True))
     if cp == "buyer":
         for subject in ("host", "route"):
             value = values[subject]
-            if value is not None:
+            if value is not None and (needed is None or f"price_{subject}" in needed):
                 counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
     return Plan(tuple(counters), first, values)
 

@@ -78,6 +78,10 @@ class RuleSet:
     def for_checkpoint(self, checkpoint: Checkpoint) -> tuple[Rule, ...]:
         return self._by_checkpoint[checkpoint]
 
+    def variables(self, checkpoint: Checkpoint) -> frozenset[str]:
+        """Every feature the checkpoint's rules name."""
+        return frozenset(v for r in self._by_checkpoint[checkpoint] for v in r.program.variables())
+
     def evaluate(self, checkpoint: Checkpoint, features: Mapping[str, Any], *, all_rules: bool = False) -> Verdict:
         """The first matching enforced rule decides; shadow rules are evaluated too (recorded, never enforced).
         ``all_rules``: evaluate every rule (to record every match); otherwise stop at the decider once every
