@@ -370,3 +370,14 @@ async def test_engine_recovers_when_redis_comes_back(caplog: pytest.LogCaptureFi
     assert back.features["payer_count_1m"] == 2, "the counts did not resume where they were"
     assert "paywire_risk_backend_up 1" in engine.metrics.render()
     assert any("state backend is back" in r.getMessage() for r in caplog.records), "recovery not logged"
+
+
+async def test_only_counters_the_rules_read_are_kept_unless_count_all() -> None:
+    rules = parse_rules(one_rule("payment", "deny", "payer_count_1m > 100"))
+    lean, full = RiskEngine(rules), RiskEngine(rules, count_all=True)
+    for _ in range(2):
+        a = await lean.check(event("payment"))
+        b = await full.check(event("payment"))
+    assert a.features["payer_count_1m"] == 2, a.features["payer_count_1m"]
+    assert a.features["payee_count_1m"] == 0, "a counter no rule reads was kept"
+    assert b.features["payee_count_1m"] == 2, "count_all did not keep every counter"
