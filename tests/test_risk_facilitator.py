@@ -99,3 +99,23 @@ async def test_facilitator_config_turns_risk_on() -> None:
     assert _risk(FacilitatorConfig()) is None, "risk must stay off unless configured"
     engine = _risk(FacilitatorConfig(risk_rules="default"))
     assert engine is not None and engine.rules.version.startswith("default"), engine
+
+
+async def test_requester_velocity_over_http(net) -> None:
+    """Over HTTP the caller's address is the ``requester``: a third settle a minute from it is refused."""
+    from paywire.facilitator.app import create_app
+    from paywire.facilitator.client import HttpFacilitatorClient
+    from paywire.risk.rules import parse_rules
+    from paywire.serving import serve_asgi
+
+    rules = parse_rules('[[rule]]\nid = "busy_seller"\ncheckpoint = "settle"\nwhen = "requester_count_1m > 2"\n'
+                        'action = "deny"\n')
+    engine = RiskEngine(rules, sample_allows=0)
+    req = offer(net)
+    async with serve_asgi(create_app(Facilitator([facilitator_for(net)], risk=engine))) as url:
+        client = HttpFacilitatorClient(url)
+        results = [await client.settle(await sign(req, payer_of(net)), req) for _ in range(3)]
+        await client.aclose()
+    assert [r.success for r in results] == [True, True, False], results
+    assert results[2].error_reason == "risk_denied", results[2]
+    assert engine.metrics.decisions[("settle", "busy_seller", "deny", "false")] == 1

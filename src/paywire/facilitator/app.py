@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
+from paywire.facilitator.core import requester as risk_requester
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.settlement.engine import answer_within
 from paywire.x402.models import FacilitatorRequest
@@ -167,6 +168,7 @@ def create_app(
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
+        risk_requester.set(request.client.host if request.client else None)  # who asks, for the risk checkpoint
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")

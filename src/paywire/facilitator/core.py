@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from paywire.schemes.registry import FacilitatorScheme, default_registry, handles, supported_kinds
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 AnyPayload = PaymentPayload | PaymentPayloadV1
 AnyRequirements = PaymentRequirements | PaymentRequirementsV1
+
+requester: ContextVar[str | None] = ContextVar("paywire_facilitator_requester", default=None)
+"""Who is asking (the HTTP app sets the caller's address): the risk ``settle`` checkpoint's ``requester``."""
 
 
 def normalize(payload: AnyPayload, requirements: AnyRequirements) -> tuple[PaymentPayload, PaymentRequirements, bool]:
@@ -138,7 +142,8 @@ class Facilitator:
         payer = server.payer(p.payload) if server is not None else None
         decimals = int(req.extra.get("decimals", 6)) if isinstance(req.extra.get("decimals", 6), int) else 6
         return Event("settle", payer=payer, payee=req.pay_to, amount=req.amount, decimals=decimals, asset=req.asset,
-                     network=req.network, scheme=req.scheme, payment_key=str(p.payload.get("signature", "")) or None)
+                     network=req.network, scheme=req.scheme, payment_key=str(p.payload.get("signature", "")) or None,
+                     requester=requester.get())
 
     async def _risk_refusal(self, plugin: FacilitatorScheme, p: PaymentPayload,
                             req: PaymentRequirements) -> SettleResponse | None:
