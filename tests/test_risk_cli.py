@@ -84,3 +84,18 @@ async def test_the_log_samples_allows_and_stays_bounded(tmp_path: Path) -> None:
     await records.prune()
     assert await records.count() == 0, "rows past retention were kept"
     await records.aclose()
+
+
+async def test_a_flood_of_denials_is_not_a_flood_of_writes(tmp_path: Path) -> None:
+    records = await RiskRecords.open(f"sqlite:///{tmp_path / 'p.db'}")
+    now = [1_800_000_000.0]
+    engine = RiskEngine(lists=RiskLists(deny=["0xbad"]), recorder=records, max_records_per_second=5,
+                        clock=lambda: now[0])
+    for _ in range(40):  # all within one second of the engine's clock
+        await engine.check(pay("0xbad"))
+    now[0] += 1.0
+    await engine.check(pay("0xbad"))  # a second later the budget is back
+    written = await records.count()
+    await records.aclose()
+    assert written == 6, f"{written} records for 41 denials at 5 per second (5 burst + 1 a second later)"
+    assert engine.metrics.records_dropped == 35, engine.metrics.render()

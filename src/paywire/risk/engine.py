@@ -71,6 +71,8 @@ class RiskEngine:
     ``sample_allows`` of the allows). ``clock``: seconds (the counters' time). Only the counters some rule
     reads are kept (the other features read 0, also in the records); ``count_all=True`` keeps every one, so
     recorded decisions carry every feature for ``paywire risk test --replay`` of rules that read others.
+    ``max_records_per_second``: records written at most this often (a flood of denials must not become a
+    flood of database writes); the rest are counted in ``paywire_risk_records_dropped_total``.
     """
 
     def __init__(self, rules: RuleSet | str | Path | None = None, *, state: RiskState | None = None,
@@ -78,7 +80,7 @@ class RiskEngine:
                  shadow: bool = False, fail: FailMode | Mapping[str, FailMode] = "open",
                  recorder: DecisionRecorder | None = None, sample_allows: float = 0.01,
                  metrics: RiskMetrics | None = None, clock: Callable[[], float] = time.time,
-                 count_all: bool = False) -> None:
+                 count_all: bool = False, max_records_per_second: float = 200.0) -> None:
         try:
             self.windows = windows_from(windows)
         except ValueError as exc:
@@ -92,6 +94,8 @@ class RiskEngine:
         self.clock = clock
         self._widths = list(self.windows.values())
         self._down = False
+        self._record_rate = max_records_per_second
+        self._record_budget, self._record_at = max_records_per_second, clock()
         # only the counters the rules read are kept (each costs writes, in Redis too); count_all keeps every one
         self._needed: dict[str, frozenset[str]] | None = None if count_all else {
             cp: counters_read(self.rules.variables(cp), self.windows) for cp in CHECKPOINTS}
@@ -139,12 +143,26 @@ class RiskEngine:
                                     matched, features, version, degraded)
         self.metrics.count(decision)
         if self.recorder is not None and (decision.action != "allow" or decision.rule is not None
-                                          or decision.degraded or random.random() < self.sample_allows):
-            try:
-                await self.recorder.record(decision, event)
-            except Exception:  # a recording failure must not change the decision
-                log.exception("paywire risk: could not record a decision")
+                                          or random.random() < self.sample_allows):
+            if self._may_record():
+                try:
+                    await self.recorder.record(decision, event)
+                except Exception:  # a recording failure must not change the decision
+                    log.exception("paywire risk: could not record a decision")
+            else:
+                self.metrics.records_dropped += 1
         return decision
+
+    def _may_record(self) -> bool:
+        """A token bucket of ``max_records_per_second`` (burst: one second's worth), on the engine's clock."""
+        now = self.clock()
+        self._record_budget = min(self._record_rate,
+                                  self._record_budget + max(0.0, now - self._record_at) * self._record_rate)
+        self._record_at = now
+        if self._record_budget < 1:
+            return False
+        self._record_budget -= 1
+        return True
 
     async def note_failure(self, event: Event) -> None:
         """A payment of ``event`` failed (verification, replay, underpayment, expiry …): bump its subjects'

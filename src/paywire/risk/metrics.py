@@ -18,6 +18,7 @@ class RiskMetrics:
     decisions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     degraded: dict[str, int] = field(default_factory=dict)
     backend_up: int = 1
+    records_dropped: int = 0
 
     def count(self, d: Decision) -> None:
         key = (d.checkpoint, d.rule or "", d.action, "true" if d.shadow else "false")
@@ -36,5 +37,8 @@ class RiskMetrics:
                   "# TYPE paywire_risk_degraded_total counter"]
         lines += [f'paywire_risk_degraded_total{{checkpoint="{cp}"}} {n}' for cp, n in sorted(self.degraded.items())]
         lines += ["# HELP paywire_risk_backend_up 1 while the risk state backend answers, 0 during an outage.",
-                  "# TYPE paywire_risk_backend_up gauge", f"paywire_risk_backend_up {self.backend_up}"]
+                  "# TYPE paywire_risk_backend_up gauge", f"paywire_risk_backend_up {self.backend_up}",
+                  "# HELP paywire_risk_records_dropped_total Decisions not recorded: over max_records_per_second.",
+                  "# TYPE paywire_risk_records_dropped_total counter",
+                  f"paywire_risk_records_dropped_total {self.records_dropped}"]
         return "\n".join(lines) + "\n"
