@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 EXTRAS_ONLY = ["fastapi", "flask", "requests", "psycopg", "psycopg_pool", "pympp", "x402", "bolt11",
-               "l402_requests", "pytest", "hypothesis", "mcp"]
+               "l402_requests", "pytest", "hypothesis", "mcp", "cel", "redis"]
 DEV_ONLY = ["web3", "eth_tester", "eth"]  # web3[tester]: web3.py, eth-tester and py-evm (top-level package ``eth``)
 
 
@@ -31,6 +31,7 @@ CORE = """
 import paywire.cli.main, paywire.server.asgi, paywire.server.wsgi, paywire.client, paywire.client.engine
 import paywire.facilitator.app, paywire.facilitator.service, paywire.store, paywire.store.payments
 import paywire.mpp, paywire.l402, paywire.lightning, paywire.wallet, paywire.mcp, paywire.mcp.wire
+import paywire.risk.engine, paywire.risk.seller, paywire.risk.buyer, paywire.store.risk, paywire.cli.risk
 import paywire.chain, paywire.chain.rpc, paywire.chain.tx, paywire.chain.anvil, paywire.chain.embedded
 print("ok")
 """

@@ -39,6 +39,7 @@ IMPORT_CLEAN = [
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
     "paywire.mcp", "paywire.mcp.wire", "paywire.mcp.mpp",
     "paywire.proxy", "paywire.proxy.identity",
+    "paywire.risk", "paywire.risk.engine", "paywire.risk.seller", "paywire.risk.buyer",
 ]
 
 # Core modules (prefixes): they must not reach an adapter through module-level imports, directly or not.
@@ -48,7 +49,8 @@ CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.fami
         "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
         "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
         "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
-        "paywire.proxy.identity")
+        "paywire.proxy.identity",
+        "paywire.risk.model", "paywire.risk.features", "paywire.risk.rules")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",

@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                  "List what can be bought at a URL or through a facilitator: resource, price, network, protocols."),
     "proxy": ("paywire.cli.proxy",
               "Sell an HTTP API through a paying reverse proxy: routes and prices from a config file; SIGHUP reloads it."),
+    "risk": ("paywire.cli.risk", "Risk decisions: show the decision log, test a rule file on recorded traffic."),
 }
 
 

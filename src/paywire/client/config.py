@@ -44,6 +44,9 @@ class BuyerConfig(Settings):
     :meth:`buyer` keeps receipts in memory."""
     approve: Approver | None = option(None, env=False, toml=False)
     """Called (sync or async) for payments above ``policy.approval_threshold``."""
+    risk: Any = option(None, env=False, toml=False)
+    """The risk guard before signing: ``True`` (the default rules), a ``RiskEngine`` or a ``BuyerGuard``
+    (docs/risk.md); a refusal raises ``RiskRefused`` naming the rule."""
     max_retries: int = option(2, check=non_negative)
     """How often the same signed payment is resent after a timeout, reset or 5xx."""
     retry_delay: float = option(0.2, check=non_negative, duration=True)
@@ -85,6 +88,7 @@ class BuyerOptions(TypedDict, total=False):
 
     store: Any
     approve: Approver | None
+    risk: Any
     max_retries: int
     retry_delay: float
     account: str | None

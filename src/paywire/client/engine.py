@@ -242,6 +242,7 @@ class Buyer:
         self.config = c
         self.policy = policy or Policy()
         self.approve = c.approve
+        self.risk = _risk_guard(c.risk)
         self.max_retries = c.max_retries
         self.retry_delay = c.retry_delay
         self.wallet = wallet if hasattr(wallet, "schemes") and callable(wallet.schemes) else None
@@ -441,6 +442,8 @@ class Buyer:
                                         reason="the approval hook said no")
                     raise PaymentDeclined(f"payment of {describe(cand.quote)} for {ex.url} was not approved",
                                           receipt=await ledger.get(rid))
+            if self.risk is not None:  # the risk guard, last before signing
+                await self._risk_check(ex, host, cand, ledger, rid)
             scheme = scheme_for(self.schemes, cand.option.requirements)
             assert scheme is not None
             attempt = await self._by_name[cand.option.protocol].credential(
@@ -460,6 +463,15 @@ class Buyer:
                                    receipt=await ledger.get(rid)) from exc
             raise
         return attempt, rid, cand
+
+    async def _risk_check(self, ex: Exchange[Any], host: str, cand: Candidate, ledger: Any, rid: int) -> None:
+        from paywire.risk.buyer import RiskRefused
+
+        decision = await self.risk.check(host, route_of(ex.url), cand)
+        if not decision.allowed:
+            await ledger.finish(rid, outcome="refused", budget="released", rule=f"risk:{decision.rule or ''}",
+                                reason=decision.reason or "refused by the risk guard")
+            raise RiskRefused(decision, ex.url, receipt=await ledger.get(rid))
 
     async def _budget_refused(self, ex: Exchange[Any], budget_refusals: Sequence[tuple[Candidate, Refusal]],
                               static: Sequence[tuple[Option, Refusal]], record: dict[str, Any],
@@ -608,6 +620,14 @@ def as_buyer(buyer: Buyer | WalletLike, policy: Policy | None, config: BuyerConf
             raise ConfigError(f"{where}() got a ready Buyer and {', '.join(given)}: give those to the Buyer instead")
         return buyer, False
     return Buyer(buyer, policy, config=buyer_config(config, options, where=where)), True
+
+
+def _risk_guard(risk: Any) -> Any:
+    if risk is None or risk is False:
+        return None
+    from paywire.risk.buyer import buyer_guard
+
+    return buyer_guard(risk)
 
 
 async def _noop() -> None:

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from paywire.bodylimit import declared_length, read_asgi_body
 from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
+from paywire.facilitator.core import requester as risk_requester
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
 from paywire.settlement.engine import answer_within
 from paywire.x402.models import FacilitatorRequest
@@ -172,6 +173,7 @@ def create_app(
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
+        risk_requester.set(request.client.host if request.client else None)  # who asks, for the risk checkpoint
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
@@ -217,7 +219,8 @@ def create_app(
             for net in getattr(plugin, "_nets", {}).values():
                 for s in net.senders:
                     m.set("signer_in_flight", s.in_flight, network=net.network, address=s.address)
-        return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
+        text = m.render() + (facilitator.risk.metrics.render() if facilitator.risk is not None else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

@@ -99,6 +99,10 @@ class FacilitatorConfig(Settings):
     instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
     devnet: bool = False
     allow_unauthenticated_public: bool = False
+    risk_rules: str | None = None
+    """Turn on the risk ``settle`` checkpoint with this rule file (``"default"``: the shipped rules)."""
+    risk_redis: str | None = None
+    """Risk counters in this Redis (a fleet of facilitators); default: in this process."""
     """Serve a non-loopback ``host`` without ``bearer_token``: anyone who reaches the port may then settle,
     read settlement records (payer, payee, amount) and metrics. Off by default; the service refuses to start."""
 

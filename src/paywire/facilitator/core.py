@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from paywire.schemes.registry import FacilitatorScheme, handles, supported_kinds
+from paywire.schemes.registry import FacilitatorScheme, default_registry, handles, supported_kinds
 from paywire.store.settlements import Settlement, SettlementStore
 from paywire.x402.models import (
     PaymentPayload,
@@ -19,8 +21,15 @@ from paywire.x402.models import (
 )
 from paywire.x402.networks import to_caip2, to_caip2_or_none, to_v1_name
 
+if TYPE_CHECKING:
+    from paywire.risk.engine import RiskEngine
+    from paywire.risk.model import Event
+
 AnyPayload = PaymentPayload | PaymentPayloadV1
 AnyRequirements = PaymentRequirements | PaymentRequirementsV1
+
+requester: ContextVar[str | None] = ContextVar("paywire_facilitator_requester", default=None)
+"""Who is asking (the HTTP app sets the caller's address): the risk ``settle`` checkpoint's ``requester``."""
 
 
 def normalize(payload: AnyPayload, requirements: AnyRequirements) -> tuple[PaymentPayload, PaymentRequirements, bool]:
@@ -55,15 +64,18 @@ class Facilitator:
 
     ``store``: the settlement records the plugins write (for ``settlement()`` lookups); plugins that keep
     records also expose ``settlement_key(payload, requirements)`` and ``reconcile_once()``.
+    ``risk``: the ``settle`` checkpoint (:mod:`paywire.risk`): a payment it denies is answered
+    ``risk_denied`` before anything is signed; one already settled is never re-judged (retries stay idempotent).
     """
 
     def __init__(
         self, schemes: Sequence[FacilitatorScheme], *, extensions: Sequence[str] = (),
-        store: SettlementStore | None = None,
+        store: SettlementStore | None = None, risk: RiskEngine | None = None,
     ) -> None:
         self.schemes = list(schemes)
         self.extensions = list(extensions)
         self.store = store
+        self.risk = risk
 
     def settlement_key(self, payload: AnyPayload, requirements: AnyRequirements) -> str | None:
         """The settlement record id of a payment (``GET /settlements/{id}``), if its plugin keeps records."""
@@ -116,9 +128,40 @@ class Facilitator:
             return VerifyResponse(False, "unsupported_scheme",
                                   invalid_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
         try:
-            return await plugin.verify(p, req, v1=v1)
+            verdict = await plugin.verify(p, req, v1=v1)
         except Exception as exc:  # a plugin bug must not become a 5xx
             return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
+        if self.risk is not None and not verdict.is_valid:
+            await self.risk.note_failure(self._risk_event(p, req))
+        return verdict
+
+    def _risk_event(self, p: PaymentPayload, req: PaymentRequirements) -> Event:
+        from paywire.risk.model import Event
+
+        server = default_registry.server(req.scheme, req.network)
+        payer = server.payer(p.payload) if server is not None else None
+        decimals = int(req.extra.get("decimals", 6)) if isinstance(req.extra.get("decimals", 6), int) else 6
+        return Event("settle", payer=payer, payee=req.pay_to, amount=req.amount, decimals=decimals, asset=req.asset,
+                     network=req.network, scheme=req.scheme, payment_key=str(p.payload.get("signature", "")) or None,
+                     requester=requester.get())
+
+    async def _risk_refusal(self, plugin: FacilitatorScheme, p: PaymentPayload,
+                            req: PaymentRequirements) -> SettleResponse | None:
+        """The ``settle`` checkpoint: a refusal to answer, or None. A payment with a settlement record already
+        (a retry) is not judged again — which needs a settlement store (the facilitator's or its plugin's)."""
+        assert self.risk is not None
+        key_of = getattr(plugin, "settlement_key", None)
+        store = self.store or getattr(plugin, "store", None)
+        if store is not None and key_of is not None:
+            key = key_of(p, req)
+            if isinstance(key, str) and await store.get(key) is not None:
+                return None
+        event = self._risk_event(p, req)
+        d = await self.risk.check(event)
+        if d.allowed:
+            return None
+        return SettleResponse(False, "", req.network, payer=event.payer, error_reason="risk_denied",
+                              error_message=f"refused by risk: {d.describe()}")
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
         """Settle through the payment's plugin; the answer names the network as the request did (v1 or v2)."""
@@ -131,6 +174,10 @@ class Facilitator:
             return SettleResponse(False, "", req.network, error_reason="unsupported_scheme",
                                   error_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
         try:
+            if self.risk is not None:
+                refused = await self._risk_refusal(plugin, p, req)
+                if refused is not None:
+                    return refused
             return await plugin.settle(p, req, v1=v1)
         except Exception as exc:
             return SettleResponse(False, "", req.network, error_reason="unexpected_settle_error",

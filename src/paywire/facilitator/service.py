@@ -77,7 +77,7 @@ class FacilitatorService:
                 if config.devnet and devnet is None and opened.devnet is not None:
                     devnet = await opened.devnet()
                 rails.append(opened.rail)
-            facilitator = Facilitator(build_schemes(config, rails, store), store=store)
+            facilitator = Facilitator(build_schemes(config, rails, store), store=store, risk=_risk(config))
             metrics = facilitator_metrics()
             reconciler = Reconciler(facilitator, interval=config.reconcile_interval, metrics=metrics)
             return cls(config, facilitator, store, metrics, reconciler, rpc_urls, devnet, closers)
@@ -131,3 +131,14 @@ class FacilitatorService:
                 await close()
             except Exception as exc:  # keep closing the rest
                 print(f"paywire facilitator: error while closing: {exc}", file=sys.stderr)
+
+
+def _risk(config: FacilitatorConfig) -> Any:
+    """The ``settle`` risk checkpoint from ``risk_rules`` / ``risk_redis`` (None: off)."""
+    if config.risk_rules is None and config.risk_redis is None:
+        return None
+    from paywire.risk.engine import RiskEngine
+    from paywire.risk.redis_state import RedisState
+
+    rules = None if config.risk_rules in (None, "default") else config.risk_rules
+    return RiskEngine(rules, state=RedisState(config.risk_redis) if config.risk_redis else None)

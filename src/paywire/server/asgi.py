@@ -46,7 +46,9 @@ def request_info(scope: Scope) -> RequestInfo:
     path = scope.get("path", "/")
     url = build_url(scope.get("scheme", "http"), headers.get("host"), scope.get("server"),
                     scope.get("root_path", "") + path, qs)
-    return RequestInfo(scope.get("method", "GET").upper(), path, url, headers, qs)
+    peer = scope.get("client")
+    return RequestInfo(scope.get("method", "GET").upper(), path, url, headers, qs,
+                       client=str(peer[0]) if peer else None)
 
 
 def _encode(headers: Any) -> list[tuple[bytes, bytes]]:

@@ -88,6 +88,13 @@ class SellerConfig(Settings):
     confirm_with_node: bool = False
     invoice_expiry: int = option(600, check=positive, duration=True)
     l402_reject_status: int = option(401, check=between(400, 499))
+    risk: Any = option(None, env=False, toml=False)
+    """Risk checkpoints: ``True`` (the default rules, counters in this process), a ``RiskEngine`` or a
+    ``SellerRisk`` (docs/risk.md)."""
+    risk_rules: str | None = None
+    """A risk rule file (TOML); setting it turns risk on."""
+    risk_trust_forwarded: bool = False
+    """Risk: take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -117,3 +124,6 @@ class SellerOptions(TypedDict, total=False):
     confirm_with_node: bool
     invoice_expiry: int
     l402_reject_status: int
+    risk: Any
+    risk_rules: str | None
+    risk_trust_forwarded: bool

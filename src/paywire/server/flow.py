@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
@@ -48,6 +48,9 @@ from paywire.server.protocols.base import (
 )
 from paywire.server.request import RequestInfo
 from paywire.store import store_url
+
+if TYPE_CHECKING:
+    from paywire.risk.seller import SellerRisk
 from paywire.store.payments import (
     IN_FLIGHT,
     TERMINAL,
@@ -204,6 +207,8 @@ class PaymentFlow:
     l402_reject_status: int = 401
     owns_facilitator: bool = False
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
+    risk: SellerRisk | None = None
+    """Risk checkpoints (:mod:`paywire.risk.seller`): before the request, and before the facilitator verifies."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
@@ -235,6 +240,8 @@ class PaymentFlow:
                 raise ConfigError(NO_LIGHTNING)
             for proto in protocols:
                 await proto.startup(self._store.db)
+            if self.risk is not None:
+                await self.risk.startup(self._store.db)
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
                 try:
@@ -270,6 +277,10 @@ class PaymentFlow:
             route = self.seller.route_for_request(req)
             if route is not None:
                 await self.startup()
+                if self.risk is not None and req.method != "OPTIONS":
+                    refused = await self.risk.before_request(self.seller, route, req)
+                    if refused is not None:
+                        return Respond(refused)
             d = await self._decide(route, req)
         except ConfigError as exc:
             log.error("paywire: seller misconfigured: %s", exc)
@@ -363,6 +374,10 @@ class PaymentFlow:
         return self._protocol(protocol).facilitator_for(requirements) or self.facilitator
 
     async def _paid(self, p: Proceed, req: RequestInfo) -> Plan:
+        if self.risk is not None:  # before the facilitator hears of it: a denial costs no call, moves nothing
+            refused = await self.risk.before_verify(self.seller, p, req)
+            if refused is not None:
+                return Respond(refused)
         store = self.payments
         offer = p.offer
         new = NewPayment(
@@ -432,6 +447,8 @@ class PaymentFlow:
         if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
             hb.stop()
             await store.release_claim(rec.id, owner)
+            if self.risk is not None:
+                await self.risk.failed(p, req)
             reason = verdict.invalid_reason or "invalid_payment"
             reply = self.seller.payment_required(p.route, req, p.offers, reason)
             if reason == "permit2_allowance_required":  # checklist 15

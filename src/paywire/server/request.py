@@ -18,6 +18,8 @@ class RequestInfo:
     query_string: str = ""
     body: bytes | None = None
     """The request body when the adapter read it (MPP routes bind it through the challenge ``digest``)."""
+    client: str | None = None
+    """The peer's address (ASGI ``scope["client"]``, WSGI ``REMOTE_ADDR``), when the server knows it."""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)

@@ -55,6 +55,23 @@ def _mpp_server(config: SellerConfig) -> Any:
         raise ConfigError(f"MPP: {exc}") from None
 
 
+def _seller_risk(config: SellerConfig) -> Any:
+    """The flow's risk checkpoints from ``risk`` / ``risk_rules`` (``None``: risk is off)."""
+    if (config.risk is None or config.risk is False) and config.risk_rules is None:
+        return None
+    from paywire.risk.engine import RiskEngine
+    from paywire.risk.seller import SellerRisk
+
+    risk = config.risk
+    if isinstance(risk, SellerRisk):
+        return risk
+    if risk is None or risk is True:
+        risk = RiskEngine(config.risk_rules)
+    if not isinstance(risk, RiskEngine):
+        raise ConfigError("seller option risk: expected True, a RiskEngine or a SellerRisk")
+    return SellerRisk(risk, trust_forwarded=config.risk_trust_forwarded)
+
+
 def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow:
     """Seller (offers resolved now: a bad price raises ``ConfigError`` here) + store + facilitator.
 
@@ -74,7 +91,8 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
                        lease=c.lease, max_record_bytes=c.max_record_bytes, check_supported=c.check_supported,
                        max_handler_seconds=c.max_handler_seconds, lightning=c.lightning,
                        confirm_with_node=c.confirm_with_node, invoice_expiry=c.invoice_expiry,
-                       l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str))
+                       l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str),
+                       risk=_seller_risk(c))
 
 
 def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, **options: Any) -> PaymentFlow:

@@ -43,7 +43,8 @@ def request_info(environ: Environ) -> RequestInfo:
     server = (environ.get("SERVER_NAME", "localhost"), int(environ.get("SERVER_PORT", "80") or 80))
     url = build_url(environ.get("wsgi.url_scheme", "http"), headers.get("host"), server,
                     environ.get("SCRIPT_NAME", "") + path, qs)
-    return RequestInfo(environ.get("REQUEST_METHOD", "GET").upper(), path, url, headers, qs)
+    return RequestInfo(environ.get("REQUEST_METHOD", "GET").upper(), path, url, headers, qs,
+                       client=environ.get("REMOTE_ADDR") or None)
 
 
 def _read_body(req: RequestInfo, environ: Environ, limit: int) -> RequestInfo:

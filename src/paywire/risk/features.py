@@ -1,0 +1,307 @@
+"""Features, pure: which sliding-window counters a checkpoint reads and bumps (a :class:`Plan` for a state
+backend), and the flat feature map the rules see once the backend has answered.
+
+Counters are keyed by a *subject* and its value (``payer:0xab…``, ``ip:203.0.113.7``). Each counts events
+(``<subject>_count_<window>``) and, for subjects that pay, sums whole tokens (``<subject>_sum_<window>``);
+failures (failed verifications, replays, underpayments, expired authorizations — whatever the caller reports
+through :meth:`paywire.risk.engine.RiskEngine.note_failure`) are counted apart (``<subject>_failures_<window>``).
+Names are flat (``payer_count_1m``), so a rule that names an unknown feature is caught when it compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from paywire.risk.model import CHECKPOINTS, Checkpoint, Event
+
+DEFAULT_WINDOWS: Final[Mapping[str, int]] = {"1m": 60, "1h": 3600, "24h": 86400}
+BUCKETS: Final = 12
+"""A window is kept as this many buckets: a counter slides in steps of window / 12 (5 s for one minute)."""
+
+# subject -> how it is found in an Event
+SUBJECTS: Final[Mapping[Checkpoint, tuple[str, ...]]] = {
+    "request": ("ip", "net", "route", "agent"),
+    "payment": ("route", "payer", "payee", "payment"),
+    "settle": ("payer", "payee", "requester", "payment"),
+    "buyer": ("host", "route", "payee", "agent"),
+}
+"""Subjects counted (one event each time the checkpoint runs) at each checkpoint. The payment checkpoint does not
+count the IP again (the request checkpoint did); it reads the IP's failures and new payers."""
+SUMMED: Final = frozenset({"payer", "payee", "route", "host", "agent", "requester"})
+"""Subjects whose counters also sum the amount (whole tokens) — at checkpoints that know an amount."""
+FAILING: Final[Mapping[Checkpoint, tuple[str, ...]]] = {
+    "request": ("ip", "net"),
+    "payment": ("ip", "net", "payer"),
+    "settle": ("payer", "requester"),
+    "buyer": ("host",),
+}
+"""Subjects whose failure counters a checkpoint reads."""
+FIRST_SEEN: Final[Mapping[Checkpoint, str]] = {"payment": "payer", "settle": "payer"}
+"""The subject whose first-seen time a checkpoint reads (``<subject>_age`` seconds, ``<subject>_new``)."""
+NEW_PER: Final = "ip"
+"""At the payment checkpoint, new payers are also counted per IP (``ip_new_payers_<window>``)."""
+
+SCALARS: Final[Mapping[Checkpoint, Mapping[str, Any]]] = {
+    "request": {"ip": "", "route": "", "method": "", "agent": "", "header_bytes": 0, "has_payment": False},
+    "payment": {"ip": "", "route": "", "method": "", "agent": "", "header_bytes": 0, "payer": "", "payee": "",
+                "amount": 0.0, "amount_units": 0, "asset": "", "network": "", "scheme": "", "protocol": ""},
+    "settle": {"payer": "", "payee": "", "requester": "", "amount": 0.0, "amount_units": 0, "asset": "",
+               "network": "", "scheme": ""},
+    "buyer": {"host": "", "route": "", "payee": "", "agent": "", "amount": 0.0, "amount_units": 0, "asset": "",
+              "network": "", "price_ratio_host": 1.0, "price_ratio_route": 1.0},
+}
+"""Plain values of the event each checkpoint exposes (name → an example of its type)."""
+LISTED: Final[Mapping[Checkpoint, tuple[str, ...]]] = {
+    "request": ("ip",),
+    "payment": ("ip", "payer", "payee"),
+    "settle": ("payer", "payee"),
+    "buyer": ("payee", "host"),
+}
+"""Values looked up in the lists: ``<subject>_sanctioned``, ``<subject>_denied``, ``<subject>_allowed``."""
+
+
+@functools.lru_cache(maxsize=4096)
+def network_prefix(ip: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) an address belongs to; the text itself when it is not an address."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    bits = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def subject_value(event: Event, subject: str) -> str | None:
+    """The key value of ``subject`` in ``event`` (addresses lower-cased), or ``None`` when unknown."""
+    if subject == "net":
+        return network_prefix(event.ip) if event.ip else None
+    if subject == "payment":
+        return event.payment_key
+    value = getattr(event, subject)
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return text.lower() if text.startswith("0x") else text
+
+
+def feature_names(checkpoint: Checkpoint, windows: Mapping[str, int] = DEFAULT_WINDOWS) -> frozenset[str]:
+    """Every feature a rule at ``checkpoint`` may name."""
+    return _feature_names(checkpoint, tuple(windows))
+
+
+def defaults(checkpoint: Checkpoint, windows: Mapping[str, int] = DEFAULT_WINDOWS) -> dict[str, Any]:
+    """Every feature of ``checkpoint`` at its zero value (a fresh copy)."""
+    return dict(_defaults(checkpoint, tuple(windows)))
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(checkpoint: Checkpoint, windows: tuple[str, ...]) -> Mapping[str, Any]:
+    scalars = SCALARS[checkpoint]
+    return {name: scalars[name] if name in scalars
+            else (False if name.endswith(("_sanctioned", "_denied", "_allowed", "_new")) else 0)
+            for name in _feature_names(checkpoint, windows)}
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_names(checkpoint: Checkpoint, windows: tuple[str, ...]) -> frozenset[str]:
+    names = set(SCALARS[checkpoint])
+    for subject in SUBJECTS[checkpoint]:
+        for w in windows:
+            names.add(f"{subject}_count_{w}")
+            if subject in SUMMED and checkpoint != "request":
+                names.add(f"{subject}_sum_{w}")
+    for subject in FAILING[checkpoint]:
+        names.update(f"{subject}_failures_{w}" for w in windows)
+    seen = FIRST_SEEN.get(checkpoint)
+    if seen:
+        names.update({f"{seen}_age", f"{seen}_new"})
+        if checkpoint == "payment":
+            names.update(f"{NEW_PER}_new_payers_{w}" for w in windows)
+    for subject in LISTED[checkpoint]:
+        names.update({f"{subject}_sanctioned", f"{subject}_denied", f"{subject}_allowed"})
+    return frozenset(names)
+
+
+def all_feature_names(windows: Mapping[str, int] = DEFAULT_WINDOWS) -> dict[Checkpoint, frozenset[str]]:
+    return {c: feature_names(c, windows) for c in CHECKPOINTS}
+
+
+class Counter(NamedTuple):
+    """One sliding-window counter to bump (``add`` events, ``amount``) and read over ``windows`` (seconds)."""
+
+    name: str  # feature prefix, e.g. "payer_count" → payer_count_1m …
+    key: str  # backend key, e.g. "c:payer:0xab…"
+    add: int  # events to add (0: read only)
+    amount: float
+    summed: bool
+    only_if_new: bool = False  # bump only when the first-seen subject is new (ip_new_payers)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a state backend must do for one checkpoint: bump and read ``counters``; read (and set, if unset)
+    ``first_seen``. The buyer's price history is two read-only counters (``price_host``, ``price_route``)
+    bumped only once a payment is made (:func:`paid_counters`). ``values``: the event's subject values."""
+
+    counters: tuple[Counter, ...]
+    first_seen: str | None
+    values: Mapping[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A backend's answer: per counter key, (count, sum) per window in the engine's window order; the
+    first-seen subject's age in seconds (``None``: first seen now)."""
+
+    windows: Mapping[str, tuple[tuple[int, float], ...]]
+    first_seen_age: float | None = None
+    known: bool = True  # False: the backend was down; counters read 0 and nobody counts as new
+
+
+def subject_values(event: Event) -> dict[str, str | None]:
+    """Every subject value ``event``'s checkpoint counts, fails or lists."""
+    cp = event.checkpoint
+    names = {*SUBJECTS[cp], *FAILING[cp], *LISTED[cp], "payer", "payee"}
+    return {s: subject_value(event, s) for s in names}
+
+
+FIRST_SEEN_COUNTER: Final = "first_seen"
+
+
+def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset[str]:
+    """The counters (``payer_count``, ``ip_failures``, ``price_host``, ``first_seen`` …) that rules naming
+    ``variables`` read: what :func:`plan` must keep when only the rules' features are counted."""
+    suffixes = tuple(f"_{w}" for w in windows)
+    out: set[str] = set()
+    for v in variables:
+        if v.startswith("price_ratio_"):
+            out.add("price_" + v.removeprefix("price_ratio_"))
+        elif v.endswith(("_age", "_new")) and v.split("_", 1)[0] in FIRST_SEEN.values():
+            out.add(FIRST_SEEN_COUNTER)
+        elif v.endswith(suffixes):
+            base = v.rsplit("_", 1)[0]
+            if base.endswith("_sum"):
+                base = base.removesuffix("_sum") + "_count"
+            out.add(base)
+            if base == f"{NEW_PER}_new_payers":
+                out.add(FIRST_SEEN_COUNTER)
+    return frozenset(out)
+
+
+def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
+    """The counters ``event`` bumps and reads; with ``needed`` (:func:`counters_read` of the rules), only those
+    (the others read 0)."""
+    cp = event.checkpoint
+    amount = event.value if cp != "request" else 0.0
+    values = subject_values(event)
+    counters: list[Counter] = []
+    for subject in SUBJECTS[cp]:
+        value = values[subject]
+        if value is not None and (needed is None or f"{subject}_count" in needed):
+            summed = subject in SUMMED and cp != "request"
+            counters.append(Counter(f"{subject}_count", f"c:{subject}:{value}", 1, amount if summed else 0.0,
+                                    summed))
+    for subject in FAILING[cp]:
+        value = values[subject]
+        if value is not None and (needed is None or f"{subject}_failures" in needed):
+            counters.append(Counter(f"{subject}_failures", f"f:{subject}:{value}", 0, 0.0, False))
+    seen = FIRST_SEEN.get(cp)
+    first = None
+    if seen and (needed is None or FIRST_SEEN_COUNTER in needed):
+        value = values[seen]
+        if value is not None:
+            first = f"s:{seen}:{value}"
+            ip = values[NEW_PER] if cp == "payment" else None
+            if ip is not None and (needed is None or f"{NEW_PER}_new_payers" in needed):
+                counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True))
+    if cp == "buyer":
+        for subject in ("host", "route"):
+            value = values[subject]
+            if value is not None and (needed is None or f"price_{subject}" in needed):
+                counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
+    return Plan(tuple(counters), first, values)
+
+
+def paid_counters(event: Event) -> tuple[Counter, ...]:
+    """Buyer: the price-history counters a payment actually made bumps (the price it paid)."""
+    return tuple(Counter(f"price_{s}", f"p:{s}:{v}", 1, event.value, True)
+                 for s in ("host", "route") if (v := subject_value(event, s)) is not None)
+
+
+def failure_counters(event: Event) -> tuple[Counter, ...]:
+    """The failure counters a failed outcome of ``event`` bumps."""
+    out = []
+    for subject in FAILING[event.checkpoint]:
+        value = subject_value(event, subject)
+        if value is not None:
+            out.append(Counter(f"{subject}_failures", f"f:{subject}:{value}", 1, 0.0, False))
+    return tuple(out)
+
+
+_DERIVED = frozenset({"amount", "amount_units", "price_ratio_host", "price_ratio_route"})
+
+
+@functools.lru_cache(maxsize=256)
+def _window_names(counter: str, windows: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Feature names of a counter per window: (counts, sums)."""
+    sums = counter.removesuffix("_count") + "_sum"
+    return tuple(f"{counter}_{w}" for w in windows), tuple(f"{sums}_{w}" for w in windows)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_names(checkpoint: Checkpoint) -> tuple[tuple[str, bool], ...]:
+    """The event values a checkpoint exposes as they are: (name, read from the subject values)."""
+    return tuple((n, n in ("payer", "payee")) for n in SCALARS[checkpoint] if n not in _DERIVED)
+
+
+def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
+          listed: Mapping[str, bool]) -> dict[str, Any]:
+    """The flat feature map for ``event``: defaults, then the event's values, the counters, lists, prices."""
+    cp = event.checkpoint
+    wnames = tuple(windows)
+    out = dict(_defaults(cp, wnames))
+    scalars = SCALARS[cp]
+    for name, from_values in _scalar_names(cp):
+        value = p.values[name] if from_values else getattr(event, name)
+        out[name] = value if value is not None else scalars[name]
+    if "amount" in out:
+        out["amount"], out["amount_units"] = event.value, event.amount
+    for c in p.counters:
+        values = seen.windows.get(c.key, ())
+        if c.name.startswith("price_"):  # mean price paid over the longest window → ratio
+            longest = max(range(len(wnames)), key=lambda i: windows[wnames[i]]) if wnames else 0
+            count, total = values[longest] if len(values) > longest else (0, 0.0)
+            mean = total / count if count else 0.0
+            out[f"price_ratio_{c.name[6:]}"] = event.value / mean if mean > 0 else 1.0
+            continue
+        counts, sums = _window_names(c.name, wnames)
+        for i, (count, total) in enumerate(values):
+            out[counts[i]] = count
+            if c.summed:
+                out[sums[i]] = total
+    first = FIRST_SEEN.get(cp)
+    if first and p.first_seen is not None:
+        out[f"{first}_age"] = seen.first_seen_age or 0.0
+        out[f"{first}_new"] = seen.known and seen.first_seen_age is None
+    if listed:
+        out.update(listed)
+    return out
+
+
+def windows_from(spec: Mapping[str, int] | Sequence[str] | None) -> dict[str, int]:
+    """``{"1m": 60, …}`` from a mapping or names such as ``"5m"``, ``"1h"``, ``"24h"``, ``"30s"``."""
+    if spec is None:
+        return dict(DEFAULT_WINDOWS)
+    if isinstance(spec, Mapping):
+        return {str(k): int(v) for k, v in spec.items()}
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    out = {}
+    for name in spec:
+        if len(name) < 2 or name[-1] not in units or not name[:-1].isdigit() or int(name[:-1]) <= 0:
+            raise ValueError(f"window {name!r}: expected a number and s/m/h/d, such as '1m' or '24h'")
+        out[name] = int(name[:-1]) * units[name[-1]]
+    return out

@@ -1,0 +1,126 @@
+"""Allow, deny and sanctions lists. The sanctions list is a file (CSV or JSON of addresses) re-read when it
+changes — no restart — and its version goes into every decision.
+
+CSV: one address per line in the first column (a header line and ``#`` comments are skipped). JSON: a list of
+addresses, or ``{"version": "ofac-2026-12-01", "addresses": [...]}``. Without a version the list's version is
+``sha256:<first 12 hex digits of the file>``. A file that turns bad while running keeps the last good list in
+force (and logs why); a bad file at startup is a :class:`~paywire.risk.model.RiskConfigError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from paywire.risk.features import LISTED, subject_value
+from paywire.risk.model import Event, RiskConfigError
+
+log = logging.getLogger("paywire.risk")
+
+
+def _norm(value: str) -> str:
+    v = value.strip()
+    return v.lower() if v.lower().startswith("0x") else v
+
+
+def parse_sanctions(data: bytes, name: str) -> tuple[frozenset[str], str]:
+    """(addresses, version) from a CSV or JSON file's bytes; ``ValueError`` says what is wrong."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()[:12]
+    text = data.decode("utf-8-sig")
+    if name.lower().endswith(".json") or text.lstrip().startswith(("[", "{")):
+        doc = json.loads(text)
+        version = digest
+        if isinstance(doc, dict):
+            version = str(doc.get("version") or digest)
+            doc = doc.get("addresses")
+        if not isinstance(doc, list) or not all(isinstance(a, str) for a in doc):
+            raise ValueError("expected a JSON list of addresses or {\"version\": …, \"addresses\": [...]}")
+        return frozenset(_norm(a) for a in doc if a.strip()), version
+    out = set()
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        cell = row[0].strip()
+        if cell.lower() in ("address", "addr", "wallet"):
+            continue
+        out.add(_norm(cell))
+    return frozenset(out), digest
+
+
+class SanctionsFile:
+    """A sanctions list file, re-read when its modification time or size changes (checked at most every
+    ``check_every`` seconds)."""
+
+    def __init__(self, path: str | Path, *, check_every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = Path(path)
+        self.check_every, self._clock = check_every, clock
+        self._stamp: tuple[int, int] | None = None
+        self._next = 0.0
+        try:
+            self.addresses, self.version = self._read()
+        except (OSError, ValueError) as exc:
+            raise RiskConfigError(f"sanctions list {self.path}: {exc}") from None
+
+    def _read(self) -> tuple[frozenset[str], str]:
+        st = os.stat(self.path)
+        addresses, version = parse_sanctions(self.path.read_bytes(), self.path.name)
+        self._stamp = (st.st_mtime_ns, st.st_size)
+        return addresses, version
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed since the last look (cheap: one ``stat`` per ``check_every``)."""
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.check_every
+        try:
+            st = os.stat(self.path)
+            if (st.st_mtime_ns, st.st_size) == self._stamp:
+                return
+            self.addresses, self.version = self._read()
+            log.info("paywire risk: sanctions list %s reloaded (%d addresses, version %s)", self.path,
+                     len(self.addresses), self.version)
+        except (OSError, ValueError) as exc:
+            log.error("paywire risk: sanctions list %s unreadable, keeping version %s: %s", self.path,
+                      self.version, exc)
+
+
+class RiskLists:
+    """The lists a decision consults: ``allow`` and ``deny`` (addresses, IPs, hosts) and a sanctions file."""
+
+    def __init__(self, *, allow: Iterable[str] = (), deny: Iterable[str] = (),
+                 sanctions: str | Path | SanctionsFile | None = None, check_every: float = 1.0) -> None:
+        self.allow = frozenset(_norm(a) for a in allow)
+        self.deny = frozenset(_norm(a) for a in deny)
+        self.sanctions = (sanctions if isinstance(sanctions, SanctionsFile) or sanctions is None
+                          else SanctionsFile(sanctions, check_every=check_every))
+
+    @property
+    def version(self) -> str:
+        """The sanctions list's version (``""`` without one), plus the sizes of the allow/deny lists."""
+        s = self.sanctions.version if self.sanctions else ""
+        return f"{s};allow={len(self.allow)};deny={len(self.deny)}" if (self.allow or self.deny) else s
+
+    def lookup(self, event: Event, values: Mapping[str, str | None] | None = None) -> Mapping[str, bool]:
+        """``<subject>_sanctioned`` / ``_denied`` / ``_allowed`` for the subjects ``event``'s checkpoint lists
+        (``values``: the event's subject values when already known)."""
+        if self.sanctions is not None:
+            self.sanctions.refresh()
+        sanctioned = self.sanctions.addresses if self.sanctions else frozenset()
+        if not (sanctioned or self.allow or self.deny):
+            return {}  # the defaults already say False
+        out = {}
+        for subject in LISTED[event.checkpoint]:
+            value = (values[subject] if values is not None else subject_value(event, subject)) or ""
+            out[f"{subject}_sanctioned"] = value in sanctioned
+            out[f"{subject}_denied"] = value in self.deny
+            out[f"{subject}_allowed"] = value in self.allow
+        return out

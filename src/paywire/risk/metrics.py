@@ -1,0 +1,44 @@
+"""Prometheus counters for risk decisions (text exposition; no client library needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paywire.risk.model import Decision
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass
+class RiskMetrics:
+    """Decisions per (checkpoint, rule, action, shadow), degraded decisions per checkpoint, backend health."""
+
+    decisions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    degraded: dict[str, int] = field(default_factory=dict)
+    backend_up: int = 1
+    records_dropped: int = 0
+
+    def count(self, d: Decision) -> None:
+        key = (d.checkpoint, d.rule or "", d.action, "true" if d.shadow else "false")
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        if d.degraded:
+            self.degraded[d.checkpoint] = self.degraded.get(d.checkpoint, 0) + 1
+
+    def render(self) -> str:
+        """The Prometheus text for these counters."""
+        lines = ["# HELP paywire_risk_decisions_total Risk decisions by checkpoint, deciding rule and action.",
+                 "# TYPE paywire_risk_decisions_total counter"]
+        for (cp, rule, action, shadow), n in sorted(self.decisions.items()):
+            lines.append(f'paywire_risk_decisions_total{{checkpoint="{cp}",rule="{_label(rule)}",'
+                         f'action="{action}",shadow="{shadow}"}} {n}')
+        lines += ["# HELP paywire_risk_degraded_total Decisions made while the state backend was unreachable.",
+                  "# TYPE paywire_risk_degraded_total counter"]
+        lines += [f'paywire_risk_degraded_total{{checkpoint="{cp}"}} {n}' for cp, n in sorted(self.degraded.items())]
+        lines += ["# HELP paywire_risk_backend_up 1 while the risk state backend answers, 0 during an outage.",
+                  "# TYPE paywire_risk_backend_up gauge", f"paywire_risk_backend_up {self.backend_up}",
+                  "# HELP paywire_risk_records_dropped_total Decisions not recorded: over max_records_per_second.",
+                  "# TYPE paywire_risk_records_dropped_total counter",
+                  f"paywire_risk_records_dropped_total {self.records_dropped}"]
+        return "\n".join(lines) + "\n"

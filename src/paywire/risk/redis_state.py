@@ -1,0 +1,145 @@
+"""The Redis backend: counters shared by a fleet (every seller replica, every facilitator).
+
+One Lua script per decision does everything atomically on the server — first-seen ``SET NX``, bump the current
+bucket (``HINCRBY`` / ``HINCRBYFLOAT``), drop expired buckets, read the windows — so two replicas see one
+count. Each counter is one hash holding, per window, at most :data:`~paywire.risk.features.BUCKETS` live
+buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
+bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
+windows simply lets the old buckets expire (they are dropped on the next read).
+Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
+
+Needs the ``redis`` package (``pip install paywire[risk]``). A refused connection or a timeout raises
+:class:`~paywire.risk.state.StateUnavailable` after ``timeout`` seconds at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from paywire.risk.features import BUCKETS, Counter, Observed, Plan
+from paywire.risk.state import StateUnavailable
+
+SCRIPT = """
+local now = tonumber(ARGV[1])
+local nw = tonumber(ARGV[2])
+local ttl_seen = tonumber(ARGV[3])
+local has_seen = tonumber(ARGV[4])
+local nb = tonumber(ARGV[5])
+local widths, current, oldest = {}, {}, {}
+local longest = 0
+for i = 1, nw do
+  local w = tonumber(ARGV[5 + i])
+  widths[i] = w
+  current[i] = math.floor(now * nb / w)
+  oldest[tostring(w)] = current[i] - nb
+  if w > longest then longest = w end
+end
+local out = {}
+local isnew = 0
+local ki = 1
+local age = '-1'
+if has_seen == 1 then
+  ki = 2
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    age = tostring(now - tonumber(v))
+  else
+    isnew = 1
+    redis.call('SET', KEYS[1], tostring(now), 'EX', ttl_seen)
+  end
+end
+out[1] = age
+local a = 6 + nw
+for c = 0, #KEYS - ki do
+  local key = KEYS[ki + c]
+  local inc = tonumber(ARGV[a + 3 * c])
+  local amt = ARGV[a + 3 * c + 1]
+  if tonumber(ARGV[a + 3 * c + 2]) == 1 and isnew == 0 then inc = 0 end
+  if inc ~= 0 then
+    for w = 1, nw do
+      redis.call('HINCRBY', key, widths[w] .. 'c' .. current[w], inc)
+      if tonumber(amt) ~= 0 then redis.call('HINCRBYFLOAT', key, widths[w] .. 's' .. current[w], amt) end
+    end
+    redis.call('EXPIRE', key, math.ceil(longest + longest / nb))
+  end
+  local cnt, sum = {}, {}
+  for w = 1, nw do cnt[tostring(widths[w])] = 0; sum[tostring(widths[w])] = 0 end
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local w, kind, b = string.match(fields[j], '^(%d+)([cs])(%-?%d+)$')
+    local low = oldest[w]
+    if low == nil or tonumber(b) <= low then
+      redis.call('HDEL', key, fields[j])
+    elseif kind == 'c' then
+      cnt[w] = cnt[w] + tonumber(fields[j + 1])
+    else
+      sum[w] = sum[w] + tonumber(fields[j + 1])
+    end
+  end
+  for w = 1, nw do
+    out[#out + 1] = cnt[tostring(widths[w])]
+    out[#out + 1] = tostring(sum[tostring(widths[w])])
+  end
+end
+return out
+"""
+
+
+def _safe(key: str) -> str:
+    """Keys carry request values (IPs, agent names): long ones are hashed so a key stays small."""
+    return key if len(key) <= 160 else key[:40] + "#" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class RedisState:
+    """Counters in Redis at ``url`` (``redis://127.0.0.1:6379/0``) under ``prefix``."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "pw:risk:", timeout: float = 0.25,
+                 first_seen_ttl: int = 30 * 86400, client: Any = None) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:  # pragma: no cover - depends on the install
+            from paywire.risk.model import RiskConfigError
+
+            raise RiskConfigError("the Redis risk backend needs the redis package: "
+                                  "pip install 'paywire[risk]'") from None
+        self.url, self.prefix, self.first_seen_ttl = url, prefix, first_seen_ttl
+        self._errors: tuple[type[BaseException], ...] = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+        self._redis = client or aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                        retry_on_timeout=False)
+        self._script = self._redis.register_script(SCRIPT)
+
+    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        try:
+            result: list[Any] = await self._script(keys=keys, args=args)
+            return result
+        except self._errors as exc:
+            raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
+
+    def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
+              count_of: Any) -> tuple[list[str], list[Any]]:
+        keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
+        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, 1 if first else 0, BUCKETS, *windows]
+        for c in counters:
+            args += [count_of(c), repr(c.amount), 1 if c.only_if_new else 0]
+        return keys, args
+
+    async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add)
+        out = await self._run(keys, args)
+        age = float(out[0])
+        n = len(windows)
+        seen = {}
+        for i, c in enumerate(plan.counters):
+            cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
+            seen[c.key] = tuple((int(cells[2 * j]), float(cells[2 * j + 1])) for j in range(n))
+        return Observed(seen, None if age < 0 else age)
+
+    async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
+        if counters:
+            keys, args = self._args(counters, windows, now, None, lambda c: c.add)
+            await self._run(keys, args)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,122 @@
+"""Where the sliding-window counters live: the :class:`RiskState` protocol and the in-process backend.
+
+A backend carries out a :class:`~paywire.risk.features.Plan` atomically: set the first-seen time if unset,
+bump each counter's current bucket, drop buckets older than the window, and answer (count, sum) per window.
+``StateUnavailable`` means the backend could not be reached: the engine then applies the checkpoint's fail
+mode. The Redis backend for a fleet is :mod:`paywire.risk.redis_state`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from paywire.risk.features import BUCKETS, Counter, Observed, Plan
+
+
+class StateUnavailable(Exception):
+    """The state backend did not answer (connection refused, timeout): the outcome is the fail mode's."""
+
+
+class RiskState(Protocol):
+    async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
+        """Carry out ``plan`` at time ``now`` (seconds) over ``windows`` (seconds each)."""
+        ...
+
+    async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
+        """Add to counters without reading them (failures, prices paid)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Window:
+    """One window of one counter: live buckets and their running totals."""
+
+    __slots__ = ("buckets", "count", "last", "total")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[float]] = {}
+        self.last = -1
+        self.count, self.total = 0, 0.0
+
+    def apply(self, b: int, count: int, amount: float) -> tuple[int, float]:
+        if b != self.last:  # the window slid: drop expired buckets, recount
+            self.last = b
+            for k in [k for k in self.buckets if k <= b - BUCKETS]:
+                del self.buckets[k]
+            self.count = int(sum(c for c, _ in self.buckets.values()))
+            self.total = sum(s for _, s in self.buckets.values())
+        if count:
+            cell = self.buckets.get(b)
+            if cell is None:
+                self.buckets[b] = [count, amount]
+            else:
+                cell[0] += count
+                cell[1] += amount
+            self.count += count
+            self.total += amount
+        return self.count, self.total
+
+
+class MemoryState:
+    """Counters in this process (one server). Bounded: at most ``max_keys`` counters (least recently used
+    dropped first) and ``max_keys`` first-seen entries, each window kept as :data:`BUCKETS` buckets."""
+
+    def __init__(self, *, max_keys: int = 200_000, first_seen_ttl: float = 30 * 86400) -> None:
+        self.max_keys, self.first_seen_ttl = max_keys, first_seen_ttl
+        self._counters: OrderedDict[str, list[_Window]] = OrderedDict()
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._counters)
+
+    def _windows_of(self, key: str, n: int) -> list[_Window]:
+        got = self._counters.get(key)
+        if got is None or len(got) != n:
+            got = [_Window() for _ in range(n)]
+            self._counters[key] = got
+            if len(self._counters) > self.max_keys:
+                self._counters.popitem(last=False)
+        else:
+            self._counters.move_to_end(key)
+        return got
+
+    def _apply(self, c: Counter, count: int, windows: Sequence[int], buckets: Sequence[int]
+               ) -> tuple[tuple[int, float], ...]:
+        amount = c.amount if count else 0.0
+        out = []
+        for win, b in zip(self._windows_of(c.key, len(windows)), buckets, strict=True):
+            if b == win.last and not count:  # nothing to add, the window did not slide
+                out.append((win.count, win.total))
+            else:
+                out.append(win.apply(b, count, amount))
+        return tuple(out)
+
+    def _first_seen(self, key: str, now: float) -> float | None:
+        at = self._seen.get(key)
+        if at is not None and now - at < self.first_seen_ttl:
+            return now - at
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        if len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return None
+
+    async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
+        age = self._first_seen(plan.first_seen, now) if plan.first_seen is not None else None
+        is_new = plan.first_seen is not None and age is None
+        buckets = [math.floor(now * BUCKETS / w) for w in windows]
+        seen = {c.key: self._apply(c, c.add if (is_new or not c.only_if_new) else 0, windows, buckets)
+                for c in plan.counters}
+        return Observed(seen, age)
+
+    async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
+        buckets = [math.floor(now * BUCKETS / w) for w in windows]
+        for c in counters:
+            self._apply(c, c.add, windows, buckets)
+
+    async def aclose(self) -> None:
+        return None
