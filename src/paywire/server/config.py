@@ -88,6 +88,10 @@ class SellerConfig(Settings):
     confirm_with_node: bool = False
     invoice_expiry: int = option(600, check=positive, duration=True)
     l402_reject_status: int = option(401, check=between(400, 499))
+    siwx_secret: bytes | str | None = option(None, secret=True)
+    """Sign-In-With-X: the key of the stateless nonce MAC (the same on every replica; random per process if unset)."""
+    siwx_origin: str | None = None
+    """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -117,3 +121,5 @@ class SellerOptions(TypedDict, total=False):
     confirm_with_node: bool
     invoice_expiry: int
     l402_reject_status: int
+    siwx_secret: bytes | str | None
+    siwx_origin: str | None
