@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from paywire.client import Buyer, BuyerConfig, Policy, x402_client
+from paywire.client import Buyer, BuyerConfig, PaymentRefused, PaymentRejected, Policy, x402_client
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.facilitator.core import Facilitator
@@ -251,7 +251,7 @@ async def test_identity_route_refuses_an_unsigned_payment_before_money_moves(env
     payee = env.net.payee.address
     before, hits = await balance(env.net, payee), env.hits.get("/signed", 0)
     async with x402_client(env.wallet(), env.policy(), config=BuyerConfig(sign_in=False)) as client:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(PaymentRejected) as info:
             await client.get(env.url + "/signed")
     assert "identity_required" in str(info.value), f"the refusal does not say why: {info.value}"
     assert await balance(env.net, payee) == before, "money moved for a refused request"
@@ -292,6 +292,6 @@ async def test_buyer_that_may_not_use_the_chain_does_not_sign_in(env: Env) -> No
     from paywire.client.httpx_transport import PaymentTransport
 
     async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy())) as c:
-        with pytest.raises(Exception):  # the policy refuses the payment too
+        with pytest.raises(PaymentRefused):  # the policy refuses the payment too
             await c.get(env.url + "/report")
     assert seen == [], "the buyer signed in on a network its policy does not allow"

@@ -33,6 +33,7 @@ IMPORT_CLEAN = [
     "paywire.l402", "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
     "paywire.evm", "paywire.evm.crypto", "paywire.evm.eip712", "paywire.evm.signer",
     "paywire.schemes", "paywire.families", "paywire.chain.family",
+    "paywire.identity", "paywire.identity.did", "paywire.identity.siwe", "paywire.identity.siwx",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
 ]
@@ -41,7 +42,8 @@ IMPORT_CLEAN = [
 CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.families",
         "paywire.server.core",
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
-        "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier")
+        "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
+        "paywire.identity")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",

@@ -10,7 +10,6 @@ import json
 import sys
 
 from eth_account import Account
-
 from x402.extensions.sign_in_with_x import (
     create_siwx_payload,
     encode_siwx_header,

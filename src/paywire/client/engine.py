@@ -385,8 +385,13 @@ class Buyer:
     async def _sign_in(self, ex: Exchange[Any], headers: Mapping[str, str]) -> str | None:
         """A ``SIGN-IN-WITH-X`` proof answering the 402's challenge with the paying wallet's EVM key, on a network
         the policy allows and for the origin that sent it; None when there is no such challenge or key."""
-        from paywire.identity.siwx import SIGN_IN_WITH_X, answer_challenge, choose_chain, encode_proof
-        from paywire.identity.siwx import personal_sign_digest
+        from paywire.identity.siwx import (
+            SIGN_IN_WITH_X,
+            answer_challenge,
+            choose_chain,
+            encode_proof,
+            personal_sign_digest,
+        )
         from paywire.x402.codec import decode_header
 
         raw = headers.get("payment-required")
@@ -397,8 +402,9 @@ class Buyer:
             ext = (decode_header(raw).get("extensions") or {}).get(SIGN_IN_WITH_X)
         except (WireError, AttributeError):
             return None
-        signer = next((s.signer for s in self.schemes if isinstance(getattr(s, "signer", None), EvmSigner)
-                       and (not self.account or s.signer.address.lower() == self.account.lower())), None)
+        signers = [getattr(s, "signer", None) for s in self.schemes]
+        signer = next((x for x in signers if isinstance(x, EvmSigner)
+                       and (not self.account or x.address.lower() == self.account.lower())), None)
         if not isinstance(ext, Mapping) or signer is None:
             return None
         allowed = list(policy.allowed_networks) if policy.allowed_networks is not None else None

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from paywire._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from paywire.identity.did import DidError, DidKey, Identity, did_key, did_pkh, parse_did_key, parse_did_pkh
+    from paywire.identity.did import (
+        DidError,
+        DidKey,
+        Identity,
+        did_key,
+        did_pkh,
+        parse_did_key,
+        parse_did_pkh,
+    )
     from paywire.identity.siwe import SiweError, SiweMessage, parse_message
     from paywire.identity.siwx import SiwxFailure, SiwxIssuer, SiwxProof
 

@@ -126,10 +126,10 @@ class SiwxIssuer:
         if isinstance(payload, SiwxFailure):
             return payload
         uri = self.resource_url(url)
-        domain, origin = origin_of(uri)
+        domain = origin_of(uri)[0]
         if payload.get("domain") != domain:
-            return SiwxFailure("invalid_siwx_domain_mismatch", f"the sign-in is for {str(payload.get('domain'))[:80]!r}, "
-                                                               f"this is {domain!r}")
+            claimed = str(payload.get("domain"))[:80]
+            return SiwxFailure("invalid_siwx_domain_mismatch", f"the sign-in is for {claimed!r}, this is {domain!r}")
         if payload.get("uri") != uri:
             return SiwxFailure("invalid_siwx_uri_mismatch", f"the sign-in names another resource than {uri}")
         network = payload.get("chainId")

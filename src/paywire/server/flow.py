@@ -30,13 +30,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
+from paywire.identity.did import Identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
-from paywire.identity.did import Identity
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
 from paywire.server.identity import IdentityGate, Reaccess
 from paywire.server.protocols import seller_protocols
@@ -175,7 +175,10 @@ def _stored(reply: Reply) -> StoredResponse:
     return StoredResponse(reply.status, reply.headers, reply.body)
 
 
-def _with_identity(parsed: Any, identity: Identity | None) -> Any:
+_P = TypeVar("_P")
+
+
+def _with_identity(parsed: _P, identity: Identity | None) -> _P:
     """A payment to claim carries the identity its request proved (written to its ledger row)."""
     if identity is not None and isinstance(parsed, Proceed):
         return dataclasses.replace(parsed, identity=identity.did)

@@ -64,4 +64,4 @@ class IdentityStore(Repository):
         return int(row["id"]) if row else None
 
 
-__all__ = ["IdentityStore", "NONCES"]
+__all__ = ["NONCES", "IdentityStore"]
