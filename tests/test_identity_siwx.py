@@ -295,3 +295,52 @@ async def test_buyer_that_may_not_use_the_chain_does_not_sign_in(env: Env) -> No
         with pytest.raises(PaymentRefused):  # the policy refuses the payment too
             await c.get(env.url + "/report")
     assert seen == [], "the buyer signed in on a network its policy does not allow"
+
+
+# ------------------------------------------------------------------------------------------------ interop
+
+
+@pytest.mark.interop
+async def test_official_sdk_client_signs_in_to_our_seller(env: Env) -> None:
+    """x402 2.25.0's sign_in_with_x client (create_siwx_payload + encode_siwx_header) answers our 402; our seller
+    serves the payer again with no second transfer."""
+    from tests.python_peers import siwx_peer
+
+    async with x402_client(env.wallet(), env.policy(), config=BuyerConfig(sign_in=False)) as client:
+        assert (await client.get(env.url + "/report")).status_code == 200
+    payee = env.net.payee.address
+    before = await balance(env.net, payee)
+    async with httpx.AsyncClient() as c:
+        challenge = await c.get(env.url + "/report")
+    header = siwx_peer("sign", extension=extension_of(challenge), url=env.url + "/report",
+                       key=env.net.info.payer_key)["header"]
+    r = await get(env.url + "/report", {"SIGN-IN-WITH-X": header})
+    assert r.status_code == 200, f"our seller refused the official client's sign-in: {r.status_code} {error_of(r)}"
+    assert r.json()["reaccess"] is True, "the official client's sign-in was not a re-access"
+    assert await balance(env.net, payee) == before, "money moved for a sign-in"
+
+
+@pytest.mark.interop
+async def test_our_buyers_sign_in_verifies_with_the_official_sdk(env: Env) -> None:
+    """The header our Buyer sends passes x402 2.25.0's validate_siwx_message and verify_siwx_signature."""
+    from paywire.client.httpx_transport import PaymentTransport
+    from tests.python_peers import siwx_peer
+
+    sent: list[str] = []
+
+    class Spy(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if "sign-in-with-x" in request.headers:
+                sent.append(request.headers["sign-in-with-x"])
+            return await self.inner.handle_async_request(request)
+
+    buyer = Buyer(env.wallet(), env.policy())
+    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy())) as c:
+        assert (await c.get(env.url + "/report")).status_code == 200
+    assert sent, "our buyer sent no sign-in"
+    verdict = siwx_peer("verify", header=sent[0], origin=env.url)
+    assert verdict["valid"] is True, f"the official SDK refused our sign-in: {verdict['reason']}"
+    assert verdict["payer"].lower() == env.net.payer.address.lower(), "the official SDK read another payer"
