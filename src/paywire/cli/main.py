@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
             "Fetch a URL like curl and pay its 402 from your wallet: shows the price, asks unless --yes or within\n"
             "policy, prints the receipt."),
     "wallet": ("paywire.cli.buyer", "The buyer's wallet: create a key, show it, read balances, list receipts."),
+    "agent": ("paywire.cli.agent", "Agent identity: RFC 9421 request-signing keys (Web Bot Auth)."),
 }
 
 

@@ -265,6 +265,7 @@ class Buyer:
         self._token_routes: dict[str, tuple[str, str]] = {}  # host + path → the one last accepted there
         self.send_accept_payment = c.send_accept_payment
         self.sign_in = c.sign_in
+        self.agent_key = c.agent_key
         self._store = store = c.store
         self._ledger: Any = None
         self._reconcile_every = c.reconcile_every
@@ -334,6 +335,8 @@ class Buyer:
         """Send ``ex``'s request; pay a 402 if the policy allows; return the final response.
 
         Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
+        if self.agent_key is not None and not isinstance(ex, _SignedExchange):
+            ex = _SignedExchange(ex, self.agent_key)
         host, route = host_of(ex.url), route_of(ex.url)
         own = self._token_routes.get(route) if not ex.paying else None
         token = own or (self._tokens.get(host) if not ex.paying else None)
@@ -693,6 +696,22 @@ def _account_of(wallet: WalletLike, schemes: Sequence[ClientScheme]) -> str:
         if signer is not None and isinstance(getattr(signer, "address", None), str):
             return str(signer.address)
     return ""
+
+
+class _SignedExchange(Generic[R]):
+    """An exchange whose every send carries the agent's RFC 9421 signature (over the payment header too)."""
+
+    def __init__(self, inner: Exchange[R], key: Any) -> None:
+        self._inner, self._key = inner, key
+        self.url, self.method, self.paying = inner.url, inner.method, inner.paying
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> R:
+        extra = dict(extra_headers or {})
+        extra.update(self._key.sign(self.method, self.url, extra, time.time()))
+        return await self._inner.send(extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class ExchangeBase(Generic[R]):

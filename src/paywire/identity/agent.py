@@ -17,7 +17,6 @@ when first used. Nonce replay is the store's (:mod:`paywire.store.identity`); fe
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 import os

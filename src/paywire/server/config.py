@@ -92,6 +92,8 @@ class SellerConfig(Settings):
     """Sign-In-With-X: the key of the stateless nonce MAC (the same on every replica; random per process if unset)."""
     siwx_origin: str | None = None
     """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
+    agent_directories_private: bool = False
+    """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -123,3 +125,4 @@ class SellerOptions(TypedDict, total=False):
     l402_reject_status: int
     siwx_secret: bytes | str | None
     siwx_origin: str | None
+    agent_directories_private: bool

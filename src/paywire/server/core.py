@@ -81,8 +81,8 @@ def _compile_path(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-IdentityRule = Literal["siwx", "required"]
-IDENTITY_RULES: tuple[str, ...] = ("siwx", "required")
+IdentityRule = Literal["siwx", "agent-sig", "required"]
+IDENTITY_RULES: tuple[str, ...] = ("siwx", "agent-sig", "required")
 DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
 """The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
 
@@ -110,8 +110,10 @@ class PaidRoute:
 
     Identity (docs/identity.md): ``siwx=True`` advertises Sign-In-With-X in the 402; ``access_for=<seconds>``
     lets a payer who paid this path within that time sign in and get it again without paying;
-    ``identity="siwx"`` (or ``"required"``) refuses a payment that comes without a valid sign-in, before any
-    money moves. Either of the last two implies ``siwx``.
+    ``identity=`` refuses a payment that comes without that proof, before any money moves: ``"siwx"`` a
+    sign-in, ``"agent-sig"`` an RFC 9421 agent signature (Web Bot Auth), ``"required"`` either; the proven
+    identity (its DID) is recorded with the payment. ``access_for`` and ``identity`` of siwx/required imply
+    ``siwx``.
     """
 
     path: str
@@ -200,7 +202,12 @@ class PaidRoute:
     @property
     def signs_in(self) -> bool:
         """The route takes Sign-In-With-X (advertised in its 402s)."""
-        return self.siwx or self.access_for is not None or self.identity is not None
+        return self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+
+    @property
+    def checks_identity(self) -> bool:
+        """The seller looks at this route's identity proofs (sign-in, agent signature) before its payments."""
+        return self.signs_in or self.identity is not None
 
     @property
     def l402_service(self) -> str:

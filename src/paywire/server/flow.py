@@ -219,6 +219,8 @@ class PaymentFlow:
     l402_reject_status: int = 401
     owns_facilitator: bool = False
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
+    agent_directories_private: bool = False
+    """Agent signatures: agents' key directories may be on private/loopback addresses, over http (dev only)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
@@ -251,8 +253,9 @@ class PaymentFlow:
                 raise ConfigError(NO_LIGHTNING)
             for proto in protocols:
                 await proto.startup(self._store.db)
-            if any(r.signs_in for r in self.seller.routes):
-                self._identity = IdentityGate(self.seller, self._store.db)
+            if any(r.checks_identity for r in self.seller.routes):
+                self._identity = IdentityGate(self.seller, self._store.db,
+                                              allow_private_directories=self.agent_directories_private)
                 await self._identity.startup()
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
@@ -318,7 +321,7 @@ class PaymentFlow:
             return self.seller.decide(req)
         priced = self.seller.offers_for(route, req)
         identity = None
-        if self._identity is not None and route.signs_in:
+        if self._identity is not None and route.checks_identity:
             checked = await self._identity.check(route, req, priced)
             if isinstance(checked, Reply | Reaccess):
                 return checked

@@ -1,14 +1,19 @@
 """The seller's identity step, between routing and payment (docs/identity.md).
 
-:meth:`IdentityGate.check` reads a route's ``SIGN-IN-WITH-X`` header before any payment protocol looks at the
-request and answers one of:
+:meth:`IdentityGate.check` reads a route's identity proofs before any payment protocol looks at the request —
+an RFC 9421 agent signature (Web Bot Auth: ``Signature-Agent``, ``Signature-Input``, ``Signature``) on routes
+with ``identity="agent-sig"`` or ``"required"``, and a ``SIGN-IN-WITH-X`` proof on routes that sign in — and
+answers one of:
 
 * :class:`Reaccess` — a signed-in payer who already paid this path within the route's ``access_for``: serve it
   again, no new payment (the nonce is spent, so the signed message works once);
-* a :class:`~paywire.server.core.Reply` — a 402 saying why (a sign-in that does not check out and no payment
-  to fall back on, a used nonce, a sign-in without a payment in the window, or ``identity=`` required and
-  missing on a paid request: refused before any money moves);
+* a :class:`~paywire.server.core.Reply` — a 402 saying why (a proof that does not check out, a used nonce, a
+  sign-in without a payment in the window, or the route's ``identity`` missing on a paid request: refused
+  before any money moves);
 * an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity.
+
+Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signature's as ``sig:<keyid>:<nonce>``)
+— a resent paid request may reuse its own, so retries of one payment still replay.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
 from paywire.identity.did import Identity
 from paywire.identity.siwx import HEADER, SiwxFailure, SiwxProof
+from paywire.server.agents import AgentDirectories, DirectoryError
 from paywire.server.core import PaidRoute, Priced, Reply, Seller
 from paywire.server.request import RequestInfo
 from paywire.store.db import Database
@@ -33,44 +40,83 @@ class Reaccess:
 
 
 class IdentityGate:
-    """Checks sign-ins for the routes that take them, with the single-use nonce table in ``db``."""
+    """Checks the identity proofs of the routes that take them, with the single-use nonce table in ``db``."""
 
-    def __init__(self, seller: Seller, db: Database) -> None:
+    def __init__(self, seller: Seller, db: Database, *, allow_private_directories: bool = False,
+                 directories: AgentDirectories | None = None) -> None:
         self.seller = seller
         self.store = IdentityStore(db, clock=seller.clock)
+        self.directories = directories or AgentDirectories(allow_private=allow_private_directories)
 
     async def startup(self) -> None:
         await self.store.migrate()
 
     async def check(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Reaccess | Reply | Identity | None:
-        seller, issuer = self.seller, self.seller.siwx
-        offers = priced[0]
+        seller, offers = self.seller, priced[0]
         credential = seller.x402_header(route, req) or req.header("authorization")
         paying = credential is not None
-        header = req.header(HEADER)
-        if header is None or issuer is None:
-            if paying and route.identity is not None:
-                return seller.payment_required(route, req, offers, "identity_required: this route takes payments "
-                                               "only with a Sign-In-With-X proof (SIGN-IN-WITH-X header)")
-            return None
-        now = seller.clock()
-        networks = [o.network for o in offers]
-        proof = issuer.check(header, seller.resource(route, req).url, networks, now)
         spent_on = hashlib.sha256(credential.encode()).hexdigest() if credential is not None else None
-        if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
-            proof = SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
-        if isinstance(proof, SiwxFailure):
-            if paying and route.identity is None:  # the payment stands on its own
-                return None
-            return seller.payment_required(route, req, offers, f"{proof.code}: {proof.message}")
-        identity = proof.identity
+
+        def refuse(reason: str) -> Reply:
+            return seller.payment_required(route, req, offers, reason)
+
+        agent: Identity | None = None
+        if route.identity in ("agent-sig", "required") and claimed(req.headers) is not None:
+            proof = await self._agent_proof(req, spent_on)
+            if isinstance(proof, AgentFailure):
+                return refuse(f"{proof.code}: {proof.message}")
+            agent = proof.identity
+        signed_in = await self._sign_in(route, req, offers, spent_on) if route.signs_in else None
+        if isinstance(signed_in, SiwxFailure):
+            if route.identity is None and paying:  # the payment stands on its own
+                signed_in = None
+            elif not (route.identity == "required" and agent is not None and paying):
+                return refuse(f"{signed_in.code}: {signed_in.message}")
+            else:
+                signed_in = None
         if paying:
-            return identity
+            missing = {"agent-sig": agent is None, "siwx": signed_in is None,
+                       "required": agent is None and signed_in is None}.get(route.identity or "", False)
+            if missing:
+                how = {"agent-sig": "an RFC 9421 agent signature (Signature-Agent, Signature-Input, Signature)",
+                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)",
+                       "required": "a Sign-In-With-X proof or an RFC 9421 agent signature"}[route.identity or ""]
+                return refuse(f"identity_required: this route takes payments only with {how}")
+            return agent or (signed_in.identity if signed_in is not None else None)
+        if signed_in is None:
+            return None
         if route.access_for is not None:
-            rid = await self.store.paid(proof.address, route.key, req.path, now - route.access_for)
+            rid = await self.store.paid(signed_in.address, route.key, req.path, seller.clock() - route.access_for)
             if rid is not None:
-                return Reaccess(rid, identity)
-        return seller.payment_required(route, req, offers, "siwx_not_paid: signed in, but this address has no "
-                                       "payment for this resource that still grants access: pay to continue")
+                return Reaccess(rid, signed_in.identity)
+        return refuse("siwx_not_paid: signed in, but this address has no payment for this resource that still "
+                      "grants access: pay to continue")
+
+    async def _sign_in(self, route: PaidRoute, req: RequestInfo, offers: tuple[object, ...],
+                       spent_on: str | None) -> SiwxProof | SiwxFailure | None:
+        header, issuer = req.header(HEADER), self.seller.siwx
+        if header is None or issuer is None:
+            return None
+        networks = [str(getattr(o, "network", "")) for o in offers]
+        proof = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
+        if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
+            return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
+        return proof
+
+    async def _agent_proof(self, req: RequestInfo, spent_on: str | None) -> AgentProof | AgentFailure:
+        who = claimed(req.headers)
+        if not hasattr(who, "keyid"):
+            return who if isinstance(who, AgentFailure) else AgentFailure("invalid_agent_signature", "unsigned")
+        assert who is not None and not isinstance(who, AgentFailure)
+        try:
+            key = await self.directories.key(who.agent, who.keyid)
+        except DirectoryError as exc:
+            return AgentFailure(exc.code, str(exc))
+        proof = verify(req.method, req.url, req.headers, key, self.seller.clock())
+        if isinstance(proof, AgentProof) and not await self.store.use_nonce(
+                f"sig:{proof.keyid}:{proof.nonce}", proof.expires_at, spent_on):
+            return AgentFailure("agent_signature_replayed", "this signature's nonce was already used")
+        return proof
+
 
 __all__ = ["IdentityGate", "Reaccess"]
