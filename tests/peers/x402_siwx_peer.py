@@ -2,7 +2,8 @@
 
 Commands (JSON on stdin, JSON on stdout):
 * ``sign``: their client answers a 402's ``sign-in-with-x`` extension → ``{"header": ...}``;
-* ``verify``: their server checks a ``SIGN-IN-WITH-X`` header → ``{"valid": ..., "payer": ..., "reason": ...}``.
+* ``verify``: their server checks a ``SIGN-IN-WITH-X`` header → ``{"valid": ..., "payer": ..., "reason": ...}``;
+* ``bench``: time their check (parse, validate, verify) of each header → ``{"seconds": [...], "valid": n}``.
 """
 
 import asyncio
@@ -36,6 +37,21 @@ async def verify(args):
     return {"valid": result.is_valid, "payer": result.payer, "reason": result.invalid_reason}
 
 
+async def bench(args):
+    import gc
+    import time
+
+    times, valid = [], 0
+    gc.disable()
+    for header in args["headers"]:
+        t0 = time.perf_counter()
+        got = await verify({"header": header, "origin": args["origin"]})
+        times.append(time.perf_counter() - t0)
+        valid += bool(got["valid"])
+    gc.enable()
+    return {"seconds": times, "valid": valid}
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], json.load(sys.stdin)
-    print(json.dumps(asyncio.run({"sign": sign, "verify": verify}[command](args))))
+    print(json.dumps(asyncio.run({"sign": sign, "verify": verify, "bench": bench}[command](args))))

@@ -163,9 +163,11 @@ class SiwxIssuer:
                                "the signature must be 0x and 65 bytes (EOA personal_sign; smart-contract wallets "
                                "are not accepted yet)")
         signer = recover_address(personal_sign_digest(msg.text()), raw)
-        if signer is None or to_checksum(signer) != to_checksum(msg.address):
+        if signer is None or signer != bytes.fromhex(msg.address[2:]):
             return SiwxFailure("invalid_siwx_signature", "the signature is not the address's")
-        return SiwxProof(to_checksum(msg.address), str(network), nonce, min(expires, issued + self.ttl) + self.skew)
+        hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
+        address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)
+        return SiwxProof(address, str(network), nonce, min(expires, issued + self.ttl) + self.skew)
 
 
 def decode_proof(header: str) -> dict[str, Any] | SiwxFailure:

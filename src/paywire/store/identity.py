@@ -11,6 +11,7 @@ path, settled recently enough.
 
 from __future__ import annotations
 
+from paywire.store.db import INLINE_MISS, Params, Row
 from paywire.store.migrations import Repository, register
 from paywire.store.payments import TABLE as PAYMENTS
 
@@ -31,20 +32,29 @@ class IdentityStore(Repository):
     component = COMPONENT
     _inserts = 0
 
+    async def _fetchone(self, sql: str, params: Params, *, write: bool = False) -> Row | None:
+        """SQLite runs short statements inline when it can (as the payments store does); else the worker."""
+        inline = getattr(self.db, "try_inline", None)
+        if inline is not None:
+            rows = inline(sql, params, fetch=True, write=write)
+            if rows is not INLINE_MISS:
+                return rows[0] if rows else None
+        return await self.db.fetchone(sql, params)
+
     async def use_nonce(self, nonce: str, expires_at: float, spent_on: str | None = None) -> bool:
         """Spend ``nonce`` (kept until ``expires_at``) on ``spent_on`` (a payment's hash; None: a sign-in alone).
         False when it was already spent — unless on the same payment (a resent paid request)."""
         self._inserts += 1
         if self._inserts % PURGE_EVERY == 1:
             await self.purge()
-        row = await self.db.fetchone(
+        row = await self._fetchone(
             f"INSERT INTO {NONCES} (nonce, expires_at, spent_on) VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
-            "RETURNING nonce", (nonce, expires_at, spent_on))
+            "RETURNING nonce", (nonce, expires_at, spent_on), write=True)
         if row is not None:
             return True
         if spent_on is None:
             return False
-        row = await self.db.fetchone(f"SELECT spent_on FROM {NONCES} WHERE nonce = ?", (nonce,))
+        row = await self._fetchone(f"SELECT spent_on FROM {NONCES} WHERE nonce = ?", (nonce,))
         return row is not None and row["spent_on"] == spent_on
 
     async def purge(self) -> int:
@@ -57,7 +67,7 @@ class IdentityStore(Repository):
 
     async def paid(self, payer: str, route: str, path: str, since: float) -> int | None:
         """The id of the newest payment ``payer`` settled for ``route`` at ``path`` since ``since``, or None."""
-        row = await self.db.fetchone(
+        row = await self._fetchone(
             f"SELECT id FROM {PAYMENTS} WHERE lower(payer) = ? AND path = ? AND route = ? "
             "AND state IN ('served', 'settled') AND settled_at >= ? ORDER BY id DESC LIMIT 1",
             (payer.lower(), path, route, since))
