@@ -8,6 +8,7 @@ names the identity (``did:pkh``); unpaid requests write no sign-in state.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -344,3 +345,21 @@ async def test_our_buyers_sign_in_verifies_with_the_official_sdk(env: Env) -> No
     verdict = siwx_peer("verify", header=sent[0], origin=env.url)
     assert verdict["valid"] is True, f"the official SDK refused our sign-in: {verdict['reason']}"
     assert verdict["payer"].lower() == env.net.payer.address.lower(), "the official SDK read another payer"
+
+
+async def test_identity_example_runs() -> None:
+    """examples/identity_agent.py, as its docstring says: one transfer for a paid and re-accessed report."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, str(root / "examples" / "identity_agent.py")],
+                                  capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("again") and "'reaccess': True" in lines[1], f"no re-access: {lines}"
+    assert lines[1].endswith("payee +$0.05"), f"the re-access paid again: {lines[1]}"
+    assert "did:key:z6Mk" in lines[2], f"the signed order has no agent DID: {lines[2]}"
+    assert lines[3].startswith("unsigned refused") and lines[3].endswith("payee +$0.10"), f"{lines[3]}"
