@@ -28,7 +28,7 @@ from paywire.identity.did import (
     parse_did_pkh,
 )
 from paywire.identity.siwe import SiweError, SiweMessage, parse_message, parse_time, personal_sign_digest
-from paywire.identity.siwx import SiwxFailure, SiwxIssuer, SiwxProof, answer_challenge, encode_proof
+from paywire.identity.siwx import SiwxContractCheck, SiwxFailure, SiwxIssuer, SiwxProof, answer_challenge, encode_proof
 
 WITH_STATEMENT = (
     "service.org wants you to sign in with your Ethereum account:\n0x71C7656EC7ab88b098defB751B7401B5f6d8976F\n\n"
@@ -194,10 +194,19 @@ def test_challenge_for_another_origin_is_not_answered() -> None:
         answer_challenge(ext, URL, LocalSigner.generate().address, NET)
 
 
-def test_smart_wallet_signature_length_is_refused_with_its_reason() -> None:
+def test_signature_not_the_addresss_asks_the_chain() -> None:
+    """A signature that is not the address's own (a contract wallet's, or a forgery) is left to EIP-1271."""
     issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
     body = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
     body["signature"] = "0x" + "11" * 96
+    got = issuer.check(base64.b64encode(json.dumps(body).encode()).decode(), URL, [NET], NOW)
+    assert isinstance(got, SiwxContractCheck) and got.proof.address == signer.address, f"{got}"
+
+
+def test_erc6492_signature_is_refused_with_its_reason() -> None:
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    body = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
+    body["signature"] = "0x" + "11" * 96 + "6492" * 16
     got = issuer.check(base64.b64encode(json.dumps(body).encode()).decode(), URL, [NET], NOW)
     assert isinstance(got, SiwxFailure) and got.code == "invalid_siwx_malformed_signature", f"{got}"
 

@@ -90,7 +90,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):
     ]
     hits: dict[str, int] = {}
     mw = PaymentMiddleware(app(hits), routes, LocalFacilitatorClient(fac), store=f"sqlite:///{db_path}",
-                           siwx_secret=b"s" * 32)
+                           siwx_secret=b"s" * 32, siwx_chains={net.info.network: net.chain})
     async with serve_asgi(mw) as url:
         yield Env(net, url, db_path, hits)
     await close_devnet(net)
@@ -243,6 +243,53 @@ async def test_self_made_nonce_is_refused(env: Env) -> None:
 async def test_garbage_header_is_a_402_not_a_500(env: Env, header: str) -> None:
     r = await get(env.url + "/report", {"SIGN-IN-WITH-X": header})
     assert r.status_code == 402, f"a garbage sign-in header got {r.status_code}"
+
+
+# ------------------------------------------------------------------------------------------------ contract wallets
+
+
+class WalletSigner:
+    """Signs for a TestSmartWallet (EIP-1271) with its owner's key."""
+
+    def __init__(self, wallet: str, owner: LocalSigner) -> None:
+        self.address, self.owner = wallet, owner
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        return await self.owner.sign_digest(digest)
+
+
+async def _smart_wallet(env: Env, owner: LocalSigner) -> str:
+    from eth_abi import encode
+
+    from paywire.chain.tx import TxSender
+    from paywire.evm.artifacts import load_artifact
+
+    art = load_artifact("TestSmartWallet")
+    wallet = await TxSender(env.net.chain, env.net.deployer.private_key).deploy(
+        art.bytecode, encode(["address"], [owner.address]))
+    await env.net.mint(wallet, 10 * CENT)
+    return wallet
+
+
+async def test_contract_wallet_that_paid_signs_in_through_eip1271(env: Env) -> None:
+    owner = LocalSigner.generate()
+    wallet = await _smart_wallet(env, owner)
+    async with x402_client(WalletSigner(wallet, owner), env.policy()) as client:
+        assert (await client.get(env.url + "/report")).status_code == 200, "the contract wallet could not pay"
+    assert await balance(env.net, wallet) == 9 * CENT, "the contract wallet did not pay exactly once"
+    proof = await proof_for(env.url + "/report", WalletSigner(wallet, owner))  # type: ignore[arg-type]
+    r = await get(env.url + "/report", {"SIGN-IN-WITH-X": proof})
+    assert r.status_code == 200 and r.json()["reaccess"] is True, f"EIP-1271 sign-in failed: {r.status_code}"
+    assert await balance(env.net, wallet) == 9 * CENT, "the re-access moved money"
+
+
+async def test_contract_wallet_whose_eip1271_says_no_is_refused(env: Env) -> None:
+    owner = LocalSigner.generate()
+    wallet = await _smart_wallet(env, owner)
+    proof = await proof_for(env.url + "/report", WalletSigner(wallet, LocalSigner.generate()))  # type: ignore[arg-type]
+    r = await get(env.url + "/report", {"SIGN-IN-WITH-X": proof})
+    assert r.status_code == 402, "a signature the wallet refuses was accepted"
+    assert error_of(r).startswith("invalid_siwx_signature") and "isValidSignature" in error_of(r), error_of(r)
 
 
 # ------------------------------------------------------------------------------------------------ identity="siwx"

@@ -27,6 +27,7 @@ from paywire.evm.crypto import recover_address, to_checksum
 from paywire.identity.did import Identity
 from paywire.identity.siwe import SiweError, SiweMessage, format_time, parse_time, personal_sign_digest
 
+ERC6492_SUFFIX: Final = bytes.fromhex("6492" * 16)
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
 HEADER: Final = "SIGN-IN-WITH-X"
@@ -63,11 +64,25 @@ class SiwxProof:
 
 
 @dataclass(frozen=True, slots=True)
+class SiwxContractCheck:
+    """Everything checked but the signature, which is not the address's own (EOA): it may be a contract wallet's
+    (EIP-1271). Whoever can call the chain asks ``address.isValidSignature(digest, signature)`` and, if it
+    answers the magic value, takes :attr:`proof`; else it is :data:`NOT_THE_ADDRESS`."""
+
+    proof: SiwxProof
+    digest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SiwxFailure:
     """Why a sign-in was refused: a stable ``code`` (``invalid_siwx_*``) and a message for humans."""
 
     code: str
     message: str
+
+
+NOT_THE_ADDRESS = SiwxFailure("invalid_siwx_signature", "the signature is not the address's")
 
 
 def origin_of(url: str) -> tuple[str, str]:
@@ -119,9 +134,11 @@ class SiwxIssuer:
         chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
         return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}
 
-    def check(self, header: str, url: str, networks: Sequence[str], now: float) -> SiwxProof | SiwxFailure:
+    def check(self, header: str, url: str, networks: Sequence[str],
+              now: float) -> SiwxProof | SiwxFailure | SiwxContractCheck:
         """Read and verify a ``SIGN-IN-WITH-X`` header sent to ``url``: our nonce, our domain and URI, in time,
-        on a chain we named, signed by the address (EOA ``personal_sign``)."""
+        on a chain we named, signed by the address (EOA ``personal_sign``) — or, when the signature is not the
+        address's own, what to ask the chain (:class:`SiwxContractCheck`, EIP-1271)."""
         payload = decode_proof(header)
         if isinstance(payload, SiwxFailure):
             return payload
@@ -158,16 +175,19 @@ class SiwxIssuer:
             raw = bytes.fromhex(sig[2:]) if isinstance(sig, str) and sig.startswith("0x") else None
         except ValueError:
             raw = None
-        if raw is None or len(raw) != 65:
+        if raw is None or not 0 < len(raw) <= 4096:
+            return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 0x-hex bytes")
+        if raw.endswith(ERC6492_SUFFIX):
             return SiwxFailure("invalid_siwx_malformed_signature",
-                               "the signature must be 0x and 65 bytes (EOA personal_sign; smart-contract wallets "
-                               "are not accepted yet)")
-        signer = recover_address(personal_sign_digest(msg.text()), raw)
-        if signer is None or signer != bytes.fromhex(msg.address[2:]):
-            return SiwxFailure("invalid_siwx_signature", "the signature is not the address's")
+                               "ERC-6492 (undeployed wallet) signatures are not accepted: deploy the wallet")
+        digest = personal_sign_digest(msg.text())
         hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
         address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)
-        return SiwxProof(address, str(network), nonce, min(expires, issued + self.ttl) + self.skew)
+        proof = SiwxProof(address, str(network), nonce, min(expires, issued + self.ttl) + self.skew)
+        signer = recover_address(digest, raw) if len(raw) == 65 else None
+        if signer is not None and signer == bytes.fromhex(hexpart):
+            return proof
+        return SiwxContractCheck(proof, digest, raw)
 
 
 def decode_proof(header: str) -> dict[str, Any] | SiwxFailure:
@@ -255,5 +275,5 @@ def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
     return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
 
 
-__all__ = ["HEADER", "SCHEMA", "SIGN_IN_WITH_X", "SiwxFailure", "SiwxIssuer", "SiwxProof", "answer_challenge",
+__all__ = ["HEADER", "NOT_THE_ADDRESS", "SCHEMA", "SIGN_IN_WITH_X", "SiwxContractCheck", "SiwxFailure", "SiwxIssuer", "SiwxProof", "answer_challenge",
            "choose_chain", "decode_proof", "encode_proof", "origin_of", "personal_sign_digest"]

@@ -92,6 +92,8 @@ class SellerConfig(Settings):
     """Sign-In-With-X: the key of the stateless nonce MAC (the same on every replica; random per process if unset)."""
     siwx_origin: str | None = None
     """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
+    siwx_chains: Any = option(None, env=False, toml=False)
+    """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); without it only EOAs sign in."""
     agent_directories_private: bool = False
     """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
 
@@ -125,4 +127,5 @@ class SellerOptions(TypedDict, total=False):
     l402_reject_status: int
     siwx_secret: bytes | str | None
     siwx_origin: str | None
+    siwx_chains: Any
     agent_directories_private: bool

@@ -221,6 +221,8 @@ class PaymentFlow:
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
     agent_directories_private: bool = False
     """Agent signatures: agents' key directories may be on private/loopback addresses, over http (dev only)."""
+    siwx_chains: Any = None
+    """Sign-In-With-X: CAIP-2 network → ``Chain``, to check contract wallets' signatures (EIP-1271)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
@@ -255,7 +257,8 @@ class PaymentFlow:
                 await proto.startup(self._store.db)
             if any(r.checks_identity for r in self.seller.routes):
                 self._identity = IdentityGate(self.seller, self._store.db,
-                                              allow_private_directories=self.agent_directories_private)
+                                              allow_private_directories=self.agent_directories_private,
+                                              chains=self.siwx_chains)
                 await self._identity.startup()
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):

@@ -19,11 +19,13 @@ Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signatu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
 from paywire.identity.did import Identity
-from paywire.identity.siwx import HEADER, SiwxFailure, SiwxProof
+from paywire.identity.siwx import HEADER, NOT_THE_ADDRESS, SiwxContractCheck, SiwxFailure, SiwxProof
 from paywire.server.agents import AgentDirectories, DirectoryError
 from paywire.server.core import PaidRoute, Priced, Reply, Seller
 from paywire.server.request import RequestInfo
@@ -43,8 +45,9 @@ class IdentityGate:
     """Checks the identity proofs of the routes that take them, with the single-use nonce table in ``db``."""
 
     def __init__(self, seller: Seller, db: Database, *, allow_private_directories: bool = False,
-                 directories: AgentDirectories | None = None) -> None:
+                 directories: AgentDirectories | None = None, chains: Mapping[str, Any] | None = None) -> None:
         self.seller = seller
+        self.chains = dict(chains or {})
         self.store = IdentityStore(db, clock=seller.clock)
         self.directories = directories or AgentDirectories(allow_private=allow_private_directories)
 
@@ -98,10 +101,30 @@ class IdentityGate:
         if header is None or issuer is None:
             return None
         networks = [str(getattr(o, "network", "")) for o in offers]
-        proof = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
+        checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
+        proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
         if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
             return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
         return proof
+
+    async def _contract_wallet(self, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
+        """EIP-1271: the address is a contract whose ``isValidSignature`` accepts the signature."""
+        from paywire.evm import token
+
+        chain = self.chains.get(c.proof.network)
+        if chain is None:
+            return NOT_THE_ADDRESS
+        try:
+            if not await chain.get_code(c.proof.address):
+                return NOT_THE_ADDRESS
+            answer = await chain.call(c.proof.address, token.is_valid_signature(c.digest, c.signature))
+        except Exception as exc:  # a reverting wallet says no; an unreachable node must not become a 500
+            if "revert" in str(exc).lower():
+                return SiwxFailure("invalid_siwx_signature", "the contract wallet refused the signature (reverted)")
+            return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
+        if answer[:4] != token.EIP1271_MAGIC:
+            return SiwxFailure("invalid_siwx_signature", "the contract wallet's isValidSignature says no")
+        return c.proof
 
     async def _agent_proof(self, req: RequestInfo, spent_on: str | None) -> AgentProof | AgentFailure:
         who = claimed(req.headers)

@@ -83,7 +83,7 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
                        max_handler_seconds=c.max_handler_seconds, lightning=c.lightning,
                        confirm_with_node=c.confirm_with_node, invoice_expiry=c.invoice_expiry,
                        l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str),
-                       agent_directories_private=c.agent_directories_private)
+                       agent_directories_private=c.agent_directories_private, siwx_chains=c.siwx_chains)
 
 
 def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, **options: Any) -> PaymentFlow:
