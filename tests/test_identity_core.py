@@ -28,7 +28,14 @@ from paywire.identity.did import (
     parse_did_pkh,
 )
 from paywire.identity.siwe import SiweError, SiweMessage, parse_message, parse_time, personal_sign_digest
-from paywire.identity.siwx import SiwxContractCheck, SiwxFailure, SiwxIssuer, SiwxProof, answer_challenge, encode_proof
+from paywire.identity.siwx import (
+    SiwxContractCheck,
+    SiwxFailure,
+    SiwxIssuer,
+    SiwxProof,
+    answer_challenge,
+    encode_proof,
+)
 
 WITH_STATEMENT = (
     "service.org wants you to sign in with your Ethereum account:\n0x71C7656EC7ab88b098defB751B7401B5f6d8976F\n\n"
