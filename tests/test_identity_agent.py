@@ -203,6 +203,42 @@ def test_http_message_signatures_signature_verifies_with_ours() -> None:
     assert isinstance(got, AgentProof), f"we refused the library's Web Bot Auth signature: {got}"
 
 
+def _web_bot_auth(command: str, **args: Any) -> dict[str, Any]:
+    import subprocess
+
+    from tests.node_peers import NODE_DIR, _installed
+
+    node = _installed(NODE_DIR / "identity", ("web-bot-auth",), "Cloudflare's web-bot-auth")
+    out = subprocess.run([node, str(NODE_DIR / "identity" / "web_bot_auth_peer.mjs"), command], input=json.dumps(args),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.interop
+@pytest.mark.node
+def test_our_signature_verifies_with_cloudflare_web_bot_auth() -> None:
+    key = AgentKey.generate("https://bot.example")
+    headers = key.sign("GET", URL, {}, time.time())
+    got = _web_bot_auth("verify", jwk=key.jwk(), url=URL, method="GET", headers=headers)
+    assert got["ok"] is True, f"web-bot-auth refused our signature: {got.get('error')}"
+    tampered = _web_bot_auth("verify", jwk=key.jwk(), url=URL.replace("report", "other"), method="GET",
+                             headers=headers)
+    assert tampered["ok"] is False, "web-bot-auth accepted our signature on another path"
+
+
+@pytest.mark.interop
+@pytest.mark.node
+def test_cloudflare_web_bot_auth_signature_verifies_with_ours() -> None:
+    key = AgentKey.generate("https://bot.example")
+    signed = _web_bot_auth("sign", jwk={**key.private_jwk(), "kid": key.keyid}, url=URL, method="GET",
+                           agent="https://bot.example")["headers"]
+    got = verify("GET", URL, lower(signed), key.public_key, time.time())
+    assert isinstance(got, AgentProof), f"we refused web-bot-auth's signature: {got}"
+    assert got.keyid == key.keyid, "web-bot-auth's keyid is not the JWK thumbprint we use"
+
+
 # ------------------------------------------------------------------------------------------------ directories
 
 

@@ -98,7 +98,7 @@ class AgentKey:
         covered += [h for h in PAYMENT_HEADERS if h in fields]
         params: list[tuple[str, int | str]] = [
             ("created", int(now)), ("expires", int(now + ttl)), ("keyid", self.keyid),
-            ("nonce", nonce or _b64url(os.urandom(32))), ("tag", TAG)]
+            ("nonce", nonce or base64.b64encode(os.urandom(64)).decode()), ("tag", TAG)]
         sig_params = serialize_params(covered, params)
         base = signature_base(method, url, fields, covered, sig_params)
         signature = self._key.sign(base.encode())
