@@ -410,3 +410,44 @@ async def test_identity_example_runs() -> None:
     assert lines[1].endswith("payee +$0.05"), f"the re-access paid again: {lines[1]}"
     assert "did:key:z6Mk" in lines[2], f"the signed order has no agent DID: {lines[2]}"
     assert lines[3].startswith("unsigned refused") and lines[3].endswith("payee +$0.10"), f"{lines[3]}"
+
+
+def _ts_peer(command: str, **args: Any) -> dict[str, Any]:
+    import subprocess
+
+    from tests.node_peers import NODE_DIR, _installed
+
+    node = _installed(NODE_DIR / "identity", ("@x402/extensions", "viem"), "@x402/extensions")
+    out = subprocess.run([node, str(NODE_DIR / "identity" / "x402_siwx_peer.mjs"), command], input=json.dumps(args),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"the @x402/extensions peer failed: {out.stderr[-2000:]}"
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.interop
+@pytest.mark.node
+async def test_x402_extensions_ts_client_signs_in_to_our_seller(env: Env) -> None:
+    """@x402/extensions 2.27.0's createSIWxPayload (viem account) answers our 402; our seller re-admits the payer."""
+    async with x402_client(env.wallet(), env.policy(), config=BuyerConfig(sign_in=False)) as client:
+        assert (await client.get(env.url + "/report")).status_code == 200
+    before = await balance(env.net, env.net.payee.address)
+    async with httpx.AsyncClient() as c:
+        challenge = await c.get(env.url + "/report")
+    header = (await asyncio.to_thread(_ts_peer, "sign", extension=extension_of(challenge), url=env.url + "/report",
+                                      key=env.net.info.payer_key))["header"]
+    r = await get(env.url + "/report", {"SIGN-IN-WITH-X": header})
+    assert r.status_code == 200, f"our seller refused the TypeScript client's sign-in: {r.status_code} {error_of(r)}"
+    assert r.json()["reaccess"] is True, "the TypeScript client's sign-in was not a re-access"
+    assert await balance(env.net, env.net.payee.address) == before, "money moved for a sign-in"
+
+
+@pytest.mark.interop
+@pytest.mark.node
+async def test_our_sign_in_verifies_with_x402_extensions_ts(env: Env) -> None:
+    proof = await proof_for(env.url + "/report", LocalSigner(env.net.info.payer_key))
+    verdict = await asyncio.to_thread(_ts_peer, "verify", header=proof, origin=env.url)
+    assert verdict["valid"] is True, f"@x402/extensions refused our sign-in: {verdict['reason']}"
+    assert verdict["payer"].lower() == env.net.payer.address.lower(), "@x402/extensions read another payer"
+    other = await asyncio.to_thread(_ts_peer, "verify", header=proof, origin="http://127.0.0.2:1")
+    assert other["valid"] is False, "@x402/extensions accepted our sign-in for another origin"
