@@ -45,6 +45,17 @@ def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _ed25519() -> Any:
+    """The ``cryptography`` Ed25519 module, or a ``ConfigError`` saying which extra brings it."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        from paywire.errors import ConfigError
+
+        raise ConfigError("agent signatures need the 'identity' extra: pip install 'paywire[identity]'") from None
+    return ed25519
+
+
 def jwk_thumbprint(x: bytes) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url) of an Ed25519 public key ``x``: the ``keyid``."""
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": _b64url(x)}, separators=(",", ":"))
@@ -55,11 +66,10 @@ class AgentKey:
     """An agent's Ed25519 signing key and the URL of its key directory (``agent``: ``https://bot.example``)."""
 
     def __init__(self, private_key: bytes, agent: str) -> None:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+        ed25519 = _ed25519()
         if len(private_key) != 32:
             raise ValueError("an Ed25519 private key is 32 bytes")
-        self._key = Ed25519PrivateKey.from_private_bytes(private_key)
+        self._key = ed25519.Ed25519PrivateKey.from_private_bytes(private_key)
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
         self.public_key = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -266,12 +276,12 @@ def _split_members(field: str) -> list[str]:
 def verify_signature(method: str, url: str, headers: Mapping[str, str], public_key: bytes,
                      chosen: SignatureInput, signature: bytes) -> bool:
     """Whether ``signature`` is the Ed25519 signature by ``public_key`` of the request's base for ``chosen``."""
+    ed25519 = _ed25519()
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     base = signature_base(method, url, headers, chosen.covered, chosen.serialized)
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, base.encode())
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, base.encode())
     except (InvalidSignature, ValueError):
         return False
     return True

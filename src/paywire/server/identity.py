@@ -52,6 +52,12 @@ class IdentityGate:
         self.directories = directories or AgentDirectories(allow_private=allow_private_directories)
 
     async def startup(self) -> None:
+        """Migrate the nonce table; a seller whose routes take agent signatures needs the ``identity`` extra
+        (``ConfigError`` at startup, not on the first request)."""
+        if any(r.identity in ("agent-sig", "required") for r in self.seller.routes):
+            from paywire.identity.agent import _ed25519
+
+            _ed25519()
         await self.store.migrate()
 
     async def check(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Reaccess | Reply | Identity | None:
