@@ -451,3 +451,29 @@ async def test_our_sign_in_verifies_with_x402_extensions_ts(env: Env) -> None:
     assert verdict["payer"].lower() == env.net.payer.address.lower(), "@x402/extensions read another payer"
     other = await asyncio.to_thread(_ts_peer, "verify", header=proof, origin="http://127.0.0.2:1")
     assert other["valid"] is False, "@x402/extensions accepted our sign-in for another origin"
+
+
+@pytest.mark.interop
+async def test_our_buyer_signs_in_to_the_official_python_server() -> None:
+    """x402 2.25.0's FastAPI middleware with its SIWX server extension, auth-only route: our buyer answers its
+    402 challenge from the wallet and is let in (no payment involved)."""
+    import subprocess
+
+    from tests.python_peers import PEERS, siwx_python
+
+    python = await asyncio.to_thread(siwx_python)
+    proc = subprocess.Popen([python, str(PEERS / "x402_siwx_server.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        url = json.loads(line)["url"] + "/profile"
+        async with x402_client(LocalSigner.generate(), Policy(), store=None) as client:
+            r = await client.get(url)
+        assert r.status_code == 200, f"the official server refused our sign-in: {r.status_code} {r.text[:200]}"
+        assert r.json() == {"profile": "yours"}, "the official server answered something else"
+        async with httpx.AsyncClient() as plain:
+            unsigned = await plain.get(url)
+        assert unsigned.status_code == 402, "the official server let an unsigned request in"
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
