@@ -21,6 +21,7 @@ from x402.http.middleware.fastapi import payment_middleware
 
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
+sock.listen(128)  # listening before the URL is printed: a client may connect while uvicorn still starts
 origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
 server = x402ResourceServer(HTTPFacilitatorClient())
 server.register_extension(create_siwx_resource_server_extension(
