@@ -330,3 +330,14 @@ async def test_accept_payment_without_our_method_gets_no_payment_challenge(world
     assert "payment-required" in r.headers, "the x402 challenge is gone"
     mpp = parse_www_authenticate(r.headers.get_list("www-authenticate"))
     assert [c.method for c in mpp] == [], "a method the client did not list was offered"
+
+
+async def test_mpp_source_lands_in_the_ledger_as_the_payers_did(world: World) -> None:
+    """An ``evm/charge`` credential's ``source`` (checked against the payer) is recorded as the sale's identity."""
+    cred, ch = await world.credential("/both")
+    did = f"did:pkh:eip155:31337:{world.net.payer.address}"
+    r = await world.pay("/both", dataclasses.replace(cred, source=did.replace(world.net.payer.address,
+                                                                               world.net.payer.address.lower())))
+    assert r.status_code == 200, r.text
+    rows = [s for s in await world.mw.flow.payments.sales(limit=100) if s.payment_id == f"mpp:{ch.id}"]
+    assert rows and rows[0].identity == did, f"the ledger row's identity is {rows[0].identity if rows else None}"

@@ -3,6 +3,7 @@ is upgraded in place: its MPP rows (``payment_id = mpp:<challenge id>``) and L40
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ def _new(auth_key: str, protocol: str) -> NewPayment:
 async def test_upgrade_fills_the_protocol_of_rows_written_before_the_column(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     steps = migrations._REGISTRY[COMPONENT]
-    assert len(steps) == 3, "this test builds the ledger as it was before its third migration step"
+    assert len(steps) >= 3, "this test builds the ledger as it was before its third migration step"
     monkeypatch.setitem(migrations._REGISTRY, COMPONENT, steps[:2])
     db = open_database(store_url)
     try:
@@ -48,6 +49,30 @@ async def test_upgrade_fills_the_protocol_of_rows_written_before_the_column(
         assert got == {"x402-v2": "x402", "x402-v1": "x402", "mpp-evm": "mpp", "mpp-ln": "mpp", "l402:abc": "l402"}
         await store.migrate()  # idempotent
         assert {r.auth_key: r.protocol for r in await store.sales()} == got
+    finally:
+        await db.aclose()
+
+
+async def test_upgrade_adds_an_empty_identity_to_old_rows(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fourth step (docs/identity.md) adds ``identity``: rows written before it have none."""
+    steps = migrations._REGISTRY[COMPONENT]
+    assert len(steps) >= 4, "the ledger has no identity step"
+    monkeypatch.setitem(migrations._REGISTRY, COMPONENT, steps[:3])
+    db = open_database(store_url)
+    try:
+        store = PaymentStore(db)
+        await store.migrate()
+        await db.execute(f"INSERT INTO {TABLE} (auth_key, payload_hash, state, route, method, path, settle_mode, "
+                         "x402_version, scheme, network, asset, pay_to, amount, decimals, payload, requirements, "
+                         "created_at, updated_at) VALUES ('old', 'h', 'served', 'r', 'GET', '/', 'after', 2, 'exact', "
+                         "'eip155:1', '0xa', '0xb', '1', 6, '{}', '{}', 0, 0)")
+        monkeypatch.setitem(migrations._REGISTRY, COMPONENT, steps)
+        await store.migrate()
+        rows = {r.auth_key: r.identity for r in await store.sales()}
+        assert rows == {"old": None}, f"an old row got an identity: {rows}"
+        new = await store.claim(dataclasses.replace(_new("k-id", "x402"), identity="did:pkh:eip155:1:0x" + "1" * 40),
+                                "owner", 30.0)
+        assert new is not None and (await store.get(new.id)).identity.startswith("did:pkh:"), "identity not stored"
     finally:
         await db.aclose()
 

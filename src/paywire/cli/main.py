@@ -34,6 +34,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("paywire.cli.proxy",
               "Sell an HTTP API through a paying reverse proxy: routes and prices from a config file; SIGHUP reloads it."),
     "risk": ("paywire.cli.risk", "Risk decisions: show the decision log, test a rule file on recorded traffic."),
+    "agent": ("paywire.cli.agent", "Agent identity: RFC 9421 request-signing keys (Web Bot Auth)."),
 }
 
 

@@ -60,6 +60,11 @@ class BuyerConfig(Settings):
     nonce_variant: NonceVariant = "concat"
     """The MPP EIP-3009 nonce derivation tried first."""
     send_accept_payment: bool = True
+    sign_in: bool = True
+    """Answer a 402's Sign-In-With-X challenge with the paying wallet's key (on a network the policy allows):
+    first alone — a seller that grants re-access serves it without a new payment — then with the payment."""
+    agent_key: Any = option(None, env=False, toml=False)
+    """An :class:`~paywire.identity.agent.AgentKey`: sign every request (RFC 9421, Web Bot Auth profile)."""
     protocols: tuple[BuyerProtocol, ...] | None = option(None, env=False, toml=False)
     """The payment protocols spoken (None: the registered ones, :func:`paywire.client.protocols.registered`;
     ``policy.protocols`` chooses among them)."""
@@ -97,6 +102,8 @@ class BuyerOptions(TypedDict, total=False):
     assets: Sequence[Asset]
     nonce_variant: NonceVariant
     send_accept_payment: bool
+    sign_in: bool
+    agent_key: Any
     protocols: Sequence[BuyerProtocol] | None
 
 

@@ -382,10 +382,11 @@ class PaymentAttempt:
     payment_id: str | None = None
     nonce: str | None = None
     valid_before: int | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # sent along (a Sign-In-With-X proof)
 
     @property
     def headers(self) -> dict[str, str]:
-        return {self.header: self.value}
+        return {self.header: self.value, **dict(self.extra)}
 
     @property
     def payload_hash(self) -> str:

@@ -54,6 +54,8 @@ from paywire.schemes.registry import ClientScheme, default_registry
 from paywire.store.db import Database
 from paywire.x402.models import SettleResponse
 
+SIWX_HEADER = "SIGN-IN-WITH-X"
+
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
@@ -263,6 +265,8 @@ class Buyer:
         self._tokens: dict[str, tuple[str, str]] = {}  # host → the latest paid one (tried on paths not seen yet)
         self._token_routes: dict[str, tuple[str, str]] = {}  # host + path → the one last accepted there
         self.send_accept_payment = c.send_accept_payment
+        self.sign_in = c.sign_in
+        self.agent_key = c.agent_key
         self._store = store = c.store
         self._ledger: Any = None
         self._reconcile_every = c.reconcile_every
@@ -332,6 +336,8 @@ class Buyer:
         """Send ``ex``'s request; pay a 402 if the policy allows; return the final response.
 
         Raises a :class:`PaymentError` subclass instead of returning an unpaid or refused 402."""
+        if self.agent_key is not None and not isinstance(ex, _SignedExchange):
+            ex = _SignedExchange(ex, self.agent_key)
         host, route = host_of(ex.url), route_of(ex.url)
         own = self._token_routes.get(route) if not ex.paying else None
         token = own or (self._tokens.get(host) if not ex.paying else None)
@@ -347,6 +353,17 @@ class Buyer:
         if ex.status(first) != 402 or ex.paying:
             return first
         body = await ex.read(first)
+        proof: str | None = None
+        if self.sign_in:  # Sign-In-With-X: a seller that remembers our payment serves us again for free
+            proof = await self._sign_in(ex, ex.headers(first))
+            if proof is not None:
+                again = await ex.send({SIWX_HEADER: proof})
+                if ex.status(again) != 402:
+                    await ex.discard(first)
+                    return again
+                await ex.discard(first)
+                first, body = again, await ex.read(again)
+                proof = await self._sign_in(ex, ex.headers(first))  # the fresh challenge, sent with the payment
         ledger = await self.ledger()
         try:
             challenge = read_any_challenge(ex.headers(first), body, assets=self._asset_for,
@@ -361,11 +378,49 @@ class Buyer:
                 time.monotonic() - self._last_reconcile > self._reconcile_every:
             await self.reconcile()
         attempt, rid, cand = await self._prepare(ex, challenge, host, ledger)
+        if proof is not None:
+            attempt = replace(attempt, extra=((SIWX_HEADER, proof),))
         # the payload's identity is written while the request travels; every final state waits for it
         marking = asyncio.ensure_future(ledger.mark_signed(
             rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
             valid_before=attempt.valid_before))
         return await self._deliver(ex, challenge, attempt, _Row(ledger, rid, marking), cand)
+
+    async def _sign_in(self, ex: Exchange[Any], headers: Mapping[str, str]) -> str | None:
+        """A ``SIGN-IN-WITH-X`` proof answering the 402's challenge with the paying wallet's EVM key, on a network
+        the policy allows and for the origin that sent it; None when there is no such challenge or key."""
+        from paywire.identity.siwx import (
+            SIGN_IN_WITH_X,
+            answer_challenge,
+            choose_chain,
+            encode_proof,
+            personal_sign_digest,
+        )
+        from paywire.x402.codec import decode_header
+
+        raw = headers.get("payment-required")
+        policy = self.policy
+        if raw is None or (policy.allowed_hosts is not None and host_of(ex.url) not in policy.allowed_hosts):
+            return None
+        try:
+            ext = (decode_header(raw).get("extensions") or {}).get(SIGN_IN_WITH_X)
+        except (WireError, AttributeError):
+            return None
+        signers = [getattr(s, "signer", None) for s in self.schemes]
+        signer = next((x for x in signers if isinstance(x, EvmSigner)
+                       and (not self.account or x.address.lower() == self.account.lower())), None)
+        if not isinstance(ext, Mapping) or signer is None:
+            return None
+        allowed = list(policy.allowed_networks) if policy.allowed_networks is not None else None
+        network = choose_chain(ext, allowed)
+        if network is None:
+            return None
+        try:
+            payload, text = answer_challenge(ext, ex.url, signer.address, network)
+        except WireError as exc:
+            log.warning("paywire: not answering the sign-in challenge of %s: %s", ex.url, exc)
+            return None
+        return encode_proof(payload, await signer.sign_digest(personal_sign_digest(text)))
 
     def _remember_token(self, host: str, route: str, token: tuple[str, str], *, latest: bool) -> None:
         if latest:
@@ -661,6 +716,22 @@ def _account_of(wallet: WalletLike, schemes: Sequence[ClientScheme]) -> str:
         if signer is not None and isinstance(getattr(signer, "address", None), str):
             return str(signer.address)
     return ""
+
+
+class _SignedExchange(Generic[R]):
+    """An exchange whose every send carries the agent's RFC 9421 signature (over the payment header too)."""
+
+    def __init__(self, inner: Exchange[R], key: Any) -> None:
+        self._inner, self._key = inner, key
+        self.url, self.method, self.paying = inner.url, inner.method, inner.paying
+
+    async def send(self, extra_headers: Mapping[str, str] | None) -> R:
+        extra = dict(extra_headers or {})
+        extra.update(self._key.sign(self.method, self.url, extra, time.time()))
+        return await self._inner.send(extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class ExchangeBase(Generic[R]):

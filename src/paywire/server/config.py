@@ -95,6 +95,14 @@ class SellerConfig(Settings):
     """A risk rule file (TOML); setting it turns risk on."""
     risk_trust_forwarded: bool = False
     """Risk: take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
+    siwx_secret: bytes | str | None = option(None, secret=True)
+    """Sign-In-With-X: the key of the stateless nonce MAC (the same on every replica; random per process if unset)."""
+    siwx_origin: str | None = None
+    """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
+    siwx_chains: Any = option(None, env=False, toml=False)
+    """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); without it only EOAs sign in."""
+    agent_directories_private: bool = False
+    """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -127,3 +135,7 @@ class SellerOptions(TypedDict, total=False):
     risk: Any
     risk_rules: str | None
     risk_trust_forwarded: bool
+    siwx_secret: bytes | str | None
+    siwx_origin: str | None
+    siwx_chains: Any
+    agent_directories_private: bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
 from paywire.evm.assets import AssetRegistry
+from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxIssuer
 from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
@@ -79,6 +81,8 @@ def _compile_path(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+IdentityRule = Literal["siwx", "agent-sig", "required"]
+IDENTITY_RULES: tuple[str, ...] = ("siwx", "agent-sig", "required")
 DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
 """The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
 
@@ -103,6 +107,13 @@ class PaidRoute:
     until ``l402_ttl`` seconds pass. A route with ``sats`` and no ``price``/``offers`` offers no x402.
     ``challenge_order`` orders their ``WWW-Authenticate`` challenges: L402 first by default, because Aperture-style
     clients read only the first value, while MPP clients (pympp, mppx) look through every value for ``Payment``.
+
+    Identity (docs/identity.md): ``siwx=True`` advertises Sign-In-With-X in the 402; ``access_for=<seconds>``
+    lets a payer who paid this path within that time sign in and get it again without paying;
+    ``identity=`` refuses a payment that comes without that proof, before any money moves: ``"siwx"`` a
+    sign-in, ``"agent-sig"`` an RFC 9421 agent signature (Web Bot Auth), ``"required"`` either; the proven
+    identity (its DID) is recorded with the payment. ``access_for`` and ``identity`` of siwx/required imply
+    ``siwx``.
     """
 
     path: str
@@ -125,6 +136,9 @@ class PaidRoute:
     """x402 bazaar: publish this route (its 402 carries ``extensions["bazaar"]``; a facilitator that settles it lists
     it at ``/discovery/resources``). True, or example inputs and output: ``{"query_params": {...}, "body": {...},
     "body_type": "json", "output": {...}}`` (see :func:`paywire.x402.bazaar.http_discovery`)."""
+    siwx: bool = False
+    access_for: float | None = None
+    identity: IdentityRule | None = None
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -167,6 +181,10 @@ class PaidRoute:
                 raise ConfigError(f"route {self.path!r} has no price: give price='$0.01' or offers=(...)")
             if "evm" in self.mpp:
                 raise ConfigError(f"route {self.path!r}: mpp 'evm' mirrors the x402 offers: give a price")
+        if self.identity is not None and self.identity not in IDENTITY_RULES:
+            raise ConfigError(f"route {self.path!r}: identity must be one of {IDENTITY_RULES}, not {self.identity!r}")
+        if self.access_for is not None and (isinstance(self.access_for, bool) or not self.access_for > 0):
+            raise ConfigError(f"route {self.path!r}: access_for is a number of seconds > 0, not {self.access_for!r}")
         object.__setattr__(self, "methods", methods or frozenset({"*"}))
         object.__setattr__(self, "pattern", path)
         object.__setattr__(self, "_regex", _compile_path(path))
@@ -191,6 +209,16 @@ class PaidRoute:
     def extra_protocols(self) -> bool:
         """MPP or L402 challenges ride along on this route's 402s."""
         return bool(self.mpp) or bool(self.l402)
+
+    @property
+    def signs_in(self) -> bool:
+        """The route takes Sign-In-With-X (advertised in its 402s)."""
+        return self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+
+    @property
+    def checks_identity(self) -> bool:
+        """The seller looks at this route's identity proofs (sign-in, agent signature) before its payments."""
+        return self.signs_in or self.identity is not None
 
     @property
     def l402_service(self) -> str:
@@ -240,6 +268,7 @@ class Proceed:
     url: str
     protocol: str = "x402"  # the protocol that carried the payment (``paywire.server.protocols``)
     payer: str | None = None  # who signed, when the payload says (EIP-3009 ``from``)
+    identity: str | None = None  # the DID the request proved (Sign-In-With-X), recorded with the payment
 
 
 Decision = Pass | Reply | Proceed
@@ -329,6 +358,9 @@ class Seller:
     mpp_nonce_variants: tuple[str, ...] | None = None
     mpp_max_body: int = 1024 * 1024
     """MPP routes bind request bodies up to this size through the challenge ``digest`` (RFC 9530)."""
+    siwx: SiwxIssuer | None = None
+    """Issues and checks Sign-In-With-X challenges (made when a route signs in and none is given)."""
+    clock: Callable[[], float] = time.time
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
@@ -336,6 +368,8 @@ class Seller:
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
+        if self.siwx is None and any(r.signs_in for r in self.routes):
+            self.siwx = SiwxIssuer()
         defaults = self.defaults
         for i, r in enumerate(self.routes):
             if r.mpp and self.mpp is None:
@@ -492,7 +526,8 @@ class Seller:
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
         return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
 
-    def extensions(self, route: PaidRoute, req: RequestInfo | None = None) -> dict[str, Any] | None:
+    def extensions(self, route: PaidRoute, req: RequestInfo | None = None,
+                   offers: Sequence[PaymentRequirements] = ()) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         if route.payment_identifier:
             out[PAYMENT_IDENTIFIER] = {"info": {"required": route.payment_identifier == "required"},
@@ -501,12 +536,15 @@ class Seller:
             from paywire.x402.bazaar import BAZAAR, route_discovery
 
             out[BAZAAR] = route_discovery(route, req.method if req is not None else None)
+        if route.signs_in and self.siwx is not None and req is not None:  # a fresh nonce per 402
+            out[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url,
+                                                        [o.network for o in offers], self.clock())
         return out or None
 
     def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                   error: str | None = None) -> PaymentRequired:
         return PaymentRequired(x402_version=2, accepts=tuple(offers), resource=self.resource(route, req),
-                               error=error or "Payment required", extensions=self.extensions(route, req))
+                               error=error or "Payment required", extensions=self.extensions(route, req, offers))
 
     def payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                          error: str | None = None, extra_headers: Headers = ()) -> Reply:
@@ -514,7 +552,7 @@ class Seller:
 
         The plain challenge of a route with static offers depends only on the URL: it is built once per URL."""
         key: tuple[int, str] | None = None
-        if error is None and not extra_headers:
+        if error is None and not extra_headers and not route.signs_in:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:

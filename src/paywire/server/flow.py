@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
+from paywire.identity.did import Identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
+from paywire.server.identity import IdentityGate, Reaccess
 from paywire.server.protocols import seller_protocols
 from paywire.server.protocols.base import (
     NO_LIGHTNING,
@@ -111,6 +114,8 @@ class PaymentInfo:
     payment_id: str | None
     transaction: str | None = None  # set when settle="before" (already settled)
     protocol: str = "x402"  # the protocol that carried it ("x402" | "mpp" | "l402"), as in the ledger
+    identity: str | None = None  # the DID the payer proved (Sign-In-With-X), as in the ledger
+    reaccess: bool = False  # served again to a signed-in payer of this earlier payment (no new payment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,16 @@ def _stored(reply: Reply) -> StoredResponse:
     return StoredResponse(reply.status, reply.headers, reply.body)
 
 
+_P = TypeVar("_P")
+
+
+def _with_identity(parsed: _P, identity: Identity | None) -> _P:
+    """A payment to claim carries the identity its request proved (written to its ledger row)."""
+    if identity is not None and isinstance(parsed, Proceed):
+        return dataclasses.replace(parsed, identity=identity.did)
+    return parsed
+
+
 def _payload_of(rec: PaymentRecord) -> tuple[PaymentPayload | PaymentPayloadV1,
                                              PaymentRequirements | PaymentRequirementsV1]:
     p, r = json.loads(rec.payload), json.loads(rec.requirements)
@@ -209,11 +224,16 @@ class PaymentFlow:
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
     risk: SellerRisk | None = None
     """Risk checkpoints (:mod:`paywire.risk.seller`): before the request, and before the facilitator verifies."""
+    agent_directories_private: bool = False
+    """Agent signatures: agents' key directories may be on private/loopback addresses, over http (dev only)."""
+    siwx_chains: Any = None
+    """Sign-In-With-X: CAIP-2 network → ``Chain``, to check contract wallets' signatures (EIP-1271)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
+    _identity: IdentityGate | None = field(default=None, init=False, repr=False)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -242,6 +262,11 @@ class PaymentFlow:
                 await proto.startup(self._store.db)
             if self.risk is not None:
                 await self.risk.startup(self._store.db)
+            if any(r.checks_identity for r in self.seller.routes):
+                self._identity = IdentityGate(self.seller, self._store.db,
+                                              allow_private_directories=self.agent_directories_private,
+                                              chains=self.siwx_chains)
+                await self._identity.startup()
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
                 try:
@@ -294,6 +319,8 @@ class PaymentFlow:
             return Respond(await self._reject(route, req, d))
         if isinstance(d, Admit):
             return Forward(await self._admit(d))
+        if isinstance(d, Reaccess):
+            return Forward(await self._reaccess(d))
         if not isinstance(d, Proceed):
             return Forward()
         plan = await self._paid(d, req)
@@ -301,16 +328,30 @@ class PaymentFlow:
             return plan
         return await self._with_challenges(plan, d, req)
 
-    async def _decide(self, route: PaidRoute | None, req: RequestInfo) -> Decision | Reject | Admit:
-        """Ask the route's protocols, in order, for the request's credential; none: the x402 402 (or paywall)."""
+    async def _decide(self, route: PaidRoute | None, req: RequestInfo) -> Decision | Reject | Admit | Reaccess:
+        """The route's sign-in first (docs/identity.md), then its protocols, in order, for the request's credential;
+        none: the x402 402 (or paywall)."""
         if route is None or req.method in ("OPTIONS", "HEAD"):
             return self.seller.decide(req)
         priced = self.seller.offers_for(route, req)
+        identity = None
+        if self._identity is not None and route.checks_identity:
+            checked = await self._identity.check(route, req, priced)
+            if isinstance(checked, Reply | Reaccess):
+                return checked
+            identity = checked
         for proto in self._protocols_of(route):
             parsed = await proto.parse(route, req, priced)
             if parsed is not None:
-                return parsed
-        return self.seller.decide(req, priced)
+                return _with_identity(parsed, identity)
+        return _with_identity(self.seller.decide(req, priced), identity)
+
+    async def _reaccess(self, r: Reaccess) -> PaymentInfo:
+        """The earlier payment a signed-in payer is served again under."""
+        rec = await self.payments.get(r.record_id)
+        assert rec is not None  # settled rows are never deleted
+        return PaymentInfo(rec.id, rec.route, rec.payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
+                           rec.scheme, rec.x402_version, rec.payment_id, rec.tx, rec.protocol, r.identity.did, True)
 
     def _protocols_of(self, route: PaidRoute) -> list[SellerProtocol]:
         return [p for p in self._protocols.values() if p.takes(route)]
@@ -385,7 +426,7 @@ class PaymentFlow:
             method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
             decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
-            requirements=_compact(p.requirements.to_wire()), protocol=p.protocol,
+            requirements=_compact(p.requirements.to_wire()), protocol=p.protocol, identity=p.identity,
         )
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
@@ -427,7 +468,7 @@ class PaymentFlow:
 
     def _info(self, p: Proceed, rec: PaymentRecord, payer: str | None, tx: str | None = None) -> PaymentInfo:
         return PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, tx, rec.protocol)
+                           rec.scheme, rec.x402_version, rec.payment_id, tx, rec.protocol, rec.identity)
 
     def _heartbeat(self, rid: int, owner: str) -> _Heartbeat:
         return _Heartbeat(self.payments, rid, owner, self.lease, self.max_handler_seconds)
@@ -571,7 +612,7 @@ class PaymentFlow:
         store = self.payments
         headers = self._paid_headers(rec, res, ())
         info = PaymentInfo(rec.id, rec.route, payer, rec.amount, rec.decimals, rec.asset, rec.network, rec.pay_to,
-                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction, rec.protocol)
+                           rec.scheme, rec.x402_version, rec.payment_id, res.transaction, rec.protocol, rec.identity)
 
         async def finish(result: StoredResponse | BaseException) -> None:
             try:

@@ -72,6 +72,14 @@ def _seller_risk(config: SellerConfig) -> Any:
     return SellerRisk(risk, trust_forwarded=config.risk_trust_forwarded)
 
 
+def _siwx_issuer(routes: Sequence[PaidRoute], config: SellerConfig) -> Any:
+    if not any(r.signs_in for r in routes):
+        return None
+    from paywire.identity.siwx import SiwxIssuer
+
+    return SiwxIssuer(config.siwx_secret, origin=config.siwx_origin)
+
+
 def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow:
     """Seller (offers resolved now: a bad price raises ``ConfigError`` here) + store + facilitator.
 
@@ -85,14 +93,15 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
     seller = Seller(tuple(routes), pay_to=c.pay_to, network=c.network, assets=c.assets or AssetRegistry(),
                     app_name=c.app_name, cors_origin=c.cors_origin, paywall_html=c.paywall_html,
                     mpp=_mpp_server(c), mpp_nonce_variants=c.mpp_nonce_variants or None,
-                    mpp_max_body=c.mpp_max_body)
+                    mpp_max_body=c.mpp_max_body, siwx=_siwx_issuer(routes, c))
     return PaymentFlow(seller, as_facilitator(facilitator, c.facilitator_token), c.store,
                        verify_timeout=c.verify_timeout, settle_timeout=c.settle_timeout, replay_wait=c.replay_wait,
                        lease=c.lease, max_record_bytes=c.max_record_bytes, check_supported=c.check_supported,
                        max_handler_seconds=c.max_handler_seconds, lightning=c.lightning,
                        confirm_with_node=c.confirm_with_node, invoice_expiry=c.invoice_expiry,
                        l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str),
-                       risk=_seller_risk(c))
+                       risk=_seller_risk(c), agent_directories_private=c.agent_directories_private,
+                       siwx_chains=c.siwx_chains)
 
 
 def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, **options: Any) -> PaymentFlow:

@@ -82,6 +82,11 @@ register(COMPONENT, [[
     f"ALTER TABLE {TABLE} ADD COLUMN protocol TEXT NOT NULL DEFAULT 'x402'",
     f"UPDATE {TABLE} SET protocol = 'mpp' WHERE substr(payment_id, 1, 4) = 'mpp:'",
     f"UPDATE {TABLE} SET protocol = 'l402' WHERE scheme = 'l402'",
+], [
+    # who paid, as proven (docs/identity.md): the DID of a verified identity, NULL when none was shown; and the
+    # lookup behind SIWX re-access ("this payer already paid for this path")
+    f"ALTER TABLE {TABLE} ADD COLUMN identity TEXT",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_payer ON {TABLE} (lower(payer), path)",
 ]])
 
 IN_FLIGHT = ("verifying", "claimed", "settling", "settled")
@@ -120,6 +125,7 @@ class NewPayment:
     payload: str  # wire JSON of the payment payload
     requirements: str  # wire JSON of the requirements sent to the facilitator
     protocol: str = "x402"  # which protocol carried it: "x402" | "mpp" | "l402"
+    identity: str | None = None  # the DID of the identity the request proved (SIWX, agent signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,7 @@ class PaymentRecord:
     updated_at: float
     settled_at: float | None
     protocol: str = "x402"
+    identity: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> PaymentRecord:
@@ -198,7 +205,7 @@ def response_fields(resp: StoredResponse | None) -> dict[str, Any]:
 _CLAIM_SQL = (
     f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
     "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
-    "requirements, protocol, created_at, updated_at) VALUES (" + ", ".join("?" * 23) + ") "
+    "requirements, protocol, identity, created_at, updated_at) VALUES (" + ", ".join("?" * 24) + ") "
     "ON CONFLICT DO NOTHING RETURNING id")
 
 
@@ -233,8 +240,8 @@ class PaymentStore(Repository):
         now = self.clock()
         values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "verifying", owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
-                             p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol, now,
-                             now]
+                             p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
+                             p.identity, now, now]
         row = await self._fetchone(_CLAIM_SQL, values, write=True)
         if row is None:
             return None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from paywire.evm.assets import Asset
+from paywire.identity.did import did_pkh
 from paywire.lightning.base import LightningError
 from paywire.lightning.networks import BIP122, LIGHTNING_SCHEME, lightning_network_id
 from paywire.mpp import problems as P
@@ -99,6 +100,8 @@ class MppPayment:
     auth_key: str
     payer: str | None
     decimals: int
+    identity: str | None = None
+    """The credential's ``source`` as a DID, when the method proved it (``evm/charge``: the payer's did:pkh)."""
 
 
 def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer],
@@ -122,7 +125,9 @@ def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer]
         payload, req = to_x402(auth, asset)
         claimed = scheme_claim(req, payload.payload)
         key = claimed[0] if claimed is not None else checked.replay_key
-        return MppPayment(ch.id, EVM, payload, req, key, checked.payer, asset.decimals)
+        source = verdict.credential.source  # checked against the payer by the method (did:pkh of ``from``)
+        identity = did_pkh(req.network, checked.payer) if source is not None and checked.payer else None
+        return MppPayment(ch.id, EVM, payload, req, key, checked.payer, asset.decimals, identity)
     if ch.method == LIGHTNING:
         checked = LightningChargeMethod().verify(verdict, now)
         if isinstance(checked, Problem):
@@ -219,7 +224,7 @@ class Mpp(ProtocolDefaults):
             return Reject(res, offers)
         return Proceed(route, res.payload, res.requirements, res.requirements, False, res.auth_key,
                        payment_hash(res.payload), mpp_payment_id(res.challenge_id), offers, res.decimals, req.url,
-                       NAME)
+                       NAME, identity=res.identity)
 
     async def challenges(self, route: PaidRoute, req: RequestInfo) -> Challenges:
         """One ``Payment`` challenge per offer, ordered by ``Accept-Payment``; a Lightning node that cannot make an

@@ -1,0 +1,279 @@
+"""The x402 ``sign-in-with-x`` extension for EVM accounts (CAIP-122 / EIP-4361), sans-I/O.
+
+Seller: :class:`SiwxIssuer` writes the extension into a 402 (``extensions["sign-in-with-x"]``) with a nonce
+that is a MAC over the challenge it was issued with, so checking that a nonce is ours needs no stored state; its
+:meth:`~SiwxIssuer.check` reads a ``SIGN-IN-WITH-X`` header and returns a :class:`SiwxProof` or a
+:class:`SiwxFailure` (code + message). Single use of a nonce is the store's job
+(:mod:`paywire.store.identity`): only a valid sign-in writes a row, and rows expire with the challenge.
+
+Buyer: :func:`answer_challenge` turns the extension of a 402 and the wallet's address into the signed-in
+payload's fields and the message to sign; :func:`encode_proof` makes the header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from paywire.evm.crypto import recover_address, to_checksum
+from paywire.identity.did import Identity
+from paywire.identity.siwe import SiweError, SiweMessage, format_time, parse_time, personal_sign_digest
+
+ERC6492_SUFFIX: Final = bytes.fromhex("6492" * 16)
+SIGN_IN_WITH_X: Final = "sign-in-with-x"
+"""The extension's key in ``PaymentRequired.extensions``."""
+HEADER: Final = "SIGN-IN-WITH-X"
+MAX_HEADER: Final = 8192
+SCHEMA: Final[Mapping[str, Any]] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "domain": {"type": "string"}, "address": {"type": "string"}, "statement": {"type": "string"},
+        "uri": {"type": "string", "format": "uri"}, "version": {"type": "string"},
+        "chainId": {"type": "string"}, "type": {"type": "string"}, "nonce": {"type": "string"},
+        "issuedAt": {"type": "string", "format": "date-time"},
+        "expirationTime": {"type": "string", "format": "date-time"},
+        "notBefore": {"type": "string", "format": "date-time"}, "requestId": {"type": "string"},
+        "resources": {"type": "array", "items": {"type": "string", "format": "uri"}},
+        "signature": {"type": "string"},
+    },
+    "required": ["domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt", "signature"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SiwxProof:
+    """A sign-in that checked out: who, on which chain, and the nonce to spend once (until ``expires_at``)."""
+
+    address: str
+    network: str
+    nonce: str
+    expires_at: float
+
+    @property
+    def identity(self) -> Identity:
+        return Identity.from_account(self.network, self.address, "siwx")
+
+
+@dataclass(frozen=True, slots=True)
+class SiwxContractCheck:
+    """Everything checked but the signature, which is not the address's own (EOA): it may be a contract wallet's
+    (EIP-1271). Whoever can call the chain asks ``address.isValidSignature(digest, signature)`` and, if it
+    answers the magic value, takes :attr:`proof`; else it is :data:`NOT_THE_ADDRESS`."""
+
+    proof: SiwxProof
+    digest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SiwxFailure:
+    """Why a sign-in was refused: a stable ``code`` (``invalid_siwx_*``) and a message for humans."""
+
+    code: str
+    message: str
+
+
+NOT_THE_ADDRESS = SiwxFailure("invalid_siwx_signature", "the signature is not the address's")
+
+
+def origin_of(url: str) -> tuple[str, str]:
+    """(domain, origin) of a URL: ``("api.example.com", "https://api.example.com")``."""
+    parts = urlsplit(url)
+    return parts.netloc, f"{parts.scheme}://{parts.netloc}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class SiwxIssuer:
+    """Issues and checks sign-in challenges for one seller.
+
+    ``secret``: the key of the nonce MAC (the same on every replica; random per process when None).
+    ``origin``: the seller's public origin (``https://api.example.com``); when set, challenges name it instead
+    of the request's ``Host`` (set it behind a proxy, and whenever the Host header is not trustworthy).
+    ``ttl``: how long a challenge may be answered (seconds). ``skew``: clock difference tolerated.
+    """
+
+    def __init__(self, secret: bytes | str | None = None, *, origin: str | None = None, ttl: float = 300.0,
+                 statement: str = "Sign in to use what you paid for", skew: float = 30.0) -> None:
+        raw = secret.encode() if isinstance(secret, str) else secret
+        self._key = hashlib.sha256(b"paywire-siwx|" + (raw if raw else os.urandom(32))).digest()
+        self.origin = origin.rstrip("/") if origin else None
+        self.ttl, self.statement, self.skew = ttl, statement, skew
+
+    def resource_url(self, url: str) -> str:
+        """The URI a challenge names for a request to ``url`` (rebased on ``origin`` when configured)."""
+        if self.origin is None:
+            return url
+        parts = urlsplit(url)
+        return self.origin + parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def _mac(self, rand: str, domain: str, uri: str, issued: str, expires: str) -> str:
+        text = "\n".join((rand, domain, uri, issued, expires)).encode()
+        return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:16]
+
+    def declaration(self, url: str, networks: Sequence[str], now: float) -> dict[str, Any]:
+        """The ``sign-in-with-x`` extension for a 402 answering a request to ``url`` (fresh nonce)."""
+        uri = self.resource_url(url)
+        domain, _ = origin_of(uri)
+        issued, expires = format_time(now), format_time(now + self.ttl)
+        rand = os.urandom(8).hex()
+        info = {"domain": domain, "uri": uri, "version": "1",
+                "nonce": rand + self._mac(rand, domain, uri, issued, expires),
+                "issuedAt": issued, "expirationTime": expires, "statement": self.statement, "resources": [uri]}
+        chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
+        return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}
+
+    def check(self, header: str, url: str, networks: Sequence[str],
+              now: float) -> SiwxProof | SiwxFailure | SiwxContractCheck:
+        """Read and verify a ``SIGN-IN-WITH-X`` header sent to ``url``: our nonce, our domain and URI, in time,
+        on a chain we named, signed by the address (EOA ``personal_sign``) — or, when the signature is not the
+        address's own, what to ask the chain (:class:`SiwxContractCheck`, EIP-1271)."""
+        payload = decode_proof(header)
+        if isinstance(payload, SiwxFailure):
+            return payload
+        uri = self.resource_url(url)
+        domain = origin_of(uri)[0]
+        if payload.get("domain") != domain:
+            claimed = str(payload.get("domain"))[:80]
+            return SiwxFailure("invalid_siwx_domain_mismatch", f"the sign-in is for {claimed!r}, this is {domain!r}")
+        if payload.get("uri") != uri:
+            return SiwxFailure("invalid_siwx_uri_mismatch", f"the sign-in names another resource than {uri}")
+        network = payload.get("chainId")
+        if network not in networks or payload.get("type") != "eip191":
+            return SiwxFailure("invalid_siwx_unsupported_chain",
+                               f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
+        try:
+            msg = _message_of(payload)
+            issued = parse_time(msg.issued_at)
+            expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
+            not_before = parse_time(msg.not_before) if msg.not_before else None
+        except (SiweError, KeyError, TypeError, ValueError) as exc:
+            return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
+        nonce, exp_text = msg.nonce, msg.expiration_time or ""
+        if len(nonce) != 32 or not hmac.compare_digest(
+                nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, exp_text)):
+            return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
+        if issued > now + self.skew:
+            return SiwxFailure("invalid_siwx_issued_at_in_future", "issuedAt is in the future")
+        if now - issued > self.ttl + self.skew or now > expires:
+            return SiwxFailure("invalid_siwx_expired", "the challenge expired: answer a fresh 402")
+        if not_before is not None and now + self.skew < not_before:
+            return SiwxFailure("invalid_siwx_not_yet_valid", "notBefore is in the future")
+        sig = payload.get("signature")
+        try:
+            raw = bytes.fromhex(sig[2:]) if isinstance(sig, str) and sig.startswith("0x") else None
+        except ValueError:
+            raw = None
+        if raw is None or not 0 < len(raw) <= 4096:
+            return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 0x-hex bytes")
+        if raw.endswith(ERC6492_SUFFIX):
+            return SiwxFailure("invalid_siwx_malformed_signature",
+                               "ERC-6492 (undeployed wallet) signatures are not accepted: deploy the wallet")
+        digest = personal_sign_digest(msg.text())
+        hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
+        address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)
+        proof = SiwxProof(address, str(network), nonce, min(expires, issued + self.ttl) + self.skew)
+        signer = recover_address(digest, raw) if len(raw) == 65 else None
+        if signer is not None and signer == bytes.fromhex(hexpart):
+            return proof
+        return SiwxContractCheck(proof, digest, raw)
+
+
+def decode_proof(header: str) -> dict[str, Any] | SiwxFailure:
+    """The JSON object in a ``SIGN-IN-WITH-X`` header (standard or URL-safe base64)."""
+    if not isinstance(header, str) or len(header) > MAX_HEADER:
+        return SiwxFailure("invalid_siwx_header", f"the header must be at most {MAX_HEADER} characters")
+    text = header.strip()
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text)
+                               else None, validate=True)
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return SiwxFailure("invalid_siwx_header", "the header is not base64 of a JSON object")
+    if not isinstance(value, dict):
+        return SiwxFailure("invalid_siwx_header", "the header is not base64 of a JSON object")
+    return value
+
+
+def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+def _message_of(payload: Mapping[str, Any]) -> SiweMessage:
+    """The EIP-4361 message the payload's fields stand for (checked against the grammar)."""
+    network = payload["chainId"]
+    ns, _, ref = str(network).partition(":")
+    if ns != "eip155" or not ref.isdigit():
+        raise TypeError("chainId must be eip155:<number>")
+    resources = payload.get("resources")
+    if resources is not None and not (isinstance(resources, list) and all(isinstance(r, str) for r in resources)):
+        raise TypeError("resources must be a list of strings")
+    fields = {k: payload[k] for k in ("domain", "address", "uri", "version", "nonce", "issuedAt")}
+    if not all(isinstance(v, str) for v in fields.values()):
+        raise TypeError("domain, address, uri, version, nonce and issuedAt must be strings")
+    return SiweMessage(fields["domain"], fields["address"], fields["uri"], fields["version"], int(ref),
+                       fields["nonce"], fields["issuedAt"], _opt_str(payload, "statement"),
+                       _opt_str(payload, "expirationTime"), _opt_str(payload, "notBefore"),
+                       _opt_str(payload, "requestId"), tuple(resources) if resources is not None else None).check()
+
+
+# ------------------------------------------------------------------------------------------------ buyer
+
+
+def choose_chain(extension: Mapping[str, Any], networks: Sequence[str] | None) -> str | None:
+    """The first ``eip191`` chain of the extension's ``supportedChains`` the buyer may use (``networks``:
+    the policy's allowed networks, None = any ``eip155`` one)."""
+    chains = extension.get("supportedChains")
+    if not isinstance(chains, list):
+        return None
+    for c in chains:
+        if not isinstance(c, Mapping) or c.get("type") != "eip191":
+            continue
+        chain = c.get("chainId")
+        if isinstance(chain, str) and chain.startswith("eip155:") and (networks is None or chain in networks):
+            return chain
+    return None
+
+
+def answer_challenge(extension: Mapping[str, Any], response_url: str, address: str,
+                     network: str) -> tuple[dict[str, Any], str]:
+    """(the payload without its signature, the message to sign) for answering ``extension`` — the
+    ``sign-in-with-x`` entry of a 402 from ``response_url`` — as ``address`` on ``network``. Raises ``SiweError``
+    when the challenge is not bound to the origin that sent it (a server may not ask for sign-ins elsewhere)."""
+    info = extension.get("info")
+    if not isinstance(info, Mapping):
+        raise SiweError("the sign-in-with-x extension has no info")
+    domain, origin = origin_of(response_url)
+    uri = info.get("uri")
+    if info.get("domain") != domain or not isinstance(uri, str) or origin_of(uri)[1] != origin:
+        raise SiweError(f"the sign-in challenge is not for {origin}")
+    payload: dict[str, Any] = {k: info[k] for k in ("domain", "uri", "version", "nonce", "issuedAt", "statement",
+                                                    "expirationTime", "notBefore", "requestId", "resources")
+                               if info.get(k) is not None}
+    payload.update(address=to_checksum(address), chainId=network, type="eip191")
+    msg = _message_of({**payload})
+    return payload, msg.text()
+
+
+def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
+    """The ``SIGN-IN-WITH-X`` header value: base64 of the payload with its ``0x`` signature."""
+    body = {**payload, "signatureScheme": "eip191", "signature": "0x" + signature.hex()}
+    return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+
+
+__all__ = ["HEADER", "NOT_THE_ADDRESS", "SCHEMA", "SIGN_IN_WITH_X", "SiwxContractCheck", "SiwxFailure", "SiwxIssuer", "SiwxProof", "answer_challenge",
+           "choose_chain", "decode_proof", "encode_proof", "origin_of", "personal_sign_digest"]

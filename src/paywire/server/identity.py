@@ -1,0 +1,151 @@
+"""The seller's identity step, between routing and payment (docs/identity.md).
+
+:meth:`IdentityGate.check` reads a route's identity proofs before any payment protocol looks at the request —
+an RFC 9421 agent signature (Web Bot Auth: ``Signature-Agent``, ``Signature-Input``, ``Signature``) on routes
+with ``identity="agent-sig"`` or ``"required"``, and a ``SIGN-IN-WITH-X`` proof on routes that sign in — and
+answers one of:
+
+* :class:`Reaccess` — a signed-in payer who already paid this path within the route's ``access_for``: serve it
+  again, no new payment (the nonce is spent, so the signed message works once);
+* a :class:`~paywire.server.core.Reply` — a 402 saying why (a proof that does not check out, a used nonce, a
+  sign-in without a payment in the window, or the route's ``identity`` missing on a paid request: refused
+  before any money moves);
+* an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity.
+
+Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signature's as ``sig:<keyid>:<nonce>``)
+— a resent paid request may reuse its own, so retries of one payment still replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
+from paywire.identity.did import Identity
+from paywire.identity.siwx import HEADER, NOT_THE_ADDRESS, SiwxContractCheck, SiwxFailure, SiwxProof
+from paywire.server.agents import AgentDirectories, DirectoryError
+from paywire.server.core import PaidRoute, Priced, Reply, Seller
+from paywire.server.request import RequestInfo
+from paywire.store.db import Database
+from paywire.store.identity import IdentityStore
+
+
+@dataclass(frozen=True, slots=True)
+class Reaccess:
+    """Serve the request as payment ``record_id`` again (the payer proved who they are)."""
+
+    record_id: int
+    identity: Identity
+
+
+class IdentityGate:
+    """Checks the identity proofs of the routes that take them, with the single-use nonce table in ``db``."""
+
+    def __init__(self, seller: Seller, db: Database, *, allow_private_directories: bool = False,
+                 directories: AgentDirectories | None = None, chains: Mapping[str, Any] | None = None) -> None:
+        self.seller = seller
+        self.chains = dict(chains or {})
+        self.store = IdentityStore(db, clock=seller.clock)
+        self.directories = directories or AgentDirectories(allow_private=allow_private_directories)
+
+    async def startup(self) -> None:
+        """Migrate the nonce table; a seller whose routes take agent signatures needs the ``identity`` extra
+        (``ConfigError`` at startup, not on the first request)."""
+        if any(r.identity in ("agent-sig", "required") for r in self.seller.routes):
+            from paywire.identity.agent import _ed25519
+
+            _ed25519()
+        await self.store.migrate()
+
+    async def check(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Reaccess | Reply | Identity | None:
+        seller, offers = self.seller, priced[0]
+        credential = seller.x402_header(route, req) or req.header("authorization")
+        paying = credential is not None
+        spent_on = hashlib.sha256(credential.encode()).hexdigest() if credential is not None else None
+
+        def refuse(reason: str) -> Reply:
+            return seller.payment_required(route, req, offers, reason)
+
+        agent: Identity | None = None
+        if route.identity in ("agent-sig", "required") and claimed(req.headers) is not None:
+            proof = await self._agent_proof(req, spent_on)
+            if isinstance(proof, AgentFailure):
+                return refuse(f"{proof.code}: {proof.message}")
+            agent = proof.identity
+        signed_in = await self._sign_in(route, req, offers, spent_on) if route.signs_in else None
+        if isinstance(signed_in, SiwxFailure):
+            if route.identity is None and paying:  # the payment stands on its own
+                signed_in = None
+            elif not (route.identity == "required" and agent is not None and paying):
+                return refuse(f"{signed_in.code}: {signed_in.message}")
+            else:
+                signed_in = None
+        if paying:
+            missing = {"agent-sig": agent is None, "siwx": signed_in is None,
+                       "required": agent is None and signed_in is None}.get(route.identity or "", False)
+            if missing:
+                how = {"agent-sig": "an RFC 9421 agent signature (Signature-Agent, Signature-Input, Signature)",
+                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)",
+                       "required": "a Sign-In-With-X proof or an RFC 9421 agent signature"}[route.identity or ""]
+                return refuse(f"identity_required: this route takes payments only with {how}")
+            return agent or (signed_in.identity if signed_in is not None else None)
+        if signed_in is None:
+            return None
+        if route.access_for is not None:
+            rid = await self.store.paid(signed_in.address, route.key, req.path, seller.clock() - route.access_for)
+            if rid is not None:
+                return Reaccess(rid, signed_in.identity)
+        return refuse("siwx_not_paid: signed in, but this address has no payment for this resource that still "
+                      "grants access: pay to continue")
+
+    async def _sign_in(self, route: PaidRoute, req: RequestInfo, offers: tuple[object, ...],
+                       spent_on: str | None) -> SiwxProof | SiwxFailure | None:
+        header, issuer = req.header(HEADER), self.seller.siwx
+        if header is None or issuer is None:
+            return None
+        networks = [str(getattr(o, "network", "")) for o in offers]
+        checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
+        proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
+        if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
+            return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
+        return proof
+
+    async def _contract_wallet(self, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
+        """EIP-1271: the address is a contract whose ``isValidSignature`` accepts the signature."""
+        from paywire.evm import token
+
+        chain = self.chains.get(c.proof.network)
+        if chain is None:
+            return NOT_THE_ADDRESS
+        try:
+            if not await chain.get_code(c.proof.address):
+                return NOT_THE_ADDRESS
+            answer = await chain.call(c.proof.address, token.is_valid_signature(c.digest, c.signature))
+        except Exception as exc:  # a reverting wallet says no; an unreachable node must not become a 500
+            if "revert" in str(exc).lower():
+                return SiwxFailure("invalid_siwx_signature", "the contract wallet refused the signature (reverted)")
+            return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
+        if answer[:4] != token.EIP1271_MAGIC:
+            return SiwxFailure("invalid_siwx_signature", "the contract wallet's isValidSignature says no")
+        return c.proof
+
+    async def _agent_proof(self, req: RequestInfo, spent_on: str | None) -> AgentProof | AgentFailure:
+        who = claimed(req.headers)
+        if not hasattr(who, "keyid"):
+            return who if isinstance(who, AgentFailure) else AgentFailure("invalid_agent_signature", "unsigned")
+        assert who is not None and not isinstance(who, AgentFailure)
+        try:
+            key = await self.directories.key(who.agent, who.keyid)
+        except DirectoryError as exc:
+            return AgentFailure(exc.code, str(exc))
+        proof = verify(req.method, req.url, req.headers, key, self.seller.clock())
+        if isinstance(proof, AgentProof) and not await self.store.use_nonce(
+                f"sig:{proof.keyid}:{proof.nonce}", proof.expires_at, spent_on):
+            return AgentFailure("agent_signature_replayed", "this signature's nonce was already used")
+        return proof
+
+
+__all__ = ["IdentityGate", "Reaccess"]
