@@ -173,6 +173,39 @@ def is_permit2_payload(payload: object) -> bool:
     return isinstance(payload, dict) and "permit2Authorization" in payload
 
 
+def claim_of(network: str, payload: dict[str, Any]) -> tuple[str, str] | None:
+    """(claim key, payer) of a Permit2 payment: Permit2 spends a nonce once per owner (for every token), so
+    ``permit2:<network>:<payer>:<nonce>``; None when the payload is not a Permit2 one."""
+    try:
+        a = Permit2Payload.from_wire(payload).authorization
+    except WireError:
+        return None
+    return f"permit2:{network}:{a.from_.lower()}:{a.nonce:#066x}", a.from_
+
+
+def ledger_fields(payload: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(nonce as 0x-hex, deadline) of a Permit2 payload, as the buyer's ledger keeps them."""
+    try:
+        a = Permit2Payload.from_wire(payload).authorization
+    except WireError:
+        return None, None
+    return f"{a.nonce:#066x}", a.deadline
+
+
+async def sign(signer: Any, requirements: Any, *, spender: str, facilitator: str | None, now: int,
+               valid_after: int, nonce: int) -> dict[str, Any]:
+    """The ``{signature, permit2Authorization}`` an ``EvmSigner`` makes for an offer (exact or upto)."""
+    from paywire.x402.networks import evm_chain_id
+
+    lifetime = requirements.max_timeout_seconds or 3600
+    a = Permit2Authorization(
+        from_=signer.address, token=requirements.asset, amount=requirements.amount, spender=spender, nonce=nonce,
+        deadline=now + lifetime, to=requirements.pay_to, valid_after=valid_after, facilitator=facilitator,
+    )
+    signature = await signer.sign_digest(a.digest(evm_chain_id(requirements.network)))
+    return Permit2Payload(signature, a).to_wire()
+
+
 # -- calldata --------------------------------------------------------------------------------------------------
 
 ALLOWANCE: Final = selector("allowance(address,address)")
@@ -251,11 +284,14 @@ __all__ = [
     "Permit2Payload",
     "allowance",
     "approve",
+    "claim_of",
     "domain_separator",
     "error_name",
     "exact_settle",
     "is_permit2_payload",
+    "ledger_fields",
     "nonce_bitmap",
     "nonce_used",
+    "sign",
     "upto_settle",
 ]

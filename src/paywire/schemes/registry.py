@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from paywire.evm.assets import Asset, AssetRegistry
 
 BUILTIN_SCHEMES: tuple[str, ...] = (
-    "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization)
+    "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization, or Permit2)
+    "paywire.schemes.evm_upto",  # upto × eip155:* (Permit2 + the x402 upto proxy)
 )
 """Modules whose ``register(registry)`` fills :data:`default_registry`: one line per scheme."""
 

@@ -7,6 +7,7 @@ ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or v
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -81,6 +82,21 @@ def _compile_path(pattern: str) -> re.Pattern[str]:
 
 DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
 """The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
+
+
+def with_kind_extra(offer: PaymentRequirements, supported: SupportedResponse) -> PaymentRequirements:
+    """The offer with the facilitator's ``/supported`` kind extra its scheme asks for (``kind_extra_keys``,
+    e.g. upto's ``facilitatorAddress``) filled in where the offer does not set them."""
+    keys = getattr(default_registry.server(offer.scheme, offer.network), "kind_extra_keys", ())
+    missing = [k for k in keys if k not in offer.extra]
+    if not missing:
+        return offer
+    for kind in supported.kinds:
+        if (kind.x402_version == 2 and kind.scheme == offer.scheme and kind.extra
+                and matches_pattern(offer.network, kind.network)):
+            found = {k: kind.extra[k] for k in missing if k in kind.extra}
+            return dataclasses.replace(offer, extra={**offer.extra, **found}) if found else offer
+    return offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +395,7 @@ class Seller:
         offers = tuple(x[0] for x in resolved)
         if self._supported is not None:
             self._check_offers(route, offers, self._supported, "the facilitator")
+            offers = tuple(with_kind_extra(o, self._supported) for o in offers)
         return offers, tuple(x[1] for x in resolved)
 
     def static_offers(self) -> list[tuple[PaidRoute, PaymentRequirements]]:
@@ -387,8 +404,9 @@ class Seller:
     def check_supported(self, supported: SupportedResponse, facilitator: str = "the facilitator") -> None:
         """Refuse offers whose (scheme, network) the facilitator does not settle (checklist 8)."""
         self._supported = supported
-        for i, (offers, _) in self._static.items():
+        for i, (offers, decimals) in self._static.items():
             self._check_offers(self.routes[i], offers, supported, facilitator)
+            self._static[i] = (tuple(with_kind_extra(o, supported) for o in offers), decimals)
 
     @staticmethod
     def _check_offers(route: PaidRoute, offers: Sequence[PaymentRequirements], supported: SupportedResponse,

@@ -26,6 +26,7 @@ from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
+from paywire.evm.permit2 import is_permit2_payload
 from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.settlement.engine import Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
@@ -134,7 +135,14 @@ def check_offchain(
 # -- what the settlement engine is told ---------------------------------------------------------------------
 
 EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"
-REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used", revert=map_revert)
+def _revert_reason(reason: str) -> str:
+    from paywire.schemes.evm_permit2 import reason_for_revert
+
+    found = reason_for_revert(reason, default="")
+    return found or map_revert(reason)
+
+
+REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used", revert=_revert_reason)
 
 
 def intent_of(payload: ExactEvmPayload, requirements: PaymentRequirements, *, v1: bool = False) -> Intent:
@@ -204,11 +212,16 @@ class ExactEvmFacilitator:
         self._clock = clock
         rails = {name: EvmRail(n, gas_limit=gas_limit, log_lookback_blocks=log_lookback_blocks)
                  for name, n in self._nets.items()}
+        from paywire.schemes.evm_permit2 import EXACT, Permit2Facilitator
+        from paywire.schemes.evm_permit2 import intent_from_record as any_intent
+
         self.engine = SettlementEngine(
-            rails, store=store, load=intent_from_record, reasons=REASONS, receipt_timeout=receipt_timeout,
+            rails, store=store, load=any_intent, reasons=REASONS, receipt_timeout=receipt_timeout,
             settle_wait=settle_wait, lease_seconds=lease_seconds, stuck_after=stuck_after,
             poll_interval=poll_interval,
         )
+        # assetTransferMethod "permit2": the same engine (one store, one reconciler), Permit2's checks
+        self.permit2 = Permit2Facilitator(EXACT, self._nets, simulate=simulate, clock=clock, engine=self.engine)
 
     @property
     def store(self) -> SettlementStore | None:
@@ -226,6 +239,8 @@ class ExactEvmFacilitator:
 
     def settlement_key(self, payload: PaymentPayload, requirements: PaymentRequirements) -> str | None:
         """The settlement record id of this payment (``GET /settlements/{id}``), or None if unparseable."""
+        if is_permit2_payload(payload.payload):
+            return self.permit2.settlement_key(payload, requirements)
         try:
             a = ExactEvmPayload.from_wire(payload.payload).authorization
         except WireError:
@@ -236,6 +251,8 @@ class ExactEvmFacilitator:
     async def verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
     ) -> VerifyResponse:
+        if not v1 and is_permit2_payload(payload.payload):
+            return await self.permit2.verify(payload, requirements)
         res = await self._verify(payload, requirements, v1=v1, simulate=self._simulate)
         return res[0]
 
@@ -331,6 +348,8 @@ class ExactEvmFacilitator:
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
     ) -> SettleResponse:
         """Verify on chain and settle once through the engine (``paywire.settlement.engine``)."""
+        if not v1 and is_permit2_payload(payload.payload):
+            return await self.permit2.settle(payload, requirements)
 
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
             net = self._nets.get(requirements.network)
