@@ -507,8 +507,9 @@ class PaymentFlow:
             await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, payer=payer, error=error,
                                **response_fields(_stored(reply)))
             return reply
-        charged = {} if requirements is p.requirements else {
-            "requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
+        charged: dict[str, Any] = {}
+        if requirements is not p.requirements and isinstance(requirements, PaymentRequirements):
+            charged = {"requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
         if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
                                   **response_fields(result), **charged):
             return self.seller.in_progress()

@@ -1,0 +1,243 @@
+"""``exact`` via Permit2 and ``upto`` against the official x402 Python SDK (``x402==2.25.0``), unmodified, with
+our Permit2 and proxy contracts at the canonical addresses it hard-codes (embedded chain):
+
+* the SDK's client pays our seller (exact/Permit2 and upto, the handler charging less than the maximum);
+* the SDK's FastAPI resource server, settling through OUR facilitator, is paid by our buyer and by the SDK's
+  client; its handler sets the actual amount with ``set_settlement_overrides``;
+* the SDK's own facilitator verifies and settles an upto payment our client signed, on our contracts;
+* our Permit2 digest equals the EIP-712 hash of the SDK's typed data.
+
+Balances are read back from the token after each flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from eth_account import Account
+from fastapi import Response
+
+from paywire.chain import JsonRpcServer
+from paywire.chain.devkeys import dev_keys
+from paywire.chain.rail import EvmNetwork
+from paywire.chain.tx import TxSender
+from paywire.client import Policy, x402_client
+from paywire.devnet import Devnet
+from paywire.evm import permit2 as p2
+from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_upto.client import UptoEvmClient
+from paywire.schemes.registry import default_registry
+from paywire.serving import serve_asgi
+from paywire.wallet import Wallet
+from paywire.x402.codec import encode_payment_payload
+from paywire.x402.models import PaymentPayload, PaymentRequirements
+from tests.test_metered import MAXIMUM, PRICE, Env, approve_permit2, open_env, permit2_devnet
+
+pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
+
+SDK_FACILITATOR_KEY = "0x" + dev_keys(6)[5].hex()  # a funded dev key paywire's devnet leaves unused
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory) -> AsyncIterator[Env]:
+    net = await permit2_devnet()
+    await approve_permit2(net, net.payer.private_key)
+    async with open_env(net, f"sqlite:///{tmp_path_factory.mktemp('interop') / 'seller.db'}") as e:
+        yield e
+    await net.chain.aclose()
+
+
+def sdk_client(net: Devnet) -> Any:
+    from x402 import x402Client
+    from x402.mechanisms.evm.exact import ExactEvmScheme
+    from x402.mechanisms.evm.upto import UptoEvmClientScheme
+
+    client = x402Client()
+    account = Account.from_key(net.info.payer_key)
+    client.register(net.info.network, ExactEvmScheme(account))
+    client.register(net.info.network, UptoEvmClientScheme(account))
+    client.set_spend_controls({"allowed_assets": [{"network": net.info.network, "asset": net.info.token}]})
+    return client
+
+
+async def sdk_get(net: Devnet, url: str) -> httpx.Response:
+    from x402.http.clients.httpx import x402HttpxClient
+
+    async with x402HttpxClient(sdk_client(net), timeout=90) as http:
+        return await http.get(url)
+
+
+# ------------------------------------------------------------------------------------------------ signatures
+
+
+async def test_our_permit2_digest_is_the_sdk_typed_data_hash() -> None:
+    """Same EIP-712 hash for the exact and upto witnesses as the SDK's typed data (eth_account)."""
+    from eth_account.messages import encode_typed_data
+    from x402.mechanisms.evm.constants import PERMIT2_WITNESS_TYPES, UPTO_PERMIT2_WITNESS_TYPES
+
+    token, to, fac = "0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20
+    for upto in (False, True):
+        a = p2.Permit2Authorization("0x" + "44" * 20, token, 5_000, p2.UPTO_PROXY_ADDRESS if upto else
+                                    p2.EXACT_PROXY_ADDRESS, 2**200 + 7, 1_900_000_000, to, 12,
+                                    fac if upto else None)
+        witness: dict[str, Any] = {"to": to, "validAfter": 12}
+        if upto:
+            witness = {"to": to, "facilitator": fac, "validAfter": 12}
+        types = UPTO_PERMIT2_WITNESS_TYPES if upto else PERMIT2_WITNESS_TYPES
+        full = {
+            "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"},
+                                       {"name": "verifyingContract", "type": "address"}], **types},
+            "primaryType": "PermitWitnessTransferFrom",
+            "domain": {"name": "Permit2", "chainId": 84532, "verifyingContract": p2.PERMIT2_ADDRESS},
+            "message": {"permitted": {"token": token, "amount": 5_000}, "spender": a.spender, "nonce": a.nonce,
+                        "deadline": a.deadline, "witness": witness},
+        }
+        msg = encode_typed_data(full_message=full)
+        from eth_utils.crypto import keccak
+
+        sdk_digest = keccak(b"\x19" + msg.version + msg.header + msg.body)
+        assert a.digest(84532) == sdk_digest, f"{'upto' if upto else 'exact'} digest differs from the SDK's"
+
+
+# ------------------------------------------------------------------------------------------------ SDK client → us
+
+
+async def test_sdk_client_pays_our_seller_with_permit2_and_upto(env: Env) -> None:
+    net = env.net
+    payer0, payee0 = await env.balance(net.payer.address), await env.balance(net.payee.address)
+    r1 = await sdk_get(net, env.url + "/article")
+    assert r1.status_code == 200, r1.text
+    r2 = await sdk_get(net, env.url + "/llm?cost=1500")
+    assert r2.status_code == 200, r2.text
+    assert await env.balance(net.payee.address) - payee0 == PRICE + 1500, "the payee's balance is off"
+    assert payer0 - await env.balance(net.payer.address) == PRICE + 1500, "the payer paid more than charged"
+
+
+# ------------------------------------------------------------------------------------------------ official server
+
+
+def sdk_server(net: Devnet, facilitator_url: str, calls: list[str]) -> Any:
+    """The SDK's FastAPI resource server: GET /article (exact, Permit2) and GET /llm (upto, charges 3000)."""
+    from fastapi import FastAPI
+    from x402 import x402ResourceServer
+    from x402.http import FacilitatorConfig, HTTPFacilitatorClient, PaymentOption
+    from x402.http.middleware.fastapi import PaymentMiddlewareASGI, set_settlement_overrides
+    from x402.http.types import RouteConfig
+    from x402.mechanisms.evm.exact import ExactEvmServerScheme
+    from x402.mechanisms.evm.upto import UptoEvmServerScheme
+
+    i = net.info
+    server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
+    server.register(i.network, ExactEvmServerScheme())
+    server.register(i.network, UptoEvmServerScheme())
+    extra = {"name": i.token_name, "version": i.token_version}
+    routes = {
+        "GET /article": RouteConfig(accepts=PaymentOption(
+            scheme="exact", network=i.network, pay_to=net.payee.address, max_timeout_seconds=60,
+            price={"amount": str(PRICE), "asset": i.token, "extra": {**extra, "assetTransferMethod": "permit2"}}),
+            description="exact via Permit2", mime_type="application/json"),
+        "GET /llm": RouteConfig(accepts=PaymentOption(
+            scheme="upto", network=i.network, pay_to=net.payee.address, max_timeout_seconds=60,
+            price={"amount": str(MAXIMUM), "asset": i.token, "extra": extra}),
+            description="metered", mime_type="application/json"),
+    }
+    app = FastAPI()
+
+    @app.get("/article")
+    async def article() -> dict[str, bool]:
+        calls.append("article")
+        return {"ok": True}
+
+    @app.get("/llm")
+    async def llm(response: Response) -> dict[str, int]:
+        calls.append("llm")
+        set_settlement_overrides(response, {"amount": "3000"})
+        return {"tokens": 3}
+
+    app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
+    app.middleware_stack = app.build_middleware_stack()  # runs the SDK's startup /supported call here
+    return app
+
+
+@contextlib.asynccontextmanager
+async def official_server(env: Env, calls: list[str]) -> AsyncIterator[str]:
+    app = await asyncio.to_thread(sdk_server, env.net, env.facilitator_url, calls)
+    async with serve_asgi(app) as url:
+        yield url
+
+
+async def test_our_buyer_pays_the_official_server_through_our_facilitator(env: Env, tmp_path: Path) -> None:
+    """The SDK server settles through our facilitator; our buyer pays exact/Permit2 and upto (3000 of 50000)."""
+    net = env.net
+    calls: list[str] = []
+    wallet = Wallet.from_key(net.info.payer_key, chains={net.info.network: net.chain})
+    payee0 = await env.balance(net.payee.address)
+    policy = Policy(assets=[net.asset], max_per_payment="$0.10")
+    async with official_server(env, calls) as url, x402_client(
+            wallet, policy, store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+        r1 = await client.get(url + "/article")
+        r2 = await client.get(url + "/llm")
+    assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
+    assert calls == ["article", "llm"], f"handlers ran {calls}"
+    assert await env.balance(net.payee.address) - payee0 == PRICE + 3000, "the payee's balance is off"
+
+
+async def test_sdk_client_pays_the_official_server_through_our_facilitator(env: Env) -> None:
+    net = env.net
+    calls: list[str] = []
+    payee0 = await env.balance(net.payee.address)
+    async with official_server(env, calls) as url:
+        r = await sdk_get(net, url + "/llm")
+    assert r.status_code == 200, r.text
+    assert await env.balance(net.payee.address) - payee0 == 3000, "upto did not settle the overridden amount"
+
+
+# ------------------------------------------------------------------------------------------------ SDK facilitator
+
+
+async def test_sdk_facilitator_settles_our_upto_payment_on_our_contracts(env: Env) -> None:
+    """The SDK's facilitator (web3.py over JSON-RPC) verifies and settles an upto payment our client signed,
+    on our Permit2 and upto proxy: the settled amount moves, the maximum does not."""
+    from x402 import x402FacilitatorSync
+    from x402.http.utils import decode_payment_signature_header
+    from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
+    from x402.mechanisms.evm.upto import UptoEvmFacilitatorScheme
+    from x402.schemas import PaymentRequirements as SdkRequirements
+
+    net = env.net
+    server = JsonRpcServer(net.chain.transport)  # type: ignore[attr-defined]
+    rpc = await asyncio.to_thread(server.start)
+    try:
+        signer = FacilitatorWeb3Signer(private_key=SDK_FACILITATOR_KEY, rpc_url=rpc, confirmation_timeout_seconds=30)
+        fac = x402FacilitatorSync()
+        fac.register([net.info.network], UptoEvmFacilitatorScheme(signer))
+        sdk_address = Account.from_key(SDK_FACILITATOR_KEY).address
+        req = PaymentRequirements(scheme="upto", network=net.info.network, amount=MAXIMUM, asset=net.info.token,
+                                  pay_to=net.payee.address, max_timeout_seconds=120,
+                                  extra={"facilitatorAddress": sdk_address, "assetTransferMethod": "permit2"})
+        ours = PaymentPayload(accepted=req, payload=await UptoEvmClient(net.payer).create_payload(req))
+        sdk_payload = decode_payment_signature_header(encode_payment_payload(ours))
+        sdk_req = SdkRequirements.model_validate(req.to_wire())
+        verdict = await asyncio.to_thread(fac.verify, sdk_payload, sdk_req)
+        assert verdict.is_valid, f"the SDK facilitator refused our payload: {verdict.invalid_reason}"
+        payee0 = await env.balance(net.payee.address)
+        actual = sdk_req.model_copy(update={"amount": "2500"})
+        settled = await asyncio.to_thread(fac.settle, sdk_payload, actual)
+        assert settled.success, f"the SDK facilitator could not settle on our contracts: {settled.error_reason}"
+        assert await env.balance(net.payee.address) - payee0 == 2500, "the settled amount did not move"
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_our_facilitator_kinds_include_upto_with_its_address(env: Env) -> None:
+    rails = [EvmNetwork(env.net.info.network, env.net.chain, [TxSender(env.net.chain, env.net.facilitator.private_key)])]
+    kinds = Facilitator(default_registry.facilitators_for(rails)).supported().kinds
+    upto = [k for k in kinds if k.scheme == "upto" and k.x402_version == 2]
+    assert upto and upto[0].extra == {"facilitatorAddress": env.net.facilitator.address}, kinds
