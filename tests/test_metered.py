@@ -312,3 +312,61 @@ async def test_our_buyer_pays_upto_and_permit2(env: Env, tmp_path) -> None:
         r2 = await client.get(env.url + "/article")
     assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
     assert await env.balance(env.net.payee.address) - payee0 == 777 + PRICE
+
+
+# ------------------------------------------------------------------------------------------------ facilitator
+
+
+async def test_concurrent_settles_of_one_permit2_payment_move_money_once(env: Env, tmp_path) -> None:
+    """Eight concurrent /settle calls for one Permit2 authorization, with a settlement store: one transaction,
+    the price moved once; the EVM rail then sees the nonce used in Permit2's bitmap and finds that transaction
+    by its calldata (what the reconciler relies on after a crash)."""
+    import asyncio
+
+    from paywire.chain.rail import EvmRail
+    from paywire.schemes.evm_exact.facilitator import ExactEvmFacilitator
+    from paywire.schemes.evm_permit2 import EXACT, intent_of
+    from paywire.store.settlements import SettlementStore
+
+    net = env.net
+    store = await SettlementStore.open(f"sqlite:///{tmp_path / 'fac.db'}")
+    network = EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])
+    fac = ExactEvmFacilitator([network], store=store)
+    try:
+        req = await env.offer("/article")
+        inner = await ExactEvmClient(LocalSigner(net.payer.private_key)).create_payload(req)
+        payload = PaymentPayload(accepted=req, payload=inner)
+        payee0 = await env.balance(net.payee.address)
+        results = await asyncio.gather(*(fac.settle(payload, req) for _ in range(8)))
+        assert all(r.success for r in results), [r.error_reason for r in results]
+        assert len({r.transaction for r in results}) == 1, "one authorization was sent in several transactions"
+        assert await env.balance(net.payee.address) - payee0 == PRICE, "the price moved more than once"
+        again = await fac.settle(payload, req)
+        assert again.success and again.transaction == results[0].transaction, "a later settle was not idempotent"
+        intent = intent_of(EXACT, p2.Permit2Payload.from_wire(inner), req, PRICE)
+        rail = EvmRail(network)
+        assert await rail.is_used(intent), "the rail does not see the Permit2 nonce as used"
+        found = await rail.find_use(intent)
+        assert found is not None and found.hash == results[0].transaction and found.paid, found
+    finally:
+        await store.aclose()
+
+
+async def test_upto_settle_above_the_signed_maximum_is_refused_by_the_facilitator(env: Env) -> None:
+    """A seller asking our facilitator to settle more than the payer signed gets the spec's reason; no money
+    moves (checked before anything is sent)."""
+    import dataclasses as dc
+
+    from paywire.schemes.evm_upto.facilitator import UptoEvmFacilitator
+
+    net = env.net
+    fac = UptoEvmFacilitator([EvmNetwork(net.info.network, net.chain,
+                                         [TxSender(net.chain, net.facilitator.private_key)])])
+    req = await env.offer("/llm")
+    payload = PaymentPayload(accepted=req, payload=await UptoEvmClient(
+        LocalSigner(net.payer.private_key)).create_payload(req))
+    assert (await fac.verify(payload, req)).is_valid, "a fresh upto payment did not verify"
+    payer0 = await env.balance(net.payer.address)
+    res = await fac.settle(payload, dc.replace(req, amount=MAXIMUM + 1))
+    assert not res.success and res.error_reason == "invalid_upto_evm_payload_settlement_exceeds_amount", res
+    assert await env.balance(net.payer.address) == payer0, "money moved for an over-maximum settle"
