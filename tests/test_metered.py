@@ -370,3 +370,42 @@ async def test_upto_settle_above_the_signed_maximum_is_refused_by_the_facilitato
     res = await fac.settle(payload, dc.replace(req, amount=MAXIMUM + 1))
     assert not res.success and res.error_reason == "invalid_upto_evm_payload_settlement_exceeds_amount", res
     assert await env.balance(net.payer.address) == payer0, "money moved for an over-maximum settle"
+
+
+# ------------------------------------------------------------------------------------------------ anvil
+
+
+@pytest.mark.anvil
+async def test_on_anvil_the_contracts_install_by_set_code_and_settle() -> None:
+    """On anvil ``install_permit2`` places the contracts with ``anvil_setCode``; exact/Permit2 and upto
+    payments then verify and settle through our facilitators, with the balances to match."""
+    from paywire.chain.permit2 import install_permit2
+    from paywire.schemes.evm_exact.facilitator import ExactEvmFacilitator
+    from paywire.schemes.evm_upto.facilitator import UptoEvmFacilitator
+    from tests.helpers import close_devnet, new_devnet
+
+    net = await new_devnet("anvil")
+    try:
+        await install_permit2(net.chain)
+        assert await net.chain.get_code(p2.UPTO_PROXY_ADDRESS), "anvil_setCode did not place the upto proxy"
+        await approve_permit2(net, net.payer.private_key)
+        rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
+        exact, upto = ExactEvmFacilitator(rails), UptoEvmFacilitator(rails)
+        payer = LocalSigner(net.payer.private_key)
+        base = PaymentRequirements(scheme="exact", network=net.info.network, amount=PRICE, asset=net.info.token,
+                                   pay_to=net.payee.address, max_timeout_seconds=120,
+                                   extra={"assetTransferMethod": "permit2"})
+        maxed = dataclasses.replace(base, scheme="upto", amount=MAXIMUM,
+                                    extra={"assetTransferMethod": "permit2",
+                                           "facilitatorAddress": net.facilitator.address})
+        payee0 = await net.token_balance(net.payee.address)
+        p1 = PaymentPayload(accepted=base, payload=await ExactEvmClient(payer).create_payload(base))
+        r1 = await exact.settle(p1, base)
+        assert r1.success, r1
+        p2_ = PaymentPayload(accepted=maxed, payload=await UptoEvmClient(payer).create_payload(maxed))
+        assert (await upto.verify(p2_, maxed)).is_valid
+        r2 = await upto.settle(p2_, dataclasses.replace(maxed, amount=4321))
+        assert r2.success and r2.amount == 4321, r2
+        assert await net.token_balance(net.payee.address) - payee0 == PRICE + 4321, "anvil balances are off"
+    finally:
+        await close_devnet(net)
