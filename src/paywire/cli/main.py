@@ -184,7 +184,9 @@ def devnet(
         written = None
         if chain == "embedded":
             steps.step("starting the embedded chain")
-            backend = EmbeddedChain(chain_id=chain_id)
+            from paywire.chain.permit2 import permit2_code  # Permit2 + x402 proxies at their canonical addresses
+
+            backend = EmbeddedChain(chain_id=chain_id, code=permit2_code())
             server = JsonRpcServer(backend, port=port)
             try:
                 url = server.start()
@@ -199,6 +201,9 @@ def devnet(
             await anvil.start()
             url = anvil.url
             rpc = RpcChain(HttpTransport(url))
+            from paywire.chain.permit2 import install_permit2
+
+            await install_permit2(rpc)
         else:
             url = chain
             rpc = RpcChain(HttpTransport(url))

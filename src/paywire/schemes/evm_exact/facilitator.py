@@ -1,4 +1,5 @@
 """Facilitator side of ``exact`` on EVM via EIP-3009: verify (cheap checks first), then settle exactly once.
+Permit2 payloads (``assetTransferMethod: permit2``) go to ``paywire.schemes.evm_permit2`` over the same engine.
 
 Verification is here: the off-chain checks (``check_offchain``), then the chain (contract-wallet signatures,
 a simulated ``transferWithAuthorization`` that also estimates the gas to send it with, the reads that name
