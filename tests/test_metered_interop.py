@@ -241,3 +241,31 @@ async def test_our_facilitator_kinds_include_upto_with_its_address(env: Env) -> 
     kinds = Facilitator(default_registry.facilitators_for(rails)).supported().kinds
     upto = [k for k in kinds if k.scheme == "upto" and k.x402_version == 2]
     assert upto and upto[0].extra == {"facilitatorAddress": env.net.facilitator.address}, kinds
+
+
+# ------------------------------------------------------------------------------------------------ TypeScript
+
+
+@pytest.mark.node
+async def test_typescript_client_pays_our_seller_with_permit2_and_upto(env: Env) -> None:
+    """@x402/fetch with @x402/evm's exact and upto clients (2.27.0) pays our seller: Permit2 and an upto
+    request the handler charges 2222 of 50000."""
+    import json
+
+    from tests.node_peers import NODE_DIR, ensure_node_peers
+
+    node = ensure_node_peers()
+    net = env.net
+    payee0 = await env.balance(net.payee.address)
+    proc = await asyncio.create_subprocess_exec(
+        node, "metered_fetch_client.mjs", net.info.payer_key, net.info.network, net.info.token,
+        env.url + "/article", env.url + "/llm?cost=2222", cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    lines = out.decode().strip().splitlines()
+    assert lines, f"the TS client printed nothing: {err.decode()}"
+    results = json.loads(lines[-1])
+    assert isinstance(results, list), results
+    assert [r["status"] for r in results] == [200, 200], results
+    assert results[1]["paymentResponse"]["amount"] == "2222", results[1]
+    assert await env.balance(net.payee.address) - payee0 == PRICE + 2222, "the payee's balance is off"
