@@ -269,3 +269,30 @@ async def test_typescript_client_pays_our_seller_with_permit2_and_upto(env: Env)
     assert [r["status"] for r in results] == [200, 200], results
     assert results[1]["paymentResponse"]["amount"] == "2222", results[1]
     assert await env.balance(net.payee.address) - payee0 == PRICE + 2222, "the payee's balance is off"
+
+
+@pytest.mark.node
+async def test_our_buyer_pays_express_through_our_facilitator(env: Env, tmp_path: Path) -> None:
+    """@x402/express (2.27.0) settles through our facilitator; our buyer pays exact/Permit2 and upto (the TS
+    handler charges 1111 of 50000 with ``setSettlementOverrides``)."""
+    import os
+
+    from tests.node_peers import NODE_DIR, ensure_node_peers
+    from tests.test_buyer_interop import node_server
+
+    node = ensure_node_peers()
+    net, i = env.net, env.net.info
+    server_env = {**os.environ, "FACILITATOR_URL": env.facilitator_url, "NETWORK": i.network, "ASSET": i.token,
+                  "PAY_TO": net.payee.address, "PRICE": str(PRICE), "MAXIMUM": str(MAXIMUM), "CHARGE": "1111",
+                  "TOKEN_NAME": i.token_name, "TOKEN_VERSION": i.token_version}
+    wallet = Wallet.from_key(i.payer_key, chains={i.network: net.chain})
+    policy = Policy(assets=[net.asset], max_per_payment="$0.10")
+    payee0 = await env.balance(net.payee.address)
+    async with node_server(node, NODE_DIR / "metered_express_server.mjs", server_env) as url, x402_client(
+            wallet, policy, store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+        r1 = await client.get(url + "/article")
+        r2 = await client.get(url + "/llm")
+        calls = (await client.get(url + "/calls")).json()
+    assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
+    assert calls == {"article": 1, "llm": 1}, calls
+    assert await env.balance(net.payee.address) - payee0 == PRICE + 1111, "the payee's balance is off"
