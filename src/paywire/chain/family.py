@@ -79,9 +79,8 @@ async def _open_chain(n: NetworkConfig, rpc_timeout: float) -> tuple[RpcChain, s
 
     if n.rpc == "embedded":
         from paywire.chain.embedded import EmbeddedChain
-        from paywire.chain.server import JsonRpcServer
-
         from paywire.chain.permit2 import permit2_code
+        from paywire.chain.server import JsonRpcServer
 
         node = EmbeddedChain(chain_id=chain_id(n), code=permit2_code())
         server = JsonRpcServer(node)

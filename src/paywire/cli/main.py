@@ -184,7 +184,9 @@ def devnet(
         written = None
         if chain == "embedded":
             steps.step("starting the embedded chain")
-            from paywire.chain.permit2 import permit2_code  # Permit2 + x402 proxies at their canonical addresses
+            from paywire.chain.permit2 import (
+                permit2_code,  # Permit2 + x402 proxies at their canonical addresses
+            )
 
             backend = EmbeddedChain(chain_id=chain_id, code=permit2_code())
             server = JsonRpcServer(backend, port=port)
