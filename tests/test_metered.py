@@ -71,6 +71,7 @@ class Env:
     facilitator_url: str
     hits: dict[str, int]
     http: httpx.AsyncClient
+    middleware: PaymentMiddleware
 
     async def balance(self, who: str) -> int:
         return await self.net.token_balance(who)
@@ -80,12 +81,15 @@ class Env:
         assert r.status_code == 402, r.text
         return decode_payment_required(r.headers["payment-required"]).accepts[0]
 
-    async def pay(self, path: str, signer: LocalSigner | None = None) -> httpx.Response:
+    async def header(self, path: str, signer: LocalSigner | None = None) -> dict[str, str]:
         req = await self.offer(path)
         s = signer or LocalSigner(self.net.payer.private_key)
         client = UptoEvmClient(s) if req.scheme == "upto" else ExactEvmClient(s)
         payload = PaymentPayload(accepted=req, payload=await client.create_payload(req))
-        return await self.http.get(self.url + path, headers={"PAYMENT-SIGNATURE": encode_payment_payload(payload)})
+        return {"PAYMENT-SIGNATURE": encode_payment_payload(payload)}
+
+    async def pay(self, path: str, signer: LocalSigner | None = None) -> httpx.Response:
+        return await self.http.get(self.url + path, headers=await self.header(path, signer))
 
 
 def metered_app(hits: dict[str, int]) -> Starlette:
@@ -124,7 +128,7 @@ async def open_env(net: Devnet, store: str) -> AsyncIterator[Env]:
                                network=net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, a)))
         url = await stack.enter_async_context(serve_asgi(mw))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-        yield Env(net, url, fac_url, hits, http)
+        yield Env(net, url, fac_url, hits, http, mw)
         await mw.flow.aclose()
 
 
@@ -298,6 +302,34 @@ async def test_upto_without_a_charge_takes_the_maximum(env: Env) -> None:
     payee0 = await env.balance(env.net.payee.address)
     assert (await env.pay("/llm")).status_code == 200
     assert await env.balance(env.net.payee.address) - payee0 == MAXIMUM
+
+
+async def test_upto_charge_survives_an_unknown_settle_outcome(env: Env, monkeypatch) -> None:
+    """The facilitator does not answer /settle once (outcome unknown → 503): the charged amount is in the
+    ledger row, so both the payer's retry and the seller's reconciler settle that amount, once."""
+    from paywire.facilitator.client import FacilitatorUnavailable
+
+    flow = env.middleware.flow
+    real = flow.facilitator.settle
+    failures = [1]
+
+    async def flaky(payload, requirements):  # type: ignore[no-untyped-def]
+        if failures:
+            failures.pop()
+            raise FacilitatorUnavailable("connection reset (injected)")
+        return await real(payload, requirements)
+
+    monkeypatch.setattr(flow.facilitator, "settle", flaky)
+    header = await env.header("/llm?cost=3210")
+    payee0, hits0 = await env.balance(env.net.payee.address), env.hits.get("llm", 0)
+    first = await env.http.get(env.url + "/llm?cost=3210", headers=header)
+    assert first.status_code == 503, f"an unknown outcome answered {first.status_code}"
+    assert await env.balance(env.net.payee.address) == payee0, "money moved although /settle failed"
+    retry = await env.http.get(env.url + "/llm?cost=3210", headers=header)
+    assert retry.status_code == 200, retry.text
+    assert decode_payment_response(retry.headers["payment-response"]).amount == 3210
+    assert env.hits.get("llm", 0) - hits0 == 1, "the retry ran the handler again"
+    assert await env.balance(env.net.payee.address) - payee0 == 3210, "the recorded charge was not settled once"
 
 
 async def test_our_buyer_pays_upto_and_permit2(env: Env, tmp_path) -> None:
