@@ -441,3 +441,25 @@ async def test_on_anvil_the_contracts_install_by_set_code_and_settle() -> None:
         assert await net.token_balance(net.payee.address) - payee0 == PRICE + 4321, "anvil balances are off"
     finally:
         await close_devnet(net)
+
+
+async def test_unusable_eip2612_permit_is_named_when_no_approval_exists(env: Env) -> None:
+    """A payer without a Permit2 allowance whose eip2612GasSponsoring permit names another spender gets
+    that reason (not a generic one); nothing is sent."""
+    from paywire.schemes.evm_upto.facilitator import UptoEvmFacilitator
+
+    net = env.net
+    stranger = LocalSigner.generate()
+    await net.mint(stranger.address, 1_000_000)
+    fac = UptoEvmFacilitator([EvmNetwork(net.info.network, net.chain,
+                                         [TxSender(net.chain, net.facilitator.private_key)])])
+    req = await env.offer("/llm")
+    info = {"from": stranger.address, "asset": net.info.token, "spender": net.payee.address, "amount": str(MAXIMUM),
+            "nonce": "0", "deadline": str(int(time.time()) + 600), "signature": "0x" + "11" * 65, "version": "1"}
+    payload = PaymentPayload(accepted=req, payload=await UptoEvmClient(stranger).create_payload(req),
+                             extensions={p2.EIP2612_GAS_SPONSORING: {"info": info}})
+    verdict = await fac.verify(payload, req)
+    assert verdict.invalid_reason == "eip2612_spender_not_permit2", verdict
+    res = await fac.settle(payload, dataclasses.replace(req, amount=100))
+    assert not res.success and res.error_reason == "eip2612_spender_not_permit2", res
+    assert await env.balance(stranger.address) == 1_000_000, "money moved on an unusable permit"

@@ -296,3 +296,45 @@ async def test_our_buyer_pays_express_through_our_facilitator(env: Env, tmp_path
     assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
     assert calls == {"article": 1, "llm": 1}, calls
     assert await env.balance(net.payee.address) - payee0 == PRICE + 1111, "the payee's balance is off"
+
+
+# ------------------------------------------------------------------------------------------------ gas sponsoring
+
+
+async def test_sdk_client_without_an_approval_pays_with_an_eip2612_permit(env: Env) -> None:
+    """eip2612GasSponsoring: our 402 for Permit2 offers declares the extension (our facilitator supports it);
+    the SDK client of a payer who never approved Permit2 (and holds no ETH) signs an EIP-2612 permit; our
+    facilitator sends it with the payment through the proxy's ``settleWithPermit``. Both schemes."""
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+    from x402.mechanisms.evm.exact import ExactEvmScheme
+    from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
+    from x402.mechanisms.evm.upto import UptoEvmClientScheme
+
+    from paywire.evm.signer import LocalSigner
+    from paywire.x402.codec import decode_payment_required
+
+    net = env.net
+    unpaid = await env.http.get(env.url + "/article")
+    assert p2.EIP2612_GAS_SPONSORING in (decode_payment_required(unpaid.headers["payment-required"]).extensions
+                                         or {}), "the 402 does not declare eip2612GasSponsoring"
+    server = JsonRpcServer(net.chain.transport)  # type: ignore[attr-defined]
+    rpc = await asyncio.to_thread(server.start)
+    try:
+        for path, cost in (("/article", PRICE), ("/llm?cost=2468", 2468)):
+            fresh = LocalSigner.generate()
+            await net.mint(fresh.address, 1_000_000)
+            signer = EthAccountSignerWithRPC(Account.from_key(fresh.private_key), rpc)
+            client = x402Client()
+            client.register(net.info.network, ExactEvmScheme(signer))
+            client.register(net.info.network, UptoEvmClientScheme(signer))
+            client.set_spend_controls({"allowed_assets": [{"network": net.info.network, "asset": net.info.token}]})
+            payee0 = await env.balance(net.payee.address)
+            async with x402HttpxClient(client, timeout=90) as http:
+                r = await http.get(env.url + path)
+            assert r.status_code == 200, f"{path}: {r.status_code} {r.text}"
+            assert await env.balance(net.payee.address) - payee0 == cost, f"{path}: the payee's balance is off"
+            assert await env.balance(fresh.address) == 1_000_000 - cost, f"{path}: the payer's balance is off"
+            assert await net.chain.get_balance(fresh.address) == 0, "the payer needed gas after all"
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -10,6 +10,7 @@ Two witness shapes share one payload (``{signature, permit2Authorization}``):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Self
@@ -256,6 +257,75 @@ def upto_settle(a: Permit2Authorization, amount: int, signature: bytes) -> bytes
     )
 
 
+# -- the eip2612GasSponsoring extension: an EIP-2612 permit approving Permit2, sent with the settlement ----------
+
+EIP2612_GAS_SPONSORING: Final = "eip2612GasSponsoring"
+_DEC = r"0|[1-9][0-9]{0,77}"
+
+
+@dataclass(frozen=True, slots=True)
+class Eip2612Permit:
+    """``extensions.eip2612GasSponsoring.info``: the payer's EIP-2612 ``permit(owner, Permit2, value, deadline)``
+    on the token, which the proxy's ``settleWithPermit`` submits before the transfer."""
+
+    owner: str
+    token: str
+    spender: str
+    value: int
+    nonce: int
+    deadline: int
+    signature: bytes
+
+    @classmethod
+    def from_extensions(cls, extensions: Any) -> Eip2612Permit | None:
+        """The permit in ``PaymentPayload.extensions``; None when absent. ``WireError`` when malformed."""
+        if not isinstance(extensions, dict) or EIP2612_GAS_SPONSORING not in extensions:
+            return None
+        path = f"extensions.{EIP2612_GAS_SPONSORING}"
+        ext = _root(extensions[EIP2612_GAS_SPONSORING], path)
+        info = _root(_get(ext, "info", path), path + ".info")
+        path += ".info"
+        sig = _get(info, "signature", path)
+        try:
+            if not isinstance(sig, str) or sig[:2] != "0x" or len(sig) != 132:
+                raise ValueError
+            raw = bytes.fromhex(sig[2:])
+            ints = {k: info.get(k) for k in ("amount", "nonce", "deadline")}
+            if not all(isinstance(v, str) and re.fullmatch(_DEC, v) for v in ints.values()):
+                raise ValueError
+        except ValueError:
+            raise WireError(reasons.INVALID_PAYLOAD, f"{path}: a 65-byte signature and decimal amount, nonce "
+                            "and deadline are required") from None
+        return cls(_req_address(info, "from", path, True), _req_address(info, "asset", path, True),
+                   _req_address(info, "spender", path, True), int(str(ints["amount"])), int(str(ints["nonce"])),
+                   int(str(ints["deadline"])), raw)
+
+    def as_tuple(self) -> tuple[int, int, bytes, bytes, int]:
+        """``(value, deadline, r, s, v)`` as the proxies take it."""
+        v = self.signature[64]
+        return (self.value, self.deadline, self.signature[:32], self.signature[32:64], v if v >= 27 else v + 27)
+
+
+_P2612_T = "(uint256,uint256,bytes32,bytes32,uint8)"
+EXACT_SETTLE_WITH_PERMIT: Final = selector(f"settleWithPermit({_P2612_T},{_PERMIT_T},address,(address,uint256),bytes)")
+UPTO_SETTLE_WITH_PERMIT: Final = selector(
+    f"settleWithPermit({_P2612_T},{_PERMIT_T},uint256,address,(address,address,uint256),bytes)")
+
+
+def settle_calldata(a: Permit2Authorization, amount: int, signature: bytes, permit: Eip2612Permit | None = None,
+                    ) -> bytes:
+    """The proxy call for ``a``: exact or upto (by the witness), ``settleWithPermit`` when ``permit`` is given."""
+    if permit is None:
+        return exact_settle(a, signature) if a.facilitator is None else upto_settle(a, amount, signature)
+    if a.facilitator is None:
+        return EXACT_SETTLE_WITH_PERMIT + abi_encode(
+            [_P2612_T, _PERMIT_T, "address", "(address,uint256)", "bytes"],
+            [permit.as_tuple(), _permit_tuple(a), a.from_, (a.to, a.valid_after), signature])
+    return UPTO_SETTLE_WITH_PERMIT + abi_encode(
+        [_P2612_T, _PERMIT_T, "uint256", "address", "(address,address,uint256)", "bytes"],
+        [permit.as_tuple(), _permit_tuple(a), amount, a.from_, (a.to, a.facilitator, a.valid_after), signature])
+
+
 # -- custom errors of Permit2 and the proxies, by selector -------------------------------------------------------
 
 _ERRORS: Final = {
@@ -275,11 +345,13 @@ def error_name(data: bytes) -> str | None:
 
 
 __all__ = [
+    "EIP2612_GAS_SPONSORING",
     "EXACT_PROXY_ADDRESS",
     "EXACT_WITNESS_TYPE_STRING",
     "PERMIT2_ADDRESS",
     "UPTO_PROXY_ADDRESS",
     "UPTO_WITNESS_TYPE_STRING",
+    "Eip2612Permit",
     "Permit2Authorization",
     "Permit2Payload",
     "allowance",
@@ -292,6 +364,7 @@ __all__ = [
     "ledger_fields",
     "nonce_bitmap",
     "nonce_used",
+    "settle_calldata",
     "sign",
     "upto_settle",
 ]

@@ -111,6 +111,31 @@ class Checked:
     digest: bytes
     signer_ok: bool  # ECDSA recovered ``from``; False: an EIP-1271 check on chain decides
     payer: str
+    permit: p2.Eip2612Permit | None = None  # eip2612GasSponsoring, when it checked out
+    permit_error: str | None = None  # why the extension's permit cannot be used (matters without an allowance)
+
+
+def sponsored_permit(payload: PaymentPayload, a: p2.Permit2Authorization, now: int,
+                     ) -> tuple[p2.Eip2612Permit | None, str | None]:
+    """The payload's ``eip2612GasSponsoring`` permit if it can approve Permit2 for this authorization, else
+    (None, the reason) — (None, None) when there is none. Pure."""
+    try:
+        permit = p2.Eip2612Permit.from_extensions(payload.extensions)
+    except WireError:
+        return None, "invalid_eip2612_extension_format"
+    if permit is None:
+        return None, None
+    if permit.owner.lower() != a.from_.lower():
+        return None, "eip2612_from_mismatch"
+    if permit.token.lower() != a.token.lower():
+        return None, "eip2612_asset_mismatch"
+    if permit.spender.lower() != p2.PERMIT2_ADDRESS.lower():
+        return None, "eip2612_spender_not_permit2"
+    if permit.deadline < now + DEADLINE_BUFFER_SECONDS:
+        return None, "eip2612_deadline_expired"
+    if permit.value != a.amount:
+        return None, "permit2_2612_amount_mismatch"
+    return permit, None
 
 
 def check_offchain(
@@ -153,28 +178,33 @@ def check_offchain(
         return bad("permit2_token_mismatch")
     digest = a.digest(chain_id)
     ok = len(p.signature) == 65 and recover_address(digest, p.signature) == address_bytes(a.from_)
-    return Checked(p, digest, ok, payer)
+    permit, permit_error = sponsored_permit(payload, a, now)
+    return Checked(p, digest, ok, payer, permit, permit_error)
 
 
 def _nonce_hex(nonce: int) -> str:
     return f"0x{nonce:064x}"
 
 
-def calldata(p: p2.Permit2Payload, amount: int) -> bytes:
-    """The proxy call that settles ``amount`` (upto) or the signed amount (exact)."""
-    a = p.authorization
-    return p2.exact_settle(a, p.signature) if a.facilitator is None else p2.upto_settle(a, amount, p.signature)
+def calldata(p: p2.Permit2Payload, amount: int, permit: p2.Eip2612Permit | None = None) -> bytes:
+    """The proxy call that settles ``amount`` (upto) or the signed amount (exact); ``settleWithPermit``
+    when an EIP-2612 permit approves Permit2 in the same transaction."""
+    return p2.settle_calldata(p.authorization, amount, p.signature, permit)
 
 
-def intent_of(kind: Permit2Kind, p: p2.Permit2Payload, requirements: PaymentRequirements, amount: int) -> Intent:
+def intent_of(kind: Permit2Kind, p: p2.Permit2Payload, requirements: PaymentRequirements, amount: int,
+              permit: p2.Eip2612Permit | None = None, extensions: Mapping[str, Any] | None = None) -> Intent:
     """The engine's view: ``amount`` from payer to payee through the proxy (the record rebuilds it)."""
     a = p.authorization
     wire = requirements.to_wire()
-    record = {"permit2": p.to_wire(), "scheme": kind.scheme, "amount": str(amount), "requirements": wire}
+    record: dict[str, Any] = {"permit2": p.to_wire(), "scheme": kind.scheme, "amount": str(amount),
+                              "requirements": wire}
+    if permit is not None and extensions is not None:
+        record["extensions"] = {p2.EIP2612_GAS_SPONSORING: extensions[p2.EIP2612_GAS_SPONSORING]}
     return Intent(
         network=requirements.network, asset=requirements.asset, payer=to_checksum(a.from_), pay_to=a.to,
         amount=amount, nonce=_nonce_hex(a.nonce), valid_before=a.deadline + 1, target=kind.proxy,
-        payload=calldata(p, amount), digest=requirements_digest(wire), record=record,
+        payload=calldata(p, amount, permit), digest=requirements_digest(wire), record=record,
     )
 
 
@@ -187,7 +217,10 @@ def intent_from_record(row: Settlement) -> Intent:
         return eip3009_intent(row)
     kind = UPTO if rec.get("scheme") == "upto" else EXACT
     p = p2.Permit2Payload.from_wire(rec["permit2"])
-    intent = intent_of(kind, p, PaymentRequirements.from_wire(rec["requirements"]), int(rec["amount"]))
+    extensions = rec.get("extensions")
+    permit = p2.Eip2612Permit.from_extensions(extensions) if extensions else None
+    intent = intent_of(kind, p, PaymentRequirements.from_wire(rec["requirements"]), int(rec["amount"]), permit,
+                       extensions)
     return dataclasses.replace(intent, digest=row.requirements_digest)
 
 
@@ -215,6 +248,7 @@ class Permit2Facilitator:
     ) -> None:
         self.kind = kind
         self.scheme = kind.scheme
+        self.extensions = (p2.EIP2612_GAS_SPONSORING,)
         self.network_pattern = "eip155:*"
         nets = networks.values() if isinstance(networks, Mapping) else networks
         self._nets: dict[str, EvmNetwork] = {n.network: n for n in nets}
@@ -265,7 +299,7 @@ class Permit2Facilitator:
 
     async def _verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements, settle_amount: int | None, *,
-        simulate: bool,
+        simulate: bool, use_permit: bool | None = None,
     ) -> tuple[VerifyResponse, Checked | None, Plan | None]:
         """Verify for the maximum (``settle_amount`` None) or before settling ``settle_amount``; a valid
         verdict comes with the plan to send (the key: upto's witness facilitator; the gas estimate)."""
@@ -288,7 +322,8 @@ class Permit2Facilitator:
         sender = net.sender_for(a.facilitator) if a.facilitator is not None else net.sender()
         amount = a.amount if settle_amount is None else settle_amount
         try:
-            bad, gas = await self._check_onchain(net.chain, checked, amount, sender, simulate=simulate)
+            bad, gas = await self._check_onchain(net.chain, checked, amount, sender, simulate=simulate,
+                                                 use_permit=use_permit)
         except ChainError as exc:
             return VerifyResponse(False, "unexpected_verify_error", payer=checked.payer,
                                   invalid_message=f"chain unavailable: {exc}"), None, None
@@ -299,7 +334,10 @@ class Permit2Facilitator:
 
     async def _check_onchain(
         self, chain: Chain, c: Checked, amount: int, sender: TxSender | None, *, simulate: bool,
+        use_permit: bool | None = None,
     ) -> tuple[tuple[str, str] | None, int | None]:
+        """``use_permit``: simulate ``settleWithPermit`` (True) or ``settle`` (False) as the settlement will
+        send it; None (verify): the permit is used when the allowance is short."""
         a, sig = c.payload.authorization, c.payload.signature
         if not c.signer_ok:
             code = await chain.get_code(a.from_)
@@ -319,13 +357,17 @@ class Permit2Facilitator:
         if p2.nonce_used(token.decode_uint(word), a.nonce):
             return ("permit2_invalid_nonce", "this Permit2 nonce was already used"), None
         allowance = token.decode_uint(allowed)
-        if allowance < a.amount:
+        short = allowance < a.amount
+        permit = c.permit if (use_permit if use_permit is not None else short) else None
+        if short and permit is None:
+            if c.permit_error is not None:
+                return (c.permit_error, "the eip2612GasSponsoring permit cannot approve Permit2"), None
             return (ALLOWANCE_REQUIRED, approval_message(to_checksum(a.from_), a.token, a.amount, allowance)), None
         if token.decode_uint(balance) < a.amount:
             return (self.kind.no_balance, "payer balance is below the authorized amount"), None
         if not simulate or sender is None or amount == 0:
             return None, None
-        data = calldata(c.payload, amount)
+        data = calldata(c.payload, amount, permit)
         try:
             gas = await sender.estimate(self.kind.proxy, data)
         except ChainRevert as exc:
@@ -356,11 +398,30 @@ class Permit2Facilitator:
                                       error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
             return SettleResponse(True, "", requirements.network, payer=payer, amount=0)
 
+        permit = await self._permit_to_send(payload, p, requirements.network)
+
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
-            verdict, _checked, plan = await self._verify(payload, requirements, amount, simulate=self._simulate)
+            verdict, _checked, plan = await self._verify(payload, requirements, amount, simulate=self._simulate,
+                                                         use_permit=permit is not None)
             return verdict, plan
 
-        return await self.engine.settle(intent_of(self.kind, p, requirements, amount), prepare)
+        intent = intent_of(self.kind, p, requirements, amount, permit, payload.extensions)
+        return await self.engine.settle(intent, prepare)
+
+    async def _permit_to_send(self, payload: PaymentPayload, p: p2.Permit2Payload, network: str,
+                              ) -> p2.Eip2612Permit | None:
+        """The sponsored EIP-2612 permit to send with the settlement: only a usable one, and only while the
+        payer's allowance to Permit2 is short (an approval made meanwhile saves the permit's gas)."""
+        a = p.authorization
+        permit, _ = sponsored_permit(payload, a, int(self._clock()))
+        net = self._nets.get(network)
+        if permit is None or net is None:
+            return None
+        try:
+            allowed = token.decode_uint(await net.chain.call(a.token, p2.allowance(a.from_)))
+        except ChainError:
+            return permit
+        return permit if allowed < a.amount else None
 
     def response_for(self, row: Settlement) -> SettleResponse:
         return self.engine.response_for(row)

@@ -84,6 +84,28 @@ DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
 """The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
 
 
+EIP2612_GAS_SPONSORING = "eip2612GasSponsoring"
+EIP2612_DECLARATION: dict[str, Any] = {
+    "info": {"description": "The facilitator accepts an EIP-2612 permit approving Permit2, sent with the payment.",
+             "version": "1"},
+    "schema": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "properties": {
+            "from": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "asset": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "spender": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "amount": {"type": "string", "pattern": "^[0-9]+$"},
+            "nonce": {"type": "string", "pattern": "^[0-9]+$"},
+            "deadline": {"type": "string", "pattern": "^[0-9]+$"},
+            "signature": {"type": "string", "pattern": "^0x[a-fA-F0-9]+$"},
+            "version": {"type": "string"},
+        },
+        "required": ["from", "asset", "spender", "amount", "nonce", "deadline", "signature", "version"],
+    },
+}
+"""``PaymentRequired.extensions.eip2612GasSponsoring`` for Permit2 offers, when the facilitator supports it."""
+
+
 def with_kind_extra(offer: PaymentRequirements, supported: SupportedResponse) -> PaymentRequirements:
     """The offer with the facilitator's ``/supported`` kind extra its scheme asks for (``kind_extra_keys``,
     e.g. upto's ``facilitatorAddress``) filled in where the offer does not set them."""
@@ -495,16 +517,20 @@ class Seller:
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
         return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
 
-    def extensions(self, route: PaidRoute) -> dict[str, Any] | None:
-        if not route.payment_identifier:
-            return None
-        return {PAYMENT_IDENTIFIER: {"info": {"required": route.payment_identifier == "required"},
-                                     "schema": PAYMENT_IDENTIFIER_SCHEMA}}
+    def extensions(self, route: PaidRoute, offers: Sequence[PaymentRequirements] = ()) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        if route.payment_identifier:
+            out[PAYMENT_IDENTIFIER] = {"info": {"required": route.payment_identifier == "required"},
+                                       "schema": PAYMENT_IDENTIFIER_SCHEMA}
+        if (self._supported is not None and EIP2612_GAS_SPONSORING in self._supported.extensions
+                and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2" for o in offers)):
+            out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # the facilitator sends the payer's permit
+        return out or None
 
     def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                   error: str | None = None) -> PaymentRequired:
         return PaymentRequired(x402_version=2, accepts=tuple(offers), resource=self.resource(route, req),
-                               error=error or "Payment required", extensions=self.extensions(route))
+                               error=error or "Payment required", extensions=self.extensions(route, offers))
 
     def payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                          error: str | None = None, extra_headers: Headers = ()) -> Reply:

@@ -223,6 +223,7 @@ class ExactEvmFacilitator:
         )
         # assetTransferMethod "permit2": the same engine (one store, one reconciler), Permit2's checks
         self.permit2 = Permit2Facilitator(EXACT, self._nets, simulate=simulate, clock=clock, engine=self.engine)
+        self.extensions = self.permit2.extensions  # eip2612GasSponsoring for Permit2 payments
 
     @property
     def store(self) -> SettlementStore | None:
