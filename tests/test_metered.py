@@ -58,10 +58,10 @@ async def permit2_devnet() -> Devnet:
     return await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
 
 
-async def approve_permit2(net: Devnet, key: bytes, amount: int = 2**256 - 1) -> None:
-    sender = TxSender(net.chain, key)
-    receipt = await net.chain.wait_for_receipt(await sender.send(net.info.token, p2.approve(p2.PERMIT2_ADDRESS, amount)))
-    assert receipt.status == 1, "approve(Permit2) reverted"
+async def approve_permit2(net: Devnet, key: bytes) -> None:
+    from paywire.chain.permit2 import approve_permit2 as approve
+
+    await approve(net.chain, key, net.info.token)
 
 
 @dataclass
@@ -463,3 +463,42 @@ async def test_unusable_eip2612_permit_is_named_when_no_approval_exists(env: Env
     res = await fac.settle(payload, dataclasses.replace(req, amount=100))
     assert not res.success and res.error_reason == "eip2612_spender_not_permit2", res
     assert await env.balance(stranger.address) == 1_000_000, "money moved on an unusable permit"
+
+
+async def test_our_buyer_without_a_permit2_approval_is_told_which_approval_to_make(env: Env, tmp_path) -> None:
+    """The 412 of a missing Permit2 allowance reaches our buyer as a refusal that names the approval to make
+    (Permit2's address and the token), not as a plain response; the handler never runs."""
+    from paywire.client import Policy
+    from paywire.client.core import PaymentRejected
+
+    stranger = LocalSigner.generate()
+    await env.net.mint(stranger.address, 1_000_000)
+    wallet = Wallet.from_key("0x" + stranger.private_key.hex(), chains={env.net.info.network: env.net.chain})
+    hits0 = env.hits.get("article", 0)
+    async with x402_client(wallet, Policy(assets=[env.net.asset], max_per_payment="$0.10"),
+                           store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+        with pytest.raises(PaymentRejected) as refused:
+            await client.get(env.url + "/article")
+    message = str(refused.value)
+    assert p2.PERMIT2_ADDRESS in message, f"the refusal does not name Permit2: {message}"
+    assert env.net.info.token.lower() in message.lower(), f"the refusal does not name the token: {message}"
+    assert env.hits.get("article", 0) == hits0, "the handler ran without a payment"
+
+
+async def test_an_echoed_eip2612_declaration_is_not_taken_for_a_permit(env: Env) -> None:
+    """Clients echo the 402's extensions; the seller's eip2612GasSponsoring declaration (its info is a
+    description, not a permit) must not turn a missing approval into invalid_eip2612_extension_format: the
+    payer is told permit2_allowance_required."""
+    from paywire.server.core import EIP2612_DECLARATION
+
+    stranger = LocalSigner.generate()
+    await env.net.mint(stranger.address, 1_000_000)
+    req = await env.offer("/article")
+    payload = PaymentPayload(accepted=req, payload=await ExactEvmClient(stranger).create_payload(req),
+                             extensions={p2.EIP2612_GAS_SPONSORING: EIP2612_DECLARATION})
+    fac = HttpFacilitatorClient(env.facilitator_url)
+    try:
+        verdict = await fac.verify(payload, req)
+    finally:
+        await fac.aclose()
+    assert verdict.invalid_reason == "permit2_allowance_required", verdict

@@ -32,4 +32,19 @@ async def install_permit2(chain: Chain) -> None:
             await chain.request("anvil_setCode", [address, "0x" + runtime.hex()])
 
 
-__all__ = ["CONTRACTS", "install_permit2", "permit2_code"]
+async def approve_permit2(chain: Chain, private_key: bytes | str, token_address: str, amount: int = 2**256 - 1,
+                          *, timeout: float = 60.0) -> str:
+    """The payer's one-time ``approve(Permit2, amount)`` on ``token_address`` (default: unlimited); waits for it
+    and returns its transaction hash. Raises ``ChainError`` when it reverts."""
+    from paywire.chain.tx import TxSender
+    from paywire.errors import ChainError
+    from paywire.evm.permit2 import approve
+
+    tx = await TxSender(chain, private_key).send(token_address, approve(PERMIT2_ADDRESS, amount))
+    receipt = await chain.wait_for_receipt(tx, timeout=timeout)
+    if receipt.status != 1:
+        raise ChainError(f"approve(Permit2) on {token_address} reverted (transaction {tx})")
+    return tx
+
+
+__all__ = ["CONTRACTS", "approve_permit2", "install_permit2", "permit2_code"]

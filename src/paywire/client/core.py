@@ -459,8 +459,9 @@ def after_send_error(sent: Sent, tries: int, max_retries: int, reached_before: b
 
 
 def after_response(status: int, tries: int, max_retries: int) -> Next:
-    """The paid request got an answer. 5xx → resend the same payment (bounded); 402 → rejected."""
-    if status == 402:
+    """The paid request got an answer. 5xx → resend the same payment (bounded); 402, and 412 (a Permit2
+    approval is missing: checklist 15) → rejected."""
+    if status in (402, 412):
         return Next.REJECTED
     if status in RETRYABLE_STATUS:
         return Next.RESEND if tries < max_retries else Next.UNKNOWN

@@ -261,6 +261,7 @@ def upto_settle(a: Permit2Authorization, amount: int, signature: bytes) -> bytes
 
 EIP2612_GAS_SPONSORING: Final = "eip2612GasSponsoring"
 _DEC = r"0|[1-9][0-9]{0,77}"
+_PERMIT_KEYS = ("from", "asset", "spender", "amount", "nonce", "deadline", "signature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +279,13 @@ class Eip2612Permit:
 
     @classmethod
     def from_extensions(cls, extensions: Any) -> Eip2612Permit | None:
-        """The permit in ``PaymentPayload.extensions``; None when absent. ``WireError`` when malformed."""
-        if not isinstance(extensions, dict) or EIP2612_GAS_SPONSORING not in extensions:
+        """The permit in ``PaymentPayload.extensions``; None when absent or when ``info`` is not a permit (a
+        client echoing the seller's declaration, whose info is a description). ``WireError`` when malformed."""
+        ext = extensions.get(EIP2612_GAS_SPONSORING) if isinstance(extensions, dict) else None
+        info = ext.get("info") if isinstance(ext, dict) else None
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in _PERMIT_KEYS):
             return None
-        path = f"extensions.{EIP2612_GAS_SPONSORING}"
-        ext = _root(extensions[EIP2612_GAS_SPONSORING], path)
-        info = _root(_get(ext, "info", path), path + ".info")
-        path += ".info"
+        path = f"extensions.{EIP2612_GAS_SPONSORING}.info"
         sig = _get(info, "signature", path)
         try:
             if not isinstance(sig, str) or sig[:2] != "0x" or len(sig) != 132:
