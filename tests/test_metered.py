@@ -53,8 +53,16 @@ PRICE = 10_000  # exact/Permit2: 0.01 USDC
 MAXIMUM = 50_000  # upto: at most 0.05 USDC per request
 
 
-async def permit2_devnet() -> Devnet:
-    """A devnet whose genesis holds Permit2 and both proxies at their canonical addresses."""
+async def permit2_devnet(kind: str = "embedded") -> Devnet:
+    """A devnet with Permit2 and both proxies at their canonical addresses: in the embedded chain's genesis, or
+    placed on a fresh anvil with ``anvil_setCode``. ``tests.helpers.close_devnet`` stops it."""
+    if kind == "anvil":
+        from paywire.chain.permit2 import install_permit2
+        from tests.helpers import new_devnet
+
+        net = await new_devnet("anvil")
+        await install_permit2(net.chain)
+        return net
     return await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
 
 

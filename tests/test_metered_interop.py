@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from paywire.serving import serve_asgi
 from paywire.wallet import Wallet
 from paywire.x402.codec import encode_payment_payload
 from paywire.x402.models import PaymentPayload, PaymentRequirements
+from tests.helpers import close_devnet
 from tests.test_metered import MAXIMUM, PRICE, Env, approve_permit2, open_env, permit2_devnet
 
 pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
@@ -45,13 +47,31 @@ pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 SDK_FACILITATOR_KEY = "0x" + dev_keys(6)[5].hex()  # a funded dev key paywire's devnet leaves unused
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(tmp_path_factory) -> AsyncIterator[Env]:
-    net = await permit2_devnet()
-    await approve_permit2(net, net.payer.private_key)
-    async with open_env(net, f"sqlite:///{tmp_path_factory.mktemp('interop') / 'seller.db'}") as e:
-        yield e
-    await net.chain.aclose()
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=[
+    "embedded", pytest.param("anvil", marks=[pytest.mark.anvil, pytest.mark.skipif(
+        shutil.which("npm") is None, reason="npm is not on PATH, so anvil cannot be installed")])])
+async def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    net = await permit2_devnet(request.param)
+    try:
+        await approve_permit2(net, net.payer.private_key)
+        async with open_env(net, f"sqlite:///{tmp_path_factory.mktemp('interop') / 'seller.db'}") as e:
+            yield e
+    finally:
+        await close_devnet(net)
+
+
+@contextlib.asynccontextmanager
+async def rpc_url(net: Devnet) -> AsyncIterator[str]:
+    """A JSON-RPC URL for web3.py inside the SDK: anvil's own, or the embedded chain served on 127.0.0.1."""
+    if net.info.rpc_url is not None:
+        yield net.info.rpc_url
+        return
+    server = JsonRpcServer(net.chain.transport)  # type: ignore[attr-defined]
+    url = await asyncio.to_thread(server.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 def sdk_client(net: Devnet) -> Any:
@@ -212,9 +232,7 @@ async def test_sdk_facilitator_settles_our_upto_payment_on_our_contracts(env: En
     from x402.schemas import PaymentRequirements as SdkRequirements
 
     net = env.net
-    server = JsonRpcServer(net.chain.transport)  # type: ignore[attr-defined]
-    rpc = await asyncio.to_thread(server.start)
-    try:
+    async with rpc_url(net) as rpc:
         signer = FacilitatorWeb3Signer(private_key=SDK_FACILITATOR_KEY, rpc_url=rpc, confirmation_timeout_seconds=30)
         fac = x402FacilitatorSync()
         fac.register([net.info.network], UptoEvmFacilitatorScheme(signer))
@@ -232,8 +250,6 @@ async def test_sdk_facilitator_settles_our_upto_payment_on_our_contracts(env: En
         settled = await asyncio.to_thread(fac.settle, sdk_payload, actual)
         assert settled.success, f"the SDK facilitator could not settle on our contracts: {settled.error_reason}"
         assert await env.balance(net.payee.address) - payee0 == 2500, "the settled amount did not move"
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_our_facilitator_kinds_include_upto_with_its_address(env: Env) -> None:
@@ -318,9 +334,7 @@ async def test_sdk_client_without_an_approval_pays_with_an_eip2612_permit(env: E
     unpaid = await env.http.get(env.url + "/article")
     assert p2.EIP2612_GAS_SPONSORING in (decode_payment_required(unpaid.headers["payment-required"]).extensions
                                          or {}), "the 402 does not declare eip2612GasSponsoring"
-    server = JsonRpcServer(net.chain.transport)  # type: ignore[attr-defined]
-    rpc = await asyncio.to_thread(server.start)
-    try:
+    async with rpc_url(net) as rpc:
         for path, cost in (("/article", PRICE), ("/llm?cost=2468", 2468)):
             fresh = LocalSigner.generate()
             await net.mint(fresh.address, 1_000_000)
@@ -336,5 +350,3 @@ async def test_sdk_client_without_an_approval_pays_with_an_eip2612_permit(env: E
             assert await env.balance(net.payee.address) - payee0 == cost, f"{path}: the payee's balance is off"
             assert await env.balance(fresh.address) == 1_000_000 - cost, f"{path}: the payer's balance is off"
             assert await net.chain.get_balance(fresh.address) == 0, "the payer needed gas after all"
-    finally:
-        await asyncio.to_thread(server.stop)
