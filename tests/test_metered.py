@@ -38,7 +38,7 @@ from paywire.facilitator.core import Facilitator
 from paywire.schemes.evm_exact.client import ExactEvmClient
 from paywire.schemes.evm_upto.client import UptoEvmClient
 from paywire.schemes.registry import default_registry
-from paywire.server import charge
+from paywire.server import bill
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
@@ -109,7 +109,7 @@ def metered_app(hits: dict[str, int]) -> Starlette:
         hits["llm"] = hits.get("llm", 0) + 1
         cost = request.query_params.get("cost")
         if cost is not None:
-            charge(request, int(cost) if cost.isdigit() else cost)
+            bill(request, int(cost) if cost.isdigit() else cost)
         return JSONResponse({"tokens": 42})
 
     async def sdk_style(request: Request) -> Response:  # the official SDKs' way to say the actual amount

@@ -111,7 +111,7 @@ class PaymentInfo:
     payment_id: str | None
     transaction: str | None = None  # set when settle="before" (already settled)
     protocol: str = "x402"  # the protocol that carried it ("x402" | "mpp" | "l402"), as in the ledger
-    meter: Meter | None = None  # variable price (upto, settle="after"): ``paywire.charge(request, amount)``
+    meter: Meter | None = None  # variable price (upto, settle="after"): ``paywire.server.bill(request, amount)``
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Variable prices (``upto``): the handler says what a request actually cost, at most what the payer authorized.
 
-In a paid handler call ``charge(request, amount)`` (``request``: Starlette/FastAPI/Flask request, ASGI scope, WSGI
+In a paid handler call ``bill(request, amount)`` (``request``: Starlette/FastAPI/Flask request, ASGI scope, WSGI
 environ or the ``PaymentInfo``). ``amount``: an ``int`` of atomic units, ``"$0.002"`` (dollars of a USD token),
 or ``"40%"`` of the maximum. Without a call, the response header ``Settlement-Overrides: {"amount": ...}`` (the
 official x402 SDKs' way; removed before the response leaves) is read; without either, the maximum is charged.
@@ -81,8 +81,9 @@ def meter_of(request: Any) -> Meter:
     return meter
 
 
-def charge(request: Any, amount: int | str) -> int:
-    """Charge the paid ``request`` ``amount`` (at most the authorized maximum); returns atomic units."""
+def bill(request: Any, amount: int | str) -> int:
+    """Bill the paid ``request`` what it cost, ``amount`` (at most the authorized maximum); returns atomic units.
+    (Not ``paywire.server.fastapi.charge``, which prices a FastAPI route.)"""
     return meter_of(request).charge(amount)
 
 
@@ -98,4 +99,4 @@ def override_of(headers: Any) -> str | None:
     return None
 
 
-__all__ = ["SETTLEMENT_OVERRIDES", "ChargeExceedsMaximum", "Meter", "charge", "meter_of", "override_of", "to_atomic"]
+__all__ = ["SETTLEMENT_OVERRIDES", "ChargeExceedsMaximum", "Meter", "bill", "meter_of", "override_of", "to_atomic"]

@@ -21,7 +21,7 @@ class UptoEvmServer:
     kind_extra_keys = ("facilitatorAddress",)
     """Keys of the facilitator's ``/supported`` kind extra the offer carries (the seller copies them in)."""
     variable = True
-    """The handler reports the actual charge (``paywire.charge``); the offer's amount is the maximum."""
+    """The handler reports the actual charge (``paywire.server.bill``); the offer's amount is the maximum."""
 
     def __init__(self) -> None:
         self._exact = ExactEvmServer()
