@@ -510,3 +510,29 @@ async def test_an_echoed_eip2612_declaration_is_not_taken_for_a_permit(env: Env)
     finally:
         await fac.aclose()
     assert verdict.invalid_reason == "permit2_allowance_required", verdict
+
+
+async def test_the_metered_example_bills_per_word(env: Env, tmp_path) -> None:
+    """examples/metered_app.py (FastAPI, ``@paid(offers=(Offer("$0.05", scheme="upto"),))`` + ``bill``): our
+    buyer pays for 25 words, 25 × 200 units move, not the $0.05 maximum."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from paywire.client import Policy
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "metered_app.py"
+    spec = importlib.util.spec_from_file_location("paywire_example_metered", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    app = module.create_app(env.net.info, env.facilitator_url, store=f"sqlite:///{tmp_path / 'example.db'}")
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    payee0 = await env.balance(env.net.payee.address)
+    async with serve_asgi(app) as url, x402_client(wallet, Policy(assets=[env.net.asset], max_per_payment="$0.10"),
+                                                   store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+        r = await client.get(url + "/complete?words=25")
+    assert r.status_code == 200, r.text
+    assert r.json()["billed"] == 25 * 200
+    assert await env.balance(env.net.payee.address) - payee0 == 25 * 200, "the example did not bill per word"

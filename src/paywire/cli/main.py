@@ -211,6 +211,11 @@ def devnet(
             rpc = RpcChain(HttpTransport(url))
         try:
             net = await setup_devnet(rpc, rpc_url=url, on_step=steps.step)
+            if chain in ("embedded", "anvil"):  # Permit2 is there: let the payer pay Permit2 offers (upto) too
+                from paywire.chain.permit2 import approve_permit2
+
+                steps.step("approving Permit2 for the payer")
+                await approve_permit2(rpc, net.payer.private_key, net.info.token)
             steps.step(f"writing {state}")
             net.write_state(state)
             local = chain in ("embedded", "anvil")
