@@ -474,14 +474,15 @@ async def test_unusable_eip2612_permit_is_named_when_no_approval_exists(env: Env
 
 
 async def test_our_buyer_without_a_permit2_approval_is_told_which_approval_to_make(env: Env, tmp_path) -> None:
-    """The 412 of a missing Permit2 allowance reaches our buyer as a refusal that names the approval to make
-    (Permit2's address and the token), not as a plain response; the handler never runs."""
+    """The 412 of a missing Permit2 allowance reaches our buyer (one that cannot read the chain, so cannot sign an
+    EIP-2612 permit instead) as a refusal that names the approval to make (Permit2's address and the token), not
+    as a plain response; the handler never runs."""
     from paywire.client import Policy
     from paywire.client.core import PaymentRejected
 
     stranger = LocalSigner.generate()
     await env.net.mint(stranger.address, 1_000_000)
-    wallet = Wallet.from_key("0x" + stranger.private_key.hex(), chains={env.net.info.network: env.net.chain})
+    wallet = Wallet.from_key("0x" + stranger.private_key.hex())  # no chain access: it cannot sign a permit
     hits0 = env.hits.get("article", 0)
     async with x402_client(wallet, Policy(assets=[env.net.asset], max_per_payment="$0.10"),
                            store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
@@ -536,3 +537,24 @@ async def test_the_metered_example_bills_per_word(env: Env, tmp_path) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["billed"] == 25 * 200
     assert await env.balance(env.net.payee.address) - payee0 == 25 * 200, "the example did not bill per word"
+
+
+async def test_our_buyer_without_approval_or_gas_pays_with_an_eip2612_permit(env: Env, tmp_path) -> None:
+    """eip2612GasSponsoring from our buyer: a payer holding tokens but no ETH and no Permit2 approval pays an
+    exact/Permit2 and an upto request; the wallet signs the token's permit (reading allowance and nonce from the
+    chain) and the facilitator submits it with each payment."""
+    from paywire.client import Policy
+
+    net = env.net
+    fresh = LocalSigner.generate()
+    await net.mint(fresh.address, 1_000_000)
+    wallet = Wallet.from_key("0x" + fresh.private_key.hex(), chains={net.info.network: net.chain})
+    payee0 = await env.balance(net.payee.address)
+    async with x402_client(wallet, Policy(assets=[net.asset], max_per_payment="$0.10"),
+                           store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+        r1 = await client.get(env.url + "/article")
+        r2 = await client.get(env.url + "/llm?cost=1357")
+    assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
+    assert await env.balance(net.payee.address) - payee0 == PRICE + 1357, "the payee's balance is off"
+    assert await env.balance(fresh.address) == 1_000_000 - PRICE - 1357, "the payer's balance is off"
+    assert await net.chain.get_balance(fresh.address) == 0, "the payer spent gas"

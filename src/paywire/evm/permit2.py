@@ -307,6 +307,27 @@ class Eip2612Permit:
         return (self.value, self.deadline, self.signature[:32], self.signature[32:64], v if v >= 27 else v + 27)
 
 
+EIP2612_PERMIT_TYPEHASH: Final = keccak256(
+    b"Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
+NONCES: Final = selector("nonces(address)")
+
+
+def eip2612_digest(token_domain: bytes, owner: str, value: int, nonce: int, deadline: int,
+                   spender: str = PERMIT2_ADDRESS) -> bytes:
+    """The EIP-712 digest of the token's ``Permit(owner, spender, value, nonce, deadline)``."""
+    struct = keccak256(EIP2612_PERMIT_TYPEHASH + _addr(owner) + _addr(spender) + _u256(value) + _u256(nonce)
+                       + _u256(deadline))
+    return keccak256(b"\x19\x01" + token_domain + struct)
+
+
+def eip2612_extension(owner: str, token: str, value: int, nonce: int, deadline: int, signature: bytes,
+                      ) -> dict[str, Any]:
+    """``{eip2612GasSponsoring: {info}}`` for ``PaymentPayload.extensions``."""
+    return {EIP2612_GAS_SPONSORING: {"info": {
+        "from": owner, "asset": token, "spender": PERMIT2_ADDRESS, "amount": str(value), "nonce": str(nonce),
+        "deadline": str(deadline), "signature": "0x" + signature.hex(), "version": "1"}}}
+
+
 _P2612_T = "(uint256,uint256,bytes32,bytes32,uint8)"
 EXACT_SETTLE_WITH_PERMIT: Final = selector(f"settleWithPermit({_P2612_T},{_PERMIT_T},address,(address,uint256),bytes)")
 UPTO_SETTLE_WITH_PERMIT: Final = selector(
@@ -359,6 +380,8 @@ __all__ = [
     "approve",
     "claim_of",
     "domain_separator",
+    "eip2612_digest",
+    "eip2612_extension",
     "error_name",
     "exact_settle",
     "is_permit2_payload",

@@ -14,6 +14,7 @@ from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.evm_exact.identity import ledger_fields
 from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
+from paywire.schemes.permit2_client import ChainFor, sponsored_approval
 from paywire.x402.models import PaymentRequirements
 from paywire.x402.networks import evm_chain_id
 
@@ -30,6 +31,19 @@ class ExactEvmClient:
     def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
         self._clock = clock
+        self._chain_for: ChainFor | None = None
+
+    def use_chains(self, chain_for: ChainFor) -> None:
+        """Let the client read the chain (for ``eip2612GasSponsoring`` on Permit2 offers)."""
+        self._chain_for = chain_for
+
+    async def payload_extensions(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
+                                 ) -> Mapping[str, Any] | None:
+        """Permit2 offers: an EIP-2612 permit approving Permit2 when the seller takes one and no allowance
+        exists; nothing for EIP-3009 offers."""
+        if requirements.extra.get("assetTransferMethod") != "permit2":
+            return None
+        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
 
     def can_pay(self, requirements: PaymentRequirements) -> bool:
         extra = requirements.extra

@@ -10,6 +10,7 @@ from typing import Any
 
 from paywire.evm import permit2
 from paywire.evm.signer import EvmSigner
+from paywire.schemes.permit2_client import ChainFor, sponsored_approval
 from paywire.x402.models import PaymentRequirements
 
 VALID_AFTER_BACKDATE = 600  # seconds of clock-skew tolerance, as for exact
@@ -24,6 +25,16 @@ class UptoEvmClient:
     def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
         self._clock = clock
+        self._chain_for: ChainFor | None = None
+
+    def use_chains(self, chain_for: ChainFor) -> None:
+        """Let the client read the chain (for ``eip2612GasSponsoring``: the allowance and the permit nonce)."""
+        self._chain_for = chain_for
+
+    async def payload_extensions(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
+                                 ) -> Mapping[str, Any] | None:
+        """An EIP-2612 permit approving Permit2, when the seller takes one and the payer has no allowance."""
+        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
 
     def can_pay(self, requirements: PaymentRequirements) -> bool:
         fac = requirements.extra.get("facilitatorAddress")
