@@ -558,3 +558,12 @@ async def test_our_buyer_without_approval_or_gas_pays_with_an_eip2612_permit(env
     assert await env.balance(net.payee.address) - payee0 == PRICE + 1357, "the payee's balance is off"
     assert await env.balance(fresh.address) == 1_000_000 - PRICE - 1357, "the payer's balance is off"
     assert await net.chain.get_balance(fresh.address) == 0, "the payer spent gas"
+
+
+async def test_upto_is_not_offered_to_x402_v1(env: Env) -> None:
+    """v1 has no upto: on a network with a v1 name (base-sepolia) /supported lists upto for v2 only, while exact
+    keeps its v1 kind."""
+    net = env.net
+    rails = [EvmNetwork("eip155:84532", net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
+    kinds = Facilitator(default_registry.facilitators_for(rails)).supported().kinds
+    assert {(k.scheme, k.x402_version) for k in kinds} == {("exact", 2), ("exact", 1), ("upto", 2)}, kinds

@@ -249,6 +249,7 @@ class Permit2Facilitator:
         self.kind = kind
         self.scheme = kind.scheme
         self.extensions = (p2.EIP2612_GAS_SPONSORING,)
+        self.v2_only = kind.upto  # /supported: x402 v1 has no upto
         self.network_pattern = "eip155:*"
         nets = networks.values() if isinstance(networks, Mapping) else networks
         self._nets: dict[str, EvmNetwork] = {n.network: n for n in nets}
