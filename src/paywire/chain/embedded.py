@@ -205,6 +205,7 @@ class EmbeddedChain:
     """In-process py-evm chain; a JSON-RPC ``Transport`` (see the module docs for its behaviour).
 
     ``EmbeddedChain(chain_id=31337, funded={"0xabc…": 10**18, "0x<private key>": 5 * 10**18})``.
+    ``code={address: runtime bytecode}`` places contracts in the genesis state (``paywire.chain.permit2``).
     The constructor blocks briefly (genesis, key derivation); from async code prefer ``embedded_chain()``.
     Close it with ``close()``/``aclose()`` (or ``RpcChain.aclose()`` on a chain wrapping it).
     """
@@ -220,6 +221,7 @@ class EmbeddedChain:
         derivation_path: str = DEFAULT_DERIVATION_PATH,
         gas_limit: int = 30_000_000,
         priority_fee: int = 10**9,
+        code: Mapping[str, bytes] | None = None,
     ) -> None:
         if not 0 < chain_id < 2**64:
             raise ValueError("chain_id must be a positive 64-bit integer")
@@ -232,6 +234,7 @@ class EmbeddedChain:
         genesis_funds: dict[bytes, int] = {to_canonical_address(a): balance for a in self._accounts}
         for key, wei in (funded or {}).items():
             genesis_funds[_funded_address(key)] = int(wei)
+        self._genesis_code = {bytes(to_canonical_address(a)): bytes(c) for a, c in (code or {}).items()}
 
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"paywire-evm-{chain_id}"
@@ -376,6 +379,9 @@ class EmbeddedChain:
             address: {"balance": wei, "nonce": 0, "code": b"", "storage": {}}
             for address, wei in genesis_funds.items()
         }
+        for address, runtime in self._genesis_code.items():  # contracts at fixed addresses (e.g. Permit2)
+            state[address] = {"balance": state.get(address, {}).get("balance", 0), "nonce": 1, "code": runtime,
+                              "storage": {}}
         params = PyEVMBackend.generate_genesis_params(
             overrides={"timestamp": int(time.time()) - 1, "gas_limit": gas_limit}
         )

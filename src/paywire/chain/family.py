@@ -79,9 +79,10 @@ async def _open_chain(n: NetworkConfig, rpc_timeout: float) -> tuple[RpcChain, s
 
     if n.rpc == "embedded":
         from paywire.chain.embedded import EmbeddedChain
+        from paywire.chain.permit2 import permit2_code
         from paywire.chain.server import JsonRpcServer
 
-        node = EmbeddedChain(chain_id=chain_id(n))
+        node = EmbeddedChain(chain_id=chain_id(n), code=permit2_code())
         server = JsonRpcServer(node)
         url = server.start()
 
@@ -96,6 +97,9 @@ async def _open_chain(n: NetworkConfig, rpc_timeout: float) -> tuple[RpcChain, s
         anvil = Anvil(chain_id=chain_id(n))
         await anvil.start()
         chain = RpcChain(_transport(anvil.url, rpc_timeout, n.rpc_connections))
+        from paywire.chain.permit2 import install_permit2
+
+        await install_permit2(chain)
         return chain, anvil.url, [chain.aclose, anvil.stop]
     chain = RpcChain(_transport(n.rpc, rpc_timeout, n.rpc_connections))
     return chain, n.rpc, [chain.aclose]

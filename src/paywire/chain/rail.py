@@ -1,8 +1,9 @@
 """The EVM ``Rail`` (``paywire.settlement.rail``): settlement transactions over ``Chain`` + ``TxSender`` keys.
 
 ``EvmNetwork`` says which chain and keys to settle with; ``EvmRail`` is what the settlement engine drives on
-it. Authorizations are EIP-3009's (``authorizationState`` and the ``AuthorizationUsed`` event), the only
-on-chain authorization EVM schemes use today; outcomes are judged by the ERC-20 ``Transfer`` log.
+it. Authorizations are EIP-3009's (``authorizationState`` and the ``AuthorizationUsed`` event) or Permit2's
+(an intent whose target is an x402 Permit2 proxy: Permit2's nonce bitmap, and the transaction that sent the
+intent's own calldata); outcomes are judged by the ERC-20 ``Transfer`` log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from paywire.chain.base import Chain, Receipt
 from paywire.chain.tx import Recorder as TxRecorder
 from paywire.chain.tx import SenderPool, SignedTx, TxSender
+from paywire.evm import permit2 as p2
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, keccak256, to_checksum
 from paywire.settlement.rail import Intent, Mined, Recorder, SentTx
@@ -130,11 +132,16 @@ class EvmRail:
         return await self.chain.block_timestamp()
 
     async def is_used(self, intent: Intent) -> bool:
+        if _is_permit2(intent):
+            word = await self.chain.call(p2.PERMIT2_ADDRESS, p2.nonce_bitmap(intent.payer, int(intent.nonce, 16)))
+            return p2.nonce_used(token.decode_uint(word), int(intent.nonce, 16))
         data = token.authorization_state(intent.payer, _nonce(intent))
         return token.decode_bool(await self.chain.call(intent.asset, data))
 
     async def find_use(self, intent: Intent) -> Mined | None:
         head = await self.chain.block_number()
+        if _is_permit2(intent):
+            return await self._find_permit2_use(intent, max(0, head - self._lookback))
         logs = await self.chain.get_logs(
             address=intent.asset,
             topics=[AUTHORIZATION_USED_TOPIC, bytes(12) + address_bytes(intent.payer), _nonce(intent)],
@@ -145,11 +152,33 @@ class EvmRail:
         receipt = await self.chain.get_transaction_receipt(logs[-1].transaction_hash)
         return None if receipt is None else await self._mined(receipt, intent)
 
+    async def _find_permit2_use(self, intent: Intent, from_block: int) -> Mined | None:
+        """Permit2 logs no use of a nonce: find the payer's ``Transfer`` logs and, among their transactions,
+        the one that sent this intent's calldata (it carries the signature, so it is this authorization's)."""
+        logs = await self.chain.get_logs(
+            address=intent.asset, topics=[TRANSFER_TOPIC, bytes(12) + address_bytes(intent.payer)],
+            from_block=from_block, to_block="latest",
+        )
+        for entry in reversed(logs):
+            tx = await self.chain.request("eth_getTransactionByHash", [entry.transaction_hash])
+            sent = (tx or {}).get("input") or (tx or {}).get("data") or ""
+            if sent.lower() == "0x" + intent.payload.hex():
+                receipt = await self.chain.get_transaction_receipt(entry.transaction_hash)
+                return None if receipt is None else await self._mined(receipt, intent)
+        return None
+
     async def _mined(self, receipt: Receipt, intent: Intent) -> Mined:
         confirmed = self.net.confirmations <= 1 or (
             await self.chain.block_number() >= receipt.block_number + self.net.confirmations - 1)
         return Mined(hash=receipt.transaction_hash, block_number=receipt.block_number, ok=receipt.status == 1,
                      paid=receipt.status == 1 and _paid(receipt, intent), confirmed=confirmed)
+
+
+def _is_permit2(intent: Intent) -> bool:
+    return intent.target.lower() in _PERMIT2_PROXIES
+
+
+_PERMIT2_PROXIES = frozenset({p2.EXACT_PROXY_ADDRESS.lower(), p2.UPTO_PROXY_ADDRESS.lower()})
 
 
 def _nonce(intent: Intent) -> bytes:

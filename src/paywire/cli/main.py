@@ -191,7 +191,11 @@ def devnet(
         written = None
         if chain == "embedded":
             steps.step("starting the embedded chain")
-            backend = EmbeddedChain(chain_id=chain_id)
+            from paywire.chain.permit2 import (
+                permit2_code,  # Permit2 + x402 proxies at their canonical addresses
+            )
+
+            backend = EmbeddedChain(chain_id=chain_id, code=permit2_code())
             server = JsonRpcServer(backend, port=port)
             try:
                 url = server.start()
@@ -206,11 +210,19 @@ def devnet(
             await anvil.start()
             url = anvil.url
             rpc = RpcChain(HttpTransport(url))
+            from paywire.chain.permit2 import install_permit2
+
+            await install_permit2(rpc)
         else:
             url = chain
             rpc = RpcChain(HttpTransport(url))
         try:
             net = await setup_devnet(rpc, rpc_url=url, on_step=steps.step)
+            if chain in ("embedded", "anvil"):  # Permit2 is there: let the payer pay Permit2 offers (upto) too
+                from paywire.chain.permit2 import approve_permit2
+
+                steps.step("approving Permit2 for the payer")
+                await approve_permit2(rpc, net.payer.private_key, net.info.token)
             steps.step(f"writing {state}")
             net.write_state(state)
             local = chain in ("embedded", "anvil")

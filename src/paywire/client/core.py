@@ -399,18 +399,22 @@ def payload_hash(header_value: str) -> str:
 
 
 def build_payment(challenge: Challenge, option: Option, inner: Mapping[str, Any],
-                  payment_id: str | None = None, *, ledger: LedgerFields = NO_LEDGER_FIELDS) -> PaymentAttempt:
+                  payment_id: str | None = None, *, ledger: LedgerFields = NO_LEDGER_FIELDS,
+                  extensions: Mapping[str, Any] | None = None) -> PaymentAttempt:
     """The payment header for ``option``: ``accepted`` is the server's entry verbatim (checklist 27, 29).
-    ``ledger``: the signing scheme's ``ledger_fields(inner)`` (nonce, valid_before), kept on the attempt."""
+    ``ledger``: the signing scheme's ``ledger_fields(inner)`` (nonce, valid_before), kept on the attempt;
+    ``extensions``: the scheme's own entries, replacing the server's declarations of the same keys."""
     nonce, valid_before = ledger
     if option.v1 is not None:
         p1 = PaymentPayloadV1(x402_version=1, scheme=option.v1.scheme, network=option.v1.network, payload=inner)
         return PaymentAttempt(X_PAYMENT, encode_header(p1.to_wire()), option.requirements, 1, None,
                               nonce, valid_before)
     pid = payment_id if advertises_payment_id(challenge) else None
-    extensions = with_payment_id(challenge.extensions, pid) if pid else challenge.extensions
+    echoed = with_payment_id(challenge.extensions, pid) if pid else challenge.extensions
+    if extensions:
+        echoed = {**(echoed or {}), **extensions}
     p = PaymentPayload(x402_version=2, accepted=option.requirements, payload=inner, resource=challenge.resource,
-                       extensions=extensions)
+                       extensions=echoed)
     return PaymentAttempt(PAYMENT_SIGNATURE, encode_header(p.to_wire()), option.requirements, 2, pid,
                           nonce, valid_before)
 
@@ -460,8 +464,9 @@ def after_send_error(sent: Sent, tries: int, max_retries: int, reached_before: b
 
 
 def after_response(status: int, tries: int, max_retries: int) -> Next:
-    """The paid request got an answer. 5xx → resend the same payment (bounded); 402 → rejected."""
-    if status == 402:
+    """The paid request got an answer. 5xx → resend the same payment (bounded); 402, and 412 (a Permit2
+    approval is missing: checklist 15) → rejected."""
+    if status in (402, 412):
         return Next.REJECTED
     if status in RETRYABLE_STATUS:
         return Next.RESEND if tries < max_retries else Next.UNKNOWN

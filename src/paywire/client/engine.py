@@ -660,7 +660,14 @@ class Buyer:
         await row.finish(outcome="rejected", budget="held", status_code=status, reason=reason)
         receipt = await row.get()
         ex.attach(response, receipt, settlement)
-        raise PaymentRejected(f"{ex.url} refused the payment: {reason}", reason, receipt=receipt,
+        hint = ""
+        if reason == "permit2_allowance_required":  # the one thing the payer must do first, in words
+            from paywire.evm.permit2 import PERMIT2_ADDRESS
+
+            r = cand.option.requirements
+            hint = (f": approve Permit2 ({PERMIT2_ADDRESS}) to spend token {r.asset} on {r.network} once "
+                    "(paywire.chain.permit2.approve_permit2), then pay again")
+        raise PaymentRejected(f"{ex.url} refused the payment: {reason}{hint}", reason, receipt=receipt,
                               settlement=settlement)
 
 

@@ -118,7 +118,10 @@ class Facilitator:
             for a in p.signer_addresses():
                 if a not in signers[p.network_pattern]:
                     signers[p.network_pattern].append(a)
-        return SupportedResponse(kinds=tuple(supported_kinds(self.schemes)), extensions=tuple(self.extensions),
+        extensions = list(self.extensions)
+        for p in self.schemes:  # extensions a scheme implements itself (Permit2: eip2612GasSponsoring)
+            extensions += [e for e in getattr(p, "extensions", ()) if e not in extensions]
+        return SupportedResponse(kinds=tuple(supported_kinds(self.schemes)), extensions=tuple(extensions),
                                  signers={k: tuple(v) for k, v in signers.items()})
 
     async def verify(self, payload: AnyPayload, requirements: AnyRequirements) -> VerifyResponse:

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from paywire.evm.assets import Asset, AssetRegistry
 
 BUILTIN_SCHEMES: tuple[str, ...] = (
-    "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization)
+    "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization, or Permit2)
+    "paywire.schemes.evm_upto",  # upto × eip155:* (Permit2 + the x402 upto proxy)
 )
 """Modules whose ``register(registry)`` fills :data:`default_registry`: one line per scheme."""
 
@@ -176,6 +177,8 @@ def supported_kinds(plugins: Sequence[FacilitatorScheme]) -> list[SupportedKind]
         for net in p.networks():
             kinds.append(SupportedKind(x402_version=2, scheme=p.scheme, network=net, extra=p.kind_extra(net)))
     for p in plugins:
+        if getattr(p, "v2_only", False):  # a scheme x402 v1 does not have (upto)
+            continue
         for net in p.networks():
             v1 = to_v1_name(net)
             if v1 is not None:

@@ -7,6 +7,7 @@ ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or v
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -85,6 +86,43 @@ IdentityRule = Literal["siwx", "agent-sig", "required"]
 IDENTITY_RULES: tuple[str, ...] = ("siwx", "agent-sig", "required")
 DEFAULT_CHALLENGE_ORDER: tuple[str, ...] = ("l402", "mpp")
 """The protocols whose challenges are ``WWW-Authenticate`` values, in their default order (x402's is the 402)."""
+
+
+EIP2612_GAS_SPONSORING = "eip2612GasSponsoring"
+EIP2612_DECLARATION: dict[str, Any] = {
+    "info": {"description": "The facilitator accepts an EIP-2612 permit approving Permit2, sent with the payment.",
+             "version": "1"},
+    "schema": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "properties": {
+            "from": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "asset": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "spender": {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"},
+            "amount": {"type": "string", "pattern": "^[0-9]+$"},
+            "nonce": {"type": "string", "pattern": "^[0-9]+$"},
+            "deadline": {"type": "string", "pattern": "^[0-9]+$"},
+            "signature": {"type": "string", "pattern": "^0x[a-fA-F0-9]+$"},
+            "version": {"type": "string"},
+        },
+        "required": ["from", "asset", "spender", "amount", "nonce", "deadline", "signature", "version"],
+    },
+}
+"""``PaymentRequired.extensions.eip2612GasSponsoring`` for Permit2 offers, when the facilitator supports it."""
+
+
+def with_kind_extra(offer: PaymentRequirements, supported: SupportedResponse) -> PaymentRequirements:
+    """The offer with the facilitator's ``/supported`` kind extra its scheme asks for (``kind_extra_keys``,
+    e.g. upto's ``facilitatorAddress``) filled in where the offer does not set them."""
+    keys = getattr(default_registry.server(offer.scheme, offer.network), "kind_extra_keys", ())
+    missing = [k for k in keys if k not in offer.extra]
+    if not missing:
+        return offer
+    for kind in supported.kinds:
+        if (kind.x402_version == 2 and kind.scheme == offer.scheme and kind.extra
+                and matches_pattern(offer.network, kind.network)):
+            found = {k: kind.extra[k] for k in missing if k in kind.extra}
+            return dataclasses.replace(offer, extra={**offer.extra, **found}) if found else offer
+    return offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +462,7 @@ class Seller:
         offers = tuple(x[0] for x in resolved)
         if self._supported is not None:
             self._check_offers(route, offers, self._supported, "the facilitator")
+            offers = tuple(with_kind_extra(o, self._supported) for o in offers)
         return offers, tuple(x[1] for x in resolved)
 
     def static_priced(self, route: PaidRoute) -> Priced | None:
@@ -436,8 +475,9 @@ class Seller:
     def check_supported(self, supported: SupportedResponse, facilitator: str = "the facilitator") -> None:
         """Refuse offers whose (scheme, network) the facilitator does not settle (checklist 8)."""
         self._supported = supported
-        for i, (offers, _) in self._static.items():
+        for i, (offers, decimals) in self._static.items():
             self._check_offers(self.routes[i], offers, supported, facilitator)
+            self._static[i] = (tuple(with_kind_extra(o, supported) for o in offers), decimals)
 
     @staticmethod
     def _check_offers(route: PaidRoute, offers: Sequence[PaymentRequirements], supported: SupportedResponse,
@@ -539,6 +579,9 @@ class Seller:
         if route.signs_in and self.siwx is not None and req is not None:  # a fresh nonce per 402
             out[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url,
                                                         [o.network for o in offers], self.clock())
+        if (self._supported is not None and EIP2612_GAS_SPONSORING in self._supported.extensions
+                and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2" for o in offers)):
+            out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # the facilitator sends the payer's permit
         return out or None
 
     def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],

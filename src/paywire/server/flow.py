@@ -37,8 +37,10 @@ from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
 from paywire.identity.did import Identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
+from paywire.schemes.registry import default_registry
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
 from paywire.server.identity import IdentityGate, Reaccess
+from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.protocols import seller_protocols
 from paywire.server.protocols.base import (
     NO_LIGHTNING,
@@ -116,6 +118,7 @@ class PaymentInfo:
     protocol: str = "x402"  # the protocol that carried it ("x402" | "mpp" | "l402"), as in the ledger
     identity: str | None = None  # the DID the payer proved (Sign-In-With-X), as in the ledger
     reaccess: bool = False  # served again to a signed-in payer of this earlier payment (no new payment)
+    meter: Meter | None = None  # variable price (upto, settle="after"): ``paywire.server.bill(request, amount)``
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,24 @@ class _Heartbeat:
             self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+def _metered(meter: Meter, result: StoredResponse, requirements: PaymentRequirements | PaymentRequirementsV1,
+             ) -> tuple[StoredResponse, PaymentRequirements] | BaseException:
+    """A variable-price payment after its handler: the response without ``Settlement-Overrides`` and the
+    requirements to settle (``amount`` = the charge); an exception (nothing charged) for an unusable charge."""
+    if not isinstance(requirements, PaymentRequirements):
+        return ValueError("variable prices need x402 v2")
+    override = override_of(result.headers)
+    headers = tuple(h for h in result.headers if h[0].lower() != SETTLEMENT_OVERRIDES)
+    try:
+        amount = meter.charged if meter.charged is not None else (
+            meter.charge(override) if override is not None else meter.maximum)
+    except ValueError as exc:
+        log.error("paywire: the handler's charge was refused, nothing charged: %s", exc)
+        return exc
+    return (dataclasses.replace(result, headers=headers),
+            dataclasses.replace(requirements, amount=amount))
 
 
 def _stored(reply: Reply) -> StoredResponse:
@@ -506,17 +527,31 @@ class PaymentFlow:
             hb.stop()
             return Respond(self.seller.in_progress())
 
+        meter = Meter(rec.amount, rec.decimals) if getattr(
+            default_registry.server(rec.scheme, rec.network), "variable", False) else None
+
         async def finish(result: StoredResponse | BaseException) -> Reply:
             try:
-                return await self._after_handler(p, req, rec, owner, payer, result)
+                return await self._after_handler(p, req, rec, owner, payer, result, meter)
             finally:
                 hb.stop()
 
-        return RunBuffered(self._info(p, rec, payer), finish)
+        info = self._info(p, rec, payer)
+        if meter is not None:
+            info = dataclasses.replace(info, meter=meter)
+        return RunBuffered(info, finish)
 
     async def _after_handler(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
-                             payer: str | None, result: StoredResponse | BaseException) -> Reply:
+                             payer: str | None, result: StoredResponse | BaseException,
+                             meter: Meter | None = None) -> Reply:
         store = self.payments
+        requirements = p.requirements
+        if meter is not None and not isinstance(result, BaseException) and result.status < 400:
+            metered = _metered(meter, result, requirements)
+            if isinstance(metered, BaseException):
+                result = metered
+            else:
+                result, requirements = metered
         if isinstance(result, BaseException) or result.status >= 400:  # checklist 19: not charged
             if isinstance(result, ResponseTooLarge):
                 log.error("paywire: %s answered more than max_record_bytes=%d with settle='after'; not charging "
@@ -529,10 +564,13 @@ class PaymentFlow:
             await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, payer=payer, error=error,
                                **response_fields(_stored(reply)))
             return reply
+        charged: dict[str, Any] = {}
+        if requirements is not p.requirements and isinstance(requirements, PaymentRequirements):
+            charged = {"requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
         if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
-                                  **response_fields(result)):
+                                  **response_fields(result), **charged):
             return self.seller.in_progress()
-        return await self._settle_and_release(p, req, rec, owner, result, p.payload, p.requirements)
+        return await self._settle_and_release(p, req, rec, owner, result, p.payload, requirements)
 
     async def _settle(self, protocol: str, payload: PaymentPayload | PaymentPayloadV1,
                       requirements: PaymentRequirements | PaymentRequirementsV1,

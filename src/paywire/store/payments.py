@@ -190,7 +190,7 @@ _NEW_FIELDS = tuple(f.name for f in fields(NewPayment))  # a claimed row is the 
 
 _UPDATABLE = frozenset({
     "state", "owner", "lease_until", "payer", "tx", "settle_response", "error", "resp_status", "resp_headers",
-    "resp_body", "settled_at",
+    "resp_body", "settled_at", "requirements", "amount",
 })
 
 

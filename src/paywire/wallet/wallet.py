@@ -109,6 +109,10 @@ class Wallet:
         from paywire.schemes.registry import default_registry
 
         schemes: list[ClientScheme] = default_registry.clients_for(self.signer)
+        for scheme in schemes:  # schemes that read the chain while signing (Permit2's gasless approval)
+            use_chains = getattr(scheme, "use_chains", None)
+            if use_chains is not None:
+                use_chains(self.chain_for)
         if self.lightning is not None:
             from paywire.client.lightning import LightningPayer
 

@@ -35,7 +35,12 @@ class X402Protocol(NoResign):
     async def credential(self, challenge: Challenge, option: Option, scheme: ClientScheme, *,
                          variant: str) -> PaymentAttempt:
         inner = await scheme.create_payload(option.requirements)
-        return build_payment(challenge, option, inner, new_payment_id(), ledger=scheme.ledger_fields(inner))
+        added = None
+        hook = getattr(scheme, "payload_extensions", None)  # a scheme's own extension data (eip2612GasSponsoring)
+        if hook is not None and challenge.extensions and option.v1 is None:
+            added = await hook(option.requirements, challenge.extensions)
+        return build_payment(challenge, option, inner, new_payment_id(), ledger=scheme.ledger_fields(inner),
+                             extensions=added)
 
     def receipt(self, headers: Mapping[str, str], option: Option) -> PaidReceipt:
         settlement = parse_settlement(headers)

@@ -1,4 +1,5 @@
-"""Client side of ``exact`` on EVM: sign an EIP-3009 ``TransferWithAuthorization`` for an offer."""
+"""Client side of ``exact`` on EVM: sign an EIP-3009 ``TransferWithAuthorization`` for an offer, or a Permit2
+``PermitWitnessTransferFrom`` when the offer says ``assetTransferMethod: permit2``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from paywire.evm import permit2
 from paywire.evm.crypto import address_bytes
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.evm_exact.identity import ledger_fields
 from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
+from paywire.schemes.permit2_client import ChainFor, sponsored_approval
 from paywire.x402.models import PaymentRequirements
 from paywire.x402.networks import evm_chain_id
 
@@ -20,7 +23,7 @@ DEFAULT_VALIDITY = 3600  # when the offer says maxTimeoutSeconds = 0
 
 
 class ExactEvmClient:
-    """``exact`` × ``eip155:*`` for the payer role (EIP-3009 offers only)."""
+    """``exact`` × ``eip155:*`` for the payer role (EIP-3009 and Permit2 offers)."""
 
     scheme = "exact"
     network_pattern = "eip155:*"
@@ -28,20 +31,37 @@ class ExactEvmClient:
     def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
         self._clock = clock
+        self._chain_for: ChainFor | None = None
+
+    def use_chains(self, chain_for: ChainFor) -> None:
+        """Let the client read the chain (for ``eip2612GasSponsoring`` on Permit2 offers)."""
+        self._chain_for = chain_for
+
+    async def payload_extensions(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
+                                 ) -> Mapping[str, Any] | None:
+        """Permit2 offers: an EIP-2612 permit approving Permit2 when the seller takes one and no allowance
+        exists; nothing for EIP-3009 offers."""
+        if requirements.extra.get("assetTransferMethod") != "permit2":
+            return None
+        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
 
     def can_pay(self, requirements: PaymentRequirements) -> bool:
         extra = requirements.extra
-        return (
-            requirements.scheme == "exact"
-            and requirements.network.startswith("eip155:")
-            and extra.get("assetTransferMethod", "eip3009") == "eip3009"
-            and isinstance(extra.get("name"), str)
-            and isinstance(extra.get("version"), str)
-        )
+        if requirements.scheme != "exact" or not requirements.network.startswith("eip155:"):
+            return False
+        method = extra.get("assetTransferMethod", "eip3009")
+        if method == "permit2":  # any ERC-20: the payer approved Permit2 once (a 412 says when not)
+            return True
+        return method == "eip3009" and isinstance(extra.get("name"), str) and isinstance(extra.get("version"), str)
 
     async def create_payload(self, requirements: PaymentRequirements) -> Mapping[str, Any]:
-        """Signed ``{signature, authorization}`` (checklist 31, 32)."""
+        """Signed ``{signature, authorization}`` (checklist 31, 32), or ``{signature, permit2Authorization}``
+        for a Permit2 offer (spender: the exact Permit2 proxy)."""
         now = int(self._clock())
+        if requirements.extra.get("assetTransferMethod") == "permit2":
+            return await permit2.sign(self.signer, requirements, spender=permit2.EXACT_PROXY_ADDRESS,
+                                      facilitator=None, now=now, valid_after=now - VALID_AFTER_BACKDATE,
+                                      nonce=int.from_bytes(os.urandom(32), "big"))
         lifetime = requirements.max_timeout_seconds or DEFAULT_VALIDITY
         auth = Eip3009Authorization(
             from_=self.signer.address,
@@ -63,5 +83,7 @@ class ExactEvmClient:
         return ExactEvmPayload(signature=signature, authorization=auth).to_wire()
 
     def ledger_fields(self, payload: Mapping[str, Any]) -> tuple[str | None, int | None]:
-        """(nonce, validBefore) of an authorization this client signed."""
+        """(nonce, validBefore) of an authorization this client signed (Permit2: nonce, deadline)."""
+        if permit2.is_permit2_payload(payload):
+            return permit2.ledger_fields(dict(payload))
         return ledger_fields(payload)

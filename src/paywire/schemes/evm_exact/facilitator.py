@@ -1,4 +1,5 @@
 """Facilitator side of ``exact`` on EVM via EIP-3009: verify (cheap checks first), then settle exactly once.
+Permit2 payloads (``assetTransferMethod: permit2``) go to ``paywire.schemes.evm_permit2`` over the same engine.
 
 Verification is here: the off-chain checks (``check_offchain``), then the chain (contract-wallet signatures,
 a simulated ``transferWithAuthorization`` that also estimates the gas to send it with, the reads that name
@@ -26,6 +27,7 @@ from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import token
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
+from paywire.evm.permit2 import is_permit2_payload
 from paywire.schemes.evm_exact.payload import ExactEvmPayload
 from paywire.settlement.engine import Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
@@ -134,7 +136,14 @@ def check_offchain(
 # -- what the settlement engine is told ---------------------------------------------------------------------
 
 EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"
-REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used", revert=map_revert)
+def _revert_reason(reason: str) -> str:
+    from paywire.schemes.evm_permit2 import reason_for_revert
+
+    found = reason_for_revert(reason, default="")
+    return found or map_revert(reason)
+
+
+REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used", revert=_revert_reason)
 
 
 def intent_of(payload: ExactEvmPayload, requirements: PaymentRequirements, *, v1: bool = False) -> Intent:
@@ -204,11 +213,17 @@ class ExactEvmFacilitator:
         self._clock = clock
         rails = {name: EvmRail(n, gas_limit=gas_limit, log_lookback_blocks=log_lookback_blocks)
                  for name, n in self._nets.items()}
+        from paywire.schemes.evm_permit2 import EXACT, Permit2Facilitator
+        from paywire.schemes.evm_permit2 import intent_from_record as any_intent
+
         self.engine = SettlementEngine(
-            rails, store=store, load=intent_from_record, reasons=REASONS, receipt_timeout=receipt_timeout,
+            rails, store=store, load=any_intent, reasons=REASONS, receipt_timeout=receipt_timeout,
             settle_wait=settle_wait, lease_seconds=lease_seconds, stuck_after=stuck_after,
             poll_interval=poll_interval,
         )
+        # assetTransferMethod "permit2": the same engine (one store, one reconciler), Permit2's checks
+        self.permit2 = Permit2Facilitator(EXACT, self._nets, simulate=simulate, clock=clock, engine=self.engine)
+        self.extensions = self.permit2.extensions  # eip2612GasSponsoring for Permit2 payments
 
     @property
     def store(self) -> SettlementStore | None:
@@ -226,6 +241,8 @@ class ExactEvmFacilitator:
 
     def settlement_key(self, payload: PaymentPayload, requirements: PaymentRequirements) -> str | None:
         """The settlement record id of this payment (``GET /settlements/{id}``), or None if unparseable."""
+        if is_permit2_payload(payload.payload):
+            return self.permit2.settlement_key(payload, requirements)
         try:
             a = ExactEvmPayload.from_wire(payload.payload).authorization
         except WireError:
@@ -236,6 +253,8 @@ class ExactEvmFacilitator:
     async def verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
     ) -> VerifyResponse:
+        if not v1 and is_permit2_payload(payload.payload):
+            return await self.permit2.verify(payload, requirements)
         res = await self._verify(payload, requirements, v1=v1, simulate=self._simulate)
         return res[0]
 
@@ -331,6 +350,8 @@ class ExactEvmFacilitator:
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool = False
     ) -> SettleResponse:
         """Verify on chain and settle once through the engine (``paywire.settlement.engine``)."""
+        if not v1 and is_permit2_payload(payload.payload):
+            return await self.permit2.settle(payload, requirements)
 
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
             net = self._nets.get(requirements.network)

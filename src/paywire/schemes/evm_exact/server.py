@@ -9,6 +9,7 @@ from typing import Any
 
 from paywire.errors import ConfigError
 from paywire.evm.assets import KNOWN_ASSETS, Asset, AssetRegistry
+from paywire.evm.permit2 import claim_of, is_permit2_payload
 from paywire.money import amount_of, is_money, parse_money, to_atomic
 from paywire.schemes.evm_exact.identity import authorization_key_and_payer, payer_of
 from paywire.schemes.registry import OfferSpec
@@ -23,14 +24,17 @@ class ExactEvmServer:
 
     def offer(self, spec: OfferSpec) -> tuple[PaymentRequirements, int]:
         asset = spec.assets.resolve(spec.network, spec.asset, money=is_money(spec.price), price=spec.price)
+        permit2 = spec.extra.get("assetTransferMethod") == "permit2"
         if asset is None:  # an explicit token address with its domain in ``extra`` and an atomic price
             name, version = spec.extra.get("name"), spec.extra.get("version")
+            if permit2 and not (isinstance(name, str) and isinstance(version, str)):
+                name, version = "", ""  # Permit2 signs with its own domain; the token's is not needed
             if not isinstance(name, str) or not isinstance(version, str):
                 raise ConfigError(f"token {spec.asset} on {spec.network} needs its EIP-712 domain: give "
                                   "Offer(asset=Asset(...)) or extra={'name': ..., 'version': ...}")
             asset = Asset(spec.network, str(spec.asset), name, version)
         amount = amount_of(spec.price, asset.decimals)
-        extra: dict[str, Any] = {"name": asset.name, "version": asset.version}
+        extra: dict[str, Any] = {"name": asset.name, "version": asset.version} if asset.name else {}
         extra.update(spec.extra)
         req = PaymentRequirements(scheme=spec.scheme, network=spec.network, amount=amount, asset=asset.address,
                                   pay_to=spec.pay_to, max_timeout_seconds=spec.max_timeout_seconds, extra=extra)
@@ -40,9 +44,14 @@ class ExactEvmServer:
         return assets.decimals_of(requirements.network, requirements.asset)
 
     def claim(self, requirements: PaymentRequirements, payload: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        if is_permit2_payload(payload):
+            return claim_of(requirements.network, dict(payload))
         return authorization_key_and_payer(requirements.network, requirements.asset, payload)
 
     def payer(self, payload: Mapping[str, Any]) -> str | None:
+        if is_permit2_payload(payload):
+            found = claim_of("", dict(payload))
+            return found[1] if found else None
         return payer_of(payload)
 
 
