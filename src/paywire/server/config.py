@@ -88,6 +88,9 @@ class SellerConfig(Settings):
     confirm_with_node: bool = False
     invoice_expiry: int = option(600, check=positive, duration=True)
     l402_reject_status: int = option(401, check=between(400, 499))
+    audit: str | None = None
+    """This replica's name in the audit log (e.g. ``seller-eu1-7``): queue an audit event with every ledger change
+    (docs/audit.md). None (default): no audit events."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -117,3 +120,4 @@ class SellerOptions(TypedDict, total=False):
     confirm_with_node: bool
     invoice_expiry: int
     l402_reject_status: int
+    audit: str | None

@@ -204,6 +204,9 @@ class PaymentFlow:
     l402_reject_status: int = 401
     owns_facilitator: bool = False
     """The flow built its facilitator client (from a URL): :meth:`aclose` closes it too."""
+    audit: str | None = None
+    """This replica's name in the audit log (docs/audit.md): every ledger change queues an event in its
+    transaction. None: no audit events (nothing extra runs)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
@@ -228,6 +231,10 @@ class PaymentFlow:
                 await self._store.migrate()
             else:
                 self._store = await PaymentStore.open(store_url(self.store))
+            if self.audit is not None:
+                from paywire.audit.wiring import enable_audit
+
+                await enable_audit(self._store, "seller", self.audit)
             ctx = SellerContext(self.seller, self.lightning, self.invoice_expiry, self.confirm_with_node,
                                 self.l402_reject_status)
             protocols = seller_protocols(ctx)
@@ -426,13 +433,13 @@ class PaymentFlow:
         verdict = await (pending if pending is not None else self._verify(p))
         if isinstance(verdict, BaseException):
             hb.stop()
-            await store.release_claim(rec.id, owner)
+            await store.release_claim(rec.id, owner, "facilitator_unavailable")
             return Respond(self.seller.payment_required(p.route, req, p.offers,
                                                         f"facilitator unavailable: {verdict}"))
         if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
             hb.stop()
-            await store.release_claim(rec.id, owner)
             reason = verdict.invalid_reason or "invalid_payment"
+            await store.release_claim(rec.id, owner, reason)
             reply = self.seller.payment_required(p.route, req, p.offers, reason)
             if reason == "permit2_allowance_required":  # checklist 15
                 reply = Reply(412, reply.headers, reply.body)

@@ -74,7 +74,8 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
                        lease=c.lease, max_record_bytes=c.max_record_bytes, check_supported=c.check_supported,
                        max_handler_seconds=c.max_handler_seconds, lightning=c.lightning,
                        confirm_with_node=c.confirm_with_node, invoice_expiry=c.invoice_expiry,
-                       l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str))
+                       l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str),
+                       audit=c.audit)
 
 
 def make_flow(routes: Sequence[PaidRoute], facilitator: FacilitatorArg, **options: Any) -> PaymentFlow:

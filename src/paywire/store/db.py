@@ -12,12 +12,13 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 Row = dict[str, Any]
 Params = Sequence[Any]
+T = TypeVar("T")
 
 
 class Executor(Protocol):
@@ -102,6 +103,25 @@ def _sqlite_execute(conn: sqlite3.Connection, sql: str, params: Params) -> int:
 
 def _sqlite_fetch(conn: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
     return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
+
+
+class _InlineTx:
+    """A transaction on the inline connection: each statement runs right away in the caller's thread."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return _sqlite_execute(self._conn, sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = _sqlite_fetch(self._conn, sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return _sqlite_fetch(self._conn, sql, params)
 
 
 INLINE_MISS: Any = object()
@@ -214,6 +234,40 @@ class SqliteDatabase:
         finally:
             self._inline_lock.release()
 
+    @contextlib.contextmanager
+    def inline_transaction(self) -> Iterator[Executor | None]:
+        """A short write transaction on the inline connection (see :meth:`try_inline`), or None when that would
+        wait: the caller then uses :meth:`transaction`. The body must not suspend (await only this executor,
+        whose statements complete at once); it commits when the block ends, rolls back on an exception."""
+        conn = self._inline
+        if conn is None or not self._inline_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            began = False
+            if self._inline is conn:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    began = True
+                except sqlite3.OperationalError as exc:
+                    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY_CODES:
+                        raise
+            if not began:
+                yield None
+                return
+            try:
+                yield _InlineTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self._inline_writes += 1
+            if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
+                self._inline_writes = 0
+                self._pool.submit(_passive_checkpoint, self._conn)
+        finally:
+            self._inline_lock.release()
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         # A dedicated thread per transaction: writers waiting for the lock never starve the shared pools.
@@ -321,6 +375,19 @@ class PostgresDatabase:
         for owner, pool in pools.items():
             if owner is loop:
                 await pool.close()
+
+
+async def in_transaction(db: Database, body: Callable[[Executor], Awaitable[T]], *, inline: bool = True) -> T:
+    """Run ``body`` in one write transaction and return its result: on SQLite inline (no thread hop) when that
+    needs no waiting and ``inline`` (then ``body`` must only await the executor it is given), else with
+    :meth:`Database.transaction`. For a change and the record of it (an audit event) that commit together."""
+    opener = getattr(db, "inline_transaction", None) if inline else None
+    if opener is not None:
+        with opener() as tx:
+            if tx is not None:
+                return await body(tx)
+    async with db.transaction() as tx:
+        return await body(tx)
 
 
 def open_database(url: str) -> Database:

@@ -1,0 +1,145 @@
+"""What each ledger's audit events say about its rows, and the check that every row agrees with its latest event
+(sans-I/O).
+
+Each ledger row is described by a *subject* (the ids, parties and amount a reader searches by) and a *state*. The
+writers (:mod:`paywire.audit.wiring`) put both into every event they queue with the change, in the same
+transaction; ``paywire audit verify`` recomputes them from the current rows and compares them with the latest
+event naming each row. A row edited without its event, a row deleted without its event, and a row no event
+mentions are all named, with the sequence number of the event that no longer matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from paywire.audit.events import digest
+
+DELETED = "deleted"
+"""The state an event records when its change removed the row (a refused claim forgotten)."""
+
+
+def _s(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSpec:
+    """One ledger table as the audit log sees it."""
+
+    component: str
+    table: str
+    key: str  # the subject field that names a row
+    columns: tuple[str, ...]  # what ``subject`` and ``kind`` read from a row
+    subject: Callable[[Mapping[str, Any]], dict[str, Any]]
+    kinds: Mapping[str, str]  # row state → event kind
+
+    def kind(self, state: str) -> str:
+        return self.kinds.get(state, f"{self.component}.{state}")
+
+    def row_key(self, row: Mapping[str, Any]) -> str:
+        return str(self.subject(row)[self.key])
+
+
+def _seller_subject(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"record": int(row["id"]), "payment_id": row.get("payment_id"), "auth_digest": digest(str(row["auth_key"])),
+            "protocol": row.get("protocol") or "x402", "scheme": row["scheme"], "network": row["network"],
+            "asset": row["asset"], "payee": row["pay_to"], "amount": str(row["amount"]), "payer": row.get("payer"),
+            "route": row["route"], "tx_hash": row.get("tx")}
+
+
+SELLER = LedgerSpec(
+    "seller", "seller_payments", "record",
+    ("id", "payment_id", "auth_key", "protocol", "scheme", "network", "asset", "pay_to", "amount", "payer", "route",
+     "tx", "state"),
+    _seller_subject,
+    {"verifying": "payment.claimed", "claimed": "payment.verified", "settling": "payment.settling",
+     "settled": "payment.settled", "served": "payment.served", "failed": "payment.failed",
+     "unresolved": "payment.unresolved", DELETED: "payment.refused"})
+
+
+def _facilitator_subject(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"settlement_id": str(row["id"]), "network": row["network"], "asset": row["asset"], "payer": row["payer"],
+            "payee": row["pay_to"], "amount": str(row["amount"]), "nonce": row["nonce"],
+            "tx_hash": _s(row.get("tx_hash"))}
+
+
+FACILITATOR = LedgerSpec(
+    "facilitator", "paywire_settlements", "settlement_id",
+    ("id", "network", "asset", "payer", "pay_to", "amount", "nonce", "tx_hash", "state"),
+    _facilitator_subject,
+    {"verified": "settlement.claimed", "submitted": "settlement.tx_recorded", "settled": "settlement.settled",
+     "failed": "settlement.failed", "unresolved": "settlement.unresolved", DELETED: "settlement.released"})
+
+LEDGERS = (SELLER, FACILITATOR)
+
+
+def _fingerprint(subject: Mapping[str, Any], state: str) -> bytes:
+    return hashlib.sha256(json.dumps([subject, state], sort_keys=True, separators=(",", ":")).encode()).digest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A ledger row and its latest event disagree: ``seq`` is that event's (``None``: no event names the row)."""
+
+    component: str
+    key: str
+    seq: int | None
+    why: str
+
+
+class LedgerCheck:
+    """Feed every event (in log order, then the queued ones) with :meth:`add`, then every current row of each
+    ledger with :meth:`row`, then :meth:`finish`. Keeps one fingerprint per row, not the events."""
+
+    def __init__(self, specs: tuple[LedgerSpec, ...] = LEDGERS) -> None:
+        self.specs = {s.component: s for s in specs}
+        self._last: dict[tuple[str, str], tuple[int | None, bytes]] = {}
+        self._seen: set[str] = set()
+        self.mismatches: list[Mismatch] = []
+
+    def add(self, seq: int | None, event: Mapping[str, Any]) -> None:
+        """One event (``seq`` None for a queued one); events of other components are ignored."""
+        spec = self.specs.get(str(event.get("component")))
+        subject, data = event.get("subject"), event.get("data")
+        if spec is None or not isinstance(subject, dict) or not isinstance(data, dict) or spec.key not in subject:
+            return
+        state = data.get("state")
+        if not isinstance(state, str):
+            return
+        self._seen.add(spec.component)
+        self._last[(spec.component, str(subject[spec.key]))] = (seq, b"" if state == DELETED
+                                                                else _fingerprint(subject, state))
+
+    def components(self) -> set[str]:
+        """Components with at least one event so far (only their ledgers are checked)."""
+        return {c for c, _ in self._last} | self._seen
+
+    def row(self, component: str, row: Mapping[str, Any]) -> None:
+        spec = self.specs[component]
+        subject = spec.subject(row)
+        key = str(subject[spec.key])
+        last = self._last.pop((component, key), None)
+        if last is None:
+            self.mismatches.append(Mismatch(component, key, None, f"{spec.table} row {key} has no audit event: "
+                                                                  "changed or inserted without its event"))
+        elif not last[1]:
+            self.mismatches.append(Mismatch(component, key, last[0], f"{spec.table} row {key} exists but its latest "
+                                                                     "audit event removed it"))
+        elif last[1] != _fingerprint(subject, str(row["state"])):
+            self.mismatches.append(Mismatch(
+                component, key, last[0], f"{spec.table} row {key} differs from its latest audit event: the row was "
+                                         "edited without its event (or the event was)"))
+
+    def finish(self) -> list[Mismatch]:
+        """Rows the log says exist but the ledger lacks, then every mismatch, logged ones first by seq."""
+        for (component, key), (seq, fingerprint) in self._last.items():
+            if not fingerprint:  # removed, as its event says
+                continue
+            self.mismatches.append(Mismatch(component, key, seq, f"{self.specs[component].table} row {key} is "
+                                                                 "missing: deleted without its event"))
+        self._last.clear()
+        return sorted(self.mismatches, key=lambda m: (m.seq is None, m.seq or 0))

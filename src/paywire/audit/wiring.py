@@ -1,0 +1,117 @@
+"""Audit events written with the ledger changes they record: one INSERT into ``audit_queue`` in the same
+transaction as the change (see docs/audit.md, "Events from the ledgers").
+
+A ledger store holds an :class:`AuditTrail` in its ``audit`` attribute (``None``: auditing off, and the store
+runs exactly the statements it ran before). With a trail, each change runs as ``UPDATE/INSERT/DELETE …
+RETURNING <subject columns>`` plus the queue INSERT in one transaction (:func:`paywire.store.db.in_transaction`:
+on SQLite inline, without a thread hop); the event is queued only when the compare-and-set won, so a lost race
+writes neither. Changes of bookkeeping columns only (lease, owner) are not money events and are not logged.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from paywire.audit.events import SecretFieldError, digest, make_event
+from paywire.audit.ledger import DELETED, FACILITATOR, SELLER, LedgerSpec
+from paywire.audit.store import enqueue
+from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, in_transaction
+
+BOOKKEEPING = frozenset({"owner", "lease_until", "updated_at"})
+"""Columns whose changes are not money events (who holds a row, and until when)."""
+
+
+def default_instance(component: str) -> str:
+    """``<component>-<host>-<pid>``: an instance id when none is configured."""
+    return f"{component}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True)
+class AuditTrail:
+    """Makes one ledger's events and queues them on the caller's transaction."""
+
+    spec: LedgerSpec
+    instance: str
+    clock: Callable[[], float] = time.time
+    events: int = field(default=0, init=False)  # queued by this process (committed or not)
+
+    def event(self, state: str, subject: Mapping[str, Any], previous: str | None,
+              data: Mapping[str, Any] | None = None, kind: str | None = None) -> bytes:
+        """The event for a row now in ``state``; a ``data`` value that looks like a secret is kept as its digest."""
+        body = {"state": state, **(data or {})}
+        try:
+            return make_event(self.spec.component, kind or self.spec.kind(state), instance=self.instance,
+                              time=self.clock(), subject=subject, previous=previous, data=body)
+        except SecretFieldError:
+            safe = {k if k == "state" else f"{k}_digest": v if k == "state" else digest(str(v))
+                    for k, v in body.items()}
+            return make_event(self.spec.component, kind or self.spec.kind(state), instance=self.instance,
+                              time=self.clock(), subject=subject, previous=previous, data=safe)
+
+    async def record(self, tx: Executor, row: Row, previous: str | None, data: Mapping[str, Any] | None = None,
+                     *, state: str | None = None, kind: str | None = None) -> None:
+        """Queue the event describing ``row`` (as the change left it) on ``tx``."""
+        self.events += 1
+        await enqueue(tx, self.event(state or str(row["state"]), self.spec.subject(row), previous, data, kind),
+                      now=self.clock())
+
+    def returning(self) -> str:
+        return " RETURNING " + ", ".join(self.spec.columns)
+
+    async def state_of(self, tx: Executor, key_column: str, key: Any) -> str | None:
+        """The row's state before a change whose compare-and-set allows several (row locked on PostgreSQL)."""
+        lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+        row = await tx.fetchone(f"SELECT state FROM {self.spec.table} WHERE {key_column} = ?{lock}", (key,))
+        return None if row is None else str(row["state"])
+
+    async def change(self, db: Database, sql: str, params: Params, *, previous: str | None = None,
+                     key: tuple[str, Any] | None = None, data: Mapping[str, Any] | None = None,
+                     deleted: bool = False, kind: str | None = None) -> Row | None:
+        """Run one ``UPDATE``/``INSERT``/``DELETE`` (without RETURNING) and queue its event in one transaction;
+        the changed row, or None (nothing changed, nothing queued). ``previous``: the state it left, or give
+        ``key`` (column, value) to read it first."""
+
+        async def body(tx: Executor) -> Row | None:
+            before = previous
+            if key is not None:
+                before = await self.state_of(tx, *key)
+            rows = await tx.fetchall(sql + self.returning(), params)
+            if len(rows) != 1:
+                return None
+            if deleted:  # RETURNING of a DELETE shows the row as it was
+                before = str(rows[0]["state"])
+            await self.record(tx, rows[0], before, data, state=DELETED if deleted else None, kind=kind)
+            return rows[0]
+
+        big = any(isinstance(p, str | bytes) and len(p) > INLINE_MAX_PARAM for p in params)
+        return await in_transaction(db, body, inline=not big)
+
+
+def seller_trail(instance: str | None = None, *, clock: Callable[[], float] = time.time) -> AuditTrail:
+    return AuditTrail(SELLER, instance or default_instance("seller"), clock)
+
+
+def facilitator_trail(instance: str | None = None, *, clock: Callable[[], float] = time.time) -> AuditTrail:
+    return AuditTrail(FACILITATOR, instance or default_instance("facilitator"), clock)
+
+
+def money_change(changes: Sequence[str]) -> bool:
+    """Whether an update touches more than bookkeeping columns (then it is an event)."""
+    return any(c not in BOOKKEEPING for c in changes)
+
+
+async def enable_audit(store: Any, component: str, instance: str | None = None) -> AuditTrail:
+    """Create the audit tables in ``store``'s database and give the store a trail: from now on each of its
+    changes queues an event in the same transaction. ``component``: ``seller`` or ``facilitator``."""
+    from paywire.audit.store import COMPONENT
+    from paywire.store.migrations import migrate
+
+    await migrate(store.db, [COMPONENT])
+    trail = (seller_trail if component == "seller" else facilitator_trail)(instance or None)
+    store.audit = trail
+    return trail
