@@ -35,6 +35,7 @@ IMPORT_CLEAN = [
     "paywire.schemes", "paywire.families", "paywire.chain.family",
     "paywire.audit", "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
     "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
+    "paywire.audit.ledger",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
 ]
@@ -45,7 +46,8 @@ CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.fami
         "paywire.server.pricing", "paywire.client.core", "paywire.client.policy", "paywire.spending",
         "paywire.l402.header", "paywire.l402.macaroons", "paywire.l402.caveats", "paywire.l402.identifier",
         "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
-        "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core")
+        "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
+        "paywire.audit.ledger")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",
