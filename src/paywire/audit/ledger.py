@@ -26,6 +26,10 @@ def _s(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _state_column(row: Mapping[str, Any]) -> str:
+    return str(row["state"])
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerSpec:
     """One ledger table as the audit log sees it."""
@@ -36,8 +40,13 @@ class LedgerSpec:
     columns: tuple[str, ...]  # what ``subject`` and ``kind`` read from a row
     subject: Callable[[Mapping[str, Any]], dict[str, Any]]
     kinds: Mapping[str, str]  # row state → event kind
+    state_of: Callable[[Mapping[str, Any]], str] = _state_column
+    """A row's state (the buyer ledger's is ``budget:outcome``)."""
+    kind_of: Callable[[str], str] | None = None  # instead of ``kinds``
 
     def kind(self, state: str) -> str:
+        if self.kind_of is not None:
+            return self.kind_of(state)
         return self.kinds.get(state, f"{self.component}.{state}")
 
     def row_key(self, row: Mapping[str, Any]) -> str:
@@ -74,7 +83,35 @@ FACILITATOR = LedgerSpec(
     {"verified": "settlement.claimed", "submitted": "settlement.tx_recorded", "settled": "settlement.settled",
      "failed": "settlement.failed", "unresolved": "settlement.unresolved", DELETED: "settlement.released"})
 
-LEDGERS = (SELLER, FACILITATOR)
+def _buyer_subject(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"record": int(row["id"]), "account": row["account"], "host": row["host"], "url": row["url"],
+            "protocol": row.get("protocol") or "x402", "network": row.get("network"), "asset": row.get("asset"),
+            "payee": row.get("pay_to"), "amount": _s(row.get("amount")), "usd_micros": str(row.get("usd_micros") or 0),
+            "payment_id": row.get("payment_id"), "payload_hash": row.get("payload_hash"), "tx_hash": row.get("tx"),
+            "status_code": row.get("status_code")}
+
+
+def _buyer_state(row: Mapping[str, Any]) -> str:
+    return f"{row['budget']}:{row['outcome']}"
+
+
+def _buyer_kind(state: str) -> str:
+    """``budget:outcome`` → kind: the budget step, or the policy's decision for rows that never count."""
+    budget, _, outcome = state.partition(":")
+    if budget == "none":
+        return "policy.refused" if outcome in ("refused", "declined") else f"buyer.{outcome}"
+    if budget == "reserved":
+        return "payment.signed" if outcome == "signed" else "budget.reserved"
+    return f"budget.{budget}"
+
+
+BUYER = LedgerSpec(
+    "buyer", "buyer_payments", "record",
+    ("id", "account", "host", "url", "protocol", "network", "asset", "pay_to", "amount", "usd_micros", "payment_id",
+     "payload_hash", "tx", "status_code", "budget", "outcome"),
+    _buyer_subject, {}, _buyer_state, _buyer_kind)
+
+LEDGERS = (SELLER, FACILITATOR, BUYER)
 
 
 def _fingerprint(subject: Mapping[str, Any], state: str) -> bytes:
@@ -129,7 +166,7 @@ class LedgerCheck:
         elif not last[1]:
             self.mismatches.append(Mismatch(component, key, last[0], f"{spec.table} row {key} exists but its latest "
                                                                      "audit event removed it"))
-        elif last[1] != _fingerprint(subject, str(row["state"])):
+        elif last[1] != _fingerprint(subject, spec.state_of(row)):
             self.mismatches.append(Mismatch(
                 component, key, last[0], f"{spec.table} row {key} differs from its latest audit event: the row was "
                                          "edited without its event (or the event was)"))

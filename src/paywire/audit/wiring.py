@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paywire.audit.events import SecretFieldError, digest, make_event
-from paywire.audit.ledger import DELETED, FACILITATOR, SELLER, LedgerSpec
+from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec
 from paywire.audit.store import enqueue
 from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, in_transaction
 
@@ -57,7 +57,7 @@ class AuditTrail:
                      *, state: str | None = None, kind: str | None = None) -> None:
         """Queue the event describing ``row`` (as the change left it) on ``tx``."""
         self.events += 1
-        await enqueue(tx, self.event(state or str(row["state"]), self.spec.subject(row), previous, data, kind),
+        await enqueue(tx, self.event(state or self.spec.state_of(row), self.spec.subject(row), previous, data, kind),
                       now=self.clock())
 
     def returning(self) -> str:
@@ -66,8 +66,9 @@ class AuditTrail:
     async def state_of(self, tx: Executor, key_column: str, key: Any) -> str | None:
         """The row's state before a change whose compare-and-set allows several (row locked on PostgreSQL)."""
         lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
-        row = await tx.fetchone(f"SELECT state FROM {self.spec.table} WHERE {key_column} = ?{lock}", (key,))
-        return None if row is None else str(row["state"])
+        row = await tx.fetchone(f"SELECT {', '.join(self.spec.columns)} FROM {self.spec.table} "
+                                f"WHERE {key_column} = ?{lock}", (key,))
+        return None if row is None else self.spec.state_of(row)
 
     async def change(self, db: Database, sql: str, params: Params, *, previous: str | None = None,
                      key: tuple[str, Any] | None = None, data: Mapping[str, Any] | None = None,
@@ -84,7 +85,7 @@ class AuditTrail:
             if len(rows) != 1:
                 return None
             if deleted:  # RETURNING of a DELETE shows the row as it was
-                before = str(rows[0]["state"])
+                before = self.spec.state_of(rows[0])
             await self.record(tx, rows[0], before, data, state=DELETED if deleted else None, kind=kind)
             return rows[0]
 
@@ -107,11 +108,13 @@ def money_change(changes: Sequence[str]) -> bool:
 
 async def enable_audit(store: Any, component: str, instance: str | None = None) -> AuditTrail:
     """Create the audit tables in ``store``'s database and give the store a trail: from now on each of its
-    changes queues an event in the same transaction. ``component``: ``seller`` or ``facilitator``."""
+    changes queues an event in the same transaction. ``component``: ``seller``, ``facilitator`` (a
+    ``SettlementStore``) or ``buyer`` (a ``SpendLedger``)."""
     from paywire.audit.store import COMPONENT
     from paywire.store.migrations import migrate
 
     await migrate(store.db, [COMPONENT])
-    trail = (seller_trail if component == "seller" else facilitator_trail)(instance or None)
+    spec = {"seller": SELLER, "facilitator": FACILITATOR, "buyer": BUYER}[component]
+    trail = AuditTrail(spec, instance or default_instance(component))
     store.audit = trail
     return trail
