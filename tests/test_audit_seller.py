@@ -142,7 +142,12 @@ async def test_every_ledger_change_queues_one_event_in_its_transaction(shop: Sho
     assert len(refusal) == 1, f"the refused payment's claim was removed with one event: {refusal}"
     assert refusal[0]["data"]["reason"] == "invalid_exact_evm_insufficient_balance", "the refusal says why"
     assert refusal[0]["previous"] == "verifying", "and which state the row left"
-    assert len(events) == 4 + 4 + 3 + 2, "no other events"
+    config = [e for e in events if e["component"] == "config"]
+    assert len(config) == 1 and config[0]["kind"] == "config.seller_started", "one configuration event at start"
+    assert [r["route"] for r in config[0]["data"]["routes"]] == ["GET /after", "GET /before", "GET /fail"], \
+        "it records the routes in force"
+    assert config[0]["data"]["routes"][0]["offers"][0]["amount"] == str(PRICE), "and their prices"
+    assert len(events) == 1 + 4 + 4 + 3 + 2, "no other events"
     served = next(e for e in events if e["kind"] == "payment.served" and e["subject"]["record"] == rows["/after"])
     assert served["subject"]["amount"] == str(PRICE), "the event carries the amount"
     assert served["subject"]["tx_hash"], "the settled event carries the transaction hash"

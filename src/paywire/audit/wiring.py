@@ -118,3 +118,29 @@ async def enable_audit(store: Any, component: str, instance: str | None = None) 
     trail = AuditTrail(spec, instance or default_instance(component))
     store.audit = trail
     return trail
+
+
+def seller_routes(seller: Any) -> list[dict[str, Any]]:
+    """What a seller sells, as an audit event records it: each route's key, settle mode, protocols and (when they
+    do not depend on the request) its x402 requirements."""
+    static = getattr(seller, "_static", {})  # offers resolved when the seller was built
+    out: list[dict[str, Any]] = []
+    for i, route in enumerate(seller.routes):
+        offers = static.get(i, ((), ()))[0]
+        out.append({"route": route.key, "settle": route.settle, "mpp": list(route.mpp), "l402": bool(route.l402),
+                    "sats": None if route.sats is None else str(route.sats),
+                    "offers": [o.to_wire() for o in offers] if offers or i in static else "per request"})
+    return out
+
+
+async def record_config(db: Database, instance: str, kind: str, settings: Mapping[str, Any], *,
+                        clock: Callable[[], float] = time.time) -> bytes:
+    """Queue a configuration event (``config.seller_started`` with the routes and prices in force, …) on its
+    own; its subject carries the digest of ``settings`` so a change stands out between two starts."""
+    from paywire.mpp.jcs import canonicalize
+
+    body = dict(settings)
+    event = make_event("config", kind, instance=instance, time=clock(),
+                       subject={"instance": instance, "settings_digest": digest(canonicalize(body))}, data=body)
+    await enqueue(db, event, now=clock())
+    return event

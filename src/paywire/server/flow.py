@@ -232,9 +232,11 @@ class PaymentFlow:
             else:
                 self._store = await PaymentStore.open(store_url(self.store))
             if self.audit is not None:
-                from paywire.audit.wiring import enable_audit
+                from paywire.audit.wiring import enable_audit, record_config, seller_routes
 
                 await enable_audit(self._store, "seller", self.audit)
+                await record_config(self._store.db, self.audit, "config.seller_started",
+                                    {"routes": seller_routes(self.seller)})
             ctx = SellerContext(self.seller, self.lightning, self.invoice_expiry, self.confirm_with_node,
                                 self.l402_reject_status)
             protocols = seller_protocols(ctx)
