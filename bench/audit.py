@@ -8,8 +8,10 @@
 * ``proof``: one inclusion proof (entry row, O(log n) stored nodes, hashing) of a random entry in a log of
   ``--entries`` entries, median over ``--proofs``; also a consistency proof between two random sizes.
 * ``verify``: `verify_store` over the whole log (recompute every leaf and the tree, check every checkpoint).
-* ``overhead``: the paid request (``PAYMENT-SIGNATURE`` → 200) through two sellers in this process, one with
-  ``audit=`` (4 events per payment, each in its ledger change's transaction, and the sequencer running beside it)
+* ``overhead``: the seller round trip (402, sign, paid request, as ``bench/seller.py`` times it; the aim line)
+  and the paid request alone (``PAYMENT-SIGNATURE`` → 200) through two sellers in this process, one with
+  ``audit=`` (4 events per payment, each in its ledger change's transaction, and its sequencer running in another
+  process, as ``paywire audit serve`` runs it)
   and one without, on their own SQLite files, against the instant facilitator of ``bench/seller.py``; requests
   interleaved in random order, medians compared (``--paid 0`` skips it).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import multiprocessing
 import os
 import platform
 import random
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
@@ -62,8 +66,25 @@ async def _sequence(seq: Sequencer) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-async def overhead(n: int, warmup: int, tmp: str) -> tuple[float, float]:
-    """Median paid-request ms with auditing off and on (same run, interleaved)."""
+def _sequencer_process(url: str, halt: Any) -> None:
+    """The audited seller's sequencer in its own process (as ``paywire audit serve`` runs it)."""
+
+    async def main() -> None:
+        store = await AuditStore.open(url)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(Sequencer(store, Signer.generate(ORIGIN)).run(stop, idle=0.05))
+        await asyncio.to_thread(halt.wait)
+        stop.set()
+        await task
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+async def overhead(n: int, warmup: int, tmp: str) -> dict[str, float]:
+    """Median ms with auditing off and on (same run, interleaved): the paid request alone (``paid_off``,
+    ``paid_on``) and the seller round trip as ``bench/seller.py`` times it, 402 + sign + paid (``rt_off``,
+    ``rt_on``)."""
     import httpx
     from seller import NetInfo, fastapi_app, offer_of, serve_instant_facilitator
 
@@ -79,20 +100,23 @@ async def overhead(n: int, warmup: int, tmp: str) -> tuple[float, float]:
     net = NetInfo("eip155:31337", "0x" + "aa" * 20, "USD Coin", "2", "0x" + "bb" * 20, payer_key, payer_key, "")
     signer = ExactEvmClient(LocalSigner(bytes.fromhex(payer_key[2:])))
     route = PaidRoute("GET /paid", offers=(offer_of(net),))
-    stop = asyncio.Event()
     async with serve_instant_facilitator(dataclasses.asdict(net)) as fac:
         off = PaymentMiddleware(fastapi_app(), [route], fac, store=f"sqlite:///{tmp}/off.db")
         on = PaymentMiddleware(fastapi_app(), [route], fac, store=f"sqlite:///{tmp}/on.db", audit="bench-seller-1")
         await off.startup()
         await on.startup()
-        seq = Sequencer(AuditStore(on.flow.payments.db), Signer.generate(ORIGIN))
-        runner = asyncio.ensure_future(seq.run(stop, idle=0.05))
+        ctx = multiprocessing.get_context("spawn")
+        halt = ctx.Event()
+        runner = ctx.Process(target=_sequencer_process, args=(f"sqlite:///{tmp}/on.db", halt), daemon=True)
+        runner.start()
         times: dict[str, list[float]] = {"off": [], "on": []}
+        trips: dict[str, list[float]] = {"off": [], "on": []}
         async with serve_asgi(off) as off_url, serve_asgi(on) as on_url, httpx.AsyncClient(timeout=60) as http:
             for i in range(warmup + n):
                 pair = [("off", off_url), ("on", on_url)]
                 random.shuffle(pair)
                 for name, url in pair:
+                    start = time.perf_counter()
                     r = await http.get(url + "/paid")
                     pr = decode_payment_required(r.headers["payment-required"])
                     inner = await signer.create_payload(pr.accepts[0])
@@ -105,24 +129,29 @@ async def overhead(n: int, warmup: int, tmp: str) -> tuple[float, float]:
                         raise RuntimeError(f"{name}: paid request failed: {r2.status_code} {r2.text[:200]}")
                     if i >= warmup:
                         times[name].append(dt)
-        stop.set()
-        await runner
+                        trips[name].append(time.perf_counter() - start)
+        halt.set()
+        await asyncio.to_thread(runner.join, 60)
+        seq = Sequencer(AuditStore(on.flow.payments.db), Signer.generate(ORIGIN))
         await seq.drain()
         logged = (await seq.store.head()).size
         print(f"overhead: {n} paid requests each; audited seller logged {logged} events "
               f"({logged / (warmup + n):.1f} per payment)")
         await off.flow.aclose()
         await on.flow.aclose()
-    return statistics.median(times["off"]) * 1000, statistics.median(times["on"]) * 1000
+    return {f"{k}_{name}": statistics.median(v[name]) * 1000 for k, v in (("paid", times), ("rt", trips))
+            for name in ("off", "on")}
 
 
 async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="paywire-audit-bench-")
-    off_ms = on_ms = float("nan")
+    o: dict[str, float] = {}
     if args.paid:
-        off_ms, on_ms = await overhead(args.paid, max(20, args.paid // 10), tmp)
-        print(f"overhead: paid request median {off_ms:.3f} ms without auditing, {on_ms:.3f} ms with "
-              f"(+{on_ms - off_ms:.3f} ms)")
+        o = await overhead(args.paid, max(20, args.paid // 10), tmp)
+        print(f"overhead: paid request median {o['paid_off']:.3f} ms without auditing, {o['paid_on']:.3f} ms with "
+              f"(+{o['paid_on'] - o['paid_off']:.3f} ms, {(o['paid_on'] / o['paid_off'] - 1) * 100:.1f} %)")
+        print(f"overhead: seller round trip (402 + sign + paid) median {o['rt_off']:.3f} ms without, "
+              f"{o['rt_on']:.3f} ms with (+{o['rt_on'] - o['rt_off']:.3f} ms)")
     url = args.url or f"sqlite:///{os.path.join(tmp, 'audit.db')}"
     store = await AuditStore.open(url)
     signer = Signer.generate(ORIGIN)
@@ -175,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"aim proof_ms_at_{size}: {proof_ms:.3f} (target <= 1)")
     print(f"aim verify_s_at_{size}: {verify_s:.1f} (no target; printed)")
     if args.paid:
-        print(f"aim paid_request_overhead_pct: {(on_ms / off_ms - 1) * 100:.1f} (target <= 5)")
+        print(f"aim paid_request_overhead_pct: {(o['rt_on'] / o['rt_off'] - 1) * 100:.1f} (target <= 5)")
 
 
 if __name__ == "__main__":

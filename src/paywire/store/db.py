@@ -12,7 +12,7 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -153,6 +153,8 @@ class SqliteDatabase:
         self._conn: sqlite3.Connection = self._pool.submit(self._connect).result()
         self._inline_lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
+        self._tx_pool: concurrent.futures.ThreadPoolExecutor | None = None  # run_transaction's thread
+        self._tx_conn: sqlite3.Connection | None = None
         self._inline_writes = 0
         try:
             self._inline = self._connect_inline()
@@ -268,6 +270,34 @@ class SqliteDatabase:
         finally:
             self._inline_lock.release()
 
+    async def run_transaction(self, body: Callable[[Executor], Coroutine[Any, Any, T]]) -> T:
+        """Run ``body`` — which must not suspend: it awaits only the executor it is given — as one write
+        transaction in a single hop to a dedicated thread and connection (waiting for the write lock there):
+        the cheap way when :meth:`inline_transaction` would have to wait."""
+        if self._tx_pool is None:
+            self._tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paywire-sqlite-tx1")
+        return await asyncio.wrap_future(self._tx_pool.submit(self._run_transaction, body))
+
+    def _run_transaction(self, body: Callable[[Executor], Coroutine[Any, Any, T]]) -> T:
+        if self._tx_conn is None:
+            self._tx_conn = self._connect()
+        conn, lock = self._tx_conn, _path_lock(self.path)
+        _begin(conn, lock)
+        try:
+            coro = body(_InlineTx(conn))
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                result: T = done.value
+            else:
+                coro.close()
+                raise RuntimeError("a SQLite transaction body tried to suspend")
+        except BaseException:
+            _end(conn, lock, "ROLLBACK")
+            raise
+        _end(conn, lock, "COMMIT")
+        return result
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         # A dedicated thread per transaction: writers waiting for the lock never starve the shared pools.
@@ -298,6 +328,12 @@ class SqliteDatabase:
             inline.close()
         await self._run(self._conn.close)
         self._pool.shutdown(wait=False)
+        pool, conn = self._tx_pool, self._tx_conn
+        self._tx_pool = self._tx_conn = None
+        if pool is not None:
+            if conn is not None:
+                await asyncio.wrap_future(pool.submit(conn.close))
+            pool.shutdown(wait=False)
 
 
 # --------------------------------------------------------------------------------------------- PostgreSQL
@@ -377,15 +413,21 @@ class PostgresDatabase:
                 await pool.close()
 
 
-async def in_transaction(db: Database, body: Callable[[Executor], Awaitable[T]], *, inline: bool = True) -> T:
-    """Run ``body`` in one write transaction and return its result: on SQLite inline (no thread hop) when that
-    needs no waiting and ``inline`` (then ``body`` must only await the executor it is given), else with
-    :meth:`Database.transaction`. For a change and the record of it (an audit event) that commit together."""
+async def in_transaction(db: Database, body: Callable[[Executor], Coroutine[Any, Any, T]], *,
+                         inline: bool = True) -> T:
+    """Run ``body`` in one write transaction and return its result. On SQLite ``body`` must only await the
+    executor it is given: it runs inline (no thread hop) when that needs no waiting and ``inline``, else in one
+    hop to the database's transaction thread; elsewhere in :meth:`Database.transaction`. For a change and the
+    record of it (an audit event) that commit together."""
     opener = getattr(db, "inline_transaction", None) if inline else None
     if opener is not None:
         with opener() as tx:
             if tx is not None:
                 return await body(tx)
+    runner = getattr(db, "run_transaction", None)
+    if runner is not None:
+        result: T = await runner(body)
+        return result
     async with db.transaction() as tx:
         return await body(tx)
 
