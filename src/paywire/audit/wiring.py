@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,6 @@ from paywire.audit.events import SecretFieldError, digest, make_event
 from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec
 from paywire.audit.store import enqueue
 from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, in_transaction
-
-BOOKKEEPING = frozenset({"owner", "lease_until", "updated_at"})
-"""Columns whose changes are not money events (who holds a row, and until when)."""
 
 
 def default_instance(component: str) -> str:
@@ -91,19 +88,6 @@ class AuditTrail:
 
         big = any(isinstance(p, str | bytes) and len(p) > INLINE_MAX_PARAM for p in params)
         return await in_transaction(db, body, inline=not big)
-
-
-def seller_trail(instance: str | None = None, *, clock: Callable[[], float] = time.time) -> AuditTrail:
-    return AuditTrail(SELLER, instance or default_instance("seller"), clock)
-
-
-def facilitator_trail(instance: str | None = None, *, clock: Callable[[], float] = time.time) -> AuditTrail:
-    return AuditTrail(FACILITATOR, instance or default_instance("facilitator"), clock)
-
-
-def money_change(changes: Sequence[str]) -> bool:
-    """Whether an update touches more than bookkeeping columns (then it is an event)."""
-    return any(c not in BOOKKEEPING for c in changes)
 
 
 async def enable_audit(store: Any, component: str, instance: str | None = None) -> AuditTrail:
