@@ -1,6 +1,6 @@
 """Audit log numbers: sequencer integration rate, proof generation and whole-log verification.
 
-    python bench/audit.py [--entries 1000000] [--rate-entries 100000] [--proofs 300] [--store sqlite|postgres]
+    python bench/audit.py [--entries 1000000] [--rate-entries 100000] [--proofs 300] [--paid 400] [--url URL]
 
 * ``sequencer``: entries/s the sequencer moves from the queue into the log (leaf hashes, tree nodes, log rows,
   queue deletes, a checkpoint per 10,000 entries), batches of 2,000, one process, SQLite file (WAL). The queue is
@@ -8,8 +8,12 @@
 * ``proof``: one inclusion proof (entry row, O(log n) stored nodes, hashing) of a random entry in a log of
   ``--entries`` entries, median over ``--proofs``; also a consistency proof between two random sizes.
 * ``verify``: `verify_store` over the whole log (recompute every leaf and the tree, check every checkpoint).
-* paid-request overhead (auditing on vs off): not measured yet — events are not wired into the seller's
-  transactions.
+* ``overhead``: the seller round trip (402, sign, paid request, as ``bench/seller.py`` times it; the aim line)
+  and the paid request alone (``PAYMENT-SIGNATURE`` → 200) through two sellers in this process, one with
+  ``audit=`` (4 events per payment, each in its ledger change's transaction, and its sequencer running in another
+  process, as ``paywire audit serve`` runs it)
+  and one without, on their own SQLite files, against the instant facilitator of ``bench/seller.py``; requests
+  interleaved in random order, medians compared (``--paid 0`` skips it).
 
 Ends with ``aim NAME: VALUE (target …)`` lines.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import multiprocessing
 import os
 import platform
 import random
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
@@ -59,8 +66,92 @@ async def _sequence(seq: Sequencer) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def _sequencer_process(url: str, halt: Any) -> None:
+    """The audited seller's sequencer in its own process (as ``paywire audit serve`` runs it)."""
+
+    async def main() -> None:
+        store = await AuditStore.open(url)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(Sequencer(store, Signer.generate(ORIGIN)).run(stop, idle=0.05))
+        await asyncio.to_thread(halt.wait)
+        stop.set()
+        await task
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+async def overhead(n: int, warmup: int, tmp: str) -> dict[str, float]:
+    """Median ms with auditing off and on (same run, interleaved): the paid request alone (``paid_off``,
+    ``paid_on``) and the seller round trip as ``bench/seller.py`` times it, 402 + sign + paid (``rt_off``,
+    ``rt_on``)."""
+    import httpx
+    from seller import NetInfo, fastapi_app, offer_of, serve_instant_facilitator
+
+    from paywire.evm.signer import LocalSigner
+    from paywire.schemes.evm_exact import ExactEvmClient
+    from paywire.server.asgi import PaymentMiddleware
+    from paywire.server.core import PaidRoute
+    from paywire.serving import serve_asgi
+    from paywire.x402.codec import decode_payment_required, encode_payment_payload
+    from paywire.x402.models import PaymentPayload
+
+    payer_key = "0x" + "22" * 32
+    net = NetInfo("eip155:31337", "0x" + "aa" * 20, "USD Coin", "2", "0x" + "bb" * 20, payer_key, payer_key, "")
+    signer = ExactEvmClient(LocalSigner(bytes.fromhex(payer_key[2:])))
+    route = PaidRoute("GET /paid", offers=(offer_of(net),))
+    async with serve_instant_facilitator(dataclasses.asdict(net)) as fac:
+        off = PaymentMiddleware(fastapi_app(), [route], fac, store=f"sqlite:///{tmp}/off.db")
+        on = PaymentMiddleware(fastapi_app(), [route], fac, store=f"sqlite:///{tmp}/on.db", audit="bench-seller-1")
+        await off.startup()
+        await on.startup()
+        ctx = multiprocessing.get_context("spawn")
+        halt = ctx.Event()
+        runner = ctx.Process(target=_sequencer_process, args=(f"sqlite:///{tmp}/on.db", halt), daemon=True)
+        runner.start()
+        times: dict[str, list[float]] = {"off": [], "on": []}
+        trips: dict[str, list[float]] = {"off": [], "on": []}
+        async with serve_asgi(off) as off_url, serve_asgi(on) as on_url, httpx.AsyncClient(timeout=60) as http:
+            for i in range(warmup + n):
+                pair = [("off", off_url), ("on", on_url)]
+                random.shuffle(pair)
+                for name, url in pair:
+                    start = time.perf_counter()
+                    r = await http.get(url + "/paid")
+                    pr = decode_payment_required(r.headers["payment-required"])
+                    inner = await signer.create_payload(pr.accepts[0])
+                    header = encode_payment_payload(PaymentPayload(accepted=pr.accepts[0], payload=inner,
+                                                                   resource=pr.resource))
+                    t0 = time.perf_counter()
+                    r2 = await http.get(url + "/paid", headers={"PAYMENT-SIGNATURE": header})
+                    dt = time.perf_counter() - t0
+                    if r2.status_code != 200:
+                        raise RuntimeError(f"{name}: paid request failed: {r2.status_code} {r2.text[:200]}")
+                    if i >= warmup:
+                        times[name].append(dt)
+                        trips[name].append(time.perf_counter() - start)
+        halt.set()
+        await asyncio.to_thread(runner.join, 60)
+        seq = Sequencer(AuditStore(on.flow.payments.db), Signer.generate(ORIGIN))
+        await seq.drain()
+        logged = (await seq.store.head()).size
+        print(f"overhead: {n} paid requests each; audited seller logged {logged} events "
+              f"({logged / (warmup + n):.1f} per payment)")
+        await off.flow.aclose()
+        await on.flow.aclose()
+    return {f"{k}_{name}": statistics.median(v[name]) * 1000 for k, v in (("paid", times), ("rt", trips))
+            for name in ("off", "on")}
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="paywire-audit-bench-")
+    o: dict[str, float] = {}
+    if args.paid:
+        o = await overhead(args.paid, max(20, args.paid // 10), tmp)
+        print(f"overhead: paid request median {o['paid_off']:.3f} ms without auditing, {o['paid_on']:.3f} ms with "
+              f"(+{o['paid_on'] - o['paid_off']:.3f} ms, {(o['paid_on'] / o['paid_off'] - 1) * 100:.1f} %)")
+        print(f"overhead: seller round trip (402 + sign + paid) median {o['rt_off']:.3f} ms without, "
+              f"{o['rt_on']:.3f} ms with (+{o['rt_on'] - o['rt_off']:.3f} ms)")
     url = args.url or f"sqlite:///{os.path.join(tmp, 'audit.db')}"
     store = await AuditStore.open(url)
     signer = Signer.generate(ORIGIN)
@@ -112,7 +203,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"aim sequencer_entries_per_s: {rate:,.0f} (target >= 20,000)")
     print(f"aim proof_ms_at_{size}: {proof_ms:.3f} (target <= 1)")
     print(f"aim verify_s_at_{size}: {verify_s:.1f} (no target; printed)")
-    print("aim paid_request_overhead_pct: not measured yet (target <= 5): needs events wired into the seller")
+    if args.paid:
+        print(f"aim paid_request_overhead_pct: {(o['rt_on'] / o['rt_off'] - 1) * 100:.1f} (target <= 5)")
 
 
 if __name__ == "__main__":
@@ -121,4 +213,5 @@ if __name__ == "__main__":
     p.add_argument("--rate-entries", type=int, default=100_000)
     p.add_argument("--proofs", type=int, default=300)
     p.add_argument("--url", default="", help="store URL (default: a temporary SQLite file)")
+    p.add_argument("--paid", type=int, default=400, help="paid requests per seller for the overhead (0: skip)")
     asyncio.run(main(p.parse_args()))

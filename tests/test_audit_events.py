@@ -81,3 +81,14 @@ def test_every_name_paywire_audit_exports_resolves() -> None:
 
     missing = [name for name in paywire.audit.__all__ if getattr(paywire.audit, name, None) is None]
     assert not missing, f"paywire.audit lists names it cannot import: {missing}"
+
+
+@pytest.mark.parametrize("text", ["plain", "ümlaut ☃ 𝄞", "quote \" back \\ slash", "ctl \x00\x01\x1f\x7f\t\n", "é/é"])
+def test_the_fast_encoder_writes_the_rfc8785_bytes(text: str) -> None:
+    """Events with ASCII keys and no floats skip the generic JCS encoder: the bytes must not change."""
+    subject = {"payment_id": text, "amount": "10", "record": 2**53, "zeta": None, "alpha": True,
+               "nested": {"b": [text, 1, False], "a": {}}}
+    got = make_event("seller", "payment.served", instance=text, time=1_764_756_000.5, subject=subject,
+                     previous=text, data={"state": "served"})
+    want = canonicalize(json.loads(got))
+    assert got == want, f"the fast encoder differs from RFC 8785 for {text!r}"

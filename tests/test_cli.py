@@ -27,6 +27,10 @@ def test_demo_settles_three_purchases_on_chain() -> None:
     assert r.stdout.count(" 200 ") >= 3
     assert r.stdout.count("0x") >= 4  # token address + three tx hashes
     assert "paywire demo: deploying the token" in r.stderr, "no progress while the demo starts"
+    assert "inclusion proof /weather" in r.stdout and " verified with " in r.stdout, \
+        f"the demo verifies an inclusion proof of one purchase in the audit log:\n{r.stdout}"
+    assert "audit verify OK: 13 entries" in r.stdout, \
+        f"and the whole log (the seller's configuration, 4 events per purchase):\n{r.stdout}"
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, object]:

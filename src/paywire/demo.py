@@ -34,6 +34,8 @@ from paywire.serving import serve_asgi
 if TYPE_CHECKING:
     from paywire.cli.output import Steps
 
+AUDIT_INSTANCE = "demo-seller-1"
+AUDIT_ORIGIN = "paywire.demo/seller"
 CATALOGUE = (("/weather", "$0.01", "Current weather"), ("/joke", "$0.005", "A joke"),
              ("/report", "$0.05", "Market report"))
 
@@ -50,8 +52,9 @@ class Purchase:
     payee_after: int
 
 
-def paid_api(net: Devnet, facilitator_url: str, store_url: str) -> PaymentMiddleware:
-    """A small API with three priced routes, settled through the facilitator over HTTP."""
+def paid_api(net: Devnet, facilitator_url: str, store_url: str, audit: str | None = None) -> PaymentMiddleware:
+    """A small API with three priced routes, settled through the facilitator over HTTP (``audit``: its name in
+    the audit log; every ledger change then queues an audit event)."""
 
     async def handler(request: Request) -> JSONResponse:
         return JSONResponse({"path": request.url.path, "data": f"paid content for {request.url.path}",
@@ -60,7 +63,7 @@ def paid_api(net: Devnet, facilitator_url: str, store_url: str) -> PaymentMiddle
     app = Starlette(routes=[Route(path, handler) for path, _, _ in CATALOGUE])
     routes = [PaidRoute(path=p, description=d, offers=(Offer(price, pay_to=net.payee.address, asset=net.asset),))
               for p, price, d in CATALOGUE]
-    return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url), store=store_url)
+    return PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url), store=store_url, audit=audit)
 
 
 def usdc(atomic: int) -> str:
@@ -85,36 +88,78 @@ async def run_demo(console: Console | None = None, *, purchases: int = 3, steps:
         facilitator = Facilitator(default_registry.facilitators_for(
             [EvmNetwork(net.info.network, chain, [TxSender(chain, net.facilitator.private_key)])]))
         step("starting the facilitator and the paid API")
-        async with serve_asgi(create_app(facilitator)) as fac_url, serve_asgi(
-            paid_api(net, fac_url, f"sqlite:///{workdir}/seller.db")
-        ) as api_url:
-            if steps is not None:
-                steps.done()
-            out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
-            out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
-            out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
-            payer = Payer(default_registry.clients_for(LocalSigner(net.payer.private_key)))
-            results: list[Purchase] = []
-            async with httpx.AsyncClient(transport=PaymentTransport(payer), timeout=60) as agent:
-                for i in range(purchases):
-                    path, _, _ = CATALOGUE[i % len(CATALOGUE)]
-                    pb, qb = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
-                    r = await agent.get(api_url + path)
-                    s = settlement_of(r)
-                    pa, qa = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
-                    results.append(Purchase(path, pb - pa, r.status_code, s.transaction if s else "", pb, pa, qb, qa))
-        table = Table(title="purchases settled on chain (USDC)")
-        for col in ("resource", "HTTP", "price", "tx hash", "payer balance", "payee balance"):
-            table.add_column(col, no_wrap=True)
-        for p in results:
-            table.add_row(p.path, str(p.status), usdc(p.price), _short(p.tx),
-                          f"{usdc(p.payer_after)} (-{usdc(p.payer_before - p.payer_after)})",
-                          f"{usdc(p.payee_after)} (+{usdc(p.payee_after - p.payee_before)})")
-        out.print(table)
+        async with serve_asgi(create_app(facilitator)) as fac_url:
+            api = paid_api(net, fac_url, f"sqlite:///{workdir}/seller.db", AUDIT_INSTANCE)
+            async with serve_asgi(api) as api_url:
+                if steps is not None:
+                    steps.done()
+                out.print(f"[bold]chain[/] {net.info.network} (embedded py-evm)")
+                out.print(f"[bold]token[/] {net.info.token} ({net.info.token_name} v{net.info.token_version})")
+                out.print(f"[bold]facilitator[/] {fac_url}   [bold]paid API[/] {api_url}")
+                payer = Payer(default_registry.clients_for(LocalSigner(net.payer.private_key)))
+                results: list[Purchase] = []
+                async with httpx.AsyncClient(transport=PaymentTransport(payer), timeout=60) as agent:
+                    for i in range(purchases):
+                        path, _, _ = CATALOGUE[i % len(CATALOGUE)]
+                        pb = await net.token_balance(net.payer.address)
+                        qb = await net.token_balance(net.payee.address)
+                        r = await agent.get(api_url + path)
+                        s = settlement_of(r)
+                        pa = await net.token_balance(net.payer.address)
+                        qa = await net.token_balance(net.payee.address)
+                        results.append(Purchase(path, pb - pa, r.status_code, s.transaction if s else "", pb, pa, qb,
+                                                qa))
+            try:
+                table = Table(title="purchases settled on chain (USDC)")
+                for col in ("resource", "HTTP", "price", "tx hash", "payer balance", "payee balance"):
+                    table.add_column(col, no_wrap=True)
+                for p in results:
+                    table.add_row(p.path, str(p.status), usdc(p.price), _short(p.tx),
+                                  f"{usdc(p.payer_after)} (-{usdc(p.payer_before - p.payer_after)})",
+                                  f"{usdc(p.payee_after)} (+{usdc(p.payee_after - p.payee_before)})")
+                out.print(table)
+                settled = [p for p in results if p.tx]
+                if settled:
+                    await show_audit(out, api, settled[0])
+            finally:
+                await api.flow.aclose()
         return results
     finally:
         await chain.aclose()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def show_audit(out: Console, api: PaymentMiddleware, purchase: Purchase) -> None:
+    """Sequence the seller's audit events, print the signed checkpoint, and verify an inclusion proof of one
+    purchase against the log's public key (docs/audit.md); raises if anything does not verify."""
+    from paywire.audit.note import Signer
+    from paywire.audit.ops import prove_subject, verify_store
+    from paywire.audit.proofs import verify_proof
+    from paywire.audit.sequencer import Sequencer
+    from paywire.audit.store import AuditStore
+
+    store = AuditStore(api.flow.payments.db)
+    key = Signer.generate(AUDIT_ORIGIN)  # a production log loads its key: paywire audit keygen, PAYWIRE_AUDIT_KEY
+    seq = Sequencer(store, key)
+    await seq.drain()
+    await seq.integrate(force_checkpoint=True)
+    note = await store.checkpoint()
+    if note is None:
+        raise RuntimeError("the audit sequencer signed no checkpoint")
+    out.print(f"[bold]audit log[/] {AUDIT_ORIGIN}: {await store.size()} events, checkpoint:")
+    out.print(note.rstrip("\n"), markup=False, highlight=False)
+    proofs = await prove_subject(store, purchase.tx)
+    if not proofs:
+        raise RuntimeError(f"no audit event names the purchase's transaction {purchase.tx}")
+    proof = proofs[-1]
+    proven = verify_proof(proof.text(), proof.entry, [key.verifier])
+    out.print(f"[bold]inclusion proof[/] {purchase.path} (tx {_short(purchase.tx)}): entry {proven.index} is in the "
+              f"signed tree of size {proven.checkpoint.size} [green]verified[/] with {key.verifier.vkey}",
+              highlight=False)
+    report = await verify_store(store, [key.verifier])
+    if not report.ok:
+        raise RuntimeError(f"audit verify failed: {report.first()}")
+    out.print(f"[bold]audit verify[/] [green]OK[/]: {report.size} entries, every ledger row matches its latest event")
 
 
 @dataclass(frozen=True, slots=True)

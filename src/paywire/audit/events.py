@@ -10,6 +10,7 @@ Lightning preimages, macaroon root keys, HMAC keys, bearer tokens, Authorization
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from paywire.mpp.jcs import MAX_EXACT_INT, canonicalize
+from paywire.x402._json import SURROGATE_RE
 
 SCHEMA_VERSION = 1
 COMPONENTS = frozenset({"seller", "facilitator", "buyer", "config", "audit"})
@@ -46,6 +48,7 @@ def _words(name: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(name)]
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_field(name: str) -> bool:
     """Whether a field called ``name`` would hold a secret (``root_key``, ``preimage``, ``authorization``…)."""
     words = _words(name)
@@ -56,23 +59,42 @@ def secret_field(name: str) -> bool:
     return words[-1] in ("key", "keys") and words[:-1] != ["public"]
 
 
-def check_no_secrets(value: Any, path: str = "event") -> None:
+def check_no_secrets(value: Any, path: str = "event") -> bool:
     """Raise :class:`SecretFieldError` naming the first field that holds (or looks like) a secret; also refuse
-    integers a JSON reader would round (write amounts as decimal strings)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            where = f"{path}.{key}"
-            if secret_field(str(key)):
-                raise SecretFieldError(f"{where} looks like a secret: record digest(value) as {key}_digest")
-            check_no_secrets(item, where)
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            check_no_secrets(item, f"{path}[{i}]")
-    elif isinstance(value, str):
+    integers a JSON reader would round (write amounts as decimal strings). Returns whether ``value`` is *plain*
+    (ASCII keys, no floats): then sorted compact JSON is already its RFC 8785 form."""
+    kind = type(value)
+    if kind is str:
         if _SECRET_VALUE.match(value):
             raise SecretFieldError(f"{path} looks like an Authorization header or a private key: record its digest")
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
-        raise SecretFieldError(f"{path} is an integer beyond 2^53: write it as a decimal string")
+        return True
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        if abs(value) > MAX_EXACT_INT:
+            raise SecretFieldError(f"{path} is an integer beyond 2^53: write it as a decimal string")
+        return True
+    plain = True
+    if kind is dict or isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                plain = False
+            if secret_field(str(key)):
+                raise SecretFieldError(f"{path}.{key} looks like a secret: record digest(value) as {key}_digest")
+            if type(item) is str:
+                if _SECRET_VALUE.match(item):
+                    raise SecretFieldError(f"{path}.{key} looks like an Authorization header or a private key: "
+                                           "record its digest")
+            elif item is not None:
+                plain = check_no_secrets(item, f"{path}.{key}") and plain
+        return plain
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            plain = check_no_secrets(item, f"{path}[{i}]") and plain
+        return plain
+    if isinstance(value, int) and not isinstance(value, bool):  # an int subclass
+        return check_no_secrets(int(value), path)
+    return False  # floats and anything else: the full JCS encoder decides
 
 
 def utc_time(ts: float) -> str:
@@ -89,7 +111,12 @@ def make_event(component: str, kind: str, *, instance: str, time: float, subject
         raise ValueError("an audit event needs a kind and an instance id")
     event = {"v": SCHEMA_VERSION, "component": component, "instance": instance, "kind": kind,
              "time": utc_time(time), "subject": dict(subject), "previous": previous, "data": dict(data or {})}
-    check_no_secrets(event)
+    if check_no_secrets(event):
+        # ASCII keys sort the same by code point and by UTF-16 unit, and strings, integers, true/false/null are
+        # written as RFC 8785 writes them: the fast encoder gives the canonical bytes
+        text = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if not SURROGATE_RE.search(text):
+            return text.encode()
     return canonicalize(event)
 
 

@@ -53,6 +53,7 @@ class BatchResult:
     size: int
     checkpoint: str | None  # the checkpoint note signed in this batch, if any
     skipped: bool = False  # another sequencer holds the lock
+    due_at: float | None = None  # when a checkpoint of the entries not yet in one falls due (None: all are)
 
 
 class Sequencer:
@@ -135,7 +136,8 @@ class Sequencer:
         self._frontier, self._root = frontier, root
         if rows:
             log.debug("audit: integrated %d entries, size %d", len(rows), new_size)
-        return BatchResult(len(rows), new_size, note_text)
+        due_at = cp_at + self.policy.every_seconds if new_size > cp_size else None
+        return BatchResult(len(rows), new_size, note_text, due_at=due_at)
 
     async def drain(self, *, wait: bool = True) -> int:
         """Integrate until the queue is empty; the number of entries integrated."""
@@ -146,11 +148,26 @@ class Sequencer:
             if result.skipped or result.integrated < self.batch:
                 return total
 
+    async def _idle(self, due_at: float | None) -> bool:
+        """Nothing to do: the queue is empty (one cheap read, no write transaction) and no checkpoint is due."""
+        if due_at is not None and self.clock() >= due_at:
+            return False
+        return await self.store.db.fetchone(f"SELECT id FROM {QUEUE} LIMIT 1") is None
+
     async def run(self, stop: asyncio.Event, *, idle: float = 0.2) -> None:
         """Integrate until ``stop`` is set, waiting ``idle`` seconds (or for ``stop``) when the queue is empty."""
+        due_at: float | None = None
+        first = True
         while not stop.is_set():
             try:
+                if not first and await self._idle(due_at):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), idle)
+                    continue
+                first = False
                 result = await self.integrate()
+                if not result.skipped:
+                    due_at = result.due_at
             except Exception:  # keep sequencing through a transient database error
                 log.exception("audit sequencer batch failed")
                 result = BatchResult(0, -1, None, skipped=True)

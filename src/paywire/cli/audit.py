@@ -92,8 +92,11 @@ def verify(
         help="An extra signed checkpoint to hold the log to (a witness's state, one a payer kept).")] = None,
     origin: Annotated[str | None, typer.Option(help="The log's origin line (default: from its checkpoints).")]
     = None,
+    ledgers: Annotated[bool, typer.Option(help="Also check each ledger row against its latest event (--store).")]
+    = True,
 ) -> None:
-    """Recompute the tree, check every checkpoint's signatures and consistency; exit 1 at the first bad seq."""
+    """Recompute the tree, check every checkpoint's signatures and consistency and every ledger row against its
+    latest event; exit 1 at the first bad seq."""
     from paywire.audit.export import verify_export
     from paywire.audit.ops import verify_store
 
@@ -111,6 +114,7 @@ def verify(
         s = await _open(_url(store))
         try:
             return await verify_store(s, log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures,
+                                      check_ledgers=ledgers,
                                       origin=origin, extra_checkpoints=extra)
         finally:
             await s.aclose()

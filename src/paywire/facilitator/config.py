@@ -97,6 +97,8 @@ class FacilitatorConfig(Settings):
     stuck_after: float = option(60.0, check=positive, duration=True)
     rpc_timeout: float = option(10.0, check=positive, duration=True)
     instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
+    audit: bool = False
+    """Queue an audit event with every settlement change, in its transaction (docs/audit.md)."""
     devnet: bool = False
     allow_unauthenticated_public: bool = False
     risk_rules: str | None = None

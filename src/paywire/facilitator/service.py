@@ -67,6 +67,10 @@ class FacilitatorService:
                 url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='paywire-devnet-')) / 'facilitator.db'}"
             store = await SettlementStore.open(store_url(url), instance_id=config.instance_id)
             closers.append(store.aclose)
+            if config.audit:  # every settlement change queues its audit event (docs/audit.md)
+                from paywire.audit.wiring import enable_audit
+
+                await enable_audit(store, "facilitator", store.instance_id)
             rails: list[NetworkRail] = []
             rpc_urls: dict[str, str] = {}
             devnet = None

@@ -103,6 +103,9 @@ class SellerConfig(Settings):
     """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); without it only EOAs sign in."""
     agent_directories_private: bool = False
     """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
+    audit: str | None = None
+    """This replica's name in the audit log (e.g. ``seller-eu1-7``): queue an audit event with every ledger change
+    (docs/audit.md). None (default): no audit events."""
 
 
 class SellerOptions(TypedDict, total=False):
@@ -139,3 +142,4 @@ class SellerOptions(TypedDict, total=False):
     siwx_origin: str | None
     siwx_chains: Any
     agent_directories_private: bool
+    audit: str | None

@@ -249,6 +249,9 @@ class PaymentFlow:
     """Agent signatures: agents' key directories may be on private/loopback addresses, over http (dev only)."""
     siwx_chains: Any = None
     """Sign-In-With-X: CAIP-2 network → ``Chain``, to check contract wallets' signatures (EIP-1271)."""
+    audit: str | None = None
+    """This replica's name in the audit log (docs/audit.md): every ledger change queues an event in its
+    transaction. None: no audit events (nothing extra runs)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
@@ -274,6 +277,12 @@ class PaymentFlow:
                 await self._store.migrate()
             else:
                 self._store = await PaymentStore.open(store_url(self.store))
+            if self.audit is not None:
+                from paywire.audit.wiring import enable_audit, record_config, seller_routes
+
+                await enable_audit(self._store, "seller", self.audit)
+                await record_config(self._store.db, self.audit, "config.seller_started",
+                                    {"routes": seller_routes(self.seller)})
             ctx = SellerContext(self.seller, self.lightning, self.invoice_expiry, self.confirm_with_node,
                                 self.l402_reject_status)
             protocols = seller_protocols(ctx)
@@ -503,15 +512,15 @@ class PaymentFlow:
         verdict = await (pending if pending is not None else self._verify(p))
         if isinstance(verdict, BaseException):
             hb.stop()
-            await store.release_claim(rec.id, owner)
+            await store.release_claim(rec.id, owner, "facilitator_unavailable")
             return Respond(self.seller.payment_required(p.route, req, p.offers,
                                                         f"facilitator unavailable: {verdict}"))
         if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
             hb.stop()
-            await store.release_claim(rec.id, owner)
             if self.risk is not None:
                 await self.risk.failed(p, req)
             reason = verdict.invalid_reason or "invalid_payment"
+            await store.release_claim(rec.id, owner, reason)
             reply = self.seller.payment_required(p.route, req, p.offers, reason)
             if reason == "permit2_allowance_required":  # checklist 15
                 reply = Reply(412, reply.headers, reply.body)

@@ -12,13 +12,14 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 Row = dict[str, Any]
 T = TypeVar("T")
 Params = Sequence[Any]
+T = TypeVar("T")
 
 
 class Executor(Protocol):
@@ -105,6 +106,25 @@ def _sqlite_fetch(conn: sqlite3.Connection, sql: str, params: Params) -> list[Ro
     return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
 
 
+class _InlineTx:
+    """A transaction on the inline connection: each statement runs right away in the caller's thread."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return _sqlite_execute(self._conn, sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = _sqlite_fetch(self._conn, sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return _sqlite_fetch(self._conn, sql, params)
+
+
 INLINE_MISS: Any = object()
 """``SqliteDatabase.try_inline`` could not run the statement without waiting: run it the usual way."""
 INLINE_MAX_PARAM = 64 * 1024  # larger values (recorded response bodies) are written from the worker thread
@@ -138,6 +158,8 @@ class SqliteDatabase:
         self._conn: sqlite3.Connection = self._pool.submit(self._connect).result()
         self._inline_lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
+        self._tx_pool: concurrent.futures.ThreadPoolExecutor | None = None  # run_transaction's thread
+        self._tx_conn: sqlite3.Connection | None = None
         self._inline_writes = 0
         try:
             self._inline = self._connect_inline()
@@ -258,6 +280,68 @@ class SqliteDatabase:
             self._inline_writes = 0
             self._pool.submit(_passive_checkpoint, self._conn)
 
+    @contextlib.contextmanager
+    def inline_transaction(self) -> Iterator[Executor | None]:
+        """A short write transaction on the inline connection (see :meth:`try_inline`), or None when that would
+        wait: the caller then uses :meth:`transaction`. The body must not suspend (await only this executor,
+        whose statements complete at once); it commits when the block ends, rolls back on an exception."""
+        conn = self._inline
+        if conn is None or not self._inline_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            began = False
+            if self._inline is conn:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    began = True
+                except sqlite3.OperationalError as exc:
+                    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY_CODES:
+                        raise
+            if not began:
+                yield None
+                return
+            try:
+                yield _InlineTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self._inline_writes += 1
+            if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
+                self._inline_writes = 0
+                self._pool.submit(_passive_checkpoint, self._conn)
+        finally:
+            self._inline_lock.release()
+
+    async def run_transaction(self, body: Callable[[Executor], Coroutine[Any, Any, T]]) -> T:
+        """Run ``body`` — which must not suspend: it awaits only the executor it is given — as one write
+        transaction in a single hop to a dedicated thread and connection (waiting for the write lock there):
+        the cheap way when :meth:`inline_transaction` would have to wait."""
+        if self._tx_pool is None:
+            self._tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paywire-sqlite-tx1")
+        return await asyncio.wrap_future(self._tx_pool.submit(self._run_transaction, body))
+
+    def _run_transaction(self, body: Callable[[Executor], Coroutine[Any, Any, T]]) -> T:
+        if self._tx_conn is None:
+            self._tx_conn = self._connect()
+        conn, lock = self._tx_conn, _path_lock(self.path)
+        _begin(conn, lock)
+        try:
+            coro = body(_InlineTx(conn))
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                result: T = done.value
+            else:
+                coro.close()
+                raise RuntimeError("a SQLite transaction body tried to suspend")
+        except BaseException:
+            _end(conn, lock, "ROLLBACK")
+            raise
+        _end(conn, lock, "COMMIT")
+        return result
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         # A dedicated thread per transaction: writers waiting for the lock never starve the shared pools.
@@ -288,6 +372,12 @@ class SqliteDatabase:
             inline.close()
         await self._run(self._conn.close)
         self._pool.shutdown(wait=False)
+        pool, conn = self._tx_pool, self._tx_conn
+        self._tx_pool = self._tx_conn = None
+        if pool is not None:
+            if conn is not None:
+                await asyncio.wrap_future(pool.submit(conn.close))
+            pool.shutdown(wait=False)
 
 
 async def execute_point(db: Database, sql: str, params: Params = ()) -> int:
@@ -385,6 +475,25 @@ class PostgresDatabase:
         for owner, pool in pools.items():
             if owner is loop:
                 await pool.close()
+
+
+async def in_transaction(db: Database, body: Callable[[Executor], Coroutine[Any, Any, T]], *,
+                         inline: bool = True) -> T:
+    """Run ``body`` in one write transaction and return its result. On SQLite ``body`` must only await the
+    executor it is given: it runs inline (no thread hop) when that needs no waiting and ``inline``, else in one
+    hop to the database's transaction thread; elsewhere in :meth:`Database.transaction`. For a change and the
+    record of it (an audit event) that commit together."""
+    opener = getattr(db, "inline_transaction", None) if inline else None
+    if opener is not None:
+        with opener() as tx:
+            if tx is not None:
+                return await body(tx)
+    runner = getattr(db, "run_transaction", None)
+    if runner is not None:
+        result: T = await runner(body)
+        return result
+    async with db.transaction() as tx:
+        return await body(tx)
 
 
 def open_database(url: str) -> Database:

@@ -27,10 +27,13 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paywire.store.db import INLINE_MISS, Database, Params, Row
 from paywire.store.migrations import Repository, register
+
+if TYPE_CHECKING:
+    from paywire.audit.wiring import AuditTrail
 
 COMPONENT = "seller"
 TABLE = "seller_payments"
@@ -219,6 +222,8 @@ class PaymentStore(Repository):
         # SQLite: point statements run inline on the caller's loop when that needs no waiting (µs instead of a
         # worker-thread hop); the database, not this shortcut, still decides every claim and compare-and-set.
         self._inline: Callable[..., Any] | None = getattr(db, "try_inline", None)
+        self.audit: AuditTrail | None = None
+        """Set (``PaymentFlow(audit=…)``) to queue an audit event with every change of a row, in its transaction."""
 
     async def _execute(self, sql: str, params: Params) -> int:
         if self._inline is not None:
@@ -242,7 +247,10 @@ class PaymentStore(Repository):
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
                              p.identity, now, now]
-        row = await self._fetchone(_CLAIM_SQL, values, write=True)
+        if self.audit is not None:
+            row = await self.audit.change(self.db, _CLAIM_SQL.removesuffix(" RETURNING id"), values)
+        else:
+            row = await self._fetchone(_CLAIM_SQL, values, write=True)
         if row is None:
             return None
         return PaymentRecord(
@@ -273,6 +281,12 @@ class PaymentStore(Repository):
         if holder is not None:
             sql += " AND owner = ?"
             params.append(holder)
+        if self.audit is not None and any(c not in ("owner", "lease_until") for c in changes):
+            error = changes.get("error")
+            kind = "payment.abandoned" if str(error).startswith("abandoned") else None
+            return await self.audit.change(self.db, sql, params, data={"error": error} if error else None, kind=kind,
+                                           previous=from_states[0],
+                                           key=None if len(from_states) == 1 else ("id", rid)) is not None
         return await self._execute(sql, params) == 1
 
     async def take_over(self, rid: int, owner: str, from_states: Sequence[str], lease: float) -> bool:
@@ -289,12 +303,15 @@ class PaymentStore(Repository):
         return await self._execute(
             f"UPDATE {TABLE} SET lease_until = ? WHERE id = ? AND owner = ?", (now + lease, rid, owner)) == 1
 
-    async def release_claim(self, rid: int, owner: str) -> bool:
+    async def release_claim(self, rid: int, owner: str, reason: str | None = None) -> bool:
         """Forget a claim whose payment turned out invalid (nothing ran, nothing was charged): a ``verifying`` row,
-        or an older ``settle="before"`` row still ``claimed``."""
-        return await self._execute(
-            f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND (state = 'verifying' OR (state = 'claimed' "
-            "AND settle_mode = 'before'))", (rid, owner)) == 1
+        or an older ``settle="before"`` row still ``claimed``. ``reason`` goes into the audit event."""
+        sql = (f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND (state = 'verifying' OR (state = 'claimed' "
+               "AND settle_mode = 'before'))")
+        if self.audit is not None:
+            return await self.audit.change(self.db, sql, (rid, owner), deleted=True,
+                                           data={"reason": reason} if reason else None) is not None
+        return await self._execute(sql, (rid, owner)) == 1
 
     # -- ledger ---------------------------------------------------------------------------------
     async def sales(self, *, limit: int = 100, route: str | None = None, states: Iterable[str] | None = None,

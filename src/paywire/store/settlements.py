@@ -22,10 +22,13 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from paywire.store.db import Database, Row, execute_point, fetchone_point, open_database
+from paywire.store.db import Database, Params, Row, execute_point, fetchone_point, open_database
 from paywire.store.migrations import migrate, register
+
+if TYPE_CHECKING:
+    from paywire.audit.wiring import AuditTrail
 
 __all__ = [
     "FINAL_STATES",
@@ -174,6 +177,17 @@ class SettlementStore:
         # ids of rows this process is working on right now (not stored): a row of ours that is not in here was
         # left by an earlier run of this instance (a restart) and may be resumed at once
         self.working: set[str] = set()
+        self.audit: AuditTrail | None = None
+        """Set (``paywire.audit.wiring.enable_audit``) to queue an audit event with every change, in its transaction."""
+
+    async def _change(self, sql: str, params: Params, *, sid: str | None = None, previous: str | None = None,
+                      deleted: bool = False, kind: str | None = None, data: Mapping[str, Any] | None = None) -> int:
+        """Run one statement; with an audit trail, together with its event (``sid``: read the state it leaves)."""
+        if self.audit is None:
+            return await execute_point(self.db, sql, params)
+        row = await self.audit.change(self.db, sql, params, previous=previous, key=None if sid is None else ("id", sid),
+                                      deleted=deleted, kind=kind, data=data)
+        return 0 if row is None else 1
 
     @classmethod
     async def open(cls, url: str, *, instance_id: str | None = None) -> SettlementStore:
@@ -237,7 +251,7 @@ class SettlementStore:
         ``working`` and knows no task of this process has it (a run before a restart left it)."""
         sid = settlement_id(network, asset, payer, nonce)
         now = time.time()
-        inserted = await execute_point(self.db,
+        inserted = await self._change(
             f"INSERT INTO {TABLE} (id, network, asset, payer, nonce, requirements_digest, request, amount, "
             f"pay_to, state, owner, lease_until, created_at, updated_at) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -288,15 +302,15 @@ class SettlementStore:
         """Drop our claim when nothing reached the chain (verification or the node refused the transaction),
         so a later settle may try again. With ``tx_hash``: only if that is still the recorded transaction."""
         if tx_hash is None:
-            n = await self.db.execute(
+            n = await self._change(
                 f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state = 'verified'",
-                (settlement_id, self.instance_id),
+                (settlement_id, self.instance_id), deleted=True,
             )
         else:
-            n = await self.db.execute(
+            n = await self._change(
                 f"DELETE FROM {TABLE} WHERE id = ? AND owner = ? AND state IN ('submitted', 'verified') "
                 f"AND tx_hash = ?",
-                (settlement_id, self.instance_id, tx_hash.lower()),
+                (settlement_id, self.instance_id, tx_hash.lower()), deleted=True,
             )
         return n == 1
 
@@ -310,22 +324,23 @@ class SettlementStore:
         ``previous_hash=None``) or a re-signed/replacement one over ``previous_hash`` (row stays open)."""
         now = time.time()
         tx_hash = tx_hash.lower()
+        data = {"raw_tx_digest": "sha256:" + hashlib.sha256(raw_tx).hexdigest(), "signer": signer,
+                "tx_nonce": tx_nonce}
         if previous_hash is None:
-            n = await execute_point(self.db,
+            n = await self._change(
                 f"UPDATE {TABLE} SET state = 'submitted', tx_hash = ?, tx_hashes = ?, raw_tx = ?, signer = ?, "
                 f"tx_nonce = ?, submitted_at = ?, updated_at = ?, lease_until = ? "
                 f"WHERE id = ? AND owner = ? AND state = 'verified'",
                 (tx_hash, tx_hash, raw_tx, signer, tx_nonce, now, now, now + lease_seconds, settlement_id,
-                 self.instance_id),
-            )
+                 self.instance_id), previous="verified", data=data)
         else:
-            n = await execute_point(self.db,
+            n = await self._change(
                 f"UPDATE {TABLE} SET tx_hash = ?, tx_hashes = tx_hashes || ?, raw_tx = ?, signer = ?, "
                 f"tx_nonce = ?, updated_at = ?, lease_until = ? "
                 f"WHERE id = ? AND owner = ? AND state IN ('submitted', 'unresolved') AND tx_hash = ?",
                 (tx_hash, "," + tx_hash, raw_tx, signer, tx_nonce, now, now + lease_seconds, settlement_id,
-                 self.instance_id, previous_hash.lower()),
-            )
+                 self.instance_id, previous_hash.lower()), sid=settlement_id, kind="settlement.tx_replaced",
+                data={**data, "previous_tx_hash": previous_hash.lower()})
         return n == 1
 
     async def finish(
@@ -340,26 +355,27 @@ class SettlementStore:
         now = time.time()
         common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
         where = f"WHERE id = ? AND state IN {_in(from_states)}"
+        data = {k: v for k, v in (("block_number", block_number), ("error_reason", error_reason)) if v is not None}
         if tx_hash is None:
-            n = await execute_point(self.db,
+            n = await self._change(
                 f"UPDATE {TABLE} SET state = ?, block_number = ?, error_reason = ?, error_message = ?, "
-                f"updated_at = ?, finished_at = ? {where}", (state, *common))
+                f"updated_at = ?, finished_at = ? {where}", (state, *common), sid=settlement_id, data=data)
         else:
             tx_hash = tx_hash.lower()
-            n = await execute_point(self.db,
+            n = await self._change(
                 f"UPDATE {TABLE} SET state = ?, tx_hash = ?, tx_hashes = CASE WHEN tx_hashes LIKE ? THEN tx_hashes "
                 f"WHEN tx_hashes = '' THEN ? ELSE tx_hashes || ? END, block_number = ?, error_reason = ?, "
                 f"error_message = ?, updated_at = ?, finished_at = ? {where}",
-                (state, tx_hash, f"%{tx_hash}%", tx_hash, "," + tx_hash, *common))
+                (state, tx_hash, f"%{tx_hash}%", tx_hash, "," + tx_hash, *common), sid=settlement_id, data=data)
         return n == 1
 
     async def mark_unresolved(self, settlement_id: str, message: str) -> bool:
         """``submitted → unresolved``: we could not learn the outcome from the chain (RPC failure)."""
         now = time.time()
-        n = await self.db.execute(
+        n = await self._change(
             f"UPDATE {TABLE} SET state = 'unresolved', error_reason = 'settlement_unresolved', error_message = ?, "
             f"updated_at = ? WHERE id = ? AND state IN ('submitted', 'unresolved')",
-            (message[:500], now, settlement_id),
+            (message[:500], now, settlement_id), sid=settlement_id, data={"error_reason": "settlement_unresolved"},
         )
         return n == 1
 

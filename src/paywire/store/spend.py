@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from paywire.spending import (
     DAILY,
@@ -40,8 +40,11 @@ from paywire.spending import (
     Spent,
     check_budget,
 )
-from paywire.store.db import INLINE_MISS, Database, Executor, Params, Row, SqliteDatabase
+from paywire.store.db import INLINE_MISS, Database, Executor, Params, Row, SqliteDatabase, in_transaction
 from paywire.store.migrations import migrate, register
+
+if TYPE_CHECKING:
+    from paywire.audit.wiring import AuditTrail
 
 
 class _Terms(Protocol):
@@ -286,6 +289,8 @@ class SpendLedger:
         self._ready = False
         self._sq_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sq_conn: sqlite3.Connection | None = None
+        self.audit: AuditTrail | None = None
+        """Set (``paywire.audit.wiring.enable_audit``) to queue an audit event with every change, in its transaction."""
 
     async def ensure_schema(self) -> None:
         if self._ready:
@@ -420,9 +425,12 @@ class SpendLedger:
                           chosen=chosen or json.dumps(candidate.option.wire(), separators=(",", ":")))
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        row = await ex.fetchone(f"INSERT INTO buyer_payments ({cols}) VALUES ({marks}) RETURNING id",
+        returning = "id" if self.audit is None else self.audit.returning().removeprefix(" RETURNING ")
+        row = await ex.fetchone(f"INSERT INTO buyer_payments ({cols}) VALUES ({marks}) RETURNING {returning}",
                                 tuple(values.values()))
         assert row is not None
+        if self.audit is not None:
+            await self.audit.record(ex, row, None, {"rule": rule, "reason": reason} if rule or reason else None)
         return int(row["id"])
 
     async def record(self, *, url: str, method: str, host: str, outcome: str, x402_version: int | None = None,
@@ -430,17 +438,23 @@ class SpendLedger:
                      challenge: str | None = None) -> int:
         """A row that never counts against budgets (refused, declined, dry run, unreadable 402)."""
         await self.ensure_schema()
-        return await self._insert(self.db, self._clock(), url=url, method=method, host=host, outcome=outcome,
-                                    budget="none", x402_version=x402_version, candidate=candidate, rule=rule,
-                                    reason=reason, challenge=challenge)
+
+        async def insert(ex: Executor) -> int:
+            return await self._insert(ex, self._clock(), url=url, method=method, host=host, outcome=outcome,
+                                      budget="none", x402_version=x402_version, candidate=candidate, rule=rule,
+                                      reason=reason, challenge=challenge)
+
+        return await (insert(self.db) if self.audit is None else in_transaction(self.db, insert))
 
     async def mark_signed(self, row_id: int, *, payload_hash: str, payment_id: str | None, nonce: str | None,
                           valid_before: int | None) -> None:
-        await self._execute(
-            "UPDATE buyer_payments SET payload_hash = ?, payment_id = ?, nonce = ?, valid_before = ?, "
-            "outcome = 'signed', updated_at = ? WHERE id = ? AND account = ?",
-            (payload_hash, payment_id, nonce, valid_before, self._clock(), row_id, self.account),
-        )
+        sql = ("UPDATE buyer_payments SET payload_hash = ?, payment_id = ?, nonce = ?, valid_before = ?, "
+               "outcome = 'signed', updated_at = ? WHERE id = ? AND account = ?")
+        params = (payload_hash, payment_id, nonce, valid_before, self._clock(), row_id, self.account)
+        if self.audit is not None:
+            await self.audit.change(self.db, sql, params, key=("id", row_id))
+            return
+        await self._execute(sql, params)
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
                      status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
@@ -448,12 +462,14 @@ class SpendLedger:
         is never changed). ``budget`` is ``committed``, ``held`` or ``released``."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
-        n = await self._execute(
-            "UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
-            "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
-            "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')",
-            (outcome, budget, tx, status_code, rule, reason, self._clock(), row_id, self.account),
-        )
+        sql = ("UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
+               "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
+               "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')")
+        params = (outcome, budget, tx, status_code, rule, reason, self._clock(), row_id, self.account)
+        if self.audit is not None:
+            data = {k: v for k, v in (("rule", rule), ("reason", reason)) if v}
+            return await self.audit.change(self.db, sql, params, key=("id", row_id), data=data or None) is not None
+        n = await self._execute(sql, params)
         return n == 1
 
     async def get(self, row_id: int) -> Receipt | None:
