@@ -19,7 +19,6 @@ from typing import Any, Protocol, TypeVar
 Row = dict[str, Any]
 T = TypeVar("T")
 Params = Sequence[Any]
-T = TypeVar("T")
 
 
 class Executor(Protocol):
