@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import select
 import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import h11
 
+from paywire.transport.keepalive import MAX_HEAD, Connection
+
 __all__ = ["StreamingUpstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
 
-MAX_HEAD = 64 * 1024
 READ = 256 * 1024
 
 
@@ -38,39 +37,10 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not connect, accept or answer in time."""
 
 
-def _idle_closed(writer: asyncio.StreamWriter) -> bool:
-    """An idle connection with bytes or EOF waiting: the upstream closed it (or misbehaves)."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
-
-
-class _Conn:
-    __slots__ = ("h11", "reader", "reused", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-        self.reused = False
-
-    def usable(self) -> bool:
-        return not (self.writer.is_closing() or self.reader.at_eof() or _idle_closed(self.writer))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 class UpstreamResponse:
     """The upstream's answer: ``status``, ``headers`` (raw pairs), and :meth:`chunks` to stream the body."""
 
-    def __init__(self, client: StreamingUpstream, conn: _Conn, status: int,
+    def __init__(self, client: StreamingUpstream, conn: Connection, status: int,
                  headers: list[tuple[bytes, bytes]], pending: list[bytes], done: bool) -> None:
         self.status, self.headers = status, headers
         self._client, self._conn, self._pending, self._done = client, conn, pending, done
@@ -124,11 +94,11 @@ class StreamingUpstream:
         self._ssl = ssl.create_default_context() if self._tls else None
         self.connect_timeout, self.read_timeout, self.write_timeout = connect_timeout, read_timeout, write_timeout
         self.max_idle = max_idle
-        self._idle: collections.deque[_Conn] = collections.deque()
+        self._idle: collections.deque[Connection] = collections.deque()
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Connection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl, limit=MAX_HEAD)
@@ -136,9 +106,9 @@ class StreamingUpstream:
             raise UpstreamTimeout(f"no connection to {self._host}:{self._port} in time") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        return _Conn(reader, writer)
+        return Connection(reader, writer)
 
-    def _take_idle(self) -> _Conn | None:
+    def _take_idle(self) -> Connection | None:
         while self._idle:
             conn = self._idle.pop()
             if conn.usable():
@@ -146,7 +116,7 @@ class StreamingUpstream:
             conn.close()
         return None
 
-    async def _write(self, conn: _Conn, data: bytes) -> None:
+    async def _write(self, conn: Connection, data: bytes) -> None:
         conn.writer.write(data)
         try:
             async with asyncio.timeout(self.write_timeout):
@@ -161,7 +131,7 @@ class StreamingUpstream:
             headers = [*headers, (b"transfer-encoding", b"chunked")]
         event = h11.Request(method=method, target=target, headers=headers)
         await self._slots.acquire()
-        conn: _Conn | None = None
+        conn: Connection | None = None
         try:
             while True:
                 conn = self._take_idle() or await self._connect()
@@ -195,7 +165,7 @@ class StreamingUpstream:
             self._slots.release()
             raise
 
-    async def _head(self, conn: _Conn) -> UpstreamResponse:
+    async def _head(self, conn: Connection) -> UpstreamResponse:
         h, pending = conn.h11, []
         while True:
             try:
@@ -225,7 +195,7 @@ class StreamingUpstream:
                 return UpstreamResponse(self, conn, response.status_code, list(response.headers.raw_items()),
                                         pending, done)
 
-    def _release(self, conn: _Conn, done: bool) -> None:
+    def _release(self, conn: Connection, done: bool) -> None:
         self._slots.release()
         h = conn.h11
         if done and h.our_state is h11.DONE and h.their_state is h11.DONE and not self._closed \

@@ -57,7 +57,9 @@ def _readable(writer: asyncio.StreamWriter) -> bool:
         return True
 
 
-class _Conn:
+class Connection:
+    """One pooled HTTP/1.1 connection: its h11 state and streams (shared by the keep-alive and streaming clients)."""
+
     __slots__ = ("h11", "reader", "reused", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -77,7 +79,7 @@ class _Pool:
     __slots__ = ("closed", "idle", "slots")
 
     def __init__(self, max_connections: int | None) -> None:
-        self.idle: collections.deque[_Conn] = collections.deque()
+        self.idle: collections.deque[Connection] = collections.deque()
         self.slots = asyncio.Semaphore(max_connections) if max_connections else None
         self.closed = False
 
@@ -158,12 +160,12 @@ class KeepAliveClient:
         except TimeoutError:
             raise HttpTimeout(f"{method} {path or '/'}: no answer within {self.timeout} s") from None
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Connection:
         try:
             reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl, limit=MAX_HEAD)
         except OSError as exc:
             raise HttpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        return _Conn(reader, writer)
+        return Connection(reader, writer)
 
     async def _exchange(self, pool: _Pool, event: h11.Request, body: bytes | None) -> tuple[int, bytes]:
         while True:
@@ -195,7 +197,7 @@ class KeepAliveClient:
         return result
 
     @staticmethod
-    async def _write(conn: _Conn, event: h11.Request, body: bytes | None) -> bool:
+    async def _write(conn: Connection, event: h11.Request, body: bytes | None) -> bool:
         """Send the request; False when a reused connection broke before it was delivered (retry elsewhere)."""
         h = conn.h11
         out = h.send(event) or b""
@@ -211,7 +213,7 @@ class KeepAliveClient:
             raise HttpError(f"connection failed: {type(exc).__name__}: {exc}") from exc
         return True
 
-    async def _read(self, conn: _Conn) -> tuple[int, bytes]:
+    async def _read(self, conn: Connection) -> tuple[int, bytes]:
         h, reader = conn.h11, conn.reader
         status, received = 0, False
         body = bytearray()
