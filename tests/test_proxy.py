@@ -488,12 +488,42 @@ async def test_sse_stream_of_10000_events_streams_through(env: Env) -> None:
 
 
 async def test_healthz_and_metrics(env: Env) -> None:
+    """/metrics without a token: loopback clients only — a client relayed by a front proxy on this host
+    (X-Forwarded-For, which uvicorn trusts from loopback) is refused."""
     async with httpx.AsyncClient() as http:
         health = await http.get(env.proxy.url + "/healthz")
         metrics = await http.get(env.proxy.url + "/metrics")
+        relayed = await http.get(env.proxy.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.7"})
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert metrics.status_code == 200, metrics.text
     assert "paywire_proxy_paid_requests_total" in metrics.text, "metrics must count paid requests"
+    assert relayed.status_code == 403, f"/metrics served to a remote client: {relayed.status_code}"
+    assert "paywire_proxy" not in relayed.text, "the refusal leaked metrics"
     assert env.upstream.hits["healthz"] == 0, "/healthz is the proxy's own, never forwarded"
+
+
+async def test_metrics_token_is_required_from_everyone(env: Env, tmp_path: Path) -> None:
+    """With metrics_token set, /metrics needs ``Authorization: Bearer <token>``, from loopback too."""
+    from paywire.proxy.app import ProxyServer
+
+    config = tmp_path / "metrics.toml"
+    write_config(config, env.up_url, env.fac, env.net, f"sqlite:///{tmp_path / 'm.db'}")
+    token = "metrics-token-0123456789abcdef"
+    config.write_text(config.read_text().replace("[proxy]\n", f'[proxy]\nmetrics_token = "{token}"\n', 1))
+    server = ProxyServer(config)
+    await server.start()
+    try:
+        answers = {}
+        for who in ("127.0.0.1", "203.0.113.7"):
+            transport = httpx.ASGITransport(app=server, client=(who, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+                answers[who] = [await http.get("/metrics", headers=h) for h in (
+                    {}, {"Authorization": "Bearer wrong-token-0123456789abc"}, {"Authorization": f"Bearer {token}"})]
+    finally:
+        await server.aclose()
+    for who, (bare, wrong, right) in answers.items():
+        assert (bare.status_code, wrong.status_code) == (401, 401), f"{who}: {bare.status_code} {wrong.status_code}"
+        assert right.status_code == 200 and "paywire_proxy_responses_total" in right.text, f"{who}: {right.text}"
 
 
 async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Mapping
@@ -67,6 +69,32 @@ async def _json(send: Send, status: int, body: Mapping[str, Any]) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": data})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_refusal(scope: Scope, token: bytes | None) -> tuple[int, dict[str, str]] | None:
+    """Why ``/metrics`` is refused to this request (status, JSON body), or None to serve it.
+
+    With a token: ``Authorization: Bearer <token>`` (compared in constant time), from anywhere. Without one:
+    loopback clients only (the connection's peer, or the client uvicorn takes from a loopback front proxy's
+    ``X-Forwarded-For``)."""
+    if token is not None:
+        given = next((v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), b"")
+        scheme, _, value = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token):
+            return None
+        return 401, {"error": "unauthorized", "message": "/metrics needs Authorization: Bearer <metrics_token>"}
+    client = scope.get("client")
+    if client and _is_loopback(str(client[0])):
+        return None
+    return 403, {"error": "forbidden", "message": "/metrics is served to loopback clients only; set "
+                                                  "metrics_token to read it from elsewhere"}
 
 
 class ProxyServer:
@@ -178,7 +206,11 @@ class ProxyServer:
         if path == cfg.health_path and scope.get("method") in ("GET", "HEAD"):
             await _json(send, 200, {"status": "ok", "generation": gen.number, "routes": len(gen.setup.routes)})
             return
-        if path == cfg.metrics_path and scope.get("method") == "GET":
+        if path == cfg.metrics_path and cfg.metrics_path and scope.get("method") == "GET":
+            refused = metrics_refusal(scope, gen.setup.metrics_token)
+            if refused is not None:
+                await _json(send, *refused)
+                return
             data = self.metrics.render().encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/plain; version=0.0.4"),

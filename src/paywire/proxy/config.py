@@ -100,6 +100,12 @@ class ProxyConfig(Settings):
     """The service's name in the discovery document."""
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
+    """"" serves no metrics at all."""
+    metrics_token: str | None = option(None, secret=True)
+    """Bearer token (16+ bytes) that ``/metrics`` requires; without one, ``/metrics`` answers loopback clients
+    only (403 to anyone else)."""
+    metrics_token_file: str | None = None
+    """Read ``metrics_token`` from this file (first line) instead."""
     drain_timeout: float = option(600.0, check=positive, duration=True)
     """After a reload, how long the old configuration may finish its requests before it is closed anyway."""
 
@@ -115,6 +121,8 @@ class ProxySetup:
     source: str = ""
     pricing: Mapping[int, str] = field(default_factory=dict)
     """Route index → pricing endpoint URL (``price_url`` routes)."""
+    metrics_token: bytes | None = None
+    """What ``Authorization: Bearer`` must carry for ``/metrics`` (None: loopback clients only)."""
 
 
 def _route(entry: Any, where: str) -> PaidRoute:
@@ -201,6 +209,26 @@ def _secret(cfg: ProxyConfig, base: Path) -> bytes | None:
     return secret
 
 
+MIN_METRICS_TOKEN = 16
+
+
+def _metrics_token(cfg: ProxyConfig, base: Path) -> bytes | None:
+    text = cfg.metrics_token
+    if cfg.metrics_token_file:
+        path = Path(cfg.metrics_token_file)
+        path = path if path.is_absolute() else base / path
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"proxy option metrics_token_file: cannot read {path}: {exc}") from None
+    if text is None:
+        return None
+    token = text.strip().encode()
+    if len(token) < MIN_METRICS_TOKEN:
+        raise ConfigError(f"proxy option metrics_token: needs {MIN_METRICS_TOKEN}+ bytes, got {len(token)}")
+    return token
+
+
 def _loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
@@ -226,7 +254,7 @@ def unsafe_reasons(setup: ProxySetup) -> list[str]:
     offers = [o for r in setup.routes if isinstance(r.offers, tuple) for o in r.offers]
     if setup.seller.pay_to is None and any(isinstance(o, Offer) and o.pay_to is None for o in offers):
         reasons.append("no pay_to: set [seller] pay_to (or pay_to on each route)")
-    reserved = {cfg.health_path, cfg.metrics_path}
+    reserved = {p for p in (cfg.health_path, cfg.metrics_path) if p}
     for r in setup.routes:
         if any(r.matches(m, p) for p in reserved for m in ("GET",)):
             reasons.append(f"route {r.key} covers {' or '.join(sorted(reserved))}, which the proxy serves itself")
@@ -253,8 +281,9 @@ def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None 
     seller = SellerConfig.load(path, env=env) if "seller" in data else SellerConfig.load(None, env=env)
     if seller.facilitator is None:
         raise ConfigError(f"config file {path}: set [seller] facilitator = \"https://…\"")
-    setup = ProxySetup(cfg, seller, routes, _secret(cfg, Path(path).parent), str(path),
-                       price_urls(table.get("routes")))
+    base = Path(path).parent
+    setup = ProxySetup(cfg, seller, routes, _secret(cfg, base), str(path), price_urls(table.get("routes")),
+                       _metrics_token(cfg, base))
     reasons = unsafe_reasons(setup)
     if reasons:
         raise ConfigError("refusing an unsafe proxy setup:\n  - " + "\n  - ".join(reasons))
