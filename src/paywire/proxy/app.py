@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -46,6 +47,7 @@ class Generation:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     openapi: bytes | None = None  # the MPP discovery document, when a route offers MPP
     pricers: dict[str, KeepAliveClient] = field(default_factory=dict)  # price_url → its client
+    lightning: Any = None  # the [proxy.lightning] node's client, when configured
 
     def pricer(self, url: str) -> KeepAliveClient:
         client = self.pricers.get(url)
@@ -61,6 +63,9 @@ class Generation:
             await self.middleware.flow.aclose()
         with contextlib.suppress(Exception):
             await self.forwarder.aclose()
+        if self.lightning is not None:
+            with contextlib.suppress(Exception):
+                await self.lightning.aclose()
 
 
 async def _json(send: Send, status: int, body: Mapping[str, Any]) -> None:
@@ -115,9 +120,11 @@ class ProxyServer:
 
     async def _build(self) -> Generation:
         setup = load_proxy(self.path, env=self.env)
+        lightning = setup.lightning.connect() if setup.lightning is not None else None
+        seller = dataclasses.replace(setup.seller, lightning=lightning) if lightning is not None else setup.seller
         forwarder = Forwarder(setup.proxy, setup.secret, self.metrics)
-        middleware = PaymentMiddleware(forwarder, setup.routes, config=setup.seller)
-        gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware)
+        middleware = PaymentMiddleware(forwarder, setup.routes, config=seller)
+        gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware, lightning=lightning)
         try:
             await middleware.startup()
             if setup.proxy.openapi_path and any(r.mpp for r in setup.routes):

@@ -42,7 +42,8 @@ from paywire.server.pricing import Offer
 from paywire.server.request import RequestInfo
 from paywire.settings import Settings, gather, option, positive, read_toml, role_table
 
-__all__ = ["ProxyConfig", "ProxySetup", "load_proxy", "parse_routes", "unsafe_reasons"]
+__all__ = ["LightningNode", "ProxyConfig", "ProxySetup", "load_proxy", "parse_lightning", "parse_routes",
+           "unsafe_reasons"]
 
 ROUTE_KEYS = frozenset({"path", "price", "asset", "network", "pay_to", "extra", "max_timeout_seconds", "settle",
                         "description", "mime_type", "payment_identifier", "mpp", "l402", "sats",
@@ -123,6 +124,93 @@ class ProxySetup:
     """Route index → pricing endpoint URL (``price_url`` routes)."""
     metrics_token: bytes | None = None
     """What ``Authorization: Bearer`` must carry for ``/metrics`` (None: loopback clients only)."""
+    lightning: LightningNode | None = None
+    """The ``[proxy.lightning]`` node for ``l402`` and ``mpp = ["lightning"]`` routes."""
+
+
+LIGHTNING_KEYS = frozenset({"backend", "url", "invoice_key", "invoice_key_file", "macaroon", "macaroon_file",
+                            "tls_cert", "timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class LightningNode:
+    """``[proxy.lightning]``: the node that issues (and looks up) the invoices of Lightning routes.
+
+    ``backend = "lnbits"`` takes ``url`` and the wallet's ``invoice_key`` (or ``invoice_key_file``);
+    ``backend = "lnd"`` takes the REST ``url``, an invoice ``macaroon`` in hex (or ``macaroon_file``, hex or
+    binary) and ``tls_cert`` (a path; default: the system's CAs). Only receiving keys are needed."""
+
+    backend: Literal["lnbits", "lnd"]
+    url: str
+    key: str = field(repr=False)
+    tls_cert: str | None = None
+    timeout: float = 30.0
+
+    def connect(self) -> Any:
+        """The :class:`~paywire.lightning.base.LightningBackend` (opens an HTTP client; ``aclose`` it)."""
+        if self.backend == "lnbits":
+            from paywire.lightning.lnbits import LnbitsBackend
+
+            return LnbitsBackend(self.url, invoice_key=self.key, timeout=self.timeout)
+        from paywire.lightning.lnd import LndBackend
+
+        return LndBackend(self.url, self.key, tls_cert=self.tls_cert, timeout=self.timeout)
+
+
+def _read_key(entry: Mapping[str, Any], name: str, base: Path, where: str, *, binary_hex: bool = False) -> str | None:
+    value = entry.get(name)
+    file = entry.get(name + "_file")
+    if file is None:
+        return str(value) if value else None
+    path = Path(str(file))
+    path = path if path.is_absolute() else base / path
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {name}_file: cannot read {path}: {exc}") from None
+    try:
+        text = raw.decode("ascii").strip()
+        if not binary_hex or all(c in "0123456789abcdefABCDEF" for c in text):
+            return text
+    except UnicodeDecodeError:
+        pass
+    return raw.hex()  # an lnd macaroon file is binary
+
+
+def parse_lightning(entry: Any, base: Path, where: str) -> LightningNode | None:
+    """``[proxy.lightning]`` → :class:`LightningNode` (None when the table is absent)."""
+    if entry is None:
+        return None
+    where = f"{where}.lightning"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: must be a table (backend = \"lnbits\", url = ..., invoice_key_file = ...)")
+    unknown = set(entry) - LIGHTNING_KEYS
+    if unknown:
+        from paywire.settings import unknown_names
+
+        raise ConfigError(f"{where}: unknown keys: {unknown_names(unknown, LIGHTNING_KEYS)}")
+    backend = entry.get("backend")
+    if backend not in ("lnbits", "lnd"):
+        raise ConfigError(f"{where}: backend = \"lnbits\" or \"lnd\"")
+    url = entry.get("url")
+    if _http_url(url) is not None:
+        raise ConfigError(f"{where}: url must be the node's http(s) URL")
+    timeout = entry.get("timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds")
+    if backend == "lnbits":
+        key = _read_key(entry, "invoice_key", base, where)
+        if not key:
+            raise ConfigError(f"{where}: LNbits needs the wallet's invoice_key (or invoice_key_file)")
+        return LightningNode("lnbits", str(url), key, timeout=float(timeout))
+    key = _read_key(entry, "macaroon", base, where, binary_hex=True)
+    if not key:
+        raise ConfigError(f"{where}: lnd needs an invoice macaroon (macaroon = hex, or macaroon_file)")
+    cert = entry.get("tls_cert")
+    if cert is not None:
+        cert_path = Path(str(cert))
+        cert = str(cert_path if cert_path.is_absolute() else base / cert_path)
+    return LightningNode("lnd", str(url), key, cert, float(timeout))
 
 
 def _route(entry: Any, where: str) -> PaidRoute:
@@ -251,6 +339,15 @@ def unsafe_reasons(setup: ProxySetup) -> list[str]:
         if isinstance(fac, str) and fac.startswith("http://") and not _loopback(fac):
             reasons.append(f"facilitator {fac} is plain http on another host: use https, or set "
                            "allow_plain_http = true")
+        node = setup.lightning
+        if node is not None and node.url.startswith("http://") and not _loopback(node.url):
+            reasons.append(f"lightning node {node.url} is plain http on another host (its key would travel in "
+                           "clear text): use https, or set allow_plain_http = true")
+    if setup.lightning is None:
+        for r in setup.routes:
+            if r.l402 or "lightning" in r.mpp:
+                reasons.append(f"route {r.key} takes Lightning (l402 / mpp lightning): add a [proxy.lightning] "
+                               "table (backend, url, invoice key)")
     offers = [o for r in setup.routes if isinstance(r.offers, tuple) for o in r.offers]
     if setup.seller.pay_to is None and any(isinstance(o, Offer) and o.pay_to is None for o in offers):
         reasons.append("no pay_to: set [seller] pay_to (or pay_to on each route)")
@@ -273,7 +370,8 @@ def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None 
     data = read_toml(path)
     where = f"config file {path} [proxy]"
     table = role_table(data, "proxy", f"config file {path}")
-    values = gather(ProxyConfig, code=code, toml=table, toml_where=where, env=env, toml_ignore=("routes",))
+    values = gather(ProxyConfig, code=code, toml=table, toml_where=where, env=env,
+                    toml_ignore=("routes", "lightning"))
     cfg = ProxyConfig(**values)
     if not cfg.upstream:
         raise ConfigError(f"{where}: set upstream = \"http://127.0.0.1:8000\" (the API to sell)")
@@ -283,7 +381,7 @@ def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None 
         raise ConfigError(f"config file {path}: set [seller] facilitator = \"https://…\"")
     base = Path(path).parent
     setup = ProxySetup(cfg, seller, routes, _secret(cfg, base), str(path), price_urls(table.get("routes")),
-                       _metrics_token(cfg, base))
+                       _metrics_token(cfg, base), parse_lightning(table.get("lightning"), base, where))
     reasons = unsafe_reasons(setup)
     if reasons:
         raise ConfigError("refusing an unsafe proxy setup:\n  - " + "\n  - ".join(reasons))
