@@ -67,6 +67,7 @@ class Upstream:
         self.held = 0
         self.hold_target = 0
         self.all_held = asyncio.Event()
+        self.quote_headers: list[dict[str, str]] = []
 
     def _identity(self, request: Request) -> dict[str, str] | None:
         for name in ("payment-signature", "x-payment", "authorization"):
@@ -95,6 +96,16 @@ class Upstream:
         asked = await request.json()
         size = int(dict(p.split("=") for p in asked["query"].split("&") if p).get("size", "1"))
         return JSONResponse({"price": PRICE * size})
+
+    async def quoted(self, request: Request) -> JSONResponse:
+        """Prices itself: ``HEAD`` answers ``X-Price`` (PRICE atomic units per unit of ``size``; none for size 0)."""
+        size = int(request.query_params.get("size", "1"))
+        if request.method == "HEAD":
+            self.hits["quote"] += 1
+            self.quote_headers.append(dict(request.headers))
+            return JSONResponse(None, headers={"X-Price": str(PRICE * size)} if size else {})
+        self.hits["quoted"] += 1
+        return JSONResponse({"size": size})
 
     async def ping(self, request: Request) -> JSONResponse:
         self.hits["ping"] += 1
@@ -127,7 +138,8 @@ class Upstream:
         return Starlette(routes=[Route("/weather", self.weather), Route("/ping", self.ping),
                                  Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events),
                                  Route("/mpp-upload", self.upload, methods=["POST"]),
-                                 Route("/sized", self.sized), Route("/price", self.price, methods=["POST"])])
+                                 Route("/sized", self.sized), Route("/price", self.price, methods=["POST"]),
+                                 Route("/quoted", self.quoted)])
 
 
 def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, events_price: int = PRICE,
@@ -160,6 +172,10 @@ mime_type = "text/event-stream"
 [[proxy.routes]]
 path = "GET /sized"
 price_url = "{upstream}/price"
+{route}
+[[proxy.routes]]
+path = "GET /quoted"
+price_header = "X-Price"
 {route}
 [[proxy.routes]]
 path = "POST /mpp-upload"
@@ -424,6 +440,30 @@ async def test_price_from_the_pricing_endpoint_and_never_from_the_client(env: En
     assert r.status_code == 200, r.text
     assert await env.paid(before) == (3 * PRICE, 3 * PRICE), "the payment must be the endpoint's price, once"
     assert env.upstream.hits["sized"] == hits + 1, "the upstream must run once"
+
+
+async def test_price_from_an_upstream_header(env: Env, tmp_path: Path) -> None:
+    """A ``price_header`` route: the proxy asks the upstream ``HEAD`` of the same target (credentials stripped,
+    ``Paywire-Quote: 1``) and charges its ``X-Price``; an upstream that states no price is a 502 with nothing
+    charged and the GET never forwarded."""
+    async with httpx.AsyncClient() as http:
+        first = await http.get(env.proxy.url + "/quoted?size=3", headers={"Paywire-Price": "1"})
+        unpriced = await http.get(env.proxy.url + "/quoted?size=0")
+    assert first.status_code == 402, first.text
+    assert int(decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount) == 3 * PRICE, \
+        "the 402 must ask the upstream's price"
+    assert unpriced.status_code == 502 and unpriced.json()["error"] == "pricing_unavailable", unpriced.text
+    before, hits = await env.balances(), env.upstream.hits["quoted"]
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    async with x402_client(wallet, Policy(assets=[env.net.asset]), store=f"sqlite:///{tmp_path / 'b.db'}") as c:
+        r = await c.get(env.proxy.url + "/quoted?size=3")
+    assert r.status_code == 200 and r.json() == {"size": 3}, r.text
+    assert await env.paid(before) == (3 * PRICE, 3 * PRICE), "the payment must be the upstream's price, once"
+    assert env.upstream.hits["quoted"] == hits + 1, "the upstream must run the paid request once"
+    quotes = env.upstream.quote_headers
+    assert quotes and all(q.get("paywire-quote") == "1" for q in quotes), "quotes must be marked"
+    assert not any("payment-signature" in q or "paywire-price" in q for q in quotes), \
+        "a quote carried the client's credential or price"
 
 
 # ------------------------------------------------------------------------------------------------ streaming

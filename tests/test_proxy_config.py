@@ -153,3 +153,23 @@ def test_lightning_node_table(tmp_path: Path) -> None:
             load_proxy(_minimal(tmp_path, base + "\n[proxy.lightning]\n" + table), env={})
     with pytest.raises(ConfigError, match="metrics_token"):
         load_proxy(_minimal(tmp_path, base + '\nmetrics_token = "short"'), env={})
+
+
+def test_dynamic_prices_are_checked() -> None:
+    """What a pricing endpoint or an upstream ``price_header`` may state: atomic units or money, positive."""
+    from paywire.proxy.config import parse_price
+
+    assert [parse_price(x) for x in ("30000", " $0.03 ", "0.5")] == ["30000", "$0.03", "0.5"]
+    assert [parse_price(x) for x in ("", "0", "$0", "-1", "abc", "1e400000", "$-0.01", "9" * 41)] == [None] * 8
+
+
+def test_one_price_source_per_route(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    for extra, reason in (('price = "$0.01"\nprice_header = "X-Price"', "one of"),
+                          ('price_header = "X Price"', "header name"),
+                          ('price_header = "Paywire-Price"', "header name")):
+        path.write_text(f'[proxy]\nupstream = "http://127.0.0.1:9"\nidentity_secret = "{SECRET}"\n'
+                        f'[[proxy.routes]]\npath = "GET /x"\n{extra}\n[seller]\nfacilitator = "http://127.0.0.1:1"\n'
+                        f'pay_to = "0x{"11" * 20}"\nnetwork = "eip155:8453"\n')
+        with pytest.raises(ConfigError, match=reason):
+            load_proxy(path, env={})

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from paywire.bodylimit import declared_length
-from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy
-from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
+from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy, parse_price
+from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send, request_headers
+from paywire.proxy.upstream import UpstreamError
 from paywire.proxy.metrics import Metrics
 from paywire.server.asgi import PaymentMiddleware, request_info
 from paywire.transport.keepalive import HttpError, KeepAliveClient
@@ -33,6 +34,8 @@ from paywire.transport.keepalive import HttpError, KeepAliveClient
 __all__ = ["ProxyServer"]
 
 log = logging.getLogger("paywire.proxy")
+QUOTE_HEADER = b"paywire-quote"
+"""Marks the proxy's ``HEAD`` price quote to the upstream (``price_header`` routes)."""
 
 
 @dataclass(slots=True)
@@ -243,7 +246,7 @@ class ProxyServer:
             else:
                 await gen.forwarder(scope, receive, send)
             return
-        if gen.setup.pricing:
+        if gen.setup.pricing or gen.setup.quoting:
             priced = await self._priced(gen, route, req, scope)
             if priced is None:
                 await _json(send, 502, {"error": "pricing_unavailable",
@@ -253,21 +256,59 @@ class ProxyServer:
         await gen.middleware(scope, receive, send)
 
     async def _priced(self, gen: Generation, route: Any, req: Any, scope: Scope) -> Scope | None:
-        """The scope with this request's price from the route's pricing endpoint (a client's own
-        ``Paywire-Price`` is dropped); None when the endpoint does not answer a price."""
+        """The scope with this request's price from the route's pricing endpoint or upstream header (a client's
+        own ``Paywire-Price`` is always dropped); None when no valid price came back."""
         headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != PRICE_HEADER.encode()]
+        if req.method == "OPTIONS":
+            return {**scope, "headers": headers}
         index = next(i for i, r in enumerate(gen.setup.routes) if r is route)
-        url = gen.setup.pricing.get(index)
-        if url is not None and req.method != "OPTIONS":
-            body = {"method": req.method, "path": req.path, "query": req.query_string}
-            try:
-                status, answer = await gen.pricer(url).request("POST", "", body)
-            except HttpError as exc:
-                log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
-                return None
-            price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
-            if isinstance(price, bool) or not isinstance(price, str | int) or not str(price).strip():
-                log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
-                return None
-            headers.append((PRICE_HEADER.encode(), str(price).strip().encode("latin-1", "replace")))
+        url, header = gen.setup.pricing.get(index), gen.setup.quoting.get(index)
+        raw: str | None = None
+        if url is not None:
+            raw = await self._ask_endpoint(gen, url, req)
+        elif header is not None:
+            raw = await self._ask_upstream(gen, header, scope)
+        else:
+            return {**scope, "headers": headers}
+        price = parse_price(raw) if raw is not None else None
+        if price is None:
+            return None
+        headers.append((PRICE_HEADER.encode(), price.encode("ascii")))
         return {**scope, "headers": headers}
+
+    async def _ask_endpoint(self, gen: Generation, url: str, req: Any) -> str | None:
+        """``POST {method, path, query}`` to the pricing endpoint; its ``"price"``."""
+        body = {"method": req.method, "path": req.path, "query": req.query_string}
+        try:
+            status, answer = await gen.pricer(url).request("POST", "", body)
+        except HttpError as exc:
+            log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
+            return None
+        price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
+        if isinstance(price, bool) or not isinstance(price, str | int):
+            log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
+            return None
+        return str(price)
+
+    async def _ask_upstream(self, gen: Generation, header: str, scope: Scope) -> str | None:
+        """``HEAD`` of the same target at the upstream (the client's headers minus credentials, plus
+        ``Paywire-Quote: 1``); the value of its ``header`` when it answers 2xx."""
+        fwd = gen.forwarder
+        headers = [*request_headers(scope, fwd.host, fwd.config.preserve_host), (QUOTE_HEADER, b"1")]
+        try:
+            response = await fwd.upstream.open("HEAD", fwd.target(scope), headers, None)
+        except UpstreamError as exc:
+            log.warning("paywire proxy: price quote from the upstream failed: %s", exc)
+            return None
+        try:
+            async for _ in response.chunks():  # a HEAD answer has no body; this finishes the exchange
+                pass
+        except UpstreamError:
+            pass
+        finally:
+            await response.aclose()
+        value = next((v for k, v in response.headers if k.lower() == header.encode()), None)
+        if not 200 <= response.status < 300 or value is None:
+            log.warning("paywire proxy: the upstream's quote answered %s without %s", response.status, header)
+            return None
+        return value.decode("latin-1")

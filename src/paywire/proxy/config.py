@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +48,12 @@ __all__ = ["LightningNode", "ProxyConfig", "ProxySetup", "load_proxy", "parse_li
 
 ROUTE_KEYS = frozenset({"path", "price", "asset", "network", "pay_to", "extra", "max_timeout_seconds", "settle",
                         "description", "mime_type", "payment_identifier", "mpp", "l402", "sats",
-                        "discovery", "price_url"})
+                        "discovery", "price_url", "price_header"})
 PRICE_HEADER = "paywire-price"
 """Where the proxy puts a route's price from its ``price_url`` for the payment flow (never the client's)."""
 MIN_SECRET = 32
+_PRICE = re.compile(r"\d{1,30}|\$?\d{1,18}\.\d{1,12}|\$\d{1,18}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 
 
 def _http_url(value: Any) -> str | None:
@@ -122,6 +125,8 @@ class ProxySetup:
     source: str = ""
     pricing: Mapping[int, str] = field(default_factory=dict)
     """Route index → pricing endpoint URL (``price_url`` routes)."""
+    quoting: Mapping[int, str] = field(default_factory=dict)
+    """Route index → upstream response header naming the price (``price_header`` routes; asked with ``HEAD``)."""
     metrics_token: bytes | None = None
     """What ``Authorization: Bearer`` must carry for ``/metrics`` (None: loopback clients only)."""
     lightning: LightningNode | None = None
@@ -227,11 +232,17 @@ def _route(entry: Any, where: str) -> PaidRoute:
     offers: tuple[Offer, ...] = ()
     price = entry.get("price")
     price_url = entry.get("price_url")
+    price_header = entry.get("price_header")
+    if sum(x is not None for x in (price, price_url, price_header)) > 1:
+        raise ConfigError(f"{where}: route {path!r}: give one of price, price_url, price_header")
     if price_url is not None:
-        if price is not None:
-            raise ConfigError(f"{where}: route {path!r}: give price or price_url, not both")
         if _http_url(price_url) is not None:
             raise ConfigError(f"{where}: route {path!r}: price_url must be an http(s) URL")
+        price = header_price
+    if price_header is not None:
+        if not isinstance(price_header, str) or not _TOKEN.fullmatch(price_header) \
+                or price_header.lower() == PRICE_HEADER:
+            raise ConfigError(f"{where}: route {path!r}: price_header must be a header name (e.g. \"X-Price\")")
         price = header_price
     if price is not None:
         if price is not header_price and (isinstance(price, bool) or not isinstance(price, str | int | float)):
@@ -268,6 +279,22 @@ def price_urls(entries: Any) -> dict[int, str]:
     """Route index → its pricing endpoint (``price_url``), for the routes that have one."""
     return {i: str(e["price_url"]) for i, e in enumerate(entries or []) if isinstance(e, Mapping)
             and e.get("price_url")}
+
+
+def price_headers(entries: Any) -> dict[int, str]:
+    """Route index → the upstream response header that prices it (``price_header``, lower-case)."""
+    return {i: str(e["price_header"]).lower() for i, e in enumerate(entries or []) if isinstance(e, Mapping)
+            and e.get("price_header")}
+
+
+def parse_price(raw: str) -> str | None:
+    """A price as a pricing endpoint or upstream header states it, checked: digits (atomic units) or money like
+    ``$0.03`` / ``0.03`` (no exponents, at most 30 digits); None when it is neither or not positive."""
+    text = raw.strip()
+    if not _PRICE.fullmatch(text):
+        return None
+    digits = text.lstrip("$").replace(".", "")
+    return text if digits.strip("0") else None
 
 
 def parse_routes(entries: Any, where: str = "config") -> tuple[PaidRoute, ...]:
@@ -380,8 +407,9 @@ def load_proxy(path: str | Path | None = None, *, env: Mapping[str, str] | None 
     if seller.facilitator is None:
         raise ConfigError(f"config file {path}: set [seller] facilitator = \"https://…\"")
     base = Path(path).parent
-    setup = ProxySetup(cfg, seller, routes, _secret(cfg, base), str(path), price_urls(table.get("routes")),
-                       _metrics_token(cfg, base), parse_lightning(table.get("lightning"), base, where))
+    setup = ProxySetup(cfg, seller, routes, _secret(cfg, base), str(path), pricing=price_urls(table.get("routes")),
+                       quoting=price_headers(table.get("routes")), metrics_token=_metrics_token(cfg, base),
+                       lightning=parse_lightning(table.get("lightning"), base, where))
     reasons = unsafe_reasons(setup)
     if reasons:
         raise ConfigError("refusing an unsafe proxy setup:\n  - " + "\n  - ".join(reasons))
