@@ -3,6 +3,7 @@ headers' signature is bound to the request. (End-to-end behaviour: tests/test_pr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -145,6 +146,10 @@ def test_lightning_node_table(tmp_path: Path) -> None:
     lnd = load_proxy(_minimal(tmp_path, base + '\n[proxy.lightning]\nbackend = "lnd"\nurl = "https://127.0.0.1:8080"'
                               '\nmacaroon_file = "invoice.macaroon"'), env={})
     assert lnd.lightning is not None and lnd.lightning.key == "0201ff006d6163", "binary macaroon not read as hex"
+    for node, kind in ((lnbits.lightning, "LnbitsBackend"), (lnd.lightning, "LndRestBackend")):
+        backend = node.connect()
+        assert type(backend).__name__ == kind, type(backend)
+        asyncio.run(backend.aclose())
     for table, reason in (('backend = "lnbits"\nurl = "http://node.example.com"\ninvoice_key = "k"', "plain http"),
                           ('backend = "lnbits"\nurl = "http://127.0.0.1:5000"\ninvoce_key = "k"', "invoice_key"),
                           ('backend = "lnd"\nurl = "https://127.0.0.1:8080"', "macaroon"),

@@ -26,8 +26,8 @@ from typing import Any
 from paywire.bodylimit import declared_length
 from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy, parse_price
 from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send, request_headers
-from paywire.proxy.upstream import UpstreamError
 from paywire.proxy.metrics import Metrics
+from paywire.proxy.upstream import UpstreamError
 from paywire.server.asgi import PaymentMiddleware, request_info
 from paywire.transport.keepalive import HttpError, KeepAliveClient
 

@@ -95,7 +95,8 @@ class ProxyConfig(Settings):
     max_body: int = option(1024 * 1024 * 1024, check=positive)
     """Largest request body forwarded (bytes; a larger ``Content-Length`` is refused with 413 before payment)."""
     upstream_client: Literal["h11", "httpx"] = "h11"
-    """The HTTP client for the upstream (both stream; bench/proxy.py measures them)."""
+    """The HTTP client for the upstream: ``h11`` is paywire's own (answers parsed by httptools; the name is historical),
+    or ``httpx``; both stream (bench/proxy.py measures them)."""
     max_connections: int = option(256, check=positive)
     """Open connections to the upstream at most (more requests wait for one)."""
     openapi_path: str = "/openapi.json"
@@ -157,9 +158,9 @@ class LightningNode:
             from paywire.lightning.lnbits import LnbitsBackend
 
             return LnbitsBackend(self.url, invoice_key=self.key, timeout=self.timeout)
-        from paywire.lightning.lnd import LndBackend
+        from paywire.lightning.lnd import LndRestBackend
 
-        return LndBackend(self.url, self.key, tls_cert=self.tls_cert, timeout=self.timeout)
+        return LndRestBackend(self.url, self.key, tls_cert=self.tls_cert, timeout=self.timeout)
 
 
 def _read_key(entry: Mapping[str, Any], name: str, base: Path, where: str, *, binary_hex: bool = False) -> str | None:
