@@ -95,6 +95,9 @@ async def test_chunked_until_close_head_and_204(server: tuple[Server, StreamingU
     assert (status, headers[b"x-price"], body) == (200, b"30000", b""), "a HEAD answer has no body"
     srv.script = lambda req: b"HTTP/1.1 204 No Content\r\n\r\n"
     assert await exchange(client) == (204, {}, b"")
+    srv.script = lambda req: (b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+                              b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal")
+    assert await exchange(client) == (200, {b"content-length": b"5"}, b"final"), "an interim answer was not skipped"
     before = srv.connections
     srv.script = lambda req: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
     assert (await exchange(client))[2] == b"ok"

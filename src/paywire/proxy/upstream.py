@@ -48,12 +48,13 @@ class UpstreamTimeout(UpstreamError):
 class _Answer:
     """httptools callbacks for one answer: its head, then body parts queued until :meth:`take`."""
 
-    __slots__ = ("body", "complete", "extra", "framed", "head_done", "headers", "keep_alive", "no_body", "parser")
+    __slots__ = ("body", "complete", "extra", "framed", "head_done", "headers", "interim", "keep_alive", "no_body",
+                 "parser")
 
     def __init__(self, no_body: bool) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.head_done = self.complete = self.extra = self.keep_alive = self.framed = False
+        self.head_done = self.complete = self.extra = self.keep_alive = self.framed = self.interim = False
         self.no_body = no_body  # a HEAD answer: complete at the end of its head
         self.parser: httptools.HttpResponseParser | None = None
 
@@ -66,6 +67,10 @@ class _Answer:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code() if self.parser is not None else 200
+        if 100 <= status < 200 and status != 101:  # an interim answer (103 Early Hints …): skipped, not relayed
+            self.headers, self.interim = [], True
+            return
         self.head_done = True
         self.keep_alive = self.parser is not None and self.parser.should_keep_alive()  # only valid here
         self.framed = any(k in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
@@ -75,6 +80,9 @@ class _Answer:
             self.body.append(data)
 
     def on_message_complete(self) -> None:
+        if self.interim:  # the final answer follows
+            self.interim = False
+            return
         self.complete = True
 
 
@@ -269,8 +277,8 @@ class StreamingUpstream:
             if not answer.head_done and size > MAX_HEAD:
                 raise UpstreamError("the upstream's answer head is too large")
         status = parser.get_status_code()
-        if 100 <= status < 200:  # Expect is never forwarded; an interim answer is not something we relay
-            raise UpstreamError(f"the upstream sent an interim {status} answer")
+        if status == 101:  # the proxy forwards no Upgrade: a switch of protocols is not something it can relay
+            raise UpstreamError("the upstream switched protocols")
         if no_body or status in _NO_BODY_STATUS:
             answer.complete, answer.body = True, []
         return UpstreamResponse(self, conn, parser, answer, status)
