@@ -61,7 +61,26 @@ def _unauthorized() -> JSONResponse:
     return _error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="paywire facilitator"'})
 
 
-async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
+class _Call:
+    """What the ``/verify`` and ``/settle`` handlers read of a request: its ASGI ``receive``, its headers (first
+    value of each, lower-case names) and the client's host. Built straight from the ASGI scope for those two
+    routes (no Starlette ``Request``, routing or middleware on the hot path)."""
+
+    __slots__ = ("client_host", "headers", "receive")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
+        self.headers = headers
+        self.receive = receive
+        client = scope.get("client")
+        self.client_host: str | None = client[0] if client else None
+
+
+async def _parse(request: _Call) -> FacilitatorRequest | JSONResponse:
     got = await read_asgi_body(request.receive, MAX_BODY_BYTES, declared_length(request.headers))
     if got.too_large:
         return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
@@ -80,7 +99,7 @@ async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
         return _error(400, str(exc), exc.reason)
 
 
-def _prefer_wait(request: Request) -> float | None:
+def _prefer_wait(request: _Call) -> float | None:
     """Seconds from ``Prefer: wait=N`` (RFC 7240 §4.3): how long the caller waits for ``/settle``."""
     for pref in request.headers.get("prefer", "").split(","):
         name, _, value = pref.strip().partition("=")
@@ -121,6 +140,27 @@ class _CatchAll:
             await send({"type": "http.response.body", "body": body})
 
 
+Handler = Callable[[_Call], Awaitable[Response]]
+
+
+class _FastRoutes:
+    """``POST /verify`` and ``POST /settle`` straight to their handlers; everything else (other routes and
+    methods, the lifespan) to the Starlette app. An exception propagates to ``_CatchAll`` (JSON 500)."""
+
+    def __init__(self, app: ASGIApp, routes: dict[str, Handler]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.routes.get(scope["path"])
+            if handler is not None:
+                response = await handler(_Call(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     facilitator: Facilitator,
     *,
@@ -139,13 +179,13 @@ def create_app(
 
         discovery = Discovery(facilitator.store.db if facilitator.store is not None else None)
 
-    def authorized(request: Request) -> bool:
+    def authorized(request: Request | _Call) -> bool:
         if not bearer_token:
             return True
         return bearer_matches(request.headers.get("authorization", ""), bearer_token)
 
-    def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
+    def observed(route: str, handler: Callable[[Any], Awaitable[Response]]) -> Callable[[Any], Awaitable[Response]]:
+        async def wrapped(request: Any) -> Response:
             t0 = time.perf_counter()
             status = 500
             try:
@@ -157,7 +197,7 @@ def create_app(
                 m.observe("http_request_duration_seconds", time.perf_counter() - t0, route=route)
         return wrapped
 
-    async def verify(request: Request) -> Response:
+    async def verify(request: _Call) -> Response:
         if not authorized(request):
             return _unauthorized()
         parsed = await _parse(request)
@@ -167,13 +207,13 @@ def create_app(
         m.inc("verify_total", result="valid" if res.is_valid else "invalid", reason=res.invalid_reason or "")
         return JSONResponse(res.to_wire())
 
-    async def settle(request: Request) -> Response:
+    async def settle(request: _Call) -> Response:
         if not authorized(request):
             return _unauthorized()
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
-        risk_requester.set(request.client.host if request.client else None)  # who asks, for the risk checkpoint
+        risk_requester.set(request.client_host)  # who asks, for the risk checkpoint
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
@@ -239,8 +279,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/verify", observed("/verify", verify), methods=["POST"]),
-            Route("/settle", observed("/settle", settle), methods=["POST"]),
+            Route("/verify", _method_not_allowed, methods=["POST"]),  # POSTs are answered by _FastRoutes
+            Route("/settle", _method_not_allowed, methods=["POST"]),
             Route("/supported", observed("/supported", supported), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/discovery/resources", observed("/discovery/resources", discovery_resources), methods=["GET"]),
@@ -250,4 +290,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: http_error},
         lifespan=lifespan,
     )
-    return _CatchAll(app, m)
+    fast = _FastRoutes(app, {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)})
+    return _CatchAll(fast, m)
+
+
+async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - _FastRoutes takes the POSTs
+    return _error(405, "method not allowed")
