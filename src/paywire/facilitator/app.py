@@ -108,16 +108,39 @@ def _prefer_wait(request: _Call) -> float | None:
     return None
 
 
-class _CatchAll:
-    """Outermost ASGI layer: an exception that escapes the app becomes a JSON 500 (no traceback leaks)."""
+Handler = Callable[[_Call], Awaitable[Response]]
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+_INTERNAL_ERROR = b'{"error":"internal error"}'
+
+
+class _CatchAll:
+    """Outermost ASGI layer: an exception that escapes the app becomes a JSON 500 (no traceback leaks).
+
+    ``routes`` (``POST`` only: ``/verify`` and ``/settle``) are answered here, straight from their handlers with
+    no Starlette ``Request``, routing or middleware on the hot path; everything else (other routes and
+    methods, the lifespan) goes to the Starlette ``app``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, routes: dict[str, Handler] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        handler = self.routes.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is not None:
+            try:
+                response = await handler(_Call(scope, receive))
+            except Exception:
+                log.exception("facilitator: unhandled error on %s", scope.get("path"))
+                await _internal_error(send)
+                return
+            try:
+                await response(scope, receive, send)
+            except Exception:  # the client went away while we answered
+                log.exception("facilitator: could not send the answer on %s", scope.get("path"))
             return
         started = False
 
@@ -133,32 +156,14 @@ class _CatchAll:
             log.exception("facilitator: unhandled error on %s", scope.get("path"))
             if started:  # Starlette already answered with the JSON error handler
                 return
-            body = b'{"error":"internal error"}'
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _internal_error(send)
 
 
-Handler = Callable[[_Call], Awaitable[Response]]
-
-
-class _FastRoutes:
-    """``POST /verify`` and ``POST /settle`` straight to their handlers; everything else (other routes and
-    methods, the lifespan) to the Starlette app. An exception propagates to ``_CatchAll`` (JSON 500)."""
-
-    def __init__(self, app: ASGIApp, routes: dict[str, Handler]) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.routes.get(scope["path"])
-            if handler is not None:
-                response = await handler(_Call(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+async def _internal_error(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(_INTERNAL_ERROR)).encode())]})
+    await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
 
 
 def create_app(
@@ -279,7 +284,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/verify", _method_not_allowed, methods=["POST"]),  # POSTs are answered by _FastRoutes
+            Route("/verify", _method_not_allowed, methods=["POST"]),  # POSTs are answered by _CatchAll
             Route("/settle", _method_not_allowed, methods=["POST"]),
             Route("/supported", observed("/supported", supported), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -290,9 +295,8 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: http_error},
         lifespan=lifespan,
     )
-    fast = _FastRoutes(app, {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)})
-    return _CatchAll(fast, m)
+    return _CatchAll(app, m, {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)})
 
 
-async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - _FastRoutes takes the POSTs
+async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - _CatchAll takes the POSTs
     return _error(405, "method not allowed")
