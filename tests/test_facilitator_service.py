@@ -144,6 +144,21 @@ async def test_a_bug_on_the_verify_and_settle_routes_is_a_json_500(net):
             assert (await http.get(url + path)).status_code == 405
 
 
+async def test_verify_works_when_the_app_is_mounted_under_a_prefix(net):
+    """Mounted inside another ASGI app (``/fac``), ``POST /fac/verify`` still reaches the handler."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from tests.helpers import full_facilitator
+
+    req = offer(net)
+    p = await sign(req, payer_of(net))
+    outer = Starlette(routes=[Mount("/fac", app=create_app(full_facilitator(net)))])
+    async with serve_asgi(outer) as url, httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(url + "/fac/verify", json=body(p, req))
+    assert r.status_code == 200 and r.json()["isValid"] is True, r.text
+
+
 async def test_settle_of_a_plugin_bug_is_an_answer_not_a_500(net, tmp_path: Path):
     """Exceptions inside settle are answered as success:false JSON with HTTP 200 (checklist 39)."""
     store = await SettlementStore.open(f"sqlite:///{tmp_path / 'f.db'}")

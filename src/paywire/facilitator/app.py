@@ -282,10 +282,12 @@ def create_app(
             if on_shutdown is not None:
                 await on_shutdown()
 
+    fast: dict[str, Handler] = {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)}
     app = Starlette(
         routes=[
-            Route("/verify", _method_not_allowed, methods=["POST"]),  # POSTs are answered by _CatchAll
-            Route("/settle", _method_not_allowed, methods=["POST"]),
+            # _CatchAll answers these POSTs itself; Starlette only sees them when the app is mounted under a prefix
+            Route("/verify", _via_request(fast["/verify"]), methods=["POST"]),
+            Route("/settle", _via_request(fast["/settle"]), methods=["POST"]),
             Route("/supported", observed("/supported", supported), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/discovery/resources", observed("/discovery/resources", discovery_resources), methods=["GET"]),
@@ -295,8 +297,10 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: http_error},
         lifespan=lifespan,
     )
-    return _CatchAll(app, m, {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)})
+    return _CatchAll(app, m, fast)
 
 
-async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - _CatchAll takes the POSTs
-    return _error(405, "method not allowed")
+def _via_request(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        return await handler(_Call(request.scope, request.receive))
+    return route
