@@ -398,6 +398,10 @@ class Seller:
     """MPP routes bind request bodies up to this size through the challenge ``digest`` (RFC 9530)."""
     siwx: SiwxIssuer | None = None
     """Issues and checks Sign-In-With-X challenges (made when a route signs in and none is given)."""
+    offer_signer: Any = None
+    """An :class:`~paywire.identity.offers.ArtifactSigner`: sign every 402's offers and every paid response's
+    receipt (x402 ``offer-receipt``); ``receipt_tx`` puts the transaction hash in receipts (else privacy-minimal)."""
+    receipt_tx: bool = False
     clock: Callable[[], float] = time.time
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
@@ -579,6 +583,10 @@ class Seller:
         if route.signs_in and self.siwx is not None and req is not None:  # a fresh nonce per 402
             out[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url,
                                                         [o.network for o in offers], self.clock())
+        if self.offer_signer is not None and req is not None and offers:
+            from paywire.identity.offers import OFFER_RECEIPT
+
+            out[OFFER_RECEIPT] = self.offer_signer.offers_extension(self.resource(route, req).url, offers, self.clock())
         if (self._supported is not None and EIP2612_GAS_SPONSORING in self._supported.extensions
                 and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2" for o in offers)):
             out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # the facilitator sends the payer's permit
@@ -595,7 +603,7 @@ class Seller:
 
         The plain challenge of a route with static offers depends only on the URL: it is built once per URL."""
         key: tuple[int, str] | None = None
-        if error is None and not extra_headers and not route.signs_in:
+        if error is None and not extra_headers and not route.signs_in and self.offer_signer is None:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:
@@ -665,6 +673,19 @@ class Seller:
         if self.cors_origin is None or req.header("origin") is None:
             return None
         return self.cors_origin
+
+    def with_receipt(self, res: SettleResponse, route: PaidRoute, req: RequestInfo) -> SettleResponse:
+        """``res`` with the seller's signed receipt (``extensions["offer-receipt"]``) when it signs receipts; the
+        ledger keeps it, so a replay answers with the same receipt."""
+        if self.offer_signer is None or not res.success or not res.payer:
+            return res
+        from paywire.identity.offers import OFFER_RECEIPT
+        from paywire.x402.networks import to_caip2_or_none
+
+        network = to_caip2_or_none(res.network) or res.network
+        ext = self.offer_signer.receipt_extension(self.resource(route, req).url, res.payer, network, self.clock(),
+                                                  res.transaction if self.receipt_tx else None)
+        return dataclasses.replace(res, extensions={**(res.extensions or {}), OFFER_RECEIPT: ext})
 
     @staticmethod
     def settlement_headers(res: SettleResponse, v1: bool) -> Headers:

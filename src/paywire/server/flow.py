@@ -612,6 +612,8 @@ class PaymentFlow:
         store = self.payments
         outcome, res, detail = await self._settle(rec.protocol, payload, requirements, reconciling)
         if outcome == "settled" and res is not None:
+            if p is not None and req is not None:
+                res = self.seller.with_receipt(res, p.route, req)  # signed once, recorded, replayed as is
             release = {"owner": None} if rec.settle_mode == "after" else {}
             await store.update(rec.id, owner, ["settling"], state="served" if release else "settled", **release,
                                tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
