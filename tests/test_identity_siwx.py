@@ -45,6 +45,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 class Env:
     def __init__(self, net: Any, url: str, db_path: Path, hits: dict[str, int]) -> None:
         self.net, self.url, self.db_path, self.hits = net, url, db_path, hits
+        self.fac: Any = None
 
     def wallet(self, key: str | bytes | None = None) -> Wallet:
         return Wallet.from_key(key or self.net.info.payer_key, chains={self.net.info.network: self.net.chain})
@@ -80,8 +81,8 @@ def app(hits: dict[str, int]) -> Starlette:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory):
     net = await new_devnet("embedded")
-    fac = Facilitator([facilitator_for(net)])
     db_path = tmp_path_factory.mktemp("siwx") / "seller.db"
+    fac = Facilitator([facilitator_for(net, store=f"sqlite:///{db_path.parent / 'settlements.db'}")])
     routes = [
         PaidRoute("/report", (offer(net, CENT),), access_for=3600),
         PaidRoute("/items/{id}", (offer(net, CENT),), access_for=3600),
@@ -92,7 +93,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory):
     mw = PaymentMiddleware(app(hits), routes, LocalFacilitatorClient(fac), store=f"sqlite:///{db_path}",
                            siwx_secret=b"s" * 32, siwx_chains={net.info.network: net.chain})
     async with serve_asgi(mw) as url:
-        yield Env(net, url, db_path, hits)
+        e = Env(net, url, db_path, hits)
+        e.fac = fac
+        yield e
     await close_devnet(net)
 
 
@@ -306,15 +309,30 @@ async def test_identity_route_refuses_an_unsigned_payment_before_money_moves(env
     assert env.hits.get("/signed", 0) == hits, "the handler ran for a refused request"
 
 
-async def test_identity_route_records_the_payers_did(env: Env) -> None:
-    async with x402_client(env.wallet(), env.policy()) as client:
+async def test_identity_route_records_the_payers_did_in_all_three_ledgers(env: Env, tmp_path: Path) -> None:
+    """Seller row, facilitator settlement row (named in the settle request) and buyer row carry the DID."""
+    from paywire.store.settlements import settlement_id
+    from paywire.store.spend import SpendLedger
+
+    store = f"sqlite:///{tmp_path / 'buyer.db'}"
+    async with x402_client(env.wallet(), env.policy(), store=store) as client:
         r = await client.get(env.url + "/signed")
     assert r.status_code == 200, f"a signed-in payment failed: {r.status_code} {r.text}"
     chain = env.net.info.network.split(":")[1]
     did = f"did:pkh:eip155:{chain}:{env.net.payer.address}"
     assert r.json()["identity"] == did, "the handler did not see the payer's DID"
     rows = [x for x in await env.rows() if x.route == "* /signed" and x.state == "served"]
-    assert rows and rows[0].identity == did, "the ledger row does not name the identity"
+    assert rows and rows[0].identity == did, "the seller's ledger row does not name the identity"
+    ledger = SpendLedger(open_database(store), env.net.payer.address)
+    try:
+        mine = (await ledger.history())[0]
+    finally:
+        await ledger.db.aclose()
+    assert mine.outcome == "paid" and mine.identity == did, "the buyer's ledger row does not name the identity"
+    assert mine.nonce is not None
+    settled = await env.fac.schemes[0].store.get(settlement_id(env.net.info.network, env.net.info.token,
+                                                     env.net.payer.address, mine.nonce))
+    assert settled is not None and settled.identity == did, "the facilitator's settlement row has no identity"
 
 
 async def test_plain_route_is_unchanged(env: Env) -> None:

@@ -203,9 +203,16 @@ _P = TypeVar("_P")
 
 
 def _with_identity(parsed: _P, identity: Identity | None) -> _P:
-    """A payment to claim carries the identity its request proved (written to its ledger row)."""
+    """A payment to claim carries the identity its request proved (written to its ledger row, and named to the
+    facilitator in the payload's ``paywire-identity`` extension, which the payer's signature does not cover)."""
     if identity is not None and isinstance(parsed, Proceed):
-        return dataclasses.replace(parsed, identity=identity.did)
+        payload = parsed.payload
+        if isinstance(payload, PaymentPayload):
+            from paywire.identity.metadata import IDENTITY_EXTENSION, identity_extension
+
+            payload = dataclasses.replace(payload, extensions={**(payload.extensions or {}),
+                                                               IDENTITY_EXTENSION: identity_extension(identity.did)})
+        return dataclasses.replace(parsed, identity=identity.did, payload=payload)
     return parsed
 
 
