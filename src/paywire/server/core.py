@@ -177,6 +177,14 @@ class PaidRoute:
     siwx: bool = False
     access_for: float | None = None
     identity: IdentityRule | None = None
+    allow_identities: frozenset[str] | None = None
+    """Only these identities may use the route (DIDs or wallet addresses): others are refused before any money
+    moves; implies sign-in (docs/identity.md)."""
+    free_quota: tuple[int, float] | None = None
+    """``(n, seconds)``: each proven identity gets ``n`` requests per window without paying (then it pays)."""
+    price_for_identity: Callable[[Any, PaymentRequirements], int | None] | None = None
+    """``f(identity, offer) -> amount`` in the offer's atomic units for a proven identity (None: the offer's own;
+    0: free). A signed-in payer is quoted, and pays, its own price."""
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -221,6 +229,15 @@ class PaidRoute:
                 raise ConfigError(f"route {self.path!r}: mpp 'evm' mirrors the x402 offers: give a price")
         if self.identity is not None and self.identity not in IDENTITY_RULES:
             raise ConfigError(f"route {self.path!r}: identity must be one of {IDENTITY_RULES}, not {self.identity!r}")
+        if self.allow_identities is not None:
+            if isinstance(self.allow_identities, str):
+                raise ConfigError(f"route {self.path!r}: allow_identities takes a list, not one string")
+            object.__setattr__(self, "allow_identities", frozenset(a.lower() for a in self.allow_identities))
+        if self.free_quota is not None:
+            n, window = self.free_quota
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not window > 0:
+                raise ConfigError(f"route {self.path!r}: free_quota is (requests >= 1, seconds > 0), "
+                                  f"not {self.free_quota!r}")
         if self.access_for is not None and (isinstance(self.access_for, bool) or not self.access_for > 0):
             raise ConfigError(f"route {self.path!r}: access_for is a number of seconds > 0, not {self.access_for!r}")
         object.__setattr__(self, "methods", methods or frozenset({"*"}))
@@ -251,7 +268,13 @@ class PaidRoute:
     @property
     def signs_in(self) -> bool:
         """The route takes Sign-In-With-X (advertised in its 402s)."""
-        return self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+        return (self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+                or self.per_identity)
+
+    @property
+    def per_identity(self) -> bool:
+        """The route treats proven identities differently (allowlist, free quota, price)."""
+        return self.allow_identities is not None or self.free_quota is not None or self.price_for_identity is not None
 
     @property
     def checks_identity(self) -> bool:

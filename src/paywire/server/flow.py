@@ -39,7 +39,7 @@ from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.registry import default_registry
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
-from paywire.server.identity import IdentityGate, Reaccess
+from paywire.server.identity import Free, IdentityGate, Reaccess
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.protocols import seller_protocols
 from paywire.server.protocols.base import (
@@ -358,6 +358,11 @@ class PaymentFlow:
             return Forward(await self._admit(d))
         if isinstance(d, Reaccess):
             return Forward(await self._reaccess(d))
+        if isinstance(d, Free):
+            assert route is not None
+            who = d.identity
+            return Forward(PaymentInfo(0, route.key, who.addresses[0] if who.addresses else None, 0, 0, "", "", "",
+                                       d.why, 0, None, identity=who.did))
         if not isinstance(d, Proceed):
             return Forward()
         plan = await self._paid(d, req)
@@ -365,7 +370,8 @@ class PaymentFlow:
             return plan
         return await self._with_challenges(plan, d, req)
 
-    async def _decide(self, route: PaidRoute | None, req: RequestInfo) -> Decision | Reject | Admit | Reaccess:
+    async def _decide(self, route: PaidRoute | None,
+                      req: RequestInfo) -> Decision | Reject | Admit | Reaccess | Free:
         """The route's sign-in first (docs/identity.md), then its protocols, in order, for the request's credential;
         none: the x402 402 (or paywall)."""
         if route is None or req.method in ("OPTIONS", "HEAD"):
@@ -374,9 +380,10 @@ class PaymentFlow:
         identity = None
         if self._identity is not None and route.checks_identity:
             checked = await self._identity.check(route, req, priced)
-            if isinstance(checked, Reply | Reaccess):
+            if isinstance(checked, Reply | Reaccess | Free):
                 return checked
             identity = checked
+            priced = self._identity.repriced(route, priced, identity)
         for proto in self._protocols_of(route):
             parsed = await proto.parse(route, req, priced)
             if parsed is not None:

@@ -10,7 +10,11 @@ answers one of:
 * a :class:`~paywire.server.core.Reply` — a 402 saying why (a proof that does not check out, a used nonce, a
   sign-in without a payment in the window, or the route's ``identity`` missing on a paid request: refused
   before any money moves);
-* an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity.
+* :class:`Free` — a proven identity the route serves without payment (``free_quota``, or priced at zero by
+  ``price_for_identity``);
+* an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity (at
+  the identity's own price when the route has ``price_for_identity``); an identity that is not on the route's
+  ``allow_identities`` is refused (``identity_not_allowed``) before any money moves.
 
 Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signature's as ``sig:<keyid>:<nonce>``)
 — a resent paid request may reuse its own, so retries of one payment still replay.
@@ -18,6 +22,7 @@ Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signatu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +36,20 @@ from paywire.server.core import PaidRoute, Priced, Reply, Seller
 from paywire.server.request import RequestInfo
 from paywire.store.db import Database
 from paywire.store.identity import IdentityStore
+from paywire.x402.models import PaymentRequirements
+
+
+def _listed(who: Identity, allowed: frozenset[str]) -> bool:
+    return who.did.lower() in allowed or any(a.lower() in allowed for a in who.addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class Free:
+    """Serve without a payment: a proven identity within its free quota (``free_quota``) or priced at zero
+    (``price_for_identity``); ``why`` says which."""
+
+    identity: Identity
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +79,8 @@ class IdentityGate:
             _ed25519()
         await self.store.migrate()
 
-    async def check(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Reaccess | Reply | Identity | None:
+    async def check(self, route: PaidRoute, req: RequestInfo,
+                    priced: Priced) -> Reaccess | Free | Reply | Identity | None:
         seller, offers = self.seller, priced[0]
         credential = seller.x402_header(route, req) or req.header("authorization")
         paying = credential is not None
@@ -83,23 +103,46 @@ class IdentityGate:
                 return refuse(f"{signed_in.code}: {signed_in.message}")
             else:
                 signed_in = None
+        who = agent or (signed_in.identity if signed_in is not None else None)
+        allowed = route.allow_identities
+        if allowed is not None and who is not None and not _listed(who, allowed):
+            return refuse("identity_not_allowed: this route serves only the identities on its allowlist")
         if paying:
             missing = {"agent-sig": agent is None, "siwx": signed_in is None,
                        "required": agent is None and signed_in is None}.get(route.identity or "", False)
-            if missing:
+            if missing or (allowed is not None and who is None):
                 how = {"agent-sig": "an RFC 9421 agent signature (Signature-Agent, Signature-Input, Signature)",
-                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)",
-                       "required": "a Sign-In-With-X proof or an RFC 9421 agent signature"}[route.identity or ""]
+                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)"}.get(
+                    route.identity or "", "a Sign-In-With-X proof or an RFC 9421 agent signature")
                 return refuse(f"identity_required: this route takes payments only with {how}")
-            return agent or (signed_in.identity if signed_in is not None else None)
-        if signed_in is None:
+            return who
+        if who is None:
             return None
-        if route.access_for is not None:
+        if signed_in is not None and route.access_for is not None:
             rid = await self.store.paid(signed_in.address, route.key, req.path, seller.clock() - route.access_for)
             if rid is not None:
                 return Reaccess(rid, signed_in.identity)
-        return refuse("siwx_not_paid: signed in, but this address has no payment for this resource that still "
-                      "grants access: pay to continue")
+        mine = self.repriced(route, priced, who)
+        if any(getattr(o, "amount", None) == 0 for o in mine[0]):
+            return Free(who, "price")
+        if route.free_quota is not None and await self.store.take_free(who.did, route.key, *route.free_quota):
+            return Free(who, "free_quota")
+        if signed_in is None:  # an agent signature alone: the route's 402
+            return None
+        return seller.payment_required(route, req, mine[0], "siwx_not_paid: signed in, but this address has no "
+                                       "payment for this resource that still grants access: pay to continue")
+
+    @staticmethod
+    def repriced(route: PaidRoute, priced: Priced, who: Identity | None) -> Priced:
+        """The route's offers at ``who``'s price (``route.price_for_identity``)."""
+        f = route.price_for_identity
+        if f is None or who is None:
+            return priced
+        offers: list[Any] = []
+        for o in priced[0]:
+            amount = f(who, o) if isinstance(o, PaymentRequirements) else None
+            offers.append(o if amount is None or amount == o.amount else dataclasses.replace(o, amount=int(amount)))
+        return tuple(offers), priced[1]
 
     async def _sign_in(self, route: PaidRoute, req: RequestInfo, offers: tuple[object, ...],
                        spent_on: str | None) -> SiwxProof | SiwxFailure | None:
@@ -148,4 +191,4 @@ class IdentityGate:
         return proof
 
 
-__all__ = ["IdentityGate", "Reaccess"]
+__all__ = ["Free", "IdentityGate", "Reaccess"]
