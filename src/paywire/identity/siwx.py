@@ -60,7 +60,8 @@ class SiwxProof:
 
     @property
     def identity(self) -> Identity:
-        return Identity.from_account(self.network, self.address, "siwx")
+        """Its ``did:pkh`` (the address is already checksummed: no second EIP-55 pass)."""
+        return Identity(f"did:pkh:{self.network}:{self.address}", ("siwx",), (self.address,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ class SiwxIssuer:
 
     def _mac(self, rand: str, domain: str, uri: str, issued: str, expires: str) -> str:
         text = "\n".join((rand, domain, uri, issued, expires)).encode()
-        return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:16]
+        return hmac.digest(self._key, text, "sha256")[:8].hex()
 
     def declaration(self, url: str, networks: Sequence[str], now: float) -> dict[str, Any]:
         """The ``sign-in-with-x`` extension for a 402 answering a request to ``url`` (fresh nonce)."""
@@ -154,7 +155,7 @@ class SiwxIssuer:
             return SiwxFailure("invalid_siwx_unsupported_chain",
                                f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
         try:
-            msg = _message_of(payload)
+            msg = _message_of(payload, dates=False)  # the dates are converted right here
             issued = parse_time(msg.issued_at)
             expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
             not_before = parse_time(msg.not_before) if msg.not_before else None
@@ -213,7 +214,7 @@ def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _message_of(payload: Mapping[str, Any]) -> SiweMessage:
+def _message_of(payload: Mapping[str, Any], *, dates: bool = True) -> SiweMessage:
     """The EIP-4361 message the payload's fields stand for (checked against the grammar)."""
     network = payload["chainId"]
     ns, _, ref = str(network).partition(":")
@@ -228,7 +229,8 @@ def _message_of(payload: Mapping[str, Any]) -> SiweMessage:
     return SiweMessage(fields["domain"], fields["address"], fields["uri"], fields["version"], int(ref),
                        fields["nonce"], fields["issuedAt"], _opt_str(payload, "statement"),
                        _opt_str(payload, "expirationTime"), _opt_str(payload, "notBefore"),
-                       _opt_str(payload, "requestId"), tuple(resources) if resources is not None else None).check()
+                       _opt_str(payload, "requestId"),
+                       tuple(resources) if resources is not None else None).check(dates=dates)
 
 
 # ------------------------------------------------------------------------------------------------ buyer

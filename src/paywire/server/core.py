@@ -430,6 +430,8 @@ class Seller:
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
     _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
+    _sign_in_templates: dict[tuple[int, str], tuple[Reply, dict[str, Any]]] = field(default_factory=dict,
+                                                                                       repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -626,20 +628,45 @@ class Seller:
 
         The plain challenge of a route with static offers depends only on the URL: it is built once per URL."""
         key: tuple[int, str] | None = None
-        if error is None and not extra_headers and not route.signs_in and self.offer_signer is None:
+        if error is None and not extra_headers and self.offer_signer is None:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:
                 key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
-                hit = self._challenges.get(key)
-                if hit is not None:
-                    return hit
+                if route.signs_in:
+                    if self.siwx is not None and 2 in route.x402_versions:
+                        return self._sign_in_challenge(route, req, offers, key)
+                    key = None
+                else:
+                    hit = self._challenges.get(key)
+                    if hit is not None:
+                        return hit
         reply = self._payment_required(route, req, offers, error, extra_headers)
         if key is not None:
             if len(self._challenges) >= 1024:
                 self._challenges.clear()
             self._challenges[key] = reply
         return reply
+
+    def _sign_in_challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                           key: tuple[int, str]) -> Reply:
+        """The 402 of a sign-in route: built once per URL, then only its ``sign-in-with-x`` entry (a fresh nonce)
+        is made and the ``PAYMENT-REQUIRED`` header encoded again."""
+        assert self.siwx is not None
+        hit = self._sign_in_templates.get(key)
+        if hit is None:
+            reply = self._payment_required(route, req, offers, None, ())
+            wire = self.challenge(route, req, offers).to_wire()
+            if len(self._sign_in_templates) >= 1024:
+                self._sign_in_templates.clear()
+            hit = self._sign_in_templates[key] = (reply, wire)
+        reply, wire = hit
+        ext = dict(wire.get("extensions") or {})
+        ext[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url, [o.network for o in offers],
+                                                    self.clock())
+        header = encode_header({**wire, "extensions": ext})
+        return Reply(402, tuple((k, header) if k == PAYMENT_REQUIRED else (k, v) for k, v in reply.headers),
+                     reply.body)
 
     def _payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                           error: str | None, extra_headers: Headers) -> Reply:
