@@ -304,6 +304,9 @@ class Buyer:
         self.send_accept_payment = c.send_accept_payment
         self.sign_in = c.sign_in
         self.agent_key = c.agent_key
+        from paywire.identity.didweb import DidWebResolver
+
+        self._did_web = DidWebResolver()
         self._store = store = c.store
         self._ledger: Any = None
         self._reconcile_every = c.reconcile_every
@@ -436,11 +439,17 @@ class Buyer:
                              ledger: Any) -> tuple[Challenge, dict[int, tuple[Any, Any]]]:
         """The x402 options with a valid signed offer (x402 ``offer-receipt``); when the policy names
         ``offer_signers``, only those options stay payable (none: refused, nothing signed)."""
-        from paywire.identity.offers import signed_offers
+        from paywire.identity.offers import offers_of, signed_offers, web_kids
 
         x402 = [o for o in challenge.options if o.protocol == "x402"]
+        keys: dict[str, tuple[str, bytes]] = {}
+        for did in sorted(web_kids(offers_of(challenge.extensions)))[:4]:  # did:web kids: fetch their documents
+            try:
+                keys.update(await self._did_web.keys(did))
+            except WireError as exc:
+                log.warning("paywire: cannot resolve the offer signer %s: %s", did, exc)
         found = signed_offers(challenge.extensions, [o.requirements for o in x402], ex.url, time.time(),
-                              self.policy.offer_signers)
+                              self.policy.offer_signers, keys)
         signed = {x402[i].index: v for i, v in found.items()}
         if self.policy.offer_signers is None:
             return challenge, signed

@@ -36,7 +36,6 @@ from paywire.evm.crypto import (
     to_checksum,
 )
 from paywire.identity.did import DidError, did_key, parse_did_key
-from paywire.mpp.jcs import JcsError, canonicalize
 
 OFFER_RECEIPT: Final = "offer-receipt"
 """The extension's key in ``PaymentRequired.extensions`` and ``SettleResponse.extensions``."""
@@ -218,6 +217,8 @@ class ArtifactSigner:
         return self.kid.split("#", 1)[0]
 
     def _jws(self, payload: Mapping[str, Any]) -> str:
+        from paywire.mpp.jcs import canonicalize  # RFC 8785 (kept in mpp, which signs with it too)
+
         body = _b64url(canonicalize(payload))
         data = f"{self._header}.{body}".encode()
         if self._ed is not None:
@@ -328,6 +329,8 @@ def verify_jws(jws: Any, keys: Mapping[str, tuple[str, bytes]] | None = None) ->
             raise ProofError("the JWS signature does not verify")
     else:
         raise ProofError(f"alg {str(alg)[:20]!r} does not fit the kid's {key_type} key")
+    from paywire.mpp.jcs import JcsError, canonicalize
+
     try:
         canonical = canonicalize(payload)
     except JcsError:
@@ -390,6 +393,21 @@ def offers_of(extensions: Mapping[str, Any] | None) -> list[Any]:
     info = ext.get("info") if isinstance(ext, Mapping) else None
     offers = info.get("offers") if isinstance(info, Mapping) else None
     return list(offers[:64]) if isinstance(offers, list) else []
+
+
+def web_kids(artifacts: Sequence[Any]) -> set[str]:
+    """The ``did:web`` DIDs named by the ``kid`` of JWS artifacts (to resolve before verifying them)."""
+    out: set[str] = set()
+    for a in artifacts:
+        if isinstance(a, Mapping) and a.get("format") == "jws":
+            try:
+                header = _jws_parts(a.get("signature"))[0]
+            except ProofError:
+                continue
+            kid = header.get("kid")
+            if isinstance(kid, str) and kid.startswith("did:web:"):
+                out.add(kid.split("#", 1)[0])
+    return out
 
 
 def receipt_of(extensions: Mapping[str, Any] | None) -> Any:
@@ -473,6 +491,25 @@ def check_receipt(receipt: Any, *, payer: str, network: str, request_url: str, s
     return v
 
 
-__all__ = ["OFFER_RECEIPT", "OFFER_SCHEMA", "RECEIPT_SCHEMA", "ArtifactSigner", "ProofError", "Verified",
-           "authorized", "check_receipt", "offer_digest", "offer_matches", "offer_payload", "offers_of", "receipt_digest",
-           "receipt_of", "receipt_payload", "signed_offers", "verify_jws", "verify_offer", "verify_receipt"]
+__all__ = [
+    "OFFER_RECEIPT",
+    "OFFER_SCHEMA",
+    "RECEIPT_SCHEMA",
+    "ArtifactSigner",
+    "ProofError",
+    "Verified",
+    "authorized",
+    "check_receipt",
+    "offer_digest",
+    "offer_matches",
+    "offer_payload",
+    "offers_of",
+    "receipt_digest",
+    "receipt_of",
+    "receipt_payload",
+    "signed_offers",
+    "verify_jws",
+    "verify_offer",
+    "verify_receipt",
+    "web_kids",
+]
