@@ -15,8 +15,14 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final
 
+from paywire.identity.did import Identity
+
 IDENTITY_EXTENSION: Final = "paywire-identity"
 _DID = re.compile(r"did:[a-z0-9]+:[A-Za-z0-9.%:_\-#]{1,480}")
+
+proven_identity: ContextVar[Identity | None] = ContextVar("paywire_proven_identity", default=None)
+"""The identity the request being decided proved (set by the seller's flow while protocols read credentials:
+an L402 token with an ``identity`` caveat checks it)."""
 
 settling_for: ContextVar[str | None] = ContextVar("paywire_settling_for", default=None)
 """The DID the settlement being claimed in this task is for (set by the facilitator around one settle)."""
@@ -35,4 +41,4 @@ def identity_of(extensions: Mapping[str, Any] | None) -> str | None:
     return did if isinstance(did, str) and _DID.fullmatch(did) is not None else None
 
 
-__all__ = ["IDENTITY_EXTENSION", "identity_extension", "identity_of", "settling_for"]
+__all__ = ["IDENTITY_EXTENSION", "identity_extension", "identity_of", "proven_identity", "settling_for"]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
 from paywire.identity.did import Identity
+from paywire.identity.metadata import proven_identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.registry import default_registry
@@ -384,10 +385,15 @@ class PaymentFlow:
                 return checked
             identity = checked
             priced = self._identity.repriced(route, priced, identity)
-        for proto in self._protocols_of(route):
-            parsed = await proto.parse(route, req, priced)
-            if parsed is not None:
-                return _with_identity(parsed, identity)
+        named = proven_identity.set(identity) if identity is not None else None  # L402 identity caveats read it
+        try:
+            for proto in self._protocols_of(route):
+                parsed = await proto.parse(route, req, priced)
+                if parsed is not None:
+                    return _with_identity(parsed, identity)
+        finally:
+            if named is not None:
+                proven_identity.reset(named)
         return _with_identity(self.seller.decide(req, priced), identity)
 
     async def _reaccess(self, r: Reaccess) -> PaymentInfo:
@@ -430,7 +436,7 @@ class PaymentFlow:
                 self._admitted.clear()
             self._admitted.add(new.auth_key)
         return PaymentInfo(rid, new.route, new.payer, new.amount, new.decimals, new.asset, new.network, new.pay_to,
-                           new.scheme, new.x402_version, new.payment_id, a.tx, new.protocol)
+                           new.scheme, new.x402_version, new.payment_id, a.tx, new.protocol, new.identity)
 
     async def _with_challenges(self, plan: Plan, p: Proceed, req: RequestInfo) -> Plan:
         """402s of a multi-protocol route carry every challenge, with the paying protocol's problem types."""
