@@ -88,6 +88,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):
         PaidRoute("/items/{id}", (offer(net, CENT),), access_for=3600),
         PaidRoute("/signed", (offer(net, CENT),), identity="siwx"),
         PaidRoute("/plain", (offer(net, CENT),)),
+        PaidRoute("/free", (offer(net, CENT),), free_quota=(100, 3600)),
     ]
     hits: dict[str, int] = {}
     mw = PaymentMiddleware(app(hits), routes, LocalFacilitatorClient(fac), store=f"sqlite:///{db_path}",
@@ -293,6 +294,63 @@ async def test_contract_wallet_whose_eip1271_says_no_is_refused(env: Env) -> Non
     r = await get(env.url + "/report", {"SIGN-IN-WITH-X": proof})
     assert r.status_code == 402, "a signature the wallet refuses was accepted"
     assert error_of(r).startswith("invalid_siwx_signature") and "isValidSignature" in error_of(r), error_of(r)
+
+
+def _factory_code(wallet_code: bytes) -> bytes:
+    """Creation code of a minimal CREATE2 factory: called with an owner (one word), it deploys ``wallet_code``
+    with that owner as constructor argument, the owner word as salt, and returns the wallet's address."""
+    from paywire.identity.erc6492 import assemble
+
+    n = len(wallet_code)
+    runtime = assemble((
+        ("push2", n), ("push2", "end"), ("push1", 0), "CODECOPY",  # memory: the wallet's creation code
+        ("push1", 0), "CALLDATALOAD", "DUP1", ("push2", n), "MSTORE",  # + the owner word (constructor argument)
+        ("push2", n + 32), ("push1", 0), ("push1", 0), "CREATE2",  # create2(0, 0, n + 32, salt = owner word)
+        ("push1", 0), "MSTORE", ("push1", 0x20), ("push1", 0), "RETURN", ("@", "end"))) + wallet_code
+    m = len(runtime)
+    init = assemble((("push2", m), ("push2", "end"), ("push1", 0), "CODECOPY", ("push2", m), ("push1", 0),
+                     "RETURN", ("@", "end")))
+    return init + runtime
+
+
+class CounterfactualSigner:
+    """Signs for a TestSmartWallet that is not deployed yet (ERC-6492), with its owner's key."""
+
+    def __init__(self, factory: str, wallet_code: bytes, owner: LocalSigner, key: LocalSigner | None = None) -> None:
+        from paywire.evm.crypto import address_bytes, keccak256, to_checksum
+
+        self.factory, self.owner, self.key = factory, owner, key or owner
+        self.salt = bytes(12) + address_bytes(owner.address)
+        code_hash = keccak256(wallet_code + self.salt)
+        self.address = to_checksum(keccak256(b"\xff" + address_bytes(factory) + self.salt + code_hash)[12:])
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        from paywire.identity.erc6492 import wrap
+
+        return wrap(self.factory, self.salt, await self.key.sign_digest(digest))
+
+
+async def test_undeployed_wallet_signs_in_through_erc6492_and_stays_undeployed(env: Env) -> None:
+    """The universal-validator eth_call deploys the wallet inside the call only: the sign-in is accepted (a free
+    request here), the wallet still has no code, no money moved; the owner's wrong key is refused."""
+    from paywire.chain.tx import TxSender
+    from paywire.evm.artifacts import load_artifact
+
+    wallet_code = load_artifact("TestSmartWallet").bytecode
+    factory = await TxSender(env.net.chain, env.net.deployer.private_key).deploy(_factory_code(wallet_code))
+    owner = LocalSigner.generate()
+    signer = CounterfactualSigner(factory, wallet_code, owner)
+    assert await env.net.chain.get_code(signer.address) == b""
+    before = await balance(env.net, env.net.payee.address)
+    r = await get(env.url + "/free", {"SIGN-IN-WITH-X": await proof_for(env.url + "/free", signer)})  # type: ignore[arg-type]
+    assert r.status_code == 200, f"the ERC-6492 sign-in was refused: {r.status_code} {error_of(r)}"
+    assert r.json()["identity"].endswith(signer.address), r.json()
+    assert await env.net.chain.get_code(signer.address) == b"", "the check deployed the wallet for real"
+    assert await balance(env.net, env.net.payee.address) == before
+    forged = CounterfactualSigner(factory, wallet_code, owner, key=LocalSigner.generate())
+    r = await get(env.url + "/free", {"SIGN-IN-WITH-X": await proof_for(env.url + "/free", forged)})  # type: ignore[arg-type]
+    assert r.status_code == 402 and error_of(r).startswith("invalid_siwx_signature"), error_of(r)
+    assert "ERC-6492" in error_of(r)
 
 
 # ------------------------------------------------------------------------------------------------ identity="siwx"

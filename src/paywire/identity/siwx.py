@@ -27,7 +27,6 @@ from paywire.evm.crypto import recover_address, to_checksum
 from paywire.identity.did import Identity
 from paywire.identity.siwe import SiweError, SiweMessage, format_time, parse_time, personal_sign_digest
 
-ERC6492_SUFFIX: Final = bytes.fromhex("6492" * 16)
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
 HEADER: Final = "SIGN-IN-WITH-X"
@@ -67,8 +66,10 @@ class SiwxProof:
 @dataclass(frozen=True, slots=True)
 class SiwxContractCheck:
     """Everything checked but the signature, which is not the address's own (EOA): it may be a contract wallet's
-    (EIP-1271). Whoever can call the chain asks ``address.isValidSignature(digest, signature)`` and, if it
-    answers the magic value, takes :attr:`proof`; else it is :data:`NOT_THE_ADDRESS`."""
+    (EIP-1271), or an undeployed one's (ERC-6492: the signature ends with the magic suffix). Whoever can call the
+    chain asks ``address.isValidSignature(digest, signature)`` (for ERC-6492 through the validator of
+    :mod:`paywire.identity.erc6492`) and, if it answers the magic value, takes :attr:`proof`; else it is
+    :data:`NOT_THE_ADDRESS`."""
 
     proof: SiwxProof
     digest: bytes
@@ -178,9 +179,6 @@ class SiwxIssuer:
             raw = None
         if raw is None or not 0 < len(raw) <= 4096:
             return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 0x-hex bytes")
-        if raw.endswith(ERC6492_SUFFIX):
-            return SiwxFailure("invalid_siwx_malformed_signature",
-                               "ERC-6492 (undeployed wallet) signatures are not accepted: deploy the wallet")
         digest = personal_sign_digest(msg.text())
         hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
         address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)

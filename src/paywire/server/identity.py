@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from paywire.identity import erc6492
 from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
 from paywire.identity.did import Identity
 from paywire.identity.siwx import HEADER, NOT_THE_ADDRESS, SiwxContractCheck, SiwxFailure, SiwxProof
@@ -163,6 +164,8 @@ class IdentityGate:
         chain = self.chains.get(c.proof.network)
         if chain is None:
             return NOT_THE_ADDRESS
+        if erc6492.is_wrapped(c.signature):
+            return await self._counterfactual_wallet(chain, c)
         try:
             if not await chain.get_code(c.proof.address):
                 return NOT_THE_ADDRESS
@@ -173,6 +176,23 @@ class IdentityGate:
             return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
         if answer[:4] != token.EIP1271_MAGIC:
             return SiwxFailure("invalid_siwx_signature", "the contract wallet's isValidSignature says no")
+        return c.proof
+
+    @staticmethod
+    async def _counterfactual_wallet(chain: Any, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
+        """ERC-6492: one creating ``eth_call`` deploys the wallet inside the call and asks it (nothing is sent)."""
+        try:
+            data = erc6492.validator_call(c.proof.address, c.digest, c.signature)
+        except ValueError as exc:
+            return SiwxFailure("invalid_siwx_malformed_signature", f"ERC-6492: {exc}")
+        try:
+            answer = await chain.request("eth_call", [{"data": "0x" + data.hex(), "gas": hex(5_000_000)}, "latest"])
+            raw = bytes.fromhex(str(answer).removeprefix("0x"))
+        except Exception as exc:  # a node that cannot run it must not become a 500
+            return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
+        if raw[:4] != erc6492.EIP1271_MAGIC:
+            return SiwxFailure("invalid_siwx_signature",
+                               "the undeployed wallet (ERC-6492) does not accept the signature")
         return c.proof
 
     async def _agent_proof(self, req: RequestInfo, spent_on: str | None) -> AgentProof | AgentFailure:
