@@ -256,3 +256,15 @@ async def test_we_verify_offers_and_receipts_signed_by_x402_extensions() -> None
     for r in made["receipts"]:
         v = verify_receipt(r)
         assert v.payload["payer"] == PAYER and v.payload["transaction"] == "0x" + "ab" * 32
+
+
+def test_hostile_offer_extensions_are_skipped_not_raised() -> None:
+    """Whatever a seller puts in its 402's offer-receipt entry, the buyer skips what does not check out."""
+    s = ArtifactSigner(SELLER_KEY)
+    accepts = [dataclasses.make_dataclass("A", ["scheme", "network", "asset", "pay_to", "amount"])(
+        "exact", "eip155:8453", BASE_USDC, s.address, 10000)]
+    weird = s.sign_offer({**offer_payload("http://[::1", "exact", "eip155:8453", BASE_USDC, str(s.address), 10000,
+                                          0)})
+    for ext in (None, {}, {OFFER_RECEIPT: 1}, {OFFER_RECEIPT: {"info": {"offers": "x"}}},
+                {OFFER_RECEIPT: {"info": {"offers": [1, None, {"format": "jws", "signature": 5}, weird]}}}):
+        assert signed_offers(ext, accepts, URL, 1000.0, None) == {}

@@ -438,10 +438,14 @@ def authorized(signer: str, trusted: Collection[str] | None, pay_to: str | None 
 
 
 def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased; ``""`` for one that does not parse."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
 
 
 def signed_offers(extensions: Mapping[str, Any] | None, accepts: Sequence[Any], request_url: str, now: float,
@@ -461,7 +465,7 @@ def signed_offers(extensions: Mapping[str, Any] | None, accepts: Sequence[Any], 
             continue
         p = v.payload
         until = p.get("validUntil") or 0
-        if (not isinstance(p.get("resourceUrl"), str) or _origin(p["resourceUrl"]) != origin
+        if (not isinstance(p.get("resourceUrl"), str) or not origin or _origin(p["resourceUrl"]) != origin
                 or (isinstance(until, int) and until and until < now)
                 or (trusted is not None and not authorized(v.signer, trusted))):
             continue
@@ -482,7 +486,7 @@ def check_receipt(receipt: Any, *, payer: str, network: str, request_url: str, s
         raise ProofError("the receipt names another payer")
     if p.get("network") != network:
         raise ProofError("the receipt names another network")
-    if _origin(str(p.get("resourceUrl", ""))) != _origin(request_url):
+    if not _origin(request_url) or _origin(str(p.get("resourceUrl", ""))) != _origin(request_url):
         raise ProofError("the receipt is for another origin")
     if signer is not None and v.signer.lower() != signer.lower() and not authorized(v.signer, trusted):
         raise ProofError("the receipt is not signed by the seller that signed the offer")

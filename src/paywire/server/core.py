@@ -634,7 +634,7 @@ class Seller:
             if static is not None and static[0] is offers:
                 key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
                 if route.signs_in:
-                    if self.siwx is not None and 2 in route.x402_versions:
+                    if self.siwx is not None and set(route.x402_versions) == {1, 2}:  # the body has no nonce
                         return self._sign_in_challenge(route, req, offers, key)
                     key = None
                 else:
