@@ -486,6 +486,9 @@ async def test_identity_example_runs() -> None:
     assert lines[1].endswith("payee +$0.05"), f"the re-access paid again: {lines[1]}"
     assert "did:key:z6Mk" in lines[2], f"the signed order has no agent DID: {lines[2]}"
     assert lines[3].startswith("unsigned refused") and lines[3].endswith("payee +$0.10"), f"{lines[3]}"
+    words = lines[4].split()
+    assert lines[4].startswith("receipt signed by 0x") and words[-1].startswith("0x") and words[3] != words[-1], \
+        f"no signed receipt naming the payer: {lines[4]}"
 
 
 def _ts_peer(command: str, **args: Any) -> dict[str, Any]:
