@@ -393,6 +393,40 @@ async def test_identity_route_records_the_payers_did_in_all_three_ledgers(env: E
     assert settled is not None and settled.identity == did, "the facilitator's settlement row has no identity"
 
 
+async def _pay_with_header(env: Env, payer: LocalSigner, url: str, extra: dict[str, str]) -> httpx.Response:
+    """One x402 v2 payment by ``payer`` for ``url``, sent with ``extra`` headers (e.g. someone else's sign-in)."""
+    from paywire.schemes.evm_exact import ExactEvmClient
+    from paywire.x402.codec import decode_payment_required, encode_payment_payload
+    from paywire.x402.models import PaymentPayload
+
+    async with httpx.AsyncClient() as c:
+        pr = decode_payment_required((await c.get(url)).headers["payment-required"])
+        inner = await ExactEvmClient(payer).create_payload(pr.accepts[0])
+        header = encode_payment_payload(PaymentPayload(accepted=pr.accepts[0], payload=inner, resource=pr.resource))
+        return await c.get(url, headers={"PAYMENT-SIGNATURE": header, **extra})
+
+
+async def test_payers_own_sign_in_writes_no_nonce_and_anothers_is_spent_once(env: Env) -> None:
+    """A sign-in by the paying address needs no nonce row (a replay needs that address's payment); a sign-in by
+    another address rides on a payment once: a second payment with it is refused before money moves."""
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(env.url + "/signed")).status_code == 402  # the seller is up (its tables exist)
+    other, payer = LocalSigner.generate(), LocalSigner.generate()
+    await env.net.mint(payer.address, 10 * CENT)
+    rows = await env.nonce_rows()
+    own = await _pay_with_header(env, payer, env.url + "/signed",
+                                 {"SIGN-IN-WITH-X": await proof_for(env.url + "/signed", payer)})
+    assert own.status_code == 200 and own.json()["identity"].endswith(payer.address), own.text
+    assert await env.nonce_rows() == rows, "the payer's own sign-in wrote a nonce row"
+    proof = await proof_for(env.url + "/signed", other)
+    first = await _pay_with_header(env, payer, env.url + "/signed", {"SIGN-IN-WITH-X": proof})
+    assert first.status_code == 200 and first.json()["identity"].endswith(other.address), first.text
+    assert await env.nonce_rows() == rows + 1, "another address's sign-in was not spent"
+    second = await _pay_with_header(env, payer, env.url + "/signed", {"SIGN-IN-WITH-X": proof})
+    assert second.status_code == 402 and error_of(second).startswith("invalid_siwx_nonce_used"), error_of(second)
+    assert await balance(env.net, payer.address) == 8 * CENT, "the refused second payment moved money"
+
+
 async def test_plain_route_is_unchanged(env: Env) -> None:
     async with httpx.AsyncClient() as c:
         r = await c.get(env.url + "/plain")

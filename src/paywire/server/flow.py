@@ -378,9 +378,10 @@ class PaymentFlow:
         if route is None or req.method in ("OPTIONS", "HEAD"):
             return self.seller.decide(req)
         priced = self.seller.offers_for(route, req)
-        identity = None
+        identity, deferred = None, None
         if self._identity is not None and route.checks_identity:
             checked = await self._identity.check(route, req, priced)
+            deferred = self._identity.take_deferred()
             if isinstance(checked, Reply | Reaccess | Free):
                 return checked
             identity = checked
@@ -390,6 +391,12 @@ class PaymentFlow:
             for proto in self._protocols_of(route):
                 parsed = await proto.parse(route, req, priced)
                 if parsed is not None:
+                    if deferred is not None and self._identity is not None and isinstance(parsed, Proceed | Admit):
+                        payer = parsed.payer if isinstance(parsed, Proceed) else None
+                        kept = await self._identity.spend_deferred(deferred, payer, route, req, identity, priced[0])
+                        if isinstance(kept, Reply):
+                            return kept
+                        identity = kept
                     return _with_identity(parsed, identity)
         finally:
             if named is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ from paywire.server.request import RequestInfo
 from paywire.store.db import Database
 from paywire.store.identity import IdentityStore
 from paywire.x402.models import PaymentRequirements
+
+_deferred: ContextVar[SiwxProof | None] = ContextVar("paywire_deferred_sign_in", default=None)
 
 
 def _listed(who: Identity, allowed: frozenset[str]) -> bool:
@@ -153,9 +156,39 @@ class IdentityGate:
         networks = [str(getattr(o, "network", "")) for o in offers]
         checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
+        if isinstance(proof, SiwxProof) and spent_on is not None:
+            _deferred.set(proof)  # with a payment: spent once the payer is known (spend_deferred)
+            return proof
         if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
             return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
         return proof
+
+    @staticmethod
+    def take_deferred() -> SiwxProof | None:
+        """The sign-in of the paid request just checked whose nonce is not spent yet (and forget it)."""
+        proof = _deferred.get()
+        if proof is not None:
+            _deferred.set(None)
+        return proof
+
+    async def spend_deferred(self, proof: SiwxProof, payer: str | None, route: PaidRoute, req: RequestInfo,
+                             identity: Identity | None, offers: tuple[object, ...]) -> Identity | Reply | None:
+        """A paid request's sign-in, once its payment is read. Signed by the payer itself, it needs no nonce: a
+        replay can only come with a payment from the same address, which proves the same identity (and a
+        payment is used once). Otherwise the nonce is spent now; a used one drops the identity from a route that
+        does not need it, and refuses the request on one that does."""
+        if payer is not None and payer.lower() == proof.address.lower():
+            return identity
+        credential = self.seller.x402_header(route, req) or req.header("authorization") or ""
+        if await self.store.use_nonce(proof.nonce, proof.expires_at, hashlib.sha256(credential.encode()).hexdigest()):
+            return identity
+        if identity is not None and identity.did != proof.identity.did:
+            return identity  # the identity came from an agent signature
+        if route.identity is None and not route.per_identity:
+            return None  # the payment stands on its own
+        return self.seller.payment_required(route, req, offers,  # type: ignore[arg-type]
+                                            "invalid_siwx_nonce_used: this sign-in was already used: answer a "
+                                            "fresh 402")
 
     async def _contract_wallet(self, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
         """EIP-1271: the address is a contract whose ``isValidSignature`` accepts the signature."""
