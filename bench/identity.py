@@ -117,7 +117,7 @@ async def bench_round_trip(n: int) -> dict[str, Any]:
     from paywire.server.asgi import PaymentMiddleware
     from paywire.server.core import PaidRoute
     from paywire.serving import serve_asgi
-    from paywire.x402.codec import decode_header, decode_payment_required, encode_payment_payload
+    from paywire.x402.codec import decode_payment_required, encode_payment_payload
     from paywire.x402.models import PaymentPayload
 
     payer = LocalSigner.generate()
@@ -158,7 +158,7 @@ async def bench_round_trip(n: int) -> dict[str, Any]:
                     headers = {"PAYMENT-SIGNATURE": encode_payment_payload(
                         PaymentPayload(accepted=pr.accepts[0], payload=inner, resource=pr.resource))}
                     if path == "/siwx":
-                        ext = decode_header(r.headers["payment-required"])["extensions"]["sign-in-with-x"]
+                        ext = (pr.extensions or {})["sign-in-with-x"]  # already decoded with the 402
                         payload, text = answer_challenge(ext, url + path, payer.address, "eip155:31337")
                         headers["SIGN-IN-WITH-X"] = encode_proof(payload, await payer.sign_digest(
                             personal_sign_digest(text)))

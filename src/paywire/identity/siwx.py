@@ -124,14 +124,21 @@ class SiwxIssuer:
         text = "\n".join((rand, domain, uri, issued, expires)).encode()
         return hmac.digest(self._key, text, "sha256")[:8].hex()
 
-    def declaration(self, url: str, networks: Sequence[str], now: float) -> dict[str, Any]:
-        """The ``sign-in-with-x`` extension for a 402 answering a request to ``url`` (fresh nonce)."""
+    def fresh(self, url: str, now: float) -> tuple[str, str, str]:
+        """(nonce, issuedAt, expirationTime) of a new challenge for ``url``: the parts of a declaration that
+        change from one 402 to the next."""
         uri = self.resource_url(url)
         domain, _ = origin_of(uri)
         issued, expires = format_time(now), format_time(now + self.ttl)
         rand = os.urandom(8).hex()
-        info = {"domain": domain, "uri": uri, "version": "1",
-                "nonce": rand + self._mac(rand, domain, uri, issued, expires),
+        return rand + self._mac(rand, domain, uri, issued, expires), issued, expires
+
+    def declaration(self, url: str, networks: Sequence[str], now: float) -> dict[str, Any]:
+        """The ``sign-in-with-x`` extension for a 402 answering a request to ``url`` (fresh nonce)."""
+        uri = self.resource_url(url)
+        domain, _ = origin_of(uri)
+        nonce, issued, expires = self.fresh(url, now)
+        info = {"domain": domain, "uri": uri, "version": "1", "nonce": nonce,
                 "issuedAt": issued, "expirationTime": expires, "statement": self.statement, "resources": [uri]}
         chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
         return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}

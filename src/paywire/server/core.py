@@ -7,9 +7,11 @@ ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or v
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +35,7 @@ from paywire.x402.codec import (
     X_PAYMENT_RESPONSE,
     decode_payment_signature,
     encode_header,
+    encode_json,
 )
 from paywire.x402.matching import find_matching_requirements, find_matching_v1
 from paywire.x402.models import (
@@ -430,8 +433,7 @@ class Seller:
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
     _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
-    _sign_in_templates: dict[tuple[int, str], tuple[Reply, dict[str, Any]]] = field(default_factory=dict,
-                                                                                       repr=False)
+    _sign_in_templates: dict[tuple[int, str], tuple[Reply, str, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -650,21 +652,26 @@ class Seller:
 
     def _sign_in_challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                            key: tuple[int, str]) -> Reply:
-        """The 402 of a sign-in route: built once per URL, then only its ``sign-in-with-x`` entry (a fresh nonce)
-        is made and the ``PAYMENT-REQUIRED`` header encoded again."""
+        """The 402 of a sign-in route: built once per URL as JSON text with stand-ins for the challenge's nonce
+        and times (unguessable per template); each 402 fills in fresh ones and encodes the header."""
         assert self.siwx is not None
+        url = self.resource(route, req).url
         hit = self._sign_in_templates.get(key)
         if hit is None:
             reply = self._payment_required(route, req, offers, None, ())
             wire = self.challenge(route, req, offers).to_wire()
+            decl = self.siwx.declaration(url, [o.network for o in offers], self.clock())
+            mark = "@" + os.urandom(12).hex()
+            decl["info"] = {**decl["info"], "nonce": mark + "n", "issuedAt": mark + "i", "expirationTime": mark + "e"}
+            raw = encode_json({**wire, "extensions": {**(wire.get("extensions") or {}), SIGN_IN_WITH_X: decl}})
             if len(self._sign_in_templates) >= 1024:
                 self._sign_in_templates.clear()
-            hit = self._sign_in_templates[key] = (reply, wire)
-        reply, wire = hit
-        ext = dict(wire.get("extensions") or {})
-        ext[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url, [o.network for o in offers],
-                                                    self.clock())
-        header = encode_header({**wire, "extensions": ext})
+            hit = self._sign_in_templates[key] = (reply, raw.decode(), mark)
+        reply, template, mark = hit
+        nonce, issued, expires = self.siwx.fresh(url, self.clock())
+        text = (template.replace(f'"{mark}n"', f'"{nonce}"', 1).replace(f'"{mark}i"', f'"{issued}"', 1)
+                .replace(f'"{mark}e"', f'"{expires}"', 1))
+        header = base64.b64encode(text.encode()).decode("ascii")
         return Reply(402, tuple((k, header) if k == PAYMENT_REQUIRED else (k, v) for k, v in reply.headers),
                      reply.body)
 
