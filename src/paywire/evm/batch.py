@@ -113,7 +113,8 @@ class ChannelConfig:
             raise ValueError(f"channelConfig is malformed: {exc}") from None
         if int(delay) >= 2**40:
             raise ValueError("channelConfig.withdrawDelay does not fit uint40")
-        return cls(*addresses, int(delay), salt)
+        payer, payer_authorizer, receiver, receiver_authorizer, token = addresses
+        return cls(payer, payer_authorizer, receiver, receiver_authorizer, token, int(delay), salt)
 
     def to_wire(self) -> dict[str, Any]:
         return {"payer": self.payer, "payerAuthorizer": self.payer_authorizer, "receiver": self.receiver,

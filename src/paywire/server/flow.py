@@ -258,6 +258,15 @@ class PaymentFlow:
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
     _identity: IdentityGate | None = field(default=None, init=False, repr=False)
+    _channel_seller: Any = field(default=None, init=False, repr=False)
+
+    def _channels(self) -> Any:
+        """The channel accounting of ``batch-settlement`` payments (``paywire.schemes.evm_batch.seller``)."""
+        if self._channel_seller is None:
+            from paywire.schemes.evm_batch.seller import ChannelSeller
+
+            self._channel_seller = ChannelSeller(self)
+        return self._channel_seller
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -449,6 +458,8 @@ class PaymentFlow:
             refused = await self.risk.before_verify(self.seller, p, req)
             if refused is not None:
                 return Respond(refused)
+        if getattr(default_registry.server(p.offer.scheme, p.offer.network), "channels", False):
+            return await self._channels().pay(p, req)  # batch-settlement: vouchers on a channel, not claims
         store = self.payments
         offer = p.offer
         new = NewPayment(

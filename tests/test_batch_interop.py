@@ -1,0 +1,190 @@
+"""``batch-settlement`` against the official x402 Python SDK (``x402==2.25.0``, unmodified) on the embedded chain,
+with our escrow, collectors and Multicall3 at the canonical addresses it hard-codes:
+
+* the SDK's client pays OUR seller: one deposit, many vouchers (the handler charging less than the maximum on
+  some), our claim manager claims every channel in one transaction and sweeps it to the payee, then the SDK
+  client's cooperative refund returns the rest; token balances and the escrow's channel state are asserted;
+* our facilitator's ``/supported`` names the receiver authorizer the SDK server needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from eth_account import Account
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.permit2 import permit2_code
+from paywire.chain.rail import EvmNetwork
+from paywire.chain.tx import TxSender
+from paywire.devnet import Devnet, setup_devnet
+from paywire.evm import batch as b
+from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
+from paywire.facilitator.app import create_app
+from paywire.facilitator.client import HttpFacilitatorClient
+from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_batch.manager import ClaimManager
+from paywire.schemes.registry import default_registry
+from paywire.server import bill
+from paywire.server.asgi import PaymentMiddleware
+from paywire.server.core import PaidRoute
+from paywire.server.pricing import Offer
+from paywire.serving import serve_asgi
+from paywire.store.channels import ChannelStore
+from tests.helpers import close_devnet
+
+pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
+
+PRICE = 1_000  # at most 0.001 USDC per request
+
+
+@dataclass
+class Env:
+    net: Devnet
+    url: str
+    facilitator_url: str
+    hits: dict[str, int]
+    middleware: PaymentMiddleware
+    facilitator: HttpFacilitatorClient
+
+    async def balance(self, who: str) -> int:
+        return await self.net.token_balance(who)
+
+    async def onchain(self, cid: bytes) -> b.OnchainChannel:
+        raw = await self.net.chain.call(b.MULTICALL3_ADDRESS, b.try_aggregate(b.channel_state_calls(cid)))
+        return b.decode_channel_state(b.decode_try_aggregate(raw))
+
+    def channels(self) -> ChannelStore:
+        return ChannelStore(self.middleware.flow.payments.db)
+
+
+def metered_app(hits: dict[str, int]) -> Starlette:
+    async def metered(request: Request) -> Response:
+        hits["metered"] = hits.get("metered", 0) + 1
+        cost = request.query_params.get("cost")
+        if cost is not None:
+            bill(request, int(cost))
+        return JSONResponse({"tokens": 42})
+
+    async def broken(request: Request) -> Response:
+        hits["broken"] = hits.get("broken", 0) + 1
+        return JSONResponse({"error": "upstream down"}, status_code=502)
+
+    return Starlette(routes=[Route("/metered", metered), Route("/broken", broken)])
+
+
+@contextlib.asynccontextmanager
+async def open_env(net: Devnet, store: str) -> AsyncIterator[Env]:
+    rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
+    facilitator = Facilitator(default_registry.facilitators_for(rails))
+    a = net.asset
+    offer = Offer(price=PRICE, asset=a, scheme="batch-settlement")
+    routes = [PaidRoute("GET /metered", offers=(offer,)), PaidRoute("GET /broken", offers=(offer,))]
+    hits: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        fac_url = await stack.enter_async_context(serve_asgi(create_app(facilitator)))
+        client = HttpFacilitatorClient(fac_url)
+        mw = PaymentMiddleware(metered_app(hits), routes, client, pay_to=net.payee.address,
+                               network=net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, a)))
+        url = await stack.enter_async_context(serve_asgi(mw))
+        yield Env(net, url, fac_url, hits, mw, client)
+        await mw.flow.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
+    try:
+        async with open_env(net, f"sqlite:///{tmp_path_factory.mktemp('batch') / 'seller.db'}") as e:
+            yield e
+    finally:
+        await close_devnet(net)
+
+
+def sdk_scheme(net: Devnet, salt: int = 0) -> Any:
+    from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
+    from x402.mechanisms.evm.batch_settlement.client.config import BatchSettlementEvmSchemeOptions
+
+    account = Account.from_key(net.info.payer_key)
+    return BatchSettlementEvmScheme(account, BatchSettlementEvmSchemeOptions(salt="0x" + salt.to_bytes(32, "big").hex()))
+
+
+def sdk_http(net: Devnet, scheme: Any) -> Any:
+    from x402 import x402Client
+    from x402.http.clients.httpx import x402HttpxClient
+
+    client = x402Client()
+    client.register(net.info.network, scheme)
+    client.set_spend_controls({"allowed_assets": [{"network": net.info.network, "asset": net.info.token}]})
+    return x402HttpxClient(client, timeout=90)
+
+
+async def test_sdk_client_pays_our_seller_deposit_vouchers_claim_settle_refund(env: Env) -> None:
+    net = env.net
+    chain_id = net.info.chain_id
+    scheme = sdk_scheme(net, salt=1)
+    payer0, payee0 = await env.balance(net.payer.address), await env.balance(net.payee.address)
+    escrow0 = await env.balance(b.BATCH_SETTLEMENT_ADDRESS)
+    costs = [None, 250, None, 0, 999, None, 1, None]  # None: the maximum (PRICE)
+    async with sdk_http(net, scheme) as http:
+        for cost in costs:
+            r = await http.get(env.url + "/metered" + ("" if cost is None else f"?cost={cost}"))
+            assert r.status_code == 200, r.text
+        failed = await http.get(env.url + "/broken")
+    charged = sum(PRICE if c is None else c for c in costs)
+    assert env.hits["metered"] == len(costs), "a handler ran more or less than once per request"
+    assert failed.status_code == 502 and env.hits["broken"] == 1, "a failing handler was not passed through"
+
+    rows = await env.channels().all()
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row.charged == charged, f"the seller charged {row.charged}, the handlers {charged}"
+    deposited = await env.balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0
+    assert deposited > 0 and payer0 - await env.balance(net.payer.address) == deposited, "one deposit, nothing else"
+    cid = b.bytes32(row.channel_id)
+    state = await env.onchain(cid)
+    assert (state.balance, state.total_claimed) == (deposited, 0), "vouchers must not touch the chain"
+
+    manager = ClaimManager(env.channels(), env.facilitator)
+    assert await manager.claim() == 1
+    assert (await env.onchain(cid)).total_claimed == charged, "the claim did not record the charges"
+    await manager.settle()
+    assert await env.balance(net.payee.address) - payee0 == charged, "settle did not pay the payee the charges"
+
+    # the SDK client's cooperative refund: the rest of the deposit comes back, the channel keeps the claims
+    p1 = await env.balance(net.payer.address)
+    res = await asyncio.to_thread(scheme.refund, env.url + "/metered")
+    assert res.success, res
+    assert await env.balance(net.payer.address) - p1 == deposited - charged, "the refund returned the wrong sum"
+    after = await env.onchain(cid)
+    assert (after.balance, after.total_claimed, after.refund_nonce) == (charged, charged, 1)
+    assert await env.balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 0, "the escrow kept money it owes nobody"
+    assert chain_id == 31337
+
+
+async def test_our_facilitator_supports_batch_settlement_with_a_receiver_authorizer(env: Env) -> None:
+    supported = await env.facilitator.supported()
+    kinds = [k for k in supported.kinds if k.scheme == "batch-settlement"]
+    assert kinds and kinds[0].extra == {"receiverAuthorizer": env.net.facilitator.address}, kinds
+    assert all(k.x402_version == 2 for k in kinds), "x402 v1 has no batch-settlement"
+
+
+async def test_unpaid_and_malformed_requests_leave_no_channel_rows(env: Env) -> None:
+    before = len(await env.channels().all())
+    async with httpx.AsyncClient() as http:
+        r = await http.get(env.url + "/metered")
+        assert r.status_code == 402
+        bad = await http.get(env.url + "/metered", headers={"PAYMENT-SIGNATURE": "bm90IGpzb24="})
+        assert bad.status_code in (400, 402)
+    assert len(await env.channels().all()) == before
