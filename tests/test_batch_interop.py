@@ -188,3 +188,101 @@ async def test_unpaid_and_malformed_requests_leave_no_channel_rows(env: Env) -> 
         bad = await http.get(env.url + "/metered", headers={"PAYMENT-SIGNATURE": "bm90IGpzb24="})
         assert bad.status_code in (400, 402)
     assert len(await env.channels().all()) == before
+
+
+# ------------------------------------------------------------------------------------------------ our buyer
+
+
+def our_client(net: Devnet, tmp: Any, salt: int) -> Any:
+    from paywire.client import Policy, x402_client
+    from paywire.schemes.evm_batch.client import BatchEvmClient
+
+    scheme = BatchEvmClient(net.payer, salt=salt)
+    policy = Policy(assets=[net.asset], max_per_payment="$0.10")
+    return scheme, x402_client([scheme], policy, store=f"sqlite:///{tmp / f'buyer{salt}.db'}")
+
+
+async def test_our_buyer_pays_our_seller_and_refunds(env: Env, tmp_path: Any) -> None:
+    from paywire.schemes.evm_batch.refund import refund_channel
+
+    net = env.net
+    scheme, client = our_client(net, tmp_path, salt=2)
+    payer0 = await env.balance(net.payer.address)
+    async with client:
+        for cost in (None, 10, None):
+            r = await client.get(env.url + "/metered" + ("" if cost is None else f"?cost={cost}"))
+            assert r.status_code == 200, r.text
+    ch = await scheme.channel(await env_offer(env))
+    assert (ch.charged, ch.balance) == (2 * PRICE + 10, 10 * PRICE), ch
+    row = await env.channels().get(ch.channel_id)
+    assert row is not None and row.charged == ch.charged, "buyer and seller disagree on the charge"
+    res = await refund_channel(scheme, env.url + "/metered")
+    assert res.success and res.amount == 10 * PRICE - ch.charged
+    assert payer0 - await env.balance(net.payer.address) == ch.charged, "the payer paid more than charged"
+    state = await env.onchain(b.bytes32(ch.channel_id))
+    assert (state.balance, state.total_claimed) == (ch.charged, ch.charged), "the refund did not claim the charges"
+
+
+async def env_offer(env: Env) -> Any:
+    from paywire.x402.codec import decode_payment_required
+
+    async with httpx.AsyncClient() as http:
+        r = await http.get(env.url + "/metered")
+    return decode_payment_required(r.headers["payment-required"]).accepts[0]
+
+
+def sdk_server(net: Devnet, facilitator_url: str, calls: list[str]) -> Any:
+    """The SDK's FastAPI resource server with batch-settlement (GET /metered), settling through our facilitator."""
+    from fastapi import FastAPI
+    from x402 import x402ResourceServer
+    from x402.http import FacilitatorConfig, HTTPFacilitatorClient, PaymentOption
+    from x402.http.middleware.fastapi import PaymentMiddlewareASGI
+    from x402.http.types import RouteConfig
+    from x402.mechanisms.evm.batch_settlement.server import BatchSettlementEvmScheme
+
+    i = net.info
+    server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
+    server.register(i.network, BatchSettlementEvmScheme(net.payee.address))
+    routes = {"GET /metered": RouteConfig(accepts=PaymentOption(
+        scheme="batch-settlement", network=i.network, pay_to=net.payee.address, max_timeout_seconds=300,
+        price={"amount": str(PRICE), "asset": i.token, "extra": {"name": i.token_name, "version": i.token_version}}),
+        description="metered", mime_type="application/json")}
+    app = FastAPI()
+
+    @app.get("/metered")
+    async def metered() -> dict[str, int]:
+        calls.append("metered")
+        return {"tokens": 3}
+
+    app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
+    app.middleware_stack = app.build_middleware_stack()
+    return app
+
+
+async def test_our_buyer_pays_the_official_server_through_our_facilitator(env: Env, tmp_path: Any) -> None:
+    from paywire.schemes.evm_batch.refund import refund_channel
+
+    net = env.net
+    calls: list[str] = []
+    scheme, client = our_client(net, tmp_path, salt=3)
+    payer0 = await env.balance(net.payer.address)
+    app = await asyncio.to_thread(sdk_server, net, env.facilitator_url, calls)
+    async with serve_asgi(app) as url:
+        async with client:
+            for _ in range(5):
+                r = await client.get(url + "/metered")
+                assert r.status_code == 200, r.text
+        assert calls == ["metered"] * 5, calls
+        async with httpx.AsyncClient() as http:
+            offer = (await http.get(url + "/metered")).headers["payment-required"]
+        from paywire.x402.codec import decode_payment_required
+
+        ch = await scheme.channel(decode_payment_required(offer).accepts[0])
+        assert ch.charged == 5 * PRICE, ch
+        deposited = ch.balance
+        assert payer0 - await env.balance(net.payer.address) == deposited, "only the deposit left the wallet"
+        res = await refund_channel(scheme, url + "/metered")
+    assert res.success, res
+    assert payer0 - await env.balance(net.payer.address) == 5 * PRICE, "the refund did not return the rest"
+    state = await env.onchain(b.bytes32(ch.channel_id))
+    assert (state.balance, state.total_claimed) == (5 * PRICE, 5 * PRICE), "the official server's claim is off"
