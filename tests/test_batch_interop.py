@@ -34,10 +34,10 @@ from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
 from paywire.facilitator.app import create_app
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.facilitator.core import Facilitator
-from paywire.schemes.evm_batch.manager import ClaimManager
 from paywire.schemes.registry import default_registry
 from paywire.server import bill
 from paywire.server.asgi import PaymentMiddleware
+from paywire.server.channel_claims import ClaimManager
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi

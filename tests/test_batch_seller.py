@@ -38,10 +38,10 @@ from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.facilitator.core import Facilitator
 from paywire.schemes.evm_batch import payload as pl
 from paywire.schemes.evm_batch.client import BatchEvmClient
-from paywire.schemes.evm_batch.manager import ClaimManager
 from paywire.schemes.registry import default_registry
 from paywire.server import bill
 from paywire.server.asgi import PaymentMiddleware
+from paywire.server.channel_claims import ClaimManager
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
@@ -260,6 +260,7 @@ async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chai
                                       http.get(b2.url + "/metered", headers=header(req, same)))
         assert sorted([r1.status_code, r2.status_code]) == [200, 402], (r1.text, r2.text)
         served, charged = await concurrent_vouchers(chain, [a.url, b2.url], client, req, 2 * PRICE, 20, http)
+        assert served == 20
         row = await a.store().get(client.channel_id(req))
         assert row is not None and row.charged == 2 * PRICE + charged == 22 * PRICE
         assert a.hits.get("metered", 0) + b2.hits.get("metered", 0) == 22, "a handler ran without a charge"

@@ -261,9 +261,9 @@ class PaymentFlow:
     _channel_seller: Any = field(default=None, init=False, repr=False)
 
     def _channels(self) -> Any:
-        """The channel accounting of ``batch-settlement`` payments (``paywire.schemes.evm_batch.seller``)."""
+        """The channel accounting of ``batch-settlement`` payments (``paywire.server.channels``)."""
         if self._channel_seller is None:
-            from paywire.schemes.evm_batch.seller import ChannelSeller
+            from paywire.server.channels import ChannelSeller
 
             self._channel_seller = ChannelSeller(self)
         return self._channel_seller
@@ -459,7 +459,8 @@ class PaymentFlow:
             if refused is not None:
                 return Respond(refused)
         if getattr(default_registry.server(p.offer.scheme, p.offer.network), "channels", False):
-            return await self._channels().pay(p, req)  # batch-settlement: vouchers on a channel, not claims
+            channel_plan: Plan = await self._channels().pay(p, req)  # batch-settlement: vouchers, not claims
+            return channel_plan
         store = self.payments
         offer = p.offer
         new = NewPayment(

@@ -1,6 +1,6 @@
 """``batch-settlement`` scheme on EVM networks (x402 payment channels, spec ``scheme_batch_settlement_evm.md``):
 the payer deposits once into the x402 escrow, then signs a cumulative voucher per request; the seller checks
-vouchers with one signature recovery, keeps per-channel accounting (:mod:`paywire.schemes.evm_batch.seller`,
+vouchers with one signature recovery, keeps per-channel accounting (:mod:`paywire.server.channels`,
 store :mod:`paywire.store.channels`) and claims many channels in one transaction.
 
 ``register(registry)`` adds its three sides to a :class:`~paywire.schemes.registry.SchemeRegistry`.

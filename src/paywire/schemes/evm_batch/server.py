@@ -1,6 +1,6 @@
 """Server side of ``batch-settlement`` on EVM: the offer (``receiverAuthorizer`` copied from the facilitator's
 ``/supported`` kind unless the seller names its own, ``withdrawDelay``, the token's EIP-712 domain), and what a
-payment claims. The per-request channel accounting lives in :mod:`paywire.schemes.evm_batch.seller`."""
+payment claims. The per-request channel accounting lives in :mod:`paywire.server.channels`."""
 
 from __future__ import annotations
 
