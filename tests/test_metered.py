@@ -566,4 +566,5 @@ async def test_upto_is_not_offered_to_x402_v1(env: Env) -> None:
     net = env.net
     rails = [EvmNetwork("eip155:84532", net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
     kinds = Facilitator(default_registry.facilitators_for(rails)).supported().kinds
-    assert {(k.scheme, k.x402_version) for k in kinds} == {("exact", 2), ("exact", 1), ("upto", 2)}, kinds
+    assert {(k.scheme, k.x402_version) for k in kinds} == {("exact", 2), ("exact", 1), ("upto", 2),
+                                                          ("batch-settlement", 2)}, kinds
