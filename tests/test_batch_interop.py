@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,9 +103,24 @@ async def open_env(net: Devnet, store: str) -> AsyncIterator[Env]:
         await mw.flow.aclose()
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
-    net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
+async def batch_devnet(kind: str) -> Devnet:
+    """Our escrow, collectors, Permit2 and Multicall3 at the canonical addresses: in the embedded chain's genesis,
+    or placed on a fresh anvil with ``anvil_setCode``."""
+    if kind == "anvil":
+        from paywire.chain.permit2 import install_permit2
+        from tests.helpers import new_devnet
+
+        net = await new_devnet("anvil")
+        await install_permit2(net.chain)
+        return net
+    return await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=[
+    "embedded", pytest.param("anvil", marks=[pytest.mark.anvil, pytest.mark.skipif(
+        shutil.which("npm") is None, reason="npm is not on PATH, so anvil cannot be installed")])])
+async def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    net = await batch_devnet(request.param)
     try:
         async with open_env(net, f"sqlite:///{tmp_path_factory.mktemp('batch') / 'seller.db'}") as e:
             yield e
@@ -132,7 +148,6 @@ def sdk_http(net: Devnet, scheme: Any) -> Any:
 
 async def test_sdk_client_pays_our_seller_deposit_vouchers_claim_settle_refund(env: Env) -> None:
     net = env.net
-    chain_id = net.info.chain_id
     scheme = sdk_scheme(net, salt=1)
     payer0, payee0 = await env.balance(net.payer.address), await env.balance(net.payee.address)
     escrow0 = await env.balance(b.BATCH_SETTLEMENT_ADDRESS)
@@ -170,7 +185,6 @@ async def test_sdk_client_pays_our_seller_deposit_vouchers_claim_settle_refund(e
     after = await env.onchain(cid)
     assert (after.balance, after.total_claimed, after.refund_nonce) == (charged, charged, 1)
     assert await env.balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 0, "the escrow kept money it owes nobody"
-    assert chain_id == 31337
 
 
 async def test_our_facilitator_supports_batch_settlement_with_a_receiver_authorizer(env: Env) -> None:
@@ -286,3 +300,43 @@ async def test_our_buyer_pays_the_official_server_through_our_facilitator(env: E
     assert payer0 - await env.balance(net.payer.address) == 5 * PRICE, "the refund did not return the rest"
     state = await env.onchain(b.bytes32(ch.channel_id))
     assert (state.balance, state.total_claimed) == (5 * PRICE, 5 * PRICE), "the official server's claim is off"
+
+
+async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    """anvil only (it moves time): channel A's payer withdraws everything before the seller claims, so A's claim
+    reverts — the batch with B splits and B still lands; channel C's claim lands first, so C's withdrawal is
+    capped to what was not claimed."""
+    if request.node.callspec.params.get("env") != "anvil":
+        pytest.skip("needs evm_increaseTime (anvil)")
+    net = env.net
+    payer_tx = TxSender(net.chain, net.payer.private_key)
+    channels: dict[str, Any] = {}
+    for name, salt in (("a", 11), ("b", 12), ("c", 13)):
+        scheme, client = our_client(net, tmp_path, salt=salt)
+        async with client:
+            for _ in range(3):
+                assert (await client.get(env.url + "/metered")).status_code == 200
+        channels[name] = await scheme.channel(await env_offer(env))
+    for name in ("a", "c"):
+        ch = channels[name]
+        cfg = b.ChannelConfig.from_wire(ch.config)
+        receipt = await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.initiate_withdraw(cfg, ch.balance))
+        assert receipt.status == 1, "initiateWithdraw reverted"
+    await net.chain.request("evm_increaseTime", [b.MIN_WITHDRAW_DELAY + 1])
+    await net.chain.request("evm_mine", [])
+    a_cfg = b.ChannelConfig.from_wire(channels["a"].config)
+    p0 = await env.balance(net.payer.address)
+    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(a_cfg))).status == 1
+    assert await env.balance(net.payer.address) - p0 == channels["a"].balance, "A's withdrawal did not pay out"
+
+    manager = ClaimManager(env.channels(), env.facilitator)
+    assert await manager.claim() == 2, manager.failed  # B and C land; A's claim reverts (escrow drained)
+    assert list(manager.failed) == [channels["a"].channel_id]
+    for name in ("b", "c"):
+        state = await env.onchain(b.bytes32(channels[name].channel_id))
+        assert state.total_claimed == channels[name].charged, f"{name}'s claim did not land"
+    c_cfg = b.ChannelConfig.from_wire(channels["c"].config)
+    p1 = await env.balance(net.payer.address)
+    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(c_cfg))).status == 1
+    assert await env.balance(net.payer.address) - p1 == channels["c"].balance - channels["c"].charged, \
+        "C's withdrawal took claimed funds"

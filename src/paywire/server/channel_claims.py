@@ -32,15 +32,19 @@ class ClaimManager:
     interval: float = 60.0
     threshold: int | None = None
     transactions: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Channels whose own claim failed last time, with the reason (they stay due)."""
 
     async def claim(self) -> int:
-        """Claim every channel charged beyond its claims; returns how many channels were claimed."""
+        """Claim every channel charged beyond its claims; returns how many channels were claimed. A batch that
+        reverts is split until the rows that can land do (``failed`` names the others, retried next pass)."""
         done = 0
+        self.failed.clear()
         while True:
             rows = await self.store.claim_due(10 * self.max_claims)
             groups: dict[tuple[str, str], list[ChannelRow]] = {}
             for r in rows:
-                if r.signature and r.charged > r.claimed:
+                if r.signature and r.charged > r.claimed and r.channel_id not in self.failed:
                     groups.setdefault((r.network, str(r.config.get("receiverAuthorizer"))), []).append(r)
             if not groups:
                 return done
@@ -48,9 +52,12 @@ class ClaimManager:
             for group in groups.values():
                 for i in range(0, len(group), self.max_claims):
                     chunk = group[i:i + self.max_claims]
+                    before = len(self.failed)
                     if await self._claim(chunk):
-                        done += len(chunk)
+                        done += len(chunk) - sum(1 for r in chunk if r.channel_id in self.failed)
                         progressed = True
+                    elif len(self.failed) == before:
+                        return done
             if not progressed:
                 return done
 
@@ -60,10 +67,17 @@ class ClaimManager:
         req = PaymentRequirements.from_wire(rows[0].requirements)
         res = await self._send(req, {"type": "claim", "claims": [c.to_wire() for c in claims]})
         if not res.success:
-            log.error("paywire: claiming %d channels failed: %s %s", len(rows), res.error_reason, res.error_message)
+            if len(rows) > 1:  # one bad row (e.g. a payer's withdrawal won the race) must not block the others
+                half = len(rows) // 2
+                first, second = await self._claim(rows[:half]), await self._claim(rows[half:])
+                return first or second
+            log.error("paywire: claiming channel %s failed: %s %s", rows[0].channel_id, res.error_reason,
+                      res.error_message)
+            self.failed[rows[0].channel_id] = res.error_reason or "claim_failed"
             return False
         for r in rows:
             await self.store.mark_claimed(r.channel_id, r.charged)
+            self.failed.pop(r.channel_id, None)
         return True
 
     async def settle(self) -> list[SettleResponse]:
