@@ -640,6 +640,56 @@ def wallet_history(
         sys.stdout.write(text)
 
 
+@wallet_app.command("channels")
+def wallet_channels(
+    store: Annotated[str, typer.Option(help="Buyer store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE; "
+                                            "default ~/.paywire/paywire.db).")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    all_accounts: Annotated[bool, typer.Option("--all", help="Every wallet in the store, not just this one.")]
+    = False,
+    profile: Annotated[str, PROFILE_OPTION] = "",
+) -> None:
+    """batch-settlement channels: deposited balance, what each seller charged, what can still come back."""
+    from paywire.cli.output import missing_store
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+
+    if fmt not in ("table", "json"):
+        raise _fail("--format is table or json")
+    found = None if all_accounts else _identity(_profile(profile))
+    account = found[0] if found else ""
+    where = _store(store)
+    _say_store(where)
+    absent = missing_store(where)
+    if absent is not None:
+        raise _fail(f"no buyer store at {absent}: no channel was opened with this store yet")
+
+    async def run() -> list[Any]:
+        db = open_database(where)
+        try:
+            book = BuyerChannelStore(db, account)
+            await book.migrate()
+            return await book.all(all_accounts=not account)
+        finally:
+            await db.aclose()
+
+    rows = [{"account": acct, "channel_id": ch.channel_id, "network": ch.network,
+             "receiver": ch.config.get("receiver", ""), "token": ch.config.get("token", ""),
+             "balance": str(ch.balance), "charged": str(ch.charged),
+             "refundable": str(max(ch.balance - ch.charged, 0)), "withdraw_delay": ch.config.get("withdrawDelay"),
+             "distrusted": ch.distrusted} for acct, ch in asyncio.run(run())]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    t = Table(title=f"paywire channels{' for ' + account if account else ''}")
+    for col in ("channel_id", "network", "receiver", "balance", "charged", "refundable", "distrusted"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(_short(r["channel_id"]), r["network"], _short(str(r["receiver"])), r["balance"], r["charged"],
+                  r["refundable"], r["distrusted"])
+    out.print(t)
+
+
 def _short(value: str) -> str:
     return value[:10] + "…" + value[-4:] if len(value) > 16 else value
 

@@ -297,6 +297,10 @@ class Buyer:
             ledger = SpendLedger(db, self.account)
         self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
         await ledger.ensure_schema()
+        for scheme in self.schemes:  # stateful schemes keep their state next to the receipts (batch channels)
+            use_store = getattr(scheme, "use_store", None)
+            if use_store is not None:
+                await use_store(ledger.db, self.account)
         return ledger
 
     async def history(self, limit: int | None = None) -> list[Receipt]:

@@ -159,3 +159,64 @@ class ChannelStore(Repository):
 
 
 __all__ = ["TABLE", "ChannelRow", "ChannelStore", "Onchain"]
+
+
+# ------------------------------------------------------------------------------------------------ buyer side
+
+BUYER_COMPONENT = "buyer_channels"
+BUYER_TABLE = "buyer_channels"
+
+register(BUYER_COMPONENT, [[
+    f"CREATE TABLE IF NOT EXISTS {BUYER_TABLE} ("
+    "account TEXT NOT NULL, channel_id TEXT NOT NULL, network TEXT NOT NULL, config TEXT NOT NULL, "
+    "charged TEXT NOT NULL, balance TEXT NOT NULL, pending_max TEXT NOT NULL, pending_deposit TEXT NOT NULL, "
+    "distrusted TEXT NOT NULL, updated_at {real} NOT NULL, PRIMARY KEY (account, channel_id))",
+]])
+
+
+class BuyerChannelStore(Repository):
+    """The payer's channels (``paywire.schemes.evm_batch.client.ClientChannel``) in the buyer's store, per
+    account: what each seller charged so far, the deposited balance, and a voucher in flight."""
+
+    component = BUYER_COMPONENT
+
+    def __init__(self, db: Any, account: str = "", **kw: Any) -> None:
+        super().__init__(db, **kw)
+        self.account = account.lower()
+
+    async def get(self, channel_id: str) -> Any:
+        r = await self.db.fetchone(f"SELECT * FROM {BUYER_TABLE} WHERE account = ? AND channel_id = ?",
+                                   (self.account, channel_id))
+        return None if r is None else _client_channel(r)
+
+    async def put(self, channel: Any) -> None:
+        await self.db.execute(
+            f"INSERT INTO {BUYER_TABLE} (account, channel_id, network, config, charged, balance, pending_max, "
+            "pending_deposit, distrusted, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, channel_id) DO UPDATE SET charged = excluded.charged, balance = excluded.balance, "
+            "pending_max = excluded.pending_max, pending_deposit = excluded.pending_deposit, "
+            "distrusted = excluded.distrusted, updated_at = excluded.updated_at",
+            (self.account, channel.channel_id, channel.network, json.dumps(channel.config, separators=(",", ":")),
+             str(channel.charged), str(channel.balance), str(channel.pending_max), str(channel.pending_deposit),
+             channel.distrusted, self.clock()))
+
+    async def drop(self, channel_id: str) -> None:
+        await self.db.execute(f"DELETE FROM {BUYER_TABLE} WHERE account = ? AND channel_id = ?",
+                              (self.account, channel_id))
+
+    async def all(self, *, all_accounts: bool = False) -> list[tuple[str, Any]]:
+        """(account, channel) pairs, newest first."""
+        rows = await self.db.fetchall(
+            f"SELECT * FROM {BUYER_TABLE}" + ("" if all_accounts else " WHERE account = ?")
+            + " ORDER BY updated_at DESC", () if all_accounts else (self.account,))
+        return [(str(r["account"]), _client_channel(r)) for r in rows]
+
+
+def _client_channel(r: Row) -> Any:
+    from paywire.schemes.evm_batch.client import ClientChannel
+
+    return ClientChannel(str(r["channel_id"]), str(r["network"]), json.loads(r["config"]), int(r["charged"]),
+                         int(r["balance"]), int(r["pending_max"]), int(r["pending_deposit"]), str(r["distrusted"]))
+
+
+__all__ += ["BuyerChannelStore"]

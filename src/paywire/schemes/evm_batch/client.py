@@ -85,6 +85,18 @@ class BatchEvmClient:
         self._clock = clock
         self._chain_for: ChainFor | None = None
 
+    async def use_store(self, db: Any, account: str = "") -> None:
+        """Keep channel state durably in the buyer's store (the buyer engine calls this when it opens it)."""
+        from paywire.store.channels import BuyerChannelStore
+
+        if not isinstance(self.book, MemoryBook):
+            return
+        durable = BuyerChannelStore(db, account or self.signer.address)
+        await durable.migrate()
+        for ch in list(self.book.channels.values()):
+            await durable.put(ch)
+        self.book = durable
+
     def use_chains(self, chain_for: ChainFor) -> None:
         """Let the client read the escrow (cold start and corrective 402s without a voucher proof)."""
         self._chain_for = chain_for
