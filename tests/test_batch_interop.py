@@ -281,21 +281,20 @@ async def test_our_buyer_pays_the_official_server_through_our_facilitator(env: E
     scheme, client = our_client(net, tmp_path, salt=3)
     payer0 = await env.balance(net.payer.address)
     app = await asyncio.to_thread(sdk_server, net, env.facilitator_url, calls)
-    async with serve_asgi(app) as url:
-        async with client:
-            for _ in range(5):
-                r = await client.get(url + "/metered")
-                assert r.status_code == 200, r.text
-            assert calls == ["metered"] * 5, calls
-            async with httpx.AsyncClient() as http:
-                offer = (await http.get(url + "/metered")).headers["payment-required"]
-            from paywire.x402.codec import decode_payment_required
+    async with serve_asgi(app) as url, client:
+        for _ in range(5):
+            r = await client.get(url + "/metered")
+            assert r.status_code == 200, r.text
+        assert calls == ["metered"] * 5, calls
+        async with httpx.AsyncClient() as http:
+            offer = (await http.get(url + "/metered")).headers["payment-required"]
+        from paywire.x402.codec import decode_payment_required
 
-            ch = await scheme.channel(decode_payment_required(offer).accepts[0])
-            assert ch.charged == 5 * PRICE, ch
-            deposited = ch.balance
-            assert payer0 - await env.balance(net.payer.address) == deposited, "only the deposit left the wallet"
-            res = await refund_channel(scheme, url + "/metered")
+        ch = await scheme.channel(decode_payment_required(offer).accepts[0])
+        assert ch.charged == 5 * PRICE, ch
+        deposited = ch.balance
+        assert payer0 - await env.balance(net.payer.address) == deposited, "only the deposit left the wallet"
+        res = await refund_channel(scheme, url + "/metered")
     assert res.success, res
     assert payer0 - await env.balance(net.payer.address) == 5 * PRICE, "the refund did not return the rest"
     state = await env.onchain(b.bytes32(ch.channel_id))
