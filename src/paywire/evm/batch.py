@@ -83,9 +83,28 @@ def hex32(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _address(value: Any) -> str:
+    """``0x`` + 40 hex digits, lower-cased (no checksum keccak on the hot path); ValueError otherwise."""
+    if not isinstance(value, str) or len(value) != 42 or value[:2] not in ("0x", "0X"):
+        raise ValueError("not an address")
+    low = value.lower()
+    if not _HEX.issuperset(low[2:]):
+        raise ValueError("not an address")
+    return "0x" + low[2:]
+
+
+@lru_cache(maxsize=4096)
+def _checksum(address: str) -> str:
+    return to_checksum(address)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
-    """The immutable parameters of one channel (addresses checksummed, ``salt`` 32 bytes)."""
+    """The immutable parameters of one channel (addresses as given or lower-cased when parsed — compare them
+    case-insensitively; ``to_wire`` writes EIP-55 — and ``salt`` 32 bytes)."""
 
     payer: str
     payer_authorizer: str
@@ -97,29 +116,23 @@ class ChannelConfig:
 
     @classmethod
     def from_wire(cls, obj: Any) -> ChannelConfig:
-        """Parse the JSON ``channelConfig``; ValueError says which field is wrong."""
+        """Parse the JSON ``channelConfig``; ValueError says which field is wrong. (Cached by content: a seller
+        parses the same few configs on every voucher.)"""
         if not isinstance(obj, dict):
             raise ValueError("channelConfig must be an object")
         try:
-            addresses = [to_checksum(str(obj[k])) for k in
-                         ("payer", "payerAuthorizer", "receiver", "receiverAuthorizer", "token")]
-            delay = obj["withdrawDelay"]
-            if isinstance(delay, bool) or not isinstance(delay, int | str) or not str(delay).isdigit():
-                raise ValueError("withdrawDelay must be a non-negative integer")
-            salt = bytes32(str(obj["salt"]))
+            fields = tuple(obj[k] for k in _CONFIG_KEYS)
         except KeyError as exc:
             raise ValueError(f"channelConfig.{exc.args[0]} is missing") from None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"channelConfig is malformed: {exc}") from None
-        if int(delay) >= 2**40:
-            raise ValueError("channelConfig.withdrawDelay does not fit uint40")
-        payer, payer_authorizer, receiver, receiver_authorizer, token = addresses
-        return cls(payer, payer_authorizer, receiver, receiver_authorizer, token, int(delay), salt)
+        if not all(isinstance(f, str | int) and not isinstance(f, bool) for f in fields):
+            raise ValueError("channelConfig is malformed: its fields are strings (withdrawDelay a number)")
+        return _parse_config(fields)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"payer": self.payer, "payerAuthorizer": self.payer_authorizer, "receiver": self.receiver,
-                "receiverAuthorizer": self.receiver_authorizer, "token": self.token,
-                "withdrawDelay": self.withdraw_delay, "salt": hex32(self.salt)}
+        """The JSON ``channelConfig`` (EIP-55 addresses)."""
+        return {"payer": _checksum(self.payer), "payerAuthorizer": _checksum(self.payer_authorizer),
+                "receiver": _checksum(self.receiver), "receiverAuthorizer": _checksum(self.receiver_authorizer),
+                "token": _checksum(self.token), "withdrawDelay": self.withdraw_delay, "salt": hex32(self.salt)}
 
     def as_tuple(self) -> tuple[str, str, str, str, str, int, bytes]:
         return (self.payer, self.payer_authorizer, self.receiver, self.receiver_authorizer, self.token,
@@ -131,8 +144,31 @@ class ChannelConfig:
                          + _u256(self.withdraw_delay) + self.salt)
 
     def channel_id(self, chain_id: int, escrow: str = BATCH_SETTLEMENT_ADDRESS) -> bytes:
-        """The chain- and escrow-bound channel id (what ``getChannelId`` returns)."""
-        return _typed(domain_separator(chain_id, escrow), self.struct_hash())
+        """The chain- and escrow-bound channel id (what ``getChannelId`` returns; cached: a seller sees the same
+        few configs again and again)."""
+        return _channel_id(self, chain_id, escrow)
+
+
+_CONFIG_KEYS: Final = ("payer", "payerAuthorizer", "receiver", "receiverAuthorizer", "token", "withdrawDelay", "salt")
+
+
+@lru_cache(maxsize=4096)
+def _parse_config(fields: tuple[str | int, ...]) -> ChannelConfig:
+    try:
+        payer, payer_authorizer, receiver, receiver_authorizer, token = (_address(f) for f in fields[:5])
+        delay, salt = fields[5], bytes32(str(fields[6]))
+        if not str(delay).isdigit():
+            raise ValueError("withdrawDelay must be a non-negative integer")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"channelConfig is malformed: {exc}") from None
+    if int(delay) >= 2**40:
+        raise ValueError("channelConfig.withdrawDelay does not fit uint40")
+    return ChannelConfig(payer, payer_authorizer, receiver, receiver_authorizer, token, int(delay), salt)
+
+
+@lru_cache(maxsize=8192)
+def _channel_id(config: ChannelConfig, chain_id: int, escrow: str) -> bytes:
+    return _typed(domain_separator(chain_id, escrow), config.struct_hash())
 
 
 @lru_cache(maxsize=64)

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from paywire.evm import batch as b
-from paywire.evm.crypto import address_bytes, recover_address
 from paywire.schemes.evm_batch import payload as pl
 from paywire.schemes.evm_batch.facilitator import Invalid, check_config
+from paywire.schemes.evm_batch.local import check_voucher
 from paywire.server.core import Proceed, Reply, json_reply
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.request import RequestInfo
@@ -144,7 +144,7 @@ class ChannelSeller:
         try:
             if row is not None:
                 row = await self.store.get(cid) or row  # as of our lease
-            local = onchain = self._fresh_local(cp, row, chain_id)
+            local = onchain = self._fresh_local(cp, row, p, chain_id)
             if onchain is None:  # ask the facilitator (and refresh the mirror)
                 verdict = await self.flow._verify(p)
                 if isinstance(verdict, BaseException):
@@ -194,19 +194,16 @@ class ChannelSeller:
             if leased:
                 await self.store.release(cid, owner)
 
-    def _fresh_local(self, cp: pl.ChannelPayload, row: ChannelRow | None, chain_id: int) -> Onchain | None:
+    def _fresh_local(self, cp: pl.ChannelPayload, row: ChannelRow | None, p: Proceed,
+                     chain_id: int) -> Onchain | None:
         """A plain EOA voucher on a channel whose mirror is fresh: check it here (one ``ecrecover``)."""
         if cp.type != "voucher" or row is None or int(cp.config.payer_authorizer, 16) == 0:
             return None
         if time.time() - row.synced_at > ONCHAIN_TTL or row.withdraw_requested_at:
             return None
-        v = cp.voucher
-        recovered = recover_address(b.voucher_digest(cp.channel_id, v.max_claimable, chain_id), v.signature) \
-            if len(v.signature) == 65 else None
-        if recovered is None or recovered != address_bytes(cp.config.payer_authorizer):
-            return None  # let the facilitator give the reason
-        if v.max_claimable > row.balance or v.max_claimable <= row.total_claimed:
-            return None
+        assert isinstance(p.requirements, PaymentRequirements)
+        if check_voucher(cp, p.requirements, chain_id, row.balance, row.total_claimed) is not None:
+            return None  # let the facilitator give the reason (and refresh the mirror)
         return Onchain(row.balance, row.total_claimed, row.withdraw_requested_at, row.refund_nonce)
 
     def _run(self, p: Proceed, held: tuple[Any, ...], lock: asyncio.Lock) -> Plan:

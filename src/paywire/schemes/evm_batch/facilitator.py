@@ -168,11 +168,11 @@ class BatchEvmFacilitator:
         else:
             a = p.permit2
             assert a is not None
-            if a.from_ != cfg.payer:
+            if a.from_.lower() != cfg.payer.lower():
                 raise Invalid(pl.PERMIT2_INVALID_SIGNATURE, "the permit's owner is not the payer")
-            if a.spender != to_checksum(b.PERMIT2_COLLECTOR_ADDRESS):
+            if a.spender.lower() != b.PERMIT2_COLLECTOR_ADDRESS.lower():
                 raise Invalid(pl.PERMIT2_INVALID_SPENDER)
-            if a.token != cfg.token:
+            if a.token.lower() != cfg.token.lower():
                 raise Invalid(pl.TOKEN_MISMATCH)
             if a.amount != p.deposit_amount:
                 raise Invalid(pl.PERMIT2_AMOUNT_MISMATCH)
@@ -266,7 +266,7 @@ class BatchEvmFacilitator:
             except ValueError:
                 raise Invalid(reason, "claimAuthorizerSignature is not hex") from None
         signer = self._authorizers.get(network)
-        if signer is None or any(c.config.receiver_authorizer != signer.address for c in claims):
+        if signer is None or any(c.config.receiver_authorizer.lower() != signer.address.lower() for c in claims):
             raise Invalid(pl.RECEIVER_AUTHORIZER_MISMATCH, "these channels do not delegate to this facilitator")
         chain_id = int(network.split(":", 1)[1])
         return await signer.sign_digest(b.claim_batch_digest(claims, chain_id))
@@ -310,7 +310,7 @@ class BatchEvmFacilitator:
             refund_sig = b.hex_bytes(given)
         else:
             signer = self._authorizers.get(network)
-            if signer is None or p.config.receiver_authorizer != signer.address:
+            if signer is None or p.config.receiver_authorizer.lower() != signer.address.lower():
                 raise Invalid(pl.RECEIVER_AUTHORIZER_MISMATCH, "this channel does not delegate to this facilitator")
             refund_sig = await signer.sign_digest(b.refund_digest(p.channel_id, nonce, amount, chain_id))
         calls.append(b.refund_with_signature(p.config, amount, nonce, refund_sig))
