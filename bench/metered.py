@@ -2,9 +2,9 @@
 of checking a voucher vs one ``ecrecover`` and vs the official x402 Python server, and on-chain transactions per
 10,000 paid requests.
 
-    python bench/metered.py [--requests 10000] [--exact 100] [--verify-n 2000] [--runs 3]
+    python bench/metered.py [--requests 10000] [--exact 100] [--verify-n 2000] [--runs 3] [--chain anvil]
 
-One run, everything real: the embedded chain (py-evm) with our escrow at the canonical address, our facilitator
+One run, everything real: the embedded chain (py-evm; or ``--chain anvil``) with our escrow at the canonical address, our facilitator
 over HTTP on 127.0.0.1, our seller (ASGI, SQLite store) with two routes at the same price — ``batch-settlement``
 and ``exact`` (EIP-3009) — and a client sending pre-signed payments one after another (signing is not timed):
 
@@ -151,10 +151,22 @@ async def main() -> None:
     ap.add_argument("--exact-concurrency", type=int, default=16, help="exact payments in flight at once")
     ap.add_argument("--verify-n", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--chain", choices=("embedded", "anvil"), default="embedded",
+                    help="embedded py-evm (blocks every second) or a local anvil (automine; needs npm)")
     args = ap.parse_args()
 
-    net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())),
-                             payer_funds=10**12)
+    anvil = None
+    if args.chain == "anvil":  # automine: an exact settlement does not wait for the next second's block
+        from paywire.chain.anvil import Anvil
+        from paywire.chain.permit2 import install_permit2
+
+        anvil = Anvil(chain_id=31337)
+        await anvil.start()
+        net = await setup_devnet(anvil.chain(), rpc_url=anvil.url, payer_funds=10**12)
+        await install_permit2(net.chain)
+    else:
+        net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())),
+                                 payer_funds=10**12)
     rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
     offers = {"/metered": Offer(price=PRICE, asset=net.asset, scheme="batch-settlement"),
               "/article": Offer(price=PRICE, asset=net.asset)}
@@ -216,7 +228,10 @@ async def main() -> None:
     vpayloads = [await voucher(vclient, req, k * PRICE) for k in range(1, args.verify_n + 1)]
     ours, official, limit = verify_costs(vclient, req, vpayloads, args.runs)
     await net.chain.aclose()
+    if anvil is not None:
+        await anvil.stop()
 
+    print(f"chain: {args.chain}")
     print(f"channel vouchers: {channel_rps:,.0f} paid requests/s ({len(vouchers)} sequential, one channel)")
     print(f"exact (EIP-3009): {exact_rps:,.1f} paid requests/s ({args.exact}, {args.exact_concurrency} in flight, "
           "each settled on chain)")
