@@ -93,16 +93,17 @@ class ChannelSeller:
         offers = tuple(dataclasses.replace(o, extra=extra) if o is p.offer or o == p.offer else o for o in p.offers)
         return self._refuse(p, req, pl.CUMULATIVE_MISMATCH, offers)
 
-    async def _take(self, cid: str, owner: str) -> bool:
-        """The store lease of an existing channel (waits for another replica's request, up to replay_wait)."""
+    async def _take(self, cid: str, owner: str) -> ChannelRow | None:
+        """The store lease of an existing channel and its row as of the lease (waits for another replica's
+        request, up to replay_wait); None: still held."""
         deadline = time.monotonic() + self.flow.replay_wait
         delay = 0.01
-        while not await self.store.lease(cid, owner, self.flow.lease):
+        while (row := await self.store.take(cid, owner, self.flow.lease)) is None:
             if time.monotonic() >= deadline:
-                return False
+                return None
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.2)
-        return True
+        return row
 
     async def pay(self, p: Proceed, req: RequestInfo) -> Plan:
         """The plan for one channel payment (see the module docs)."""
@@ -137,13 +138,13 @@ class ChannelSeller:
                       chain_id: int) -> Plan | tuple[Any, ...]:
         assert isinstance(p.requirements, PaymentRequirements) and isinstance(p.payload, PaymentPayload)
         amount = p.requirements.amount
-        row = await self.store.get(cid)
-        if row is not None and not await self._take(cid, owner):
-            return self._refuse(p, req, pl.CHANNEL_BUSY)
+        row = await self.store.take(cid, owner, self.flow.lease)  # our lease and the row, in one statement
+        if row is None and await self.store.get(cid) is not None:  # another request holds the channel
+            row = await self._take(cid, owner)
+            if row is None:
+                return self._refuse(p, req, pl.CHANNEL_BUSY)
         leased = row is not None
         try:
-            if row is not None:
-                row = await self.store.get(cid) or row  # as of our lease
             local = onchain = self._fresh_local(cp, row, p, chain_id)
             if onchain is None:  # ask the facilitator (and refresh the mirror)
                 verdict = await self.flow._verify(p)
@@ -179,12 +180,12 @@ class ChannelSeller:
                 if not await self.store.create_locked(cid, p.requirements.network, cp.config.to_wire(),
                                                       p.requirements.to_wire(), base, onchain, owner,
                                                       self.flow.lease):
-                    if not await self._take(cid, owner):
+                    fresh = await self._take(cid, owner)
+                    if fresh is None:
                         return self._refuse(p, req, pl.CHANNEL_BUSY)
                     leased = True
-                    fresh = await self.store.get(cid)
-                    if fresh is None or fresh.charged != base:  # someone else moved the channel meanwhile
-                        return self._corrective(p, req, cid, fresh, onchain, fresh.charged if fresh else base)
+                    if fresh.charged != base:  # someone else moved the channel meanwhile
+                        return self._corrective(p, req, cid, fresh, onchain, fresh.charged)
                 leased = True
             elif local is None:  # the facilitator's snapshot (or the deposit's) refreshes the mirror
                 await self.store.sync(cid, owner, onchain)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from paywire.store.db import Row
+from paywire.store.db import INLINE_MISS, Row, SqliteDatabase, execute_point, fetchone_point
 from paywire.store.migrations import Repository, register
 
 COMPONENT = "channels"
@@ -77,7 +77,24 @@ class ChannelStore(Repository):
     component = COMPONENT
 
     async def get(self, channel_id: str) -> ChannelRow | None:
-        row = await self.db.fetchone(f"SELECT * FROM {TABLE} WHERE channel_id = ?", (channel_id,))
+        row = await fetchone_point(self.db, f"SELECT * FROM {TABLE} WHERE channel_id = ?", (channel_id,))
+        return ChannelRow.of(row) if row else None
+
+    async def _returning(self, sql: str, params: tuple[Any, ...]) -> Row | None:
+        """A point write with ``RETURNING``: inline on SQLite when that needs no waiting."""
+        if isinstance(self.db, SqliteDatabase):
+            rows = self.db.try_inline(sql, params, fetch=True, write=True)
+            if rows is not INLINE_MISS:
+                return rows[0] if rows else None
+        return await self.db.fetchone(sql, params)
+
+    async def take(self, channel_id: str, owner: str, lease: float) -> ChannelRow | None:
+        """Take the channel's lease (free, or its holder's ran out) and read the row in the same statement;
+        None when the channel is unknown or another request holds it."""
+        now = self.clock()
+        row = await self._returning(
+            f"UPDATE {TABLE} SET lock_owner = ?, lock_until = ? WHERE channel_id = ? "
+            "AND (lock_owner IS NULL OR lock_until < ?) RETURNING *", (owner, now + lease, channel_id, now))
         return ChannelRow.of(row) if row else None
 
     async def create_locked(self, channel_id: str, network: str, config: dict[str, Any],
@@ -99,19 +116,19 @@ class ChannelStore(Repository):
     async def lease(self, channel_id: str, owner: str, lease: float) -> bool:
         """Take the channel's lease (free, or its holder's lease ran out); False when another request holds it."""
         now = self.clock()
-        n = await self.db.execute(
-            f"UPDATE {TABLE} SET lock_owner = ?, lock_until = ? WHERE channel_id = ? "
+        n = await execute_point(
+            self.db, f"UPDATE {TABLE} SET lock_owner = ?, lock_until = ? WHERE channel_id = ? "
             "AND (lock_owner IS NULL OR lock_until < ?)", (owner, now + lease, channel_id, now))
         return n == 1
 
     async def release(self, channel_id: str, owner: str) -> None:
-        await self.db.execute(f"UPDATE {TABLE} SET lock_owner = NULL, lock_until = NULL "
-                              "WHERE channel_id = ? AND lock_owner = ?", (channel_id, owner))
+        await execute_point(self.db, f"UPDATE {TABLE} SET lock_owner = NULL, lock_until = NULL "
+                            "WHERE channel_id = ? AND lock_owner = ?", (channel_id, owner))
 
     async def sync(self, channel_id: str, owner: str, onchain: Onchain) -> None:
         """Mirror a fresh on-chain snapshot (while holding the lease)."""
-        await self.db.execute(
-            f"UPDATE {TABLE} SET balance = ?, total_claimed = ?, withdraw_requested_at = ?, refund_nonce = ?, "
+        await execute_point(
+            self.db, f"UPDATE {TABLE} SET balance = ?, total_claimed = ?, withdraw_requested_at = ?, refund_nonce = ?, "
             "synced_at = ? WHERE channel_id = ? AND lock_owner = ?",
             (str(onchain.balance), str(onchain.total_claimed), onchain.withdraw_requested_at,
              str(onchain.refund_nonce), self.clock(), channel_id, owner))
@@ -124,8 +141,8 @@ class ChannelStore(Repository):
             raise ValueError("a charge must be between 0 and what the voucher signed")
         sets = "requirements = ?, " if requirements is not None else ""
         params: tuple[Any, ...] = ((json.dumps(requirements, separators=(",", ":")),) if requirements else ())
-        n = await self.db.execute(
-            f"UPDATE {TABLE} SET {sets}charged = ?, signed_max = ?, signature = ?, "
+        n = await execute_point(
+            self.db, f"UPDATE {TABLE} SET {sets}charged = ?, signed_max = ?, signature = ?, "
             "claim_due = CASE WHEN claimed = ? THEN 0 ELSE 1 END, requests = requests + 1, "
             "lock_owner = NULL, lock_until = NULL, updated_at = ? WHERE channel_id = ? AND lock_owner = ? "
             "AND charged = ?",
