@@ -11,8 +11,8 @@ and ``exact`` (EIP-3009) — and a client sending pre-signed payments one after 
 * ``channel``  — one deposit, then ``--requests`` - 1 vouchers on that channel (each checked with one
                  ``ecrecover`` against the mirrored escrow, committed after the handler); requests/s over the
                  vouchers;
-* ``exact``    — ``--exact`` payments, ``--exact-concurrency`` in flight (independent payments may share a
-                 block), each settled on chain before the response; requests/s;
+* ``exact``    — ``--exact`` payments by the same payer, one after another (``--exact-concurrency`` N: N in
+                 flight, so independent payments may share a block), each settled on chain before the response;
 * ``verify``   — per voucher, from the payload object: ours (``parse_payment`` + ``check_voucher``), the
                  official SDK server's local check (``_verify_voucher_locally`` with a fresh channel snapshot),
                  and the physical limit (``recover_pubkey`` of a precomputed digest); best of ``--runs``;
@@ -148,7 +148,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=10_000, help="paid requests on the channel (first: deposit)")
     ap.add_argument("--exact", type=int, default=100, help="per-request exact payments")
-    ap.add_argument("--exact-concurrency", type=int, default=16, help="exact payments in flight at once")
+    ap.add_argument("--exact-concurrency", type=int, default=1,
+                    help="exact payments in flight at once (default 1: one payer, one request after another, "
+                         "like the channel)")
     ap.add_argument("--verify-n", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--chain", choices=("embedded", "anvil"), default="embedded",
@@ -203,9 +205,7 @@ async def main() -> None:
         assert await manager.claim() == 1
         await manager.settle()
         txs = await block_txs(net.chain, first_block, await net.chain.block_number())
-        # a channel's transactions do not grow with its requests (one deposit covers the run): per 10,000 paid
-        # requests is the measured count when the run has at least 10,000, else the count scaled up
-        per_10k = txs if args.requests >= 10_000 else txs * 10_000 / args.requests
+        # a channel's transactions do not grow with its requests (one deposit covers the run)
         assert await net.token_balance(net.payee.address) == args.requests * PRICE, "the payee was not paid"
 
         # -- per-request exact
@@ -241,7 +241,8 @@ async def main() -> None:
     print(f"aim channel_vs_exact_requests_per_s: {channel_rps / exact_rps:.1f} (target >= 20)")
     print(f"aim voucher_check_of_ecrecover_limit: {limit / ours:.2f} (target >= 0.6)")
     print(f"aim voucher_check_vs_official_server: {official / ours:.1f} (target >= 5)")
-    print(f"aim onchain_transactions_per_10000_requests: {per_10k:.1f} (target <= 3)")
+    note = "" if args.requests >= 10_000 else f"; measured over {args.requests} requests, run 10000 for the aim"
+    print(f"aim onchain_transactions_per_10000_requests: {txs} (target <= 3{note})")
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ class PaymentFlow:
         offer = p.offer
         new = NewPayment(
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
-            method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
+            method=req.method, path=req.path, settle_mode=self._settle_mode(p), x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
             decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
             requirements=_compact(p.requirements.to_wire()), protocol=p.protocol, identity=p.identity,
@@ -495,6 +495,15 @@ class PaymentFlow:
         finally:
             if verdict is not None and not verdict.done():
                 verdict.cancel()
+
+    @staticmethod
+    def _settle_mode(p: Proceed) -> str:
+        """The route's settle mode — except a variable price (upto), which settles after its handler whatever the
+        route says: before it, only the maximum is known, and the payer must not be charged that."""
+        if p.route.settle == "before" and getattr(default_registry.server(p.offer.scheme, p.offer.network),
+                                                  "variable", False):
+            return "after"
+        return p.route.settle
 
     async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
         try:
@@ -538,7 +547,7 @@ class PaymentFlow:
                 reply = Reply(412, reply.headers, reply.body)
             return Respond(reply)
         payer = verdict.payer or rec.payer
-        if p.route.settle == "before":
+        if rec.settle_mode == "before":
             if not await store.update(rec.id, owner, [rec.state], state="settling", payer=payer):
                 hb.stop()
                 return Respond(self.seller.in_progress())
