@@ -367,3 +367,63 @@ async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, requ
     assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(c_cfg))).status == 1
     assert await env.balance(net.payer.address) - p1 == channels["c"].balance - channels["c"].charged, \
         "C's withdrawal took claimed funds"
+
+
+@pytest.mark.node
+async def test_typescript_client_pays_our_seller_and_refunds(env: Env) -> None:
+    """@x402/fetch with @x402/evm's batch-settlement client (2.27.0): one deposit, vouchers, a refund of the rest."""
+    import json
+
+    from tests.node_peers import NODE_DIR, ensure_node_peers
+
+    node = ensure_node_peers()
+    net = env.net
+    payer0 = await env.balance(net.payer.address)
+    escrow0 = await env.balance(b.BATCH_SETTLEMENT_ADDRESS)
+    proc = await asyncio.create_subprocess_exec(
+        node, "batch_fetch_client.mjs", net.info.payer_key, net.info.network, net.info.token, "4",
+        env.url + "/metered", cwd=NODE_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    lines = out.decode().strip().splitlines()
+    assert lines, f"the TS client printed nothing: {err.decode()[-3000:]}"
+    result = json.loads(lines[-1])
+    assert "error" not in result, result
+    assert [r["status"] for r in result["results"]] == [200] * 4, result
+    assert [r["paymentResponse"]["extra"]["chargedAmount"] for r in result["results"]] == [str(PRICE)] * 4
+    assert result["refund"]["success"], result["refund"]
+    assert payer0 - await env.balance(net.payer.address) == 4 * PRICE, "the TS payer paid more than charged"
+    assert await env.balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 4 * PRICE, "the escrow holds the wrong sum"
+
+
+@pytest.mark.node
+async def test_our_buyer_pays_express_through_our_facilitator_and_refunds(env: Env, tmp_path: Any) -> None:
+    """@x402/express with @x402/evm's batch-settlement server (2.27.0), settling through our facilitator: our
+    buyer deposits, pays vouchers, then gets the rest back."""
+    import os
+
+    from paywire.schemes.evm_batch.refund import refund_channel
+    from paywire.x402.codec import decode_payment_required
+    from tests.node_peers import NODE_DIR, ensure_node_peers
+    from tests.test_buyer_interop import node_server
+
+    node = ensure_node_peers()
+    net, i = env.net, env.net.info
+    server_env = {**os.environ, "FACILITATOR_URL": env.facilitator_url, "NETWORK": i.network, "ASSET": i.token,
+                  "PAY_TO": net.payee.address, "PRICE": str(PRICE), "TOKEN_NAME": i.token_name,
+                  "TOKEN_VERSION": i.token_version}
+    scheme, client = our_client(net, tmp_path, salt=31)
+    payer0 = await env.balance(net.payer.address)
+    async with node_server(node, NODE_DIR / "batch_express_server.mjs", server_env) as url, client:
+        for _ in range(4):
+            r = await client.get(url + "/metered")
+            assert r.status_code == 200, r.text
+        async with httpx.AsyncClient() as http:
+            calls = (await http.get(url + "/calls")).json()
+            offer = decode_payment_required((await http.get(url + "/metered")).headers["payment-required"])
+        ch = await scheme.channel(offer.accepts[0])
+        assert ch.charged == 4 * PRICE and calls == {"metered": 4}, (ch, calls)
+        res = await refund_channel(scheme, url + "/metered")
+    assert res.success, res
+    assert payer0 - await env.balance(net.payer.address) == 4 * PRICE, "the refund did not return the rest"
+    state = await env.onchain(b.bytes32(ch.channel_id))
+    assert (state.balance, state.total_claimed) == (4 * PRICE, 4 * PRICE)
