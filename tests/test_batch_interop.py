@@ -328,47 +328,6 @@ async def test_buyer_channel_state_survives_a_restart_and_is_listed(env: Env, tm
         (ch.channel_id, str(2 * PRICE), str(ch.balance))], listed
 
 
-async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, request: pytest.FixtureRequest) -> None:
-    """anvil only (it moves time, so it runs last): channel A's payer withdraws everything before the seller claims, so A's claim
-    reverts — the batch with B splits and B still lands; channel C's claim lands first, so C's withdrawal is
-    capped to what was not claimed."""
-    if request.node.callspec.params.get("env") != "anvil":
-        pytest.skip("needs evm_increaseTime (anvil)")
-    net = env.net
-    payer_tx = TxSender(net.chain, net.payer.private_key)
-    channels: dict[str, Any] = {}
-    for name, salt in (("a", 11), ("b", 12), ("c", 13)):
-        scheme, client = our_client(net, tmp_path, salt=salt)
-        async with client:
-            for _ in range(3):
-                assert (await client.get(env.url + "/metered")).status_code == 200
-            channels[name] = await scheme.channel(await env_offer(env))
-    for name in ("a", "c"):
-        ch = channels[name]
-        cfg = b.ChannelConfig.from_wire(ch.config)
-        receipt = await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.initiate_withdraw(cfg, ch.balance))
-        assert receipt.status == 1, "initiateWithdraw reverted"
-    await net.chain.request("evm_increaseTime", [b.MIN_WITHDRAW_DELAY + 1])
-    await net.chain.request("evm_mine", [])
-    a_cfg = b.ChannelConfig.from_wire(channels["a"].config)
-    p0 = await env.balance(net.payer.address)
-    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(a_cfg))).status == 1
-    assert await env.balance(net.payer.address) - p0 == channels["a"].balance, "A's withdrawal did not pay out"
-
-    manager = ClaimManager(env.channels(), env.facilitator)
-    due = len(await env.channels().claim_due())
-    assert await manager.claim() == due - 1, manager.failed  # all but A land; A's claim reverts (escrow drained)
-    assert list(manager.failed) == [channels["a"].channel_id]
-    for name in ("b", "c"):
-        state = await env.onchain(b.bytes32(channels[name].channel_id))
-        assert state.total_claimed == channels[name].charged, f"{name}'s claim did not land"
-    c_cfg = b.ChannelConfig.from_wire(channels["c"].config)
-    p1 = await env.balance(net.payer.address)
-    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(c_cfg))).status == 1
-    assert await env.balance(net.payer.address) - p1 == channels["c"].balance - channels["c"].charged, \
-        "C's withdrawal took claimed funds"
-
-
 @pytest.mark.node
 async def test_typescript_client_pays_our_seller_and_refunds(env: Env) -> None:
     """@x402/fetch with @x402/evm's batch-settlement client (2.27.0): one deposit, vouchers, a refund of the rest."""
@@ -427,3 +386,44 @@ async def test_our_buyer_pays_express_through_our_facilitator_and_refunds(env: E
     assert payer0 - await env.balance(net.payer.address) == 4 * PRICE, "the refund did not return the rest"
     state = await env.onchain(b.bytes32(ch.channel_id))
     assert (state.balance, state.total_claimed) == (4 * PRICE, 4 * PRICE)
+
+
+async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    """anvil only (it moves time, so it runs last): channel A's payer withdraws everything before the seller claims, so A's claim
+    reverts — the batch with B splits and B still lands; channel C's claim lands first, so C's withdrawal is
+    capped to what was not claimed."""
+    if request.node.callspec.params.get("env") != "anvil":
+        pytest.skip("needs evm_increaseTime (anvil)")
+    net = env.net
+    payer_tx = TxSender(net.chain, net.payer.private_key)
+    channels: dict[str, Any] = {}
+    for name, salt in (("a", 11), ("b", 12), ("c", 13)):
+        scheme, client = our_client(net, tmp_path, salt=salt)
+        async with client:
+            for _ in range(3):
+                assert (await client.get(env.url + "/metered")).status_code == 200
+            channels[name] = await scheme.channel(await env_offer(env))
+    for name in ("a", "c"):
+        ch = channels[name]
+        cfg = b.ChannelConfig.from_wire(ch.config)
+        receipt = await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.initiate_withdraw(cfg, ch.balance))
+        assert receipt.status == 1, "initiateWithdraw reverted"
+    await net.chain.request("evm_increaseTime", [b.MIN_WITHDRAW_DELAY + 1])
+    await net.chain.request("evm_mine", [])
+    a_cfg = b.ChannelConfig.from_wire(channels["a"].config)
+    p0 = await env.balance(net.payer.address)
+    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(a_cfg))).status == 1
+    assert await env.balance(net.payer.address) - p0 == channels["a"].balance, "A's withdrawal did not pay out"
+
+    manager = ClaimManager(env.channels(), env.facilitator)
+    due = len(await env.channels().claim_due())
+    assert await manager.claim() == due - 1, manager.failed  # all but A land; A's claim reverts (escrow drained)
+    assert list(manager.failed) == [channels["a"].channel_id]
+    for name in ("b", "c"):
+        state = await env.onchain(b.bytes32(channels[name].channel_id))
+        assert state.total_claimed == channels[name].charged, f"{name}'s claim did not land"
+    c_cfg = b.ChannelConfig.from_wire(channels["c"].config)
+    p1 = await env.balance(net.payer.address)
+    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(c_cfg))).status == 1
+    assert await env.balance(net.payer.address) - p1 == channels["c"].balance - channels["c"].charged, \
+        "C's withdrawal took claimed funds"
