@@ -235,6 +235,11 @@ async def test_our_buyer_pays_our_seller_and_refunds(env: Env, tmp_path: Any) ->
     assert payer0 - await env.balance(net.payer.address) == ch.charged, "the payer paid more than charged"
     state = await env.onchain(b.bytes32(ch.channel_id))
     assert (state.balance, state.total_claimed) == (ch.charged, ch.charged), "the refund did not claim the charges"
+    payee0 = await env.balance(net.payee.address)
+    await ClaimManager(env.channels(), env.facilitator).settle()  # the drained channel's claims still get swept
+    claimed, settled = b.decode_pair(await net.chain.call(b.BATCH_SETTLEMENT_ADDRESS,
+                                                          b.receivers_call(net.payee.address, net.info.token)))
+    assert claimed == settled and await env.balance(net.payee.address) - payee0 >= ch.charged
 
 
 async def env_offer(env: Env) -> Any:

@@ -279,12 +279,9 @@ class ChannelSeller:
             return self._refuse(p, req, (res.error_reason if res else None) or pl.REFUND_FAILED)
         after = _onchain(res.extra) or Onchain(onchain.balance - amount, max(charged, onchain.total_claimed),
                                                onchain.withdraw_requested_at, onchain.refund_nonce + 1)
-        if row is not None:
+        if row is not None:  # kept even when drained: the claim manager still sweeps its claims to the receiver
             await self.store.mark_claimed(cid, charged)
-            if after.balance <= charged:
-                await self.store.delete(cid, owner)
-            else:
-                await self.store.sync(cid, owner, after)
+            await self.store.sync(cid, owner, after)
         state = pl.channel_state_wire(cp.channel_id, after.balance, after.total_claimed,
                                       after.withdraw_requested_at, after.refund_nonce, charged)
         out = SettleResponse(True, res.transaction, p.requirements.network, cp.config.payer, amount=res.amount,
