@@ -265,3 +265,40 @@ async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chai
         assert row is not None and row.charged == 2 * PRICE + charged == 22 * PRICE
         assert a.hits.get("metered", 0) + b2.hits.get("metered", 0) == 22, "a handler ran without a charge"
         assert row.charged <= row.signed_max, "the charge exceeds the signed voucher"
+
+
+async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: Chain, sqlite_url: str) -> None:
+    """An offer with ``assetTransferMethod: permit2``: without the payer's Permit2 approval the deposit is refused
+    with 412 ``permit2_allowance_required`` and nothing runs; after it, the deposit lands through the Permit2
+    collector and the request is served."""
+    from paywire.chain.devkeys import dev_keys
+    from paywire.chain.permit2 import approve_permit2
+    from paywire.evm.signer import LocalSigner
+
+    net = chain.net
+    fresh = LocalSigner(dev_keys(8)[7])  # a funded dev key no other test approves Permit2 with
+    await net.mint(fresh.address, 1_000_000)
+    hits: dict[str, int] = {}
+    offer_ = Offer(price=PRICE, asset=net.asset, scheme="batch-settlement", extra={"assetTransferMethod": "permit2"})
+    mw = PaymentMiddleware(app(hits), [PaidRoute("GET /metered", offers=(offer_,))],
+                           HttpFacilitatorClient(chain.facilitator_url), pay_to=net.payee.address,
+                           network=net.info.network, store=sqlite_url,
+                           assets=AssetRegistry((*KNOWN_ASSETS, net.asset)))
+    try:
+        async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
+            req = await offer(http, url)
+            assert req.extra["assetTransferMethod"] == "permit2"
+            client = BatchEvmClient(fresh, salt=600)
+            r = await http.get(url + "/metered", headers=header(req, await client.create_payload(req)))
+            assert (r.status_code, error_of(r)) == (412, pl.PERMIT2_ALLOWANCE_REQUIRED), r.text
+            assert not hits, "the handler ran without a deposit"
+            await approve_permit2(net.chain, fresh.private_key, net.info.token)
+            escrow0 = await net.token_balance(b.BATCH_SETTLEMENT_ADDRESS)
+            r = await http.get(url + "/metered", headers=header(req, await client.create_payload(req)))
+            assert r.status_code == 200, r.text
+            res = decode_payment_response(r.headers["payment-response"])
+            assert res.transaction and res.amount == 10 * PRICE
+            assert await net.token_balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 10 * PRICE
+            assert hits == {"metered": 1}
+    finally:
+        await mw.flow.aclose()
