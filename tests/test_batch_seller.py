@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -302,3 +303,18 @@ async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: 
             assert hits == {"metered": 1}
     finally:
         await mw.flow.aclose()
+
+
+async def test_a_sellers_min_deposit_hint_cannot_inflate_the_deposit(chain: Chain) -> None:
+    """``extra.minDeposit`` is a hint: the client deposits at most its own cap (10× the offer by default)."""
+    net = chain.net
+    req = PaymentRequirements(scheme="batch-settlement", network=net.info.network, amount=PRICE, asset=net.info.token,
+                              pay_to=net.payee.address, max_timeout_seconds=300,
+                              extra={"receiverAuthorizer": net.facilitator.address, "withdrawDelay": 900,
+                                     "name": net.info.token_name, "version": net.info.token_version,
+                                     "minDeposit": str(10**15)})
+    payload = await BatchEvmClient(net.payer, salt=700).create_payload(req)
+    assert payload["deposit"]["amount"] == str(10 * PRICE), payload["deposit"]
+    small = await BatchEvmClient(net.payer, salt=701, max_deposit=3 * PRICE).create_payload(
+        dataclasses.replace(req, extra={**req.extra, "minDeposit": str(5 * PRICE)}))
+    assert small["deposit"]["amount"] == str(3 * PRICE)

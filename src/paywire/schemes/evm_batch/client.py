@@ -77,8 +77,12 @@ class BatchEvmClient:
     network_pattern = "eip155:*"
 
     def __init__(self, signer: EvmSigner, *, book: ChannelBook | None = None, salt: int = 0,
-                 deposit_multiplier: int = DEPOSIT_MULTIPLIER, clock: Callable[[], float] = time.time) -> None:
+                 deposit_multiplier: int = DEPOSIT_MULTIPLIER, max_deposit: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
+        self.max_deposit = max_deposit
+        """Atomic units one deposit may take at most (default: ``deposit_multiplier`` × the offer's maximum); a
+        seller's ``extra.minDeposit`` above it is not followed."""
         self.book: ChannelBook = book if book is not None else MemoryBook()
         self.salt = salt.to_bytes(32, "big")
         self.deposit_multiplier = deposit_multiplier
@@ -158,8 +162,9 @@ class BatchEvmClient:
         deposit = 0
         if ceiling > ch.balance:
             hint = requirements.extra.get("minDeposit")
-            floor = int(hint) if isinstance(hint, str) and hint.isdigit() else 0
-            deposit = max(ceiling - ch.balance, requirements.amount * self.deposit_multiplier, floor)
+            floor = int(hint) if isinstance(hint, str) and hint.isdigit() and len(hint) < 40 else 0
+            cap = self.max_deposit if self.max_deposit is not None else requirements.amount * self.deposit_multiplier
+            deposit = max(ceiling - ch.balance, min(max(requirements.amount * self.deposit_multiplier, floor), cap))
             out["type"] = "deposit"
             out["deposit"] = {"amount": str(deposit),
                               "authorization": await self._deposit_authorization(requirements, cid, deposit)}
