@@ -318,3 +318,20 @@ async def test_a_sellers_min_deposit_hint_cannot_inflate_the_deposit(chain: Chai
     small = await BatchEvmClient(net.payer, salt=701, max_deposit=3 * PRICE).create_payload(
         dataclasses.replace(req, extra={**req.extra, "minDeposit": str(5 * PRICE)}))
     assert small["deposit"]["amount"] == str(3 * PRICE)
+
+
+async def test_a_retried_deposit_settle_is_answered_without_a_second_transaction(chain: Chain) -> None:
+    """The facilitator asked twice to settle one deposit (a retry after a lost answer): the second answer is a
+    success without a transaction, and the escrow holds the deposit once."""
+    net = chain.net
+    req = PaymentRequirements(scheme="batch-settlement", network=net.info.network, amount=PRICE, asset=net.info.token,
+                              pay_to=net.payee.address, max_timeout_seconds=300,
+                              extra={"receiverAuthorizer": net.facilitator.address, "withdrawDelay": 900,
+                                     "name": net.info.token_name, "version": net.info.token_version})
+    payload = PaymentPayload(accepted=req, payload=dict(await BatchEvmClient(net.payer, salt=800).create_payload(req)))
+    escrow0 = await net.token_balance(b.BATCH_SETTLEMENT_ADDRESS)
+    first = await chain.facilitator.settle(payload, req)
+    assert first.success and first.transaction and first.amount == 10 * PRICE, first
+    again = await chain.facilitator.settle(payload, req)
+    assert again.success and again.transaction == "" and again.amount == 0, again
+    assert await net.token_balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 10 * PRICE, "deposited twice"

@@ -246,10 +246,37 @@ class BatchEvmFacilitator:
                                                                        eip2612.signature)
             data = b.deposit(p.config, p.deposit_amount, b.PERMIT2_COLLECTOR_ADDRESS,
                              b.permit2_collector_data(a.nonce, a.deadline, a.signature, extra))
-        tx = await self._send(net, data, pl.DEPOSIT_FAILED, pl.DEPOSIT_SIMULATION_FAILED)
+        try:
+            tx = await self._send(net, data, pl.DEPOSIT_FAILED, pl.DEPOSIT_SIMULATION_FAILED)
+        except Invalid as exc:
+            landed = await self._deposit_landed(net, p, requirements) if exc.reason == pl.DEPOSIT_SIMULATION_FAILED \
+                else None
+            if landed is None:
+                raise
+            return landed
         after = await self.channel_state(net, p.channel_id)
         return SettleResponse(True, tx, requirements.network, p.config.payer, amount=p.deposit_amount,
                               extra={"channelState": after.to_wire(p.channel_id)})
+
+    async def _deposit_landed(self, net: EvmNetwork, p: pl.ChannelPayload,
+                              requirements: PaymentRequirements) -> SettleResponse | None:
+        """A retried settle of a deposit that already landed (its ERC-3009 nonce, bound to this channel, is used):
+        success without a new transaction, amount 0 — when the voucher fits the balance as it is."""
+        if p.erc3009 is None:
+            return None
+        nonce = b.erc3009_deposit_nonce(p.channel_id, p.erc3009.salt)
+        try:
+            used = tok.decode_bool(await net.chain.call(p.config.token, tok.authorization_state(p.config.payer,
+                                                                                                 nonce)))
+        except (ChainError, ValueError):
+            return None
+        if not used:
+            return None
+        state = await self.channel_state(net, p.channel_id)
+        if p.voucher.max_claimable > state.balance:
+            raise Invalid(pl.CUMULATIVE_EXCEEDS_BALANCE, "the deposit was already used; the voucher exceeds the balance")
+        return SettleResponse(True, "", requirements.network, p.config.payer, amount=0,
+                              extra={"channelState": state.to_wire(p.channel_id)})
 
     async def _settle_claim(self, net: EvmNetwork, raw: Mapping[str, Any], network: str) -> SettleResponse:
         claims = _claims(raw, pl.CLAIM_PAYLOAD)
