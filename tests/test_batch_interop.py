@@ -400,7 +400,6 @@ async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, requ
     if request.node.callspec.params.get("env") != "anvil":
         pytest.skip("needs evm_increaseTime (anvil)")
     net = env.net
-    payer_tx = TxSender(net.chain, net.payer.private_key)
     channels: dict[str, Any] = {}
     for name, salt in (("a", 11), ("b", 12), ("c", 13)):
         scheme, client = our_client(net, tmp_path, salt=salt)
@@ -408,16 +407,28 @@ async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, requ
             for _ in range(3):
                 assert (await client.get(env.url + "/metered")).status_code == 200
             channels[name] = await scheme.channel(await env_offer(env))
-    for name in ("a", "c"):
-        ch = channels[name]
-        cfg = b.ChannelConfig.from_wire(ch.config)
-        receipt = await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.initiate_withdraw(cfg, ch.balance))
-        assert receipt.status == 1, "initiateWithdraw reverted"
+    from typer.testing import CliRunner
+
+    from paywire.cli.main import app
+    from paywire.errors import ChainError
+    from paywire.schemes.evm_batch.withdraw import finish_withdrawal, start_withdrawal
+
+    # the payer's own exit, everything unclaimed (nothing is claimed yet): A through the API, C the command line
+    started = await start_withdrawal(net.chain, net.payer.private_key, b.ChannelConfig.from_wire(channels["a"].config))
+    assert started.amount == channels["a"].balance and started.ready_at > 0
+    cli = await asyncio.to_thread(
+        CliRunner().invoke, app, ["wallet", "withdraw", channels["c"].channel_id, "--rpc", str(net.info.rpc_url),
+                                  "--store", f"sqlite:///{tmp_path / 'buyer13.db'}"],
+        env={"PAYWIRE_WALLET_KEY": net.info.payer_key, "HOME": str(tmp_path)}, catch_exceptions=False)
+    assert cli.exit_code == 0 and f"withdrawal of {channels['c'].balance} started" in cli.output, cli.output
+    a_cfg = b.ChannelConfig.from_wire(channels["a"].config)
+    with pytest.raises(ChainError, match="WithdrawDelayNotElapsed"):
+        await finish_withdrawal(net.chain, net.payer.private_key, a_cfg)
     await net.chain.request("evm_increaseTime", [b.MIN_WITHDRAW_DELAY + 1])
     await net.chain.request("evm_mine", [])
-    a_cfg = b.ChannelConfig.from_wire(channels["a"].config)
     p0 = await env.balance(net.payer.address)
-    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(a_cfg))).status == 1
+    done = await finish_withdrawal(net.chain, net.payer.private_key, a_cfg)
+    assert done.amount == channels["a"].balance
     assert await env.balance(net.payer.address) - p0 == channels["a"].balance, "A's withdrawal did not pay out"
 
     manager = ClaimManager(env.channels(), env.facilitator)
@@ -429,6 +440,6 @@ async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, requ
         assert state.total_claimed == channels[name].charged, f"{name}'s claim did not land"
     c_cfg = b.ChannelConfig.from_wire(channels["c"].config)
     p1 = await env.balance(net.payer.address)
-    assert (await payer_tx.send_and_wait(b.BATCH_SETTLEMENT_ADDRESS, b.finalize_withdraw(c_cfg))).status == 1
-    assert await env.balance(net.payer.address) - p1 == channels["c"].balance - channels["c"].charged, \
+    done = await finish_withdrawal(net.chain, net.payer.private_key, c_cfg)
+    assert await env.balance(net.payer.address) - p1 == done.amount == channels["c"].balance - channels["c"].charged, \
         "C's withdrawal took claimed funds"

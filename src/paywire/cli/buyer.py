@@ -690,6 +690,59 @@ def wallet_channels(
     out.print(t)
 
 
+@wallet_app.command("withdraw")
+def wallet_withdraw(
+    channel: Annotated[str, typer.Argument(help="The channel id (see `paywire wallet channels`).")],
+    finish: Annotated[bool, typer.Option("--finish", help="Collect a withdrawal whose delay has passed.")] = False,
+    amount: Annotated[int, typer.Option(help="Atomic units to withdraw (0 = all the unclaimed escrow).")] = 0,
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL (or NETWORK=URL) of the channel's chain.")] = "",
+    store: Annotated[str, typer.Option(help="Buyer store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE).")] = "",
+    profile: Annotated[str, PROFILE_OPTION] = "",
+) -> None:
+    """batch-settlement timed withdrawal without the seller: start it, then collect it after the channel's delay."""
+    from paywire.cli.output import missing_store
+    from paywire.errors import ChainError
+    from paywire.evm import batch as b
+    from paywire.schemes.evm_batch.withdraw import finish_withdrawal, start_withdrawal
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+
+    prof = _profile(profile)
+    wallet = _wallet(rpc, prof)
+    where = _store(store)
+    if missing_store(where) is not None:
+        raise _fail(f"no buyer store at {where}: no channel was opened with this store")
+    key = getattr(wallet.signer, "private_key", None)
+    if not isinstance(key, bytes):
+        raise _fail("withdrawing needs a local key (PAYWIRE_WALLET_KEY, a keystore or a devnet profile)")
+
+    async def run() -> Any:
+        db = open_database(where)
+        try:
+            found = await BuyerChannelStore(db, wallet.address).get(channel.lower())
+        finally:
+            await db.aclose()
+        if found is None:
+            raise _fail(f"no channel {channel} for {wallet.address} in {where}")
+        chain = await wallet.chain_for(found.network)
+        if chain is None:
+            raise _fail(f"no RPC for {found.network}: give --rpc")
+        cfg = b.ChannelConfig.from_wire(found.config)
+        try:
+            if finish:
+                return await finish_withdrawal(chain, key, cfg)
+            return await start_withdrawal(chain, key, cfg, amount or None)
+        except ChainError as exc:
+            raise _fail(str(exc)) from None
+
+    w = asyncio.run(run())
+    if finish:
+        out.print(f"withdrew {w.amount} (atomic units) in {w.transaction}")
+    else:
+        ready = datetime.fromtimestamp(w.ready_at, UTC).isoformat(timespec="seconds")
+        out.print(f"withdrawal of {w.amount} started in {w.transaction}; `--finish` after {ready}")
+
+
 def _short(value: str) -> str:
     return value[:10] + "…" + value[-4:] if len(value) > 16 else value
 
