@@ -116,7 +116,8 @@ def metered_app(hits: dict[str, int]) -> Starlette:
         hits["sdk"] = hits.get("sdk", 0) + 1
         return JSONResponse({"tokens": 7}, headers={"Settlement-Overrides": '{"amount": "40%"}'})
 
-    return Starlette(routes=[Route("/article", article), Route("/llm", llm), Route("/sdk", sdk_style)])
+    return Starlette(routes=[Route("/article", article), Route("/llm", llm), Route("/sdk", sdk_style),
+                             Route("/llm-before", llm)])
 
 
 @contextlib.asynccontextmanager
@@ -128,6 +129,7 @@ async def open_env(net: Devnet, store: str) -> AsyncIterator[Env]:
         PaidRoute("GET /article", offers=(Offer(price=PRICE, asset=a, extra={"assetTransferMethod": "permit2"}),)),
         PaidRoute("GET /llm", offers=(Offer(price=MAXIMUM, asset=a, scheme="upto"),)),
         PaidRoute("GET /sdk", offers=(Offer(price=MAXIMUM, asset=a, scheme="upto"),)),
+        PaidRoute("GET /llm-before", offers=(Offer(price=MAXIMUM, asset=a, scheme="upto"),), settle="before"),
     ]
     hits: dict[str, int] = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -566,4 +568,16 @@ async def test_upto_is_not_offered_to_x402_v1(env: Env) -> None:
     net = env.net
     rails = [EvmNetwork("eip155:84532", net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
     kinds = Facilitator(default_registry.facilitators_for(rails)).supported().kinds
-    assert {(k.scheme, k.x402_version) for k in kinds} == {("exact", 2), ("exact", 1), ("upto", 2)}, kinds
+    assert {(k.scheme, k.x402_version) for k in kinds} == {("exact", 2), ("exact", 1), ("upto", 2),
+                                                          ("batch-settlement", 2)}, kinds
+
+
+async def test_upto_on_a_settle_before_route_charges_what_the_handler_billed(env: Env) -> None:
+    """settle="before" cannot know the actual cost: an upto payment there settles after its handler (the billed
+    1500, not the 50000 maximum)."""
+    net = env.net
+    payer0, payee0 = await env.balance(net.payer.address), await env.balance(net.payee.address)
+    r = await env.pay("/llm-before?cost=1500")
+    assert r.status_code == 200, r.text
+    assert await env.balance(net.payee.address) - payee0 == 1500, "the maximum was charged, not the bill"
+    assert payer0 - await env.balance(net.payer.address) == 1500

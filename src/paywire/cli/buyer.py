@@ -650,6 +650,109 @@ def wallet_history(
         sys.stdout.write(text)
 
 
+@wallet_app.command("channels")
+def wallet_channels(
+    store: Annotated[str, typer.Option(help="Buyer store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE; "
+                                            "default ~/.paywire/paywire.db).")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    all_accounts: Annotated[bool, typer.Option("--all", help="Every wallet in the store, not just this one.")]
+    = False,
+    profile: Annotated[str, PROFILE_OPTION] = "",
+) -> None:
+    """batch-settlement channels: deposited balance, what each seller charged, what can still come back."""
+    from paywire.cli.output import missing_store
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+
+    if fmt not in ("table", "json"):
+        raise _fail("--format is table or json")
+    found = None if all_accounts else _identity(_profile(profile))
+    account = found[0] if found else ""
+    where = _store(store)
+    _say_store(where)
+    absent = missing_store(where)
+    if absent is not None:
+        raise _fail(f"no buyer store at {absent}: no channel was opened with this store yet")
+
+    async def run() -> list[Any]:
+        db = open_database(where)
+        try:
+            book = BuyerChannelStore(db, account)
+            await book.migrate()
+            return await book.all(all_accounts=not account)
+        finally:
+            await db.aclose()
+
+    rows = [{"account": acct, "channel_id": ch.channel_id, "network": ch.network,
+             "receiver": ch.config.get("receiver", ""), "token": ch.config.get("token", ""),
+             "balance": str(ch.balance), "charged": str(ch.charged),
+             "refundable": str(max(ch.balance - ch.charged, 0)), "withdraw_delay": ch.config.get("withdrawDelay"),
+             "distrusted": ch.distrusted} for acct, ch in asyncio.run(run())]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    t = Table(title=f"paywire channels{' for ' + account if account else ''}")
+    for col in ("channel_id", "network", "receiver", "balance", "charged", "refundable", "distrusted"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(_short(r["channel_id"]), r["network"], _short(str(r["receiver"])), r["balance"], r["charged"],
+                  r["refundable"], r["distrusted"])
+    out.print(t)
+
+
+@wallet_app.command("withdraw")
+def wallet_withdraw(
+    channel: Annotated[str, typer.Argument(help="The channel id (see `paywire wallet channels`).")],
+    finish: Annotated[bool, typer.Option("--finish", help="Collect a withdrawal whose delay has passed.")] = False,
+    amount: Annotated[int, typer.Option(help="Atomic units to withdraw (0 = all the unclaimed escrow).")] = 0,
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL (or NETWORK=URL) of the channel's chain.")] = "",
+    store: Annotated[str, typer.Option(help="Buyer store URL (env PAYWIRE_BUYER_STORE or PAYWIRE_STORE).")] = "",
+    profile: Annotated[str, PROFILE_OPTION] = "",
+) -> None:
+    """batch-settlement timed withdrawal without the seller: start it, then collect it after the channel's delay."""
+    from paywire.cli.output import missing_store
+    from paywire.errors import ChainError
+    from paywire.evm import batch as b
+    from paywire.schemes.evm_batch.withdraw import finish_withdrawal, start_withdrawal
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+
+    prof = _profile(profile)
+    wallet = _wallet(rpc, prof)
+    where = _store(store)
+    if missing_store(where) is not None:
+        raise _fail(f"no buyer store at {where}: no channel was opened with this store")
+    key = getattr(wallet.signer, "private_key", None)
+    if not isinstance(key, bytes):
+        raise _fail("withdrawing needs a local key (PAYWIRE_WALLET_KEY, a keystore or a devnet profile)")
+
+    async def run() -> Any:
+        db = open_database(where)
+        try:
+            found = await BuyerChannelStore(db, wallet.address).get(channel.lower())
+        finally:
+            await db.aclose()
+        if found is None:
+            raise _fail(f"no channel {channel} for {wallet.address} in {where}")
+        chain = await wallet.chain_for(found.network)
+        if chain is None:
+            raise _fail(f"no RPC for {found.network}: give --rpc")
+        cfg = b.ChannelConfig.from_wire(found.config)
+        try:
+            if finish:
+                return await finish_withdrawal(chain, key, cfg)
+            return await start_withdrawal(chain, key, cfg, amount or None)
+        except ChainError as exc:
+            raise _fail(str(exc)) from None
+
+    w = asyncio.run(run())
+    if finish:
+        out.print(f"withdrew {w.amount} (atomic units) in {w.transaction}")
+    else:
+        ready = datetime.fromtimestamp(w.ready_at, UTC).isoformat(timespec="seconds")
+        out.print(f"withdrawal of {w.amount} started in {w.transaction}; `--finish` after {ready}")
+
+
 def _short(value: str) -> str:
     return value[:10] + "…" + value[-4:] if len(value) > 16 else value
 

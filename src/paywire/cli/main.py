@@ -106,9 +106,29 @@ def _require_dev_chain(command: str) -> None:
 @app.command()
 def demo(purchases: Annotated[int, typer.Option(help="How many resources the agent buys.")] = 3,
          rail: Annotated[str, typer.Option(help="evm (x402 on an embedded chain) or lightning (L402 on LNbits)")]
-         = "evm") -> None:
+         = "evm",
+         scheme: Annotated[str, typer.Option(help="exact, or batch-settlement (payment channel: --requests paid "
+                                                  "requests, a handful of transactions)")] = "exact",
+         requests: Annotated[int, typer.Option(help="batch-settlement: paid requests on the channel.")] = 1000,
+         ) -> None:
     """Offline end-to-end demo: embedded chain, token, facilitator, paid API and a paying agent."""
     import asyncio
+
+    if scheme == "batch-settlement":
+        _require_dev_chain("demo")
+        from paywire.cli.output import Steps
+        from paywire.demo_channels import run_channel_demo
+
+        with Steps("paywire demo --scheme batch-settlement") as steps:
+            ch = asyncio.run(run_channel_demo(console, requests=requests, steps=steps))
+        if ch.served != requests or len(ch.transactions) > 4 or ch.deltas.get("escrow", 1) != 0:
+            console.print("[red]the channel demo did not complete[/]")
+            raise typer.Exit(1)
+        console.print(f"[green]{ch.served} paid requests, {len(ch.transactions)} on-chain transactions.[/]")
+        return
+    if scheme != "exact":
+        console.print(f"[red]unknown scheme {scheme!r}: use exact or batch-settlement[/]")
+        raise typer.Exit(2)
 
     if rail == "lightning":
         from paywire.demo import run_lightning_demo

@@ -337,6 +337,10 @@ class Buyer:
             ledger = SpendLedger(db, self.account)
         self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
         await ledger.ensure_schema()
+        for scheme in self.schemes:  # stateful schemes keep their state next to the receipts (batch channels)
+            use_store = getattr(scheme, "use_store", None)
+            if use_store is not None:
+                await use_store(ledger.db, self.account)
         return ledger
 
     async def history(self, limit: int | None = None) -> list[Receipt]:
@@ -684,6 +688,8 @@ class Buyer:
                                         reason=f"served, but settlement reported {settlement.error_reason}")
                 else:
                     kept = evidence.kept(settlement, cand) if evidence is not None else {}
+                    await _scheme_settled(scheme_for(self.schemes, cand.option.requirements),
+                                          cand.option.requirements, settlement)
                     await row.finish(outcome="paid", budget="committed", status_code=status,
                                      tx=paid.reference or None, **kept)
                     if proto.reuses_credential:
@@ -704,6 +710,12 @@ class Buyer:
         mismatch": the other EIP-3009 nonce derivation); the variant is remembered for the host."""
         host = host_of(ex.url)
         used = self._variants.get(host, self.nonce_variant)
+        current = scheme_for(self.schemes, cand.option.requirements)
+        if await _scheme_recovered(current, reason, ex.headers(response), cand.option.requirements):
+            assert current is not None  # a channel scheme resynced (batch-settlement corrective 402): sign again
+            new_attempt = await proto.credential(challenge, cand.option, current, variant=used)
+            await ex.discard(response)
+            return new_attempt, cand
         resign = proto.resign(reason, ex.headers(response), cand.option, used, self._asset_for)
         if resign is None:
             return None
@@ -771,6 +783,34 @@ def _risk_guard(risk: Any) -> Any:
     from paywire.risk.buyer import buyer_guard
 
     return buyer_guard(risk)
+
+
+async def _scheme_settled(scheme: ClientScheme | None, requirements: Any, settlement: SettleResponse | None) -> None:
+    """Tell a stateful scheme (``batch-settlement``) what the seller answered (its charge, the channel state)."""
+    hook = getattr(scheme, "settled", None)
+    if hook is not None and settlement is not None:
+        await hook(requirements, settlement)
+
+
+async def _scheme_recovered(scheme: ClientScheme | None, reason: str, headers: Mapping[str, str],
+                            requirements: Any) -> bool:
+    """A stateful scheme's resync from a corrective 402 (its offer's ``extra``); True: sign again."""
+    hook = getattr(scheme, "recover", None)
+    if hook is None:
+        return False
+    from paywire.x402.codec import decode_payment_required
+
+    raw = next((v for k, v in headers.items() if k.lower() == "payment-required"), None)
+    extra: Mapping[str, Any] = {}
+    if raw is not None:
+        try:
+            for offer in decode_payment_required(raw).accepts:
+                if offer.scheme == requirements.scheme and offer.network == requirements.network:
+                    extra = offer.extra
+                    break
+        except Exception:
+            return False
+    return bool(await hook(reason, requirements, extra))
 
 
 async def _noop() -> None:

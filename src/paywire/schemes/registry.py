@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 BUILTIN_SCHEMES: tuple[str, ...] = (
     "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization, or Permit2)
     "paywire.schemes.evm_upto",  # upto × eip155:* (Permit2 + the x402 upto proxy)
+    "paywire.schemes.evm_batch",  # batch-settlement × eip155:* (x402 payment channels, our escrow)
 )
 """Modules whose ``register(registry)`` fills :data:`default_registry`: one line per scheme."""
 

@@ -266,6 +266,15 @@ class PaymentFlow:
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
     _identity: IdentityGate | None = field(default=None, init=False, repr=False)
+    _channel_seller: Any = field(default=None, init=False, repr=False)
+
+    def _channels(self) -> Any:
+        """The channel accounting of ``batch-settlement`` payments (``paywire.server.channels``)."""
+        if self._channel_seller is None:
+            from paywire.server.channels import ChannelSeller
+
+            self._channel_seller = ChannelSeller(self)
+        return self._channel_seller
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -476,11 +485,14 @@ class PaymentFlow:
             refused = await self.risk.before_verify(self.seller, p, req)
             if refused is not None:
                 return Respond(refused)
+        if getattr(default_registry.server(p.offer.scheme, p.offer.network), "channels", False):
+            channel_plan: Plan = await self._channels().pay(p, req)  # batch-settlement: vouchers, not claims
+            return channel_plan
         store = self.payments
         offer = p.offer
         new = NewPayment(
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
-            method=req.method, path=req.path, settle_mode=p.route.settle, x402_version=1 if p.v1 else 2,
+            method=req.method, path=req.path, settle_mode=self._settle_mode(p), x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
             decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
             requirements=_compact(p.requirements.to_wire()), protocol=p.protocol, identity=p.identity,
@@ -510,6 +522,15 @@ class PaymentFlow:
         finally:
             if verdict is not None and not verdict.done():
                 verdict.cancel()
+
+    @staticmethod
+    def _settle_mode(p: Proceed) -> str:
+        """The route's settle mode — except a variable price (upto), which settles after its handler whatever the
+        route says: before it, only the maximum is known, and the payer must not be charged that."""
+        if p.route.settle == "before" and getattr(default_registry.server(p.offer.scheme, p.offer.network),
+                                                  "variable", False):
+            return "after"
+        return p.route.settle
 
     async def _verify(self, p: Proceed) -> VerifyResponse | BaseException:
         try:
@@ -553,7 +574,7 @@ class PaymentFlow:
                 reply = Reply(412, reply.headers, reply.body)
             return Respond(reply)
         payer = verdict.payer or rec.payer
-        if p.route.settle == "before":
+        if rec.settle_mode == "before":
             if not await store.update(rec.id, owner, [rec.state], state="settling", payer=payer):
                 hb.stop()
                 return Respond(self.seller.in_progress())

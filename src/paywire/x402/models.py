@@ -536,6 +536,7 @@ class VerifyResponse(_Wire):
     invalid_reason: str | None = None
     payer: str | None = None
     invalid_message: str | None = None
+    extra: Mapping[str, Any] | None = None  # scheme facts (batch-settlement: the on-chain channel snapshot)
 
     @classmethod
     def _parse(cls, obj: object, path: str, trusted: bool) -> Self:
@@ -545,10 +546,11 @@ class VerifyResponse(_Wire):
             invalid_reason=_opt_str(d, "invalidReason", path),
             payer=_opt_str(d, "payer", path),
             invalid_message=_opt_str(d, "invalidMessage", path),
+            extra=_opt_object(d, "extra", path, trusted),
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """``{isValid, invalidReason?, payer?, invalidMessage?}``."""
+        """``{isValid, invalidReason?, payer?, invalidMessage?, extra?}``."""
         out: dict[str, Any] = {"isValid": self.is_valid}
         if self.invalid_reason is not None:
             out["invalidReason"] = self.invalid_reason
@@ -556,6 +558,8 @@ class VerifyResponse(_Wire):
             out["payer"] = self.payer
         if self.invalid_message is not None:
             out["invalidMessage"] = self.invalid_message
+        if self.extra is not None:
+            out["extra"] = _copy(self.extra)
         return out
 
 
@@ -576,10 +580,13 @@ class SettleResponse(_Wire):
     error_message: str | None = None
     amount: int | None = None
     extensions: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] | None = None  # scheme facts (batch-settlement: chargedAmount, channelState)
 
     @classmethod
     def _parse(cls, obj: object, path: str, trusted: bool) -> Self:
         d = _root(obj, path)
+        if d.get("amount") == "":  # batch-settlement: "" when no token moved (a voucher)
+            d = {k: v for k, v in d.items() if k != "amount"}
         success = _req_bool(d, "success", path)
         if success:
             transaction = _req_str(d, "transaction", path)
@@ -598,10 +605,11 @@ class SettleResponse(_Wire):
             error_message=_opt_str(d, "errorMessage", path),
             amount=_opt_amount(d, "amount", path),
             extensions=_opt_object(d, "extensions", path, trusted),
+            extra=_opt_object(d, "extra", path, trusted),
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """``{success, errorReason?, payer?, transaction, network, amount?, extensions?, errorMessage?}``."""
+        """``{success, errorReason?, payer?, transaction, network, amount?, extensions?, extra?, errorMessage?}``."""
         out: dict[str, Any] = {"success": self.success}
         if self.error_reason is not None:
             out["errorReason"] = self.error_reason
@@ -613,6 +621,8 @@ class SettleResponse(_Wire):
             out["amount"] = str(self.amount)
         if self.extensions is not None:
             out["extensions"] = _copy(self.extensions)
+        if self.extra is not None:
+            out["extra"] = _copy(self.extra)
         if self.error_message is not None:
             out["errorMessage"] = self.error_message
         return out
