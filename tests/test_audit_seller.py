@@ -31,6 +31,7 @@ from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
+from paywire.store.db import open_database
 from paywire.x402.codec import decode_payment_required, encode_payment_payload
 from tests.audit_support import verify_cli
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
@@ -166,7 +167,7 @@ async def test_verify_names_a_ledger_row_changed_without_its_event(shop: Shop) -
     store = AuditStore(shop.mw.flow.payments.db)
     signer = await _sequence(store)
     rows = await _rows(store)
-    db = store.db
+    db = open_database(shop.store_url)  # the attacker's own connection: the seller's would log the change
 
     await db.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rows["/after"],))
     code, out = await asyncio.to_thread(verify_cli, "--store", shop.store_url, "--key", signer.verifier.vkey)
@@ -195,6 +196,7 @@ async def test_verify_names_a_ledger_row_changed_without_its_event(shop: Shop) -
     size = await store.size()
     assert any(f.seq == size for f in report.findings if "no audit event" in f.why), \
         "at the log's end (no event names it)"
+    await db.aclose()
 
 
 async def test_a_log_that_is_edited_with_its_row_still_fails_on_the_tree(shop: Shop) -> None:
@@ -208,7 +210,9 @@ async def test_a_log_that_is_edited_with_its_row_still_fails_on_the_tree(shop: S
     assert row is not None
     await store.db.execute(f"UPDATE {LOG} SET entry = ? WHERE seq = ?",
                            (row.entry.decode().replace(f'"amount":"{PRICE}"', '"amount":"1"'), seq))
-    await store.db.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rid,))
+    attacker = open_database(shop.store_url)
+    await attacker.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rid,))
+    await attacker.aclose()
     report = await verify_store(store, [signer.verifier])
     assert report.first_bad_seq == seq, f"the edited event is named: {[str(f) for f in report.findings]}"
 
