@@ -124,6 +124,9 @@ class Receipt:
     chosen: str | None = None
     protocol: str | None = None
     """``x402`` | ``mpp`` | ``l402`` (None on rows older than MPP/L402 support: x402)."""
+    audit: str | None = None
+    """The seller's audit reference (JSON: its log instance, ledger row and the id its events name), when its paid
+    response carried one: what to ask the seller's log for an inclusion proof with (docs/audit.md)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (amount as a decimal string)."""

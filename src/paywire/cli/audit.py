@@ -194,18 +194,30 @@ def prove(
 
 @audit_app.command("verify-proof")
 def verify_proof_cmd(
-    proof: Annotated[Path, typer.Argument(help="A .tlog-proof file from `paywire audit prove`.")],
+    proof: Annotated[Path | None, typer.Argument(help="A .tlog-proof file from `paywire audit prove`.")] = None,
     key: KeysOpt = None,
     witness: WitnessOpt = None,
     cosignatures: Annotated[int, typer.Option(help="Witness cosignatures required.")] = 0,
     entry: Annotated[Path | None, typer.Option(help="The entry's bytes (default: the proof's extra line).")]
     = None,
+    log: Annotated[str | None, typer.Option("--log", help="Instead of a file: ask this log (its base URL) for "
+                                                         "the proofs of --subject.")] = None,
+    subject: Annotated[str | None, typer.Option(help="With --log: the id to prove (a receipt's audit "
+                                                     "reference subject, e.g. the transaction hash).")] = None,
 ) -> None:
-    """Check a proof offline against the log's public key (and witnesses): exit 1 if it does not hold."""
+    """Check a proof offline against the log's public key (and witnesses): exit 1 if it does not hold. With
+    ``--log URL --subject ID``: fetch the proofs of the entries naming ID (a payer checking its own payment)."""
     from paywire.audit.checkpoint import parse_tlog_proof
     from paywire.audit.events import entry_event
     from paywire.audit.proofs import ProofRejected, verify_proof
 
+    if (proof is None) == (log is None) or (log is not None and not subject):
+        err.print("[red]give a proof file, or --log URL --subject ID[/]")
+        raise typer.Exit(2)
+    if log is not None:
+        _verify_remote(log, subject or "", _verifiers(key), _verifiers(witness), cosignatures)
+        return
+    assert proof is not None
     log_keys = _verifiers(key)
     if not log_keys:
         err.print("[red]give the log's public key with --key[/]")
@@ -229,6 +241,29 @@ def verify_proof_cmd(
     event = entry_event(data)
     typer.echo(f"OK: entry {ok.index} ({event.get('component')} {event.get('kind')}) is in {ok.checkpoint.origin} "
                f"at size {ok.checkpoint.size}" + (f", cosigned by {', '.join(ok.witnesses)}" if ok.witnesses else ""))
+
+
+def _verify_remote(log: str, subject: str, log_keys: list[Verifier], witness_keys: list[Verifier],
+                   cosignatures: int) -> None:
+    from paywire.audit.proofs import ProofRejected
+    from paywire.audit.remote import ProofUnavailable, fetch_proofs
+
+    if not log_keys:
+        err.print("[red]give the log's public key with --key[/]")
+        raise typer.Exit(2)
+    try:
+        proven = asyncio.run(fetch_proofs(log, subject, log_keys, witness_keys=witness_keys,
+                                          cosignatures_required=cosignatures))
+    except ProofRejected as exc:
+        typer.echo(f"REJECTED: {exc}")
+        raise typer.Exit(1) from None
+    except ProofUnavailable as exc:
+        err.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(3) from None
+    for p in proven:
+        cp = p.proven.checkpoint
+        typer.echo(f"OK: seq {p.seq} ({p.event.get('component')} {p.event.get('kind')}) is in {cp.origin} at size "
+                   f"{cp.size}" + (f", cosigned by {', '.join(p.proven.witnesses)}" if p.proven.witnesses else ""))
 
 
 @audit_app.command()

@@ -157,13 +157,14 @@ class _MemoryLedger:
                                     nonce=nonce, valid_before=valid_before, outcome="signed")
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
-                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None,
+                     audit: str | None = None) -> bool:
         r = self.rows[row_id]
         if r.budget not in ("reserved", "held"):
             return False
         self.rows[row_id] = replace(r, outcome=outcome, budget=budget, tx=tx or r.tx,
                                     status_code=status_code or r.status_code, rule=rule or r.rule,
-                                    reason=reason or r.reason, updated_at=time.time())
+                                    reason=reason or r.reason, audit=audit or r.audit, updated_at=time.time())
         return True
 
     async def get(self, row_id: int) -> Receipt | None:
@@ -181,6 +182,16 @@ def _receipt_for(url: str, method: str, c: Candidate, version: int | None, chall
                    scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=r.amount,
                    usd_micros=c.quote.usd_micros or 0, challenge=challenge,
                    chosen=json.dumps(c.option.wire(), separators=(",", ":")), protocol=c.option.protocol)
+
+
+def _audit_reference(settlement: SettleResponse | None) -> str | None:
+    """The seller's audit reference in its receipt, as the ledger keeps it (JSON), or None."""
+    if settlement is None or not settlement.extensions:
+        return None
+    from paywire.audit.receipts import reference_of
+
+    ref = reference_of(settlement.extensions)
+    return None if ref is None else json.dumps(ref, sort_keys=True, separators=(",", ":"))
 
 
 class _Row:
@@ -604,7 +615,7 @@ class Buyer:
                                         reason=f"served, but settlement reported {settlement.error_reason}")
                 else:
                     await row.finish(outcome="paid", budget="committed", status_code=status,
-                                     tx=paid.reference or None)
+                                     tx=paid.reference or None, audit=_audit_reference(settlement))
                     if proto.reuses_credential:
                         self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
                                              latest=True)

@@ -438,7 +438,13 @@ class PaymentFlow:
         return plan
 
     def _paid_headers(self, rec: PaymentRecord, res: SettleResponse, app_headers: Headers) -> Headers:
-        """The paying protocol's receipt (x402 ``PAYMENT-RESPONSE``, MPP ``Payment-Receipt``), ``private``."""
+        """The paying protocol's receipt (x402 ``PAYMENT-RESPONSE``, MPP ``Payment-Receipt``), ``private``; with
+        auditing on it carries the audit reference a payer asks inclusion proofs with (docs/audit.md)."""
+        if self.audit is not None and res.success:
+            from paywire.audit.receipts import KEY, reference
+
+            ref = reference(self.audit, rec.id, res.transaction or rec.tx, rec.payment_id)
+            res = dataclasses.replace(res, extensions={**(res.extensions or {}), KEY: ref})
         return self._protocol(rec.protocol).receipt_headers(rec, res, app_headers)
 
     def _facilitator_for(self, protocol: str, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any:

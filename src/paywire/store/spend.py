@@ -181,7 +181,9 @@ register("buyer", [[
     "CREATE INDEX buyer_payments_account_payee ON buyer_payments (account, pay_to, budget)",
 ], [
     "ALTER TABLE buyer_payments ADD COLUMN protocol TEXT",  # x402 | mpp | l402 (NULL on older rows: x402)
-], _SPEND_TOTALS])
+], _SPEND_TOTALS, [
+    "ALTER TABLE buyer_payments ADD COLUMN audit TEXT",  # the seller's audit reference (JSON), see Receipt.audit
+]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
 
@@ -390,15 +392,17 @@ class SpendLedger:
         await self._execute(sql, params)
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
-                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None,
+                     audit: str | None = None) -> bool:
         """Move a reserved/held row to its final state (compare-and-set: a row already committed or released
         is never changed). ``budget`` is ``committed``, ``held`` or ``released``."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
         sql = ("UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
                "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
-               "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')")
-        params = (outcome, budget, tx, status_code, rule, reason, self._clock(), row_id, self.account)
+               "audit = COALESCE(?, audit), updated_at = ? WHERE id = ? AND account = ? "
+               "AND budget IN ('reserved', 'held')")
+        params = (outcome, budget, tx, status_code, rule, reason, audit, self._clock(), row_id, self.account)
         if self.audit is not None:
             data = {k: v for k, v in (("rule", rule), ("reason", reason)) if v}
             return await self.audit.change(self.db, sql, params, key=("id", row_id), data=data or None) is not None
