@@ -286,6 +286,10 @@ class Buyer:
             raise ConfigError("the policy has budgets, which must be remembered: give Buyer(store='sqlite:///…')")
         if store is not None and not self.account:
             raise ConfigError("cannot tell the wallet's address for the ledger: pass account='0x…'")
+        self.audit = c.audit
+        self._audit_ready: asyncio.Future[Any] | None = None
+        if self.audit is not None and store is None:
+            raise ConfigError("audit= needs a receipts store to audit: give Buyer(store='sqlite:///…')")
 
     # -------------------------------------------------------------- ledger
 
@@ -293,6 +297,8 @@ class Buyer:
         """The ledger (opened and migrated on first use)."""
         if self._ledger is not None:
             await getattr(self._ledger, "ensure_schema", _noop)()
+            if self._audit_ready is not None:  # no change before its audit trail is on
+                await asyncio.shield(self._audit_ready)
             return self._ledger
         if self._store is None:
             self._ledger = _MemoryLedger()
@@ -307,7 +313,13 @@ class Buyer:
             db: Database = open_database(store) if isinstance(store, str) else store
             ledger = SpendLedger(db, self.account)
         self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
+        if self.audit is not None and ledger.audit is None:
+            from paywire.audit.wiring import enable_audit
+
+            self._audit_ready = asyncio.ensure_future(enable_audit(ledger, "buyer", self.audit))
         await ledger.ensure_schema()
+        if self._audit_ready is not None:
+            await asyncio.shield(self._audit_ready)
         return ledger
 
     async def history(self, limit: int | None = None) -> list[Receipt]:
