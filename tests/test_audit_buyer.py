@@ -76,6 +76,11 @@ async def test_buyer_audit_is_a_config_switch(env: Env, sqlite_url: str, monkeyp
         events = [json.loads(r["entry"]) for r in await db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
     finally:
         await db.aclose()
-    assert [e["kind"] for e in events] == ["budget.reserved", "payment.signed", "budget.committed"], \
-        f"each ledger change queued its event: {[e['kind'] for e in events]}"
+    assert [e["kind"] for e in events] == ["config.buyer_started", "budget.reserved", "payment.signed",
+                                           "budget.committed"], \
+        f"the policy in force, then each ledger change's event: {[e['kind'] for e in events]}"
     assert {e["instance"] for e in events} == {"agent-env-1"}, "under the configured instance name"
+    policy = events[0]["data"]["policy"]
+    assert policy["max_per_payment"] and policy["daily"] and policy["per_host"] is None, \
+        f"the config event records the policy's limits: {policy}"
+    assert policy["account"].lower() == env.net.payer.address.lower(), "and whose policy it is"

@@ -73,3 +73,23 @@ async def test_two_audited_instances_log_each_settlement_change_once(net: Devnet
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_an_audited_facilitator_records_its_keys_at_start(tmp_path) -> None:
+    """Configuration events: the signer addresses and kinds in force, so a rotated key shows between two starts."""
+    from paywire.facilitator.config import FacilitatorConfig
+    from paywire.facilitator.service import FacilitatorService
+
+    config = FacilitatorConfig(devnet=True, store=f"sqlite:///{tmp_path / 'fac.db'}", audit=True)
+    service = await FacilitatorService.start(config)
+    try:
+        rows = await service.store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")
+        events = [json.loads(r["entry"]) for r in rows]
+        assert [e["kind"] for e in events] == ["config.facilitator_started"], f"one config event: {events}"
+        signers = events[0]["data"]["supported"]["signers"]
+        want = {a.lower() for s in service.facilitator.supported().signers.values() for a in s}
+        assert want and {a.lower() for s in signers.values() for a in s} == want, \
+            f"it names the facilitator's signing addresses: {signers}"
+        assert events[0]["subject"]["settings_digest"].startswith("sha256:"), "and their digest, to compare starts"
+    finally:
+        await service.aclose()

@@ -138,3 +138,18 @@ async def record_config(db: Database, instance: str, kind: str, settings: Mappin
                        subject={"instance": instance, "settings_digest": digest(canonicalize(body))}, data=body)
     await enqueue(db, event, now=clock())
     return event
+
+
+def policy_settings(policy: Any, account: str) -> dict[str, Any]:
+    """A buyer's policy as an audit event records it (limits as decimal strings, allow-lists sorted)."""
+    out: dict[str, Any] = {"account": account}
+    for name in ("max_per_payment", "per_host", "per_payee", "daily", "total", "approval_threshold", "btc_usd"):
+        value = getattr(policy, name, None)
+        out[name] = None if value is None else str(value)
+    for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
+        value = getattr(policy, name, None)
+        out[name] = None if value is None else sorted(str(v) for v in value)
+    out["protocols"] = [str(p) for p in getattr(policy, "protocols", ())]
+    out["dry_run"] = bool(getattr(policy, "dry_run", False))
+    out["assets"] = sorted(f"{a.network}:{a.address}" for a in getattr(policy, "assets", ()))
+    return out

@@ -314,13 +314,20 @@ class Buyer:
             ledger = SpendLedger(db, self.account)
         self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
         if self.audit is not None and ledger.audit is None:
-            from paywire.audit.wiring import enable_audit
-
-            self._audit_ready = asyncio.ensure_future(enable_audit(ledger, "buyer", self.audit))
+            self._audit_ready = asyncio.ensure_future(self._enable_audit(ledger, self.audit))
         await ledger.ensure_schema()
         if self._audit_ready is not None:
             await asyncio.shield(self._audit_ready)
         return ledger
+
+    async def _enable_audit(self, ledger: Any, instance: str) -> None:
+        """Audit the ledger's changes from now on, and record the policy in force (a change between two starts
+        shows as a different ``settings_digest``)."""
+        from paywire.audit.wiring import enable_audit, policy_settings, record_config
+
+        await enable_audit(ledger, "buyer", instance)
+        await record_config(ledger.db, instance, "config.buyer_started", {"policy": policy_settings(
+            self.policy, self.account or "")})
 
     async def history(self, limit: int | None = None) -> list[Receipt]:
         """Receipts, newest first."""
