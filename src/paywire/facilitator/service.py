@@ -87,6 +87,11 @@ class FacilitatorService:
 
                 await record_config(store.db, store.instance_id, "config.facilitator_started",
                                     {"supported": facilitator.supported().to_wire()})
+                from paywire.audit.verdicts import VerdictTally
+
+                facilitator.verdicts = VerdictTally(store.db, store.instance_id,
+                                                    interval=config.audit_verdict_interval)
+                closers.insert(0, facilitator.verdicts.flush)
             metrics = facilitator_metrics()
             reconciler = Reconciler(facilitator, interval=config.reconcile_interval, metrics=metrics)
             return cls(config, facilitator, store, metrics, reconciler, rpc_urls, devnet, closers)
