@@ -6,6 +6,8 @@
 - ``GET /audit/proofs?subject=ID``: JSON ``{"proofs": [...]}``, the tlog-proofs of the checkpointed entries naming
   ``ID`` (a transaction hash, payment or settlement id: the ``subject`` of a receipt's audit reference), at most
   :data:`MAX_PROOFS`; 409 when the entries naming it are not in a checkpoint yet;
+- ``GET /audit/tile/<L>/<N>[.p/<W>]`` and ``GET /audit/tile/entries/<N>[.p/<W>]``: the log as C2SP tlog-tiles
+  (:mod:`paywire.audit.tiles`; with ``/audit/checkpoint`` the prefix is ``/audit``);
 - ``POST /audit/cosignature?size=N``: a witness returns its cosignature lines for the checkpoint of size N;
   kept only if they verify against a configured witness key.
 """
@@ -31,6 +33,7 @@ from paywire.audit.note import (
 )
 from paywire.audit.ops import NotYetCheckpointed, prove
 from paywire.audit.store import AuditStore
+from paywire.audit.tiles import parse_tile_path, read_tile
 
 NOTE_TYPE = "text/plain; charset=utf-8"
 MAX_PROOFS = 20
@@ -95,6 +98,14 @@ def audit_routes(store: AuditStore, *, witness_keys: Sequence[Verifier] = (), pr
             return PlainTextResponse(f"no logged entry names {subject!r} (yet)\n", status_code=404)
         return JSONResponse({"proofs": texts}, headers={"Cache-Control": "no-store"})
 
+    async def tile(request: Request) -> Response:
+        try:
+            data = await read_tile(store, parse_tile_path(request.path_params["path"]))
+        except LookupError as exc:  # TileNotFound, or nodes missing from the store
+            return PlainTextResponse(f"{exc}\n", status_code=404)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
     async def cosignature(request: Request) -> Response:
         try:
             size = _int(request, "size")
@@ -118,6 +129,7 @@ def audit_routes(store: AuditStore, *, witness_keys: Sequence[Verifier] = (), pr
         Route(f"{prefix}/consistency", consistency, methods=["GET"]),
         Route(f"{prefix}/proof/{{seq}}", proof, methods=["GET"]),
         Route(f"{prefix}/proofs", proofs, methods=["GET"]),
+        Route(f"{prefix}/tile/{{path:path}}", tile, methods=["GET"]),
         Route(f"{prefix}/cosignature", cosignature, methods=["POST"]),
     ]
 
