@@ -458,3 +458,117 @@ def witness_cmd(
     except LogUnavailable as exc:
         typer.echo(f"log unavailable: {exc}", err=True)
         raise typer.Exit(4) from None
+
+
+@audit_app.command("push-witness")
+def push_witness_cmd(
+    witness_url: Annotated[str, typer.Option("--witness", help="The witness's base URL (serving "
+                                                                "/add-checkpoint, c2sp.org/tlog-witness).")],
+    witness_key: Annotated[str, typer.Option(help="The witness's public key (vkey or file).")],
+    store: StoreOpt = "",
+    interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="Submit the latest checkpoint once, then exit.")] = False,
+) -> None:
+    """Push each new checkpoint of the log with its consistency proof to a tlog-witness and keep its cosignature;
+    exit 3 when the witness refuses the log (a fork or a rewrite: loud, as the witness itself is)."""
+    import logging
+
+    from paywire.audit.witness_http import WitnessRejected, submit_checkpoint
+    from paywire.transport.keepalive import KeepAliveClient
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    keys = _verifiers([witness_key])
+    if len(keys) != 1:
+        err.print("[red]give the witness's public key with --witness-key[/]")
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        s = await _open(_url(store))
+        client = KeepAliveClient(witness_url.rstrip("/"), timeout=30)
+        old, sent = 0, -1
+        try:
+            while True:
+                head = await s.head()
+                if head.checkpoint_size > sent:
+                    try:
+                        old, sigs = await submit_checkpoint(s, client, keys[0], old=old)
+                        sent = old
+                        typer.echo(f"cosigned size {old} by {', '.join(sorted({x.name for x in sigs}))}")
+                    except LookupError as exc:  # no checkpoint yet
+                        typer.echo(f"{exc}", err=True)
+                    except WitnessRejected as exc:
+                        if exc.status in (400, 403, 404, 422):
+                            raise
+                        logging.getLogger("paywire.audit").warning("witness unavailable: %s", exc)
+                if once:
+                    return
+                await asyncio.sleep(interval)
+        finally:
+            await client.aclose()
+            await s.aclose()
+
+    from paywire.audit.witness_http import WitnessRejected as Rejected
+
+    try:
+        asyncio.run(run())
+    except Rejected as exc:
+        logging.getLogger("paywire.audit").error("audit witness REFUSED the log: %s", exc)
+        typer.echo(f"REFUSED: {exc}", err=True)
+        raise typer.Exit(3) from None
+
+
+@audit_app.command("witness-serve")
+def witness_serve_cmd(
+    log_key: Annotated[list[str], typer.Option(help="The log's public key (vkey or file); repeatable.")],
+    state: Annotated[Path, typer.Option(help="The witness's state file (the last checkpoint it cosigned).")],
+    key_file: Annotated[Path | None, typer.Option(help="The witness's signing key (default: env "
+                                                       "PAYWIRE_WITNESS_KEY or PAYWIRE_WITNESS_KEY_FILE).")] = None,
+    origin: Annotated[str | None, typer.Option(help="The log's origin (default: the log key's name).")] = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port (0: any free port; printed).")] = 0,
+) -> None:
+    """A push-mode witness: serve c2sp.org/tlog-witness ``POST /add-checkpoint`` (the log brings each checkpoint
+    with its consistency proof, ``paywire audit push-witness``); refusals answer with the spec's status codes."""
+    import os
+
+    from paywire.audit import keys
+    from paywire.audit.witness_core import WitnessState
+    from paywire.audit.witness_http import add_checkpoint_route
+    from paywire.errors import ConfigError
+
+    try:
+        signer = keys.load_key(key_file) if key_file else keys.from_env(witness=True)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    log_keys = _verifiers(log_key)
+
+    def load() -> WitnessState | None:
+        try:
+            return WitnessState.from_json(state.read_text())
+        except FileNotFoundError:
+            return None
+
+    def save(st: WitnessState) -> None:  # durable before the cosignature is answered
+        tmp = state.with_suffix(".tmp")
+        state.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(st.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, state)
+
+    route = add_checkpoint_route(origin=origin or log_keys[0].name, log_keys=log_keys, signer=signer, load=load,
+                                 save=save)
+
+    async def run() -> None:
+        from starlette.applications import Starlette
+
+        from paywire.cli.main import _wait_forever
+        from paywire.serving import serve_asgi
+
+        async with serve_asgi(Starlette(routes=[route]), host=host, port=port) as url:
+            typer.echo(f"witnessing on {url}/add-checkpoint", err=True)
+            await _wait_forever()
+
+    asyncio.run(run())
