@@ -73,7 +73,7 @@ def _sequencer_process(url: str, halt: Any) -> None:
     async def main() -> None:
         store = await AuditStore.open(url)
         stop = asyncio.Event()
-        task = asyncio.ensure_future(Sequencer(store, Signer.generate(ORIGIN)).run(stop, idle=0.05))
+        task = asyncio.ensure_future(Sequencer(store, Signer.generate(ORIGIN)).run(stop))
         await asyncio.to_thread(halt.wait)
         stop.set()
         await task
