@@ -94,9 +94,11 @@ def verify(
     = None,
     ledgers: Annotated[bool, typer.Option(help="Also check each ledger row against its latest event (--store).")]
     = True,
+    anchor_rpc: Annotated[str | None, typer.Option(help="Also read the checkpoints' on-chain anchors back from "
+                                                        "this EVM node (--store; paywire.audit.anchor).")] = None,
 ) -> None:
     """Recompute the tree, check every checkpoint's signatures and consistency and every ledger row against its
-    latest event; exit 1 at the first bad seq."""
+    latest event (and the on-chain anchors); exit 1 at the first bad seq."""
     from paywire.audit.export import verify_export
     from paywire.audit.ops import verify_store
 
@@ -105,6 +107,7 @@ def verify(
         err.print("[red]give the log's public key with --key (vkey text or file)[/]")
         raise typer.Exit(2)
     extra = [(_checkpoint_text(p), str(p)) for p in checkpoint or []]
+    anchors: list[str] = []  # [number checked, problems...]
 
     async def run() -> object:
         if export_file is not None:
@@ -113,6 +116,13 @@ def verify(
                                      origin=origin, extra_checkpoints=extra)
         s = await _open(_url(store))
         try:
+            if anchor_rpc:
+                from paywire.audit.anchor import check_anchors
+                from paywire.chain.rpc import HttpTransport, RpcChain
+
+                async with RpcChain(HttpTransport(anchor_rpc)) as chain:
+                    checked, problems = await check_anchors(s, chain)
+                anchors.extend([str(checked), *problems])
             return await verify_store(s, log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures,
                                       check_ledgers=ledgers,
                                       origin=origin, extra_checkpoints=extra)
@@ -127,6 +137,12 @@ def verify(
     from paywire.audit.verifier import Report
 
     assert isinstance(report, Report)
+    if anchors[1:]:
+        for problem in anchors[1:]:
+            typer.echo(f"FAIL anchor: {problem}")
+        raise typer.Exit(1)
+    if anchors:
+        typer.echo(f"anchors: {anchors[0]} on-chain anchors agree with the stored checkpoints")
     if report.ok:
         typer.echo(f"OK: {report.size} entries, {report.checkpoints} checkpoints verified, entries "
                    f"[0, {report.verified_size}) bound to a signed checkpoint")
