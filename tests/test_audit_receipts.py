@@ -105,3 +105,44 @@ async def test_a_payer_proves_its_own_payment_from_its_receipt(net: Devnet, sqli
         await mw.flow.aclose()
         await ledger.aclose()
         await buyer_db.aclose()
+
+
+async def test_an_mpp_redemption_is_audited_and_its_receipt_carries_the_reference(net: Devnet, sqlite_url: str) -> None:
+    """MPP credentials are redeemed through the seller ledger: the row's events say ``protocol: mpp``, and the
+    ``Payment-Receipt`` carries the same audit reference an x402 ``PAYMENT-RESPONSE`` does."""
+    import httpx
+
+    from paywire.mpp.challenge import parse_www_authenticate
+    from paywire.mpp.methods.evm_charge import sign_evm_charge
+    from paywire.mpp.receipt import Receipt
+    from paywire.store.db import open_database as _open
+    from tests.helpers import payer_of
+
+    a = net.asset
+    mw = PaymentMiddleware(_app(), [PaidRoute("GET /item", offers=(Offer(price=10_000, asset=a),), mpp=("evm",))],
+                           LocalFacilitatorClient(full_facilitator(net)), store=sqlite_url,
+                           assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm="shop.test",
+                           mpp_secret=b"\x07" * 32, audit="seller-mpp-1")
+    try:
+        async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
+            r = await http.get(url + "/item")
+            ch = next(c for c in parse_www_authenticate(r.headers.get_list("www-authenticate")) if c.method == "evm")
+            cred = await sign_evm_charge(ch, payer_of(net), a)
+            paid = await http.get(url + "/item", headers={"Authorization": cred.to_authorization()})
+            assert paid.status_code == 200, paid.text
+            receipt = Receipt.from_header(paid.headers["payment-receipt"])
+            ref = receipt.extra.get("audit")
+            assert ref and ref["instance"] == "seller-mpp-1" and ref["subject"] == receipt.reference, \
+                f"the MPP receipt carries the audit reference: {receipt.extra}"
+        db = _open(sqlite_url)
+        try:
+            rows = await db.fetchall("SELECT entry FROM audit_queue ORDER BY id")
+        finally:
+            await db.aclose()
+        events = [json.loads(r["entry"]) for r in rows if json.loads(r["entry"])["component"] == "seller"]
+        assert [e["kind"] for e in events] == ["payment.claimed", "payment.verified", "payment.settling",
+                                               "payment.served"], f"one event per state: {[e['kind'] for e in events]}"
+        assert {e["subject"]["protocol"] for e in events} == {"mpp"}, "each names the protocol that carried it"
+        assert events[-1]["subject"]["payment_id"] == f"mpp:{ch.id}", "and the challenge it redeemed"
+    finally:
+        await mw.flow.aclose()
