@@ -230,3 +230,24 @@ async def test_audit_off_writes_no_audit_tables(net: Devnet, sqlite_url: str) ->
         tables = await store.db.fetchall("SELECT name FROM sqlite_master WHERE name LIKE 'audit%'")
         assert tables == [], f"and creates no audit tables: {tables}"
     await mw.flow.aclose()
+
+
+async def test_unpaid_402s_are_tallied_not_logged_one_by_one(shop: Shop) -> None:
+    """Bounded by design: 25 unpaid requests (402s with their challenges) add no event each; the seller queues
+    one ``seller.challenges_summary`` per interval (here: flushed as at shutdown)."""
+    assert (await shop.http.get(shop.url + "/after")).status_code == 402  # the seller starts
+    tally = shop.mw.flow._challenge_tally
+    assert tally is not None
+    await tally.flush()
+    store = AuditStore(shop.mw.flow.payments.db)
+    before = len(await _queued(store))
+    for _ in range(25):
+        assert (await shop.http.get(shop.url + "/after")).status_code == 402
+    assert len(await _queued(store)) == before, "unpaid requests write no events"
+    await tally.flush()
+    events = await _queued(store)
+    assert len(events) == before + 1, "one summary"
+    summary = events[-1]
+    assert summary["kind"] == "seller.challenges_summary" and summary["data"]["total"] == 25, summary
+    assert next(c for c in summary["data"]["challenges"] if c[0] == "GET /after")[2] == 25, \
+        f"counted per route (and the protocols offered): {summary['data']}"

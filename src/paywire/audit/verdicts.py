@@ -26,8 +26,13 @@ MAX_KEYS = 256
 """Distinct (network, verdict) tallies kept per interval; further ones are counted under ``other``."""
 
 
-class VerdictTally:
-    """Counts verdicts; :meth:`note` queues the summary when ``interval`` has passed since the last one."""
+class Tally:
+    """Counts keyed occurrences in memory; :meth:`count` queues one summary event (``kind``, component
+    ``component``) when ``interval`` has passed since the last one, and :meth:`flush` queues it now."""
+
+    component = "facilitator"
+    kind = "facilitator.verify_summary"
+    field = "verdicts"
 
     def __init__(self, db: Database, instance: str, *, interval: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
@@ -35,28 +40,28 @@ class VerdictTally:
         self.instance = instance
         self.interval = interval
         self.clock = clock
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
         self.since = clock()
         self._flushing: asyncio.Lock | None = None
 
-    def add(self, valid: bool, reason: str | None, network: str) -> None:
-        key = (network[:64], "valid" if valid else (reason or "invalid")[:64])
-        if key not in self.counts and len(self.counts) >= MAX_KEYS:
-            key = ("other", "other")
-        self.counts[key] = self.counts.get(key, 0) + 1
+    def add(self, *key: str) -> None:
+        k = tuple(part[:64] for part in key)
+        if k not in self.counts and len(self.counts) >= MAX_KEYS:
+            k = ("other",) * len(key)
+        self.counts[k] = self.counts.get(k, 0) + 1
 
-    async def note(self, valid: bool, reason: str | None, network: str) -> None:
-        """Count one verdict; queue the summary if one is due (a failing write is logged, never raised: the
-        verdict's caller must get its answer)."""
-        self.add(valid, reason, network)
+    async def count(self, *key: str) -> None:
+        """Count one occurrence; queue the summary if one is due (a failing write is logged, never raised: the
+        caller must get its answer)."""
+        self.add(*key)
         if self.clock() - self.since >= self.interval:
             try:
                 await self.flush()
             except Exception:
-                log.exception("audit: could not queue the verify summary")
+                log.exception("audit: could not queue %s", self.kind)
 
     async def flush(self) -> bytes | None:
-        """Queue the summary of the verdicts counted since the last one (none: nothing to report)."""
+        """Queue the summary of what was counted since the last one (none: nothing to report)."""
         if self._flushing is None:
             self._flushing = asyncio.Lock()
         async with self._flushing:
@@ -64,14 +69,28 @@ class VerdictTally:
                 return None
             counts, since, now = self.counts, self.since, self.clock()
             self.counts, self.since = {}, now
-            event = summary_event(self.instance, counts, since, now)
+            data: dict[str, Any] = {self.field: [[*k, n] for k, n in sorted(counts.items())],
+                                    "total": sum(counts.values()), "since_ms": int(since * 1000)}
+            event = make_event(self.component, self.kind, instance=self.instance, time=now,
+                               subject={"instance": self.instance}, data=data)
             await enqueue(self.db, event, now=now)
             return event
 
 
-def summary_event(instance: str, counts: dict[tuple[str, str], int], since: float, until: float) -> bytes:
-    """One ``facilitator.verify_summary`` event: ``[[network, "valid" | reason, n], …]`` over [since, until)."""
-    data: dict[str, Any] = {"verdicts": [[net, verdict, n] for (net, verdict), n in sorted(counts.items())],
-                            "total": sum(counts.values()), "since_ms": int(since * 1000)}
-    return make_event("facilitator", "facilitator.verify_summary", instance=instance, time=until,
-                      subject={"instance": instance}, data=data)
+class VerdictTally(Tally):
+    """The facilitator's verify verdicts: ``[[network, "valid" | reason, n], …]``."""
+
+    async def note(self, valid: bool, reason: str | None, network: str) -> None:
+        await self.count(network, "valid" if valid else (reason or "invalid"))
+
+
+class ChallengeTally(Tally):
+    """The seller's 402 challenges (x402 offers, MPP challenges, L402 tokens and invoices issued):
+    ``[[route, "x402+mpp+l402", n], …]``: issuance is unpaid traffic, so it is tallied, never logged per request."""
+
+    component = "seller"
+    kind = "seller.challenges_summary"
+    field = "challenges"
+
+    async def note(self, route: str, protocols: str) -> None:
+        await self.count(route, protocols)
