@@ -14,6 +14,7 @@ from paywire.audit.sequencer import Sequencer
 from paywire.audit.store import QUEUE, AuditStore
 from paywire.audit.wiring import enable_audit
 from paywire.client import PaymentRefused, x402_client
+from paywire.client.config import BuyerConfig
 from paywire.store import open_database
 from paywire.store.spend import SpendLedger
 from tests.test_buyer_e2e import Env, env  # noqa: F401 - the module's paid servers on the embedded chain
@@ -60,3 +61,26 @@ async def test_buyer_ledger_changes_are_audited(env: Env, store_url: str) -> Non
     finally:
         await ledger.aclose()
         await ledger.db.aclose()
+
+
+async def test_buyer_audit_is_a_config_switch(env: Env, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``PAYWIRE_BUYER_AUDIT`` (``BuyerConfig.audit``) turns the buyer's audit trail on: no code change."""
+    monkeypatch.setenv("PAYWIRE_BUYER_AUDIT", "agent-env-1")
+    monkeypatch.setenv("PAYWIRE_BUYER_STORE", sqlite_url)
+    config = BuyerConfig.load()
+    assert config.audit == "agent-env-1", "the environment sets it"
+    async with x402_client(env.wallet(), env.policy(max_per_payment="$0.10", daily="$5"), config=config) as client:
+        assert (await client.get(env.url + "/cheap")).status_code == 200, "the buyer pays"
+    db = open_database(sqlite_url)
+    try:
+        events = [json.loads(r["entry"]) for r in await db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
+    finally:
+        await db.aclose()
+    assert [e["kind"] for e in events] == ["config.buyer_started", "budget.reserved", "payment.signed",
+                                           "budget.committed"], \
+        f"the policy in force, then each ledger change's event: {[e['kind'] for e in events]}"
+    assert {e["instance"] for e in events} == {"agent-env-1"}, "under the configured instance name"
+    policy = events[0]["data"]["policy"]
+    assert policy["max_per_payment"] and policy["daily"] and policy["per_host"] is None, \
+        f"the config event records the policy's limits: {policy}"
+    assert policy["account"].lower() == env.net.payer.address.lower(), "and whose policy it is"

@@ -18,6 +18,7 @@ from paywire.audit.sequencer import Sequencer
 from paywire.audit.store import QUEUE, AuditStore
 from paywire.audit.wiring import enable_audit
 from paywire.devnet import Devnet
+from paywire.evm.signer import LocalSigner
 from paywire.store.settlements import SettlementStore
 from tests.helpers import close_devnet, new_devnet, offer, payer_of, sign
 from tests.test_facilitator_helpers import facilitator_with_store
@@ -73,3 +74,62 @@ async def test_two_audited_instances_log_each_settlement_change_once(net: Devnet
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_an_audited_facilitator_records_its_keys_at_start(tmp_path) -> None:
+    """Configuration events: the signer addresses and kinds in force, so a rotated key shows between two starts."""
+    from paywire.facilitator.config import FacilitatorConfig
+    from paywire.facilitator.service import FacilitatorService
+
+    config = FacilitatorConfig(devnet=True, store=f"sqlite:///{tmp_path / 'fac.db'}", audit=True,
+                               audit_verdict_interval=3600)
+    service = await FacilitatorService.start(config)
+    try:
+        rows = await service.store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")
+        events = [json.loads(r["entry"]) for r in rows]
+        assert [e["kind"] for e in events] == ["config.facilitator_started"], f"one config event: {events}"
+        signers = events[0]["data"]["supported"]["signers"]
+        want = {a.lower() for s in service.facilitator.supported().signers.values() for a in s}
+        assert want and {a.lower() for s in signers.values() for a in s} == want, \
+            f"it names the facilitator's signing addresses: {signers}"
+        assert events[0]["subject"]["settings_digest"].startswith("sha256:"), "and their digest, to compare starts"
+
+        # verify verdicts are tallies: 30 refused verifies (unpaid, free to send) add no event until the interval
+        net = service.devnet
+        req = offer(net)
+        broke = await sign(req, LocalSigner(b"\x11" * 32))
+        for _ in range(30):
+            assert not (await service.facilitator.verify(broke, req)).is_valid
+        assert (await service.facilitator.verify(await sign(req, payer_of(net)), req)).is_valid
+        count = await service.store.db.fetchone(f"SELECT COUNT(*) AS n FROM {QUEUE}")
+        assert count is not None and count["n"] == 1, "verdicts do not add an event each"
+        await service.facilitator.verdicts.flush()  # the interval passed (or the service stops)
+        rows = await service.store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")
+        summary = json.loads(rows[-1]["entry"])
+        assert len(rows) == 2 and summary["kind"] == "facilitator.verify_summary", "one summary event"
+        tallies = {(v[1], v[2]) for v in summary["data"]["verdicts"]}
+        assert ("valid", 1) in tallies and summary["data"]["total"] == 31, f"it counts every verdict: {summary}"
+        assert any(n == 30 and v != "valid" for v, n in tallies), f"the refusals by reason: {tallies}"
+    finally:
+        await service.aclose()
+
+
+async def test_a_reconciler_rebroadcast_is_an_event_and_a_plain_note_is_not(tmp_path) -> None:
+    from paywire.store.settlements import SettlementStore
+
+    store = await SettlementStore.open(f"sqlite:///{tmp_path / 'fac.db'}", instance_id="fac-r")
+    try:
+        await enable_audit(store, "facilitator", "fac-r")
+        ok, row = await store.claim(network="eip155:1", asset="0x" + "aa" * 20, payer="0x" + "bb" * 20,
+                                    nonce="0x" + "01" * 32, requirements_digest="d", request={}, amount=5,
+                                    pay_to="0x" + "cc" * 20, lease_seconds=30)
+        assert ok
+        await store.note(row.id, "waiting for the node")  # an observation, not a money event
+        await store.note(row.id, "transaction re-broadcast by the reconciler", kind="settlement.rebroadcast")
+        rows = await store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")
+        kinds = [json.loads(r["entry"])["kind"] for r in rows]
+        assert kinds == ["settlement.claimed", "settlement.rebroadcast"], f"the reconciler's action is logged: {kinds}"
+        last = json.loads(rows[-1]["entry"])
+        assert last["previous"] == "verified" and last["data"]["state"] == "verified", "it leaves the state as is"
+    finally:
+        await store.aclose()

@@ -110,7 +110,7 @@ async def _chains(db: AuditStore, component: str, key: str) -> dict[str, list[tu
     out: dict[str, list[tuple[str | None, str]]] = {}
     async for row in db.entries():
         event = json.loads(row.entry)["event"]
-        if event["component"] == component:
+        if event["component"] == component and key in event["subject"]:  # not the per-interval tallies
             out.setdefault(str(event["subject"][key]), []).append((event["previous"], event["data"]["state"]))
     return out
 

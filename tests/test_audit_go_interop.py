@@ -91,3 +91,51 @@ def test_go_sumdb_verifies_our_checkpoints_inclusion_and_consistency_proofs(go_v
     assert code == 1 and "inclusion" in out, f"Go must reject an edited entry: {out}"
     code, out = _go(go_verifier, Signer.generate(ORIGIN).verifier.vkey, tmp_path / "5.tlog-proof")
     assert code == 1 and "signature" in out, f"Go must reject a checkpoint under another key: {out}"
+
+
+@pytest.fixture(scope="module")
+def go_tiles(go_verifier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiles reader (tests/audit_go_tiles), built like the verifier (which already checked the toolchain)."""
+    out = tmp_path_factory.mktemp("go-tiles") / "audittiles"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOPATHS[0]), "GOFLAGS": "",
+           "GOCACHE": str(go_verifier.parent / "cache")}
+    r = subprocess.run([shutil.which("go") or "go", "build", "-o", str(out), "."], cwd=GO_SRC.parent / "audit_go_tiles",
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"building the Go tiles reader failed:\n{r.stderr}"
+    return out
+
+
+def test_go_tlog_reads_our_tiles_and_entry_bundles(go_tiles: Path, sqlite_url: str) -> None:
+    """``paywire audit serve``'s C2SP tlog-tiles: Go's TileHashReader loads them (checking each against the
+    signed tree), proves entries from them and finds the entries in the bundles; a corrupted tile is refused."""
+    from paywire.audit.http import audit_app
+    from paywire.serving import serve_asgi
+
+    signer = Signer.generate(ORIGIN)
+
+    async def scenario() -> list[tuple[int, str]]:
+        store = await AuditStore.open(sqlite_url)
+        try:
+            seq = Sequencer(store, signer, batch=1000, policy=CheckpointPolicy(every_entries=10_000))
+            for lo in range(0, 600, 100):
+                async with store.db.transaction() as tx:
+                    for i in range(lo, lo + 100):
+                        await tx.execute("INSERT INTO audit_queue (entry, created_at) VALUES (?, 0)",
+                                         (event(i).decode(),))
+            await seq.drain()
+            await seq.integrate(force_checkpoint=True)
+            results = []
+            async with serve_asgi(audit_app(store)) as url:
+                prefix = url + "/audit"
+                results.append(await asyncio.to_thread(_go, go_tiles, signer.verifier.vkey, prefix,
+                                                       "0", "255", "256", "511", "599"))
+                # corrupt the stored leaf hash of 301, in level-0 tile 1: the proof of 300 (its sibling) goes wrong
+                await store.db.execute("UPDATE audit_log SET leaf_hash = ? WHERE seq = 301", (b"\0" * 32,))
+                results.append(await asyncio.to_thread(_go, go_tiles, signer.verifier.vkey, prefix, "300"))
+            return results
+        finally:
+            await store.aclose()
+
+    (code, out), (bad_code, bad_out) = asyncio.run(scenario())
+    assert (code, out.strip()) == (0, "OK"), f"Go could not prove our entries from our tiles: {out}"
+    assert bad_code == 1, f"Go must refuse a tile that does not match the signed tree: {bad_out}"

@@ -31,6 +31,7 @@ from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
+from paywire.store.db import open_database
 from paywire.x402.codec import decode_payment_required, encode_payment_payload
 from tests.audit_support import verify_cli
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
@@ -166,7 +167,7 @@ async def test_verify_names_a_ledger_row_changed_without_its_event(shop: Shop) -
     store = AuditStore(shop.mw.flow.payments.db)
     signer = await _sequence(store)
     rows = await _rows(store)
-    db = store.db
+    db = open_database(shop.store_url)  # the attacker's own connection: the seller's would log the change
 
     await db.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rows["/after"],))
     code, out = await asyncio.to_thread(verify_cli, "--store", shop.store_url, "--key", signer.verifier.vkey)
@@ -195,6 +196,7 @@ async def test_verify_names_a_ledger_row_changed_without_its_event(shop: Shop) -
     size = await store.size()
     assert any(f.seq == size for f in report.findings if "no audit event" in f.why), \
         "at the log's end (no event names it)"
+    await db.aclose()
 
 
 async def test_a_log_that_is_edited_with_its_row_still_fails_on_the_tree(shop: Shop) -> None:
@@ -208,7 +210,9 @@ async def test_a_log_that_is_edited_with_its_row_still_fails_on_the_tree(shop: S
     assert row is not None
     await store.db.execute(f"UPDATE {LOG} SET entry = ? WHERE seq = ?",
                            (row.entry.decode().replace(f'"amount":"{PRICE}"', '"amount":"1"'), seq))
-    await store.db.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rid,))
+    attacker = open_database(shop.store_url)
+    await attacker.execute("UPDATE seller_payments SET amount = '1' WHERE id = ?", (rid,))
+    await attacker.aclose()
     report = await verify_store(store, [signer.verifier])
     assert report.first_bad_seq == seq, f"the edited event is named: {[str(f) for f in report.findings]}"
 
@@ -226,3 +230,24 @@ async def test_audit_off_writes_no_audit_tables(net: Devnet, sqlite_url: str) ->
         tables = await store.db.fetchall("SELECT name FROM sqlite_master WHERE name LIKE 'audit%'")
         assert tables == [], f"and creates no audit tables: {tables}"
     await mw.flow.aclose()
+
+
+async def test_unpaid_402s_are_tallied_not_logged_one_by_one(shop: Shop) -> None:
+    """Bounded by design: 25 unpaid requests (402s with their challenges) add no event each; the seller queues
+    one ``seller.challenges_summary`` per interval (here: flushed as at shutdown)."""
+    assert (await shop.http.get(shop.url + "/after")).status_code == 402  # the seller starts
+    tally = shop.mw.flow._challenge_tally
+    assert tally is not None
+    await tally.flush()
+    store = AuditStore(shop.mw.flow.payments.db)
+    before = len(await _queued(store))
+    for _ in range(25):
+        assert (await shop.http.get(shop.url + "/after")).status_code == 402
+    assert len(await _queued(store)) == before, "unpaid requests write no events"
+    await tally.flush()
+    events = await _queued(store)
+    assert len(events) == before + 1, "one summary"
+    summary = events[-1]
+    assert summary["kind"] == "seller.challenges_summary" and summary["data"]["total"] == 25, summary
+    assert next(c for c in summary["data"]["challenges"] if c[0] == "GET /after")[2] == 25, \
+        f"counted per route (and the protocols offered): {summary['data']}"

@@ -82,3 +82,44 @@ async def test_add_checkpoint_cosigns_extensions_and_answers_each_error_as_speci
     finally:
         await store.aclose()
 
+
+
+async def test_push_witness_command_keeps_cosignatures_and_fails_loudly_on_a_rewrite(sqlite_url: str) -> None:
+    """``paywire audit push-witness`` (the log side of tlog-witness) as an operator runs it."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from paywire.cli.main import app as cli
+
+    store = await AuditStore.open(sqlite_url)
+    log_key = Signer.generate(ORIGIN)
+    w_key = Signer.generate("witness.example/w2", sig_type=COSIGNATURE_V1)
+    saved: list[WitnessState] = []
+    route = add_checkpoint_route(origin=ORIGIN, log_keys=[log_key.verifier], signer=w_key,
+                                 load=lambda: saved[-1] if saved else None, save=saved.append)
+    seq = Sequencer(store, log_key, batch=50, policy=CheckpointPolicy(every_entries=1000))
+    try:
+        async with serve_asgi(Starlette(routes=[route])) as url:
+            def push() -> tuple[int, str]:
+                r = CliRunner().invoke(cli, ["audit", "push-witness", "--store", sqlite_url, "--witness", url,
+                                             "--witness-key", w_key.verifier.vkey, "--once"])
+                return r.exit_code, r.output
+
+            await _grow(store, seq, 0, 9)
+            code, out = await asyncio.to_thread(push)
+            assert code == 0 and "cosigned size 9" in out, f"the checkpoint is pushed and cosigned:\n{out}"
+            await _grow(store, seq, 9, 5)
+            code, out = await asyncio.to_thread(push)  # a fresh process: learns the witness's size from a 409
+            assert code == 0 and "cosigned size 14" in out, f"the next one too:\n{out}"
+            report = await verify_store(store, [log_key.verifier], witness_keys=[w_key.verifier],
+                                        cosignatures_required=1)
+            assert report.ok and report.witnessed_size == 14, f"the cosignatures are kept: {report.findings}"
+
+            await truncate(store, 5)
+            await _grow(store, Sequencer(store, log_key, batch=50), 5, 12, amount="1")
+            code, out = await asyncio.to_thread(push)
+            assert code == 3 and "REFUSED" in out, f"a rewritten log is refused loudly (exit 3):\n{out}"
+            assert saved[-1].size == 14, "the witness still holds the last good checkpoint"
+    finally:
+        await store.aclose()

@@ -125,7 +125,7 @@ async def test_reservation_waits_for_another_writer_and_then_holds_the_budget(tm
         pending = asyncio.ensure_future(reserve(ledger, cand(30_000, "0x" + "cd" * 20, "a.example"),
                                                 Policy(daily="$0.05")))
         await asyncio.sleep(0)  # let it start: it must not finish while the lock is held
-        while not pending.done() and ledger._sq_pool is None:
+        while not pending.done() and db._tx_pool is None:  # type: ignore[attr-defined]
             await asyncio.sleep(0)
         assert not pending.done(), "the reservation finished while another connection held the write lock"
         other.execute("COMMIT")

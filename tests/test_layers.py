@@ -37,7 +37,7 @@ IMPORT_CLEAN = [
     "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
     "paywire.identity", "paywire.identity.did", "paywire.identity.siwe", "paywire.identity.siwx", "paywire.identity.offers",
     "paywire.identity.didweb", "paywire.identity.erc6492", "paywire.identity.metadata",
-    "paywire.audit.ledger",
+    "paywire.audit.ledger", "paywire.audit.receipts",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",
     "paywire.mcp", "paywire.mcp.wire", "paywire.mcp.mpp",
@@ -54,7 +54,7 @@ CORE = ("paywire.x402", "paywire.evm", "paywire.schemes.registry", "paywire.fami
         "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
         "paywire.proxy.identity",
         "paywire.risk.model", "paywire.risk.features", "paywire.risk.rules",
-        "paywire.identity", "paywire.audit.ledger")
+        "paywire.identity", "paywire.audit.ledger", "paywire.audit.receipts")
 CORE_PACKAGES = ("paywire.schemes", "paywire.mpp")  # the package __init__s
 MPP_ADAPTERS = ("paywire.mpp.redeem", "paywire.mpp.methods")  # MPP's store claim and settlement methods
 ADAPTERS = ("paywire.server.asgi", "paywire.server.wsgi", "paywire.server.fastapi", "paywire.facilitator.app",

@@ -128,6 +128,9 @@ class Receipt:
     """The DID this buyer proved to the seller (Sign-In-With-X ``did:pkh``, agent signature ``did:key``)."""
     proofs: str | None = None
     """The seller's signed offer and receipt (x402 ``offer-receipt``) as JSON: ``{"signer", "offer", "receipt"}``."""
+    audit: str | None = None
+    """The seller's audit reference (JSON: its log instance, ledger row and the id its events name), when its paid
+    response carried one: what to ask the seller's log for an inclusion proof with (docs/audit.md)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (amount as a decimal string)."""

@@ -3,6 +3,11 @@
 - ``GET /audit/checkpoint``: the latest signed checkpoint with its cosignatures (``text/plain``);
 - ``GET /audit/consistency?old=N&new=M``: the consistency proof, one base64 hash per line;
 - ``GET /audit/proof/{seq}``: the c2sp.org/tlog-proof of one entry (the entry in its ``extra`` line);
+- ``GET /audit/proofs?subject=ID``: JSON ``{"proofs": [...]}``, the tlog-proofs of the checkpointed entries naming
+  ``ID`` (a transaction hash, payment or settlement id: the ``subject`` of a receipt's audit reference), at most
+  :data:`MAX_PROOFS`; 409 when the entries naming it are not in a checkpoint yet;
+- ``GET /audit/tile/<L>/<N>[.p/<W>]`` and ``GET /audit/tile/entries/<N>[.p/<W>]``: the log as C2SP tlog-tiles
+  (:mod:`paywire.audit.tiles`; with ``/audit/checkpoint`` the prefix is ``/audit``);
 - ``POST /audit/cosignature?size=N``: a witness returns its cosignature lines for the checkpoint of size N;
   kept only if they verify against a configured witness key.
 """
@@ -13,7 +18,7 @@ import base64
 from collections.abc import Sequence
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from paywire.audit import merkle
@@ -28,8 +33,11 @@ from paywire.audit.note import (
 )
 from paywire.audit.ops import NotYetCheckpointed, prove
 from paywire.audit.store import AuditStore
+from paywire.audit.tiles import parse_tile_path, read_tile
 
 NOTE_TYPE = "text/plain; charset=utf-8"
+MAX_PROOFS = 20
+MAX_SUBJECT = 200
 
 
 def _int(request: Request, name: str) -> int:
@@ -72,7 +80,31 @@ def audit_routes(store: AuditStore, *, witness_keys: Sequence[Verifier] = (), pr
             return PlainTextResponse(f"{exc}\n", status_code=409)
         except LookupError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=404)
-        return Response(p.text(), media_type=NOTE_TYPE)
+        return Response(p.text_with_entry(), media_type=NOTE_TYPE)
+
+    async def proofs(request: Request) -> Response:
+        subject = request.query_params.get("subject", "")
+        if not subject or len(subject) > MAX_SUBJECT:
+            return PlainTextResponse(f"give ?subject= (1 to {MAX_SUBJECT} characters)\n", status_code=400)
+        found, texts = await store.find(subject, limit=MAX_PROOFS), []
+        for row in found:
+            try:
+                texts.append((await prove(store, row.seq)).text_with_entry())
+            except NotYetCheckpointed:
+                continue
+        if found and not texts:
+            return PlainTextResponse("logged, but not in a checkpoint yet: ask again shortly\n", status_code=409)
+        if not found:
+            return PlainTextResponse(f"no logged entry names {subject!r} (yet)\n", status_code=404)
+        return JSONResponse({"proofs": texts}, headers={"Cache-Control": "no-store"})
+
+    async def tile(request: Request) -> Response:
+        try:
+            data = await read_tile(store, parse_tile_path(request.path_params["path"]))
+        except LookupError as exc:  # TileNotFound, or nodes missing from the store
+            return PlainTextResponse(f"{exc}\n", status_code=404)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     async def cosignature(request: Request) -> Response:
         try:
@@ -96,6 +128,8 @@ def audit_routes(store: AuditStore, *, witness_keys: Sequence[Verifier] = (), pr
         Route(f"{prefix}/checkpoint", checkpoint, methods=["GET"]),
         Route(f"{prefix}/consistency", consistency, methods=["GET"]),
         Route(f"{prefix}/proof/{{seq}}", proof, methods=["GET"]),
+        Route(f"{prefix}/proofs", proofs, methods=["GET"]),
+        Route(f"{prefix}/tile/{{path:path}}", tile, methods=["GET"]),
         Route(f"{prefix}/cosignature", cosignature, methods=["POST"]),
     ]
 

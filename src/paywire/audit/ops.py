@@ -102,6 +102,10 @@ class Proof:
     def text(self) -> str:
         return self.proof.format()
 
+    def text_with_entry(self) -> str:
+        """The tlog-proof with the entry itself in its ``extra`` line: all a verifier needs."""
+        return TlogProof(self.seq, self.proof.proof, self.proof.checkpoint, self.entry).format()
+
 
 class NotYetCheckpointed(LookupError):
     """The entry is logged but no checkpoint covers it yet."""

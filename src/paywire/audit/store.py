@@ -62,6 +62,15 @@ register(COMPONENT, [[
         created_at {{real}} NOT NULL,
         PRIMARY KEY (size, witness, key_id)
     )""",
+], [
+    # SQLite: the queue without AUTOINCREMENT (no sqlite_sequence write per event on the paid path; a queue id only
+    # orders rows until the sequencer takes them, so reusing one after the queue emptied is harmless)
+    {"sqlite": f"CREATE TABLE {QUEUE}_new (id INTEGER PRIMARY KEY, entry TEXT NOT NULL, created_at REAL NOT NULL)",
+     "postgres": "SELECT 1"},
+    {"sqlite": f"INSERT INTO {QUEUE}_new (id, entry, created_at) SELECT id, entry, created_at FROM {QUEUE}",
+     "postgres": "SELECT 1"},
+    {"sqlite": f"DROP TABLE {QUEUE}", "postgres": "SELECT 1"},
+    {"sqlite": f"ALTER TABLE {QUEUE}_new RENAME TO {QUEUE}", "postgres": "SELECT 1"},
 ]])
 
 

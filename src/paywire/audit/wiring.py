@@ -6,6 +6,8 @@ runs exactly the statements it ran before). With a trail, each change runs as ``
 RETURNING <subject columns>`` plus the queue INSERT in one transaction (:func:`paywire.store.db.in_transaction`:
 on SQLite inline, without a thread hop); the event is queued only when the compare-and-set won, so a lost race
 writes neither. Changes of bookkeeping columns only (lease, owner) are not money events and are not logged.
+On SQLite the seller ledger's inserts and updates are audited by TEMP triggers instead (:mod:`paywire.audit.triggers`:
+the event is written inside the change's own statement, the paid path's cheapest way).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from paywire.audit.events import SecretFieldError, digest, make_event
 from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec
 from paywire.audit.store import enqueue
-from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, in_transaction
+from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, SqliteDatabase, in_transaction
 
 
 def default_instance(component: str) -> str:
@@ -35,7 +37,10 @@ class AuditTrail:
     spec: LedgerSpec
     instance: str
     clock: Callable[[], float] = time.time
-    events: int = field(default=0, init=False)  # queued by this process (committed or not)
+    events: int = field(default=0, init=False)  # queued from Python by this process (committed or not)
+    in_db: bool = False
+    """The database writes the events of inserts and updates itself (SQLite TEMP triggers,
+    :mod:`paywire.audit.triggers`): the store runs those changes as plain statements."""
 
     def event(self, state: str, subject: Mapping[str, Any], previous: str | None,
               data: Mapping[str, Any] | None = None, kind: str | None = None) -> bytes:
@@ -100,6 +105,11 @@ async def enable_audit(store: Any, component: str, instance: str | None = None) 
     await migrate(store.db, [COMPONENT])
     spec = {"seller": SELLER, "facilitator": FACILITATOR, "buyer": BUYER}[component]
     trail = AuditTrail(spec, instance or default_instance(component))
+    if component == "seller" and isinstance(store.db, SqliteDatabase):
+        from paywire.audit.triggers import seller_setup
+
+        await store.db.add_connection_setup(seller_setup(trail.instance))
+        trail.in_db = True
     store.audit = trail
     return trail
 
@@ -128,3 +138,18 @@ async def record_config(db: Database, instance: str, kind: str, settings: Mappin
                        subject={"instance": instance, "settings_digest": digest(canonicalize(body))}, data=body)
     await enqueue(db, event, now=clock())
     return event
+
+
+def policy_settings(policy: Any, account: str) -> dict[str, Any]:
+    """A buyer's policy as an audit event records it (limits as decimal strings, allow-lists sorted)."""
+    out: dict[str, Any] = {"account": account}
+    for name in ("max_per_payment", "per_host", "per_payee", "daily", "total", "approval_threshold", "btc_usd"):
+        value = getattr(policy, name, None)
+        out[name] = None if value is None else str(value)
+    for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
+        value = getattr(policy, name, None)
+        out[name] = None if value is None else sorted(str(v) for v in value)
+    out["protocols"] = [str(p) for p in getattr(policy, "protocols", ())]
+    out["dry_run"] = bool(getattr(policy, "dry_run", False))
+    out["assets"] = sorted(f"{a.network}:{a.address}" for a in getattr(policy, "assets", ()))
+    return out

@@ -94,9 +94,11 @@ def verify(
     = None,
     ledgers: Annotated[bool, typer.Option(help="Also check each ledger row against its latest event (--store).")]
     = True,
+    anchor_rpc: Annotated[str | None, typer.Option(help="Also read the checkpoints' on-chain anchors back from "
+                                                        "this EVM node (--store; paywire.audit.anchor).")] = None,
 ) -> None:
     """Recompute the tree, check every checkpoint's signatures and consistency and every ledger row against its
-    latest event; exit 1 at the first bad seq."""
+    latest event (and the on-chain anchors); exit 1 at the first bad seq."""
     from paywire.audit.export import verify_export
     from paywire.audit.ops import verify_store
 
@@ -105,6 +107,7 @@ def verify(
         err.print("[red]give the log's public key with --key (vkey text or file)[/]")
         raise typer.Exit(2)
     extra = [(_checkpoint_text(p), str(p)) for p in checkpoint or []]
+    anchors: list[str] = []  # [number checked, problems...]
 
     async def run() -> object:
         if export_file is not None:
@@ -113,6 +116,13 @@ def verify(
                                      origin=origin, extra_checkpoints=extra)
         s = await _open(_url(store))
         try:
+            if anchor_rpc:
+                from paywire.audit.anchor import check_anchors
+                from paywire.chain.rpc import HttpTransport, RpcChain
+
+                async with RpcChain(HttpTransport(anchor_rpc)) as chain:
+                    checked, problems = await check_anchors(s, chain)
+                anchors.extend([str(checked), *problems])
             return await verify_store(s, log_keys, witness_keys=witness_keys, cosignatures_required=cosignatures,
                                       check_ledgers=ledgers,
                                       origin=origin, extra_checkpoints=extra)
@@ -127,6 +137,12 @@ def verify(
     from paywire.audit.verifier import Report
 
     assert isinstance(report, Report)
+    if anchors[1:]:
+        for problem in anchors[1:]:
+            typer.echo(f"FAIL anchor: {problem}")
+        raise typer.Exit(1)
+    if anchors:
+        typer.echo(f"anchors: {anchors[0]} on-chain anchors agree with the stored checkpoints")
     if report.ok:
         typer.echo(f"OK: {report.size} entries, {report.checkpoints} checkpoints verified, entries "
                    f"[0, {report.verified_size}) bound to a signed checkpoint")
@@ -194,18 +210,30 @@ def prove(
 
 @audit_app.command("verify-proof")
 def verify_proof_cmd(
-    proof: Annotated[Path, typer.Argument(help="A .tlog-proof file from `paywire audit prove`.")],
+    proof: Annotated[Path | None, typer.Argument(help="A .tlog-proof file from `paywire audit prove`.")] = None,
     key: KeysOpt = None,
     witness: WitnessOpt = None,
     cosignatures: Annotated[int, typer.Option(help="Witness cosignatures required.")] = 0,
     entry: Annotated[Path | None, typer.Option(help="The entry's bytes (default: the proof's extra line).")]
     = None,
+    log: Annotated[str | None, typer.Option("--log", help="Instead of a file: ask this log (its base URL) for "
+                                                         "the proofs of --subject.")] = None,
+    subject: Annotated[str | None, typer.Option(help="With --log: the id to prove (a receipt's audit "
+                                                     "reference subject, e.g. the transaction hash).")] = None,
 ) -> None:
-    """Check a proof offline against the log's public key (and witnesses): exit 1 if it does not hold."""
+    """Check a proof offline against the log's public key (and witnesses): exit 1 if it does not hold. With
+    ``--log URL --subject ID``: fetch the proofs of the entries naming ID (a payer checking its own payment)."""
     from paywire.audit.checkpoint import parse_tlog_proof
     from paywire.audit.events import entry_event
     from paywire.audit.proofs import ProofRejected, verify_proof
 
+    if (proof is None) == (log is None) or (log is not None and not subject):
+        err.print("[red]give a proof file, or --log URL --subject ID[/]")
+        raise typer.Exit(2)
+    if log is not None:
+        _verify_remote(log, subject or "", _verifiers(key), _verifiers(witness), cosignatures)
+        return
+    assert proof is not None
     log_keys = _verifiers(key)
     if not log_keys:
         err.print("[red]give the log's public key with --key[/]")
@@ -229,6 +257,29 @@ def verify_proof_cmd(
     event = entry_event(data)
     typer.echo(f"OK: entry {ok.index} ({event.get('component')} {event.get('kind')}) is in {ok.checkpoint.origin} "
                f"at size {ok.checkpoint.size}" + (f", cosigned by {', '.join(ok.witnesses)}" if ok.witnesses else ""))
+
+
+def _verify_remote(log: str, subject: str, log_keys: list[Verifier], witness_keys: list[Verifier],
+                   cosignatures: int) -> None:
+    from paywire.audit.proofs import ProofRejected
+    from paywire.audit.remote import ProofUnavailable, fetch_proofs
+
+    if not log_keys:
+        err.print("[red]give the log's public key with --key[/]")
+        raise typer.Exit(2)
+    try:
+        proven = asyncio.run(fetch_proofs(log, subject, log_keys, witness_keys=witness_keys,
+                                          cosignatures_required=cosignatures))
+    except ProofRejected as exc:
+        typer.echo(f"REJECTED: {exc}")
+        raise typer.Exit(1) from None
+    except ProofUnavailable as exc:
+        err.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(3) from None
+    for p in proven:
+        cp = p.proven.checkpoint
+        typer.echo(f"OK: seq {p.seq} ({p.event.get('component')} {p.event.get('kind')}) is in {cp.origin} at size "
+                   f"{cp.size}" + (f", cosigned by {', '.join(p.proven.witnesses)}" if p.proven.witnesses else ""))
 
 
 @audit_app.command()
@@ -423,3 +474,117 @@ def witness_cmd(
     except LogUnavailable as exc:
         typer.echo(f"log unavailable: {exc}", err=True)
         raise typer.Exit(4) from None
+
+
+@audit_app.command("push-witness")
+def push_witness_cmd(
+    witness_url: Annotated[str, typer.Option("--witness", help="The witness's base URL (serving "
+                                                                "/add-checkpoint, c2sp.org/tlog-witness).")],
+    witness_key: Annotated[str, typer.Option(help="The witness's public key (vkey or file).")],
+    store: StoreOpt = "",
+    interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="Submit the latest checkpoint once, then exit.")] = False,
+) -> None:
+    """Push each new checkpoint of the log with its consistency proof to a tlog-witness and keep its cosignature;
+    exit 3 when the witness refuses the log (a fork or a rewrite: loud, as the witness itself is)."""
+    import logging
+
+    from paywire.audit.witness_http import WitnessRejected, submit_checkpoint
+    from paywire.transport.keepalive import KeepAliveClient
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    keys = _verifiers([witness_key])
+    if len(keys) != 1:
+        err.print("[red]give the witness's public key with --witness-key[/]")
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        s = await _open(_url(store))
+        client = KeepAliveClient(witness_url.rstrip("/"), timeout=30)
+        old, sent = 0, -1
+        try:
+            while True:
+                head = await s.head()
+                if head.checkpoint_size > sent:
+                    try:
+                        old, sigs = await submit_checkpoint(s, client, keys[0], old=old)
+                        sent = old
+                        typer.echo(f"cosigned size {old} by {', '.join(sorted({x.name for x in sigs}))}")
+                    except LookupError as exc:  # no checkpoint yet
+                        typer.echo(f"{exc}", err=True)
+                    except WitnessRejected as exc:
+                        if exc.status in (400, 403, 404, 422):
+                            raise
+                        logging.getLogger("paywire.audit").warning("witness unavailable: %s", exc)
+                if once:
+                    return
+                await asyncio.sleep(interval)
+        finally:
+            await client.aclose()
+            await s.aclose()
+
+    from paywire.audit.witness_http import WitnessRejected as Rejected
+
+    try:
+        asyncio.run(run())
+    except Rejected as exc:
+        logging.getLogger("paywire.audit").error("audit witness REFUSED the log: %s", exc)
+        typer.echo(f"REFUSED: {exc}", err=True)
+        raise typer.Exit(3) from None
+
+
+@audit_app.command("witness-serve")
+def witness_serve_cmd(
+    log_key: Annotated[list[str], typer.Option(help="The log's public key (vkey or file); repeatable.")],
+    state: Annotated[Path, typer.Option(help="The witness's state file (the last checkpoint it cosigned).")],
+    key_file: Annotated[Path | None, typer.Option(help="The witness's signing key (default: env "
+                                                       "PAYWIRE_WITNESS_KEY or PAYWIRE_WITNESS_KEY_FILE).")] = None,
+    origin: Annotated[str | None, typer.Option(help="The log's origin (default: the log key's name).")] = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port (0: any free port; printed).")] = 0,
+) -> None:
+    """A push-mode witness: serve c2sp.org/tlog-witness ``POST /add-checkpoint`` (the log brings each checkpoint
+    with its consistency proof, ``paywire audit push-witness``); refusals answer with the spec's status codes."""
+    import os
+
+    from paywire.audit import keys
+    from paywire.audit.witness_core import WitnessState
+    from paywire.audit.witness_http import add_checkpoint_route
+    from paywire.errors import ConfigError
+
+    try:
+        signer = keys.load_key(key_file) if key_file else keys.from_env(witness=True)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    log_keys = _verifiers(log_key)
+
+    def load() -> WitnessState | None:
+        try:
+            return WitnessState.from_json(state.read_text())
+        except FileNotFoundError:
+            return None
+
+    def save(st: WitnessState) -> None:  # durable before the cosignature is answered
+        tmp = state.with_suffix(".tmp")
+        state.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(st.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, state)
+
+    route = add_checkpoint_route(origin=origin or log_keys[0].name, log_keys=log_keys, signer=signer, load=load,
+                                 save=save)
+
+    async def run() -> None:
+        from starlette.applications import Starlette
+
+        from paywire.cli.main import _wait_forever
+        from paywire.serving import serve_asgi
+
+        async with serve_asgi(Starlette(routes=[route]), host=host, port=port) as url:
+            typer.echo(f"witnessing on {url}/add-checkpoint", err=True)
+            await _wait_forever()
+
+    asyncio.run(run())

@@ -70,6 +70,10 @@ class BuyerConfig(Settings):
     ``policy.protocols`` chooses among them)."""
     timeout: float = option(30.0, check=positive, duration=True)
     """HTTP timeout of the clients ``x402_client`` / ``x402_sync_client`` make (unless given to them)."""
+    audit: str | None = None
+    """This agent's name in the audit log (e.g. ``agent-eu1-7``, env ``PAYWIRE_BUYER_AUDIT``): every change of the
+    receipts ledger (policy refusal, budget reserved / committed / released / held, payment signed, the server's
+    answer) queues an audit event in its transaction (docs/audit.md). Needs a ``store``. None: no events."""
 
     def buyer_kwargs(self, **changes: Any) -> dict[str, Any]:
         """The keyword arguments of :class:`~paywire.client.Buyer` (``changes`` on top)."""
@@ -105,6 +109,7 @@ class BuyerOptions(TypedDict, total=False):
     sign_in: bool
     agent_key: Any
     protocols: Sequence[BuyerProtocol] | None
+    audit: str | None
 
 
 def buyer_config(config: BuyerConfig | None = None, options: Mapping[str, Any] | None = None, *,

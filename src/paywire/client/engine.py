@@ -158,14 +158,15 @@ class _MemoryLedger:
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
                      status_code: int | None = None, rule: str | None = None, reason: str | None = None,
-                     identity: str | None = None, proofs: str | None = None) -> bool:
+                     identity: str | None = None, proofs: str | None = None, audit: str | None = None) -> bool:
         r = self.rows[row_id]
         if r.budget not in ("reserved", "held"):
             return False
         self.rows[row_id] = replace(r, outcome=outcome, budget=budget, tx=tx or r.tx,
                                     status_code=status_code or r.status_code, rule=rule or r.rule,
                                     reason=reason or r.reason, updated_at=time.time(),
-                                    identity=identity or r.identity, proofs=proofs or r.proofs)
+                                    identity=identity or r.identity, proofs=proofs or r.proofs,
+                                    audit=audit or r.audit)
         return True
 
     async def get(self, row_id: int) -> Receipt | None:
@@ -183,6 +184,16 @@ def _receipt_for(url: str, method: str, c: Candidate, version: int | None, chall
                    scheme=r.scheme, network=r.network, asset=r.asset, pay_to=r.pay_to, amount=r.amount,
                    usd_micros=c.quote.usd_micros or 0, challenge=challenge,
                    chosen=json.dumps(c.option.wire(), separators=(",", ":")), protocol=c.option.protocol)
+
+
+def _audit_reference(settlement: SettleResponse | None) -> str | None:
+    """The seller's audit reference in its receipt, as the ledger keeps it (JSON), or None."""
+    if settlement is None or not settlement.extensions:
+        return None
+    from paywire.audit.receipts import reference_of
+
+    ref = reference_of(settlement.extensions)
+    return None if ref is None else json.dumps(ref, sort_keys=True, separators=(",", ":"))
 
 
 class _Row:
@@ -315,6 +326,10 @@ class Buyer:
             raise ConfigError("the policy has budgets, which must be remembered: give Buyer(store='sqlite:///…')")
         if store is not None and not self.account:
             raise ConfigError("cannot tell the wallet's address for the ledger: pass account='0x…'")
+        self.audit = c.audit
+        self._audit_ready: asyncio.Future[Any] | None = None
+        if self.audit is not None and store is None:
+            raise ConfigError("audit= needs a receipts store to audit: give Buyer(store='sqlite:///…')")
 
     # -------------------------------------------------------------- ledger
 
@@ -322,6 +337,8 @@ class Buyer:
         """The ledger (opened and migrated on first use)."""
         if self._ledger is not None:
             await getattr(self._ledger, "ensure_schema", _noop)()
+            if self._audit_ready is not None:  # no change before its audit trail is on
+                await asyncio.shield(self._audit_ready)
             return self._ledger
         if self._store is None:
             self._ledger = _MemoryLedger()
@@ -336,12 +353,25 @@ class Buyer:
             db: Database = open_database(store) if isinstance(store, str) else store
             ledger = SpendLedger(db, self.account)
         self._ledger = ledger  # set before awaiting: concurrent first requests share one ledger
+        if self.audit is not None and ledger.audit is None:
+            self._audit_ready = asyncio.ensure_future(self._enable_audit(ledger, self.audit))
         await ledger.ensure_schema()
         for scheme in self.schemes:  # stateful schemes keep their state next to the receipts (batch channels)
             use_store = getattr(scheme, "use_store", None)
             if use_store is not None:
                 await use_store(ledger.db, self.account)
+        if self._audit_ready is not None:
+            await asyncio.shield(self._audit_ready)
         return ledger
+
+    async def _enable_audit(self, ledger: Any, instance: str) -> None:
+        """Audit the ledger's changes from now on, and record the policy in force (a change between two starts
+        shows as a different ``settings_digest``)."""
+        from paywire.audit.wiring import enable_audit, policy_settings, record_config
+
+        await enable_audit(ledger, "buyer", instance)
+        await record_config(ledger.db, instance, "config.buyer_started", {"policy": policy_settings(
+            self.policy, self.account or "")})
 
     async def history(self, limit: int | None = None) -> list[Receipt]:
         """Receipts, newest first."""
@@ -691,7 +721,7 @@ class Buyer:
                     await _scheme_settled(scheme_for(self.schemes, cand.option.requirements),
                                           cand.option.requirements, settlement)
                     await row.finish(outcome="paid", budget="committed", status_code=status,
-                                     tx=paid.reference or None, **kept)
+                                     tx=paid.reference or None, audit=_audit_reference(settlement), **kept)
                     if proto.reuses_credential:
                         self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
                                              latest=True)

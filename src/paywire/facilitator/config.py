@@ -99,6 +99,9 @@ class FacilitatorConfig(Settings):
     instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
     audit: bool = False
     """Queue an audit event with every settlement change, in its transaction (docs/audit.md)."""
+    audit_verdict_interval: float = option(60.0, duration=True)
+    """With ``audit``: verify verdicts go into the log as one tally per this many seconds (bounded, whatever the
+    request rate; docs/audit.md)."""
     devnet: bool = False
     allow_unauthenticated_public: bool = False
     risk_rules: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from paywire.identity.metadata import identity_of, settling_for
 from paywire.schemes.registry import FacilitatorScheme, default_registry, handles, supported_kinds
@@ -77,6 +77,8 @@ class Facilitator:
         self.extensions = list(extensions)
         self.store = store
         self.risk = risk
+        self.verdicts: Any = None
+        """A ``paywire.audit.verdicts.VerdictTally`` when auditing is on: verify verdicts as bounded tallies."""
 
     def settlement_key(self, payload: AnyPayload, requirements: AnyRequirements) -> str | None:
         """The settlement record id of a payment (``GET /settlements/{id}``), if its plugin keeps records."""
@@ -137,6 +139,8 @@ class Facilitator:
             return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
         if self.risk is not None and not verdict.is_valid:
             await self.risk.note_failure(self._risk_event(p, req))
+        if self.verdicts is not None:  # bounded audit tallies (paywire.audit.verdicts)
+            await self.verdicts.note(verdict.is_valid, verdict.invalid_reason, req.network)
         return verdict
 
     def _risk_event(self, p: PaymentPayload, req: PaymentRequirements) -> Event:

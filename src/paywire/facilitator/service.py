@@ -82,6 +82,16 @@ class FacilitatorService:
                     devnet = await opened.devnet()
                 rails.append(opened.rail)
             facilitator = Facilitator(build_schemes(config, rails, store), store=store, risk=_risk(config))
+            if config.audit:  # the keys and kinds in force: a rotated key shows as a changed event between starts
+                from paywire.audit.wiring import record_config
+
+                await record_config(store.db, store.instance_id, "config.facilitator_started",
+                                    {"supported": facilitator.supported().to_wire()})
+                from paywire.audit.verdicts import VerdictTally
+
+                facilitator.verdicts = VerdictTally(store.db, store.instance_id,
+                                                    interval=config.audit_verdict_interval)
+                closers.insert(0, facilitator.verdicts.flush)
             metrics = facilitator_metrics()
             reconciler = Reconciler(facilitator, interval=config.reconcile_interval, metrics=metrics)
             return cls(config, facilitator, store, metrics, reconciler, rpc_urls, devnet, closers)

@@ -267,6 +267,7 @@ class PaymentFlow:
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
     _identity: IdentityGate | None = field(default=None, init=False, repr=False)
     _channel_seller: Any = field(default=None, init=False, repr=False)
+    _challenge_tally: Any = field(default=None, init=False, repr=False)  # paywire.audit.verdicts.ChallengeTally
 
     def _channels(self) -> Any:
         """The channel accounting of ``batch-settlement`` payments (``paywire.server.channels``)."""
@@ -298,6 +299,9 @@ class PaymentFlow:
                 from paywire.audit.wiring import enable_audit, record_config, seller_routes
 
                 await enable_audit(self._store, "seller", self.audit)
+                from paywire.audit.verdicts import ChallengeTally
+
+                self._challenge_tally = ChallengeTally(self._store.db, self.audit)
                 await record_config(self._store.db, self.audit, "config.seller_started",
                                     {"routes": seller_routes(self.seller)})
             ctx = SellerContext(self.seller, self.lightning, self.invoice_expiry, self.confirm_with_node,
@@ -334,6 +338,10 @@ class PaymentFlow:
 
     async def aclose(self) -> None:
         """Close what the flow opened: its store (unless it was given one) and a facilitator client it built."""
+        if self._challenge_tally is not None:
+            with contextlib.suppress(Exception):
+                await self._challenge_tally.flush()
+            self._challenge_tally = None
         if self._store is not None and not isinstance(self.store, PaymentStore):
             await self._store.aclose()
         self._store, self._started = None, False
@@ -360,6 +368,8 @@ class PaymentFlow:
         if isinstance(d, Reply):
             if route is not None and route.extra_protocols and req.method != "OPTIONS":
                 return Respond(await self.augment(route, req, d))
+            if route is not None and self._challenge_tally is not None and d.status == 402:
+                await self._challenge_tally.note(route.key, "x402")  # audit: a bounded tally, not an event
             return Respond(d)
         if isinstance(d, Reject):
             assert route is not None
@@ -429,7 +439,10 @@ class PaymentFlow:
     async def augment(self, route: PaidRoute, req: RequestInfo, reply: Reply, problem: Problem | None = None,
                       status: int | None = None) -> Reply:
         """Add the route's other challenges (MPP, L402 …) to an x402 402: one reply, every way to pay."""
-        return await challenge_reply(self._protocols_of(route), route, req, reply, problem, status)
+        protocols = self._protocols_of(route)
+        if self._challenge_tally is not None and reply.status == 402:  # audit: bounded tallies, not events
+            await self._challenge_tally.note(route.key, "+".join(sorted(p.name for p in protocols)))
+        return await challenge_reply(protocols, route, req, reply, problem, status)
 
     async def _reject(self, route: PaidRoute, req: RequestInfo, rej: Reject) -> Reply:
         """A credential that failed its protocol's checks: the x402 402 with every fresh challenge."""
@@ -474,7 +487,13 @@ class PaymentFlow:
         return plan
 
     def _paid_headers(self, rec: PaymentRecord, res: SettleResponse, app_headers: Headers) -> Headers:
-        """The paying protocol's receipt (x402 ``PAYMENT-RESPONSE``, MPP ``Payment-Receipt``), ``private``."""
+        """The paying protocol's receipt (x402 ``PAYMENT-RESPONSE``, MPP ``Payment-Receipt``), ``private``; with
+        auditing on it carries the audit reference a payer asks inclusion proofs with (docs/audit.md)."""
+        if self.audit is not None and res.success:
+            from paywire.audit.receipts import KEY, reference
+
+            ref = reference(self.audit, rec.id, res.transaction or rec.tx, rec.payment_id)
+            res = dataclasses.replace(res, extensions={**(res.extensions or {}), KEY: ref})
         return self._protocol(rec.protocol).receipt_headers(rec, res, app_headers)
 
     def _facilitator_for(self, protocol: str, requirements: PaymentRequirements | PaymentRequirementsV1) -> Any:

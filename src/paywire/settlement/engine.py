@@ -529,7 +529,7 @@ class SettlementEngine:
         if outcome.lost and row.raw_tx:
             kind = await rail.rebroadcast(row.raw_tx)
             if kind is None:
-                await store.note(row.id, "transaction re-broadcast by the reconciler")
+                await store.note(row.id, "transaction re-broadcast by the reconciler", kind="settlement.rebroadcast")
                 return "rebroadcast"
             if kind == "nonce_low":  # the stored transaction can never be included: sign a new one
                 return await self._resign(store, rail, row, intent)

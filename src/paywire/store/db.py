@@ -12,7 +12,7 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -105,8 +105,10 @@ def _sqlite_fetch(conn: sqlite3.Connection, sql: str, params: Params) -> list[Ro
     return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
 
 
-class _InlineTx:
-    """A transaction on the inline connection: each statement runs right away in the caller's thread."""
+class SyncExecutor:
+    """An ``Executor`` over one SQLite connection whose coroutines finish without suspending (plain sqlite3 calls,
+    in the caller's thread): a transaction body written against the async API runs synchronously (:func:`drive`),
+    on the event loop when the write lock is free at once, else in one call on a transaction thread."""
 
     dialect = "sqlite"
 
@@ -122,6 +124,17 @@ class _InlineTx:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return _sqlite_fetch(self._conn, sql, params)
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (it awaits only a :class:`SyncExecutor`) to its result, without a loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("a synchronous SQLite transaction body tried to suspend")
 
 
 INLINE_MISS: Any = object()
@@ -153,6 +166,7 @@ class SqliteDatabase:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._setups: list[Callable[[sqlite3.Connection], None]] = []  # run on each new connection
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paywire-sqlite")
         self._conn: sqlite3.Connection = self._pool.submit(self._connect).result()
         self._inline_lock = threading.Lock()
@@ -179,6 +193,8 @@ class SqliteDatabase:
                 return None
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            for setup in self._setups:
+                setup(conn)
         except BaseException:
             conn.close()
             raise
@@ -190,7 +206,20 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        for setup in self._setups:
+            setup(conn)
         return conn
+
+    async def add_connection_setup(self, setup: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``setup`` on every connection this database has open and opens from now on (functions and TEMP
+        triggers are per connection: the audit log's triggers, see ``paywire.audit.triggers``)."""
+        self._setups.append(setup)
+        with self._inline_lock:
+            if self._inline is not None:
+                setup(self._inline)
+        await self._run(setup, self._conn)
+        if self._tx_pool is not None and self._tx_conn is not None:
+            await asyncio.wrap_future(self._tx_pool.submit(setup, self._tx_conn))
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
@@ -279,44 +308,10 @@ class SqliteDatabase:
             self._inline_writes = 0
             self._pool.submit(_passive_checkpoint, self._conn)
 
-    @contextlib.contextmanager
-    def inline_transaction(self) -> Iterator[Executor | None]:
-        """A short write transaction on the inline connection (see :meth:`try_inline`), or None when that would
-        wait: the caller then uses :meth:`transaction`. The body must not suspend (await only this executor,
-        whose statements complete at once); it commits when the block ends, rolls back on an exception."""
-        conn = self._inline
-        if conn is None or not self._inline_lock.acquire(blocking=False):
-            yield None
-            return
-        try:
-            began = False
-            if self._inline is conn:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    began = True
-                except sqlite3.OperationalError as exc:
-                    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY_CODES:
-                        raise
-            if not began:
-                yield None
-                return
-            try:
-                yield _InlineTx(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self._inline_writes += 1
-            if self._inline_writes >= INLINE_CHECKPOINT_EVERY:
-                self._inline_writes = 0
-                self._pool.submit(_passive_checkpoint, self._conn)
-        finally:
-            self._inline_lock.release()
-
     async def run_transaction(self, body: Callable[[Executor], Coroutine[Any, Any, T]]) -> T:
         """Run ``body`` — which must not suspend: it awaits only the executor it is given — as one write
-        transaction in a single hop to a dedicated thread and connection (waiting for the write lock there):
-        the cheap way when :meth:`inline_transaction` would have to wait."""
+        transaction in a single hop to this database's transaction thread and connection, which waits for the
+        write lock (the way :func:`in_transaction` takes when :meth:`try_inline_tx` would have to wait)."""
         if self._tx_pool is None:
             self._tx_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paywire-sqlite-tx1")
         return await asyncio.wrap_future(self._tx_pool.submit(self._run_transaction, body))
@@ -327,14 +322,7 @@ class SqliteDatabase:
         conn, lock = self._tx_conn, _path_lock(self.path)
         _begin(conn, lock)
         try:
-            coro = body(_InlineTx(conn))
-            try:
-                coro.send(None)
-            except StopIteration as done:
-                result: T = done.value
-            else:
-                coro.close()
-                raise RuntimeError("a SQLite transaction body tried to suspend")
+            result = drive(body(SyncExecutor(conn)))
         except BaseException:
             _end(conn, lock, "ROLLBACK")
             raise
@@ -478,19 +466,19 @@ class PostgresDatabase:
 
 async def in_transaction(db: Database, body: Callable[[Executor], Coroutine[Any, Any, T]], *,
                          inline: bool = True) -> T:
-    """Run ``body`` in one write transaction and return its result. On SQLite ``body`` must only await the
-    executor it is given: it runs inline (no thread hop) when that needs no waiting and ``inline``, else in one
-    hop to the database's transaction thread; elsewhere in :meth:`Database.transaction`. For a change and the
-    record of it (an audit event) that commit together."""
-    opener = getattr(db, "inline_transaction", None) if inline else None
-    if opener is not None:
-        with opener() as tx:
-            if tx is not None:
-                return await body(tx)
-    runner = getattr(db, "run_transaction", None)
-    if runner is not None:
-        result: T = await runner(body)
-        return result
+    """Run ``body`` in one write transaction and return its result: the one way to run a short transaction of
+    several statements (a budget reservation, a ledger change and its audit event). On SQLite ``body`` must only
+    await the executor it is given: it runs on the caller's thread when the write lock is free at once and
+    ``inline`` (:meth:`SqliteDatabase.try_inline_tx`, no thread hop), else in one hop to the database's
+    transaction thread, which waits for the lock (:meth:`SqliteDatabase.run_transaction`); elsewhere in
+    :meth:`Database.transaction`. Either way it is committed when this returns."""
+    if isinstance(db, SqliteDatabase):
+        if inline:
+            result = db.try_inline_tx(lambda conn: drive(body(SyncExecutor(conn))))
+            if result is not INLINE_MISS:
+                done: T = result
+                return done
+        return await db.run_transaction(body)
     async with db.transaction() as tx:
         return await body(tx)
 

@@ -247,7 +247,7 @@ class PaymentStore(Repository):
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
                              p.identity, now, now]
-        if self.audit is not None:
+        if self.audit is not None and not self.audit.in_db:
             row = await self.audit.change(self.db, _CLAIM_SQL.removesuffix(" RETURNING id"), values)
         else:
             row = await self._fetchone(_CLAIM_SQL, values, write=True)
@@ -281,10 +281,11 @@ class PaymentStore(Repository):
         if holder is not None:
             sql += " AND owner = ?"
             params.append(holder)
-        if self.audit is not None and any(c not in ("owner", "lease_until") for c in changes):
+        trail = self.audit if self.audit is not None and not self.audit.in_db else None  # in_db: triggers log it
+        if trail is not None and any(c not in ("owner", "lease_until") for c in changes):
             error = changes.get("error")
             kind = "payment.abandoned" if str(error).startswith("abandoned") else None
-            return await self.audit.change(self.db, sql, params, data={"error": error} if error else None, kind=kind,
+            return await trail.change(self.db, sql, params, data={"error": error} if error else None, kind=kind,
                                            previous=from_states[0],
                                            key=None if len(from_states) == 1 else ("id", rid)) is not None
         return await self._execute(sql, params) == 1

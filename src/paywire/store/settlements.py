@@ -387,9 +387,12 @@ class SettlementStore:
         )
         return n == 1
 
-    async def note(self, settlement_id: str, message: str) -> None:
-        """Keep the latest observation on an open row (shown by ``GET /settlements/{id}``)."""
-        await self.db.execute(
-            f"UPDATE {TABLE} SET error_message = ?, updated_at = ? WHERE id = ? AND state IN {_in(OPEN_STATES)}",
-            (message[:500], time.time(), settlement_id, *OPEN_STATES),
-        )
+    async def note(self, settlement_id: str, message: str, *, kind: str | None = None) -> None:
+        """Keep the latest observation on an open row (shown by ``GET /settlements/{id}``); ``kind``: a reconciler
+        action the audit log records (``settlement.rebroadcast``) when auditing is on."""
+        sql = f"UPDATE {TABLE} SET error_message = ?, updated_at = ? WHERE id = ? AND state IN {_in(OPEN_STATES)}"
+        params = (message[:500], time.time(), settlement_id, *OPEN_STATES)
+        if kind is not None and self.audit is not None:
+            await self._change(sql, params, sid=settlement_id, kind=kind, data={"action": message[:200]})
+            return
+        await self.db.execute(sql, params)

@@ -17,13 +17,11 @@ non-payment (``refused``/``declined``/``dry_run``). ``budget`` tracks the row's 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import json
-import sqlite3
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -188,6 +186,8 @@ register("buyer", [[
     # and the seller's signed offer and receipt (x402 offer-receipt) as JSON: what was promised and paid
     "ALTER TABLE buyer_payments ADD COLUMN identity TEXT",
     "ALTER TABLE buyer_payments ADD COLUMN proofs TEXT",
+], [
+    "ALTER TABLE buyer_payments ADD COLUMN audit TEXT",  # the seller's audit reference (JSON), see Receipt.audit
 ]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
@@ -226,36 +226,6 @@ def _needed(policy: Limits) -> list[str]:
             if policy.limit(rule) is not None]
 
 
-class _SyncSqlite:
-    """An ``Executor`` whose coroutines finish without suspending (plain sqlite3 calls), so a whole
-    transaction written against the async API runs synchronously in one worker call (see ``_drive``)."""
-
-    dialect = "sqlite"
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        return self._conn.execute(sql, tuple(params)).rowcount
-
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row = self._conn.execute(sql, tuple(params)).fetchone()
-        return dict(row) if row is not None else None
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return [dict(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
-
-
-def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never suspends to completion, without an event loop."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("a synchronous SQLite step tried to suspend")
-
-
 def row_to_receipt(row: Row) -> Receipt:
     d: dict[str, Any] = {k: row.get(k) for k in _RECEIPT_FIELDS if k in row}
     if d.get("amount") is not None:
@@ -292,8 +262,6 @@ class SpendLedger:
         self.account = account
         self._clock = clock
         self._ready = False
-        self._sq_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._sq_conn: sqlite3.Connection | None = None
         self.audit: AuditTrail | None = None
         """Set (``paywire.audit.wiring.enable_audit``) to queue an audit event with every change, in its transaction."""
 
@@ -363,12 +331,13 @@ class SpendLedger:
         day = utc_day(now)
         result: Reservation[C] | BudgetRefused[C]
         if isinstance(self.db, SqliteDatabase):
-            def step(ex: Executor) -> Coroutine[Any, Any, Any]:
-                return self._first_within(ex, policy, candidates, day, fields)
+            # one BEGIN IMMEDIATE transaction, committed before ``reserve`` returns (so before anything is signed):
+            # on the event loop's thread when the write lock is free at once, else in one hop to the database's
+            # transaction thread, which waits for it; SQLite serializes it against every connection and process
+            async def step(ex: Executor) -> Any:
+                return await self._first_within(ex, policy, candidates, day, fields)
 
-            result = self.db.try_inline_tx(lambda conn: _drive(step(_SyncSqlite(conn))))
-            if result is INLINE_MISS:  # another writer holds the lock: wait for it on the ledger's own thread
-                result = await self._sqlite_tx(step)
+            result = await in_transaction(self.db, step)
             return result
         async with _tx_lock(self.db), self.db.transaction() as tx:
             if self.db.dialect == "postgres":
@@ -376,42 +345,8 @@ class SpendLedger:
             result = await self._first_within(tx, policy, candidates, day, fields)
             return result
 
-    # SQLite: the whole reservation is one BEGIN IMMEDIATE transaction run synchronously: on the event loop's
-    # thread when the write lock is free at once (no thread hop), else as one call on the ledger's own
-    # connection and thread, which waits for the lock. Either way it is committed before ``reserve`` returns,
-    # so before anything is signed, and SQLite serializes it against every other connection and process.
-
-    async def _sqlite_tx(self, step: Callable[[Executor], Coroutine[Any, Any, Any]]) -> Any:
-        if self._sq_pool is None:
-            self._sq_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paywire-spend")
-        return await asyncio.wrap_future(self._sq_pool.submit(self._sqlite_run, step))
-
-    def _sqlite_run(self, step: Callable[[Executor], Coroutine[Any, Any, Any]]) -> Any:
-        if self._sq_conn is None:
-            assert isinstance(self.db, SqliteDatabase)
-            conn = sqlite3.connect(self.db.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")  # as paywire.store.db: WAL, durable across app crashes
-            self._sq_conn = conn
-        conn = self._sq_conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = _drive(step(_SyncSqlite(conn)))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
     async def aclose(self) -> None:
-        """Close the ledger's own SQLite connection (the ``Database`` is the caller's to close)."""
-        pool, conn = self._sq_pool, self._sq_conn
-        self._sq_pool = self._sq_conn = None
-        if pool is not None:
-            if conn is not None:
-                await asyncio.wrap_future(pool.submit(conn.close))
-            pool.shutdown(wait=False)
+        """Nothing of its own to close (the ``Database`` is the caller's to close); kept for callers."""
 
     async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
                       budget: str, x402_version: int | None = None, candidate: Payable | None = None,
@@ -463,10 +398,10 @@ class SpendLedger:
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
                      status_code: int | None = None, rule: str | None = None, reason: str | None = None,
-                     identity: str | None = None, proofs: str | None = None) -> bool:
+                     identity: str | None = None, proofs: str | None = None, audit: str | None = None) -> bool:
         """Move a reserved/held row to its final state (compare-and-set: a row already committed or released
         is never changed). ``budget`` is ``committed``, ``held`` or ``released``. ``identity``: the DID the buyer
-        proved; ``proofs``: the seller's signed offer and receipt (JSON)."""
+        proved; ``proofs``: the seller's signed offer and receipt (JSON); ``audit``: the seller's audit reference."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
         extra, extra_params = "", ()  # type: tuple[str, tuple[str | None, ...]]
@@ -474,8 +409,10 @@ class SpendLedger:
             extra, extra_params = "identity = COALESCE(?, identity), proofs = COALESCE(?, proofs), ", (identity, proofs)
         sql = ("UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
                "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
-               f"{extra}updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')")
-        params = (outcome, budget, tx, status_code, rule, reason, *extra_params, self._clock(), row_id, self.account)
+               f"{extra}audit = COALESCE(?, audit), updated_at = ? WHERE id = ? AND account = ? "
+               "AND budget IN ('reserved', 'held')")
+        params = (outcome, budget, tx, status_code, rule, reason, *extra_params, audit, self._clock(), row_id,
+                  self.account)
         if self.audit is not None:
             data = {k: v for k, v in (("rule", rule), ("reason", reason), ("identity", identity)) if v}
             return await self.audit.change(self.db, sql, params, key=("id", row_id), data=data or None) is not None

@@ -170,6 +170,8 @@ def mpp_receipt(method: str, challenge_id: str, res: SettleResponse, now: float)
     extra: dict[str, Any] = {}
     if method == EVM and res.network.startswith("eip155:"):
         extra["chainId"] = chain_id_of(res.network)
+    if res.extensions and isinstance(res.extensions.get("audit"), dict):  # the seller's audit reference
+        extra["audit"] = res.extensions["audit"]
     return Receipt.success(method, res.transaction, now=now, challenge_id=challenge_id, **extra)
 
 

@@ -1,0 +1,96 @@
+"""On SQLite the seller ledger's events are written by TEMP triggers inside the change's own statement (issue 12:
+the paid path's cheap way). They must say exactly what the Python writer says (canonical RFC 8785 bytes, same
+subject, kind, previous state, secrets digested), on every connection the store may use: inline, the worker
+thread, the transaction thread and a fresh transaction connection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from paywire.audit.ledger import SELLER
+from paywire.audit.store import QUEUE
+from paywire.audit.wiring import AuditTrail, enable_audit
+from paywire.mpp.jcs import canonicalize
+from paywire.store.db import Executor, SqliteDatabase
+from paywire.store.payments import NewPayment, PaymentStore
+
+pytestmark = pytest.mark.asyncio
+
+
+def _payment(n: int) -> NewPayment:
+    return NewPayment(auth_key=f"eip155:8453:0xtoken:0xpayer:0x{n:064x}", payment_id=f"pay-{n}", payload_hash="h",
+                      route="GET /paid", method="GET", path="/paid", settle_mode="after", x402_version=2,
+                      scheme="exact", network="eip155:8453", asset="0x" + "aa" * 20, pay_to="0x" + "bb" * 20,
+                      amount=10_000, decimals=6, payer="0x" + "cc" * 20, payload="{}", requirements="{}")
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[PaymentStore]:
+    s = PaymentStore(SqliteDatabase(tmp_path / "seller.db"))
+    await s.migrate()
+    yield s
+    await s.db.aclose()
+
+
+async def _queued(s: PaymentStore) -> list[bytes]:
+    return [str(r["entry"]).encode() for r in await s.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
+
+
+async def test_trigger_events_are_the_python_events(store: PaymentStore) -> None:
+    trail = await enable_audit(store, "seller", "seller-eu1-7")
+    assert trail.in_db, "on SQLite the seller's events are written by the database"
+    rec = await store.claim(_payment(1), "me", 30)
+    assert rec is not None
+    assert await store.update(rec.id, "me", ["verifying"], state="claimed")
+    assert await store.update(rec.id, "me", ["claimed"], owner="me", lease_until=1.0), "a lease change"
+    assert await store.update(rec.id, "me", ["claimed"], state="settling")
+    assert await store.update(rec.id, "me", ["settling"], state="failed", owner=None, error="Bearer abc.def")
+    entries = await _queued(store)
+    assert len(entries) == 4, f"one event per money change, none for the lease: {len(entries)}"
+    python = AuditTrail(SELLER, "seller-eu1-7")
+    row = await store.db.fetchone("SELECT * FROM seller_payments WHERE id = ?", (rec.id,))
+    assert row is not None
+    states = [(None, "verifying", {}), ("verifying", "claimed", {}), ("claimed", "settling", {}),
+              ("settling", "failed", {"error": "Bearer abc.def"})]
+    for entry, (previous, state, data) in zip(entries, states, strict=True):
+        event = json.loads(entry)
+        assert canonicalize(event) == entry, f"the trigger's event is canonical JSON (RFC 8785): {entry!r}"
+        want = json.loads(python.event(state, SELLER.subject({**row, "tx": row["tx"]}), previous, data))
+        for e in (event, want):
+            e.pop("time")
+        assert event == want, f"the trigger's event is the Python writer's:\n{event}\n{want}"
+    assert "Bearer" not in entries[-1].decode(), "a secret-looking error is recorded as its digest"
+    assert json.loads(entries[0])["time"].endswith("Z"), "time is RFC 3339 UTC"
+
+
+async def test_every_connection_of_the_store_logs_its_changes(store: PaymentStore) -> None:
+    await enable_audit(store, "seller", "seller-1")
+    db = store.db
+    assert isinstance(db, SqliteDatabase)
+    rec = await store.claim(_payment(2), "me", 30)  # inline
+    assert rec is not None
+    sql = "UPDATE seller_payments SET state = ?, updated_at = 1 WHERE id = ?"
+    await db.execute(sql, ("claimed", rec.id))  # the worker thread's connection
+
+    async def body(tx: Executor) -> Any:
+        return await tx.execute(sql, ("settling", rec.id))
+
+    await db.run_transaction(body)  # the transaction thread's connection
+    async with db.transaction() as tx:  # a new connection
+        await tx.execute(sql, ("served", rec.id))
+    kinds = [json.loads(e)["kind"] for e in await _queued(store)]
+    assert kinds == ["payment.claimed", "payment.verified", "payment.settling", "payment.served"], \
+        f"each connection wrote its change's event: {kinds}"
+
+
+async def test_audit_off_installs_no_triggers(store: PaymentStore) -> None:
+    rec = await store.claim(_payment(3), "me", 30)
+    assert rec is not None and store.audit is None
+    rows = await store.db.fetchall("SELECT name FROM sqlite_temp_master WHERE type = 'trigger'")
+    assert rows == [], f"no triggers without auditing: {rows}"
