@@ -72,7 +72,9 @@ class World:
     runs: dict[str, int] = field(default_factory=dict)
 
     def use(self, engine: RiskEngine, **kw: Any) -> RiskEngine:
-        self.mw.flow.risk = SellerRisk(engine, trust_forwarded=True, **kw)
+        risk = SellerRisk(engine, trust_forwarded=True, **kw)
+        risk.bind(self.mw.flow.payments.db, self.mw.flow)
+        self.mw.flow.risk = risk
         return engine
 
     def engine(self, rules: str | None = None, **kw: Any) -> RiskEngine:
@@ -125,6 +127,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
                                assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm=REALM,
                                mpp_secret=SECRET)
         async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
+            await mw.flow.startup()
             yield World(net, url, http, mw, fac, sanctions, records, fac_url, runs)
         await mw.flow.aclose()
     await records.aclose()
@@ -217,7 +220,7 @@ async def test_challenge_asks_for_a_fresh_payment_without_a_facilitator_call(wor
     verifies, before = world.facilitator["/verify"], await world.balances()
     r = await world.get("/thing", await world.x402())
     assert r.status_code == 402, r.text
-    assert r.json()["error"] == "risk_challenge:needs_challenge", r.json()
+    assert r.json()["error"].startswith("risk_challenge:needs_challenge; bring an identity proof"), r.json()
     assert decode_payment_required(r.headers["payment-required"]).accepts, "no fresh challenge offered"
     assert world.facilitator["/verify"] == verifies, "a challenged payment reached the facilitator"
     assert await world.balances() == before

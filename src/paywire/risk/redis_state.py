@@ -15,10 +15,11 @@ Needs the ``redis`` package (``pip install paywire[risk]``). A refused connectio
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from paywire.risk.features import BUCKETS, Counter, Observed, Plan
+from paywire.risk.features import BUCKETS, Counter, Observed, Plan, amount_bin, summarize
 from paywire.risk.state import StateUnavailable
 
 SCRIPT = """
@@ -86,6 +87,42 @@ end
 return out
 """
 
+STATS_ADD = """
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. ':s', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+"""Amount histograms: one hash per route (payee) of ``<slice>:<bin>`` counts and ``<slice>:s`` sums."""
+STATS_READ = """
+local low = tonumber(ARGV[1])
+local fields = redis.call('HGETALL', KEYS[1])
+local out = {}
+for j = 1, #fields, 2 do
+  local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
+  if t == nil or t <= low then
+    redis.call('HDEL', KEYS[1], fields[j])
+  else
+    out[#out + 1] = fields[j]
+    out[#out + 1] = fields[j + 1]
+  end
+end
+return out
+"""
+
+
+def _histogram(cells: Sequence[Any]) -> tuple[int, float, float]:
+    bins: dict[int, int] = {}
+    total = 0.0
+    for j in range(0, len(cells), 2):
+        name = cells[j].decode() if isinstance(cells[j], bytes) else str(cells[j])
+        _, b = name.split(":", 1)
+        if b == "s":
+            total += float(cells[j + 1])
+        else:
+            bins[int(b)] = bins.get(int(b), 0) + int(cells[j + 1])
+    return summarize(bins, total)
+
 
 def _safe(key: str) -> str:
     """Keys carry request values (IPs, agent names): long ones are hashed so a key stays small."""
@@ -109,6 +146,8 @@ class RedisState:
         self._redis = client or aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                                         retry_on_timeout=False)
         self._script = self._redis.register_script(SCRIPT)
+        self._stats_add = self._redis.register_script(STATS_ADD)
+        self._stats_read = self._redis.register_script(STATS_READ)
 
     async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
         try:
@@ -127,19 +166,43 @@ class RedisState:
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add)
-        out = await self._run(keys, args)
+        stats = (0, 0.0, 0.0)
+        if plan.stats is not None and windows:  # both scripts in one round trip
+            longest = max(windows)
+            low = math.floor(now * BUCKETS / longest) - BUCKETS
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                await self._script(keys=keys, args=args, client=pipe)
+                await self._stats_read(keys=[_safe(self.prefix + plan.stats)], args=[low], client=pipe)
+                out, cells = await pipe.execute()
+            except self._errors as exc:
+                raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
+            stats = _histogram(cells)
+        else:
+            out = await self._run(keys, args)
         age = float(out[0])
         n = len(windows)
         seen = {}
         for i, c in enumerate(plan.counters):
             cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
             seen[c.key] = tuple((int(cells[2 * j]), float(cells[2 * j + 1])) for j in range(n))
-        return Observed(seen, None if age < 0 else age)
+        return Observed(seen, None if age < 0 else age, stats=stats)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
             keys, args = self._args(counters, windows, now, None, lambda c: c.add)
             await self._run(keys, args)
+
+    async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:
+        if not windows:
+            return
+        longest = max(windows)
+        t = math.floor(now * BUCKETS / longest)
+        try:
+            await self._stats_add(keys=[_safe(self.prefix + key)],
+                                  args=[t, amount_bin(amount), repr(amount), math.ceil(longest + longest / BUCKETS)])
+        except self._errors as exc:
+            raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()
