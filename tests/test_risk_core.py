@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import subprocess
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -276,6 +279,32 @@ async def redis_proxy() -> AsyncIterator[tuple[str, asyncio.AbstractServer, set[
             w.close()
 
 
+@contextlib.contextmanager
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A redis-server of this test alone (no TCP port: a unix socket in a fresh directory), so the test can kill
+    it; yields its URL and process once it says it accepts connections."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("redis")
+    d = tempfile.mkdtemp(prefix="pw-redis-")
+    sock = f"{d}/redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+                             "--save", "", "--appendonly", "no", "--dir", d], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the server's own log line, not a timer
+            if "ready to accept connections" in line.lower():
+                break
+        else:
+            raise RuntimeError("redis-server exited before accepting connections")
+        proc.stdout.close()
+        yield f"unix://{sock}?db=0", proc
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def kill(server: asyncio.AbstractServer, writers: set[asyncio.StreamWriter]) -> None:
     server.close()
     for w in writers:
@@ -308,14 +337,15 @@ async def test_two_engines_on_one_redis_share_one_count() -> None:
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str, caplog: pytest.LogCaptureFixture) -> None:
-    """Redis becomes unreachable mid-run: fail-open keeps deciding on lists (counters at 0), fail-closed denies
-    with ``risk_unavailable``; both are marked degraded and /metrics shows the backend down."""
-    async with redis_proxy() as (url, server, writers):
+    """A private redis-server is killed (SIGKILL) mid-run: fail-open keeps deciding on lists (counters at 0),
+    fail-closed denies with ``risk_unavailable``; both are marked degraded and /metrics shows the backend down."""
+    with private_redis() as (url, proc):
         state = redis_state(f"pw:test:{uuid.uuid4().hex}:", url)
         engine = RiskEngine(state=state, fail={"payment": mode}, lists=RiskLists(deny=["0xdead"]))
         try:
             before = await engine.check(event("payment"))
-            kill(server, writers)
+            proc.kill()
+            proc.wait()
             during = await engine.check(event("payment"))
             listed = await engine.check(event("payment", payer="0xDEAD"))
         finally:
