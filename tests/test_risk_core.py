@@ -511,3 +511,11 @@ async def test_an_unreadable_list_store_keeps_the_last_lists(tmp_path: Path, cap
     d = await engine.check(event("payment", payer="0xbad"))
     assert (d.action, d.rule) == ("deny", "denylisted_payer"), d
     assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+async def test_lists_given_in_code_can_be_replaced_while_running() -> None:
+    engine = RiskEngine(sample_allows=0)
+    assert (await engine.check(event("payment", payer="0xBAD"))).action == "allow"
+    engine.lists.deny = ["0xbad"]
+    d = await engine.check(event("payment", payer="0xBAD"))
+    assert (d.action, d.rule) == ("deny", "denylisted_payer"), d

@@ -103,14 +103,36 @@ class RiskLists:
                  sanctions: str | Path | SanctionsFile | None = None, check_every: float = 1.0,
                  store: Any = None, store_every: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.allow = frozenset(_norm(a) for a in allow)
-        self.deny = frozenset(_norm(a) for a in deny)
+        self._given_allow = frozenset(_norm(a) for a in allow)
+        self._given_deny = frozenset(_norm(a) for a in deny)
+        self._sql_allow: frozenset[str] = frozenset()
+        self._sql_deny: frozenset[str] = frozenset()
         self.sanctions = (sanctions if isinstance(sanctions, SanctionsFile) or sanctions is None
                           else SanctionsFile(sanctions, check_every=check_every))
         self.store, self.store_every, self._clock = store, store_every, clock
         self._next = 0.0
         self._store_version = ""
-        self._allow, self._deny = self.allow, self.deny
+        self._allow, self._deny = self._given_allow, self._given_deny
+
+    @property
+    def allow(self) -> frozenset[str]:
+        """The allow list given in code (the SQL store's entries are added to it when decisions look up)."""
+        return self._given_allow
+
+    @allow.setter
+    def allow(self, values: Iterable[str]) -> None:
+        self._given_allow = frozenset(_norm(a) for a in values)
+        self._allow = self._given_allow | self._sql_allow
+
+    @property
+    def deny(self) -> frozenset[str]:
+        """The deny list given in code (the SQL store's entries are added to it when decisions look up)."""
+        return self._given_deny
+
+    @deny.setter
+    def deny(self, values: Iterable[str]) -> None:
+        self._given_deny = frozenset(_norm(a) for a in values)
+        self._deny = self._given_deny | self._sql_deny
 
     async def refresh(self) -> None:
         """Re-read the SQL lists when ``store_every`` has passed since the last read (no store: nothing)."""
@@ -129,7 +151,8 @@ class RiskLists:
         if version != self._store_version:
             log.info("paywire risk: allow/deny lists from the store: %d allowed, %d denied (%s)", len(allow),
                      len(deny), version)
-        self._allow, self._deny, self._store_version = self.allow | allow, self.deny | deny, version
+        self._sql_allow, self._sql_deny, self._store_version = allow, deny, version
+        self._allow, self._deny = self._given_allow | allow, self._given_deny | deny
 
     @property
     def version(self) -> str:
