@@ -93,15 +93,17 @@ class SellerRisk:
     _db: Any = field(default=None, init=False, repr=False)
 
     async def startup(self, db: Any, flow: Any = None) -> None:
-        """Called by the flow once its store is open: an engine without a recorder records into that store;
-        a challenge checks identity proofs with the flow's settings (agent directories, EIP-1271 chains)."""
-        self.bind(db, flow)
-        if self.engine.recorder is None:
-            from paywire.store.risk import RiskRecords
+        """Called by the flow once its store is open: an engine without a recorder records into that store, and
+        reads the allow/deny lists kept there (unless given another list store); a challenge checks identity proofs with the flow's settings (agent directories, EIP-1271 chains)."""
+        from paywire.store.risk import RiskListStore, RiskRecords
 
-            records = RiskRecords(db)
-            await records.migrate()
+        self.bind(db, flow)
+        records = RiskRecords(db)
+        await records.migrate()
+        if self.engine.recorder is None:
             self.engine.recorder = records
+        if self.engine.lists.store is None:  # `paywire risk lists add deny …` on the seller's store applies
+            self.engine.lists.store = RiskListStore(db)
 
     def bind(self, db: Any, flow: Any = None) -> None:
         """Use ``db`` (the seller's store) for identity nonces and ``flow``'s identity settings."""
