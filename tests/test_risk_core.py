@@ -519,3 +519,12 @@ async def test_lists_given_in_code_can_be_replaced_while_running() -> None:
     engine.lists.deny = ["0xbad"]
     d = await engine.check(event("payment", payer="0xBAD"))
     assert (d.action, d.rule) == ("deny", "denylisted_payer"), d
+
+
+async def test_a_forger_naming_an_allowlisted_payer_still_meets_the_failure_storm() -> None:
+    """Before verify the payer is only claimed: the allow list must not let a failing IP through."""
+    engine = RiskEngine(lists=RiskLists(allow=["0xa11"]), sample_allows=0)
+    for _ in range(5):
+        await engine.note_failure(event("payment", payer="0xA11"), "invalid_exact_evm_payload_signature")
+    d = await engine.check(event("payment", payer="0xA11"))
+    assert (d.action, d.rule) == ("deny", "failure_storm"), d
