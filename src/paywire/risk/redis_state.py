@@ -6,6 +6,8 @@ count. Each counter is one hash holding, per window, at most :data:`~paywire.ris
 buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
 bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
 windows simply lets the old buckets expire (they are dropped on the next read).
+A route's (payee's) amount histogram is one more hash (``<slice>:<bin>`` counts, ``<slice>:s`` sums, 12 time
+slices of the longest window, with a TTL), read by the same script and added to after an outcome.
 Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
 
 Needs the ``redis`` package (``pip install paywire[risk]``). A refused connection or a timeout raises
@@ -26,7 +28,9 @@ SCRIPT = """
 local now = tonumber(ARGV[1])
 local nw = tonumber(ARGV[2])
 local ttl_seen = tonumber(ARGV[3])
-local has_seen = tonumber(ARGV[4])
+local flags = tonumber(ARGV[4])
+local has_seen = flags % 2
+local has_stats = math.floor(flags / 2)
 local nb = tonumber(ARGV[5])
 local widths, current, oldest = {}, {}, {}
 local longest = 0
@@ -53,7 +57,7 @@ if has_seen == 1 then
 end
 out[1] = age
 local a = 6 + nw
-for c = 0, #KEYS - ki do
+for c = 0, #KEYS - ki - has_stats do
   local key = KEYS[ki + c]
   local inc = tonumber(ARGV[a + 3 * c])
   local amt = ARGV[a + 3 * c + 1]
@@ -84,6 +88,20 @@ for c = 0, #KEYS - ki do
     out[#out + 1] = tostring(sum[tostring(widths[w])])
   end
 end
+if has_stats == 1 then  -- the amount histogram: live slices' fields, expired ones dropped
+  local skey = KEYS[#KEYS]
+  local low = tonumber(ARGV[#ARGV])
+  local fields = redis.call('HGETALL', skey)
+  for j = 1, #fields, 2 do
+    local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
+    if t == nil or t <= low then
+      redis.call('HDEL', skey, fields[j])
+    else
+      out[#out + 1] = fields[j]
+      out[#out + 1] = fields[j + 1]
+    end
+  end
+end
 return out
 """
 
@@ -94,23 +112,6 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 """Amount histograms: one hash per route (payee) of ``<slice>:<bin>`` counts and ``<slice>:s`` sums."""
-STATS_READ = """
-local low = tonumber(ARGV[1])
-local fields = redis.call('HGETALL', KEYS[1])
-local out = {}
-for j = 1, #fields, 2 do
-  local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
-  if t == nil or t <= low then
-    redis.call('HDEL', KEYS[1], fields[j])
-  else
-    out[#out + 1] = fields[j]
-    out[#out + 1] = fields[j + 1]
-  end
-end
-return out
-"""
-
-
 def _histogram(cells: Sequence[Any]) -> tuple[int, float, float]:
     bins: dict[int, int] = {}
     total = 0.0
@@ -147,7 +148,6 @@ class RedisState:
                                                         retry_on_timeout=False)
         self._script = self._redis.register_script(SCRIPT)
         self._stats_add = self._redis.register_script(STATS_ADD)
-        self._stats_read = self._redis.register_script(STATS_READ)
 
     async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
         try:
@@ -157,36 +157,29 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
-              count_of: Any) -> tuple[list[str], list[Any]]:
+              count_of: Any, stats: str | None = None) -> tuple[list[str], list[Any]]:
         keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
-        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, 1 if first else 0, BUCKETS, *windows]
+        flags = (1 if first else 0) + (2 if stats else 0)
+        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, flags, BUCKETS, *windows]
         for c in counters:
             args += [count_of(c), repr(c.amount), 1 if c.only_if_new else 0]
+        if stats:
+            keys.append(_safe(self.prefix + stats))
+            args.append(math.floor(now * BUCKETS / max(windows)) - BUCKETS)
         return keys, args
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
-        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add)
-        stats = (0, 0.0, 0.0)
-        if plan.stats is not None and windows:  # both scripts in one round trip
-            longest = max(windows)
-            low = math.floor(now * BUCKETS / longest) - BUCKETS
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                await self._script(keys=keys, args=args, client=pipe)
-                await self._stats_read(keys=[_safe(self.prefix + plan.stats)], args=[low], client=pipe)
-                out, cells = await pipe.execute()
-            except self._errors as exc:
-                raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
-            stats = _histogram(cells)
-        else:
-            out = await self._run(keys, args)
+        stats = plan.stats if windows else None
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add, stats)
+        out = await self._run(keys, args)
         age = float(out[0])
         n = len(windows)
         seen = {}
         for i, c in enumerate(plan.counters):
             cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
             seen[c.key] = tuple((int(cells[2 * j]), float(cells[2 * j + 1])) for j in range(n))
-        return Observed(seen, None if age < 0 else age, stats=stats)
+        summary = _histogram(out[1 + 2 * n * len(plan.counters):]) if stats else (0, 0.0, 0.0)
+        return Observed(seen, None if age < 0 else age, stats=summary)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
