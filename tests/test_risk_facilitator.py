@@ -84,12 +84,17 @@ async def test_facilitator_metrics_include_risk_counters(net) -> None:
     fac = Facilitator([facilitator_for(net)], risk=engine)
     req = offer(net)
     await fac.settle(await sign(req, payer_of(net)), req)
+    good = await sign(req, payer_of(net))
+    await fac.verify(PaymentPayload(accepted=good.accepted, payload={**good.payload, "signature": "0x" + "22" * 65}),
+                     req)
     async with serve_asgi(create_app(fac)) as url, httpx.AsyncClient() as http:
         text = (await http.get(url + "/metrics")).text
     line = ('paywire_risk_decisions_total{checkpoint="settle",rule="denylisted_payer",action="deny",'
             'shadow="false"} 1')
     assert line in text, text
     assert "paywire_risk_backend_up 1" in text, text
+    assert 'paywire_risk_failures_total{checkpoint="settle",kind="invalid"} 1' in text, text
+    assert "# TYPE paywire_risk_challenges_total counter" in text, text
 
 
 async def test_facilitator_config_turns_risk_on() -> None:

@@ -285,3 +285,23 @@ async def test_risk_rules_option_turns_risk_on_and_records_into_the_seller_store
 def _reset(world: World) -> None:
     world.runs.clear()
 
+
+
+async def test_seller_reads_the_allow_and_deny_lists_of_its_own_store(world: World, tmp_path) -> None:
+    """``risk=True``: an entry added to the seller's store (as ``paywire risk lists add`` does) denies the next
+    payment from that payer without a restart; nothing reaches the facilitator or moves."""
+    from paywire.store.risk import RiskListStore
+
+    mw = PaymentMiddleware(shop({}), [PaidRoute("GET /thing", offers=(Offer(price=PRICE, asset=world.net.asset),))],
+                           HttpFacilitatorClient(world.facilitator_url), store=f"sqlite:///{tmp_path / 's.db'}",
+                           assets=AssetRegistry((world.net.asset,)), pay_to=world.net.payee.address, risk=True)
+    async with serve_asgi(mw) as url:
+        payment = await world.x402()
+        await mw.flow.startup()
+        lists = RiskListStore(mw.flow.payments.db)
+        await lists.add("deny", world.net.payer.address, note="test")
+        before, verifies = await world.balances(), world.facilitator["/verify"]
+        r = await world.http.get(url + "/thing", headers={"PAYMENT-SIGNATURE": payment})
+    await mw.flow.aclose()
+    assert (r.status_code, r.json()["rule"]) == (403, "denylisted_payer"), r.text
+    assert (await world.balances(), world.facilitator["/verify"]) == (before, verifies)
