@@ -305,3 +305,24 @@ async def test_seller_reads_the_allow_and_deny_lists_of_its_own_store(world: Wor
     await mw.flow.aclose()
     assert (r.status_code, r.json()["rule"]) == (403, "denylisted_payer"), r.text
     assert (await world.balances(), world.facilitator["/verify"]) == (before, verifies)
+
+
+async def test_seller_feeds_failures_by_kind_and_verified_amounts(world: World) -> None:
+    """An expired authorization through the seller counts as ``expired`` against the payer and IP; a verified
+    payment's amount joins the route's statistics."""
+    from paywire.risk.model import Event
+
+    engine = world.engine(count_all=True)
+    world.sanction()
+    r = await world.http.get(world.url + "/thing")
+    req = decode_payment_required(r.headers["payment-required"]).accepts[0]
+    expired = encode_payment_payload(await sign(req, payer_of(world.net), clock=lambda: 1_000_000.0))
+    refused = await world.get("/thing", expired, ip="198.51.100.44")
+    served = await world.get("/thing", await world.x402(), ip="198.51.100.45")
+    assert (refused.status_code, served.status_code) == (402, 200), (refused.text, served.text)
+    assert engine.metrics.failures == {("payment", "expired"): 1}, engine.metrics.failures
+    d = await engine.check(Event("payment", ip="198.51.100.44", route=world.mw.flow.seller.routes[0].key,
+                                 payer=world.net.payer.address, amount=PRICE, payment_key="k"))
+    assert (d.features["ip_expired_1m"], d.features["payer_expired_1h"], d.features["payer_failures_1h"]) == \
+        (1, 1, 1), d.features
+    assert (d.features["route_amount_samples"], d.features["route_amount_mean"]) == (1, pytest.approx(0.01))
