@@ -326,3 +326,17 @@ async def test_seller_feeds_failures_by_kind_and_verified_amounts(world: World) 
     assert (d.features["ip_expired_1m"], d.features["payer_expired_1h"], d.features["payer_failures_1h"]) == \
         (1, 1, 1), d.features
     assert (d.features["route_amount_samples"], d.features["route_amount_mean"]) == (1, pytest.approx(0.01))
+
+
+async def test_junk_payments_refused_before_verify_count_toward_the_failure_storm(world: World) -> None:
+    """Payments the seller refuses on its own (unreadable headers) are failures of the IP: after five, the IP's
+    next payment — even a valid one — is 403 too_many_failures; no request reached the facilitator."""
+    engine = world.engine()
+    world.sanction()
+    verifies = world.facilitator["/verify"]
+    junk = [await world.get("/thing", "bm90IGEgcGF5bWVudA==", ip="203.0.113.77") for _ in range(5)]
+    valid = await world.get("/thing", await world.x402(), ip="203.0.113.77")
+    assert {r.status_code for r in junk} == {402}, [r.text for r in junk]
+    assert (valid.status_code, valid.json()["reason"]) == (403, "too_many_failures"), valid.text
+    assert world.facilitator["/verify"] == verifies
+    assert engine.metrics.failures == {("request", "invalid"): 5}, engine.metrics.failures

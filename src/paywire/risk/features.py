@@ -63,14 +63,15 @@ BINS_PER_DOUBLING: Final = 4
 
 def failure_kind(reason: str | None) -> str:
     """The kind of a failure from its reason code (a facilitator's ``invalid_reason``, or a kind itself)."""
-    r = (reason or "").lower()
+    words = (reason or "").lower().replace(":", " ").split()
+    r = words[0] if words else ""  # the code, not the message after it
     if r in FAILURE_KINDS:
         return r
-    if "nonce" in r or "replay" in r or "already" in r:
+    if "already_used" in r or "replay" in r or "nonce_used" in r:
         return "replays"
     if "valid_before" in r or "valid_after" in r or "expired" in r:
         return "expired"
-    if "value" in r or "amount" in r or "underpa" in r:
+    if "authorization_value" in r or "amount" in r or "underpa" in r:
         return "underpaid"
     return "invalid"
 

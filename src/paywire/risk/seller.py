@@ -136,6 +136,20 @@ class SellerRisk:
         IP, network and payer, split by kind (failed verification, replay, underpayment, expiry)."""
         await self.engine.note_failure(self.payment_event(p, req), kind)
 
+    async def rejected(self, route: PaidRoute, req: RequestInfo, outcome: Reply | str | None) -> None:
+        """A payment the seller refused before any facilitator call (unreadable, not matching the offers, …):
+        counted against the request's IP and network (kind from its reason) — a storm of junk payments meets
+        ``failure_storm`` too. An unpaid request's 402 is not a failure."""
+        if not _has_payment(req):
+            return
+        if isinstance(outcome, Reply):
+            if outcome.status not in (400, 401, 402, 412):
+                return
+            from paywire.server.protocols.base import error_of
+
+            outcome = str(error_of(outcome) or "invalid_payment")
+        await self.engine.note_failure(self._event("request", route, req), outcome or "invalid_payment")
+
     async def verified(self, p: Proceed, req: RequestInfo) -> None:
         """The payment verified: its amount joins the route's amount statistics (mean, p99)."""
         await self.engine.note_amount(self.payment_event(p, req))

@@ -341,6 +341,8 @@ class PaymentFlow:
                     if refused is not None:
                         return Respond(refused)
             d = await self._decide(route, req)
+            if self.risk is not None and route is not None and isinstance(d, Reply | Reject):
+                await self.risk.rejected(route, req, d.reason if isinstance(d, Reject) else d)
         except ConfigError as exc:
             log.error("paywire: seller misconfigured: %s", exc)
             return Respond(json_reply(500, {"error": "seller_misconfigured", "message": str(exc)}))
