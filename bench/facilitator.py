@@ -669,10 +669,14 @@ def report(out: dict[str, Any]) -> str:
                   f"chain ceiling {ceil:.2f}x; "
                   f"paywire / chain ceiling: {r['remote_1_key_of_chain_ceiling']:.0%} (1 key), "
                   f"{r['remote_4_keys_of_chain_ceiling']:.0%} (4 keys)"]
+    cpu1, cpu4 = (s[k].get("cpu_ms_per_settlement", {}).get("server", 0.0) for k in ("ours_1_key", "ours_4_keys"))
+    lines += [f"facilitator CPU per settlement (the paywire process, /proc): {cpu1:.2f} ms (1 key), {cpu4:.2f} ms "
+              f"(4 keys); chain ceiling loop {s['chain_ceiling_1_key'].get('cpu_ms_per_settlement', {}).get('bench', 0):.2f} ms"]
     lines += [f"total {out['total_seconds']} s on {out['machine']['cpus']} CPUs, load {out['machine']['load_avg']}",
               f"aim verify_vs_official: {r['verify_vs_official']:.1f} (target >= 5)",
               f"aim settle_1_key_of_chain_ceiling: {r['settle_1_key_of_chain_ceiling']:.2f} (target >= 0.90)",
-              f"aim settle_4_keys_of_chain_ceiling: {r['settle_4_keys_of_chain_ceiling']:.2f} (target >= 0.90)"]
+              f"aim settle_4_keys_of_chain_ceiling: {r['settle_4_keys_of_chain_ceiling']:.2f} (target >= 0.90)",
+              f"aim facilitator_cpu_ms_per_settlement_1_key: {cpu1:.2f} (target <= 1.6)"]
     if "remote" in out:
         lines.append(f"aim keys_scaling_of_chain_ceiling_remote_node: {r['remote_keys_scaling_of_ceiling']:.2f} "
                      "(target >= 0.90)")

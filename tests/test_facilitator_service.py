@@ -123,6 +123,42 @@ async def test_unexpected_errors_are_json_500_without_traceback(net):
     assert "boom" not in r.text and "Traceback" not in r.text
 
 
+async def test_a_bug_on_the_verify_and_settle_routes_is_a_json_500(net):
+    """``POST /verify`` and ``/settle`` bypass Starlette: a bug below them is still 500 {"error": "internal
+    error"} with no detail, and GET on them is still 405."""
+
+    class Broken(Facilitator):
+        async def verify(self, payload, requirements):  # type: ignore[override]
+            raise RuntimeError("boom: secret detail")
+
+        async def settle(self, payload, requirements):  # type: ignore[override]
+            raise RuntimeError("boom: secret detail")
+
+    req = offer(net)
+    p = await sign(req, payer_of(net))
+    async with serve_asgi(create_app(Broken([]))) as url, httpx.AsyncClient() as http:
+        for path in ("/verify", "/settle"):
+            r = await http.post(url + path, json=body(p, req))
+            assert r.status_code == 500 and r.json() == {"error": "internal error"}, path
+            assert "boom" not in r.text and "Traceback" not in r.text
+            assert (await http.get(url + path)).status_code == 405
+
+
+async def test_verify_works_when_the_app_is_mounted_under_a_prefix(net):
+    """Mounted inside another ASGI app (``/fac``), ``POST /fac/verify`` still reaches the handler."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from tests.helpers import full_facilitator
+
+    req = offer(net)
+    p = await sign(req, payer_of(net))
+    outer = Starlette(routes=[Mount("/fac", app=create_app(full_facilitator(net)))])
+    async with serve_asgi(outer) as url, httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(url + "/fac/verify", json=body(p, req))
+    assert r.status_code == 200 and r.json()["isValid"] is True, r.text
+
+
 async def test_settle_of_a_plugin_bug_is_an_answer_not_a_500(net, tmp_path: Path):
     """Exceptions inside settle are answered as success:false JSON with HTTP 200 (checklist 39)."""
     store = await SettlementStore.open(f"sqlite:///{tmp_path / 'f.db'}")

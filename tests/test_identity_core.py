@@ -210,12 +210,20 @@ def test_signature_not_the_addresss_asks_the_chain() -> None:
     assert isinstance(got, SiwxContractCheck) and got.proof.address == signer.address, f"{got}"
 
 
-def test_erc6492_signature_is_refused_with_its_reason() -> None:
+def test_erc6492_signature_is_left_to_the_chain_and_a_malformed_one_refused() -> None:
+    """An ERC-6492 (undeployed wallet) signature goes to the chain check; one that does not decode is refused
+    there with its reason, before any call."""
+    from paywire.identity import erc6492
+
     issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
     body = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
     body["signature"] = "0x" + "11" * 96 + "6492" * 16
     got = issuer.check(base64.b64encode(json.dumps(body).encode()).decode(), URL, [NET], NOW)
-    assert isinstance(got, SiwxFailure) and got.code == "invalid_siwx_malformed_signature", f"{got}"
+    assert isinstance(got, SiwxContractCheck) and erc6492.is_wrapped(got.signature), f"{got}"
+    with pytest.raises(ValueError):
+        erc6492.unwrap(got.signature)
+    wrapped = erc6492.wrap("0x" + "ab" * 20, b"\x01" * 40, b"\x02" * 65)
+    assert erc6492.unwrap(wrapped) == ("0x" + "ab" * 20, b"\x01" * 40, b"\x02" * 65)
 
 
 def test_message_class_checks_fields() -> None:

@@ -45,6 +45,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 class Env:
     def __init__(self, net: Any, url: str, db_path: Path, hits: dict[str, int]) -> None:
         self.net, self.url, self.db_path, self.hits = net, url, db_path, hits
+        self.fac: Any = None
 
     def wallet(self, key: str | bytes | None = None) -> Wallet:
         return Wallet.from_key(key or self.net.info.payer_key, chains={self.net.info.network: self.net.chain})
@@ -80,19 +81,22 @@ def app(hits: dict[str, int]) -> Starlette:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory):
     net = await new_devnet("embedded")
-    fac = Facilitator([facilitator_for(net)])
     db_path = tmp_path_factory.mktemp("siwx") / "seller.db"
+    fac = Facilitator([facilitator_for(net, store=f"sqlite:///{db_path.parent / 'settlements.db'}")])
     routes = [
         PaidRoute("/report", (offer(net, CENT),), access_for=3600),
         PaidRoute("/items/{id}", (offer(net, CENT),), access_for=3600),
         PaidRoute("/signed", (offer(net, CENT),), identity="siwx"),
         PaidRoute("/plain", (offer(net, CENT),)),
+        PaidRoute("/free", (offer(net, CENT),), free_quota=(100, 3600)),
     ]
     hits: dict[str, int] = {}
     mw = PaymentMiddleware(app(hits), routes, LocalFacilitatorClient(fac), store=f"sqlite:///{db_path}",
                            siwx_secret=b"s" * 32, siwx_chains={net.info.network: net.chain})
     async with serve_asgi(mw) as url:
-        yield Env(net, url, db_path, hits)
+        e = Env(net, url, db_path, hits)
+        e.fac = fac
+        yield e
     await close_devnet(net)
 
 
@@ -292,6 +296,63 @@ async def test_contract_wallet_whose_eip1271_says_no_is_refused(env: Env) -> Non
     assert error_of(r).startswith("invalid_siwx_signature") and "isValidSignature" in error_of(r), error_of(r)
 
 
+def _factory_code(wallet_code: bytes) -> bytes:
+    """Creation code of a minimal CREATE2 factory: called with an owner (one word), it deploys ``wallet_code``
+    with that owner as constructor argument, the owner word as salt, and returns the wallet's address."""
+    from paywire.identity.erc6492 import assemble
+
+    n = len(wallet_code)
+    runtime = assemble((
+        ("push2", n), ("push2", "end"), ("push1", 0), "CODECOPY",  # memory: the wallet's creation code
+        ("push1", 0), "CALLDATALOAD", "DUP1", ("push2", n), "MSTORE",  # + the owner word (constructor argument)
+        ("push2", n + 32), ("push1", 0), ("push1", 0), "CREATE2",  # create2(0, 0, n + 32, salt = owner word)
+        ("push1", 0), "MSTORE", ("push1", 0x20), ("push1", 0), "RETURN", ("@", "end"))) + wallet_code
+    m = len(runtime)
+    init = assemble((("push2", m), ("push2", "end"), ("push1", 0), "CODECOPY", ("push2", m), ("push1", 0),
+                     "RETURN", ("@", "end")))
+    return init + runtime
+
+
+class CounterfactualSigner:
+    """Signs for a TestSmartWallet that is not deployed yet (ERC-6492), with its owner's key."""
+
+    def __init__(self, factory: str, wallet_code: bytes, owner: LocalSigner, key: LocalSigner | None = None) -> None:
+        from paywire.evm.crypto import address_bytes, keccak256, to_checksum
+
+        self.factory, self.owner, self.key = factory, owner, key or owner
+        self.salt = bytes(12) + address_bytes(owner.address)
+        code_hash = keccak256(wallet_code + self.salt)
+        self.address = to_checksum(keccak256(b"\xff" + address_bytes(factory) + self.salt + code_hash)[12:])
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        from paywire.identity.erc6492 import wrap
+
+        return wrap(self.factory, self.salt, await self.key.sign_digest(digest))
+
+
+async def test_undeployed_wallet_signs_in_through_erc6492_and_stays_undeployed(env: Env) -> None:
+    """The universal-validator eth_call deploys the wallet inside the call only: the sign-in is accepted (a free
+    request here), the wallet still has no code, no money moved; the owner's wrong key is refused."""
+    from paywire.chain.tx import TxSender
+    from paywire.evm.artifacts import load_artifact
+
+    wallet_code = load_artifact("TestSmartWallet").bytecode
+    factory = await TxSender(env.net.chain, env.net.deployer.private_key).deploy(_factory_code(wallet_code))
+    owner = LocalSigner.generate()
+    signer = CounterfactualSigner(factory, wallet_code, owner)
+    assert await env.net.chain.get_code(signer.address) == b""
+    before = await balance(env.net, env.net.payee.address)
+    r = await get(env.url + "/free", {"SIGN-IN-WITH-X": await proof_for(env.url + "/free", signer)})  # type: ignore[arg-type]
+    assert r.status_code == 200, f"the ERC-6492 sign-in was refused: {r.status_code} {error_of(r)}"
+    assert r.json()["identity"].endswith(signer.address), r.json()
+    assert await env.net.chain.get_code(signer.address) == b"", "the check deployed the wallet for real"
+    assert await balance(env.net, env.net.payee.address) == before
+    forged = CounterfactualSigner(factory, wallet_code, owner, key=LocalSigner.generate())
+    r = await get(env.url + "/free", {"SIGN-IN-WITH-X": await proof_for(env.url + "/free", forged)})  # type: ignore[arg-type]
+    assert r.status_code == 402 and error_of(r).startswith("invalid_siwx_signature"), error_of(r)
+    assert "ERC-6492" in error_of(r)
+
+
 # ------------------------------------------------------------------------------------------------ identity="siwx"
 
 
@@ -306,15 +367,64 @@ async def test_identity_route_refuses_an_unsigned_payment_before_money_moves(env
     assert env.hits.get("/signed", 0) == hits, "the handler ran for a refused request"
 
 
-async def test_identity_route_records_the_payers_did(env: Env) -> None:
-    async with x402_client(env.wallet(), env.policy()) as client:
+async def test_identity_route_records_the_payers_did_in_all_three_ledgers(env: Env, tmp_path: Path) -> None:
+    """Seller row, facilitator settlement row (named in the settle request) and buyer row carry the DID."""
+    from paywire.store.settlements import settlement_id
+    from paywire.store.spend import SpendLedger
+
+    store = f"sqlite:///{tmp_path / 'buyer.db'}"
+    async with x402_client(env.wallet(), env.policy(), store=store) as client:
         r = await client.get(env.url + "/signed")
     assert r.status_code == 200, f"a signed-in payment failed: {r.status_code} {r.text}"
     chain = env.net.info.network.split(":")[1]
     did = f"did:pkh:eip155:{chain}:{env.net.payer.address}"
     assert r.json()["identity"] == did, "the handler did not see the payer's DID"
     rows = [x for x in await env.rows() if x.route == "* /signed" and x.state == "served"]
-    assert rows and rows[0].identity == did, "the ledger row does not name the identity"
+    assert rows and rows[0].identity == did, "the seller's ledger row does not name the identity"
+    ledger = SpendLedger(open_database(store), env.net.payer.address)
+    try:
+        mine = (await ledger.history())[0]
+    finally:
+        await ledger.db.aclose()
+    assert mine.outcome == "paid" and mine.identity == did, "the buyer's ledger row does not name the identity"
+    assert mine.nonce is not None
+    settled = await env.fac.schemes[0].store.get(settlement_id(env.net.info.network, env.net.info.token,
+                                                     env.net.payer.address, mine.nonce))
+    assert settled is not None and settled.identity == did, "the facilitator's settlement row has no identity"
+
+
+async def _pay_with_header(env: Env, payer: LocalSigner, url: str, extra: dict[str, str]) -> httpx.Response:
+    """One x402 v2 payment by ``payer`` for ``url``, sent with ``extra`` headers (e.g. someone else's sign-in)."""
+    from paywire.schemes.evm_exact import ExactEvmClient
+    from paywire.x402.codec import decode_payment_required, encode_payment_payload
+    from paywire.x402.models import PaymentPayload
+
+    async with httpx.AsyncClient() as c:
+        pr = decode_payment_required((await c.get(url)).headers["payment-required"])
+        inner = await ExactEvmClient(payer).create_payload(pr.accepts[0])
+        header = encode_payment_payload(PaymentPayload(accepted=pr.accepts[0], payload=inner, resource=pr.resource))
+        return await c.get(url, headers={"PAYMENT-SIGNATURE": header, **extra})
+
+
+async def test_payers_own_sign_in_writes_no_nonce_and_anothers_is_spent_once(env: Env) -> None:
+    """A sign-in by the paying address needs no nonce row (a replay needs that address's payment); a sign-in by
+    another address rides on a payment once: a second payment with it is refused before money moves."""
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(env.url + "/signed")).status_code == 402  # the seller is up (its tables exist)
+    other, payer = LocalSigner.generate(), LocalSigner.generate()
+    await env.net.mint(payer.address, 10 * CENT)
+    rows = await env.nonce_rows()
+    own = await _pay_with_header(env, payer, env.url + "/signed",
+                                 {"SIGN-IN-WITH-X": await proof_for(env.url + "/signed", payer)})
+    assert own.status_code == 200 and own.json()["identity"].endswith(payer.address), own.text
+    assert await env.nonce_rows() == rows, "the payer's own sign-in wrote a nonce row"
+    proof = await proof_for(env.url + "/signed", other)
+    first = await _pay_with_header(env, payer, env.url + "/signed", {"SIGN-IN-WITH-X": proof})
+    assert first.status_code == 200 and first.json()["identity"].endswith(other.address), first.text
+    assert await env.nonce_rows() == rows + 1, "another address's sign-in was not spent"
+    second = await _pay_with_header(env, payer, env.url + "/signed", {"SIGN-IN-WITH-X": proof})
+    assert second.status_code == 402 and error_of(second).startswith("invalid_siwx_nonce_used"), error_of(second)
+    assert await balance(env.net, payer.address) == 8 * CENT, "the refused second payment moved money"
 
 
 async def test_plain_route_is_unchanged(env: Env) -> None:
@@ -410,6 +520,9 @@ async def test_identity_example_runs() -> None:
     assert lines[1].endswith("payee +$0.05"), f"the re-access paid again: {lines[1]}"
     assert "did:key:z6Mk" in lines[2], f"the signed order has no agent DID: {lines[2]}"
     assert lines[3].startswith("unsigned refused") and lines[3].endswith("payee +$0.10"), f"{lines[3]}"
+    words = lines[4].split()
+    assert lines[4].startswith("receipt signed by 0x") and words[-1].startswith("0x") and words[3] != words[-1], \
+        f"no signed receipt naming the payer: {lines[4]}"
 
 
 def _ts_peer(command: str, **args: Any) -> dict[str, Any]:

@@ -35,7 +35,8 @@ IMPORT_CLEAN = [
     "paywire.schemes", "paywire.families", "paywire.chain.family",
     "paywire.audit", "paywire.audit.merkle", "paywire.audit.note", "paywire.audit.checkpoint", "paywire.audit.events",
     "paywire.audit.verifier", "paywire.audit.proofs", "paywire.audit.export", "paywire.audit.witness_core",
-    "paywire.identity", "paywire.identity.did", "paywire.identity.siwe", "paywire.identity.siwx",
+    "paywire.identity", "paywire.identity.did", "paywire.identity.siwe", "paywire.identity.siwx", "paywire.identity.offers",
+    "paywire.identity.didweb", "paywire.identity.erc6492", "paywire.identity.metadata",
     "paywire.audit.ledger",
     # adapter packages re-export lazily too: importing the package alone opens nothing
     "paywire.chain", "paywire.store", "paywire.facilitator", "paywire.lightning", "paywire.wallet",

@@ -4,7 +4,7 @@ The parent is a real subprocess that runs ``LnbitsDev.start()`` and then waits; 
 checks, through a pidfd opened while LNbits ran, that the LNbits server process has exited, and that its data
 folder is gone. Where LNbits is not installed, the server is a stand-in: the same ``LnbitsDev`` code path (the
 same command line, environment, inherited socket and readiness probe), with ``lnbits.__main__:app`` a
-ten-line ASGI app, so the test runs in CI; the real LNbits runs where its virtualenv exists.
+ten-line ASGI app; one more case runs the real LNbits (its virtualenv is built on first use).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from paywire.lightning.lnbits_dev import _has_lnbits
+from paywire.lightning.lnbits_dev import ensure_lnbits_venv
 from tests.lightning_fixtures import VENV
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds")
@@ -107,8 +107,8 @@ def test_sigkill_of_the_parent_stops_lnbits(tmp_path: Path) -> None:
         os.close(pidfd)
 
 
-@pytest.mark.skipif(not _has_lnbits(VENV), reason=f"LNbits is not installed in {VENV}")
 def test_sigterm_to_the_parent_stops_a_real_lnbits(tmp_path: Path) -> None:
+    ensure_lnbits_venv(VENV)  # built once (file-locked) and shared with the other Lightning tests
     parent, pid, data = _start_parent(tmp_path, real=True)
     pidfd = os.pidfd_open(pid)
     try:

@@ -220,6 +220,37 @@ async def test_a_tampered_credential_gets_fresh_challenges(env: Env) -> None:
     assert await env.moved(before) == (0, 0), "a refused credential moved money"
 
 
+async def test_a_credential_buys_only_the_call_it_was_issued_for(env: Env) -> None:
+    """The challenge binds the tool's name and arguments (its digest): a credential paid for quote(ACME) is
+    refused (-32043, fresh challenges) by another tool at the same price and by quote with other arguments;
+    neither runs, no money moves; the call it was issued for still gets served with it."""
+    from mpp.extensions.mcp import MCPChallenge, MCPCredential
+    from mpp.runtime import PaymentRuntime
+
+    before, runs = await env.balances(), dict(env.runs)
+    async with http_session(env.ours_url) as session:
+        with pytest.raises(McpError) as asked:
+            await session.call_tool("quote", {"symbol": "ACME"})
+        challenge = MCPChallenge.from_dict(asked.value.error.data["challenges"][0])
+        method = env.pympp_method()
+        core = await PaymentRuntime([method]).create_credential(challenge.to_core(), method)
+        meta = MCPCredential.from_core(core, challenge).to_meta()
+        with pytest.raises(McpError) as other_tool:
+            await session.call_tool("dual", {"symbol": "ACME"}, meta=meta)
+        with pytest.raises(McpError) as other_args:
+            await session.call_tool("quote", {"symbol": "EVIL"}, meta=meta)
+        assert await env.moved(before) == (0, 0), "a credential for quote(ACME) moved money for another call"
+        assert (env.runs["dual"], env.runs["quote"]) == (runs["dual"], runs["quote"]), \
+            "a credential for quote(ACME) ran another call"
+        paid = await session.call_tool("quote", {"symbol": "ACME"}, meta=meta)
+    for refused in (other_tool, other_args):
+        assert refused.value.error.code == -32043, f"a credential for another call got {refused.value.error.code}"
+        assert refused.value.error.data["challenges"], "no fresh challenge"
+    assert not paid.isError and paid.content[0].text == "ACME: 42.00", f"the bound call failed: {paid.content}"
+    assert env.runs["quote"] - runs["quote"] == 1, "the bound call did not run once"
+    assert await env.moved(before) == (PRICE, PRICE), "the bound call did not move the price once"
+
+
 async def test_our_client_pays_a_pympp_mcp_tool(env: Env, tmp_path: Path) -> None:
     before, runs = await env.balances(), env.runs["forecast"]
     async with http_session(env.pympp_url) as session:

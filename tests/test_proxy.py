@@ -67,6 +67,7 @@ class Upstream:
         self.held = 0
         self.hold_target = 0
         self.all_held = asyncio.Event()
+        self.quote_headers: list[dict[str, str]] = []
 
     def _identity(self, request: Request) -> dict[str, str] | None:
         for name in ("payment-signature", "x-payment", "authorization"):
@@ -95,6 +96,16 @@ class Upstream:
         asked = await request.json()
         size = int(dict(p.split("=") for p in asked["query"].split("&") if p).get("size", "1"))
         return JSONResponse({"price": PRICE * size})
+
+    async def quoted(self, request: Request) -> JSONResponse:
+        """Prices itself: ``HEAD`` answers ``X-Price`` (PRICE atomic units per unit of ``size``; none for size 0)."""
+        size = int(request.query_params.get("size", "1"))
+        if request.method == "HEAD":
+            self.hits["quote"] += 1
+            self.quote_headers.append(dict(request.headers))
+            return JSONResponse(None, headers={"X-Price": str(PRICE * size)} if size else {})
+        self.hits["quoted"] += 1
+        return JSONResponse({"size": size})
 
     async def ping(self, request: Request) -> JSONResponse:
         self.hits["ping"] += 1
@@ -127,7 +138,8 @@ class Upstream:
         return Starlette(routes=[Route("/weather", self.weather), Route("/ping", self.ping),
                                  Route("/upload", self.upload, methods=["POST"]), Route("/events", self.events),
                                  Route("/mpp-upload", self.upload, methods=["POST"]),
-                                 Route("/sized", self.sized), Route("/price", self.price, methods=["POST"])])
+                                 Route("/sized", self.sized), Route("/price", self.price, methods=["POST"]),
+                                 Route("/quoted", self.quoted)])
 
 
 def write_config(path: Path, upstream: str, facilitator: str, net: Any, store: str, *, events_price: int = PRICE,
@@ -160,6 +172,10 @@ mime_type = "text/event-stream"
 [[proxy.routes]]
 path = "GET /sized"
 price_url = "{upstream}/price"
+{route}
+[[proxy.routes]]
+path = "GET /quoted"
+price_header = "X-Price"
 {route}
 [[proxy.routes]]
 path = "POST /mpp-upload"
@@ -426,6 +442,30 @@ async def test_price_from_the_pricing_endpoint_and_never_from_the_client(env: En
     assert env.upstream.hits["sized"] == hits + 1, "the upstream must run once"
 
 
+async def test_price_from_an_upstream_header(env: Env, tmp_path: Path) -> None:
+    """A ``price_header`` route: the proxy asks the upstream ``HEAD`` of the same target (credentials stripped,
+    ``Paywire-Quote: 1``) and charges its ``X-Price``; an upstream that states no price is a 502 with nothing
+    charged and the GET never forwarded."""
+    async with httpx.AsyncClient() as http:
+        first = await http.get(env.proxy.url + "/quoted?size=3", headers={"Paywire-Price": "1"})
+        unpriced = await http.get(env.proxy.url + "/quoted?size=0")
+    assert first.status_code == 402, first.text
+    assert int(decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount) == 3 * PRICE, \
+        "the 402 must ask the upstream's price"
+    assert unpriced.status_code == 502 and unpriced.json()["error"] == "pricing_unavailable", unpriced.text
+    before, hits = await env.balances(), env.upstream.hits["quoted"]
+    wallet = Wallet.from_key(env.net.info.payer_key, chains={env.net.info.network: env.net.chain})
+    async with x402_client(wallet, Policy(assets=[env.net.asset]), store=f"sqlite:///{tmp_path / 'b.db'}") as c:
+        r = await c.get(env.proxy.url + "/quoted?size=3")
+    assert r.status_code == 200 and r.json() == {"size": 3}, r.text
+    assert await env.paid(before) == (3 * PRICE, 3 * PRICE), "the payment must be the upstream's price, once"
+    assert env.upstream.hits["quoted"] == hits + 1, "the upstream must run the paid request once"
+    quotes = env.upstream.quote_headers
+    assert quotes and all(q.get("paywire-quote") == "1" for q in quotes), "quotes must be marked"
+    assert not any("payment-signature" in q or "paywire-price" in q for q in quotes), \
+        "a quote carried the client's credential or price"
+
+
 # ------------------------------------------------------------------------------------------------ streaming
 
 
@@ -488,12 +528,42 @@ async def test_sse_stream_of_10000_events_streams_through(env: Env) -> None:
 
 
 async def test_healthz_and_metrics(env: Env) -> None:
+    """/metrics without a token: loopback clients only — a client relayed by a front proxy on this host
+    (X-Forwarded-For, which uvicorn trusts from loopback) is refused."""
     async with httpx.AsyncClient() as http:
         health = await http.get(env.proxy.url + "/healthz")
         metrics = await http.get(env.proxy.url + "/metrics")
+        relayed = await http.get(env.proxy.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.7"})
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert metrics.status_code == 200, metrics.text
     assert "paywire_proxy_paid_requests_total" in metrics.text, "metrics must count paid requests"
+    assert relayed.status_code == 403, f"/metrics served to a remote client: {relayed.status_code}"
+    assert "paywire_proxy" not in relayed.text, "the refusal leaked metrics"
     assert env.upstream.hits["healthz"] == 0, "/healthz is the proxy's own, never forwarded"
+
+
+async def test_metrics_token_is_required_from_everyone(env: Env, tmp_path: Path) -> None:
+    """With metrics_token set, /metrics needs ``Authorization: Bearer <token>``, from loopback too."""
+    from paywire.proxy.app import ProxyServer
+
+    config = tmp_path / "metrics.toml"
+    write_config(config, env.up_url, env.fac, env.net, f"sqlite:///{tmp_path / 'm.db'}")
+    token = "metrics-token-0123456789abcdef"
+    config.write_text(config.read_text().replace("[proxy]\n", f'[proxy]\nmetrics_token = "{token}"\n', 1))
+    server = ProxyServer(config)
+    await server.start()
+    try:
+        answers = {}
+        for who in ("127.0.0.1", "203.0.113.7"):
+            transport = httpx.ASGITransport(app=server, client=(who, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+                answers[who] = [await http.get("/metrics", headers=h) for h in (
+                    {}, {"Authorization": "Bearer wrong-token-0123456789abc"}, {"Authorization": f"Bearer {token}"})]
+    finally:
+        await server.aclose()
+    for who, (bare, wrong, right) in answers.items():
+        assert (bare.status_code, wrong.status_code) == (401, 401), f"{who}: {bare.status_code} {wrong.status_code}"
+        assert right.status_code == 200 and "paywire_proxy_responses_total" in right.text, f"{who}: {right.text}"
 
 
 async def test_sighup_reload_under_load_loses_no_request(env: Env) -> None:

@@ -3,6 +3,7 @@ headers' signature is bound to the request. (End-to-end behaviour: tests/test_pr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -131,3 +132,49 @@ def test_upstream_redirects_stay_on_the_proxy() -> None:
     assert location(b"http://127.0.0.1:8000") == b"/", "the bare origin becomes /"
     assert location(b"http://127.0.0.1:80001/x") == b"http://127.0.0.1:80001/x", "another port is another site"
     assert location(b"https://elsewhere.example/x") == b"https://elsewhere.example/x", "other sites stay"
+
+
+def test_lightning_node_table(tmp_path: Path) -> None:
+    """[proxy.lightning]: LNbits with a key file, lnd with a binary macaroon file (read as hex); a remote plain-http
+    node (its key in clear text), unknown keys and a missing key are refused; so is a short metrics token."""
+    base = f'upstream = "http://127.0.0.1:9"\nidentity_secret = "{SECRET}"'
+    (tmp_path / "inv.key").write_text("abc123\n")
+    (tmp_path / "invoice.macaroon").write_bytes(b"\x02\x01\xff\x00mac")
+    lnbits = load_proxy(_minimal(tmp_path, base + '\n[proxy.lightning]\nbackend = "lnbits"\n'
+                                 'url = "http://127.0.0.1:5000"\ninvoice_key_file = "inv.key"'), env={})
+    assert lnbits.lightning is not None and (lnbits.lightning.backend, lnbits.lightning.key) == ("lnbits", "abc123")
+    lnd = load_proxy(_minimal(tmp_path, base + '\n[proxy.lightning]\nbackend = "lnd"\nurl = "https://127.0.0.1:8080"'
+                              '\nmacaroon_file = "invoice.macaroon"'), env={})
+    assert lnd.lightning is not None and lnd.lightning.key == "0201ff006d6163", "binary macaroon not read as hex"
+    for node, kind in ((lnbits.lightning, "LnbitsBackend"), (lnd.lightning, "LndRestBackend")):
+        backend = node.connect()
+        assert type(backend).__name__ == kind, type(backend)
+        asyncio.run(backend.aclose())
+    for table, reason in (('backend = "lnbits"\nurl = "http://node.example.com"\ninvoice_key = "k"', "plain http"),
+                          ('backend = "lnbits"\nurl = "http://127.0.0.1:5000"\ninvoce_key = "k"', "invoice_key"),
+                          ('backend = "lnd"\nurl = "https://127.0.0.1:8080"', "macaroon"),
+                          ('backend = "eclair"\nurl = "https://127.0.0.1:8080"', "backend")):
+        with pytest.raises(ConfigError, match=reason):
+            load_proxy(_minimal(tmp_path, base + "\n[proxy.lightning]\n" + table), env={})
+    with pytest.raises(ConfigError, match="metrics_token"):
+        load_proxy(_minimal(tmp_path, base + '\nmetrics_token = "short"'), env={})
+
+
+def test_dynamic_prices_are_checked() -> None:
+    """What a pricing endpoint or an upstream ``price_header`` may state: atomic units or money, positive."""
+    from paywire.proxy.config import parse_price
+
+    assert [parse_price(x) for x in ("30000", " $0.03 ", "0.5")] == ["30000", "$0.03", "0.5"]
+    assert [parse_price(x) for x in ("", "0", "$0", "-1", "abc", "1e400000", "$-0.01", "9" * 41)] == [None] * 8
+
+
+def test_one_price_source_per_route(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    for extra, reason in (('price = "$0.01"\nprice_header = "X-Price"', "one of"),
+                          ('price_header = "X Price"', "header name"),
+                          ('price_header = "Paywire-Price"', "header name")):
+        path.write_text(f'[proxy]\nupstream = "http://127.0.0.1:9"\nidentity_secret = "{SECRET}"\n'
+                        f'[[proxy.routes]]\npath = "GET /x"\n{extra}\n[seller]\nfacilitator = "http://127.0.0.1:1"\n'
+                        f'pay_to = "0x{"11" * 20}"\nnetwork = "eip155:8453"\n')
+        with pytest.raises(ConfigError, match=reason):
+            load_proxy(path, env={})

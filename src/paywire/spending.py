@@ -124,6 +124,10 @@ class Receipt:
     chosen: str | None = None
     protocol: str | None = None
     """``x402`` | ``mpp`` | ``l402`` (None on rows older than MPP/L402 support: x402)."""
+    identity: str | None = None
+    """The DID this buyer proved to the seller (Sign-In-With-X ``did:pkh``, agent signature ``did:key``)."""
+    proofs: str | None = None
+    """The seller's signed offer and receipt (x402 ``offer-receipt``) as JSON: ``{"signer", "offer", "receipt"}``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (amount as a decimal string)."""

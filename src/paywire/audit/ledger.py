@@ -73,12 +73,18 @@ SELLER = LedgerSpec(
 def _facilitator_subject(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"settlement_id": str(row["id"]), "network": row["network"], "asset": row["asset"], "payer": row["payer"],
             "payee": row["pay_to"], "amount": str(row["amount"]), "nonce": row["nonce"],
-            "tx_hash": _s(row.get("tx_hash"))}
+            "tx_hash": _s(row.get("tx_hash")), **_identity(row)}
+
+
+def _identity(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The payer's DID when the row names one (rows from before identity keep their subject unchanged)."""
+    did = row.get("identity")
+    return {"identity": did} if did else {}
 
 
 FACILITATOR = LedgerSpec(
     "facilitator", "paywire_settlements", "settlement_id",
-    ("id", "network", "asset", "payer", "pay_to", "amount", "nonce", "tx_hash", "state"),
+    ("id", "network", "asset", "payer", "pay_to", "amount", "nonce", "tx_hash", "identity", "state"),
     _facilitator_subject,
     {"verified": "settlement.claimed", "submitted": "settlement.tx_recorded", "settled": "settlement.settled",
      "failed": "settlement.failed", "unresolved": "settlement.unresolved", DELETED: "settlement.released"})
@@ -88,7 +94,7 @@ def _buyer_subject(row: Mapping[str, Any]) -> dict[str, Any]:
             "protocol": row.get("protocol") or "x402", "network": row.get("network"), "asset": row.get("asset"),
             "payee": row.get("pay_to"), "amount": _s(row.get("amount")), "usd_micros": str(row.get("usd_micros") or 0),
             "payment_id": row.get("payment_id"), "payload_hash": row.get("payload_hash"), "tx_hash": row.get("tx"),
-            "status_code": row.get("status_code")}
+            "status_code": row.get("status_code"), **_identity(row)}
 
 
 def _buyer_state(row: Mapping[str, Any]) -> str:
@@ -108,7 +114,7 @@ def _buyer_kind(state: str) -> str:
 BUYER = LedgerSpec(
     "buyer", "buyer_payments", "record",
     ("id", "account", "host", "url", "protocol", "network", "asset", "pay_to", "amount", "usd_micros", "payment_id",
-     "payload_hash", "tx", "status_code", "budget", "outcome"),
+     "payload_hash", "tx", "status_code", "identity", "budget", "outcome"),
     _buyer_subject, {}, _buyer_state, _buyer_kind)
 
 LEDGERS = (SELLER, FACILITATOR, BUYER)

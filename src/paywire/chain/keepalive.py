@@ -1,4 +1,4 @@
-"""JSON-RPC over the shared keep-alive HTTP/1.1 client (``paywire.transport.keepalive``), for the facilitator.
+"""JSON-RPC over a lean keep-alive HTTP/1.1 client (``paywire.transport.rpc_http``), for the facilitator.
 
 A settlement or verification is a handful of small JSON-RPC calls; with a general-purpose HTTP client the
 client's own bookkeeping costs more CPU than the node's answer (~2.5 ms vs ~0.2 ms per call on anvil). Same
@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from paywire.chain.rpc import unwrap_response
 from paywire.errors import ChainError
-from paywire.transport.keepalive import HttpError, HttpTimeout, KeepAliveClient
+from paywire.transport.keepalive import HttpError, HttpTimeout
+from paywire.transport.rpc_http import RpcHttpClient
 
 __all__ = ["KeepAliveTransport"]
 
@@ -37,12 +38,12 @@ class KeepAliveTransport:
             raise ValueError(f"KeepAliveTransport needs an http:// URL, got {url!r}")
         self.url = url
         self.timeout = timeout
-        self.http = KeepAliveClient(url, timeout=timeout, max_connections=max_connections,
-                                    max_idle=max_connections, max_body=64 * 1024 * 1024)
+        self.http = RpcHttpClient(url, timeout=timeout, max_connections=max_connections,
+                                  max_idle=max_connections, max_body=64 * 1024 * 1024)
         # Broadcasts get connections of their own: a key's next transaction waits for its broadcast (nonce
         # order), so a broadcast queued behind simulations and receipt polls would hold up the whole key.
-        self._broadcast = KeepAliveClient(url, timeout=timeout, max_connections=BROADCAST_CONNECTIONS,
-                                          max_idle=BROADCAST_CONNECTIONS, max_body=1024 * 1024)
+        self._broadcast = RpcHttpClient(url, timeout=timeout, max_connections=BROADCAST_CONNECTIONS,
+                                        max_idle=BROADCAST_CONNECTIONS, max_body=1024 * 1024)
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -57,7 +58,7 @@ class KeepAliveTransport:
                           separators=(",", ":")).encode()
         http = self._broadcast if method in _BROADCASTS else self.http
         try:
-            status, data = await http.send("POST", "", body)
+            status, data = await http.post(body)
         except HttpTimeout as exc:
             raise ChainError(f"{method}: no answer from {self.url} within {self.timeout}s") from exc
         except HttpError as exc:

@@ -583,6 +583,9 @@ def wallet_history(
     limit: Annotated[int, typer.Option(help="Newest N entries (0 = all).")] = 50,
     all_accounts: Annotated[bool, typer.Option("--all", help="Every wallet in the store, not just this one.")]
     = False,
+    proofs: Annotated[bool, typer.Option("--proofs", help="Export the payments that carry proofs as JSON: the "
+                                         "identity this wallet proved and the seller's signed offer and receipt.")]
+    = False,
     profile: Annotated[str, PROFILE_OPTION] = "",
 ) -> None:
     """Receipts: every payment and refused/declined attempt, newest first."""
@@ -610,7 +613,14 @@ def wallet_history(
             await db.aclose()
 
     receipts = asyncio.run(run())
-    if fmt == "json":
+    if proofs:  # what an owner shows a third party: each verifiable on its own (docs/identity.md)
+        kept = [{"id": r.id, "time": _history_row(r)["time"], "url": r.url, "network": r.network, "asset": r.asset,
+                 "pay_to": r.pay_to, "amount": None if r.amount is None else str(r.amount), "tx": r.tx,
+                 "identity": r.identity, "proofs": json.loads(r.proofs) if r.proofs else None}
+                for r in receipts if r.outcome == "paid" and (r.proofs or r.identity)]
+        text = json.dumps(kept, indent=2) + "\n"
+        receipts = [r for r in receipts if r.outcome == "paid" and (r.proofs or r.identity)]
+    elif fmt == "json":
         text = json.dumps([{**r.to_dict(), "time": _history_row(r)["time"]} for r in receipts], indent=2) + "\n"
     elif fmt == "csv":
         buf = io.StringIO()

@@ -157,13 +157,15 @@ class _MemoryLedger:
                                     nonce=nonce, valid_before=valid_before, outcome="signed")
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
-                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None,
+                     identity: str | None = None, proofs: str | None = None) -> bool:
         r = self.rows[row_id]
         if r.budget not in ("reserved", "held"):
             return False
         self.rows[row_id] = replace(r, outcome=outcome, budget=budget, tx=tx or r.tx,
                                     status_code=status_code or r.status_code, rule=rule or r.rule,
-                                    reason=reason or r.reason, updated_at=time.time())
+                                    reason=reason or r.reason, updated_at=time.time(),
+                                    identity=identity or r.identity, proofs=proofs or r.proofs)
         return True
 
     async def get(self, row_id: int) -> Receipt | None:
@@ -199,6 +201,41 @@ class _Row:
     async def get(self) -> Receipt:
         receipt: Receipt = await self.ledger.get(self.rid)
         return receipt
+
+
+def _has_offers(challenge: Challenge) -> bool:
+    from paywire.identity.offers import OFFER_RECEIPT
+
+    return OFFER_RECEIPT in (challenge.extensions or {})
+
+
+class _Evidence:
+    """What the buyer keeps with a paid row: the identity it proved, the seller's signed offer for the option
+    paid and the signed receipt that came back (checked: our payer, network and origin, the offer's signer)."""
+
+    def __init__(self, url: str, identity: str | None, offer: tuple[Any, Any] | None,
+                 trusted: Any) -> None:
+        self.url, self.identity, self.offer, self.trusted = url, identity, offer, trusted
+
+    def kept(self, settlement: SettleResponse | None, cand: Candidate) -> dict[str, str]:
+        from paywire.identity.offers import ProofError, check_receipt, receipt_of
+
+        out: dict[str, str] = {"identity": self.identity} if self.identity else {}
+        proofs: dict[str, Any] = {}
+        if self.offer is not None:
+            proofs.update(offer=self.offer[0], signer=self.offer[1].signer)
+        receipt = receipt_of(settlement.extensions) if settlement is not None else None
+        if receipt is not None and settlement is not None and settlement.payer:
+            try:
+                v = check_receipt(receipt, payer=settlement.payer, network=cand.option.requirements.network,
+                                  request_url=self.url, signer=proofs.get("signer"),
+                                  trusted=list(self.trusted) if self.trusted is not None else None)
+                proofs.update(receipt=receipt, signer=v.signer)
+            except ProofError as exc:
+                log.warning("paywire: the seller's receipt from %s does not check out: %s", self.url, exc)
+        if proofs:
+            out["proofs"] = json.dumps(proofs, separators=(",", ":"))
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ the buyer
@@ -267,6 +304,9 @@ class Buyer:
         self.send_accept_payment = c.send_accept_payment
         self.sign_in = c.sign_in
         self.agent_key = c.agent_key
+        from paywire.identity.didweb import DidWebResolver
+
+        self._did_web = DidWebResolver()
         self._store = store = c.store
         self._ledger: Any = None
         self._reconcile_every = c.reconcile_every
@@ -354,16 +394,19 @@ class Buyer:
             return first
         body = await ex.read(first)
         proof: str | None = None
+        signed_in_as: str | None = None
         if self.sign_in:  # Sign-In-With-X: a seller that remembers our payment serves us again for free
-            proof = await self._sign_in(ex, ex.headers(first))
-            if proof is not None:
-                again = await ex.send({SIWX_HEADER: proof})
+            answer = await self._sign_in(ex, ex.headers(first))
+            if answer is not None:
+                again = await ex.send({SIWX_HEADER: answer[0]})
                 if ex.status(again) != 402:
                     await ex.discard(first)
                     return again
                 await ex.discard(first)
                 first, body = again, await ex.read(again)
-                proof = await self._sign_in(ex, ex.headers(first))  # the fresh challenge, sent with the payment
+                answer = await self._sign_in(ex, ex.headers(first))  # the fresh challenge, sent with the payment
+                if answer is not None:
+                    proof, signed_in_as = answer
         ledger = await self.ledger()
         try:
             challenge = read_any_challenge(ex.headers(first), body, assets=self._asset_for,
@@ -377,16 +420,50 @@ class Buyer:
         if self.wallet is not None and self._store is not None and \
                 time.monotonic() - self._last_reconcile > self._reconcile_every:
             await self.reconcile()
+        signed: dict[int, tuple[Any, Any]] = {}
+        if self.policy.offer_signers is not None or _has_offers(challenge):
+            challenge, signed = await self._signed_offers(ex, challenge, host, ledger)
         attempt, rid, cand = await self._prepare(ex, challenge, host, ledger)
+        who = signed_in_as or (self.agent_key.did if self.agent_key is not None else None)
+        evidence = _Evidence(ex.url, who, signed.get(cand.option.index) if cand.option.protocol == "x402" else None,
+                             self.policy.offer_signers)
         if proof is not None:
             attempt = replace(attempt, extra=((SIWX_HEADER, proof),))
         # the payload's identity is written while the request travels; every final state waits for it
         marking = asyncio.ensure_future(ledger.mark_signed(
             rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
             valid_before=attempt.valid_before))
-        return await self._deliver(ex, challenge, attempt, _Row(ledger, rid, marking), cand)
+        return await self._deliver(ex, challenge, attempt, _Row(ledger, rid, marking), cand, evidence)
 
-    async def _sign_in(self, ex: Exchange[Any], headers: Mapping[str, str]) -> str | None:
+    async def _signed_offers(self, ex: Exchange[Any], challenge: Challenge, host: str,
+                             ledger: Any) -> tuple[Challenge, dict[int, tuple[Any, Any]]]:
+        """The x402 options with a valid signed offer (x402 ``offer-receipt``); when the policy names
+        ``offer_signers``, only those options stay payable (none: refused, nothing signed)."""
+        from paywire.identity.offers import offers_of, signed_offers, web_kids
+
+        x402 = [o for o in challenge.options if o.protocol == "x402"]
+        keys: dict[str, tuple[str, bytes]] = {}
+        for did in sorted(web_kids(offers_of(challenge.extensions)))[:4]:  # did:web kids: fetch their documents
+            try:
+                keys.update(await self._did_web.keys(did))
+            except WireError as exc:
+                log.warning("paywire: cannot resolve the offer signer %s: %s", did, exc)
+        found = signed_offers(challenge.extensions, [o.requirements for o in x402], ex.url, time.time(),
+                              self.policy.offer_signers, keys)
+        signed = {x402[i].index: v for i, v in found.items()}
+        if self.policy.offer_signers is None:
+            return challenge, signed
+        keep = tuple(o for o in challenge.options if o.index in signed and o.protocol == "x402")
+        if not keep:
+            refusal = Refusal("offer_signature", "no offer is signed by a seller key the policy trusts "
+                                                 "(Policy.offer_signers)")
+            rid = await ledger.record(url=ex.url, method=ex.method, host=host, outcome="refused",
+                                      x402_version=challenge.version, rule=refusal.rule, reason=refusal.reason,
+                                      challenge=challenge.to_json())
+            raise PaymentRefused(f"{ex.url}: {refusal}", [refusal], receipt=await ledger.get(rid))
+        return replace(challenge, options=keep), signed
+
+    async def _sign_in(self, ex: Exchange[Any], headers: Mapping[str, str]) -> tuple[str, str] | None:
         """A ``SIGN-IN-WITH-X`` proof answering the 402's challenge with the paying wallet's EVM key, on a network
         the policy allows and for the origin that sent it; None when there is no such challenge or key."""
         from paywire.identity.siwx import (
@@ -420,7 +497,10 @@ class Buyer:
         except WireError as exc:
             log.warning("paywire: not answering the sign-in challenge of %s: %s", ex.url, exc)
             return None
-        return encode_proof(payload, await signer.sign_digest(personal_sign_digest(text)))
+        from paywire.identity.did import did_pkh
+
+        proof = encode_proof(payload, await signer.sign_digest(personal_sign_digest(text)))
+        return proof, did_pkh(network, signer.address)
 
     def _remember_token(self, host: str, route: str, token: tuple[str, str], *, latest: bool) -> None:
         if latest:
@@ -547,7 +627,7 @@ class Buyer:
         return bool(result)
 
     async def _deliver(self, ex: Exchange[R], challenge: Challenge, attempt: PaymentAttempt, row: _Row,
-                       cand: Candidate) -> R:
+                       cand: Candidate, evidence: _Evidence | None = None) -> R:
         proto = self._by_name[cand.option.protocol]
         tries = 0
         reached = False
@@ -612,8 +692,9 @@ class Buyer:
                     await row.finish(outcome="unknown", budget="held", status_code=status,
                                         reason=f"served, but settlement reported {settlement.error_reason}")
                 else:
+                    kept = evidence.kept(settlement, cand) if evidence is not None else {}
                     await row.finish(outcome="paid", budget="committed", status_code=status,
-                                     tx=paid.reference or None)
+                                     tx=paid.reference or None, **kept)
                     if proto.reuses_credential:
                         self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
                                              latest=True)

@@ -89,6 +89,8 @@ class Policy:
     * ``protocols``: which protocols may pay, most preferred first (x402 wins when several are offered and
       allowed; then the cheapest option of that protocol): built-in names, or names added with
       :func:`paywire.client.protocols.register` (before the policy is made).
+    * ``offer_signers``: pay only offers signed (x402 ``offer-receipt``) by one of these seller keys —
+      addresses (EIP-712) or DIDs (JWS ``kid``); None: signatures are checked and kept when present, not required.
     """
 
     max_per_payment: Money | None = None
@@ -105,6 +107,7 @@ class Policy:
     assets: Sequence[Asset] = ()
     btc_usd: Money | None = None
     protocols: Sequence[str] = ("x402", "mpp", "l402")
+    offer_signers: Collection[str] | None = None
     _limits: dict[str, int | None] = field(init=False, repr=False, compare=False)
     _values: dict[tuple[str, str], int] = field(init=False, repr=False, compare=False)
     _btc: int | None = field(init=False, repr=False, compare=False)
@@ -127,7 +130,7 @@ class Policy:
         unknown = set(self.protocols) - set(names)
         if unknown:
             raise ConfigError(f"Policy(protocols=...): unknown {sorted(unknown)} (use {', '.join(names)})")
-        for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts"):
+        for name in ("allowed_networks", "allowed_assets", "allowed_payees", "allowed_hosts", "offer_signers"):
             v = getattr(self, name)
             if isinstance(v, str):
                 raise ConfigError(f"Policy({name}=...) takes a list, not one string: [{v!r}]")

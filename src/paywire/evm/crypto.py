@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -85,8 +86,18 @@ def sign_digest(private_key: bytes, digest: bytes) -> bytes:
 
 
 def to_checksum(address: bytes | str) -> str:
-    """EIP-55 checksummed 0x address."""
-    raw = address.lower().removeprefix("0x") if isinstance(address, str) else address.hex()
+    """EIP-55 checksummed 0x address (the few addresses a service sees over and over come from a bounded cache)."""
+    if isinstance(address, str):
+        return _checksum_of_text(address)
+    return _checksum_of_hex(address.hex())
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum_of_text(address: str) -> str:
+    return _checksum_of_hex(address.lower().removeprefix("0x"))
+
+
+def _checksum_of_hex(raw: str) -> str:
     h = keccak256(raw.encode()).hex()
     return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(raw, h[:40], strict=True))
 

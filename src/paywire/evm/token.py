@@ -5,7 +5,7 @@ from __future__ import annotations
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 
-from paywire.evm.crypto import keccak256
+from paywire.evm.crypto import address_bytes, keccak256
 
 
 def selector(signature: str) -> bytes:
@@ -50,20 +50,26 @@ def is_valid_signature(digest: bytes, signature: bytes) -> bytes:
     return IS_VALID_SIGNATURE + abi_encode(["bytes32", "bytes"], [digest, signature])
 
 
+def _word(n: int) -> bytes:
+    return n.to_bytes(32, "big")  # OverflowError outside 0 .. 2**256-1, as the ABI allows no other uint256
+
+
 def transfer_with_authorization(
     from_: str, to: str, value: int, valid_after: int, valid_before: int, nonce: bytes, signature: bytes
 ) -> bytes:
-    """The (v,r,s) overload for 65-byte signatures, the ``bytes`` overload otherwise (checklist 56)."""
-    head = [from_, to, value, valid_after, valid_before, nonce]
+    """The (v,r,s) overload for 65-byte signatures, the ``bytes`` overload otherwise (checklist 56).
+
+    Encoded by hand (static words, one tail for the ``bytes`` overload): byte-identical to ``eth_abi``, a tenth
+    of its cost, and a settlement encodes it for its simulation and its transaction."""
+    if len(nonce) > 32:
+        raise ValueError("nonce is longer than bytes32")
+    head = (bytes(12) + address_bytes(from_) + bytes(12) + address_bytes(to) + _word(value) + _word(valid_after)
+            + _word(valid_before) + bytes(nonce).ljust(32, b"\x00"))
     if len(signature) == 65:
         v = signature[64] if signature[64] >= 27 else signature[64] + 27
-        return TWA_VRS + abi_encode(
-            ["address", "address", "uint256", "uint256", "uint256", "bytes32", "uint8", "bytes32", "bytes32"],
-            [*head, v, signature[:32], signature[32:64]],
-        )
-    return TWA_BYTES + abi_encode(
-        ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"], [*head, signature]
-    )
+        return TWA_VRS + head + _word(v) + signature[:32] + signature[32:64]
+    sig = bytes(signature)
+    return TWA_BYTES + head + _word(7 * 32) + _word(len(sig)) + sig.ljust((len(sig) + 31) // 32 * 32, b"\x00")
 
 
 def decode_uint(data: bytes) -> int:

@@ -61,7 +61,26 @@ def _unauthorized() -> JSONResponse:
     return _error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="paywire facilitator"'})
 
 
-async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
+class _Call:
+    """What the ``/verify`` and ``/settle`` handlers read of a request: its ASGI ``receive``, its headers (first
+    value of each, lower-case names) and the client's host. Built straight from the ASGI scope for those two
+    routes (no Starlette ``Request``, routing or middleware on the hot path)."""
+
+    __slots__ = ("client_host", "headers", "receive")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
+        self.headers = headers
+        self.receive = receive
+        client = scope.get("client")
+        self.client_host: str | None = client[0] if client else None
+
+
+async def _parse(request: _Call) -> FacilitatorRequest | JSONResponse:
     got = await read_asgi_body(request.receive, MAX_BODY_BYTES, declared_length(request.headers))
     if got.too_large:
         return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
@@ -80,7 +99,7 @@ async def _parse(request: Request) -> FacilitatorRequest | JSONResponse:
         return _error(400, str(exc), exc.reason)
 
 
-def _prefer_wait(request: Request) -> float | None:
+def _prefer_wait(request: _Call) -> float | None:
     """Seconds from ``Prefer: wait=N`` (RFC 7240 §4.3): how long the caller waits for ``/settle``."""
     for pref in request.headers.get("prefer", "").split(","):
         name, _, value = pref.strip().partition("=")
@@ -89,16 +108,39 @@ def _prefer_wait(request: Request) -> float | None:
     return None
 
 
-class _CatchAll:
-    """Outermost ASGI layer: an exception that escapes the app becomes a JSON 500 (no traceback leaks)."""
+Handler = Callable[[_Call], Awaitable[Response]]
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+_INTERNAL_ERROR = b'{"error":"internal error"}'
+
+
+class _CatchAll:
+    """Outermost ASGI layer: an exception that escapes the app becomes a JSON 500 (no traceback leaks).
+
+    ``routes`` (``POST`` only: ``/verify`` and ``/settle``) are answered here, straight from their handlers with
+    no Starlette ``Request``, routing or middleware on the hot path; everything else (other routes and
+    methods, the lifespan) goes to the Starlette ``app``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, routes: dict[str, Handler] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        handler = self.routes.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is not None:
+            try:
+                response = await handler(_Call(scope, receive))
+            except Exception:
+                log.exception("facilitator: unhandled error on %s", scope.get("path"))
+                await _internal_error(send)
+                return
+            try:
+                await response(scope, receive, send)
+            except Exception:  # the client went away while we answered
+                log.exception("facilitator: could not send the answer on %s", scope.get("path"))
             return
         started = False
 
@@ -114,11 +156,14 @@ class _CatchAll:
             log.exception("facilitator: unhandled error on %s", scope.get("path"))
             if started:  # Starlette already answered with the JSON error handler
                 return
-            body = b'{"error":"internal error"}'
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _internal_error(send)
+
+
+async def _internal_error(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(_INTERNAL_ERROR)).encode())]})
+    await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
 
 
 def create_app(
@@ -139,13 +184,13 @@ def create_app(
 
         discovery = Discovery(facilitator.store.db if facilitator.store is not None else None)
 
-    def authorized(request: Request) -> bool:
+    def authorized(request: Request | _Call) -> bool:
         if not bearer_token:
             return True
         return bearer_matches(request.headers.get("authorization", ""), bearer_token)
 
-    def observed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
+    def observed(route: str, handler: Callable[[Any], Awaitable[Response]]) -> Callable[[Any], Awaitable[Response]]:
+        async def wrapped(request: Any) -> Response:
             t0 = time.perf_counter()
             status = 500
             try:
@@ -157,7 +202,7 @@ def create_app(
                 m.observe("http_request_duration_seconds", time.perf_counter() - t0, route=route)
         return wrapped
 
-    async def verify(request: Request) -> Response:
+    async def verify(request: _Call) -> Response:
         if not authorized(request):
             return _unauthorized()
         parsed = await _parse(request)
@@ -167,13 +212,13 @@ def create_app(
         m.inc("verify_total", result="valid" if res.is_valid else "invalid", reason=res.invalid_reason or "")
         return JSONResponse(res.to_wire())
 
-    async def settle(request: Request) -> Response:
+    async def settle(request: _Call) -> Response:
         if not authorized(request):
             return _unauthorized()
         parsed = await _parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
-        risk_requester.set(request.client.host if request.client else None)  # who asks, for the risk checkpoint
+        risk_requester.set(request.client_host)  # who asks, for the risk checkpoint
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
@@ -237,10 +282,12 @@ def create_app(
             if on_shutdown is not None:
                 await on_shutdown()
 
+    fast: dict[str, Handler] = {"/verify": observed("/verify", verify), "/settle": observed("/settle", settle)}
     app = Starlette(
         routes=[
-            Route("/verify", observed("/verify", verify), methods=["POST"]),
-            Route("/settle", observed("/settle", settle), methods=["POST"]),
+            # _CatchAll answers these POSTs itself; Starlette only sees them when the app is mounted under a prefix
+            Route("/verify", _via_request(fast["/verify"]), methods=["POST"]),
+            Route("/settle", _via_request(fast["/settle"]), methods=["POST"]),
             Route("/supported", observed("/supported", supported), methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/discovery/resources", observed("/discovery/resources", discovery_resources), methods=["GET"]),
@@ -250,4 +297,10 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: http_error},
         lifespan=lifespan,
     )
-    return _CatchAll(app, m)
+    return _CatchAll(app, m, fast)
+
+
+def _via_request(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        return await handler(_Call(request.scope, request.receive))
+    return route

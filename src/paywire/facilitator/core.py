@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
+from paywire.identity.metadata import identity_of, settling_for
 from paywire.schemes.registry import FacilitatorScheme, default_registry, handles, supported_kinds
 from paywire.store.settlements import Settlement, SettlementStore
 from paywire.x402.models import (
@@ -177,6 +178,7 @@ class Facilitator:
         if plugin is None:
             return SettleResponse(False, "", req.network, error_reason="unsupported_scheme",
                                   error_message=f"no handler for {p.accepted.scheme} on {p.accepted.network}")
+        named = settling_for.set(identity_of(p.extensions))  # recorded with the claim (docs/identity.md)
         try:
             if self.risk is not None:
                 refused = await self._risk_refusal(plugin, p, req)
@@ -189,3 +191,5 @@ class Facilitator:
         except Exception as exc:
             return SettleResponse(False, "", req.network, error_reason="unexpected_settle_error",
                                   error_message=f"{type(exc).__name__}: {exc}")
+        finally:
+            settling_for.reset(named)

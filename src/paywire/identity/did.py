@@ -163,7 +163,12 @@ class Identity:
         if did.startswith("did:key:"):
             address = parse_did_key(did).address
             return cls(did, (proof,), (address,) if address else ())
-        raise DidError(f"unsupported DID method: {did[:80]!r} (did:pkh and did:key are)")
+        if did.startswith("did:web:"):
+            from paywire.identity.didweb import document_url
+
+            document_url(did)  # the shape is checked here; its keys are DidWebResolver's
+            return cls(did, (proof,), ())
+        raise DidError(f"unsupported DID method: {did[:80]!r} (did:pkh, did:key and did:web are)")
 
     def also(self, proof: str) -> Identity:
         """The same identity, also proven by ``proof``."""

@@ -27,7 +27,6 @@ from paywire.evm.crypto import recover_address, to_checksum
 from paywire.identity.did import Identity
 from paywire.identity.siwe import SiweError, SiweMessage, format_time, parse_time, personal_sign_digest
 
-ERC6492_SUFFIX: Final = bytes.fromhex("6492" * 16)
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
 HEADER: Final = "SIGN-IN-WITH-X"
@@ -60,14 +59,17 @@ class SiwxProof:
 
     @property
     def identity(self) -> Identity:
-        return Identity.from_account(self.network, self.address, "siwx")
+        """Its ``did:pkh`` (the address is already checksummed: no second EIP-55 pass)."""
+        return Identity(f"did:pkh:{self.network}:{self.address}", ("siwx",), (self.address,))
 
 
 @dataclass(frozen=True, slots=True)
 class SiwxContractCheck:
     """Everything checked but the signature, which is not the address's own (EOA): it may be a contract wallet's
-    (EIP-1271). Whoever can call the chain asks ``address.isValidSignature(digest, signature)`` and, if it
-    answers the magic value, takes :attr:`proof`; else it is :data:`NOT_THE_ADDRESS`."""
+    (EIP-1271), or an undeployed one's (ERC-6492: the signature ends with the magic suffix). Whoever can call the
+    chain asks ``address.isValidSignature(digest, signature)`` (for ERC-6492 through the validator of
+    :mod:`paywire.identity.erc6492`) and, if it answers the magic value, takes :attr:`proof`; else it is
+    :data:`NOT_THE_ADDRESS`."""
 
     proof: SiwxProof
     digest: bytes
@@ -120,16 +122,23 @@ class SiwxIssuer:
 
     def _mac(self, rand: str, domain: str, uri: str, issued: str, expires: str) -> str:
         text = "\n".join((rand, domain, uri, issued, expires)).encode()
-        return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:16]
+        return hmac.digest(self._key, text, "sha256")[:8].hex()
+
+    def fresh(self, url: str, now: float) -> tuple[str, str, str]:
+        """(nonce, issuedAt, expirationTime) of a new challenge for ``url``: the parts of a declaration that
+        change from one 402 to the next."""
+        uri = self.resource_url(url)
+        domain, _ = origin_of(uri)
+        issued, expires = format_time(now), format_time(now + self.ttl)
+        rand = os.urandom(8).hex()
+        return rand + self._mac(rand, domain, uri, issued, expires), issued, expires
 
     def declaration(self, url: str, networks: Sequence[str], now: float) -> dict[str, Any]:
         """The ``sign-in-with-x`` extension for a 402 answering a request to ``url`` (fresh nonce)."""
         uri = self.resource_url(url)
         domain, _ = origin_of(uri)
-        issued, expires = format_time(now), format_time(now + self.ttl)
-        rand = os.urandom(8).hex()
-        info = {"domain": domain, "uri": uri, "version": "1",
-                "nonce": rand + self._mac(rand, domain, uri, issued, expires),
+        nonce, issued, expires = self.fresh(url, now)
+        info = {"domain": domain, "uri": uri, "version": "1", "nonce": nonce,
                 "issuedAt": issued, "expirationTime": expires, "statement": self.statement, "resources": [uri]}
         chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
         return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}
@@ -154,7 +163,7 @@ class SiwxIssuer:
             return SiwxFailure("invalid_siwx_unsupported_chain",
                                f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
         try:
-            msg = _message_of(payload)
+            msg = _message_of(payload, dates=False)  # the dates are converted right here
             issued = parse_time(msg.issued_at)
             expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
             not_before = parse_time(msg.not_before) if msg.not_before else None
@@ -177,9 +186,6 @@ class SiwxIssuer:
             raw = None
         if raw is None or not 0 < len(raw) <= 4096:
             return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 0x-hex bytes")
-        if raw.endswith(ERC6492_SUFFIX):
-            return SiwxFailure("invalid_siwx_malformed_signature",
-                               "ERC-6492 (undeployed wallet) signatures are not accepted: deploy the wallet")
         digest = personal_sign_digest(msg.text())
         hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
         address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)
@@ -213,7 +219,7 @@ def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _message_of(payload: Mapping[str, Any]) -> SiweMessage:
+def _message_of(payload: Mapping[str, Any], *, dates: bool = True) -> SiweMessage:
     """The EIP-4361 message the payload's fields stand for (checked against the grammar)."""
     network = payload["chainId"]
     ns, _, ref = str(network).partition(":")
@@ -228,7 +234,8 @@ def _message_of(payload: Mapping[str, Any]) -> SiweMessage:
     return SiweMessage(fields["domain"], fields["address"], fields["uri"], fields["version"], int(ref),
                        fields["nonce"], fields["issuedAt"], _opt_str(payload, "statement"),
                        _opt_str(payload, "expirationTime"), _opt_str(payload, "notBefore"),
-                       _opt_str(payload, "requestId"), tuple(resources) if resources is not None else None).check()
+                       _opt_str(payload, "requestId"),
+                       tuple(resources) if resources is not None else None).check(dates=dates)
 
 
 # ------------------------------------------------------------------------------------------------ buyer

@@ -5,6 +5,10 @@ Caveats are ``condition=value``. Known conditions (``services``, ``<svc>_capabil
 (attenuation): ``services`` a subset of the earlier services, each at a tier no higher than before (tiers are
 uint8, 0 the base tier); capabilities a subset; an expiry no later. The last one must hold for this request.
 Unknown conditions are skipped, so holders can attenuate for third parties.
+
+``identity=<DID>[,<DID>…]`` binds a token to identities (docs/identity.md): the request must also prove one
+of them (Sign-In-With-X, an RFC 9421 agent signature; a wallet address listed stands for its ``did:pkh``), so a
+stolen token is useless without the holder's key. Later identity caveats may only drop names.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 SERVICES: Final = "services"
+IDENTITY: Final = "identity"
 CAPABILITIES_SUFFIX: Final = "_capabilities"
 VALID_UNTIL_SUFFIX: Final = "_valid_until"
 MAX_TIER: Final = 255
@@ -125,6 +130,31 @@ def valid_until_satisfier(service: str, now: float) -> Satisfier:
             raise CaveatError(f"token for {service!r} expired")
 
     return Satisfier(cond, previous, final)
+
+
+def identity_caveat(*names: str) -> Caveat:
+    """``identity=<DID>,…``: the token serves only a request that proves one of ``names``."""
+    if not names or any("," in n or "=" in n or not n.strip() for n in names):
+        raise CaveatError("an identity caveat names one or more DIDs (without ',' or '=')")
+    return Caveat(IDENTITY, ",".join(n.strip() for n in names))
+
+
+def identity_satisfier(proven: Iterable[str]) -> Satisfier:
+    """The request proved these names (its DID and linked addresses; none: no proof)."""
+    have = {p.lower() for p in proven}
+
+    def names(c: Caveat) -> set[str]:
+        return {n.strip().lower() for n in c.value.split(",") if n.strip()}
+
+    def previous(prev: Caveat, cur: Caveat) -> None:
+        if names(cur) - names(prev):
+            raise CaveatError("identity caveat widens the identities an earlier one allows")
+
+    def final(c: Caveat) -> None:
+        if not names(c) & have:
+            raise CaveatError("token is bound to another identity: prove it (Sign-In-With-X or an agent signature)")
+
+    return Satisfier(IDENTITY, previous, final)
 
 
 def check_caveats(caveats: Sequence[Caveat], satisfiers: Sequence[Satisfier]) -> None:

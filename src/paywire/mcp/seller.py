@@ -123,6 +123,13 @@ def rpc_error(error: RpcError) -> McpError:
     return McpError(ErrorData(code=error.code, message=error.message, data=dict(error.data)))
 
 
+def _jsonable(arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validated tool arguments (pydantic models, dates …) as plain JSON values, for the call's binding."""
+    from pydantic_core import to_jsonable_python
+
+    return {str(k): to_jsonable_python(v, fallback=repr) for k, v in (arguments or {}).items()}
+
+
 def _as_result(value: Any) -> CallToolResult:
     if isinstance(value, CallToolResult):
         return value
@@ -184,11 +191,14 @@ class PaidTools:
         self._names[name] = signal or ("mpp" if mpp else "x402")
         return route
 
-    async def call(self, name: str, meta: Mapping[str, Any] | None, run: ToolRun) -> dict[str, Any]:
+    async def call(self, name: str, meta: Mapping[str, Any] | None, run: ToolRun,
+                   arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One call of priced tool ``name`` with the request's ``_meta``: the ``CallToolResult`` (dict) to send,
         or ``McpError`` raised for an MPP payment error (``-32042`` …).
 
-        ``run`` is awaited at most once per payment, and only when the flow says so."""
+        ``run`` is awaited at most once per payment, and only when the flow says so. ``arguments`` (the call's
+        arguments) are bound into MPP challenges with the tool's name: a credential paid for one call does not
+        buy a call of another tool or with other arguments."""
         default = self._names.get(name)
         if default is None:
             raise ConfigError(f"tool {name!r} has no price: declare it with route() or paid_tool()")
@@ -196,7 +206,7 @@ class PaidTools:
         async def handler(payment: PaymentInfo | None) -> Any:
             return tool_output(await run(payment))
 
-        reply, _ = await run_paid(self.flow, tool_request(name, meta), handler)
+        reply, _ = await run_paid(self.flow, tool_request(name, meta, _jsonable(arguments)), handler)
         signal = signal_of(meta, default)
         answer = reply_result(reply, signal, presented=(meta or {}).get(MPP_CREDENTIAL) is not None)
         if isinstance(answer, RpcError):
@@ -252,8 +262,9 @@ class PaidTools:
                 result = _as_result(convert.convert_result(value))
                 return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+            arguments = {k: v for k, v in kwargs.items() if k != ctx_name}
             try:
-                return CallToolResult.model_validate(await self.call(tool_name, _request_meta(ctx), run))
+                return CallToolResult.model_validate(await self.call(tool_name, _request_meta(ctx), run, arguments))
             except McpError as exc:  # raised again by the handler answer_rpc_errors installed
                 return CallToolResult(content=[], isError=True,
                                       _meta={RPC_ERROR_META: exc.error.model_dump(mode="json", exclude_none=True)})

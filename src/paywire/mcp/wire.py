@@ -86,8 +86,20 @@ def _payment_header(payment: Any) -> str:
     return "not-a-payment-payload"
 
 
-def tool_request(name: str, meta: Mapping[str, Any] | None) -> RequestInfo:
-    """The request a call of tool ``name`` is to the seller flow, with the payment of its ``_meta``."""
+def call_binding(name: str, arguments: Mapping[str, Any] | None) -> bytes:
+    """The bytes that stand for one tool call (its name and arguments, canonical JSON): the "body" of the
+    request the flow sees, so an MPP challenge binds them through its ``digest`` exactly as an HTTP challenge
+    binds its request body. A credential paid for one tool (or other arguments) does not buy another call.
+
+    ``arguments`` must be JSON-able (the seller converts validated arguments first); keys are sorted."""
+    return json.dumps({"arguments": dict(arguments or {}), "tool": name}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True, allow_nan=False, default=str).encode()
+
+
+def tool_request(name: str, meta: Mapping[str, Any] | None,
+                 arguments: Mapping[str, Any] | None = None) -> RequestInfo:
+    """The request a call of tool ``name`` with ``arguments`` is to the seller flow, with the payment of its
+    ``_meta``; its body is :func:`call_binding` (what an MPP challenge's digest binds)."""
     headers: dict[str, str] = {}
     if meta:
         payment = meta.get(X402_PAYMENT)
@@ -96,7 +108,7 @@ def tool_request(name: str, meta: Mapping[str, Any] | None) -> RequestInfo:
         credential = meta.get(MPP_CREDENTIAL)
         if credential is not None:
             headers["authorization"] = credential_authorization(credential)
-    return RequestInfo("POST", tool_path(name), tool_url(name), headers)
+    return RequestInfo("POST", tool_path(name), tool_url(name), headers, body=call_binding(name, arguments))
 
 
 def tool_output(result: Mapping[str, Any]) -> StoredResponse:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Mapping
@@ -21,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from paywire.bodylimit import declared_length
-from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy
-from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send
+from paywire.proxy.config import PRICE_HEADER, ProxySetup, load_proxy, parse_price
+from paywire.proxy.forward import Forwarder, Message, Receive, Scope, Send, request_headers
 from paywire.proxy.metrics import Metrics
+from paywire.proxy.upstream import UpstreamError
 from paywire.server.asgi import PaymentMiddleware, request_info
 from paywire.transport.keepalive import HttpError, KeepAliveClient
 
 __all__ = ["ProxyServer"]
 
 log = logging.getLogger("paywire.proxy")
+QUOTE_HEADER = b"paywire-quote"
+"""Marks the proxy's ``HEAD`` price quote to the upstream (``price_header`` routes)."""
 
 
 @dataclass(slots=True)
@@ -44,6 +50,7 @@ class Generation:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     openapi: bytes | None = None  # the MPP discovery document, when a route offers MPP
     pricers: dict[str, KeepAliveClient] = field(default_factory=dict)  # price_url → its client
+    lightning: Any = None  # the [proxy.lightning] node's client, when configured
 
     def pricer(self, url: str) -> KeepAliveClient:
         client = self.pricers.get(url)
@@ -59,6 +66,9 @@ class Generation:
             await self.middleware.flow.aclose()
         with contextlib.suppress(Exception):
             await self.forwarder.aclose()
+        if self.lightning is not None:
+            with contextlib.suppress(Exception):
+                await self.lightning.aclose()
 
 
 async def _json(send: Send, status: int, body: Mapping[str, Any]) -> None:
@@ -67,6 +77,32 @@ async def _json(send: Send, status: int, body: Mapping[str, Any]) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": data})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_refusal(scope: Scope, token: bytes | None) -> tuple[int, dict[str, str]] | None:
+    """Why ``/metrics`` is refused to this request (status, JSON body), or None to serve it.
+
+    With a token: ``Authorization: Bearer <token>`` (compared in constant time), from anywhere. Without one:
+    loopback clients only (the connection's peer, or the client uvicorn takes from a loopback front proxy's
+    ``X-Forwarded-For``)."""
+    if token is not None:
+        given = next((v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), b"")
+        scheme, _, value = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token):
+            return None
+        return 401, {"error": "unauthorized", "message": "/metrics needs Authorization: Bearer <metrics_token>"}
+    client = scope.get("client")
+    if client and _is_loopback(str(client[0])):
+        return None
+    return 403, {"error": "forbidden", "message": "/metrics is served to loopback clients only; set "
+                                                  "metrics_token to read it from elsewhere"}
 
 
 class ProxyServer:
@@ -87,9 +123,11 @@ class ProxyServer:
 
     async def _build(self) -> Generation:
         setup = load_proxy(self.path, env=self.env)
+        lightning = setup.lightning.connect() if setup.lightning is not None else None
+        seller = dataclasses.replace(setup.seller, lightning=lightning) if lightning is not None else setup.seller
         forwarder = Forwarder(setup.proxy, setup.secret, self.metrics)
-        middleware = PaymentMiddleware(forwarder, setup.routes, config=setup.seller)
-        gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware)
+        middleware = PaymentMiddleware(forwarder, setup.routes, config=seller)
+        gen = Generation(self.metrics.generation + 1, setup, forwarder, middleware, lightning=lightning)
         try:
             await middleware.startup()
             if setup.proxy.openapi_path and any(r.mpp for r in setup.routes):
@@ -178,7 +216,11 @@ class ProxyServer:
         if path == cfg.health_path and scope.get("method") in ("GET", "HEAD"):
             await _json(send, 200, {"status": "ok", "generation": gen.number, "routes": len(gen.setup.routes)})
             return
-        if path == cfg.metrics_path and scope.get("method") == "GET":
+        if path == cfg.metrics_path and cfg.metrics_path and scope.get("method") == "GET":
+            refused = metrics_refusal(scope, gen.setup.metrics_token)
+            if refused is not None:
+                await _json(send, *refused)
+                return
             data = self.metrics.render().encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/plain; version=0.0.4"),
@@ -204,7 +246,7 @@ class ProxyServer:
             else:
                 await gen.forwarder(scope, receive, send)
             return
-        if gen.setup.pricing:
+        if gen.setup.pricing or gen.setup.quoting:
             priced = await self._priced(gen, route, req, scope)
             if priced is None:
                 await _json(send, 502, {"error": "pricing_unavailable",
@@ -214,21 +256,59 @@ class ProxyServer:
         await gen.middleware(scope, receive, send)
 
     async def _priced(self, gen: Generation, route: Any, req: Any, scope: Scope) -> Scope | None:
-        """The scope with this request's price from the route's pricing endpoint (a client's own
-        ``Paywire-Price`` is dropped); None when the endpoint does not answer a price."""
+        """The scope with this request's price from the route's pricing endpoint or upstream header (a client's
+        own ``Paywire-Price`` is always dropped); None when no valid price came back."""
         headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != PRICE_HEADER.encode()]
+        if req.method == "OPTIONS":
+            return {**scope, "headers": headers}
         index = next(i for i, r in enumerate(gen.setup.routes) if r is route)
-        url = gen.setup.pricing.get(index)
-        if url is not None and req.method != "OPTIONS":
-            body = {"method": req.method, "path": req.path, "query": req.query_string}
-            try:
-                status, answer = await gen.pricer(url).request("POST", "", body)
-            except HttpError as exc:
-                log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
-                return None
-            price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
-            if isinstance(price, bool) or not isinstance(price, str | int) or not str(price).strip():
-                log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
-                return None
-            headers.append((PRICE_HEADER.encode(), str(price).strip().encode("latin-1", "replace")))
+        url, header = gen.setup.pricing.get(index), gen.setup.quoting.get(index)
+        raw: str | None = None
+        if url is not None:
+            raw = await self._ask_endpoint(gen, url, req)
+        elif header is not None:
+            raw = await self._ask_upstream(gen, header, scope)
+        else:
+            return {**scope, "headers": headers}
+        price = parse_price(raw) if raw is not None else None
+        if price is None:
+            return None
+        headers.append((PRICE_HEADER.encode(), price.encode("ascii")))
         return {**scope, "headers": headers}
+
+    async def _ask_endpoint(self, gen: Generation, url: str, req: Any) -> str | None:
+        """``POST {method, path, query}`` to the pricing endpoint; its ``"price"``."""
+        body = {"method": req.method, "path": req.path, "query": req.query_string}
+        try:
+            status, answer = await gen.pricer(url).request("POST", "", body)
+        except HttpError as exc:
+            log.warning("paywire proxy: pricing endpoint %s: %s", url, exc)
+            return None
+        price = answer.get("price") if status == 200 and isinstance(answer, dict) else None
+        if isinstance(price, bool) or not isinstance(price, str | int):
+            log.warning("paywire proxy: pricing endpoint %s answered %s %r", url, status, answer)
+            return None
+        return str(price)
+
+    async def _ask_upstream(self, gen: Generation, header: str, scope: Scope) -> str | None:
+        """``HEAD`` of the same target at the upstream (the client's headers minus credentials, plus
+        ``Paywire-Quote: 1``); the value of its ``header`` when it answers 2xx."""
+        fwd = gen.forwarder
+        headers = [*request_headers(scope, fwd.host, fwd.config.preserve_host), (QUOTE_HEADER, b"1")]
+        try:
+            response = await fwd.upstream.open("HEAD", fwd.target(scope), headers, None)
+        except UpstreamError as exc:
+            log.warning("paywire proxy: price quote from the upstream failed: %s", exc)
+            return None
+        try:
+            async for _ in response.chunks():  # a HEAD answer has no body; this finishes the exchange
+                pass
+        except UpstreamError:
+            pass
+        finally:
+            await response.aclose()
+        value = next((v for k, v in response.headers if k.lower() == header.encode()), None)
+        if not 200 <= response.status < 300 or value is None:
+            log.warning("paywire proxy: the upstream's quote answered %s without %s", response.status, header)
+            return None
+        return value.decode("latin-1")

@@ -179,7 +179,7 @@ class Forwarder:
     async def aclose(self) -> None:
         await self.upstream.aclose()
 
-    def _target(self, scope: Scope) -> str:
+    def target(self, scope: Scope) -> str:
         raw = scope.get("raw_path") or str(scope.get("path", "/")).encode()
         path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
         qs = bytes(scope.get("query_string", b"")).decode("latin-1")
@@ -202,7 +202,7 @@ class Forwarder:
                 return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self._target(scope)
+        target = self.target(scope)
         method = scope.get("method", "GET")
         headers = request_headers(scope, self.host, self.config.preserve_host)
         payment = scope.get("paywire.payment")

@@ -1,18 +1,15 @@
 """Agent key directories for the seller: fetched over HTTPS, cached, and guarded against SSRF.
 
 An agent names its directory in ``Signature-Agent`` (a URL we did not choose), so fetching it is a request an
-attacker can aim. :class:`AgentDirectories` resolves the host first and refuses private, loopback, link-local
-and other non-public addresses (unless ``allow_private``, for development), connects to the address it checked
-(no second lookup for DNS rebinding to change), follows no redirects, reads at most ``max_bytes`` within
-``timeout`` seconds, and caches keys for ``ttl`` seconds (failures for ``fail_ttl``, so one bad directory
+attacker can aim: :class:`AgentDirectories` fetches with :func:`paywire.identity.fetch.guarded_get` (public
+addresses only unless ``allow_private``, the checked address pinned, no redirects, ``max_bytes`` within
+``timeout`` seconds), and caches keys for ``ttl`` seconds (failures for ``fail_ttl``, so one bad directory
 cannot make every request wait).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,13 +24,6 @@ class DirectoryError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 @dataclass(slots=True)
@@ -89,48 +79,18 @@ class AgentDirectories:
         self._cache[agent] = (until, value)
 
     async def _fetch(self, agent: str) -> dict[str, bytes]:
-        import httpx
+        from paywire.identity.fetch import FetchError, guarded_get
 
-        parts = urlsplit(agent)
-        host, scheme = parts.hostname, parts.scheme
-        if not host or scheme not in ("https", "http") or parts.username or parts.password:
-            raise DirectoryError("agent_directory_refused", f"not an http(s) agent URL: {agent[:100]!r}")
-        if scheme == "http" and not self.allow_private:
-            raise DirectoryError("agent_directory_refused", "agent directories are fetched over https only")
-        port = parts.port or (443 if scheme == "https" else 80)
         try:
-            async with asyncio.timeout(self.timeout):
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError) as exc:
-            raise DirectoryError("agent_directory_unreachable", f"cannot resolve {host}: {exc}") from None
-        addresses = [str(info[4][0]) for info in infos]
-        if not addresses or (not self.allow_private and not all(_public(a) for a in addresses)):
-            raise DirectoryError("agent_directory_refused",
-                                 f"{host} resolves to a private or loopback address: refused")
-        address = addresses[0]
-        netloc = f"[{address}]" if ":" in address else address
-        url = f"{scheme}://{netloc}:{port}{DIRECTORY_PATH}"
-        headers = {"host": parts.netloc, "accept": "application/http-message-signatures-directory+json"}
-        body = bytearray()
+            parts = urlsplit(agent)
+            body = await guarded_get(f"{parts.scheme}://{parts.netloc}{DIRECTORY_PATH}",
+                                     allow_private=self.allow_private, timeout=self.timeout,
+                                     max_bytes=self.max_bytes, what=f"{agent}'s directory",
+                                     accept="application/http-message-signatures-directory+json")
+        except FetchError as exc:
+            raise DirectoryError(f"agent_directory_{exc.kind}", str(exc)) from None
         try:
-            async with asyncio.timeout(self.timeout), httpx.AsyncClient(follow_redirects=False) as client:
-                extensions = {"sni_hostname": host} if scheme == "https" else {}
-                async with client.stream("GET", url, headers=headers, extensions=extensions) as r:
-                    if r.status_code != 200:
-                        raise DirectoryError("agent_directory_refused",
-                                             f"{agent}'s directory answered {r.status_code} (redirects are not followed)")
-                    async for chunk in r.aiter_bytes():
-                        body += chunk
-                        if len(body) > self.max_bytes:
-                            raise DirectoryError("agent_directory_too_large",
-                                                 f"{agent}'s directory is larger than {self.max_bytes} bytes")
-        except TimeoutError:
-            raise DirectoryError("agent_directory_unreachable",
-                                 f"{agent}'s directory did not answer within {self.timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise DirectoryError("agent_directory_unreachable", f"{agent}'s directory: {exc}") from None
-        try:
-            return parse_directory(bytes(body))
+            return parse_directory(body)
         except (ValueError, TypeError) as exc:
             raise DirectoryError("agent_directory_invalid", f"{agent}'s directory: {exc}") from None
 

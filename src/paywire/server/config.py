@@ -103,6 +103,10 @@ class SellerConfig(Settings):
     """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
     siwx_chains: Any = option(None, env=False, toml=False)
     """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); without it only EOAs sign in."""
+    offer_signer: Any = option(None, env=False, toml=False)
+    """Signed offers and receipts (x402 ``offer-receipt``): an :class:`~paywire.identity.offers.ArtifactSigner`."""
+    receipt_tx: bool = False
+    """Signed receipts name the settlement's transaction (verifiable on chain; less private)."""
     agent_directories_private: bool = False
     """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
     audit: str | None = None
@@ -144,5 +148,7 @@ class SellerOptions(TypedDict, total=False):
     siwx_secret: bytes | str | None
     siwx_origin: str | None
     siwx_chains: Any
+    offer_signer: Any
+    receipt_tx: bool
     agent_directories_private: bool
     audit: str | None

@@ -7,9 +7,11 @@ ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or v
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +35,7 @@ from paywire.x402.codec import (
     X_PAYMENT_RESPONSE,
     decode_payment_signature,
     encode_header,
+    encode_json,
 )
 from paywire.x402.matching import find_matching_requirements, find_matching_v1
 from paywire.x402.models import (
@@ -177,6 +180,14 @@ class PaidRoute:
     siwx: bool = False
     access_for: float | None = None
     identity: IdentityRule | None = None
+    allow_identities: frozenset[str] | None = None
+    """Only these identities may use the route (DIDs or wallet addresses): others are refused before any money
+    moves; implies sign-in (docs/identity.md)."""
+    free_quota: tuple[int, float] | None = None
+    """``(n, seconds)``: each proven identity gets ``n`` requests per window without paying (then it pays)."""
+    price_for_identity: Callable[[Any, PaymentRequirements], int | None] | None = None
+    """``f(identity, offer) -> amount`` in the offer's atomic units for a proven identity (None: the offer's own;
+    0: free). A signed-in payer is quoted, and pays, its own price."""
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -221,6 +232,15 @@ class PaidRoute:
                 raise ConfigError(f"route {self.path!r}: mpp 'evm' mirrors the x402 offers: give a price")
         if self.identity is not None and self.identity not in IDENTITY_RULES:
             raise ConfigError(f"route {self.path!r}: identity must be one of {IDENTITY_RULES}, not {self.identity!r}")
+        if self.allow_identities is not None:
+            if isinstance(self.allow_identities, str):
+                raise ConfigError(f"route {self.path!r}: allow_identities takes a list, not one string")
+            object.__setattr__(self, "allow_identities", frozenset(a.lower() for a in self.allow_identities))
+        if self.free_quota is not None:
+            n, window = self.free_quota
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not window > 0:
+                raise ConfigError(f"route {self.path!r}: free_quota is (requests >= 1, seconds > 0), "
+                                  f"not {self.free_quota!r}")
         if self.access_for is not None and (isinstance(self.access_for, bool) or not self.access_for > 0):
             raise ConfigError(f"route {self.path!r}: access_for is a number of seconds > 0, not {self.access_for!r}")
         object.__setattr__(self, "methods", methods or frozenset({"*"}))
@@ -251,7 +271,13 @@ class PaidRoute:
     @property
     def signs_in(self) -> bool:
         """The route takes Sign-In-With-X (advertised in its 402s)."""
-        return self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+        return (self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
+                or self.per_identity)
+
+    @property
+    def per_identity(self) -> bool:
+        """The route treats proven identities differently (allowlist, free quota, price)."""
+        return self.allow_identities is not None or self.free_quota is not None or self.price_for_identity is not None
 
     @property
     def checks_identity(self) -> bool:
@@ -398,11 +424,16 @@ class Seller:
     """MPP routes bind request bodies up to this size through the challenge ``digest`` (RFC 9530)."""
     siwx: SiwxIssuer | None = None
     """Issues and checks Sign-In-With-X challenges (made when a route signs in and none is given)."""
+    offer_signer: Any = None
+    """An :class:`~paywire.identity.offers.ArtifactSigner`: sign every 402's offers and every paid response's
+    receipt (x402 ``offer-receipt``); ``receipt_tx`` puts the transaction hash in receipts (else privacy-minimal)."""
+    receipt_tx: bool = False
     clock: Callable[[], float] = time.time
     _static: dict[int, tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]] = field(
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
     _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
+    _sign_in_templates: dict[tuple[int, str], tuple[Reply, str, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -579,6 +610,10 @@ class Seller:
         if route.signs_in and self.siwx is not None and req is not None:  # a fresh nonce per 402
             out[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url,
                                                         [o.network for o in offers], self.clock())
+        if self.offer_signer is not None and req is not None and offers:
+            from paywire.identity.offers import OFFER_RECEIPT
+
+            out[OFFER_RECEIPT] = self.offer_signer.offers_extension(self.resource(route, req).url, offers, self.clock())
         if (self._supported is not None and EIP2612_GAS_SPONSORING in self._supported.extensions
                 and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2" for o in offers)):
             out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # the facilitator sends the payer's permit
@@ -595,20 +630,50 @@ class Seller:
 
         The plain challenge of a route with static offers depends only on the URL: it is built once per URL."""
         key: tuple[int, str] | None = None
-        if error is None and not extra_headers and not route.signs_in:
+        if error is None and not extra_headers and self.offer_signer is None:
             idx = next((i for i, r in enumerate(self.routes) if r is route), -1)
             static = self._static.get(idx)
             if static is not None and static[0] is offers:
                 key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
-                hit = self._challenges.get(key)
-                if hit is not None:
-                    return hit
+                if route.signs_in:
+                    if self.siwx is not None and set(route.x402_versions) == {1, 2}:  # the body has no nonce
+                        return self._sign_in_challenge(route, req, offers, key)
+                    key = None
+                else:
+                    hit = self._challenges.get(key)
+                    if hit is not None:
+                        return hit
         reply = self._payment_required(route, req, offers, error, extra_headers)
         if key is not None:
             if len(self._challenges) >= 1024:
                 self._challenges.clear()
             self._challenges[key] = reply
         return reply
+
+    def _sign_in_challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
+                           key: tuple[int, str]) -> Reply:
+        """The 402 of a sign-in route: built once per URL as JSON text with stand-ins for the challenge's nonce
+        and times (unguessable per template); each 402 fills in fresh ones and encodes the header."""
+        assert self.siwx is not None
+        url = self.resource(route, req).url
+        hit = self._sign_in_templates.get(key)
+        if hit is None:
+            reply = self._payment_required(route, req, offers, None, ())
+            wire = self.challenge(route, req, offers).to_wire()
+            decl = self.siwx.declaration(url, [o.network for o in offers], self.clock())
+            mark = "@" + os.urandom(12).hex()
+            decl["info"] = {**decl["info"], "nonce": mark + "n", "issuedAt": mark + "i", "expirationTime": mark + "e"}
+            raw = encode_json({**wire, "extensions": {**(wire.get("extensions") or {}), SIGN_IN_WITH_X: decl}})
+            if len(self._sign_in_templates) >= 1024:
+                self._sign_in_templates.clear()
+            hit = self._sign_in_templates[key] = (reply, raw.decode(), mark)
+        reply, template, mark = hit
+        nonce, issued, expires = self.siwx.fresh(url, self.clock())
+        text = (template.replace(f'"{mark}n"', f'"{nonce}"', 1).replace(f'"{mark}i"', f'"{issued}"', 1)
+                .replace(f'"{mark}e"', f'"{expires}"', 1))
+        header = base64.b64encode(text.encode()).decode("ascii")
+        return Reply(402, tuple((k, header) if k == PAYMENT_REQUIRED else (k, v) for k, v in reply.headers),
+                     reply.body)
 
     def _payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                           error: str | None, extra_headers: Headers) -> Reply:
@@ -665,6 +730,19 @@ class Seller:
         if self.cors_origin is None or req.header("origin") is None:
             return None
         return self.cors_origin
+
+    def with_receipt(self, res: SettleResponse, route: PaidRoute, req: RequestInfo) -> SettleResponse:
+        """``res`` with the seller's signed receipt (``extensions["offer-receipt"]``) when it signs receipts; the
+        ledger keeps it, so a replay answers with the same receipt."""
+        if self.offer_signer is None or not res.success or not res.payer:
+            return res
+        from paywire.identity.offers import OFFER_RECEIPT
+        from paywire.x402.networks import to_caip2_or_none
+
+        network = to_caip2_or_none(res.network) or res.network
+        ext = self.offer_signer.receipt_extension(self.resource(route, req).url, res.payer, network, self.clock(),
+                                                  res.transaction if self.receipt_tx else None)
+        return dataclasses.replace(res, extensions={**(res.extensions or {}), OFFER_RECEIPT: ext})
 
     @staticmethod
     def settlement_headers(res: SettleResponse, v1: bool) -> Headers:

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
 from paywire.identity.did import Identity
+from paywire.identity.metadata import proven_identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.registry import default_registry
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
-from paywire.server.identity import IdentityGate, Reaccess
+from paywire.server.identity import Free, IdentityGate, Reaccess
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.protocols import seller_protocols
 from paywire.server.protocols.base import (
@@ -203,9 +204,16 @@ _P = TypeVar("_P")
 
 
 def _with_identity(parsed: _P, identity: Identity | None) -> _P:
-    """A payment to claim carries the identity its request proved (written to its ledger row)."""
+    """A payment to claim carries the identity its request proved (written to its ledger row, and named to the
+    facilitator in the payload's ``paywire-identity`` extension, which the payer's signature does not cover)."""
     if identity is not None and isinstance(parsed, Proceed):
-        return dataclasses.replace(parsed, identity=identity.did)
+        payload = parsed.payload
+        if isinstance(payload, PaymentPayload):
+            from paywire.identity.metadata import IDENTITY_EXTENSION, identity_extension
+
+            payload = dataclasses.replace(payload, extensions={**(payload.extensions or {}),
+                                                               IDENTITY_EXTENSION: identity_extension(identity.did)})
+        return dataclasses.replace(parsed, identity=identity.did, payload=payload)
     return parsed
 
 
@@ -357,6 +365,11 @@ class PaymentFlow:
             return Forward(await self._admit(d))
         if isinstance(d, Reaccess):
             return Forward(await self._reaccess(d))
+        if isinstance(d, Free):
+            assert route is not None
+            who = d.identity
+            return Forward(PaymentInfo(0, route.key, who.addresses[0] if who.addresses else None, 0, 0, "", "", "",
+                                       d.why, 0, None, identity=who.did))
         if not isinstance(d, Proceed):
             return Forward()
         plan = await self._paid(d, req)
@@ -364,22 +377,36 @@ class PaymentFlow:
             return plan
         return await self._with_challenges(plan, d, req)
 
-    async def _decide(self, route: PaidRoute | None, req: RequestInfo) -> Decision | Reject | Admit | Reaccess:
+    async def _decide(self, route: PaidRoute | None,
+                      req: RequestInfo) -> Decision | Reject | Admit | Reaccess | Free:
         """The route's sign-in first (docs/identity.md), then its protocols, in order, for the request's credential;
         none: the x402 402 (or paywall)."""
         if route is None or req.method in ("OPTIONS", "HEAD"):
             return self.seller.decide(req)
         priced = self.seller.offers_for(route, req)
-        identity = None
+        identity, deferred = None, None
         if self._identity is not None and route.checks_identity:
             checked = await self._identity.check(route, req, priced)
-            if isinstance(checked, Reply | Reaccess):
+            deferred = self._identity.take_deferred()
+            if isinstance(checked, Reply | Reaccess | Free):
                 return checked
             identity = checked
-        for proto in self._protocols_of(route):
-            parsed = await proto.parse(route, req, priced)
-            if parsed is not None:
-                return _with_identity(parsed, identity)
+            priced = self._identity.repriced(route, priced, identity)
+        named = proven_identity.set(identity) if identity is not None else None  # L402 identity caveats read it
+        try:
+            for proto in self._protocols_of(route):
+                parsed = await proto.parse(route, req, priced)
+                if parsed is not None:
+                    if deferred is not None and self._identity is not None and isinstance(parsed, Proceed | Admit):
+                        payer = parsed.payer if isinstance(parsed, Proceed) else None
+                        kept = await self._identity.spend_deferred(deferred, payer, route, req, identity, priced[0])
+                        if isinstance(kept, Reply):
+                            return kept
+                        identity = kept
+                    return _with_identity(parsed, identity)
+        finally:
+            if named is not None:
+                proven_identity.reset(named)
         return _with_identity(self.seller.decide(req, priced), identity)
 
     async def _reaccess(self, r: Reaccess) -> PaymentInfo:
@@ -422,7 +449,7 @@ class PaymentFlow:
                 self._admitted.clear()
             self._admitted.add(new.auth_key)
         return PaymentInfo(rid, new.route, new.payer, new.amount, new.decimals, new.asset, new.network, new.pay_to,
-                           new.scheme, new.x402_version, new.payment_id, a.tx, new.protocol)
+                           new.scheme, new.x402_version, new.payment_id, a.tx, new.protocol, new.identity)
 
     async def _with_challenges(self, plan: Plan, p: Proceed, req: RequestInfo) -> Plan:
         """402s of a multi-protocol route carry every challenge, with the paying protocol's problem types."""
@@ -620,6 +647,8 @@ class PaymentFlow:
         store = self.payments
         outcome, res, detail = await self._settle(rec.protocol, payload, requirements, reconciling)
         if outcome == "settled" and res is not None:
+            if p is not None and req is not None:
+                res = self.seller.with_receipt(res, p.route, req)  # signed once, recorded, replayed as is
             release = {"owner": None} if rec.settle_mode == "after" else {}
             await store.update(rec.id, owner, ["settling"], state="served" if release else "settled", **release,
                                tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),

@@ -10,7 +10,11 @@ answers one of:
 * a :class:`~paywire.server.core.Reply` — a 402 saying why (a proof that does not check out, a used nonce, a
   sign-in without a payment in the window, or the route's ``identity`` missing on a paid request: refused
   before any money moves);
-* an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity.
+* :class:`Free` — a proven identity the route serves without payment (``free_quota``, or priced at zero by
+  ``price_for_identity``);
+* an :class:`~paywire.identity.did.Identity` or None — go on to the payment, which records the identity (at
+  the identity's own price when the route has ``price_for_identity``); an identity that is not on the route's
+  ``allow_identities`` is refused (``identity_not_allowed``) before any money moves.
 
 Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signature's as ``sig:<keyid>:<nonce>``)
 — a resent paid request may reuse its own, so retries of one payment still replay.
@@ -18,11 +22,14 @@ Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signatu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from paywire.identity import erc6492
 from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
 from paywire.identity.did import Identity
 from paywire.identity.siwx import HEADER, NOT_THE_ADDRESS, SiwxContractCheck, SiwxFailure, SiwxProof
@@ -31,6 +38,22 @@ from paywire.server.core import PaidRoute, Priced, Reply, Seller
 from paywire.server.request import RequestInfo
 from paywire.store.db import Database
 from paywire.store.identity import IdentityStore
+from paywire.x402.models import PaymentRequirements
+
+_deferred: ContextVar[SiwxProof | None] = ContextVar("paywire_deferred_sign_in", default=None)
+
+
+def _listed(who: Identity, allowed: frozenset[str]) -> bool:
+    return who.did.lower() in allowed or any(a.lower() in allowed for a in who.addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class Free:
+    """Serve without a payment: a proven identity within its free quota (``free_quota``) or priced at zero
+    (``price_for_identity``); ``why`` says which."""
+
+    identity: Identity
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +83,8 @@ class IdentityGate:
             _ed25519()
         await self.store.migrate()
 
-    async def check(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Reaccess | Reply | Identity | None:
+    async def check(self, route: PaidRoute, req: RequestInfo,
+                    priced: Priced) -> Reaccess | Free | Reply | Identity | None:
         seller, offers = self.seller, priced[0]
         credential = seller.x402_header(route, req) or req.header("authorization")
         paying = credential is not None
@@ -83,23 +107,46 @@ class IdentityGate:
                 return refuse(f"{signed_in.code}: {signed_in.message}")
             else:
                 signed_in = None
+        who = agent or (signed_in.identity if signed_in is not None else None)
+        allowed = route.allow_identities
+        if allowed is not None and who is not None and not _listed(who, allowed):
+            return refuse("identity_not_allowed: this route serves only the identities on its allowlist")
         if paying:
             missing = {"agent-sig": agent is None, "siwx": signed_in is None,
                        "required": agent is None and signed_in is None}.get(route.identity or "", False)
-            if missing:
+            if missing or (allowed is not None and who is None):
                 how = {"agent-sig": "an RFC 9421 agent signature (Signature-Agent, Signature-Input, Signature)",
-                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)",
-                       "required": "a Sign-In-With-X proof or an RFC 9421 agent signature"}[route.identity or ""]
+                       "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)"}.get(
+                    route.identity or "", "a Sign-In-With-X proof or an RFC 9421 agent signature")
                 return refuse(f"identity_required: this route takes payments only with {how}")
-            return agent or (signed_in.identity if signed_in is not None else None)
-        if signed_in is None:
+            return who
+        if who is None:
             return None
-        if route.access_for is not None:
+        if signed_in is not None and route.access_for is not None:
             rid = await self.store.paid(signed_in.address, route.key, req.path, seller.clock() - route.access_for)
             if rid is not None:
                 return Reaccess(rid, signed_in.identity)
-        return refuse("siwx_not_paid: signed in, but this address has no payment for this resource that still "
-                      "grants access: pay to continue")
+        mine = self.repriced(route, priced, who)
+        if any(getattr(o, "amount", None) == 0 for o in mine[0]):
+            return Free(who, "price")
+        if route.free_quota is not None and await self.store.take_free(who.did, route.key, *route.free_quota):
+            return Free(who, "free_quota")
+        if signed_in is None:  # an agent signature alone: the route's 402
+            return None
+        return seller.payment_required(route, req, mine[0], "siwx_not_paid: signed in, but this address has no "
+                                       "payment for this resource that still grants access: pay to continue")
+
+    @staticmethod
+    def repriced(route: PaidRoute, priced: Priced, who: Identity | None) -> Priced:
+        """The route's offers at ``who``'s price (``route.price_for_identity``)."""
+        f = route.price_for_identity
+        if f is None or who is None:
+            return priced
+        offers: list[Any] = []
+        for o in priced[0]:
+            amount = f(who, o) if isinstance(o, PaymentRequirements) else None
+            offers.append(o if amount is None or amount == o.amount else dataclasses.replace(o, amount=int(amount)))
+        return tuple(offers), priced[1]
 
     async def _sign_in(self, route: PaidRoute, req: RequestInfo, offers: tuple[object, ...],
                        spent_on: str | None) -> SiwxProof | SiwxFailure | None:
@@ -109,9 +156,39 @@ class IdentityGate:
         networks = [str(getattr(o, "network", "")) for o in offers]
         checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
+        if isinstance(proof, SiwxProof) and spent_on is not None:
+            _deferred.set(proof)  # with a payment: spent once the payer is known (spend_deferred)
+            return proof
         if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
             return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
         return proof
+
+    @staticmethod
+    def take_deferred() -> SiwxProof | None:
+        """The sign-in of the paid request just checked whose nonce is not spent yet (and forget it)."""
+        proof = _deferred.get()
+        if proof is not None:
+            _deferred.set(None)
+        return proof
+
+    async def spend_deferred(self, proof: SiwxProof, payer: str | None, route: PaidRoute, req: RequestInfo,
+                             identity: Identity | None, offers: tuple[object, ...]) -> Identity | Reply | None:
+        """A paid request's sign-in, once its payment is read. Signed by the payer itself, it needs no nonce: a
+        replay can only come with a payment from the same address, which proves the same identity (and a
+        payment is used once). Otherwise the nonce is spent now; a used one drops the identity from a route that
+        does not need it, and refuses the request on one that does."""
+        if payer is not None and payer.lower() == proof.address.lower():
+            return identity
+        credential = self.seller.x402_header(route, req) or req.header("authorization") or ""
+        if await self.store.use_nonce(proof.nonce, proof.expires_at, hashlib.sha256(credential.encode()).hexdigest()):
+            return identity
+        if identity is not None and identity.did != proof.identity.did:
+            return identity  # the identity came from an agent signature
+        if route.identity is None and not route.per_identity:
+            return None  # the payment stands on its own
+        return self.seller.payment_required(route, req, offers,  # type: ignore[arg-type]
+                                            "invalid_siwx_nonce_used: this sign-in was already used: answer a "
+                                            "fresh 402")
 
     async def _contract_wallet(self, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
         """EIP-1271: the address is a contract whose ``isValidSignature`` accepts the signature."""
@@ -120,6 +197,8 @@ class IdentityGate:
         chain = self.chains.get(c.proof.network)
         if chain is None:
             return NOT_THE_ADDRESS
+        if erc6492.is_wrapped(c.signature):
+            return await self._counterfactual_wallet(chain, c)
         try:
             if not await chain.get_code(c.proof.address):
                 return NOT_THE_ADDRESS
@@ -130,6 +209,23 @@ class IdentityGate:
             return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
         if answer[:4] != token.EIP1271_MAGIC:
             return SiwxFailure("invalid_siwx_signature", "the contract wallet's isValidSignature says no")
+        return c.proof
+
+    @staticmethod
+    async def _counterfactual_wallet(chain: Any, c: SiwxContractCheck) -> SiwxProof | SiwxFailure:
+        """ERC-6492: one creating ``eth_call`` deploys the wallet inside the call and asks it (nothing is sent)."""
+        try:
+            data = erc6492.validator_call(c.proof.address, c.digest, c.signature)
+        except ValueError as exc:
+            return SiwxFailure("invalid_siwx_malformed_signature", f"ERC-6492: {exc}")
+        try:
+            answer = await chain.request("eth_call", [{"data": "0x" + data.hex(), "gas": hex(5_000_000)}, "latest"])
+            raw = bytes.fromhex(str(answer).removeprefix("0x"))
+        except Exception as exc:  # a node that cannot run it must not become a 500
+            return SiwxFailure("invalid_siwx_verifier_error", f"cannot ask the chain about the wallet: {exc}")
+        if raw[:4] != erc6492.EIP1271_MAGIC:
+            return SiwxFailure("invalid_siwx_signature",
+                               "the undeployed wallet (ERC-6492) does not accept the signature")
         return c.proof
 
     async def _agent_proof(self, req: RequestInfo, spent_on: str | None) -> AgentProof | AgentFailure:
@@ -148,4 +244,4 @@ class IdentityGate:
         return proof
 
 
-__all__ = ["IdentityGate", "Reaccess"]
+__all__ = ["Free", "IdentityGate", "Reaccess"]

@@ -95,7 +95,8 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
     seller = Seller(tuple(routes), pay_to=c.pay_to, network=c.network, assets=c.assets or AssetRegistry(),
                     app_name=c.app_name, cors_origin=c.cors_origin, paywall_html=c.paywall_html,
                     mpp=_mpp_server(c), mpp_nonce_variants=c.mpp_nonce_variants or None,
-                    mpp_max_body=c.mpp_max_body, siwx=_siwx_issuer(routes, c))
+                    mpp_max_body=c.mpp_max_body, siwx=_siwx_issuer(routes, c),
+                    offer_signer=c.offer_signer, receipt_tx=c.receipt_tx)
     return PaymentFlow(seller, as_facilitator(facilitator, c.facilitator_token), c.store,
                        verify_timeout=c.verify_timeout, settle_timeout=c.settle_timeout, replay_wait=c.replay_wait,
                        lease=c.lease, max_record_bytes=c.max_record_bytes, check_supported=c.check_supported,

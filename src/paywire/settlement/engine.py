@@ -228,7 +228,8 @@ class SettlementEngine:
         wanted = _caller_wait.get()
         budget = min(self._answer_within if wanted is None else max(wanted, 0.0), self._settle_wait)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), budget)
+            async with asyncio.timeout(budget):  # cheaper than wait_for: no extra future and callbacks
+                return await asyncio.shield(task)
         except TimeoutError:  # the settlement goes on; the caller gets what the record says now
             return await self._pending(self.store, intent)
 

@@ -17,12 +17,18 @@ from paywire.store.payments import TABLE as PAYMENTS
 
 COMPONENT = "identity"
 NONCES = "siwx_nonces"
+FREE = "identity_free_use"
 PURGE_EVERY = 64
 """Inserts between two deletions of expired rows."""
 
 register(COMPONENT, [[
     f"CREATE TABLE IF NOT EXISTS {NONCES} (nonce TEXT PRIMARY KEY, expires_at {{real}} NOT NULL, spent_on TEXT)",
     f"CREATE INDEX IF NOT EXISTS {NONCES}_expiry ON {NONCES} (expires_at)",
+], [
+    # free quotas: requests served free per (identity, route, window); rows end with their window
+    f"""CREATE TABLE IF NOT EXISTS {FREE} (did TEXT NOT NULL, route TEXT NOT NULL, window_start BIGINT NOT NULL,
+        used INTEGER NOT NULL, expires_at {{real}} NOT NULL, PRIMARY KEY (did, route, window_start))""",
+    f"CREATE INDEX IF NOT EXISTS {FREE}_expiry ON {FREE} (expires_at)",
 ]])
 
 
@@ -58,8 +64,21 @@ class IdentityStore(Repository):
         return row is not None and row["spent_on"] == spent_on
 
     async def purge(self) -> int:
-        """Delete the rows of expired challenges; returns how many."""
-        return await self.db.execute(f"DELETE FROM {NONCES} WHERE expires_at < ?", (self.clock(),))
+        """Delete the rows of expired challenges and ended free-quota windows; returns how many."""
+        now = self.clock()
+        return (await self.db.execute(f"DELETE FROM {NONCES} WHERE expires_at < ?", (now,))
+                + await self.db.execute(f"DELETE FROM {FREE} WHERE expires_at < ?", (now,)))
+
+    async def take_free(self, did: str, route: str, limit: int, window: float) -> bool:
+        """Use one of ``did``'s ``limit`` free requests of ``route`` in the current window of ``window`` seconds
+        (one statement: concurrent requests cannot take more than ``limit``). False when none is left."""
+        now = self.clock()
+        start = int(now // window)
+        row = await self._fetchone(
+            f"INSERT INTO {FREE} (did, route, window_start, used, expires_at) VALUES (?, ?, ?, 1, ?) "
+            f"ON CONFLICT (did, route, window_start) DO UPDATE SET used = {FREE}.used + 1 "
+            f"WHERE {FREE}.used < ? RETURNING used", (did, route, start, (start + 1) * window, limit), write=True)
+        return row is not None and int(row["used"]) <= limit
 
     async def count(self) -> int:
         row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM {NONCES}")
@@ -74,4 +93,4 @@ class IdentityStore(Repository):
         return int(row["id"]) if row else None
 
 
-__all__ = ["NONCES", "IdentityStore"]
+__all__ = ["FREE", "NONCES", "IdentityStore"]

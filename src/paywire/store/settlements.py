@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from paywire.identity.metadata import settling_for
 from paywire.store.db import Database, Params, Row, execute_point, fetchone_point, open_database
 from paywire.store.migrations import migrate, register
 
@@ -76,6 +77,9 @@ register("facilitator", [[
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_open ON {TABLE} (state, lease_until)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_tx ON {TABLE} (tx_hash)",
+], [
+    # the payer's identity (a DID) as the seller stated it in the request (paywire.identity.metadata)
+    f"ALTER TABLE {TABLE} ADD COLUMN identity TEXT",
 ]])
 
 
@@ -121,6 +125,8 @@ class Settlement:
     updated_at: float
     submitted_at: float | None
     finished_at: float | None
+    identity: str | None = None
+    """The payer's DID, as the seller named it (``extensions["paywire-identity"]``), or None."""
 
     @property
     def final(self) -> bool:
@@ -139,7 +145,7 @@ class Settlement:
             error_reason=r.get("error_reason"), error_message=r.get("error_message"), owner=r["owner"],
             lease_until=float(r["lease_until"]), attempts=int(r["attempts"]), created_at=float(r["created_at"]),
             updated_at=float(r["updated_at"]), submitted_at=_opt_float(r.get("submitted_at")),
-            finished_at=_opt_float(r.get("finished_at")),
+            finished_at=_opt_float(r.get("finished_at")), identity=r.get("identity"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -152,6 +158,7 @@ class Settlement:
             "errorReason": self.error_reason, "errorMessage": self.error_message, "owner": self.owner,
             "attempts": self.attempts, "createdAt": self.created_at, "updatedAt": self.updated_at,
             "submittedAt": self.submitted_at, "finishedAt": self.finished_at,
+            **({"identity": self.identity} if self.identity else {}),
         }
 
 
@@ -251,13 +258,14 @@ class SettlementStore:
         ``working`` and knows no task of this process has it (a run before a restart left it)."""
         sid = settlement_id(network, asset, payer, nonce)
         now = time.time()
+        identity = settling_for.get()
         inserted = await self._change(
             f"INSERT INTO {TABLE} (id, network, asset, payer, nonce, requirements_digest, request, amount, "
-            f"pay_to, state, owner, lease_until, created_at, updated_at) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            f"pay_to, state, owner, lease_until, created_at, updated_at, identity) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (sid, network, asset.lower(), payer.lower(), nonce.lower(), requirements_digest,
              json.dumps(dict(request), separators=(",", ":")), str(amount), pay_to.lower(), self.instance_id,
-             now + lease_seconds, now, now),
+             now + lease_seconds, now, now, identity),
         )
         if inserted == 1:
             return True, Settlement(
@@ -266,7 +274,7 @@ class SettlementStore:
                 pay_to=pay_to.lower(), state="verified", tx_hash=None, tx_hashes=(), raw_tx=None, signer=None,
                 tx_nonce=None, block_number=None, error_reason=None, error_message=None, owner=self.instance_id,
                 lease_until=now + lease_seconds, attempts=1, created_at=now, updated_at=now, submitted_at=None,
-                finished_at=None,
+                finished_at=None, identity=identity,
             )
         took = await execute_point(self.db,
             f"UPDATE {TABLE} SET owner = ?, lease_until = ?, updated_at = ?, attempts = attempts + 1 "

@@ -183,7 +183,12 @@ register("buyer", [[
     "CREATE INDEX buyer_payments_account_payee ON buyer_payments (account, pay_to, budget)",
 ], [
     "ALTER TABLE buyer_payments ADD COLUMN protocol TEXT",  # x402 | mpp | l402 (NULL on older rows: x402)
-], _SPEND_TOTALS])
+], _SPEND_TOTALS, [
+    # identity (docs/identity.md): the DID this buyer proved to the seller (Sign-In-With-X, agent signature),
+    # and the seller's signed offer and receipt (x402 offer-receipt) as JSON: what was promised and paid
+    "ALTER TABLE buyer_payments ADD COLUMN identity TEXT",
+    "ALTER TABLE buyer_payments ADD COLUMN proofs TEXT",
+]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
 
@@ -457,17 +462,22 @@ class SpendLedger:
         await self._execute(sql, params)
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
-                     status_code: int | None = None, rule: str | None = None, reason: str | None = None) -> bool:
+                     status_code: int | None = None, rule: str | None = None, reason: str | None = None,
+                     identity: str | None = None, proofs: str | None = None) -> bool:
         """Move a reserved/held row to its final state (compare-and-set: a row already committed or released
-        is never changed). ``budget`` is ``committed``, ``held`` or ``released``."""
+        is never changed). ``budget`` is ``committed``, ``held`` or ``released``. ``identity``: the DID the buyer
+        proved; ``proofs``: the seller's signed offer and receipt (JSON)."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
+        extra, extra_params = "", ()  # type: tuple[str, tuple[str | None, ...]]
+        if identity is not None or proofs is not None:
+            extra, extra_params = "identity = COALESCE(?, identity), proofs = COALESCE(?, proofs), ", (identity, proofs)
         sql = ("UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
                "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
-               "updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')")
-        params = (outcome, budget, tx, status_code, rule, reason, self._clock(), row_id, self.account)
+               f"{extra}updated_at = ? WHERE id = ? AND account = ? AND budget IN ('reserved', 'held')")
+        params = (outcome, budget, tx, status_code, rule, reason, *extra_params, self._clock(), row_id, self.account)
         if self.audit is not None:
-            data = {k: v for k, v in (("rule", rule), ("reason", reason)) if v}
+            data = {k: v for k, v in (("rule", rule), ("reason", reason), ("identity", identity)) if v}
             return await self.audit.change(self.db, sql, params, key=("id", row_id), data=data or None) is not None
         n = await self._execute(sql, params)
         return n == 1

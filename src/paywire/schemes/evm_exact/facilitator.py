@@ -85,9 +85,11 @@ class CheckedAuthorization:
 
 
 def check_offchain(
-    payload: PaymentPayload, requirements: PaymentRequirements, now: int, *, v1: bool = False
+    payload: PaymentPayload, requirements: PaymentRequirements, now: int, *, v1: bool = False,
+    parsed: ExactEvmPayload | None = None,
 ) -> VerifyResponse | CheckedAuthorization:
-    """Every check that needs no chain, in the order of digest §5.1 (cheap first). Pure."""
+    """Every check that needs no chain, in the order of digest §5.1 (cheap first). Pure. ``parsed``: the
+    ``ExactEvmPayload`` of ``payload.payload`` when the caller parsed it already (settling does)."""
     accepted = payload.accepted
     if accepted.scheme != "exact" or requirements.scheme != "exact":
         return VerifyResponse(False, "unsupported_scheme", invalid_message="scheme is not exact")
@@ -101,7 +103,7 @@ def check_offchain(
     if not isinstance(name, str) or not isinstance(version, str):
         return VerifyResponse(False, "missing_eip712_domain", invalid_message="extra.name/version required")
     try:
-        p = ExactEvmPayload.from_wire(payload.payload)
+        p = parsed if parsed is not None else ExactEvmPayload.from_wire(payload.payload)
     except WireError as exc:
         return VerifyResponse(False, "invalid_payload", invalid_message=str(exc))
     a = p.authorization
@@ -260,11 +262,12 @@ class ExactEvmFacilitator:
 
     async def _verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool, simulate: bool,
-        gas_for: TxSender | None = None,
+        gas_for: TxSender | None = None, parsed: ExactEvmPayload | None = None,
     ) -> tuple[VerifyResponse, CheckedAuthorization | None, int | None]:
         """Verify; with ``gas_for`` (settling) the simulation is an ``eth_estimateGas`` from that key, whose
-        result (with the sender's margin) is returned as the gas limit to send with."""
-        checked = check_offchain(payload, requirements, int(self._clock()), v1=v1)
+        result (with the sender's margin) is returned as the gas limit to send with. ``parsed``: the payload,
+        already parsed by the caller."""
+        checked = check_offchain(payload, requirements, int(self._clock()), v1=v1, parsed=parsed)
         if isinstance(checked, VerifyResponse):
             return checked, None, None
         net = self._nets.get(requirements.network)
@@ -353,11 +356,13 @@ class ExactEvmFacilitator:
         if not v1 and is_permit2_payload(payload.payload):
             return await self.permit2.settle(payload, requirements)
 
+        p: ExactEvmPayload | None = None
+
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
             net = self._nets.get(requirements.network)
             sender = net.sender() if net is not None else None
             verdict, checked, gas = await self._verify(payload, requirements, v1=v1, simulate=self._simulate,
-                                                       gas_for=sender)
+                                                       gas_for=sender, parsed=p)
             if not verdict.is_valid or checked is None or sender is None:
                 return verdict, None
             return verdict, Plan(sender.address, gas)

@@ -76,6 +76,8 @@ class L402(ProtocolDefaults):
 
     async def parse(self, route: PaidRoute, req: RequestInfo, priced: Priced) -> Parsed:
         """An ``L402``/``LSAT`` credential (``Authorization`` or the alternative headers)."""
+        from paywire.identity.metadata import proven_identity
+        from paywire.l402.caveats import CaveatError, check_caveats, identity_satisfier
         from paywire.l402.header import credential_from_headers, has_l402
         from paywire.l402.server import L402Ok
 
@@ -89,11 +91,18 @@ class L402(ProtocolDefaults):
         if not isinstance(res, L402Ok):
             problem = Problem(P.VERIFICATION_FAILED if res.status != 402 else P.PAYMENT_REQUIRED, res.reason)
             return Reject(problem, offers, res.status, res.reason)
+        who = proven_identity.get()
+        try:  # an identity caveat: the request must prove one of the names (docs/identity.md)
+            check_caveats(res.caveats, [identity_satisfier((who.did, *who.addresses) if who is not None else ())])
+        except CaveatError as exc:
+            status = self._server(route).reject_status
+            return Reject(Problem(P.VERIFICATION_FAILED, str(exc)), offers, status, str(exc))
         return Admit(NewPayment(
             auth_key=f"l402:{res.payment_hash}", payment_id=None, payload_hash=res.token_id, route=route.key,
             method=req.method, path=req.path, settle_mode="before", x402_version=0, scheme="l402",
             network="lightning", asset="sat", pay_to="lightning", amount=route.sats or 0, decimals=0,
-            payer=res.token_id, payload="{}", requirements="{}", protocol=NAME), res.payment_hash)
+            payer=res.token_id, payload="{}", requirements="{}", protocol=NAME,
+            identity=who.did if who is not None else None), res.payment_hash)
 
     async def challenges(self, route: PaidRoute, req: RequestInfo) -> Challenges:
         if not route.sats:

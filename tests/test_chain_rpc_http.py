@@ -1,0 +1,186 @@
+"""The facilitator's lean JSON-RPC HTTP client (``paywire.transport.rpc_http``) against raw sockets: every framing a
+node or a proxy in front of it may answer with, keep-alive reuse, dropped connections, and bounds.
+
+Raw asyncio servers on 127.0.0.1 write the bytes, so each case is exactly the wire a real server sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from paywire.transport.keepalive import HttpError, HttpTimeout
+from paywire.transport.rpc_http import RpcHttpClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+Reply = Callable[[int, bytes], Awaitable[bytes | None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(reply: Reply) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A server that answers each request with ``await reply(n, body)`` bytes (None: close without answer);
+    ``stats`` counts connections and requests."""
+    stats = {"connections": 0, "requests": 0}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats["connections"] += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))
+                body = await reader.readexactly(length)
+                stats["requests"] += 1
+                out = await reply(stats["requests"], body)
+                if out is None:
+                    return
+                writer.write(out)
+                await writer.drain()
+                framed = b"content-length" in out.lower() or b"chunked" in out.lower() or b" 204 " in out[:16]
+                if b"connection: close" in out.lower() or not framed:
+                    return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/rpc", stats
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+def with_length(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra \
+        + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def test_framings_all_give_the_same_body() -> None:
+    """Content-Length, chunked (with extensions and trailers), a 100 Continue first, close-delimited, HTTP/1.0,
+    a 204: each answer is read whole, and a keep-alive connection is reused while closing ones are not."""
+    answers = [
+        with_length(b'{"a":1}'),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\n{\"a\r\n4\r\n\":1}\r\n0\r\nX-T: 1\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" + with_length(b'{"a":1}'),
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + b'{"a":1}',  # ends when the server closes
+        b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n" + b'{"a":1}',  # HTTP/1.0: not kept alive
+        with_length(b'{"a":1}', b"Connection: close\r\n"),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        with_length(b'{"a":1}'),
+    ]
+
+    async def reply(n: int, body: bytes) -> bytes:
+        assert body == b'{"q":%d}' % n
+        return answers[n - 1]
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=5, max_connections=1)
+        try:
+            got = [await client.post(b'{"q":%d}' % n) for n in range(1, len(answers) + 1)]
+        finally:
+            await client.aclose()
+    assert got[:6] == [(200, b'{"a":1}')] * 6
+    assert got[6] == (204, b"")
+    assert got[7] == (200, b'{"a":1}')
+    # requests 1-3 share a connection; 4, 5 and 6 each close theirs; 7 and 8 share the last one
+    assert stats == {"connections": 4, "requests": 8}
+
+
+async def test_a_connection_the_server_dropped_while_idle_is_not_used() -> None:
+    """The server closes a kept-alive connection after answering: the next request goes on a new connection
+    and is sent exactly once."""
+    async def reply(n: int, body: bytes) -> bytes | None:
+        return with_length(b'{"n":%d}' % n)
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=5)
+        try:
+            assert await client.post(b"{}") == (200, b'{"n":1}')
+            pool = next(iter(client._pools.values()))
+            conn = pool.idle[0]
+            assert conn.transport is not None
+            conn.transport.abort()  # as if the server had closed it; the pool has not noticed yet
+            await asyncio.sleep(0)
+            assert await client.post(b"{}") == (200, b'{"n":2}')
+        finally:
+            await client.aclose()
+    assert stats["requests"] == 2
+
+
+async def test_a_lost_answer_is_an_error_never_a_second_send() -> None:
+    """The server reads the request and closes without answering: ``HttpError``, and the request was sent once."""
+    async def reply(n: int, body: bytes) -> bytes | None:
+        return None
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=5)
+        try:
+            with pytest.raises(HttpError, match=r"closed|failed"):
+                await client.post(b"{}")
+        finally:
+            await client.aclose()
+    assert stats["requests"] == 1
+
+
+@pytest.mark.parametrize("answer, match", [
+    (b"SMTP ready\r\n\r\n", "not an HTTP"),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", "head too large"),
+    (with_length(b"x" * 2048), "body too large"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"401\r\n" + b"x" * 1025 + b"\r\n0\r\n\r\n",
+     "body too large"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\nshort", "middle of a response"),
+])
+async def test_malformed_or_oversized_answers_are_errors(answer: bytes, match: str) -> None:
+    async def reply(n: int, body: bytes) -> bytes:
+        return answer
+
+    async with raw_server(reply) as (url, _):
+        client = RpcHttpClient(url, timeout=5, max_body=1024)
+        try:
+            with pytest.raises(HttpError, match=match):
+                await client.post(b"{}")
+        finally:
+            await client.aclose()
+
+
+async def test_silence_times_out_and_the_connection_is_dropped() -> None:
+    hang = asyncio.Event()
+
+    async def reply(n: int, body: bytes) -> bytes | None:
+        if n == 1:
+            await hang.wait()
+            return None
+        return with_length(b"{}")
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=0.3)
+        try:
+            with pytest.raises(HttpTimeout):
+                await client.post(b"{}")
+            assert await client.post(b"{}") == (200, b"{}")
+        finally:
+            hang.set()
+            await client.aclose()
+    assert stats["connections"] == 2
+
+
+async def test_only_plain_http_urls() -> None:
+    with pytest.raises(ValueError):
+        RpcHttpClient("https://node.example")
+    with pytest.raises(HttpError, match="cannot connect"):
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        await RpcHttpClient(f"http://127.0.0.1:{port}", timeout=2).post(b"{}")
