@@ -266,3 +266,26 @@ async def test_metrics_route_is_off_without_a_token_and_guarded_with_one(shop: S
     assert 'paywire_risk_decisions_total{checkpoint="payment",rule="who",action="deny",shadow="false"} 1' in ok.text
     assert "paywire_risk_backend_up 1" in ok.text, ok.text
     assert engine.metrics.render() == ok.text
+
+
+async def test_someone_elses_sign_in_passes_one_paid_challenge_only(shop: Shop) -> None:
+    """A sign-in by another address than the payer, sent with payments: its nonce is spent on the first, so a
+    second payment carrying the same proof is challenged again (and moves nothing)."""
+    from paywire.evm.signer import LocalSigner
+    from paywire.identity.siwx import HEADER, answer_challenge, encode_proof, personal_sign_digest
+
+    engine = shop.risk(rule("payment", "challenge"))
+    first = await shop.paid_get()
+    ext = decode_header(first.headers["payment-required"])["extensions"][SIGN_IN_WITH_X]
+    other = LocalSigner.generate()
+    payload, text = answer_challenge(ext, shop.url + "/thing", other.address, shop.net.info.network)
+    proof = encode_proof(payload, await other.sign_digest(personal_sign_digest(text)))
+    req = decode_payment_required(first.headers["payment-required"]).accepts[0]
+    replies = []
+    for _ in range(2):
+        payment = encode_payment_payload(await sign(req, payer_of(shop.net)))
+        replies.append(await shop.http.get(shop.url + "/thing", headers={"PAYMENT-SIGNATURE": payment,
+                                                                          HEADER: proof}))
+    assert replies[0].status_code == 200, replies[0].text
+    assert replies[1].status_code == 402 and "already used" in replies[1].json()["error"], replies[1].text
+    assert engine.metrics.challenges.get(("payment", "identity")) == 1, engine.metrics.challenges

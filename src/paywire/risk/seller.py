@@ -187,8 +187,9 @@ class SellerRisk:
         return self._gates
 
     async def prove(self, seller: Seller, route: PaidRoute, req: RequestInfo,
-                    offers: Sequence[PaymentRequirements]) -> tuple[Any, str | None]:
-        """(the identity a request proves, or None; why its proof failed, or None when it brought none)."""
+                    offers: Sequence[PaymentRequirements], payer: str | None = None) -> tuple[Any, str | None]:
+        """(the identity a request proves, or None; why its proof failed, or None when it brought none).
+        ``payer``: the payment's payer, when known (the ``payment`` checkpoint)."""
         from paywire.identity.agent import AgentProof, claimed
         from paywire.identity.siwx import HEADER, SiwxProof
 
@@ -209,6 +210,13 @@ class SellerRisk:
         if req.header(HEADER) is not None and seller.siwx is not None:
             gate = peek if route.signs_in else spend
             signed = await gate._sign_in(route, req, tuple(offers), spent_on)
+            if isinstance(signed, SiwxProof) and spent_on is not None:
+                # with a payment the gate defers the nonce (docs/identity.md): signed by the payer itself it
+                # needs none (a replay comes with that address's payment); anyone else's is spent here
+                gate.take_deferred()
+                if (payer or "").lower() != signed.address.lower() and not await gate.store.use_nonce(
+                        signed.nonce, signed.expires_at, spent_on):
+                    return None, "invalid_siwx_nonce_used: this sign-in was already used: answer a fresh 402"
             if isinstance(signed, SiwxProof):
                 return signed.identity, None
             if signed is not None:
@@ -218,7 +226,8 @@ class SellerRisk:
     async def _challenge(self, d: Decision, seller: Seller, route: PaidRoute, req: RequestInfo,
                          offers: Sequence[PaymentRequirements] | None) -> Reply | None:
         priced = offers if offers is not None else seller.offers_for(route, req)[0]
-        identity, failure = await self.prove(seller, route, req, priced)
+        payer = d.features.get("payer") or None if d.checkpoint == "payment" else None
+        identity, failure = await self.prove(seller, route, req, priced, payer)
         if identity is not None:
             self.engine.metrics.challenged(d.checkpoint, "identity")
             return None
