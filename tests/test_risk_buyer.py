@@ -107,3 +107,29 @@ async def test_looping_agent_is_stopped_by_its_guard(env: Env, tmp_path: Path) -
     assert paid == 5, f"the loop ran {paid} paid requests before the guard stopped it"
     assert (err.value.rule, err.value.reason) == ("agent_loop", "agent_loop"), err.value
     assert await env.balances() == (before[0] - 5 * CENT, before[1] + 5 * CENT), "the loop kept paying"
+
+
+@pytest.mark.parametrize("action", ["allow", "deny", "challenge", "review", "shadow"])
+async def test_every_action_at_the_buyer_checkpoint(env: Env, tmp_path: Path, action: str) -> None:
+    """allow / review / shadow pay (one cent moves, the handler runs); deny and challenge raise RiskRefused
+    naming the rule before anything is signed (nothing moves, the ledger row says refused)."""
+    rules = (f'[[rule]]\nid = "r1"\ncheckpoint = "buyer"\nwhen = "true"\nreason = "because"\n'
+             f'action = "{"deny" if action == "shadow" else action}"\nshadow = {str(action == "shadow").lower()}\n')
+    guard = RiskEngine(parse_rules(rules), sample_allows=0)
+    env.price[0] = CENT
+    before, hits = await env.balances(), env.hits.get("/data", 0)
+    async with x402_client(env.wallet(), store=f"sqlite:///{tmp_path / 'b.db'}",
+                           config=BuyerConfig(risk=guard)) as client:
+        if action in ("deny", "challenge"):
+            with pytest.raises(RiskRefused) as err:
+                await client.get(env.url + "/data")
+            assert (err.value.rule, err.value.decision.action) == ("r1", action), err.value
+            assert err.value.receipt is not None and err.value.receipt.outcome == "refused"
+        else:
+            r = await client.get(env.url + "/data")
+            assert r.status_code == 200, r.text
+    moved = 0 if action in ("deny", "challenge") else CENT
+    assert await env.balances() == (before[0] - moved, before[1] + moved)
+    assert env.hits.get("/data", 0) == hits + (1 if moved else 0)
+    enforced = "allow" if action == "shadow" else action
+    assert guard.metrics.decisions[("buyer", "r1", enforced, str(action == "shadow").lower())] == 1

@@ -99,3 +99,26 @@ async def test_a_flood_of_denials_is_not_a_flood_of_writes(tmp_path: Path) -> No
     await records.aclose()
     assert written == 6, f"{written} records for 41 denials at 5 per second (5 burst + 1 a second later)"
     assert engine.metrics.records_dropped == 35, engine.metrics.render()
+
+
+async def test_lists_in_the_store_are_managed_from_the_command_line(tmp_path: Path) -> None:
+    """``paywire risk lists add/show/remove`` on a SQLite store; an engine reading that store denies the entry."""
+    from paywire.store.risk import RiskListStore
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    added = run("lists", "add", "deny", "0xBAD", "--note", "chargebacks", "--store", url)
+    again = run("lists", "add", "deny", "0xbad", "--store", url)
+    wrong = run("lists", "add", "maybe", "0xbad", "--store", url)
+    shown = run("lists", "show", "--store", url)
+    assert added.returncode == 0 and "added to deny" in added.stdout, added.stderr
+    assert "already on deny" in again.stdout, again.stdout
+    assert wrong.returncode == 1 and "expected one of allow, deny" in wrong.stderr, wrong.stderr
+    assert shown.stdout.splitlines() == ["deny\t0xbad\tchargebacks"], shown.stdout
+    store = await RiskListStore.open(url)
+    try:
+        d = await RiskEngine(lists=RiskLists(store=store), sample_allows=0).check(pay("0xBad"))
+    finally:
+        await store.aclose()
+    assert (d.action, d.rule) == ("deny", "denylisted_payer"), d
+    removed = run("lists", "remove", "deny", "0xbad", "--store", url)
+    assert removed.returncode == 0 and run("lists", "show", "--store", url).stdout == ""

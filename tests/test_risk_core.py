@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import subprocess
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -276,6 +279,32 @@ async def redis_proxy() -> AsyncIterator[tuple[str, asyncio.AbstractServer, set[
             w.close()
 
 
+@contextlib.contextmanager
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A redis-server of this test alone (no TCP port: a unix socket in a fresh directory), so the test can kill
+    it; yields its URL and process once it says it accepts connections."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("redis")
+    d = tempfile.mkdtemp(prefix="pw-redis-")
+    sock = f"{d}/redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+                             "--save", "", "--appendonly", "no", "--dir", d], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the server's own log line, not a timer
+            if "ready to accept connections" in line.lower():
+                break
+        else:
+            raise RuntimeError("redis-server exited before accepting connections")
+        proc.stdout.close()
+        yield f"unix://{sock}?db=0", proc
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def kill(server: asyncio.AbstractServer, writers: set[asyncio.StreamWriter]) -> None:
     server.close()
     for w in writers:
@@ -308,14 +337,15 @@ async def test_two_engines_on_one_redis_share_one_count() -> None:
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_redis_killed_mid_run_applies_the_fail_mode(mode: str, caplog: pytest.LogCaptureFixture) -> None:
-    """Redis becomes unreachable mid-run: fail-open keeps deciding on lists (counters at 0), fail-closed denies
-    with ``risk_unavailable``; both are marked degraded and /metrics shows the backend down."""
-    async with redis_proxy() as (url, server, writers):
+    """A private redis-server is killed (SIGKILL) mid-run: fail-open keeps deciding on lists (counters at 0),
+    fail-closed denies with ``risk_unavailable``; both are marked degraded and /metrics shows the backend down."""
+    with private_redis() as (url, proc):
         state = redis_state(f"pw:test:{uuid.uuid4().hex}:", url)
         engine = RiskEngine(state=state, fail={"payment": mode}, lists=RiskLists(deny=["0xdead"]))
         try:
             before = await engine.check(event("payment"))
-            kill(server, writers)
+            proc.kill()
+            proc.wait()
             during = await engine.check(event("payment"))
             listed = await engine.check(event("payment", payer="0xDEAD"))
         finally:
@@ -381,3 +411,120 @@ async def test_only_counters_the_rules_read_are_kept_unless_count_all() -> None:
     assert a.features["payer_count_1m"] == 2, a.features["payer_count_1m"]
     assert a.features["payee_count_1m"] == 0, "a counter no rule reads was kept"
     assert b.features["payee_count_1m"] == 2, "count_all did not keep every counter"
+
+
+# ------------------------------------------------------------------------------------------------ kinds, stats
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("invalid_exact_evm_nonce_already_used", "replays"),
+    ("invalid_exact_evm_payload_authorization_valid_before", "expired"),
+    ("invalid_exact_evm_payload_authorization_value", "underpaid"),
+    ("invalid_exact_evm_payload_signature", "invalid"),
+    ("invalid_exact_evm_insufficient_balance", "invalid"),
+    ("replays", "replays"),
+])
+async def test_failures_are_split_by_kind(reason: str, kind: str) -> None:
+    engine = RiskEngine(count_all=True)
+    await engine.note_failure(event("payment", payer="0xD2"), reason)
+    d = await engine.check(event("payment", payer="0xD2"))
+    counts = {k: d.features[f"payer_{k}_1h"] for k in ("invalid", "replays", "underpaid", "expired")}
+    assert counts == {k: int(k == kind) for k in counts}, counts
+    assert (d.features["payer_failures_1h"], d.features["ip_failures_1m"]) == (1, 1), d.features
+
+
+async def amount_stats(state: object) -> None:
+    clock = Clock()
+    rules = parse_rules(one_rule("payment", "review", "route_amount_samples >= 100 && amount_vs_p99 > 10.0"))
+    engine = RiskEngine(rules, state=state, clock=clock)  # type: ignore[arg-type]
+    for i in range(200):  # 198 payments of 0.01 and two of 0.05: the p99 is the 0.01 bin
+        await engine.note_amount(event("payment", amount=50_000 if i in (10, 20) else 10_000))
+    usual = await engine.check(event("payment", amount=20_000))
+    odd = await engine.check(event("payment", amount=1_000_000))
+    f = usual.features
+    assert f["route_amount_samples"] == 200, f
+    assert f["route_amount_mean"] == pytest.approx((198 * 0.01 + 2 * 0.05) / 200), f
+    assert 0.01 <= f["route_amount_p99"] <= 0.01 * 2 ** 0.25, f["route_amount_p99"]
+    assert usual.action == "allow" and (odd.action, odd.rule) == ("review", "r1"), (usual, odd)
+    clock.t += 86400 + 7200 + 1  # the day slid past: the history is gone
+    assert (await engine.check(event("payment"))).features["route_amount_samples"] == 0
+
+
+async def test_route_amount_statistics_in_process() -> None:
+    await amount_stats(MemoryState())
+
+
+async def test_route_amount_statistics_in_redis() -> None:
+    state = redis_state(f"pw:test:{uuid.uuid4().hex}:")
+    try:
+        await amount_stats(state)
+    finally:
+        await state.aclose()
+
+
+# ------------------------------------------------------------------------------------------------ SQL lists
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_allow_and_deny_lists_in_the_sql_store(backend: str, request: pytest.FixtureRequest) -> None:
+    """Lists kept in SQLite or PostgreSQL: an engine picks up an entry added while it runs (no restart), the
+    list version in its decisions changes, and a removed entry stops applying."""
+    from paywire.store.risk import RiskListStore
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    store = await RiskListStore.open(url)
+    tick = Clock(0.0)
+    try:
+        lists = RiskLists(store=store, store_every=5.0, clock=tick)
+        engine = RiskEngine(lists=lists, sample_allows=0)
+        first = await engine.check(event("payment", payer="0xBAD"))
+        assert await store.add("deny", "0xBaD", note="chargebacks")
+        assert not await store.add("deny", "0xbad"), "a duplicate entry was added"
+        await store.add("allow", "198.51.100.200")
+        tick.t += 5
+        denied = await engine.check(event("payment", payer="0xBAD"))
+        allowed = await engine.check(event("request", ip="198.51.100.200"))
+        await store.remove("deny", "0xbad")
+        tick.t += 5
+        again = await engine.check(event("payment", payer="0xBAD"))
+        assert [e.value for e in await store.entries("deny")] == []
+    finally:
+        await store.aclose()
+    assert first.action == "allow", first
+    assert (denied.action, denied.rule) == ("deny", "denylisted_payer"), denied
+    assert (allowed.action, allowed.rule) == ("allow", "allowlisted"), allowed
+    assert denied.list_version != first.list_version and "sql:" in denied.list_version, denied.list_version
+    assert again.action == "allow", again
+
+
+async def test_an_unreadable_list_store_keeps_the_last_lists(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    from paywire.store.risk import RiskListStore
+
+    store = await RiskListStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    await store.add("deny", "0xbad")
+    tick = Clock(0.0)
+    engine = RiskEngine(lists=RiskLists(store=store, clock=tick), sample_allows=0)
+    assert (await engine.check(event("payment", payer="0xbad"))).action == "deny"
+    await store.aclose()  # the database goes away
+    tick.t += 10
+    d = await engine.check(event("payment", payer="0xbad"))
+    assert (d.action, d.rule) == ("deny", "denylisted_payer"), d
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+async def test_lists_given_in_code_can_be_replaced_while_running() -> None:
+    engine = RiskEngine(sample_allows=0)
+    assert (await engine.check(event("payment", payer="0xBAD"))).action == "allow"
+    engine.lists.deny = ["0xbad"]
+    d = await engine.check(event("payment", payer="0xBAD"))
+    assert (d.action, d.rule) == ("deny", "denylisted_payer"), d
+
+
+async def test_a_forger_naming_an_allowlisted_payer_still_meets_the_failure_storm() -> None:
+    """Before verify the payer is only claimed: the allow list must not let a failing IP through."""
+    engine = RiskEngine(lists=RiskLists(allow=["0xa11"]), sample_allows=0)
+    for _ in range(5):
+        await engine.note_failure(event("payment", payer="0xA11"), "invalid_exact_evm_payload_signature")
+    d = await engine.check(event("payment", payer="0xA11"))
+    assert (d.action, d.rule) == ("deny", "failure_storm"), d

@@ -84,12 +84,17 @@ async def test_facilitator_metrics_include_risk_counters(net) -> None:
     fac = Facilitator([facilitator_for(net)], risk=engine)
     req = offer(net)
     await fac.settle(await sign(req, payer_of(net)), req)
+    good = await sign(req, payer_of(net))
+    await fac.verify(PaymentPayload(accepted=good.accepted, payload={**good.payload, "signature": "0x" + "22" * 65}),
+                     req)
     async with serve_asgi(create_app(fac)) as url, httpx.AsyncClient() as http:
         text = (await http.get(url + "/metrics")).text
     line = ('paywire_risk_decisions_total{checkpoint="settle",rule="denylisted_payer",action="deny",'
             'shadow="false"} 1')
     assert line in text, text
     assert "paywire_risk_backend_up 1" in text, text
+    assert 'paywire_risk_failures_total{checkpoint="settle",kind="invalid"} 1' in text, text
+    assert "# TYPE paywire_risk_challenges_total counter" in text, text
 
 
 async def test_facilitator_config_turns_risk_on() -> None:
@@ -119,3 +124,80 @@ async def test_requester_velocity_over_http(net) -> None:
     assert [r.success for r in results] == [True, True, False], results
     assert results[2].error_reason == "risk_denied", results[2]
     assert engine.metrics.decisions[("settle", "busy_seller", "deny", "false")] == 1
+
+
+def one_rule(action: str, *, shadow: bool = False, when: str = "true") -> str:
+    return (f'[[rule]]\nid = "r1"\ncheckpoint = "settle"\nwhen = "{when}"\naction = "{action}"\nreason = "because"\n'
+            f'shadow = {"true" if shadow else "false"}\n')
+
+
+@pytest.mark.parametrize("action", ["allow", "deny", "challenge", "review", "shadow"])
+async def test_every_action_at_the_settle_checkpoint(net, action: str) -> None:
+    """allow / review / shadow settle (the tokens move once); deny and challenge answer without a transfer,
+    naming themselves in ``error_reason``; each decision is counted under its rule and action."""
+    from paywire.risk.rules import parse_rules
+
+    rules = parse_rules(one_rule("deny" if action == "shadow" else action, shadow=action == "shadow"))
+    engine = RiskEngine(rules, sample_allows=0)
+    fac = Facilitator([facilitator_for(net)], risk=engine)
+    req = offer(net)
+    before = await balances(net)
+    res = await fac.settle(await sign(req, payer_of(net)), req)
+    after = await balances(net)
+    if action in ("allow", "review", "shadow"):
+        assert res.success, res
+        assert after == (before[0] - req.amount, before[1] + req.amount)
+    else:
+        assert (res.success, res.error_reason) == (False, f"risk_{'denied' if action == 'deny' else action}"), res
+        assert after == before, "money moved after a refusal"
+    enforced = "allow" if action == "shadow" else action
+    assert engine.metrics.decisions[("settle", "r1", enforced, "true" if action == "shadow" else "false")] == 1
+
+
+async def test_failures_are_counted_by_kind_from_real_verdicts(net) -> None:
+    """Real facilitator verdicts feed the kind counters: an underpayment, an expired authorization, a replay
+    of a settled one and a forged signature each count once under their kind, and all four in ``failures``."""
+    import dataclasses
+
+    from paywire.risk.model import Event
+
+    engine = RiskEngine(sample_allows=0, count_all=True)
+    fac = Facilitator([facilitator_for(net)], risk=engine)
+    req = offer(net)
+    under = await sign(dataclasses.replace(req, amount=req.amount - 1), payer_of(net), accepted=req)
+    expired = await sign(req, payer_of(net), clock=lambda: 1_000_000.0)
+    settled = await sign(req, payer_of(net))
+    assert (await fac.settle(settled, req)).success
+    good = await sign(req, payer_of(net))
+    forged = PaymentPayload(accepted=good.accepted, payload={**good.payload, "signature": "0x" + "22" * 65})
+    reasons = [(await fac.verify(p, req)).invalid_reason for p in (under, expired, settled, forged)]
+    d = await engine.check(Event("settle", payer=net.payer.address, payee=net.payee.address, amount=req.amount))
+    kinds = {k: d.features[f"payer_{k}_1h"] for k in ("underpaid", "expired", "replays", "invalid")}
+    assert kinds == {"underpaid": 1, "expired": 1, "replays": 1, "invalid": 1}, (kinds, reasons)
+    assert d.features["payer_failures_1h"] == 4, d.features["payer_failures_1h"]
+    assert engine.metrics.failures == {("settle", k): 1 for k in kinds}, engine.metrics.failures
+
+
+async def test_settled_amounts_feed_the_payees_amount_statistics(net) -> None:
+    """Each settled payment's amount joins the payee's histogram: mean and p99 as features, and an anomaly rule
+    over ``amount_vs_p99`` refuses a payment ten times larger than usual."""
+    from paywire.risk.rules import parse_rules
+
+    rules = parse_rules(one_rule("deny", when="payee_amount_samples >= 3 && amount_vs_p99 > 5.0"))
+    engine = RiskEngine(rules, sample_allows=0)
+    fac = Facilitator([facilitator_for(net)], risk=engine)
+    small = offer(net, 10_000)
+    for _ in range(3):
+        assert (await fac.settle(await sign(small, payer_of(net)), small)).success
+    big = offer(net, 100_000)
+    before = await balances(net)
+    res = await fac.settle(await sign(big, payer_of(net)), big)
+    assert (res.success, res.error_reason) == (False, "risk_denied"), res
+    assert await balances(net) == before
+    assert "r1" in (res.error_message or ""), res.error_message
+    from paywire.risk.model import Event
+
+    d = await engine.check(Event("settle", payer=net.payer.address, payee=net.payee.address, amount=10_000))
+    assert d.features["payee_amount_samples"] == 3, d.features
+    assert d.features["payee_amount_mean"] == pytest.approx(0.01), d.features
+    assert 0.01 <= d.features["payee_amount_p99"] <= 0.01 * 2 ** 0.25, d.features["payee_amount_p99"]

@@ -72,7 +72,9 @@ class World:
     runs: dict[str, int] = field(default_factory=dict)
 
     def use(self, engine: RiskEngine, **kw: Any) -> RiskEngine:
-        self.mw.flow.risk = SellerRisk(engine, trust_forwarded=True, **kw)
+        risk = SellerRisk(engine, trust_forwarded=True, **kw)
+        risk.bind(self.mw.flow.payments.db, self.mw.flow)
+        self.mw.flow.risk = risk
         return engine
 
     def engine(self, rules: str | None = None, **kw: Any) -> RiskEngine:
@@ -125,6 +127,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
                                assets=AssetRegistry((a,)), pay_to=net.payee.address, mpp_realm=REALM,
                                mpp_secret=SECRET)
         async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
+            await mw.flow.startup()
             yield World(net, url, http, mw, fac, sanctions, records, fac_url, runs)
         await mw.flow.aclose()
     await records.aclose()
@@ -217,7 +220,7 @@ async def test_challenge_asks_for_a_fresh_payment_without_a_facilitator_call(wor
     verifies, before = world.facilitator["/verify"], await world.balances()
     r = await world.get("/thing", await world.x402())
     assert r.status_code == 402, r.text
-    assert r.json()["error"] == "risk_challenge:needs_challenge", r.json()
+    assert r.json()["error"].startswith("risk_challenge:needs_challenge; bring an identity proof"), r.json()
     assert decode_payment_required(r.headers["payment-required"]).accepts, "no fresh challenge offered"
     assert world.facilitator["/verify"] == verifies, "a challenged payment reached the facilitator"
     assert await world.balances() == before
@@ -282,3 +285,58 @@ async def test_risk_rules_option_turns_risk_on_and_records_into_the_seller_store
 def _reset(world: World) -> None:
     world.runs.clear()
 
+
+
+async def test_seller_reads_the_allow_and_deny_lists_of_its_own_store(world: World, tmp_path) -> None:
+    """``risk=True``: an entry added to the seller's store (as ``paywire risk lists add`` does) denies the next
+    payment from that payer without a restart; nothing reaches the facilitator or moves."""
+    from paywire.store.risk import RiskListStore
+
+    mw = PaymentMiddleware(shop({}), [PaidRoute("GET /thing", offers=(Offer(price=PRICE, asset=world.net.asset),))],
+                           HttpFacilitatorClient(world.facilitator_url), store=f"sqlite:///{tmp_path / 's.db'}",
+                           assets=AssetRegistry((world.net.asset,)), pay_to=world.net.payee.address, risk=True)
+    async with serve_asgi(mw) as url:
+        payment = await world.x402()
+        await mw.flow.startup()
+        lists = RiskListStore(mw.flow.payments.db)
+        await lists.add("deny", world.net.payer.address, note="test")
+        before, verifies = await world.balances(), world.facilitator["/verify"]
+        r = await world.http.get(url + "/thing", headers={"PAYMENT-SIGNATURE": payment})
+    await mw.flow.aclose()
+    assert (r.status_code, r.json()["rule"]) == (403, "denylisted_payer"), r.text
+    assert (await world.balances(), world.facilitator["/verify"]) == (before, verifies)
+
+
+async def test_seller_feeds_failures_by_kind_and_verified_amounts(world: World) -> None:
+    """An expired authorization through the seller counts as ``expired`` against the payer and IP; a verified
+    payment's amount joins the route's statistics."""
+    from paywire.risk.model import Event
+
+    engine = world.engine(count_all=True)
+    world.sanction()
+    r = await world.http.get(world.url + "/thing")
+    req = decode_payment_required(r.headers["payment-required"]).accepts[0]
+    expired = encode_payment_payload(await sign(req, payer_of(world.net), clock=lambda: 1_000_000.0))
+    refused = await world.get("/thing", expired, ip="198.51.100.44")
+    served = await world.get("/thing", await world.x402(), ip="198.51.100.45")
+    assert (refused.status_code, served.status_code) == (402, 200), (refused.text, served.text)
+    assert engine.metrics.failures == {("payment", "expired"): 1}, engine.metrics.failures
+    d = await engine.check(Event("payment", ip="198.51.100.44", route=world.mw.flow.seller.routes[0].key,
+                                 payer=world.net.payer.address, amount=PRICE, payment_key="k"))
+    assert (d.features["ip_expired_1m"], d.features["payer_expired_1h"], d.features["payer_failures_1h"]) == \
+        (1, 1, 1), d.features
+    assert (d.features["route_amount_samples"], d.features["route_amount_mean"]) == (1, pytest.approx(0.01))
+
+
+async def test_junk_payments_refused_before_verify_count_toward_the_failure_storm(world: World) -> None:
+    """Payments the seller refuses on its own (unreadable headers) are failures of the IP: after five, the IP's
+    next payment — even a valid one — is 403 too_many_failures; no request reached the facilitator."""
+    engine = world.engine()
+    world.sanction()
+    verifies = world.facilitator["/verify"]
+    junk = [await world.get("/thing", "bm90IGEgcGF5bWVudA==", ip="203.0.113.77") for _ in range(5)]
+    valid = await world.get("/thing", await world.x402(), ip="203.0.113.77")
+    assert {r.status_code for r in junk} == {402}, [r.text for r in junk]
+    assert (valid.status_code, valid.json()["reason"]) == (403, "too_many_failures"), valid.text
+    assert world.facilitator["/verify"] == verifies
+    assert engine.metrics.failures == {("request", "invalid"): 5}, engine.metrics.failures

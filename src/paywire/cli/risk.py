@@ -120,3 +120,63 @@ def test(
             labels.add_row(label, new, str(n))
         console.print(labels)
     console.print(f"{report.changed()} of {report.records} decisions would change")
+
+
+lists_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="The allow and deny lists in the SQL store (read by every engine given the store).")
+risk_app.add_typer(lists_app, name="lists")
+
+
+async def _lists(url: str, op: str, name: str = "", value: str = "", note: str = "") -> Any:
+    from paywire.store.risk import RiskListStore
+
+    store = await RiskListStore.open(url)
+    try:
+        if op == "add":
+            return await store.add(name, value, note)
+        if op == "remove":
+            return await store.remove(name, value)
+        return await store.entries(name or None)
+    finally:
+        await store.aclose()
+
+
+StoreOption = Annotated[str | None, typer.Option(help="Store URL (default $PAYWIRE_STORE or sqlite:///paywire.db).")]
+
+
+@lists_app.command("add")
+def lists_add(name: Annotated[str, typer.Argument(help="allow or deny")],
+              value: Annotated[str, typer.Argument(help="An address, IP or host.")],
+              note: Annotated[str, typer.Option(help="Why (kept with the entry).")] = "",
+              store: StoreOption = None) -> None:
+    """Put VALUE on list NAME."""
+    from paywire.store import store_url
+
+    try:
+        added = asyncio.run(_lists(store_url(store), "add", name, value, note))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{'added to' if added else 'already on'} {name}: {value}")
+
+
+@lists_app.command("remove")
+def lists_remove(name: Annotated[str, typer.Argument(help="allow or deny")],
+                 value: Annotated[str, typer.Argument(help="An address, IP or host.")],
+                 store: StoreOption = None) -> None:
+    """Take VALUE off list NAME."""
+    from paywire.store import store_url
+
+    gone = asyncio.run(_lists(store_url(store), "remove", name, value))
+    typer.echo(f"{'removed from' if gone else 'not on'} {name}: {value}")
+    if not gone:
+        raise typer.Exit(1)
+
+
+@lists_app.command("show")
+def lists_show(name: Annotated[str | None, typer.Argument(help="allow or deny (default both)")] = None,
+               store: StoreOption = None) -> None:
+    """The entries, one a line: list, value, note."""
+    from paywire.store import store_url
+
+    for e in asyncio.run(_lists(store_url(store), "show", name or "")):
+        typer.echo(f"{e.list}\t{e.value}\t{e.note}")

@@ -666,6 +666,7 @@ class Buyer:
         tries = 0
         reached = False
         switched = False
+        answered = False  # a risk challenge answered with a sign-in (once)
         while True:
             try:
                 response = await ex.send(attempt.headers)
@@ -700,6 +701,14 @@ class Buyer:
             settlement = paid.settlement
             if nxt is Next.REJECTED:
                 reason = rejection_reason(headers, await ex.read(response))
+                if reason.startswith("risk_challenge") and self.sign_in and not answered:
+                    # the seller's risk engine asks who we are: the same payment again, with a sign-in proof
+                    answered = True
+                    answer = await self._sign_in(ex, headers)
+                    if answer is not None:
+                        extra = tuple(h for h in attempt.extra if h[0] != SIWX_HEADER)
+                        attempt = replace(attempt, extra=(*extra, (SIWX_HEADER, answer[0])))
+                        continue
                 retry = None if switched else await self._resign(ex, response, challenge, reason, cand, proto)
                 if retry is not None:  # e.g. the peer derives the EIP-3009 nonce the other way: once, then remember
                     switched = True

@@ -138,7 +138,7 @@ class Facilitator:
         except Exception as exc:  # a plugin bug must not become a 5xx
             return VerifyResponse(False, "unexpected_verify_error", invalid_message=f"{type(exc).__name__}: {exc}")
         if self.risk is not None and not verdict.is_valid:
-            await self.risk.note_failure(self._risk_event(p, req))
+            await self.risk.note_failure(self._risk_event(p, req), verdict.invalid_reason or "invalid")
         if self.verdicts is not None:  # bounded audit tallies (paywire.audit.verdicts)
             await self.verdicts.note(verdict.is_valid, verdict.invalid_reason, req.network)
         return verdict
@@ -168,7 +168,8 @@ class Facilitator:
         d = await self.risk.check(event)
         if d.allowed:
             return None
-        return SettleResponse(False, "", req.network, payer=event.payer, error_reason="risk_denied",
+        return SettleResponse(False, "", req.network, payer=event.payer,
+                              error_reason="risk_challenge" if d.action == "challenge" else "risk_denied",
                               error_message=f"refused by risk: {d.describe()}")
 
     async def settle(self, payload: AnyPayload, requirements: AnyRequirements) -> SettleResponse:
@@ -187,7 +188,10 @@ class Facilitator:
                 refused = await self._risk_refusal(plugin, p, req)
                 if refused is not None:
                     return refused
-            return await plugin.settle(p, req, v1=v1)
+            settled = await plugin.settle(p, req, v1=v1)
+            if self.risk is not None and settled.success:  # the payee's amount statistics
+                await self.risk.note_amount(self._risk_event(p, req))
+            return settled
         except Exception as exc:
             return SettleResponse(False, "", req.network, error_reason="unexpected_settle_error",
                                   error_message=f"{type(exc).__name__}: {exc}")

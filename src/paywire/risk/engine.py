@@ -27,8 +27,10 @@ from paywire.risk.features import (
     build,
     counters_read,
     failure_counters,
+    failure_kind,
     paid_counters,
     plan,
+    stats_key,
     windows_from,
 )
 from paywire.risk.lists import RiskLists
@@ -122,6 +124,8 @@ class RiskEngine:
             self._backend(False, exc)
             degraded = True
             seen = Observed({}, None, False)
+        if self.lists.store is not None:
+            await self.lists.refresh()
         features = build(event, p, seen, self.windows, self.lists.lookup(event, p.values))
         version = self.lists.version
         if degraded and self.fail[cp] == "closed":
@@ -164,10 +168,25 @@ class RiskEngine:
         self._record_budget -= 1
         return True
 
-    async def note_failure(self, event: Event) -> None:
-        """A payment of ``event`` failed (verification, replay, underpayment, expiry …): bump its subjects'
-        failure counters, which the next decisions read. Best effort: a backend outage is logged, not raised."""
-        await self._bump(failure_counters(event))
+    async def note_failure(self, event: Event, kind: str = "invalid") -> None:
+        """A payment of ``event`` failed: bump its subjects' failure counters, all kinds' and ``kind``'s (a
+        reason code such as ``invalid_exact_evm_nonce_already_used`` → ``replays``; see
+        :func:`~paywire.risk.features.failure_kind`), which the next decisions read. Best effort: a backend
+        outage is logged, not raised."""
+        self.metrics.failure(event.checkpoint, failure_kind(kind))
+        await self._bump(failure_counters(event, kind))
+
+    async def note_amount(self, event: Event) -> None:
+        """A payment of ``event`` verified (seller) or settled (facilitator): its amount joins the route's (the
+        payee's) amount statistics. Best effort, like :meth:`note_failure`."""
+        key = stats_key(event)
+        if key is None:
+            return
+        try:
+            await self.state.add_amount(key, event.value, self._widths, self.clock())
+            self._backend(True)
+        except StateUnavailable as exc:
+            self._backend(False, exc)
 
     async def note_paid(self, event: Event) -> None:
         """Buyer: a payment was made at ``event``'s price; it joins the host's and route's price history."""

@@ -5,6 +5,13 @@ Counters are keyed by a *subject* and its value (``payer:0xab…``, ``ip:203.0.1
 (``<subject>_count_<window>``) and, for subjects that pay, sums whole tokens (``<subject>_sum_<window>``);
 failures (failed verifications, replays, underpayments, expired authorizations — whatever the caller reports
 through :meth:`paywire.risk.engine.RiskEngine.note_failure`) are counted apart (``<subject>_failures_<window>``).
+Each failure also counts under its kind (:func:`failure_kind`): ``<subject>_invalid_<window>`` (failed
+verifications: bad signatures, unfunded wallets …), ``_replays_`` (an authorization already used),
+``_underpaid_`` (less than the price) and ``_expired_`` (outside its validity window).
+Per-route amount statistics (``route_amount_mean``, ``route_amount_p99``, ``route_amount_samples``; at the
+facilitator per payee: ``payee_amount_…``) are kept over the longest window from the amounts of payments that
+verified (:meth:`paywire.risk.engine.RiskEngine.note_amount`), as a log-binned histogram: the p99 is the upper
+edge of its bin (within 19 %), ``amount_vs_p99`` the event's amount over it (0 without history).
 Names are flat (``payer_count_1m``), so a rule that names an unknown feature is caught when it compiles.
 """
 
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -45,12 +53,58 @@ FIRST_SEEN: Final[Mapping[Checkpoint, str]] = {"payment": "payer", "settle": "pa
 NEW_PER: Final = "ip"
 """At the payment checkpoint, new payers are also counted per IP (``ip_new_payers_<window>``)."""
 
+FAILURE_KINDS: Final = ("invalid", "replays", "underpaid", "expired")
+"""Failure counters by kind, beside ``<subject>_failures`` (every kind)."""
+STATS: Final[Mapping[Checkpoint, str]] = {"payment": "route", "settle": "payee"}
+"""The subject whose amount statistics a checkpoint reads (``<subject>_amount_mean`` / ``_p99`` / ``_samples``)."""
+STAT_NAMES: Final = ("amount_mean", "amount_p99", "amount_samples")
+BINS_PER_DOUBLING: Final = 4
+
+
+def failure_kind(reason: str | None) -> str:
+    """The kind of a failure from its reason code (a facilitator's ``invalid_reason``, or a kind itself)."""
+    words = (reason or "").lower().replace(":", " ").split()
+    r = words[0] if words else ""  # the code, not the message after it
+    if r in FAILURE_KINDS:
+        return r
+    if "already_used" in r or "replay" in r or "nonce_used" in r:
+        return "replays"
+    if "valid_before" in r or "valid_after" in r or "expired" in r:
+        return "expired"
+    if "authorization_value" in r or "amount" in r or "underpa" in r:
+        return "underpaid"
+    return "invalid"
+
+
+def amount_bin(amount: float) -> int:
+    """The histogram bin of an amount (``BINS_PER_DOUBLING`` bins per doubling; 0 and less: bin -4096)."""
+    return math.floor(math.log2(amount) * BINS_PER_DOUBLING) if amount > 0 else -4096
+
+
+def bin_top(b: int) -> float:
+    return 0.0 if b <= -4096 else float(2 ** ((b + 1) / BINS_PER_DOUBLING))
+
+
+def summarize(bins: Mapping[int, int], total: float) -> tuple[int, float, float]:
+    """(samples, mean, p99) of a histogram ``bins`` (bin → count) whose amounts sum to ``total``."""
+    n = sum(bins.values())
+    if n <= 0:
+        return 0, 0.0, 0.0
+    need, seen = math.ceil(0.99 * n), 0
+    for b in sorted(bins):
+        seen += bins[b]
+        if seen >= need:
+            return n, total / n, bin_top(b)
+    return n, total / n, bin_top(max(bins))
+
+
 SCALARS: Final[Mapping[Checkpoint, Mapping[str, Any]]] = {
     "request": {"ip": "", "route": "", "method": "", "agent": "", "header_bytes": 0, "has_payment": False},
     "payment": {"ip": "", "route": "", "method": "", "agent": "", "header_bytes": 0, "payer": "", "payee": "",
-                "amount": 0.0, "amount_units": 0, "asset": "", "network": "", "scheme": "", "protocol": ""},
+                "amount": 0.0, "amount_units": 0, "asset": "", "network": "", "scheme": "", "protocol": "",
+                "amount_vs_p99": 0.0},
     "settle": {"payer": "", "payee": "", "requester": "", "amount": 0.0, "amount_units": 0, "asset": "",
-               "network": "", "scheme": ""},
+               "network": "", "scheme": "", "amount_vs_p99": 0.0},
     "buyer": {"host": "", "route": "", "payee": "", "agent": "", "amount": 0.0, "amount_units": 0, "asset": "",
               "network": "", "price_ratio_host": 1.0, "price_ratio_route": 1.0},
 }
@@ -102,7 +156,8 @@ def defaults(checkpoint: Checkpoint, windows: Mapping[str, int] = DEFAULT_WINDOW
 def _defaults(checkpoint: Checkpoint, windows: tuple[str, ...]) -> Mapping[str, Any]:
     scalars = SCALARS[checkpoint]
     return {name: scalars[name] if name in scalars
-            else (False if name.endswith(("_sanctioned", "_denied", "_allowed", "_new")) else 0)
+            else (False if name.endswith(("_sanctioned", "_denied", "_allowed", "_new"))
+                  else 0.0 if name.endswith(("_amount_mean", "_amount_p99")) else 0)
             for name in _feature_names(checkpoint, windows)}
 
 
@@ -115,7 +170,11 @@ def _feature_names(checkpoint: Checkpoint, windows: tuple[str, ...]) -> frozense
             if subject in SUMMED and checkpoint != "request":
                 names.add(f"{subject}_sum_{w}")
     for subject in FAILING[checkpoint]:
-        names.update(f"{subject}_failures_{w}" for w in windows)
+        for kind in ("failures", *FAILURE_KINDS):
+            names.update(f"{subject}_{kind}_{w}" for w in windows)
+    stats = STATS.get(checkpoint)
+    if stats:
+        names.update(f"{stats}_{n}" for n in STAT_NAMES)
     seen = FIRST_SEEN.get(checkpoint)
     if seen:
         names.update({f"{seen}_age", f"{seen}_new"})
@@ -150,6 +209,7 @@ class Plan:
     counters: tuple[Counter, ...]
     first_seen: str | None
     values: Mapping[str, str | None]
+    stats: str | None = None  # the amount histogram to read (``a:route:GET /x``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +220,7 @@ class Observed:
     windows: Mapping[str, tuple[tuple[int, float], ...]]
     first_seen_age: float | None = None
     known: bool = True  # False: the backend was down; counters read 0 and nobody counts as new
+    stats: tuple[int, float, float] = (0, 0.0, 0.0)  # the plan's amount histogram: (samples, mean, p99)
 
 
 def subject_values(event: Event) -> dict[str, str | None]:
@@ -170,6 +231,7 @@ def subject_values(event: Event) -> dict[str, str | None]:
 
 
 FIRST_SEEN_COUNTER: Final = "first_seen"
+STATS_COUNTER: Final = "amount_stats"
 
 
 def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset[str]:
@@ -180,6 +242,8 @@ def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset
     for v in variables:
         if v.startswith("price_ratio_"):
             out.add("price_" + v.removeprefix("price_ratio_"))
+        elif v == "amount_vs_p99" or v.endswith(tuple(f"_{n}" for n in STAT_NAMES)):
+            out.add(STATS_COUNTER)
         elif v.endswith(("_age", "_new")) and v.split("_", 1)[0] in FIRST_SEEN.values():
             out.add(FIRST_SEEN_COUNTER)
         elif v.endswith(suffixes):
@@ -207,8 +271,14 @@ def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
                                     summed))
     for subject in FAILING[cp]:
         value = values[subject]
-        if value is not None and (needed is None or f"{subject}_failures" in needed):
-            counters.append(Counter(f"{subject}_failures", f"f:{subject}:{value}", 0, 0.0, False))
+        if value is None:
+            continue
+        for kind in ("failures", *FAILURE_KINDS):
+            if needed is None or f"{subject}_{kind}" in needed:
+                counters.append(Counter(f"{subject}_{kind}", f"{_fkey(kind)}:{subject}:{value}", 0, 0.0, False))
+    stats = None
+    if cp in STATS and (needed is None or STATS_COUNTER in needed) and values.get(STATS[cp]) is not None:
+        stats = f"a:{STATS[cp]}:{values[STATS[cp]]}"
     seen = FIRST_SEEN.get(cp)
     first = None
     if seen and (needed is None or FIRST_SEEN_COUNTER in needed):
@@ -223,7 +293,7 @@ def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
             value = values[subject]
             if value is not None and (needed is None or f"price_{subject}" in needed):
                 counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
-    return Plan(tuple(counters), first, values)
+    return Plan(tuple(counters), first, values, stats)
 
 
 def paid_counters(event: Event) -> tuple[Counter, ...]:
@@ -232,17 +302,31 @@ def paid_counters(event: Event) -> tuple[Counter, ...]:
                  for s in ("host", "route") if (v := subject_value(event, s)) is not None)
 
 
-def failure_counters(event: Event) -> tuple[Counter, ...]:
-    """The failure counters a failed outcome of ``event`` bumps."""
+def _fkey(kind: str) -> str:
+    return "f" if kind == "failures" else "f" + kind
+
+
+def failure_counters(event: Event, kind: str = "invalid") -> tuple[Counter, ...]:
+    """The failure counters a failed outcome of ``event`` bumps: every kind's, and ``kind``'s
+    (:func:`failure_kind` of a reason code)."""
     out = []
+    kind = failure_kind(kind)
     for subject in FAILING[event.checkpoint]:
         value = subject_value(event, subject)
         if value is not None:
             out.append(Counter(f"{subject}_failures", f"f:{subject}:{value}", 1, 0.0, False))
+            out.append(Counter(f"{subject}_{kind}", f"{_fkey(kind)}:{subject}:{value}", 1, 0.0, False))
     return tuple(out)
 
 
-_DERIVED = frozenset({"amount", "amount_units", "price_ratio_host", "price_ratio_route"})
+def stats_key(event: Event) -> str | None:
+    """The amount histogram an outcome of ``event`` joins (``None``: its checkpoint keeps none)."""
+    subject = STATS.get(event.checkpoint)
+    value = subject_value(event, subject) if subject else None
+    return f"a:{subject}:{value}" if value is not None else None
+
+
+_DERIVED = frozenset({"amount", "amount_units", "price_ratio_host", "price_ratio_route", "amount_vs_p99"})
 
 
 @functools.lru_cache(maxsize=256)
@@ -283,6 +367,11 @@ def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
             out[counts[i]] = count
             if c.summed:
                 out[sums[i]] = total
+    if p.stats is not None:
+        subject = STATS[cp]
+        n, mean, p99 = seen.stats
+        out[f"{subject}_amount_samples"], out[f"{subject}_amount_mean"], out[f"{subject}_amount_p99"] = n, mean, p99
+        out["amount_vs_p99"] = event.value / p99 if p99 > 0 else 0.0
     first = FIRST_SEEN.get(cp)
     if first and p.first_seen is not None:
         out[f"{first}_age"] = seen.first_seen_age or 0.0

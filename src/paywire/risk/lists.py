@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from paywire.risk.features import LISTED, subject_value
 from paywire.risk.model import Event, RiskConfigError
@@ -94,20 +95,73 @@ class SanctionsFile:
 
 
 class RiskLists:
-    """The lists a decision consults: ``allow`` and ``deny`` (addresses, IPs, hosts) and a sanctions file."""
+    """The lists a decision consults: ``allow`` and ``deny`` (addresses, IPs, hosts) given here and/or kept in
+    the SQL store (``store``: a :class:`~paywire.store.risk.RiskListStore`, shared by a fleet, re-read every
+    ``store_every`` seconds — an unreadable store keeps the last lists read), and a sanctions file."""
 
     def __init__(self, *, allow: Iterable[str] = (), deny: Iterable[str] = (),
-                 sanctions: str | Path | SanctionsFile | None = None, check_every: float = 1.0) -> None:
-        self.allow = frozenset(_norm(a) for a in allow)
-        self.deny = frozenset(_norm(a) for a in deny)
+                 sanctions: str | Path | SanctionsFile | None = None, check_every: float = 1.0,
+                 store: Any = None, store_every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._given_allow = frozenset(_norm(a) for a in allow)
+        self._given_deny = frozenset(_norm(a) for a in deny)
+        self._sql_allow: frozenset[str] = frozenset()
+        self._sql_deny: frozenset[str] = frozenset()
         self.sanctions = (sanctions if isinstance(sanctions, SanctionsFile) or sanctions is None
                           else SanctionsFile(sanctions, check_every=check_every))
+        self.store, self.store_every, self._clock = store, store_every, clock
+        self._next = 0.0
+        self._store_version = ""
+        self._allow, self._deny = self._given_allow, self._given_deny
+
+    @property
+    def allow(self) -> frozenset[str]:
+        """The allow list given in code (the SQL store's entries are added to it when decisions look up)."""
+        return self._given_allow
+
+    @allow.setter
+    def allow(self, values: Iterable[str]) -> None:
+        self._given_allow = frozenset(_norm(a) for a in values)
+        self._allow = self._given_allow | self._sql_allow
+
+    @property
+    def deny(self) -> frozenset[str]:
+        """The deny list given in code (the SQL store's entries are added to it when decisions look up)."""
+        return self._given_deny
+
+    @deny.setter
+    def deny(self, values: Iterable[str]) -> None:
+        self._given_deny = frozenset(_norm(a) for a in values)
+        self._deny = self._given_deny | self._sql_deny
+
+    async def refresh(self) -> None:
+        """Re-read the SQL lists when ``store_every`` has passed since the last read (no store: nothing)."""
+        if self.store is None:
+            return
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.store_every
+        try:
+            allow, deny, version = await self.store.load()
+        except Exception as exc:  # the database is down: the last lists read stay in force
+            log.error("paywire risk: allow/deny lists unreadable in the store, keeping %s: %s",
+                      self._store_version or "the lists given in code", exc)
+            return
+        if version != self._store_version:
+            log.info("paywire risk: allow/deny lists from the store: %d allowed, %d denied (%s)", len(allow),
+                     len(deny), version)
+        self._sql_allow, self._sql_deny, self._store_version = allow, deny, version
+        self._allow, self._deny = self._given_allow | allow, self._given_deny | deny
 
     @property
     def version(self) -> str:
-        """The sanctions list's version (``""`` without one), plus the sizes of the allow/deny lists."""
+        """The sanctions list's version (``""`` without one), plus the sizes of the allow/deny lists and the SQL
+        lists' digest."""
         s = self.sanctions.version if self.sanctions else ""
-        return f"{s};allow={len(self.allow)};deny={len(self.deny)}" if (self.allow or self.deny) else s
+        if self._store_version:
+            s += f";{self._store_version}"
+        return f"{s};allow={len(self._allow)};deny={len(self._deny)}" if (self._allow or self._deny) else s
 
     def lookup(self, event: Event, values: Mapping[str, str | None] | None = None) -> Mapping[str, bool]:
         """``<subject>_sanctioned`` / ``_denied`` / ``_allowed`` for the subjects ``event``'s checkpoint lists
@@ -115,12 +169,13 @@ class RiskLists:
         if self.sanctions is not None:
             self.sanctions.refresh()
         sanctioned = self.sanctions.addresses if self.sanctions else frozenset()
-        if not (sanctioned or self.allow or self.deny):
+        allow, deny = self._allow, self._deny
+        if not (sanctioned or allow or deny):
             return {}  # the defaults already say False
         out = {}
         for subject in LISTED[event.checkpoint]:
             value = (values[subject] if values is not None else subject_value(event, subject)) or ""
             out[f"{subject}_sanctioned"] = value in sanctioned
-            out[f"{subject}_denied"] = value in self.deny
-            out[f"{subject}_allowed"] = value in self.allow
+            out[f"{subject}_denied"] = value in deny
+            out[f"{subject}_allowed"] = value in allow
         return out

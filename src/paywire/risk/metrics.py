@@ -19,6 +19,15 @@ class RiskMetrics:
     degraded: dict[str, int] = field(default_factory=dict)
     backend_up: int = 1
     records_dropped: int = 0
+    challenges: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def challenged(self, checkpoint: str, outcome: str) -> None:
+        """A challenge was passed (``identity`` / ``payment``) or answered with a 402 (``issued`` / ``failed``)."""
+        self.challenges[(checkpoint, outcome)] = self.challenges.get((checkpoint, outcome), 0) + 1
+
+    def failure(self, checkpoint: str, kind: str) -> None:
+        self.failures[(checkpoint, kind)] = self.failures.get((checkpoint, kind), 0) + 1
 
     def count(self, d: Decision) -> None:
         key = (d.checkpoint, d.rule or "", d.action, "true" if d.shadow else "false")
@@ -40,5 +49,14 @@ class RiskMetrics:
                   "# TYPE paywire_risk_backend_up gauge", f"paywire_risk_backend_up {self.backend_up}",
                   "# HELP paywire_risk_records_dropped_total Decisions not recorded: over max_records_per_second.",
                   "# TYPE paywire_risk_records_dropped_total counter",
-                  f"paywire_risk_records_dropped_total {self.records_dropped}"]
+                  f"paywire_risk_records_dropped_total {self.records_dropped}",
+                  "# HELP paywire_risk_challenges_total Risk challenges by checkpoint and outcome (identity or payment:"
+                  " passed; issued or failed: answered with a 402).",
+                  "# TYPE paywire_risk_challenges_total counter"]
+        lines += [f'paywire_risk_challenges_total{{checkpoint="{cp}",outcome="{o}"}} {n}'
+                  for (cp, o), n in sorted(self.challenges.items())]
+        lines += ["# HELP paywire_risk_failures_total Payment failures fed back to risk, by checkpoint and kind.",
+                  "# TYPE paywire_risk_failures_total counter"]
+        lines += [f'paywire_risk_failures_total{{checkpoint="{cp}",kind="{k}"}} {n}'
+                  for (cp, k), n in sorted(self.failures.items())]
         return "\n".join(lines) + "\n"

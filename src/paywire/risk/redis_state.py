@@ -6,6 +6,8 @@ count. Each counter is one hash holding, per window, at most :data:`~paywire.ris
 buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
 bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
 windows simply lets the old buckets expire (they are dropped on the next read).
+A route's (payee's) amount histogram is one more hash (``<slice>:<bin>`` counts, ``<slice>:s`` sums, 12 time
+slices of the longest window, with a TTL), read by the same script and added to after an outcome.
 Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
 
 Needs the ``redis`` package (``pip install paywire[risk]``). A refused connection or a timeout raises
@@ -15,17 +17,20 @@ Needs the ``redis`` package (``pip install paywire[risk]``). A refused connectio
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from paywire.risk.features import BUCKETS, Counter, Observed, Plan
+from paywire.risk.features import BUCKETS, Counter, Observed, Plan, amount_bin, summarize
 from paywire.risk.state import StateUnavailable
 
 SCRIPT = """
 local now = tonumber(ARGV[1])
 local nw = tonumber(ARGV[2])
 local ttl_seen = tonumber(ARGV[3])
-local has_seen = tonumber(ARGV[4])
+local flags = tonumber(ARGV[4])
+local has_seen = flags % 2
+local has_stats = math.floor(flags / 2)
 local nb = tonumber(ARGV[5])
 local widths, current, oldest = {}, {}, {}
 local longest = 0
@@ -52,7 +57,7 @@ if has_seen == 1 then
 end
 out[1] = age
 local a = 6 + nw
-for c = 0, #KEYS - ki do
+for c = 0, #KEYS - ki - has_stats do
   local key = KEYS[ki + c]
   local inc = tonumber(ARGV[a + 3 * c])
   local amt = ARGV[a + 3 * c + 1]
@@ -83,8 +88,41 @@ for c = 0, #KEYS - ki do
     out[#out + 1] = tostring(sum[tostring(widths[w])])
   end
 end
+if has_stats == 1 then  -- the amount histogram: live slices' fields, expired ones dropped
+  local skey = KEYS[#KEYS]
+  local low = tonumber(ARGV[#ARGV])
+  local fields = redis.call('HGETALL', skey)
+  for j = 1, #fields, 2 do
+    local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
+    if t == nil or t <= low then
+      redis.call('HDEL', skey, fields[j])
+    else
+      out[#out + 1] = fields[j]
+      out[#out + 1] = fields[j + 1]
+    end
+  end
+end
 return out
 """
+
+STATS_ADD = """
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. ':s', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+"""Amount histograms: one hash per route (payee) of ``<slice>:<bin>`` counts and ``<slice>:s`` sums."""
+def _histogram(cells: Sequence[Any]) -> tuple[int, float, float]:
+    bins: dict[int, int] = {}
+    total = 0.0
+    for j in range(0, len(cells), 2):
+        name = cells[j].decode() if isinstance(cells[j], bytes) else str(cells[j])
+        _, b = name.split(":", 1)
+        if b == "s":
+            total += float(cells[j + 1])
+        else:
+            bins[int(b)] = bins.get(int(b), 0) + int(cells[j + 1])
+    return summarize(bins, total)
 
 
 def _safe(key: str) -> str:
@@ -109,6 +147,7 @@ class RedisState:
         self._redis = client or aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                                         retry_on_timeout=False)
         self._script = self._redis.register_script(SCRIPT)
+        self._stats_add = self._redis.register_script(STATS_ADD)
 
     async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
         try:
@@ -118,15 +157,20 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
-              count_of: Any) -> tuple[list[str], list[Any]]:
+              count_of: Any, stats: str | None = None) -> tuple[list[str], list[Any]]:
         keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
-        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, 1 if first else 0, BUCKETS, *windows]
+        flags = (1 if first else 0) + (2 if stats else 0)
+        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, flags, BUCKETS, *windows]
         for c in counters:
             args += [count_of(c), repr(c.amount), 1 if c.only_if_new else 0]
+        if stats:
+            keys.append(_safe(self.prefix + stats))
+            args.append(math.floor(now * BUCKETS / max(windows)) - BUCKETS)
         return keys, args
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
-        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add)
+        stats = plan.stats if windows else None
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add, stats)
         out = await self._run(keys, args)
         age = float(out[0])
         n = len(windows)
@@ -134,12 +178,24 @@ class RedisState:
         for i, c in enumerate(plan.counters):
             cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
             seen[c.key] = tuple((int(cells[2 * j]), float(cells[2 * j + 1])) for j in range(n))
-        return Observed(seen, None if age < 0 else age)
+        summary = _histogram(out[1 + 2 * n * len(plan.counters):]) if stats else (0, 0.0, 0.0)
+        return Observed(seen, None if age < 0 else age, stats=summary)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
             keys, args = self._args(counters, windows, now, None, lambda c: c.add)
             await self._run(keys, args)
+
+    async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:
+        if not windows:
+            return
+        longest = max(windows)
+        t = math.floor(now * BUCKETS / longest)
+        try:
+            await self._stats_add(keys=[_safe(self.prefix + key)],
+                                  args=[t, amount_bin(amount), repr(amount), math.ceil(longest + longest / BUCKETS)])
+        except self._errors as exc:
+            raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
-from paywire.risk.features import BUCKETS, Counter, Observed, Plan
+from paywire.risk.features import BUCKETS, Counter, Observed, Plan, amount_bin, summarize
 
 
 class StateUnavailable(Exception):
@@ -29,7 +29,37 @@ class RiskState(Protocol):
         """Add to counters without reading them (failures, prices paid)."""
         ...
 
+    async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:
+        """Add ``amount`` to the histogram ``key`` (kept over the longest of ``windows``)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class _Histogram:
+    """Amounts over one window, as :data:`BUCKETS` time slices of log-binned counts (bin → count) and sums."""
+
+    __slots__ = ("slices",)
+
+    def __init__(self) -> None:
+        self.slices: dict[int, tuple[dict[int, int], list[float]]] = {}
+
+    def add(self, t: int, amount: float) -> None:
+        bins, total = self.slices.setdefault(t, ({}, [0.0]))
+        b = amount_bin(amount)
+        bins[b] = bins.get(b, 0) + 1
+        total[0] += amount
+
+    def read(self, t: int) -> tuple[int, float, float]:
+        for old in [k for k in self.slices if k <= t - BUCKETS]:
+            del self.slices[old]
+        merged: dict[int, int] = {}
+        total = 0.0
+        for bins, s in self.slices.values():
+            total += s[0]
+            for b, n in bins.items():
+                merged[b] = merged.get(b, 0) + n
+        return summarize(merged, total)
 
 
 class _Window:
@@ -69,6 +99,7 @@ class MemoryState:
         self.max_keys, self.first_seen_ttl = max_keys, first_seen_ttl
         self._counters: OrderedDict[str, list[_Window]] = OrderedDict()
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._hist: OrderedDict[str, _Histogram] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._counters)
@@ -111,7 +142,23 @@ class MemoryState:
         buckets = [math.floor(now * BUCKETS / w) for w in windows]
         seen = {c.key: self._apply(c, c.add if (is_new or not c.only_if_new) else 0, windows, buckets)
                 for c in plan.counters}
-        return Observed(seen, age)
+        if plan.stats is None:
+            return Observed(seen, age)
+        hist = self._hist.get(plan.stats)
+        stats = hist.read(math.floor(now * BUCKETS / max(windows))) if hist is not None and windows else (0, 0.0, 0.0)
+        return Observed(seen, age, stats=stats)
+
+    async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:
+        if not windows:
+            return
+        hist = self._hist.get(key)
+        if hist is None:
+            hist = self._hist[key] = _Histogram()
+            if len(self._hist) > self.max_keys:
+                self._hist.popitem(last=False)
+        else:
+            self._hist.move_to_end(key)
+        hist.add(math.floor(now * BUCKETS / max(windows)), amount)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         buckets = [math.floor(now * BUCKETS / w) for w in windows]

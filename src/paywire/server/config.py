@@ -95,6 +95,8 @@ class SellerConfig(Settings):
     """A risk rule file (TOML); setting it turns risk on."""
     risk_trust_forwarded: bool = False
     """Risk: take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
+    risk_metrics_token: str | None = option(None, secret=True)
+    """Risk: serve Prometheus counters at ``/metrics`` to ``Authorization: Bearer <token>`` (unset: no route)."""
     siwx_secret: bytes | str | None = option(None, secret=True)
     """Sign-In-With-X: the key of the stateless nonce MAC (the same on every replica; random per process if unset)."""
     siwx_origin: str | None = None
@@ -142,6 +144,7 @@ class SellerOptions(TypedDict, total=False):
     risk: Any
     risk_rules: str | None
     risk_trust_forwarded: bool
+    risk_metrics_token: str | None
     siwx_secret: bytes | str | None
     siwx_origin: str | None
     siwx_chains: Any

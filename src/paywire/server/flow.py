@@ -312,7 +312,7 @@ class PaymentFlow:
             for proto in protocols:
                 await proto.startup(self._store.db)
             if self.risk is not None:
-                await self.risk.startup(self._store.db)
+                await self.risk.startup(self._store.db, self)
             if any(r.checks_identity for r in self.seller.routes):
                 self._identity = IdentityGate(self.seller, self._store.db,
                                               allow_private_directories=self.agent_directories_private,
@@ -353,6 +353,10 @@ class PaymentFlow:
     # -- per request -----------------------------------------------------------------------------
     async def begin(self, req: RequestInfo) -> Plan:
         """What to do with one request (see the module docstring)."""
+        if self.risk is not None and self.risk.metrics_token is not None:  # off unless a token is set
+            metrics = self.risk.metrics_reply(req)
+            if metrics is not None:
+                return Respond(metrics)
         try:
             route = self.seller.route_for_request(req)
             if route is not None:
@@ -362,6 +366,8 @@ class PaymentFlow:
                     if refused is not None:
                         return Respond(refused)
             d = await self._decide(route, req)
+            if self.risk is not None and route is not None and isinstance(d, Reply | Reject):
+                await self.risk.rejected(route, req, d.reason if isinstance(d, Reject) else d)
         except ConfigError as exc:
             log.error("paywire: seller misconfigured: %s", exc)
             return Respond(json_reply(500, {"error": "seller_misconfigured", "message": str(exc)}))
@@ -584,15 +590,17 @@ class PaymentFlow:
                                                         f"facilitator unavailable: {verdict}"))
         if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
             hb.stop()
-            if self.risk is not None:
-                await self.risk.failed(p, req)
             reason = verdict.invalid_reason or "invalid_payment"
+            if self.risk is not None:  # counted by kind: replay, underpaid, expired, invalid
+                await self.risk.failed(p, req, reason)
             await store.release_claim(rec.id, owner, reason)
             reply = self.seller.payment_required(p.route, req, p.offers, reason)
             if reason == "permit2_allowance_required":  # checklist 15
                 reply = Reply(412, reply.headers, reply.body)
             return Respond(reply)
         payer = verdict.payer or rec.payer
+        if self.risk is not None:  # the route's amount statistics
+            await self.risk.verified(p, req)
         if rec.settle_mode == "before":
             if not await store.update(rec.id, owner, [rec.state], state="settling", payer=payer):
                 hb.stop()

@@ -64,12 +64,14 @@ def _seller_risk(config: SellerConfig) -> Any:
 
     risk = config.risk
     if isinstance(risk, SellerRisk):
+        if config.risk_metrics_token is not None and risk.metrics_token is None:
+            risk.metrics_token = config.risk_metrics_token
         return risk
     if risk is None or risk is True:
         risk = RiskEngine(config.risk_rules)
     if not isinstance(risk, RiskEngine):
         raise ConfigError("seller option risk: expected True, a RiskEngine or a SellerRisk")
-    return SellerRisk(risk, trust_forwarded=config.risk_trust_forwarded)
+    return SellerRisk(risk, trust_forwarded=config.risk_trust_forwarded, metrics_token=config.risk_metrics_token)
 
 
 def _siwx_issuer(routes: Sequence[PaidRoute], config: SellerConfig) -> Any:

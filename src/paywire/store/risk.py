@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from paywire.store.db import Database
+from paywire.store.identity import NONCES, IdentityStore
 from paywire.store.migrations import Repository, register
 
 if TYPE_CHECKING:  # the store does not import the risk package (it imports the store's engines' packages)
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # the store does not import the risk package (it imports the 
 
 COMPONENT = "risk"
 TABLE = "risk_decisions"
+LISTS = "risk_lists"
+LIST_NAMES = ("allow", "deny")
 
 register(COMPONENT, [[
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -37,6 +40,14 @@ register(COMPONENT, [[
         features TEXT NOT NULL
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)",
+], [
+    f"""CREATE TABLE IF NOT EXISTS {LISTS} (
+        list TEXT NOT NULL,
+        value TEXT NOT NULL,
+        note TEXT NOT NULL,
+        added_at {{real}} NOT NULL,
+        PRIMARY KEY (list, value)
+    )""",
 ]])
 
 
@@ -118,3 +129,63 @@ class RiskRecords(Repository):
     async def count(self) -> int:
         row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM {TABLE}")
         return int(row["n"]) if row else 0
+
+
+def _norm(value: str) -> str:
+    v = value.strip()
+    return v.lower() if v.lower().startswith("0x") else v
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    list: str
+    value: str
+    note: str
+    added_at: float
+
+
+class RiskListStore(Repository):
+    """The operator's allow and deny lists (addresses, IPs, hosts) in the SQL store, shared by a fleet
+    (``paywire risk lists``); :class:`~paywire.risk.lists.RiskLists` reads them beside the sanctions file."""
+
+    component = COMPONENT
+
+    async def add(self, list_name: str, value: str, note: str = "") -> bool:
+        """Put ``value`` on ``list_name`` (``allow`` or ``deny``); False when it was there already."""
+        if list_name not in LIST_NAMES:
+            raise ValueError(f"risk list {list_name!r}: expected one of {', '.join(LIST_NAMES)}")
+        v = _norm(value)
+        if not v or len(v) > 256:
+            raise ValueError("a list entry is 1 to 256 characters")
+        n = await self.db.execute(f"INSERT INTO {LISTS} (list, value, note, added_at) VALUES (?, ?, ?, ?) "
+                                  "ON CONFLICT DO NOTHING", (list_name, v, note[:500], self.clock()))
+        return n > 0
+
+    async def remove(self, list_name: str, value: str) -> bool:
+        return await self.db.execute(f"DELETE FROM {LISTS} WHERE list = ? AND value = ?",
+                                     (list_name, _norm(value))) > 0
+
+    async def entries(self, list_name: str | None = None) -> list[ListEntry]:
+        rows = await (self.db.fetchall(f"SELECT * FROM {LISTS} WHERE list = ? ORDER BY value", (list_name,))
+                      if list_name is not None else
+                      self.db.fetchall(f"SELECT * FROM {LISTS} ORDER BY list, value"))
+        return [ListEntry(r["list"], r["value"], r["note"], float(r["added_at"])) for r in rows]
+
+    async def load(self) -> tuple[frozenset[str], frozenset[str], str]:
+        """(allow, deny, version): the version is a digest of both lists, so any change shows in decisions."""
+        import hashlib
+
+        rows = await self.db.fetchall(f"SELECT list, value FROM {LISTS} ORDER BY list, value")
+        allow = frozenset(r["value"] for r in rows if r["list"] == "allow")
+        deny = frozenset(r["value"] for r in rows if r["list"] == "deny")
+        text = "\n".join(f"{r['list']}:{r['value']}" for r in rows)
+        return allow, deny, "sql:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class PeekNonces(IdentityStore):
+    """Identity nonces looked at, not spent: a risk challenge checks a proof that the route's own identity step
+    spends right after (so the proof still works there once)."""
+
+    async def use_nonce(self, nonce: str, expires_at: float, spent_on: str | None = None) -> bool:
+        row = await self.db.fetchone(f"SELECT spent_on FROM {NONCES} WHERE nonce = ?", (nonce,))
+        return row is None or (spent_on is not None and row["spent_on"] == spent_on)
