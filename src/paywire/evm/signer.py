@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Protocol, runtime_checkable
 
-from paywire.evm.crypto import address_of_key, sign_digest, to_checksum
+from paywire.evm.crypto import address_of_key, sign_digest, signing_key, to_checksum
 
 
 @runtime_checkable
@@ -23,13 +23,14 @@ class EvmSigner(Protocol):
 class LocalSigner:
     """An in-memory secp256k1 key."""
 
-    __slots__ = ("_address", "_key")
+    __slots__ = ("_address", "_key", "_signing")
 
     def __init__(self, private_key: bytes | str) -> None:
         key = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
         if len(key) != 32:
             raise ValueError("a private key is 32 bytes")
         self._key = key
+        self._signing = signing_key(key)  # derived once: every signature reuses it
         self._address = to_checksum(address_of_key(key))
 
     @classmethod
@@ -46,10 +47,10 @@ class LocalSigner:
         return self._key
 
     def sign_digest_sync(self, digest: bytes) -> bytes:
-        return sign_digest(self._key, digest)
+        return sign_digest(self._signing, digest)
 
     async def sign_digest(self, digest: bytes) -> bytes:
-        return sign_digest(self._key, digest)
+        return sign_digest(self._signing, digest)
 
     def __repr__(self) -> str:
         return f"LocalSigner({self._address})"
