@@ -626,9 +626,10 @@ class Buyer:
         """Ask the seller at ``url`` for a cooperative refund of our ``batch-settlement`` channel (``amount``
         atomic units, default all that is unspent); what comes back is released to the budgets (a ledger row of
         negative weight). ``RefundFailed`` says why not."""
+        from paywire.schemes.evm_batch.client import BatchEvmClient
         from paywire.schemes.evm_batch.refund import refund_offer
 
-        scheme = next((s for s in self.schemes if hasattr(s, "refund_payload")), None)
+        scheme = next((s for s in self.schemes if isinstance(s, BatchEvmClient)), None)
         if scheme is None:
             raise ConfigError("the wallet has no batch-settlement scheme to refund a channel with")
         ledger = await self.ledger()  # attaches the durable channel book to the scheme

@@ -169,7 +169,7 @@ class Policy:
         decimals = self._values.get((network, _norm_addr(asset)))
         if decimals is None:
             return 0
-        return amount // 10 ** (decimals - 6) if decimals >= 6 else amount * 10 ** (6 - decimals)
+        return int(amount // 10 ** (decimals - 6)) if decimals >= 6 else int(amount * 10 ** (6 - decimals))
 
     def with_changes(self, **changes: Any) -> Policy:
         """A copy with some fields replaced."""

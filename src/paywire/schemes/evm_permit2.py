@@ -276,14 +276,16 @@ class Permit2Facilitator:
         return list(self._nets)
 
     def signer_addresses(self) -> Sequence[str]:
-        return sorted({s.address for n in self._nets.values() for s in n.senders})
+        return sorted({s.address for n in self._nets.values() for s in n.all_senders})
 
     def kind_extra(self, network: str) -> Mapping[str, Any] | None:
-        """upto: the address clients bind into the witness (the key that will send the settlement)."""
+        """upto: the address clients bind into the witness (the key that will send the settlement): the fleet
+        key when configured, so every instance of a fleet names the same one."""
         net = self._nets.get(network)
-        if not self.kind.upto or net is None or not net.senders:
+        named = net.named if net is not None else None
+        if not self.kind.upto or named is None:
             return None
-        return {"facilitatorAddress": net.senders[0].address}
+        return {"facilitatorAddress": named.address}
 
     def settlement_key(self, payload: PaymentPayload, requirements: PaymentRequirements) -> str | None:
         try:
@@ -305,7 +307,7 @@ class Permit2Facilitator:
         """Verify for the maximum (``settle_amount`` None) or before settling ``settle_amount``; a valid
         verdict comes with the plan to send (the key: upto's witness facilitator; the gas estimate)."""
         net = self._nets.get(requirements.network)
-        facilitators = [s.address for s in net.senders] if net is not None else []
+        facilitators = [s.address for s in net.all_senders] if net is not None else []
         maximum = None
         if settle_amount is not None and self.kind.upto:
             try:
