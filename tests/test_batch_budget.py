@@ -105,3 +105,52 @@ async def test_a_deposit_above_the_remaining_budget_is_refused_before_signing(en
         assert r.status_code == 200, r.text
     assert (await (await buyer.ledger()).spent()).total == 4 * PRICE
     await buyer.aclose()
+
+
+async def test_a_permit2_deposit_without_the_approval_tells_the_buyer_which_approval_to_make(
+        env: Env, tmp_path: Any) -> None:
+    """No ``erc20ApprovalGasSponsoring`` here: a payer without the one-time Permit2 approval is told which
+    approval to make (Permit2's address, the token, the network); nothing moves and the handler does not run.
+    After the approval the same buyer opens the channel."""
+    from paywire.chain.devkeys import dev_keys
+    from paywire.chain.permit2 import approve_permit2
+    from paywire.client.core import PaymentRejected
+    from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
+    from paywire.evm.permit2 import PERMIT2_ADDRESS
+    from paywire.evm.signer import LocalSigner
+    from paywire.facilitator.client import HttpFacilitatorClient
+    from paywire.schemes.evm_batch import payload as pl
+    from paywire.server.asgi import PaymentMiddleware
+    from paywire.server.core import PaidRoute
+    from paywire.server.pricing import Offer
+    from paywire.serving import serve_asgi
+    from tests.test_batch_interop import metered_app
+
+    net = env.net
+    fresh = LocalSigner(dev_keys(8)[7])
+    await net.mint(fresh.address, 1_000_000)
+    hits: dict[str, int] = {}
+    offer = Offer(price=PRICE, asset=net.asset, scheme="batch-settlement", extra={"assetTransferMethod": "permit2"})
+    mw = PaymentMiddleware(metered_app(hits), [PaidRoute("GET /metered", offers=(offer,))],
+                           HttpFacilitatorClient(env.facilitator_url), pay_to=net.payee.address,
+                           network=net.info.network, store=f"sqlite:///{tmp_path / 'seller.db'}",
+                           assets=AssetRegistry((*KNOWN_ASSETS, net.asset)))
+    buyer = Buyer([BatchEvmClient(fresh, salt=33)], Policy(assets=[net.asset], total="$1"),
+                  store=f"sqlite:///{tmp_path / 'buyer33.db'}")
+    try:
+        async with serve_asgi(mw) as url, x402_client(buyer) as http:
+            before = await env.balance(fresh.address)
+            with pytest.raises(PaymentRejected) as rejected:
+                await http.get(url + "/metered")
+            message = str(rejected.value)
+            assert rejected.value.reason == pl.PERMIT2_ALLOWANCE_REQUIRED, message
+            assert PERMIT2_ADDRESS in message and net.info.token.lower() in message.lower(), message
+            assert net.info.network in message, message
+            assert not hits and await env.balance(fresh.address) == before, "money moved or the handler ran"
+            await approve_permit2(net.chain, fresh.private_key, net.info.token)
+            r = await http.get(url + "/metered")
+            assert r.status_code == 200, r.text
+            assert before - await env.balance(fresh.address) == DEPOSIT and hits == {"metered": 1}
+    finally:
+        await buyer.aclose()
+        await mw.flow.aclose()

@@ -807,7 +807,7 @@ class Buyer:
         receipt = await row.get()
         ex.attach(response, receipt, settlement)
         hint = ""
-        if reason == "permit2_allowance_required":  # the one thing the payer must do first, in words
+        if reason.endswith("permit2_allowance_required"):  # exact/upto, and batch-settlement's deposit: in words
             from paywire.evm.permit2 import PERMIT2_ADDRESS
 
             r = cand.option.requirements
