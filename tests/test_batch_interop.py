@@ -438,8 +438,37 @@ async def test_a_withdrawal_racing_claims_on_anvil(env: Env, tmp_path: Any, requ
     for name in ("b", "c"):
         state = await env.onchain(b.bytes32(channels[name].channel_id))
         assert state.total_claimed == channels[name].charged, f"{name}'s claim did not land"
-    c_cfg = b.ChannelConfig.from_wire(channels["c"].config)
+    # C is collected with `paywire wallet withdraw --finish`: the buyer store's balance and budget follow
+    import json
+
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+    from paywire.store.spend import SpendLedger
+
+    store = f"sqlite:///{tmp_path / 'buyer13.db'}"
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"assets": [{"network": net.info.network, "address": net.info.token,
+                                              "decimals": 6}]}))
+
+    async def book_and_spent() -> tuple[Any, int]:
+        db = open_database(store)
+        try:
+            return (await BuyerChannelStore(db, net.payer.address).get(channels["c"].channel_id),
+                    (await SpendLedger(db, net.payer.address).spent()).total)
+        finally:
+            await db.aclose()
+
+    _, spent0 = await book_and_spent()
     p1 = await env.balance(net.payer.address)
-    done = await finish_withdrawal(net.chain, net.payer.private_key, c_cfg)
-    assert await env.balance(net.payer.address) - p1 == done.amount == channels["c"].balance - channels["c"].charged, \
-        "C's withdrawal took claimed funds"
+    cli = await asyncio.to_thread(
+        CliRunner().invoke, app, ["wallet", "withdraw", channels["c"].channel_id, "--finish", "--rpc",
+                                  str(net.info.rpc_url), "--store", store],
+        env={"PAYWIRE_WALLET_KEY": net.info.payer_key, "HOME": str(tmp_path), "PAYWIRE_POLICY": str(policy)},
+        catch_exceptions=False)
+    assert cli.exit_code == 0, cli.output
+    returned = channels["c"].balance - channels["c"].charged
+    assert await env.balance(net.payer.address) - p1 == returned, "C's withdrawal took claimed funds"
+    assert f"withdrew {returned}" in cli.output, cli.output
+    book, spent1 = await book_and_spent()
+    assert book is not None and book.balance == channels["c"].charged, "the buyer store kept the withdrawn balance"
+    assert spent0 - spent1 == returned, "the withdrawn deposit did not come back to the budget"

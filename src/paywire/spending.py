@@ -9,6 +9,7 @@ so neither imports the other. Amounts are micro-dollars (integers).
 from __future__ import annotations
 
 import dataclasses
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -21,6 +22,11 @@ PER_HOST: Final = "per_host"
 PER_PAYEE: Final = "per_payee"
 DAILY: Final = "daily"
 TOTAL: Final = "total"
+
+BUDGETED: ContextVar[int | None] = ContextVar("paywire_budgeted", default=None)
+"""Atomic units the buyer's policy reserved for the payment being signed, for schemes whose cost is not the
+offer's price (a ``batch-settlement`` deposit; see ``ClientScheme.budget_amount``). The buyer engine sets it
+around signing; None outside a buyer."""
 
 
 def fmt_usd(micros: int) -> str:

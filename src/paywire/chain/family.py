@@ -131,4 +131,9 @@ def _evm_network(n: NetworkConfig, chain: RpcChain, config: FacilitatorConfig) -
     keys: list[bytes | str] = list(n.keys) or ([dev_keys(2)[1]] if n.rpc in LOCAL_CHAINS else [])
     cap = int(n.max_fee_gwei * 10**9) if n.max_fee_gwei is not None else None
     senders = [TxSender(chain, k, max_fee_cap=cap) for k in keys]
-    return EvmNetwork(n.network, chain, senders, confirmations=config.confirmations_for(n), gas_limit=n.gas_limit)
+    named = None
+    if n.fleet_key:  # one sender per key in a process: a fleet key that is also a gas key shares its nonce counter
+        fleet = TxSender(chain, n.fleet_key, max_fee_cap=cap)
+        named = next((s for s in senders if s.address == fleet.address), fleet)
+    return EvmNetwork(n.network, chain, senders, confirmations=config.confirmations_for(n), gas_limit=n.gas_limit,
+                      named_sender=named)

@@ -31,6 +31,9 @@ class EvmNetwork:
 
     ``confirmations``: blocks a settlement needs (1 = mined) before it is reported settled;
     ``gas_limit``: fixed gas per settlement transaction (default: the facilitator's, else an estimate).
+    ``named_sender``: the key clients bind to (upto's ``facilitatorAddress``, batch-settlement's
+    ``receiverAuthorizer``), the fleet's shared key; default: the first of ``senders``. It sends only the
+    settlements bound to it, not the round-robin ones.
     """
 
     network: str
@@ -38,7 +41,21 @@ class EvmNetwork:
     senders: Sequence[TxSender]
     confirmations: int = 1
     gas_limit: int | None = None
+    named_sender: TxSender | None = None
     _pool: SenderPool | None = field(default=None, repr=False)
+
+    @property
+    def named(self) -> TxSender | None:
+        """The key ``/supported`` names for this network (None: no keys)."""
+        return self.named_sender if self.named_sender is not None else (self.senders[0] if self.senders else None)
+
+    @property
+    def all_senders(self) -> list[TxSender]:
+        """Every key of the network: the gas keys and the named key when it is not one of them."""
+        extra = self.named_sender
+        if extra is None or any(s is extra or s.address == extra.address for s in self.senders):
+            return list(self.senders)
+        return [*self.senders, extra]
 
     def sender(self) -> TxSender:
         if self._pool is None:
@@ -48,7 +65,7 @@ class EvmNetwork:
     def sender_for(self, address: str | None) -> TxSender | None:
         if address is None:
             return None
-        return next((s for s in self.senders if s.address.lower() == address.lower()), None)
+        return next((s for s in self.all_senders if s.address.lower() == address.lower()), None)
 
 
 def _sent(tx: SignedTx) -> SentTx:

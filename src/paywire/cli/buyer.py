@@ -686,17 +686,21 @@ def wallet_channels(
     rows = [{"account": acct, "channel_id": ch.channel_id, "network": ch.network,
              "receiver": ch.config.get("receiver", ""), "token": ch.config.get("token", ""),
              "balance": str(ch.balance), "charged": str(ch.charged),
-             "refundable": str(max(ch.balance - ch.charged, 0)), "withdraw_delay": ch.config.get("withdrawDelay"),
+             "refundable": str(max(ch.balance - ch.charged, 0)),
+             # the spend policy's view: the deposit is reserved budget, the charges are spent out of it, the rest
+             # comes back to the budget when refunded or withdrawn
+             "reserved": str(ch.balance), "spent": str(ch.charged), "withdrawable": str(max(ch.balance - ch.charged, 0)),
+             "withdraw_delay": ch.config.get("withdrawDelay"),
              "distrusted": ch.distrusted} for acct, ch in asyncio.run(run())]
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     t = Table(title=f"paywire channels{' for ' + account if account else ''}")
-    for col in ("channel_id", "network", "receiver", "balance", "charged", "refundable", "distrusted"):
+    for col in ("channel_id", "network", "receiver", "reserved", "spent", "withdrawable", "distrusted"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(_short(r["channel_id"]), r["network"], _short(str(r["receiver"])), r["balance"], r["charged"],
-                  r["refundable"], r["distrusted"])
+        t.add_row(_short(r["channel_id"]), r["network"], _short(str(r["receiver"])), r["reserved"], r["spent"],
+                  r["withdrawable"], r["distrusted"])
     out.print(t)
 
 
@@ -739,11 +743,13 @@ def wallet_withdraw(
             raise _fail(f"no RPC for {found.network}: give --rpc")
         cfg = b.ChannelConfig.from_wire(found.config)
         try:
-            if finish:
-                return await finish_withdrawal(chain, key, cfg)
-            return await start_withdrawal(chain, key, cfg, amount or None)
+            if not finish:
+                return await start_withdrawal(chain, key, cfg, amount or None)
+            done = await finish_withdrawal(chain, key, cfg)
         except ChainError as exc:
             raise _fail(str(exc)) from None
+        await _withdrawn(where, wallet.address, found, done, _load_policy("", [], prof)[0])
+        return done
 
     w = asyncio.run(run())
     if finish:
@@ -751,6 +757,31 @@ def wallet_withdraw(
     else:
         ready = datetime.fromtimestamp(w.ready_at, UTC).isoformat(timespec="seconds")
         out.print(f"withdrawal of {w.amount} started in {w.transaction}; `--finish` after {ready}")
+
+
+async def _withdrawn(where: str, account: str, channel: Any, done: Any, policy: Any) -> None:
+    """After ``finalizeWithdraw``: the channel's balance shrinks by what came back, and so does the budget the
+    deposit had reserved (a ledger row of negative weight)."""
+    from dataclasses import replace
+
+    from paywire.store import open_database
+    from paywire.store.channels import BuyerChannelStore
+    from paywire.store.spend import SpendLedger
+
+    if done.amount <= 0:
+        return
+    db = open_database(where)
+    try:
+        book = BuyerChannelStore(db, account)
+        await book.put(replace(channel, balance=max(channel.balance - done.amount, channel.charged)))
+        usd = policy.value_released(channel.network, str(channel.config.get("token", "")), done.amount)
+        if usd:
+            await SpendLedger(db, account).release(
+                url="", method="", host="", network=channel.network, asset=str(channel.config.get("token", "")),
+                pay_to=str(channel.config.get("receiver", "")), amount=done.amount, usd_micros=usd,
+                reason=f"channel withdrawal {done.transaction}")
+    finally:
+        await db.aclose()
 
 
 def _short(value: str) -> str:

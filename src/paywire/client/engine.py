@@ -51,6 +51,7 @@ from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.registry import ClientScheme, default_registry
+from paywire.spending import BUDGETED
 from paywire.store.db import Database
 from paywire.x402.models import SettleResponse
 
@@ -588,6 +589,7 @@ class Buyer:
                                       rule=ref.rule, reason=ref.reason, **record)
             raise PaymentRefused(refusal_message(ex.url, ranking.refusals), [r for _, r in ranking.refusals],
                                  receipt=await ledger.get(rid))
+        ranking = replace(ranking, candidates=tuple([await self._budgeted(c) for c in ranking.candidates]))
         if policy.dry_run:
             chosen = await ledger.check(policy, ranking.candidates)
             if isinstance(chosen, Candidate):
@@ -601,7 +603,8 @@ class Buyer:
         from paywire.store.spend import BudgetRefused
 
         if isinstance(res, BudgetRefused):
-            await self._budget_refused(ex, res.refusals, ranking.refusals, record, ledger)
+            await self._budget_refused(ex, [(c, _deposit_refusal(c, r)) for c, r in res.refusals],
+                                       ranking.refusals, record, ledger)
         rid, cand = res.id, res.candidate
         try:
             if needs_approval(policy, cand.quote):
@@ -615,8 +618,12 @@ class Buyer:
                 await self._risk_check(ex, host, cand, ledger, rid)
             scheme = scheme_for(self.schemes, cand.option.requirements)
             assert scheme is not None
-            attempt = await self._by_name[cand.option.protocol].credential(
-                challenge, cand.option, scheme, variant=self._variants.get(host, self.nonce_variant))
+            token = BUDGETED.set(cand.quote.amount if hasattr(scheme, "budget_amount") else None)
+            try:
+                attempt = await self._by_name[cand.option.protocol].credential(
+                    challenge, cand.option, scheme, variant=self._variants.get(host, self.nonce_variant))
+            finally:
+                BUDGETED.reset(token)
         except PaymentError:
             raise
         except BaseException as exc:
@@ -632,6 +639,48 @@ class Buyer:
                                    receipt=await ledger.get(rid)) from exc
             raise
         return attempt, rid, cand
+
+    async def _budgeted(self, cand: Candidate) -> Candidate:
+        """The candidate as the budgets see it: a scheme with ``budget_amount`` (``batch-settlement``) reserves
+        what it will actually move — the channel's deposit when one is due, 0 for a voucher inside it."""
+        scheme = scheme_for(self.schemes, cand.option.requirements)
+        hook = getattr(scheme, "budget_amount", None)
+        if hook is None:
+            return cand
+        r = cand.option.requirements
+        amount = int(await hook(r))
+        usd = None if cand.quote.usd_micros is None else self.policy.value(r.network, r.asset, amount)
+        return Candidate(cand.option, replace(cand.quote, amount=amount, usd_micros=usd))
+
+    async def refund_channel(self, url: str, amount: int | None = None, *, method: str = "GET") -> SettleResponse:
+        """Ask the seller at ``url`` for a cooperative refund of our ``batch-settlement`` channel (``amount``
+        atomic units, default all that is unspent); what comes back is released to the budgets (a ledger row of
+        negative weight). ``RefundFailed`` says why not."""
+        from paywire.schemes.evm_batch.client import BatchEvmClient
+        from paywire.schemes.evm_batch.refund import refund_offer
+
+        scheme = next((s for s in self.schemes if isinstance(s, BatchEvmClient)), None)
+        if scheme is None:
+            raise ConfigError("the wallet has no batch-settlement scheme to refund a channel with")
+        ledger = await self.ledger()  # attaches the durable channel book to the scheme
+        res, offer = await refund_offer(scheme, url, amount, method=method)
+        if res.success and res.amount:
+            await self.release(url, offer.network, offer.asset, int(res.amount), method=method,
+                               payee=offer.pay_to, ledger=ledger, reason=f"channel refund {res.transaction}")
+        return res
+
+    async def release(self, url: str, network: str, asset: str, amount: int, *, method: str = "GET",
+                      payee: str = "", ledger: Any = None, reason: str = "") -> None:
+        """Give ``amount`` atomic units back to the budgets (a channel refund or withdrawal returned unspent
+        deposit): a committed ledger row of negative weight, valued rounding down, so spend is never
+        under-counted."""
+        ledger = ledger or await self.ledger()
+        if not hasattr(ledger, "release") or amount <= 0:
+            return
+        usd = self.policy.value_released(network, asset, amount)
+        if usd:
+            await ledger.release(url=url, method=method, host=host_of(url), network=network, asset=asset,
+                                 pay_to=payee, amount=amount, usd_micros=usd, reason=reason or "channel refund")
 
     async def _risk_check(self, ex: Exchange[Any], host: str, cand: Candidate, ledger: Any, rid: int) -> None:
         from paywire.risk.buyer import RiskRefused
@@ -752,7 +801,11 @@ class Buyer:
         current = scheme_for(self.schemes, cand.option.requirements)
         if await _scheme_recovered(current, reason, ex.headers(response), cand.option.requirements):
             assert current is not None  # a channel scheme resynced (batch-settlement corrective 402): sign again
-            new_attempt = await proto.credential(challenge, cand.option, current, variant=used)
+            token = BUDGETED.set(cand.quote.amount if hasattr(current, "budget_amount") else None)
+            try:
+                new_attempt = await proto.credential(challenge, cand.option, current, variant=used)
+            finally:
+                BUDGETED.reset(token)
             await ex.discard(response)
             return new_attempt, cand
         resign = proto.resign(reason, ex.headers(response), cand.option, used, self._asset_for)
@@ -793,7 +846,7 @@ class Buyer:
         receipt = await row.get()
         ex.attach(response, receipt, settlement)
         hint = ""
-        if reason == "permit2_allowance_required":  # the one thing the payer must do first, in words
+        if reason.endswith("permit2_allowance_required"):  # exact/upto, and batch-settlement's deposit: in words
             from paywire.evm.permit2 import PERMIT2_ADDRESS
 
             r = cand.option.requirements
@@ -814,6 +867,16 @@ def as_buyer(buyer: Buyer | WalletLike, policy: Policy | None, config: BuyerConf
             raise ConfigError(f"{where}() got a ready Buyer and {', '.join(given)}: give those to the Buyer instead")
         return buyer, False
     return Buyer(buyer, policy, config=buyer_config(config, options, where=where)), True
+
+
+def _deposit_refusal(cand: Candidate, ref: Refusal) -> Refusal:
+    """A budget refusal of a channel deposit, said as such (the price was the deposit, not the request)."""
+    r = cand.option.requirements
+    if r.scheme != "batch-settlement" or cand.quote.amount == r.amount:
+        return ref
+    return Refusal(ref.rule, f"opening a batch-settlement channel reserves its deposit of {cand.quote.amount} "
+                             f"atomic units ({describe(cand.quote)}, {cand.quote.amount // max(r.amount, 1)} "
+                             f"requests at {r.amount}), which exceeds the remaining budget: {ref.reason}")
 
 
 def _risk_guard(risk: Any) -> Any:

@@ -164,6 +164,13 @@ class Policy:
         decimals = self._values.get((network, _norm_addr(asset)))
         return None if decimals is None else usd_micros_of(amount, decimals)
 
+    def value_released(self, network: str, asset: str, amount: int) -> int:
+        """Micro-dollars of ``amount`` coming back (a refund), rounded down (0 when the token has no value)."""
+        decimals = self._values.get((network, _norm_addr(asset)))
+        if decimals is None:
+            return 0
+        return int(amount // 10 ** (decimals - 6)) if decimals >= 6 else int(amount * 10 ** (6 - decimals))
+
     def with_changes(self, **changes: Any) -> Policy:
         """A copy with some fields replaced."""
         fields = {f: getattr(self, f) for f in self.__dataclass_fields__ if not f.startswith("_")}

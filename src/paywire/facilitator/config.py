@@ -16,6 +16,7 @@ TOML (all keys optional except at least one network, unless ``devnet = true``)::
     [networks."eip155:8453"]
     rpc = "https://base.example/rpc"            # or "embedded" / "anvil" (local chains)
     keys = ["0x…", "0x…"]                       # or keys_env = "BASE_KEYS" (comma-separated)
+    fleet_key = "0x…"                           # or fleet_key_env: the key /supported names (below)
     confirmations = 2
     max_fee_gwei = 50                           # cap on maxFeePerGas
     gas_limit = 120000                          # fixed gas per settlement (default: estimate)
@@ -24,12 +25,17 @@ TOML (all keys optional except at least one network, unless ``devnet = true``)::
 Environment: ``PAYWIRE_FACILITATOR_CONFIG`` (the TOML path), ``PAYWIRE_STORE``,
 ``PAYWIRE_FACILITATOR_TOKEN``, ``PAYWIRE_FACILITATOR_NETWORKS`` (``caip2=rpc,caip2=rpc``),
 ``PAYWIRE_FACILITATOR_KEYS`` (comma-separated keys for networks that name none; ``PAYWIRE_FACILITATOR_KEY``
-is read too), ``PAYWIRE_FACILITATOR_INSTANCE``, and ``PAYWIRE_FACILITATOR_<OPTION>`` for the other options
+is read too), ``PAYWIRE_FACILITATOR_FLEET_KEY`` (the fleet key of networks that name none), ``PAYWIRE_FACILITATOR_INSTANCE``, and ``PAYWIRE_FACILITATOR_<OPTION>`` for the other options
 (``HOST``, ``PORT``, ``CONFIRMATIONS``, ``RECEIPT_TIMEOUT`` …). The file may also hold the options as a
 ``[facilitator]`` table (next to ``[seller]`` and ``[buyer]``).
 
 Loaded by the shared loader (:mod:`paywire.settings`): every value is converted and checked the same way
 (durations take ``30s``/``5m``), errors name the option, unknown keys are refused with the closest name.
+
+``fleet_key``: the key clients bind to (``upto``'s ``facilitatorAddress``, ``batch-settlement``'s
+``receiverAuthorizer``) and so the only one that may send those settlements. Give every instance of a fleet the
+same one (next to its own ``keys``, which stay per instance): then every instance's ``/supported`` names it and
+any instance settles what another verified. Default: the network's first key.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class NetworkConfig:
     max_fee_gwei: float | None = None
     gas_limit: int | None = None
     rpc_connections: int | None = None
+    fleet_key: str | None = None
+    """The key ``/supported`` names (upto, batch-settlement), the same on every instance of a fleet."""
 
     def validate(self) -> None:
         """Its family checks the name and settings (a network of no registered family is refused)."""
@@ -194,14 +202,19 @@ def _networks(nets: Any, env: Mapping[str, str], where: str) -> list[NetworkConf
             table = {"rpc": table}
         if not isinstance(table, Mapping) or "rpc" not in table:
             raise ConfigError(f"networks.{name!r}: needs rpc = URL | 'embedded' | 'anvil'")
-        known = ["rpc", "keys", "keys_env", *_NETWORK_OPTIONS]
+        known = ["rpc", "keys", "keys_env", "fleet_key", "fleet_key_env", *_NETWORK_OPTIONS]
         extra = set(table) - set(known)
         if extra:
             raise ConfigError(f"networks.{name!r}: unknown keys {unknown_names(extra, known)}")
         values = {k: convert("facilitator", f'networks."{name}".{k}', tp, table.get(k), check=check, source=where)
                   for k, (tp, check) in _NETWORK_OPTIONS.items()}
+        fleet = _keys({"keys": table.get("fleet_key", []), "keys_env": table.get("fleet_key_env")}, env,
+                      f"networks.{name!r} fleet_key")
+        if len(fleet) > 1:
+            raise ConfigError(f"networks.{name!r}: fleet_key is one key")
         out.append(NetworkConfig(network=str(name), rpc=str(table["rpc"]),
-                                 keys=_keys(table, env, f"networks.{name!r}"), **values))
+                                 keys=_keys(table, env, f"networks.{name!r}"), fleet_key=fleet[0] if fleet else None,
+                                 **values))
     return out
 
 
@@ -229,7 +242,7 @@ def load_config(
         nets = _networks(table.pop("networks", {}), env, where)
     code = {k: v for k, v in (overrides or {}).items() if v is not None}
     values = gather(FacilitatorConfig, code=code, toml=table, toml_where=where, env=env,
-                    env_ignore=("KEYS", "KEY", "NETWORKS"))
+                    env_ignore=("KEYS", "KEY", "NETWORKS", "FLEET_KEY"))
     cfg = FacilitatorConfig(**values)
     if "networks" not in values:
         cfg.networks = nets
@@ -248,4 +261,6 @@ def load_config(
             n.keys = list(keys)
         elif not n.keys:
             n.keys = list(default_keys)
+        if n.fleet_key is None and env.get("PAYWIRE_FACILITATOR_FLEET_KEY"):
+            n.fleet_key = env["PAYWIRE_FACILITATOR_FLEET_KEY"].strip()
     return cfg

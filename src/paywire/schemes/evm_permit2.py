@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +28,15 @@ from paywire.chain.tx import TxSender
 from paywire.errors import ChainError, ChainRevert, WireError
 from paywire.evm import permit2 as p2
 from paywire.evm import token
+from paywire.evm.approval_tx import ERC20_APPROVAL_GAS_SPONSORING, SponsoredApproval, approval_from_extensions
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.settlement.engine import Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
 from paywire.x402.networks import evm_chain_id
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EXACT",
@@ -113,6 +117,8 @@ class Checked:
     payer: str
     permit: p2.Eip2612Permit | None = None  # eip2612GasSponsoring, when it checked out
     permit_error: str | None = None  # why the extension's permit cannot be used (matters without an allowance)
+    approval: SponsoredApproval | None = None  # erc20ApprovalGasSponsoring, when it checked out (off chain)
+    approval_error: str | None = None
 
 
 def sponsored_permit(payload: PaymentPayload, a: p2.Permit2Authorization, now: int,
@@ -179,7 +185,8 @@ def check_offchain(
     digest = a.digest(chain_id)
     ok = len(p.signature) == 65 and recover_address(digest, p.signature) == address_bytes(a.from_)
     permit, permit_error = sponsored_permit(payload, a, now)
-    return Checked(p, digest, ok, payer, permit, permit_error)
+    approval, approval_error = approval_from_extensions(payload.extensions, a.from_, a.token, chain_id, a.amount)
+    return Checked(p, digest, ok, payer, permit, permit_error, approval, approval_error)
 
 
 def _nonce_hex(nonce: int) -> str:
@@ -248,7 +255,9 @@ class Permit2Facilitator:
     ) -> None:
         self.kind = kind
         self.scheme = kind.scheme
-        self.extensions = (p2.EIP2612_GAS_SPONSORING,)
+        self.extensions = (p2.EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING)
+        self._approval_locks: dict[str, asyncio.Lock] = {}
+        self._receipt_timeout = receipt_timeout
         self.v2_only = kind.upto  # /supported: x402 v1 has no upto
         self.network_pattern = "eip155:*"
         nets = networks.values() if isinstance(networks, Mapping) else networks
@@ -276,14 +285,16 @@ class Permit2Facilitator:
         return list(self._nets)
 
     def signer_addresses(self) -> Sequence[str]:
-        return sorted({s.address for n in self._nets.values() for s in n.senders})
+        return sorted({s.address for n in self._nets.values() for s in n.all_senders})
 
     def kind_extra(self, network: str) -> Mapping[str, Any] | None:
-        """upto: the address clients bind into the witness (the key that will send the settlement)."""
+        """upto: the address clients bind into the witness (the key that will send the settlement): the fleet
+        key when configured, so every instance of a fleet names the same one."""
         net = self._nets.get(network)
-        if not self.kind.upto or net is None or not net.senders:
+        named = net.named if net is not None else None
+        if not self.kind.upto or named is None:
             return None
-        return {"facilitatorAddress": net.senders[0].address}
+        return {"facilitatorAddress": named.address}
 
     def settlement_key(self, payload: PaymentPayload, requirements: PaymentRequirements) -> str | None:
         try:
@@ -305,7 +316,7 @@ class Permit2Facilitator:
         """Verify for the maximum (``settle_amount`` None) or before settling ``settle_amount``; a valid
         verdict comes with the plan to send (the key: upto's witness facilitator; the gas estimate)."""
         net = self._nets.get(requirements.network)
-        facilitators = [s.address for s in net.senders] if net is not None else []
+        facilitators = [s.address for s in net.all_senders] if net is not None else []
         maximum = None
         if settle_amount is not None and self.kind.upto:
             try:
@@ -361,8 +372,14 @@ class Permit2Facilitator:
         short = allowance < a.amount
         permit = c.permit if (use_permit if use_permit is not None else short) else None
         if short and permit is None:
+            if c.approval is not None and sender is not None:  # erc20ApprovalGasSponsoring: relayed at settle
+                if token.decode_uint(balance) < a.amount:
+                    return (self.kind.no_balance, "payer balance is below the authorized amount"), None
+                return await self._check_approval(chain, c.approval, sender), None
             if c.permit_error is not None:
                 return (c.permit_error, "the eip2612GasSponsoring permit cannot approve Permit2"), None
+            if c.approval_error is not None:
+                return (c.approval_error, "the erc20ApprovalGasSponsoring transaction cannot approve Permit2"), None
             return (ALLOWANCE_REQUIRED, approval_message(to_checksum(a.from_), a.token, a.amount, allowance)), None
         if token.decode_uint(balance) < a.amount:
             return (self.kind.no_balance, "payer balance is below the authorized amount"), None
@@ -374,6 +391,65 @@ class Permit2Facilitator:
         except ChainRevert as exc:
             return (reason_for_revert(exc.reason, exc.data, default=self.kind.failed), exc.reason), None
         return None, gas
+
+    async def _check_approval(self, chain: Chain, ap: SponsoredApproval, sender: TxSender,
+                              ) -> tuple[str, str] | None:
+        """The chain-dependent checks of a sponsored approval: its nonce is the payer's next, its fees are within
+        twice what this facilitator pays now (so the gas it may fund is bounded), and ``approve`` would not
+        revert when sent by the payer."""
+        tx = ap.tx
+        nonce, (max_fee, _tip) = await asyncio.gather(chain.get_transaction_count(tx.sender, "pending"),
+                                                      sender.fees())
+        if tx.nonce != nonce:
+            return ("erc20_approval_tx_nonce_mismatch",
+                    f"the approval's nonce {tx.nonce} is not the payer's next nonce {nonce}")
+        if tx.max_fee > 2 * max_fee:
+            return ("erc20_approval_tx_fee_too_high",
+                    f"the approval's maxFeePerGas {tx.max_fee} is above twice the network's {max_fee}")
+        try:
+            await chain.call(tx.to, tx.data, sender=tx.sender)
+        except ChainRevert as exc:
+            return ("erc20_approval_tx_failed", f"approve would revert: {exc.reason}")
+        return None
+
+    async def _relay_approval(self, payload: PaymentPayload, p: p2.Permit2Payload, network: str) -> str | None:
+        """erc20ApprovalGasSponsoring before settling: when the payer's allowance is still short and its signed
+        approval checks out, fund the gas it lacks (at most the approval's own ``gas × maxFeePerGas``, both
+        bounded) and broadcast the approval; None when done or not needed, else the failure reason. One payer at
+        a time per process, so a retried settle does not fund twice."""
+        a = p.authorization
+        net = self._nets.get(network)
+        if net is None or not payload.extensions or ERC20_APPROVAL_GAS_SPONSORING not in payload.extensions:
+            return None
+        lock = self._approval_locks.setdefault(a.from_.lower(), asyncio.Lock())
+        async with lock:
+            try:
+                chain = net.chain
+                if token.decode_uint(await chain.call(a.token, p2.allowance(a.from_))) >= a.amount:
+                    return None
+                ap, why = approval_from_extensions(payload.extensions, a.from_, a.token, await chain.chain_id(),
+                                                   a.amount)
+                if ap is None:
+                    return why
+                sender = net.sender()
+                bad = await self._check_approval(chain, ap, sender)
+                if bad is not None:
+                    return bad[0]
+                deficit = ap.tx.cost - await chain.get_balance(ap.tx.sender)
+                if deficit > 0:
+                    funded = await chain.wait_for_receipt(await sender.send(ap.tx.sender, b"", deficit, 21_000),
+                                                          timeout=self._receipt_timeout)
+                    if funded.status != 1:
+                        return "erc20_approval_broadcast_failed"
+                approved = await chain.wait_for_receipt(await chain.send_raw_transaction(ap.tx.raw),
+                                                        timeout=self._receipt_timeout)
+                return None if approved.status == 1 else "erc20_approval_tx_failed"
+            except (ChainError, TimeoutError):
+                log.warning("erc20ApprovalGasSponsoring relay failed for %s", a.from_, exc_info=True)
+                return "erc20_approval_broadcast_failed"
+            finally:
+                if len(self._approval_locks) > 10_000:  # bounded: a payer's lock matters only while it settles
+                    self._approval_locks.clear()
 
     # -- settle ---------------------------------------------------------------------------------
     async def settle(
@@ -399,6 +475,10 @@ class Permit2Facilitator:
                                       error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
             return SettleResponse(True, "", requirements.network, payer=payer, amount=0)
 
+        relay_error = await self._relay_approval(payload, p, requirements.network)
+        if relay_error is not None:
+            return SettleResponse(False, "", requirements.network, payer=payer, error_reason=relay_error,
+                                  error_message="the erc20ApprovalGasSponsoring approval could not be relayed")
         permit = await self._permit_to_send(payload, p, requirements.network)
 
         async def prepare() -> tuple[VerifyResponse, Plan | None]:

@@ -351,7 +351,7 @@ class SpendLedger:
     async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
                       budget: str, x402_version: int | None = None, candidate: Payable | None = None,
                       rule: str | None = None, reason: str | None = None, challenge: str | None = None,
-                      chosen: str | None = None) -> int:
+                      chosen: str | None = None, extra: dict[str, Any] | None = None) -> int:
         values: dict[str, Any] = {
             "account": self.account, "created_at": now, "updated_at": now, "day": utc_day(now), "method": method,
             "url": url, "host": host, "x402_version": x402_version, "outcome": outcome, "budget": budget,
@@ -363,6 +363,7 @@ class SpendLedger:
                           protocol=candidate.option.protocol,
                           usd_micros=candidate.quote.usd_micros or 0,
                           chosen=chosen or json.dumps(candidate.option.wire(), separators=(",", ":")))
+        values.update(extra or {})
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         returning = "id" if self.audit is None else self.audit.returning().removeprefix(" RETURNING ")
@@ -383,6 +384,20 @@ class SpendLedger:
             return await self._insert(ex, self._clock(), url=url, method=method, host=host, outcome=outcome,
                                       budget="none", x402_version=x402_version, candidate=candidate, rule=rule,
                                       reason=reason, challenge=challenge)
+
+        return await (insert(self.db) if self.audit is None else in_transaction(self.db, insert))
+
+    async def release(self, *, url: str, method: str, host: str, network: str, asset: str, pay_to: str,
+                      amount: int, usd_micros: int, reason: str) -> int:
+        """Budget coming back: a committed row of weight ``-usd_micros`` (a channel refund or withdrawal returned
+        ``amount`` atomic units of a deposit that was counted whole when it was reserved)."""
+        await self.ensure_schema()
+        extra = {"scheme": "batch-settlement", "network": network, "asset": asset, "pay_to": pay_to,
+                 "amount": str(-amount), "usd_micros": -usd_micros}
+
+        async def insert(ex: Executor) -> int:
+            return await self._insert(ex, self._clock(), url=url, method=method, host=host, outcome="refunded",
+                                      budget="committed", reason=reason, extra=extra)
 
         return await (insert(self.db) if self.audit is None else in_transaction(self.db, insert))
 

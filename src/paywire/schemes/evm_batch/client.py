@@ -22,10 +22,14 @@ from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.evm_batch import payload as pl
 from paywire.schemes.permit2_client import ChainFor
+from paywire.spending import BUDGETED
 from paywire.x402.models import PaymentRequirements, SettleResponse
 
 DEPOSIT_MULTIPLIER = 10
 """A new deposit covers this many requests at the offer's maximum (or the seller's ``extra.minDeposit``)."""
+
+class DepositNotBudgeted(RuntimeError):
+    """The channel needs a larger deposit than the spend policy reserved (its state moved since): pay again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,19 +161,36 @@ class BatchEvmClient:
         chain_id = _chain_id(requirements.network)
         cid = b.bytes32(ch.channel_id)
         ceiling = ch.charged + requirements.amount
+        deposit = self._deposit(ch, requirements)
+        allowed = BUDGETED.get()  # what the buyer's spend policy reserved for this payment (None: no buyer)
+        if allowed is not None and deposit > allowed:
+            raise DepositNotBudgeted(f"channel {ch.channel_id} needs a deposit of {deposit} atomic units, but the "
+                                     f"spend policy reserved {allowed}: pay again")
         voucher = await self._voucher(cid, ceiling, chain_id)
         out: dict[str, Any] = {"type": "voucher", "channelConfig": cfg.to_wire(), "voucher": voucher.to_wire()}
-        deposit = 0
-        if ceiling > ch.balance:
-            hint = requirements.extra.get("minDeposit")
-            floor = int(hint) if isinstance(hint, str) and hint.isdigit() and len(hint) < 40 else 0
-            cap = self.max_deposit if self.max_deposit is not None else requirements.amount * self.deposit_multiplier
-            deposit = max(ceiling - ch.balance, min(max(requirements.amount * self.deposit_multiplier, floor), cap))
+        if deposit:
             out["type"] = "deposit"
             out["deposit"] = {"amount": str(deposit),
                               "authorization": await self._deposit_authorization(requirements, cid, deposit)}
         await self.book.put(replace(ch, pending_max=ceiling, pending_deposit=deposit))
         return out
+
+    def _deposit(self, ch: ClientChannel, requirements: PaymentRequirements) -> int:
+        """What paying ``requirements`` on ``ch`` deposits: 0 while the voucher fits in the deposited balance."""
+        ceiling = ch.charged + requirements.amount
+        if ceiling <= ch.balance:
+            return 0
+        hint = requirements.extra.get("minDeposit")
+        floor = int(hint) if isinstance(hint, str) and hint.isdigit() and len(hint) < 40 else 0
+        cap = self.max_deposit if self.max_deposit is not None else requirements.amount * self.deposit_multiplier
+        return max(ceiling - ch.balance, min(max(requirements.amount * self.deposit_multiplier, floor), cap))
+
+    async def budget_amount(self, requirements: PaymentRequirements) -> int:
+        """What the spend policy reserves for paying ``requirements`` (the buyer engine asks before signing): the
+        deposit when the channel must be opened or topped up, else 0 — a voucher draws down inside the deposit
+        already reserved. The unspent deposit comes back to the budget on a refund or withdrawal."""
+        ch = await self.channel(requirements)
+        return 0 if ch.distrusted else self._deposit(ch, requirements)
 
     async def _voucher(self, cid: bytes, ceiling: int, chain_id: int) -> pl.Voucher:
         sig = await self.signer.sign_digest(b.voucher_digest(cid, ceiling, chain_id))
@@ -272,4 +293,4 @@ def _chain_id(network: str) -> int:
     return int(network.split(":", 1)[1])
 
 
-__all__ = ["DEPOSIT_MULTIPLIER", "BatchEvmClient", "ChannelBook", "ChannelDistrusted", "ClientChannel", "MemoryBook"]
+__all__ = ["DEPOSIT_MULTIPLIER", "BatchEvmClient", "ChannelBook", "ChannelDistrusted", "ClientChannel", "DepositNotBudgeted", "MemoryBook"]

@@ -34,16 +34,19 @@ class Invalid(Exception):
 
 
 def _authorizer_of(net: EvmNetwork) -> LocalSigner | None:
-    if not net.senders:
+    """The receiver authorizer: the network's named key (the fleet key, else its first gas key)."""
+    named = net.named
+    if named is None:
         return None
-    key = getattr(getattr(net.senders[0], "_account", None), "key", None)
+    key = getattr(getattr(named, "_account", None), "key", None)
     return LocalSigner(bytes(key)) if key is not None else None
 
 
 class BatchEvmFacilitator:
     """``batch-settlement`` × ``eip155:*`` for the facilitator role.
 
-    ``authorizers``: network → the receiver-authorizer key (default: the network's first gas key).
+    ``authorizers``: network → the receiver-authorizer key (default: the network's fleet key, else its first gas
+    key).
     """
 
     scheme = pl.SCHEME
@@ -67,7 +70,7 @@ class BatchEvmFacilitator:
         return list(self._nets)
 
     def signer_addresses(self) -> Sequence[str]:
-        return sorted({s.address for n in self._nets.values() for s in n.senders})
+        return sorted({s.address for n in self._nets.values() for s in n.all_senders})
 
     def kind_extra(self, network: str) -> Mapping[str, Any] | None:
         signer = self._authorizers.get(network)

@@ -8,7 +8,7 @@ from typing import Any
 from paywire.schemes.evm_batch import payload as pl
 from paywire.schemes.evm_batch.client import BatchEvmClient
 from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
-from paywire.x402.models import PaymentPayload, SettleResponse
+from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
 
 
 class RefundFailed(RuntimeError):
@@ -21,6 +21,12 @@ async def refund_channel(client: BatchEvmClient, url: str, amount: int | None = 
                          http: Any = None, method: str = "GET") -> SettleResponse:
     """Refund (part of) the unclaimed deposit of the channel ``client`` pays ``url`` with; returns the seller's
     settlement (``amount``: what came back, ``transaction``: the refund). ``RefundFailed`` says why not."""
+    return (await refund_offer(client, url, amount, http=http, method=method))[0]
+
+
+async def refund_offer(client: BatchEvmClient, url: str, amount: int | None = None, *,
+                       http: Any = None, method: str = "GET") -> tuple[SettleResponse, PaymentRequirements]:
+    """:func:`refund_channel`, also returning the offer the refund was made under (its token and payee)."""
     import httpx
 
     own = http is None
@@ -40,7 +46,7 @@ async def refund_channel(client: BatchEvmClient, url: str, amount: int | None = 
             if r.status_code == 200 and paid is not None:
                 res = decode_payment_response(paid)
                 await client.settled(offer, res)
-                return res
+                return res, offer
             again = r.headers.get("payment-required")
             reason = decode_payment_required(again).error if again else None
             if again and reason and await client.recover(reason, offer, next(
@@ -53,4 +59,4 @@ async def refund_channel(client: BatchEvmClient, url: str, amount: int | None = 
             await http.aclose()
 
 
-__all__ = ["RefundFailed", "refund_channel"]
+__all__ = ["RefundFailed", "refund_channel", "refund_offer"]
