@@ -1,0 +1,173 @@
+"""Streamed billing (issue 15, item 4): an SSE handler bills per unit (``bill_unit``) over a real HTTP server on
+127.0.0.1, paid with ``upto`` and with ``batch-settlement`` on the embedded chain (our contracts, our facilitator
+over HTTP). The stream stops cleanly at the authorized maximum (the client reads a complete response, no 5xx, no
+hang), and what is settled (upto) or committed then claimed (channel) is exactly what was billed: token balances
+and the channel row asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.permit2 import approve_permit2, permit2_code
+from paywire.chain.rail import EvmNetwork
+from paywire.chain.tx import TxSender
+from paywire.devnet import Devnet, setup_devnet
+from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
+from paywire.evm.signer import LocalSigner
+from paywire.facilitator.app import create_app
+from paywire.facilitator.client import HttpFacilitatorClient
+from paywire.facilitator.core import Facilitator
+from paywire.schemes.evm_batch.client import BatchEvmClient
+from paywire.schemes.evm_upto.client import UptoEvmClient
+from paywire.schemes.registry import default_registry
+from paywire.server import bill_unit
+from paywire.server.asgi import PaymentMiddleware
+from paywire.server.channel_claims import ClaimManager
+from paywire.server.core import PaidRoute
+from paywire.server.pricing import Offer
+from paywire.serving import serve_asgi
+from paywire.store.channels import ChannelStore
+from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
+from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
+from tests.helpers import close_devnet
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MAXIMUM = 50_000  # upto: at most 0.05 USDC per request
+PRICE = 1_000  # batch-settlement: at most 0.001 USDC per request
+
+
+@dataclass
+class Env:
+    net: Devnet
+    url: str
+    facilitator: HttpFacilitatorClient
+    middleware: PaymentMiddleware
+    http: httpx.AsyncClient
+    served: dict[str, int]
+
+    async def offer(self, path: str) -> PaymentRequirements:
+        r = await self.http.get(self.url + path)
+        assert r.status_code == 402, r.text
+        return decode_payment_required(r.headers["payment-required"]).accepts[0]
+
+    def channels(self) -> ChannelStore:
+        return ChannelStore(self.middleware.flow.payments.db)
+
+
+def sse_app(served: dict[str, int]) -> Starlette:
+    async def tokens(request: Request) -> Response:
+        units, price = int(request.query_params["units"]), int(request.query_params["unit"])
+
+        async def events() -> AsyncIterator[str]:
+            for i in range(units):
+                bill_unit(request, price)  # before the unit leaves: MaximumReached ends the stream here
+                served[request.url.path] = served.get(request.url.path, 0) + 1
+                yield f"data: token {i}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/upto", tokens), Route("/channel", tokens)])
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
+    await approve_permit2(net.chain, net.payer.private_key, net.info.token)
+    rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
+    a = net.asset
+    routes = [PaidRoute("GET /upto", offers=(Offer(price=MAXIMUM, asset=a, scheme="upto"),)),
+              PaidRoute("GET /channel", offers=(Offer(price=PRICE, asset=a, scheme="batch-settlement"),))]
+    served: dict[str, int] = {}
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            fac_url = await stack.enter_async_context(
+                serve_asgi(create_app(Facilitator(default_registry.facilitators_for(rails)))))
+            mw = PaymentMiddleware(sse_app(served), routes, HttpFacilitatorClient(fac_url), pay_to=net.payee.address,
+                                   network=net.info.network, store=f"sqlite:///{tmp_path_factory.mktemp('stream') / 'seller.db'}",
+                                   assets=AssetRegistry((*KNOWN_ASSETS, a)))
+            stack.push_async_callback(mw.flow.aclose)
+            url = await stack.enter_async_context(serve_asgi(mw))
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            yield Env(net, url, HttpFacilitatorClient(fac_url), mw, http, served)
+    finally:
+        await close_devnet(net)
+
+
+def parse_sse(text: str) -> tuple[list[str], SettleResponse | None]:
+    """The data lines of the handler's events and the decoded ``payment-response`` event."""
+    data, receipt = [], None
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if lines.get("event") == "payment-response":
+            receipt = decode_payment_response(lines["data"])
+        elif "data" in lines:
+            data.append(lines["data"])
+    return data, receipt
+
+
+async def paid_stream(env: Env, path: str, payload: dict[str, Any], req: PaymentRequirements) -> httpx.Response:
+    header = {"PAYMENT-SIGNATURE": encode_payment_payload(PaymentPayload(accepted=req, payload=payload))}
+    r = await env.http.get(env.url + path, headers=header)  # reads the whole body: a cut stream raises here
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    return r
+
+
+@pytest.mark.parametrize(("units", "billed"), [(3, 3), (80, 50)])
+async def test_upto_stream_settles_exactly_the_units_billed(env: Env, units: int, billed: int) -> None:
+    """3 units of 1,000 settle 3,000; 80 units against a 50,000 maximum stop cleanly after 50 and settle 50,000."""
+    net, unit = env.net, 1_000
+    payer0, payee0 = await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)
+    req = await env.offer("/upto")
+    payload = await UptoEvmClient(LocalSigner(net.payer.private_key)).create_payload(req)
+    before = env.served.get("/upto", 0)
+    r = await paid_stream(env, f"/upto?units={units}&unit={unit}", payload, req)
+    data, receipt = parse_sse(r.text)
+    assert data == [f"token {i}" for i in range(billed)], "the stream did not stop at the maximum"
+    assert env.served["/upto"] - before == billed
+    assert receipt is not None and receipt.success and receipt.transaction, "no receipt event after the stream"
+    assert int(receipt.amount or 0) == billed * unit
+    assert payer0 - await net.token_balance(net.payer.address) == billed * unit, "payer charged the wrong sum"
+    assert await net.token_balance(net.payee.address) - payee0 == billed * unit, "payee paid the wrong sum"
+
+
+async def test_channel_stream_commits_exactly_the_units_billed(env: Env) -> None:
+    """A deposit with a streamed first request (5 × 100), then a voucher whose stream hits the 1,000 maximum after
+    3 × 300: the channel is charged 1,400, the claim manager claims and sweeps exactly that to the payee."""
+    net = env.net
+    client = BatchEvmClient(net.payer, salt=7_001)
+    req = await env.offer("/channel")
+    cid = client.channel_id(req)
+    r = await paid_stream(env, "/channel?units=5&unit=100", await client.create_payload(req), req)
+    data, receipt = parse_sse(r.text)
+    assert len(data) == 5 and receipt is not None and receipt.extra
+    assert receipt.extra["chargedAmount"] == "500"
+    await client.settled(req, receipt)
+    assert (await env.channels().get(cid)).charged == 500  # type: ignore[union-attr]
+
+    r = await paid_stream(env, "/channel?units=10&unit=300", await client.create_payload(req), req)
+    data, receipt = parse_sse(r.text)
+    assert data == ["token 0", "token 1", "token 2"], "the stream did not stop at the voucher's maximum"
+    assert receipt is not None and receipt.extra and receipt.extra["chargedAmount"] == "900"
+    await client.settled(req, receipt)
+    assert (await env.channels().get(cid)).charged == 1_400, "the channel was not charged what was billed"  # type: ignore[union-attr]
+
+    payee0 = await net.token_balance(net.payee.address)
+    manager = ClaimManager(env.channels(), env.facilitator)
+    assert await manager.claim() == 1
+    await manager.settle()
+    assert await net.token_balance(net.payee.address) - payee0 == 1_400, "the payee got other than the billed sum"
