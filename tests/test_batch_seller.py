@@ -100,7 +100,8 @@ async def seller(c: Chain, store: str) -> AsyncIterator[Seller]:
     hits: dict[str, int] = {}
     routes = [PaidRoute("GET /metered", offers=(Offer(price=PRICE, asset=c.net.asset, scheme="batch-settlement"),))]
     mw = PaymentMiddleware(app(hits), routes, HttpFacilitatorClient(c.facilitator_url), pay_to=c.net.payee.address,
-                           network=c.net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, c.net.asset)))
+                           network=c.net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, c.net.asset)),
+                           channel_claims=False)
     try:
         async with serve_asgi(mw) as url:
             yield Seller(url, hits, mw)
@@ -283,7 +284,7 @@ async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: 
     offer_ = Offer(price=PRICE, asset=net.asset, scheme="batch-settlement", extra={"assetTransferMethod": "permit2"})
     mw = PaymentMiddleware(app(hits), [PaidRoute("GET /metered", offers=(offer_,))],
                            HttpFacilitatorClient(chain.facilitator_url), pay_to=net.payee.address,
-                           network=net.info.network, store=sqlite_url,
+                           network=net.info.network, store=sqlite_url, channel_claims=False,
                            assets=AssetRegistry((*KNOWN_ASSETS, net.asset)))
     try:
         async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:

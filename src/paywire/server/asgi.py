@@ -130,9 +130,12 @@ class PaymentMiddleware:
         await self._carry_out(plan, scope, receive, send, origin)
 
     def _lifespan_send(self, send: Send) -> Send:
-        """Run our startup when the app reports its own; a ``ConfigError`` fails the server's startup."""
+        """Run our startup when the app reports its own (a ``ConfigError`` fails the server's startup); stop the
+        claim manager when it reports its shutdown."""
 
         async def wrapped(message: Message) -> None:
+            if message.get("type") == "lifespan.shutdown.complete":
+                await self.flow.stop_claims()
             if message.get("type") == "lifespan.startup.complete":
                 try:
                     await self.startup()

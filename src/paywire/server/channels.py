@@ -64,6 +64,7 @@ class ChannelSeller:
         if not self._migrated:
             await self.store.migrate()
             self._migrated = True
+            await self.flow.start_claims()
 
     def _lock(self, cid: str) -> asyncio.Lock:
         lock = self._locks.get(cid)

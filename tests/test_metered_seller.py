@@ -1,12 +1,15 @@
-"""Streamed billing (issue 15, item 4): an SSE handler bills per unit (``bill_unit``) over a real HTTP server on
-127.0.0.1, paid with ``upto`` and with ``batch-settlement`` on the embedded chain (our contracts, our facilitator
-over HTTP). The stream stops cleanly at the authorized maximum (the client reads a complete response, no 5xx, no
-hang), and what is settled (upto) or committed then claimed (channel) is exactly what was billed: token balances
-and the channel row asserted.
+"""The metered seller on the embedded chain (our contracts, our facilitator over HTTP, real HTTP on 127.0.0.1):
+
+* streamed billing (issue 15, item 4): an SSE handler bills per unit (``bill_unit``), paid with ``upto`` and with
+  ``batch-settlement``. The stream stops cleanly at the authorized maximum (the client reads a complete response,
+  no 5xx, no hang), and what is settled (upto) or committed then claimed (channel) is exactly what was billed:
+  token balances and the channel row asserted;
+* the claim manager runs with ``PaymentMiddleware``: claims land and are swept with no ``ClaimManager`` call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -98,7 +101,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
                 serve_asgi(create_app(Facilitator(default_registry.facilitators_for(rails)))))
             mw = PaymentMiddleware(sse_app(served), routes, HttpFacilitatorClient(fac_url), pay_to=net.payee.address,
                                    network=net.info.network, store=f"sqlite:///{tmp_path_factory.mktemp('stream') / 'seller.db'}",
-                                   assets=AssetRegistry((*KNOWN_ASSETS, a)))
+                                   assets=AssetRegistry((*KNOWN_ASSETS, a)), channel_claims=False)
             stack.push_async_callback(mw.flow.aclose)
             url = await stack.enter_async_context(serve_asgi(mw))
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
@@ -171,3 +174,33 @@ async def test_channel_stream_commits_exactly_the_units_billed(env: Env) -> None
     assert await manager.claim() == 1
     await manager.settle()
     assert await net.token_balance(net.payee.address) - payee0 == 1_400, "the payee got other than the billed sum"
+
+
+async def test_claim_manager_runs_with_the_middleware(env: Env, tmp_path) -> None:
+    """A seller offering batch-settlement with ``claim_threshold``: once a charge waits unclaimed, the manager the
+    middleware started claims it on chain and sweeps it to the payee; closing the seller stops it."""
+    net = env.net
+    routes = [PaidRoute("GET /channel", offers=(Offer(price=PRICE, asset=net.asset, scheme="batch-settlement"),))]
+    mw = PaymentMiddleware(sse_app({}), routes, env.facilitator, pay_to=net.payee.address, network=net.info.network,
+                           store=f"sqlite:///{tmp_path / 'auto.db'}", assets=AssetRegistry((*KNOWN_ASSETS, net.asset)),
+                           claim_threshold=1_000, claim_interval=3_600)
+    payee0 = await net.token_balance(net.payee.address)
+    try:
+        async with serve_asgi(mw) as url:
+            seller = Env(net, url, env.facilitator, mw, env.http, {})
+            client = BatchEvmClient(net.payer, salt=7_002)
+            req = await seller.offer("/channel")
+            manager = mw.flow.claims
+            assert manager is not None, "the claim manager did not start with the seller"
+            for units in (4, 6):  # 400, then 600: the threshold of 1,000 is reached only by both
+                r = await paid_stream(seller, f"/channel?units={units}&unit=100", await client.create_payload(req), req)
+                receipt = parse_sse(r.text)[1]
+                assert receipt is not None
+                await client.settled(req, receipt)
+            await asyncio.wait_for(manager.landed.wait(), 120)
+            row = await seller.channels().get(client.channel_id(req))
+            assert row is not None and (row.charged, row.claimed) == (1_000, 1_000)
+            assert await net.token_balance(net.payee.address) - payee0 == 1_000, "the charges were not swept"
+    finally:
+        await mw.flow.aclose()
+    assert mw.flow._claims_task is None and manager.landed.is_set()
