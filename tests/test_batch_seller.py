@@ -238,6 +238,13 @@ async def concurrent_vouchers(c: Chain, urls: list[str], client: BatchEvmClient,
     return served, charged
 
 
+async def assert_ledger(s: Seller, cid: str, rows: int, total: int) -> None:
+    """The seller's sales ledger has one served row per charge on the channel, summing to what it charged."""
+    sales = [r for r in await s.middleware.flow.payments.sales(limit=1_000) if r.auth_key.startswith(f"channel:{cid}:")]
+    assert len(sales) == rows and sum(r.amount for r in sales) == total, "the ledger differs from the charges"
+    assert {r.state for r in sales} == {"served"}
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_fifty_concurrent_requests_charge_exactly_the_successful_handlers(
         chain: Chain, kind: str, request: pytest.FixtureRequest) -> None:
@@ -250,6 +257,7 @@ async def test_fifty_concurrent_requests_charge_exactly_the_successful_handlers(
         assert row is not None
         assert served == 50 and s.hits["metered"] == 51, "a handler ran for a voucher that was not charged"
         assert row.charged == PRICE + charged == 51 * PRICE, "the charges differ from the served handlers"
+        await assert_ledger(s, client.channel_id(req), 51, 51 * PRICE)
 
 
 async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chain, pg_url: str) -> None:
@@ -267,6 +275,7 @@ async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chai
         assert row is not None and row.charged == 2 * PRICE + charged == 22 * PRICE
         assert a.hits.get("metered", 0) + b2.hits.get("metered", 0) == 22, "a handler ran without a charge"
         assert row.charged <= row.signed_max, "the charge exceeds the signed voucher"
+        await assert_ledger(a, client.channel_id(req), 22, 22 * PRICE)
 
 
 async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: Chain, sqlite_url: str) -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +65,7 @@ class Env:
     middleware: PaymentMiddleware
     http: httpx.AsyncClient
     served: dict[str, int]
+    store_url: str = ""
 
     async def offer(self, path: str) -> PaymentRequirements:
         r = await self.http.get(self.url + path)
@@ -99,13 +104,14 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         async with contextlib.AsyncExitStack() as stack:
             fac_url = await stack.enter_async_context(
                 serve_asgi(create_app(Facilitator(default_registry.facilitators_for(rails)))))
+            store = f"sqlite:///{tmp_path_factory.mktemp('stream') / 'seller.db'}"
             mw = PaymentMiddleware(sse_app(served), routes, HttpFacilitatorClient(fac_url), pay_to=net.payee.address,
-                                   network=net.info.network, store=f"sqlite:///{tmp_path_factory.mktemp('stream') / 'seller.db'}",
+                                   network=net.info.network, store=store,
                                    assets=AssetRegistry((*KNOWN_ASSETS, a)), channel_claims=False)
             stack.push_async_callback(mw.flow.aclose)
             url = await stack.enter_async_context(serve_asgi(mw))
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-            yield Env(net, url, HttpFacilitatorClient(fac_url), mw, http, served)
+            yield Env(net, url, HttpFacilitatorClient(fac_url), mw, http, served, store)
     finally:
         await close_devnet(net)
 
@@ -168,6 +174,21 @@ async def test_channel_stream_commits_exactly_the_units_billed(env: Env) -> None
     assert receipt is not None and receipt.extra and receipt.extra["chargedAmount"] == "900"
     await client.settled(req, receipt)
     assert (await env.channels().get(cid)).charged == 1_400, "the channel was not charged what was billed"  # type: ignore[union-attr]
+
+    # the sales ledger: one served row per charge, the deposit's transaction on the first; a replayed voucher
+    # (corrective 402) adds nothing
+    replay = {"PAYMENT-SIGNATURE": r.request.headers["payment-signature"]}
+    assert (await env.http.get(env.url + "/channel?units=1&unit=1", headers=replay)).status_code == 402
+    sales = [x for x in await env.middleware.flow.payments.sales() if x.auth_key.startswith(f"channel:{cid}:")]
+    assert [(x.amount, x.state, x.scheme, x.route) for x in sales] == [
+        (900, "served", "batch-settlement", "GET /channel"), (500, "served", "batch-settlement", "GET /channel")]
+    assert sales[1].tx and not sales[0].tx and str(sales[0].payer).lower() == net.payer.address.lower()
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "paywire.cli.main", "sales", "--json",
+                                                   "--store", env.store_url], capture_output=True, text=True,
+                                  timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")})
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert {"900", "500"} <= {x["amount"] for x in shown["sales"] if x["state"] == "served"}
 
     payee0 = await net.token_balance(net.payee.address)
     manager = ClaimManager(env.channels(), env.facilitator)

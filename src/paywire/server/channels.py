@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from paywire.server.core import Proceed, Reply, json_reply
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.request import RequestInfo
 from paywire.store.channels import ChannelRow, ChannelStore, Onchain
+from paywire.store.payments import NewPayment, sale_row
 from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
 
 if TYPE_CHECKING:
@@ -49,6 +51,23 @@ def _onchain(extra: Mapping[str, Any] | None) -> Onchain | None:
                        int(str(state.get("withdrawRequestedAt", 0))), int(str(state.get("refundNonce", 0))))
     except (KeyError, ValueError):
         return None
+
+
+def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged: int, charge: int, signature: str,
+          deposit: SettleResponse | None, status: int) -> tuple[str, list[Any]]:
+    """The seller's ledger row of one served voucher charge (``paywire sales``), keyed by the channel and its
+    cumulative charge after it: one row per charge, whatever retries or replicas commit it."""
+    assert isinstance(p.requirements, PaymentRequirements)
+    voucher = {"channelId": cid, "maxClaimableAmount": str(cp.voucher.max_claimable), "signature": signature}
+    new = NewPayment(
+        auth_key=f"channel:{cid}:{charged}", payment_id=None, payload_hash=signature, route=p.route.key,
+        method=req.method, path=req.path, settle_mode="channel", x402_version=2, scheme=p.offer.scheme,
+        network=p.offer.network, asset=p.offer.asset, pay_to=p.offer.pay_to, amount=charge, decimals=p.decimals,
+        payer=cp.config.payer, payload=json.dumps(voucher, separators=(",", ":")),
+        requirements=json.dumps(p.requirements.to_wire(), separators=(",", ":")), protocol=p.protocol,
+        identity=p.identity)
+    return sale_row(new, deposit.transaction if deposit is not None and deposit.transaction else None, status,
+                    time.time())
 
 
 class ChannelSeller:
@@ -129,7 +148,7 @@ class ChannelSeller:
             plan = await self._locked(p, req, cp, cid, owner, chain_id)
             if isinstance(plan, tuple):  # (RunBuffered, finish): the lock is released when the handler is done
                 handed_over = True
-                return self._run(p, plan, lock)
+                return self._run(p, req, plan, lock)
             return plan
         finally:
             if not handed_over:
@@ -208,7 +227,7 @@ class ChannelSeller:
             return None  # let the facilitator give the reason (and refresh the mirror)
         return Onchain(row.balance, row.total_claimed, row.withdraw_requested_at, row.refund_nonce)
 
-    def _run(self, p: Proceed, held: tuple[Any, ...], lock: asyncio.Lock) -> Plan:
+    def _run(self, p: Proceed, req: RequestInfo, held: tuple[Any, ...], lock: asyncio.Lock) -> Plan:
         from paywire.server.flow import PaymentInfo, RunBuffered
 
         cp, cid, owner, base, onchain, deposit = held
@@ -220,14 +239,14 @@ class ChannelSeller:
 
         async def finish(result: Any) -> Reply:
             try:
-                return await self._finish(p, cp, cid, owner, base, onchain, deposit, meter, result)
+                return await self._finish(p, req, cp, cid, owner, base, onchain, deposit, meter, result)
             finally:
                 lock.release()
 
         return RunBuffered(info, finish)
 
-    async def _finish(self, p: Proceed, cp: pl.ChannelPayload, cid: str, owner: str, base: int, onchain: Onchain,
-                      deposit: SettleResponse | None, meter: Meter, result: Any) -> Reply:
+    async def _finish(self, p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, owner: str, base: int,
+                      onchain: Onchain, deposit: SettleResponse | None, meter: Meter, result: Any) -> Reply:
         seller = self.flow.seller
         if isinstance(result, BaseException) or result.status >= 400:  # not charged; the voucher may be retried
             await self.store.release(cid, owner)
@@ -243,8 +262,9 @@ class ChannelSeller:
             log.error("paywire: the handler's charge was refused, nothing charged: %s", exc)
             await self.store.release(cid, owner)
             return seller.handler_failed()
-        if not await self.store.commit(cid, owner, base, charge, cp.voucher.max_claimable,
-                                       "0x" + cp.voucher.signature.hex()):
+        signature = "0x" + cp.voucher.signature.hex()
+        sale = _sale(p, req, cp, cid, base + charge, charge, signature, deposit, result.status) if charge else None
+        if not await self.store.commit(cid, owner, base, charge, cp.voucher.max_claimable, signature, sale=sale):
             log.error("paywire: channel %s changed under a request (lease lost); not charged", cid)
             return json_reply(409, {"error": pl.CHANNEL_BUSY, "message": "the channel changed while serving; "
                                                                          "you were not charged: retry"})
