@@ -53,6 +53,21 @@ def _onchain(extra: Mapping[str, Any] | None) -> Onchain | None:
         return None
 
 
+_WIRE: dict[int, tuple[PaymentRequirements, str]] = {}
+
+
+def _wire(requirements: PaymentRequirements) -> str:
+    """The compact JSON of a route's requirements, encoded once per requirements object."""
+    hit = _WIRE.get(id(requirements))
+    if hit is not None and hit[0] is requirements:
+        return hit[1]
+    if len(_WIRE) >= 256:
+        _WIRE.clear()
+    text = json.dumps(requirements.to_wire(), separators=(",", ":"))
+    _WIRE[id(requirements)] = (requirements, text)
+    return text
+
+
 def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged: int, charge: int, signature: str,
           deposit: SettleResponse | None, status: int) -> tuple[str, list[Any]]:
     """The seller's ledger row of one served voucher charge (``paywire sales``), keyed by the channel and its
@@ -64,7 +79,7 @@ def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged
         method=req.method, path=req.path, settle_mode="channel", x402_version=2, scheme=p.offer.scheme,
         network=p.offer.network, asset=p.offer.asset, pay_to=p.offer.pay_to, amount=charge, decimals=p.decimals,
         payer=cp.config.payer, payload=json.dumps(voucher, separators=(",", ":")),
-        requirements=json.dumps(p.requirements.to_wire(), separators=(",", ":")), protocol=p.protocol,
+        requirements=_wire(p.requirements), protocol=p.protocol,
         identity=p.identity)
     return sale_row(new, deposit.transaction if deposit is not None and deposit.transaction else None, status,
                     time.time())

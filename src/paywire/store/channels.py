@@ -161,6 +161,17 @@ class ChannelStore(Repository):
         if sale is None:
             return await execute_point(self.db, sql, values) == 1
 
+        if isinstance(self.db, SqliteDatabase):  # the hot path: one inline transaction, no thread hop
+            def step(conn: Any) -> bool:
+                if conn.execute(sql, values).rowcount != 1:
+                    return False
+                conn.execute(sale[0], tuple(sale[1]))
+                return True
+
+            done = self.db.try_inline_tx(step)
+            if done is not INLINE_MISS:
+                return bool(done)
+
         async def both(tx: Executor) -> bool:
             if await tx.execute(sql, values) != 1:
                 return False
