@@ -225,3 +225,29 @@ async def test_claim_manager_runs_with_the_middleware(env: Env, tmp_path) -> Non
     finally:
         await mw.flow.aclose()
     assert mw.flow._claims_task is None and manager.landed.is_set()
+
+
+async def test_a_renewed_channel_lease_keeps_other_replicas_out(tmp_path) -> None:
+    """A handler that outlives its lease (a long stream) renews it: another replica cannot take the channel, and
+    the commit still lands; a lease nobody renews lapses (the store's clock is ours, nothing sleeps)."""
+    from paywire.store.channels import Onchain
+
+    now = [1_000.0]
+    store = await ChannelStore.open(f"sqlite:///{tmp_path / 'lease.db'}")
+    store.clock = lambda: now[0]
+    try:
+        cid = "0x" + "ab" * 32
+        assert await store.create_locked(cid, "eip155:31337", {}, {}, 0, Onchain(10_000, 0, 0, 0), "a", 30)
+        now[0] += 20
+        assert await store.renew(cid, "a", 30)  # until 1,050
+        now[0] += 20  # 1,040: past the first lease, inside the renewed one
+        assert await store.take(cid, "b", 30) is None, "another replica took a renewed lease"
+        assert await store.commit(cid, "a", 0, 700, 1_000, "0x01"), "the renewing owner could not commit"
+        assert (await store.get(cid)).charged == 700  # type: ignore[union-attr]
+        assert await store.take(cid, "a", 30) is not None
+        now[0] += 31  # "a" stopped renewing: its lease lapses and another replica may go on
+        assert not await store.renew(cid, "b", 30)
+        assert await store.take(cid, "b", 30) is not None
+        assert not await store.renew(cid, "a", 30), "a lapsed owner renewed a lease it lost"
+    finally:
+        await store.aclose()

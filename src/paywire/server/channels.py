@@ -85,6 +85,35 @@ def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged
                     time.time())
 
 
+class _LeaseKeeper:
+    """Renews a channel's store lease while its handler runs past a third of the lease (a long stream), so no
+    other replica takes the channel and our commit still lands. A timer until then: short requests pay nothing."""
+
+    def __init__(self, store: ChannelStore, cid: str, owner: str, lease: float, max_life: float) -> None:
+        self._store, self._cid, self._owner, self._lease = store, cid, owner, lease
+        self._task: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            lease / 3, self._start, max_life)
+
+    def _start(self, max_life: float) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(self._run(max_life))
+
+    async def _run(self, max_life: float) -> None:
+        end = time.monotonic() + max_life
+        try:
+            while await self._store.renew(self._cid, self._owner, self._lease) and time.monotonic() < end:
+                await asyncio.sleep(self._lease / 3)
+        except Exception:  # the lease lapses; the commit's compare-and-set then refuses, nothing is double-counted
+            log.exception("paywire: renewing the lease of channel %s failed", self._cid)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 class ChannelSeller:
     """``batch-settlement`` payments for one :class:`PaymentFlow` (built on its first channel payment)."""
 
@@ -252,7 +281,10 @@ class ChannelSeller:
                            offer.pay_to, offer.scheme, 2, None, deposit.transaction if deposit else None, p.protocol,
                            p.identity, meter=meter)
 
+        keep = _LeaseKeeper(self.store, cid, owner, self.flow.lease, self.flow.max_handler_seconds)
+
         async def finish(result: Any) -> Reply:
+            keep.stop()
             try:
                 return await self._finish(p, req, cp, cid, owner, base, onchain, deposit, meter, result)
             finally:

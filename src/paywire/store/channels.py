@@ -130,6 +130,13 @@ class ChannelStore(Repository):
             "AND (lock_owner IS NULL OR lock_until < ?)", (owner, now + lease, channel_id, now))
         return n == 1
 
+    async def renew(self, channel_id: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s lease (a long handler, a stream); False when it no longer holds it."""
+        n = await execute_point(
+            self.db, f"UPDATE {TABLE} SET lock_until = ? WHERE channel_id = ? AND lock_owner = ?",
+            (self.clock() + lease, channel_id, owner))
+        return n == 1
+
     async def release(self, channel_id: str, owner: str) -> None:
         await execute_point(self.db, f"UPDATE {TABLE} SET lock_owner = NULL, lock_until = NULL "
                             "WHERE channel_id = ? AND lock_owner = ?", (channel_id, owner))
