@@ -178,7 +178,7 @@ async def main() -> None:
         fac_url = await stack.enter_async_context(
             serve_asgi(create_app(Facilitator(default_registry.facilitators_for(rails)))))
         mw = PaymentMiddleware(app, routes, HttpFacilitatorClient(fac_url), pay_to=net.payee.address,
-                               network=net.info.network, store=f"sqlite:///{tmp / 'seller.db'}",
+                               network=net.info.network, store=f"sqlite:///{tmp / 'seller.db'}", channel_claims=False,
                                assets=AssetRegistry((*KNOWN_ASSETS, net.asset)))
         url = await stack.enter_async_context(serve_asgi(mw))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))

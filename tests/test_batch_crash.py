@@ -190,7 +190,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
             routes = [PaidRoute("GET /metered", offers=(Offer(PRICE, asset=asset, scheme="batch-settlement"),))]
             mw = PaymentMiddleware(Starlette(routes=[Route("/metered", metered)]), routes,
                                    HttpFacilitatorClient(config["facilitator"]), pay_to=config["pay_to"],
-                                   network=network, store=config["store"], lease=config["lease"],
+                                   network=network, store=config["store"], lease=config["lease"], channel_claims=False,
                                    assets=AssetRegistry((asset,)))
             from paywire.serving import serve_asgi as serve
 

@@ -97,7 +97,8 @@ async def open_env(net: Devnet, store: str) -> AsyncIterator[Env]:
         fac_url = await stack.enter_async_context(serve_asgi(create_app(facilitator)))
         client = HttpFacilitatorClient(fac_url)
         mw = PaymentMiddleware(metered_app(hits), routes, client, pay_to=net.payee.address,
-                               network=net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, a)))
+                               network=net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, a)),
+                               channel_claims=False)  # the tests drive ClaimManager themselves
         url = await stack.enter_async_context(serve_asgi(mw))
         yield Env(net, url, fac_url, hits, mw, client)
         await mw.flow.aclose()

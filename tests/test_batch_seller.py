@@ -100,7 +100,8 @@ async def seller(c: Chain, store: str) -> AsyncIterator[Seller]:
     hits: dict[str, int] = {}
     routes = [PaidRoute("GET /metered", offers=(Offer(price=PRICE, asset=c.net.asset, scheme="batch-settlement"),))]
     mw = PaymentMiddleware(app(hits), routes, HttpFacilitatorClient(c.facilitator_url), pay_to=c.net.payee.address,
-                           network=c.net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, c.net.asset)))
+                           network=c.net.info.network, store=store, assets=AssetRegistry((*KNOWN_ASSETS, c.net.asset)),
+                           channel_claims=False)
     try:
         async with serve_asgi(mw) as url:
             yield Seller(url, hits, mw)
@@ -237,6 +238,13 @@ async def concurrent_vouchers(c: Chain, urls: list[str], client: BatchEvmClient,
     return served, charged
 
 
+async def assert_ledger(s: Seller, cid: str, rows: int, total: int) -> None:
+    """The seller's sales ledger has one served row per charge on the channel, summing to what it charged."""
+    sales = [r for r in await s.middleware.flow.payments.sales(limit=1_000) if r.auth_key.startswith(f"channel:{cid}:")]
+    assert len(sales) == rows and sum(r.amount for r in sales) == total, "the ledger differs from the charges"
+    assert {r.state for r in sales} == {"served"}
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_fifty_concurrent_requests_charge_exactly_the_successful_handlers(
         chain: Chain, kind: str, request: pytest.FixtureRequest) -> None:
@@ -249,6 +257,7 @@ async def test_fifty_concurrent_requests_charge_exactly_the_successful_handlers(
         assert row is not None
         assert served == 50 and s.hits["metered"] == 51, "a handler ran for a voucher that was not charged"
         assert row.charged == PRICE + charged == 51 * PRICE, "the charges differ from the served handlers"
+        await assert_ledger(s, client.channel_id(req), 51, 51 * PRICE)
 
 
 async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chain, pg_url: str) -> None:
@@ -266,6 +275,7 @@ async def test_two_replicas_on_one_postgres_never_exceed_the_voucher(chain: Chai
         assert row is not None and row.charged == 2 * PRICE + charged == 22 * PRICE
         assert a.hits.get("metered", 0) + b2.hits.get("metered", 0) == 22, "a handler ran without a charge"
         assert row.charged <= row.signed_max, "the charge exceeds the signed voucher"
+        await assert_ledger(a, client.channel_id(req), 22, 22 * PRICE)
 
 
 async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: Chain, sqlite_url: str) -> None:
@@ -283,7 +293,7 @@ async def test_permit2_deposit_needs_the_approval_then_opens_the_channel(chain: 
     offer_ = Offer(price=PRICE, asset=net.asset, scheme="batch-settlement", extra={"assetTransferMethod": "permit2"})
     mw = PaymentMiddleware(app(hits), [PaidRoute("GET /metered", offers=(offer_,))],
                            HttpFacilitatorClient(chain.facilitator_url), pay_to=net.payee.address,
-                           network=net.info.network, store=sqlite_url,
+                           network=net.info.network, store=sqlite_url, channel_claims=False,
                            assets=AssetRegistry((*KNOWN_ASSETS, net.asset)))
     try:
         async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:

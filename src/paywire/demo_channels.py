@@ -86,7 +86,8 @@ async def run_channel_demo(console: Console | None = None, *, requests: int = 10
                                           scheme="batch-settlement"),))]
         step("starting the facilitator and the metered API")
         async with serve_asgi(create_app(facilitator)) as fac_url:
-            api = PaymentMiddleware(app, routes, HttpFacilitatorClient(fac_url), store=f"sqlite:///{workdir}/s.db")
+            api = PaymentMiddleware(app, routes, HttpFacilitatorClient(fac_url), store=f"sqlite:///{workdir}/s.db",
+                                    channel_claims=False)  # the demo claims and sweeps in view
             async with serve_asgi(api) as api_url:
                 if steps is not None:
                     steps.done()

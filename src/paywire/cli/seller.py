@@ -100,7 +100,7 @@ def sales(
         when = datetime.fromtimestamp(r.created_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         outcome = f"[{STATE_STYLE.get(r.state, 'white')}]{r.state}[/]" + (f" ({r.error})" if r.error else "")
         table.add_row(when, r.route, _amount(r.amount, r.decimals), r.payer or "-",
-                      (r.tx[:18] + "…") if r.tx else "-", outcome)
+                      (r.tx[:18] + "…") if r.tx else ("voucher" if r.settle_mode == "channel" else "-"), outcome)
     console.print(table)
     if not rows:
         console.print("no paid requests yet")

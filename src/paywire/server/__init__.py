@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from paywire.server.core import PaidRoute, Reply, Seller
     from paywire.server.flow import PaymentFlow, PaymentInfo
     from paywire.server.local import SelfFacilitator, self_facilitator
-    from paywire.server.metering import bill
+    from paywire.server.metering import MaximumReached, bill, bill_unit
     from paywire.server.pricing import Offer
     from paywire.server.wsgi import WsgiPaymentMiddleware
 
@@ -32,11 +32,11 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "paywire.server.core": ("PaidRoute", "Reply", "Seller"),
     "paywire.server.flow": ("PaymentFlow", "PaymentInfo"),
     "paywire.server.local": ("SelfFacilitator", "self_facilitator"),
-    "paywire.server.metering": ("bill",),
+    "paywire.server.metering": ("MaximumReached", "bill", "bill_unit"),
     "paywire.server.pricing": ("Offer",),
     "paywire.server.wsgi": ("WsgiPaymentMiddleware",),
 })
 
-__all__ = ["KNOWN_ASSETS", "Asset", "AssetRegistry", "Offer", "PaidRoute", "PaymentFlow", "PaymentInfo",
+__all__ = ["KNOWN_ASSETS", "Asset", "AssetRegistry", "MaximumReached", "Offer", "PaidRoute", "PaymentFlow", "PaymentInfo",
            "PaymentMiddleware", "Reply", "SelfFacilitator", "Seller", "SellerConfig", "SellerOptions",
-           "WsgiPaymentMiddleware", "bill", "chain_assets", "self_facilitator"]
+           "WsgiPaymentMiddleware", "bill", "bill_unit", "chain_assets", "self_facilitator"]

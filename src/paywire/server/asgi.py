@@ -24,6 +24,7 @@ from paywire.server.flow import (
     RunBuffered,
     RunStreaming,
 )
+from paywire.server.metering import SETTLEMENT_OVERRIDES, MaximumReached
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg, seller_config
 from paywire.store.payments import StoredResponse
@@ -76,6 +77,13 @@ async def _read_body(req: RequestInfo, receive: Receive, limit: int) -> tuple[Re
     return dataclasses.replace(req, body=got.body), got.replay(receive)
 
 
+def _ends_stream(exc: BaseException) -> bool:
+    """``MaximumReached`` (also inside an exception group): the clean end of a billed stream."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_ends_stream(e) for e in exc.exceptions)
+    return isinstance(exc, MaximumReached)
+
+
 class PaymentMiddleware:
     """Charges for the given routes; everything else passes through untouched (plus CORS ``Expose-Headers``).
 
@@ -122,9 +130,12 @@ class PaymentMiddleware:
         await self._carry_out(plan, scope, receive, send, origin)
 
     def _lifespan_send(self, send: Send) -> Send:
-        """Run our startup when the app reports its own; a ``ConfigError`` fails the server's startup."""
+        """Run our startup when the app reports its own (a ``ConfigError`` fails the server's startup); stop the
+        claim manager when it reports its shutdown."""
 
         async def wrapped(message: Message) -> None:
+            if message.get("type") == "lifespan.shutdown.complete":
+                await self.flow.stop_claims()
             if message.get("type") == "lifespan.startup.complete":
                 try:
                     await self.startup()
@@ -142,6 +153,8 @@ class PaymentMiddleware:
             await self.app(fwd_scope, receive, self._cors_send(send, None))
         elif isinstance(plan, Respond):
             await self._reply(send, plan.reply, origin)
+        elif isinstance(plan, RunBuffered) and plan.payment.meter is not None:
+            await self._run_metered(plan, self._paid_scope(scope, plan.payment), receive, send, origin)
         elif isinstance(plan, RunBuffered):
             paid_scope = self._paid_scope(scope, plan.payment)
             try:
@@ -203,6 +216,86 @@ class PaymentMiddleware:
         if size > limit:
             return ResponseTooLarge(size, limit)
         return StoredResponse(int(start["status"]), tuple(_decode(start.get("headers"))), b"".join(chunks))
+
+    async def _run_metered(self, plan: RunBuffered, scope: Scope, receive: Receive, send: Send,
+                           origin: str | None) -> None:
+        """A variable-price payment (``upto``, ``batch-settlement``): buffered like any ``settle="after"`` route,
+        unless the handler streams (a body message with ``more_body``). A stream passes through as it is made,
+        billed per unit (``bill_unit``); when it ends — or the next unit would pass the maximum
+        (``MaximumReached``) — what was billed is settled (upto) or committed (channel), the receipt goes out as a
+        last ``event: payment-response`` of an SSE stream (the headers left before the charge was known), and the
+        body closes cleanly."""
+        meter = plan.payment.meter
+        assert meter is not None
+        limit = self.flow.max_record_bytes
+        start: Message | None = None
+        chunks: list[bytes] = []
+        size = 0
+        streaming = False
+
+        async def tee(message: Message) -> None:
+            nonlocal start, size, streaming
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                return
+            body = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            size += len(body)
+            if size <= limit:
+                chunks.append(body)
+            elif chunks:
+                chunks.clear()
+            if not streaming and more:
+                streaming = True
+                drop = {b"content-length", SETTLEMENT_OVERRIDES.encode()}
+                headers = [(k, v) for k, v in _encode(_decode(start.get("headers"))) if k not in drop]
+                headers.append((b"cache-control", b"private, no-store"))
+                await send({"type": "http.response.start", "status": start["status"],
+                            "headers": _with_cors(headers, origin)})
+            if streaming and body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        def result() -> StoredResponse:
+            assert start is not None
+            return StoredResponse(int(start["status"]), tuple(_decode(start.get("headers"))), b"".join(chunks),
+                                  size <= limit)
+
+        try:
+            await self.app(scope, receive, tee)
+        except Exception as exc:
+            if not streaming:
+                log.warning("paywire: paid handler raised %r; not charging", exc)
+                await self._reply(send, await plan.finish(exc), origin)
+                return
+            if not _ends_stream(exc):
+                log.error("paywire: streaming handler raised %r; charging the units billed before it", exc)
+            if meter.charged is None:
+                meter.charge(0)
+        except BaseException:  # cancelled (client gone)
+            if streaming:  # what was billed was delivered
+                if meter.charged is None:
+                    meter.charge(0)
+                await asyncio.shield(plan.finish(result()))
+            else:
+                await asyncio.shield(plan.finish(RuntimeError("cancelled")))
+            raise
+        if start is None:
+            await self._reply(send, await plan.finish(RuntimeError("the handler sent no response")), origin)
+            return
+        if not streaming:
+            done: StoredResponse | BaseException = result() if size <= limit else ResponseTooLarge(size, limit)
+            await self._reply(send, await plan.finish(done), origin)
+            return
+        reply = await plan.finish(result())
+        receipt = dict((k.lower(), v) for k, v in reply.headers).get("payment-response")
+        if receipt is None:
+            log.error("paywire: a streamed response was not charged: %s", reply.body[:200])
+        elif any(k.lower() == "content-type" and "text/event-stream" in v for k, v in _decode(start.get("headers"))):
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": f"event: payment-response\ndata: {receipt}\n\n".encode()})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _run_streaming(self, plan: RunStreaming, scope: Scope, receive: Receive, send: Send,
                              origin: str | None) -> None:

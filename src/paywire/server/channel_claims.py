@@ -34,6 +34,8 @@ class ClaimManager:
     transactions: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     """Channels whose own claim failed last time, with the reason (they stay due)."""
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after each :meth:`run` pass that claimed and swept something (clear it to wait for the next)."""
 
     async def claim(self) -> int:
         """Claim every channel charged beyond its claims; returns how many channels were claimed. A batch that
@@ -113,6 +115,7 @@ class ClaimManager:
                 if waited >= self.interval or (self.threshold is not None and await self.due() >= self.threshold):
                     if await self.claim():
                         await self.settle()
+                        self.landed.set()
                     waited = 0.0
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("paywire: claim/settle pass failed")

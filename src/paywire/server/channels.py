@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from paywire.server.core import Proceed, Reply, json_reply
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
 from paywire.server.request import RequestInfo
 from paywire.store.channels import ChannelRow, ChannelStore, Onchain
+from paywire.store.payments import NewPayment, sale_row
 from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse
 
 if TYPE_CHECKING:
@@ -51,6 +53,67 @@ def _onchain(extra: Mapping[str, Any] | None) -> Onchain | None:
         return None
 
 
+_WIRE: dict[int, tuple[PaymentRequirements, str]] = {}
+
+
+def _wire(requirements: PaymentRequirements) -> str:
+    """The compact JSON of a route's requirements, encoded once per requirements object."""
+    hit = _WIRE.get(id(requirements))
+    if hit is not None and hit[0] is requirements:
+        return hit[1]
+    if len(_WIRE) >= 256:
+        _WIRE.clear()
+    text = json.dumps(requirements.to_wire(), separators=(",", ":"))
+    _WIRE[id(requirements)] = (requirements, text)
+    return text
+
+
+def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged: int, charge: int, signature: str,
+          deposit: SettleResponse | None, status: int) -> tuple[str, list[Any]]:
+    """The seller's ledger row of one served voucher charge (``paywire sales``), keyed by the channel and its
+    cumulative charge after it: one row per charge, whatever retries or replicas commit it."""
+    assert isinstance(p.requirements, PaymentRequirements)
+    voucher = {"channelId": cid, "maxClaimableAmount": str(cp.voucher.max_claimable), "signature": signature}
+    new = NewPayment(
+        auth_key=f"channel:{cid}:{charged}", payment_id=None, payload_hash=signature, route=p.route.key,
+        method=req.method, path=req.path, settle_mode="channel", x402_version=2, scheme=p.offer.scheme,
+        network=p.offer.network, asset=p.offer.asset, pay_to=p.offer.pay_to, amount=charge, decimals=p.decimals,
+        payer=cp.config.payer, payload=json.dumps(voucher, separators=(",", ":")),
+        requirements=_wire(p.requirements), protocol=p.protocol,
+        identity=p.identity)
+    return sale_row(new, deposit.transaction if deposit is not None and deposit.transaction else None, status,
+                    time.time())
+
+
+class _LeaseKeeper:
+    """Renews a channel's store lease while its handler runs past a third of the lease (a long stream), so no
+    other replica takes the channel and our commit still lands. A timer until then: short requests pay nothing."""
+
+    def __init__(self, store: ChannelStore, cid: str, owner: str, lease: float, max_life: float) -> None:
+        self._store, self._cid, self._owner, self._lease = store, cid, owner, lease
+        self._task: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            lease / 3, self._start, max_life)
+
+    def _start(self, max_life: float) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(self._run(max_life))
+
+    async def _run(self, max_life: float) -> None:
+        end = time.monotonic() + max_life
+        try:
+            while await self._store.renew(self._cid, self._owner, self._lease) and time.monotonic() < end:
+                await asyncio.sleep(self._lease / 3)
+        except Exception:  # the lease lapses; the commit's compare-and-set then refuses, nothing is double-counted
+            log.exception("paywire: renewing the lease of channel %s failed", self._cid)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 class ChannelSeller:
     """``batch-settlement`` payments for one :class:`PaymentFlow` (built on its first channel payment)."""
 
@@ -64,6 +127,7 @@ class ChannelSeller:
         if not self._migrated:
             await self.store.migrate()
             self._migrated = True
+            await self.flow.start_claims()
 
     def _lock(self, cid: str) -> asyncio.Lock:
         lock = self._locks.get(cid)
@@ -128,7 +192,7 @@ class ChannelSeller:
             plan = await self._locked(p, req, cp, cid, owner, chain_id)
             if isinstance(plan, tuple):  # (RunBuffered, finish): the lock is released when the handler is done
                 handed_over = True
-                return self._run(p, plan, lock)
+                return self._run(p, req, plan, lock)
             return plan
         finally:
             if not handed_over:
@@ -207,7 +271,7 @@ class ChannelSeller:
             return None  # let the facilitator give the reason (and refresh the mirror)
         return Onchain(row.balance, row.total_claimed, row.withdraw_requested_at, row.refund_nonce)
 
-    def _run(self, p: Proceed, held: tuple[Any, ...], lock: asyncio.Lock) -> Plan:
+    def _run(self, p: Proceed, req: RequestInfo, held: tuple[Any, ...], lock: asyncio.Lock) -> Plan:
         from paywire.server.flow import PaymentInfo, RunBuffered
 
         cp, cid, owner, base, onchain, deposit = held
@@ -217,16 +281,19 @@ class ChannelSeller:
                            offer.pay_to, offer.scheme, 2, None, deposit.transaction if deposit else None, p.protocol,
                            p.identity, meter=meter)
 
+        keep = _LeaseKeeper(self.store, cid, owner, self.flow.lease, self.flow.max_handler_seconds)
+
         async def finish(result: Any) -> Reply:
+            keep.stop()
             try:
-                return await self._finish(p, cp, cid, owner, base, onchain, deposit, meter, result)
+                return await self._finish(p, req, cp, cid, owner, base, onchain, deposit, meter, result)
             finally:
                 lock.release()
 
         return RunBuffered(info, finish)
 
-    async def _finish(self, p: Proceed, cp: pl.ChannelPayload, cid: str, owner: str, base: int, onchain: Onchain,
-                      deposit: SettleResponse | None, meter: Meter, result: Any) -> Reply:
+    async def _finish(self, p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, owner: str, base: int,
+                      onchain: Onchain, deposit: SettleResponse | None, meter: Meter, result: Any) -> Reply:
         seller = self.flow.seller
         if isinstance(result, BaseException) or result.status >= 400:  # not charged; the voucher may be retried
             await self.store.release(cid, owner)
@@ -242,8 +309,9 @@ class ChannelSeller:
             log.error("paywire: the handler's charge was refused, nothing charged: %s", exc)
             await self.store.release(cid, owner)
             return seller.handler_failed()
-        if not await self.store.commit(cid, owner, base, charge, cp.voucher.max_claimable,
-                                       "0x" + cp.voucher.signature.hex()):
+        signature = "0x" + cp.voucher.signature.hex()
+        sale = _sale(p, req, cp, cid, base + charge, charge, signature, deposit, result.status) if charge else None
+        if not await self.store.commit(cid, owner, base, charge, cp.voucher.max_claimable, signature, sale=sale):
             log.error("paywire: channel %s changed under a request (lease lost); not charged", cid)
             return json_reply(409, {"error": pl.CHANNEL_BUSY, "message": "the channel changed while serving; "
                                                                          "you were not charged: retry"})

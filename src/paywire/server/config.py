@@ -109,6 +109,13 @@ class SellerConfig(Settings):
     """Signed receipts name the settlement's transaction (verifiable on chain; less private)."""
     agent_directories_private: bool = False
     """Agent signatures: let agents' key directories be on private/loopback addresses and plain http (dev only)."""
+    channel_claims: bool = True
+    """``batch-settlement``: run the claim manager with the seller (from startup when a route offers the scheme,
+    else from the first channel payment; stopped with it). False: run ``ClaimManager`` yourself."""
+    claim_interval: float = option(60.0, check=positive, duration=True)
+    """Claim manager: claim and sweep every this many seconds."""
+    claim_threshold: int | None = option(None, check=non_negative)
+    """Claim manager: claim sooner once this many atomic units wait unclaimed."""
     audit: str | None = None
     """This replica's name in the audit log (e.g. ``seller-eu1-7``): queue an audit event with every ledger change
     (docs/audit.md). None (default): no audit events."""
@@ -151,4 +158,7 @@ class SellerOptions(TypedDict, total=False):
     offer_signer: Any
     receipt_tx: bool
     agent_directories_private: bool
+    channel_claims: bool
+    claim_interval: float
+    claim_threshold: int | None
     audit: str | None

@@ -260,7 +260,15 @@ class PaymentFlow:
     audit: str | None = None
     """This replica's name in the audit log (docs/audit.md): every ledger change queues an event in its
     transaction. None: no audit events (nothing extra runs)."""
+    channel_claims: bool = True
+    """``batch-settlement``: run the claim manager (:attr:`claims`) with the flow."""
+    claim_interval: float = 60.0
+    claim_threshold: int | None = None
+    claims: Any = field(default=None, init=False, repr=False)
+    """The running :class:`~paywire.server.channel_claims.ClaimManager` (None until a channel route starts it)."""
     _store: PaymentStore | None = field(default=None, init=False, repr=False)
+    _claims_task: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+    _claims_stop: asyncio.Event | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
@@ -328,6 +336,38 @@ class PaymentFlow:
                 name = getattr(self.facilitator, "url", None) or type(self.facilitator).__name__
                 self.seller.check_supported(supported, f"the facilitator ({name})")
             self._started = True
+            if any(getattr(o, "scheme", None) == "batch-settlement" for r in self.seller.routes
+                   if isinstance(r.offers, tuple) for o in r.offers):
+                await self.start_claims()
+
+    async def start_claims(self) -> None:
+        """Start the ``batch-settlement`` claim manager in this process (idempotent; off with
+        ``channel_claims=False``). Called at startup when a route offers the scheme, and on the first channel
+        payment; :meth:`stop_claims` / :meth:`aclose` stop it."""
+        if not self.channel_claims or self._claims_task is not None or self._store is None:
+            return
+        from paywire.server.channel_claims import ClaimManager
+        from paywire.store.channels import ChannelStore
+
+        store = ChannelStore(self._store.db)
+        await store.migrate()
+        if self._claims_task is not None:
+            return
+        self.claims = ClaimManager(store, self.facilitator, interval=self.claim_interval,
+                                   threshold=self.claim_threshold)
+        self._claims_stop = asyncio.Event()
+        self._claims_task = asyncio.ensure_future(
+            self.claims.run(self._claims_stop, poll=min(1.0, self.claim_interval)))
+
+    async def stop_claims(self) -> None:
+        """Stop the claim manager after its current pass (what it claimed is in the store)."""
+        task, self._claims_task = self._claims_task, None
+        if task is None:
+            return
+        assert self._claims_stop is not None
+        self._claims_stop.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
 
     @property
     def payments(self) -> PaymentStore:
@@ -337,7 +377,9 @@ class PaymentFlow:
         return self._store
 
     async def aclose(self) -> None:
-        """Close what the flow opened: its store (unless it was given one) and a facilitator client it built."""
+        """Close what the flow opened: its store (unless it was given one) and a facilitator client it built;
+        stop the claim manager."""
+        await self.stop_claims()
         if self._challenge_tally is not None:
             with contextlib.suppress(Exception):
                 await self._challenge_tally.flush()

@@ -4,7 +4,11 @@ In a paid handler call ``bill(request, amount)`` (``request``: Starlette/FastAPI
 environ or the ``PaymentInfo``). ``amount``: an ``int`` of atomic units, ``"$0.002"`` (dollars of a USD token),
 or ``"40%"`` of the maximum. Without a call, the response header ``Settlement-Overrides: {"amount": ...}`` (the
 official x402 SDKs' way; removed before the response leaves) is read; without either, the maximum is charged.
-``0`` charges nothing and sends no transaction. Pure.
+``0`` charges nothing and sends no transaction.
+
+Streamed responses (SSE / chunked) bill per unit: ``bill_unit(request, amount)`` before sending each unit adds
+to the running charge; once the next unit would pass the maximum it raises ``MaximumReached`` (a
+``ChargeExceedsMaximum``), which ends the stream cleanly — the payer is charged exactly the units billed. Pure.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ class ChargeExceedsMaximum(ValueError):
     """A handler asked to charge more than the payer authorized: nothing is charged."""
 
 
+class MaximumReached(ChargeExceedsMaximum):
+    """``bill_unit``: the next unit would pass the authorized maximum. Raised out of a streaming handler, it
+    ends the stream cleanly and the units billed before it are charged."""
+
+
 @dataclass(slots=True)
 class Meter:
     """The charge of one variable-price payment (``maximum``: what the payer signed, atomic units)."""
@@ -39,6 +48,21 @@ class Meter:
             raise ChargeExceedsMaximum(f"charge {atomic} exceeds the authorized maximum {self.maximum}")
         self.charged = atomic
         return atomic
+
+    def add(self, amount: int | str) -> int:
+        """Add one unit's price to the running charge; returns the new total. Raises ``MaximumReached`` (the
+        total unchanged) when it would pass the maximum."""
+        atomic = to_atomic(amount, self.maximum, self.decimals)
+        total = (self.charged or 0) + atomic
+        if total > self.maximum:
+            raise MaximumReached(f"charge {total} would exceed the authorized maximum {self.maximum}")
+        self.charged = total
+        return total
+
+    @property
+    def remaining(self) -> int:
+        """What can still be billed (atomic units)."""
+        return self.maximum - (self.charged or 0)
 
 
 def to_atomic(amount: int | str, maximum: int, decimals: int) -> int:
@@ -87,6 +111,12 @@ def bill(request: Any, amount: int | str) -> int:
     return meter_of(request).charge(amount)
 
 
+def bill_unit(request: Any, amount: int | str) -> int:
+    """Add ``amount`` (one streamed unit's price) to the paid ``request``'s running charge; returns the total.
+    Raises ``MaximumReached`` once that would pass the authorized maximum (ends a stream cleanly)."""
+    return meter_of(request).add(amount)
+
+
 def override_of(headers: Any) -> str | None:
     """The ``amount`` of a ``Settlement-Overrides`` response header, or None."""
     for name, value in headers:
@@ -99,4 +129,4 @@ def override_of(headers: Any) -> str | None:
     return None
 
 
-__all__ = ["SETTLEMENT_OVERRIDES", "ChargeExceedsMaximum", "Meter", "bill", "meter_of", "override_of", "to_atomic"]
+__all__ = ["SETTLEMENT_OVERRIDES", "ChargeExceedsMaximum", "MaximumReached", "Meter", "bill", "bill_unit", "meter_of", "override_of", "to_atomic"]

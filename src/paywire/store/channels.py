@@ -13,10 +13,19 @@ lease owner and the charge they started from, so two replicas can never both com
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from paywire.store.db import INLINE_MISS, Row, SqliteDatabase, execute_point, fetchone_point
+from paywire.store.db import (
+    INLINE_MISS,
+    Executor,
+    Row,
+    SqliteDatabase,
+    execute_point,
+    fetchone_point,
+    in_transaction,
+)
 from paywire.store.migrations import Repository, register
 
 COMPONENT = "channels"
@@ -121,6 +130,13 @@ class ChannelStore(Repository):
             "AND (lock_owner IS NULL OR lock_until < ?)", (owner, now + lease, channel_id, now))
         return n == 1
 
+    async def renew(self, channel_id: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s lease (a long handler, a stream); False when it no longer holds it."""
+        n = await execute_point(
+            self.db, f"UPDATE {TABLE} SET lock_until = ? WHERE channel_id = ? AND lock_owner = ?",
+            (self.clock() + lease, channel_id, owner))
+        return n == 1
+
     async def release(self, channel_id: str, owner: str) -> None:
         await execute_point(self.db, f"UPDATE {TABLE} SET lock_owner = NULL, lock_until = NULL "
                             "WHERE channel_id = ? AND lock_owner = ?", (channel_id, owner))
@@ -134,21 +150,42 @@ class ChannelStore(Repository):
              str(onchain.refund_nonce), self.clock(), channel_id, owner))
 
     async def commit(self, channel_id: str, owner: str, charged_before: int, charge: int, signed_max: int,
-                     signature: str, requirements: dict[str, Any] | None = None) -> bool:
+                     signature: str, requirements: dict[str, Any] | None = None,
+                     sale: tuple[str, Sequence[Any]] | None = None) -> bool:
         """A served request: ``charged += charge`` and the voucher it came with, and release the lease — only if
-        this owner still holds it and nothing changed the charge meanwhile. False: nothing was written."""
+        this owner still holds it and nothing changed the charge meanwhile. False: nothing was written.
+        ``sale``: a ledger statement (``paywire.store.payments.sale_row``) run in the same transaction."""
         if charge < 0 or charged_before + charge > signed_max:
             raise ValueError("a charge must be between 0 and what the voucher signed")
         sets = "requirements = ?, " if requirements is not None else ""
         params: tuple[Any, ...] = ((json.dumps(requirements, separators=(",", ":")),) if requirements else ())
-        n = await execute_point(
-            self.db, f"UPDATE {TABLE} SET {sets}charged = ?, signed_max = ?, signature = ?, "
-            "claim_due = CASE WHEN claimed = ? THEN 0 ELSE 1 END, requests = requests + 1, "
-            "lock_owner = NULL, lock_until = NULL, updated_at = ? WHERE channel_id = ? AND lock_owner = ? "
-            "AND charged = ?",
-            (*params, str(charged_before + charge), str(signed_max), signature, str(charged_before + charge),
-             self.clock(), channel_id, owner, str(charged_before)))
-        return n == 1
+        sql = (f"UPDATE {TABLE} SET {sets}charged = ?, signed_max = ?, signature = ?, "
+               "claim_due = CASE WHEN claimed = ? THEN 0 ELSE 1 END, requests = requests + 1, "
+               "lock_owner = NULL, lock_until = NULL, updated_at = ? WHERE channel_id = ? AND lock_owner = ? "
+               "AND charged = ?")
+        values = (*params, str(charged_before + charge), str(signed_max), signature, str(charged_before + charge),
+                  self.clock(), channel_id, owner, str(charged_before))
+        if sale is None:
+            return await execute_point(self.db, sql, values) == 1
+
+        if isinstance(self.db, SqliteDatabase):  # the hot path: one inline transaction, no thread hop
+            def step(conn: Any) -> bool:
+                if conn.execute(sql, values).rowcount != 1:
+                    return False
+                conn.execute(sale[0], tuple(sale[1]))
+                return True
+
+            done = self.db.try_inline_tx(step)
+            if done is not INLINE_MISS:
+                return bool(done)
+
+        async def both(tx: Executor) -> bool:
+            if await tx.execute(sql, values) != 1:
+                return False
+            await tx.execute(sale[0], sale[1])
+            return True
+
+        return await in_transaction(self.db, both)
 
     async def claim_due(self, limit: int = 100) -> list[ChannelRow]:
         """Channels charged beyond what was claimed on chain (for the claim manager)."""

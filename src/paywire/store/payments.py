@@ -211,6 +211,22 @@ _CLAIM_SQL = (
     "requirements, protocol, identity, created_at, updated_at) VALUES (" + ", ".join("?" * 24) + ") "
     "ON CONFLICT DO NOTHING RETURNING id")
 
+_SALE_SQL = (
+    f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
+    "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
+    "requirements, protocol, identity, tx, resp_status, created_at, updated_at, settled_at) VALUES ("
+    + ", ".join("?" * 27) + ") ON CONFLICT DO NOTHING")
+
+
+def sale_row(p: NewPayment, tx: str | None, status: int, now: float) -> tuple[str, list[Any]]:
+    """The statement that records an already-served, already-paid sale (a ``batch-settlement`` voucher charge)
+    as a ``served`` ledger row; a second insert under the same ``auth_key`` does nothing. The caller runs it in
+    the transaction that commits the charge, so the ledger and the channel never disagree."""
+    return _SALE_SQL, [p.auth_key, p.payment_id, p.payload_hash, "served", None, None, p.route, p.method, p.path,
+                       p.settle_mode, p.x402_version, p.scheme, p.network, p.asset, p.pay_to, str(p.amount),
+                       p.decimals, p.payer, p.payload, p.requirements, p.protocol, p.identity, tx, status, now, now,
+                       now]
+
 
 class PaymentStore(Repository):
     """Repository of seller payments over a ``paywire.store.Database``."""
