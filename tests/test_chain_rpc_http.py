@@ -302,3 +302,22 @@ async def test_only_plain_http_urls() -> None:
         server.close()
         await server.wait_closed()
         await RpcHttpClient(f"http://127.0.0.1:{port}", timeout=2).post(b"{}")
+
+
+async def test_an_answer_with_another_requests_id_is_never_taken_as_this_calls_error() -> None:
+    """A JSON-RPC error that names another request's id (a desynchronised connection or a broken proxy) is a
+    ``ChainError`` about the mismatch, not this call's revert or rejection."""
+    from paywire.chain.keepalive import KeepAliveTransport
+    from paywire.errors import ChainError, ChainRevert
+
+    async def reply(n: int, body: bytes) -> bytes:
+        return with_length(b'{"jsonrpc":"2.0","id":999,"error":{"code":3,"message":"execution reverted","data":"0x"}}')
+
+    async with raw_server(reply) as (url, _):
+        transport = KeepAliveTransport(url, timeout=5)
+        try:
+            with pytest.raises(ChainError, match="does not match") as caught:
+                await transport.request("eth_estimateGas", [{}])
+            assert not isinstance(caught.value, ChainRevert)
+        finally:
+            await transport.aclose()
