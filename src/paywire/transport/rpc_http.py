@@ -43,9 +43,11 @@ def _readable(transport: asyncio.Transport) -> bool:
     if sock is None:
         return False
     try:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock.fileno()], [], [], 0)[0])
     except (OSError, ValueError):
         return True
 
