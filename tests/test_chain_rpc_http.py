@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -131,6 +132,102 @@ async def test_a_lost_answer_is_an_error_never_a_second_send() -> None:
     assert stats["requests"] == 1
 
 
+async def test_a_read_is_asked_again_when_a_reused_connection_closes_unanswered() -> None:
+    """The server closes a kept-alive connection just as the next request arrives (no byte of an answer): an
+    idempotent read is sent again on a new connection; anything else is an error, sent exactly once."""
+    async def reply(n: int, body: bytes) -> bytes | None:
+        return None if body == b"drop" else with_length(b'{"n":%d}' % n)
+
+    for idempotent, expected in ((True, (200, b'{"n":3}')), (False, None)):
+        async with raw_server(reply) as (url, stats):
+            client = RpcHttpClient(url, timeout=5, max_connections=1)
+            try:
+                assert await client.post(b"{}") == (200, b'{"n":1}')
+                pool = next(iter(client._pools.values()))
+                pool.idle[0].transport.write = _rewriting(pool.idle[0].transport.write)  # type: ignore[union-attr]
+                if idempotent:
+                    assert await client.post(b"{}", idempotent=True) == expected
+                else:
+                    with pytest.raises(HttpError, match=r"closed|failed"):
+                        await client.post(b"{}")
+            finally:
+                await client.aclose()
+        assert stats["requests"] == (3 if idempotent else 2)
+
+
+def _rewriting(write: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """The next request on this connection is seen by the server as one it drops without answering."""
+    def rewrite(data: bytes) -> None:
+        write(data.replace(b"Content-Length: 2\r\n\r\n{}", b"Content-Length: 4\r\n\r\ndrop"))
+    return rewrite
+
+
+async def test_a_send_never_goes_on_a_connection_the_server_just_half_closed() -> None:
+    """The server answers and shuts its side at once; the EOF is in the socket but the event loop has not seen
+    it when the next (non-idempotent) request is sent: it goes on a new connection and is answered."""
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            requests += 1
+            writer.write(with_length(b'{"n":%d}' % requests))
+            await writer.drain()
+            writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    client = RpcHttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", timeout=5)
+    try:
+        assert await client.post(b"{}") == (200, b'{"n":1}')
+        assert await client.post(b"{}") == (200, b'{"n":2}')
+    finally:
+        await client.aclose()
+        server.close()
+    assert requests == 2
+
+
+async def test_a_late_answer_is_never_read_as_the_next_requests_answer() -> None:
+    """Request 1 times out; the server answers it afterwards. Request 2 (same pool, one connection allowed) gets
+    its own answer, never request 1's — and so does a request whose task was cancelled while waiting."""
+    late = asyncio.Event()
+    got = asyncio.Event()
+
+    async def reply(n: int, body: bytes) -> bytes:
+        if body == b'"slow"':
+            got.set()
+            await late.wait()
+        return with_length(b'{"answer_to":%s}' % body)
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=0.3, max_connections=1)
+        try:
+            with pytest.raises(HttpTimeout):
+                await client.post(b'"slow"')
+            late.set()  # the server now writes the answer to the timed-out request
+            assert await client.post(b'"next"') == (200, b'{"answer_to":"next"}')
+            late.clear()
+            got.clear()
+            client.timeout = 30
+            task = asyncio.ensure_future(client.post(b'"slow"'))
+            await got.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            late.set()
+            assert await client.post(b'"after"') == (200, b'{"answer_to":"after"}')
+        finally:
+            late.set()
+            await client.aclose()
+    assert stats["connections"] == 3  # each abandoned connection was closed, none reused
+
+
 @pytest.mark.parametrize("answer, match", [
     (b"SMTP ready\r\n\r\n", "not an HTTP"),
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", "head too large"),
@@ -138,6 +235,8 @@ async def test_a_lost_answer_is_an_error_never_a_second_send() -> None:
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"401\r\n" + b"x" * 1025 + b"\r\n0\r\n\r\n",
      "body too large"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n", "malformed chunk"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n", "malformed chunk"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "Content-Length"),
     (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\nshort", "middle of a response"),
 ])
@@ -152,6 +251,25 @@ async def test_malformed_or_oversized_answers_are_errors(answer: bytes, match: s
                 await client.post(b"{}")
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+])
+async def test_ambiguous_framing_is_read_once_and_the_connection_not_reused(answer: bytes) -> None:
+    """Both Content-Length and chunked, or chunked from an HTTP/1.0 peer (RFC 9112 6.1/6.3: faulty framing): the
+    chunked body is the answer, and the connection is closed after it rather than trusted for the next call."""
+    async def reply(n: int, body: bytes) -> bytes:
+        return answer
+
+    async with raw_server(reply) as (url, stats):
+        client = RpcHttpClient(url, timeout=5, max_connections=1)
+        try:
+            assert [await client.post(b"{}") for _ in range(2)] == [(200, b"{}")] * 2
+        finally:
+            await client.aclose()
+    assert stats == {"connections": 2, "requests": 2}
 
 
 async def test_silence_times_out_and_the_connection_is_dropped() -> None:
@@ -184,3 +302,22 @@ async def test_only_plain_http_urls() -> None:
         server.close()
         await server.wait_closed()
         await RpcHttpClient(f"http://127.0.0.1:{port}", timeout=2).post(b"{}")
+
+
+async def test_an_answer_with_another_requests_id_is_never_taken_as_this_calls_error() -> None:
+    """A JSON-RPC error that names another request's id (a desynchronised connection or a broken proxy) is a
+    ``ChainError`` about the mismatch, not this call's revert or rejection."""
+    from paywire.chain.keepalive import KeepAliveTransport
+    from paywire.errors import ChainError, ChainRevert
+
+    async def reply(n: int, body: bytes) -> bytes:
+        return with_length(b'{"jsonrpc":"2.0","id":999,"error":{"code":3,"message":"execution reverted","data":"0x"}}')
+
+    async with raw_server(reply) as (url, _):
+        transport = KeepAliveTransport(url, timeout=5)
+        try:
+            with pytest.raises(ChainError, match="does not match") as caught:
+                await transport.request("eth_estimateGas", [{}])
+            assert not isinstance(caught.value, ChainRevert)
+        finally:
+            await transport.aclose()

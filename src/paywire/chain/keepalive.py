@@ -24,6 +24,13 @@ __all__ = ["KeepAliveTransport"]
 BROADCAST_CONNECTIONS = 8
 """Connections kept for ``eth_sendRawTransaction`` besides ``max_connections`` (one per key sending at once)."""
 _BROADCASTS = frozenset({"eth_sendRawTransaction"})
+_READS = frozenset({
+    "eth_blockNumber", "eth_call", "eth_chainId", "eth_estimateGas", "eth_feeHistory", "eth_gasPrice", "eth_getBalance",
+    "eth_getBlockByHash", "eth_getBlockByNumber", "eth_getCode", "eth_getLogs", "eth_getStorageAt",
+    "eth_getTransactionByHash", "eth_getTransactionCount", "eth_getTransactionReceipt", "eth_maxPriorityFeePerGas",
+    "net_version",
+})
+"""Calls that change nothing on the node: asked again if a reused connection closes before their answer."""
 
 
 class KeepAliveTransport:
@@ -58,7 +65,7 @@ class KeepAliveTransport:
                           separators=(",", ":")).encode()
         http = self._broadcast if method in _BROADCASTS else self.http
         try:
-            status, data = await http.post(body)
+            status, data = await http.post(body, idempotent=method in _READS)
         except HttpTimeout as exc:
             raise ChainError(f"{method}: no answer from {self.url} within {self.timeout}s") from exc
         except HttpError as exc:

@@ -327,6 +327,8 @@ def unwrap_response(method: str, body: Any, request_id: int, status: int) -> Any
     """The ``result`` of a JSON-RPC response body, or the right ``ChainError``/``ChainRevert``."""
     if not isinstance(body, dict):
         raise ChainError(f"{method}: malformed JSON-RPC response (HTTP {status}): {str(body)[:120]!r}")
+    if body.get("id") is not None and body.get("id") != request_id:  # checked before the error: someone else's
+        raise ChainError(f"{method}: response id {body.get('id')!r} does not match request id {request_id}")
     error = body.get("error")
     if error is not None:
         raise error_from_rpc(error)

@@ -7,16 +7,22 @@ objects, no poll syscall per call): one prebuilt request head, and a response pa
 chunked and close-delimited bodies, ``1xx`` interim answers, ``Connection: close`` and HTTP/1.0 peers. Heads
 are bounded (``MAX_HEAD``) and so are bodies (``max_body``).
 
-Same retry rule as :mod:`paywire.transport.keepalive`: a request is retried on another connection only when it
-cannot have reached the server (an idle connection that the server closed, or that has unexpected bytes
-waiting, is dropped before anything is written; a write that fails at once on a reused connection delivered
-nothing). Once a request is written, a lost connection is an error (``HttpError``), never a second send.
+Retry rule: a request is re-sent on another connection only when it cannot have reached the server (an idle
+connection that the server closed, or that has unexpected bytes waiting, is dropped before anything is written;
+a write that fails at once on a reused connection delivered nothing), or when the caller says it is
+``idempotent`` (a JSON-RPC read) and a reused connection closed before any byte of its answer: the server
+closing an idle keep-alive connection races with our next request, and a read can safely be asked again. A
+request that is not idempotent (``eth_sendRawTransaction``) is never re-sent once written: before it goes on a
+reused connection, the socket is polled for an EOF the event loop has not handled yet (the race's usual
+shape), and a connection lost after the write is an error (``HttpError``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import select
+import string
 import weakref
 from urllib.parse import urlsplit
 
@@ -24,12 +30,33 @@ from paywire.transport.keepalive import MAX_HEAD, HttpError, HttpTimeout
 
 __all__ = ["RpcHttpClient"]
 
+_HEX = frozenset(string.hexdigits.encode())
+
+
+class _Unanswered(HttpError):
+    """The connection closed before any byte of the answer arrived (the server may not have seen the request)."""
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """True when an idle connection's socket has bytes or EOF waiting that the event loop has not handled yet."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
 
 class _Conn(asyncio.Protocol):
     """One connection: writes a request, parses one response into ``waiter``'s result ``(status, body)``."""
 
-    __slots__ = ("body_at", "broken", "buf", "chunk_at", "chunked", "chunks", "closed", "keep", "length", "max_body",
-                 "reused", "status", "transport", "waiter")
+    __slots__ = ("answered", "body_at", "broken", "buf", "chunk_at", "chunked", "chunks", "closed", "keep", "length",
+                 "max_body", "reused", "status", "transport", "waiter")
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
@@ -39,6 +66,7 @@ class _Conn(asyncio.Protocol):
         self.closed = False  # the connection is gone (or going)
         self.broken = False  # bytes or EOF arrived while no request was waiting: never reuse
         self.reused = False
+        self.answered = False  # a byte of the current request's answer has arrived
         self._reset()
 
     def _reset(self) -> None:
@@ -59,6 +87,7 @@ class _Conn(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             self.broken = True  # an idle connection got bytes: the server misbehaves or says goodbye
             return
+        self.answered = True
         self.buf += data
         try:
             self._parse(eof=False)
@@ -74,15 +103,16 @@ class _Conn(asyncio.Protocol):
                 self._fail(exc)
             else:
                 if not self.waiter.done():
-                    self._fail(HttpError("connection closed before a response" if not self.status
-                                         else "connection closed in the middle of a response"))
+                    self._fail(_Unanswered("connection closed before a response") if not self.answered
+                               else HttpError("connection closed in the middle of a response"))
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
             what = f"{type(exc).__name__}: {exc}" if exc is not None else "closed by the server"
-            self.waiter.set_exception(HttpError(f"connection failed: {what}"))
+            error = _Unanswered if not self.answered else HttpError
+            self.waiter.set_exception(error(f"connection failed: {what}"))
 
     # -- the response -------------------------------------------------------------------------------------------
     def _fail(self, exc: HttpError) -> None:
@@ -113,6 +143,7 @@ class _Conn(asyncio.Protocol):
             keep = parts[0] == b"HTTP/1.1"
             length: int | None = None
             chunked = False
+            has_length = False
             for line in lines[1:]:
                 name, sep, value = line.partition(b":")
                 if not sep:
@@ -123,6 +154,7 @@ class _Conn(asyncio.Protocol):
                     if not v.isdigit() or (length is not None and int(v) != length):
                         raise HttpError("malformed Content-Length")
                     length = int(v)
+                    has_length = True
                 elif name == b"transfer-encoding":
                     codings = [c.strip() for c in value.lower().split(b",")]
                     if codings[-1] != b"chunked":
@@ -136,6 +168,8 @@ class _Conn(asyncio.Protocol):
                         keep = True
             if chunked:
                 length = None
+                if has_length or parts[0] != b"HTTP/1.1":
+                    keep = False  # both framings, or chunked from HTTP/1.0: read it, then never trust the connection
             elif status in (204, 304):
                 length = 0
             if length is not None and length > self.max_body:
@@ -186,13 +220,10 @@ class _Conn(asyncio.Protocol):
                 if len(buf) - self.chunk_at > 1024:
                     raise HttpError("malformed chunk size")
                 return None
-            size_text = bytes(buf[self.chunk_at:eol]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HttpError("malformed chunk size") from None
-            if size < 0:
-                raise HttpError("malformed chunk size")
+            size_text = bytes(buf[self.chunk_at:eol]).split(b";", 1)[0].rstrip(b" \t")
+            if not size_text or len(size_text) > 16 or not _HEX.issuperset(size_text):
+                raise HttpError("malformed chunk size")  # hex digits only: no "0x", sign, "_" or spaces
+            size = int(size_text, 16)
             if size == 0:  # last chunk, then trailers up to an empty line
                 end = buf.find(b"\r\n\r\n", eol)
                 if end < 0:
@@ -268,14 +299,15 @@ class RpcHttpClient:
             pool = self._pools[loop] = _Pool(self._max)
         return pool
 
-    async def post(self, body: bytes) -> tuple[int, bytes]:
+    async def post(self, body: bytes, *, idempotent: bool = False) -> tuple[int, bytes]:
+        """``idempotent``: the request may be sent again when a reused connection closes before its answer."""
         pool = self._pool()
         try:
             async with asyncio.timeout(self.timeout):  # no extra task per call, unlike wait_for
                 if pool.slots is None:
-                    return await self._exchange(pool, body)
+                    return await self._exchange(pool, body, idempotent)
                 async with pool.slots:
-                    return await self._exchange(pool, body)
+                    return await self._exchange(pool, body, idempotent)
         except TimeoutError:
             raise HttpTimeout(f"POST {self.url}: no answer within {self.timeout} s") from None
 
@@ -287,14 +319,14 @@ class RpcHttpClient:
             raise HttpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
         return conn
 
-    async def _exchange(self, pool: _Pool, body: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, pool: _Pool, body: bytes, idempotent: bool) -> tuple[int, bytes]:
         message = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
         loop = asyncio.get_running_loop()
         while True:
             conn = None
             while pool.idle:
                 idle = pool.idle.pop()
-                if idle.usable():
+                if idle.usable() and (idempotent or idle.transport is None or not _readable(idle.transport)):
                     conn = idle
                     break
                 idle.close()  # closed by the server while idle: nothing was sent on it
@@ -303,6 +335,7 @@ class RpcHttpClient:
             assert conn.transport is not None
             waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
             conn.waiter = waiter
+            conn.answered = False
             conn.transport.write(message)
             if conn.transport.is_closing() and conn.reused and not conn.buf:
                 conn.waiter = None  # the write failed at once on a reused connection: nothing was delivered
@@ -310,6 +343,11 @@ class RpcHttpClient:
                 continue
             try:
                 result = await waiter
+            except _Unanswered:
+                conn.close()
+                if idempotent and conn.reused:
+                    continue  # the server closed a kept-alive connection as we reused it: ask a read again
+                raise
             except BaseException:
                 conn.close()
                 raise
