@@ -321,3 +321,4 @@ async def test_an_answer_with_another_requests_id_is_never_taken_as_this_calls_e
             assert not isinstance(caught.value, ChainRevert)
         finally:
             await transport.aclose()
+

@@ -94,8 +94,11 @@ def facilitator(
         finally:
             await service.aclose()
 
+    from paywire.cli.output import loop_factory
+
     try:
-        asyncio.run(run())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:  # uvloop when installed, as uvicorn does
+            runner.run(run())
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -99,3 +99,12 @@ def port_error(exc: BaseException, where: str) -> str | None:
     if reason is None:
         return None
     return f"cannot listen on {where}: {reason}; choose another --port (0 picks a free one)"
+
+
+def loop_factory() -> Any:
+    """uvloop's event loop when it is installed (as uvicorn's "auto" picks it), else asyncio's (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

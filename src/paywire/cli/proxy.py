@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -38,8 +38,10 @@ def proxy(
     if config is None:
         console.print("[red]configuration error:[/] give --config paywire.toml (see docs/proxy.md)")
         raise typer.Exit(2)
+    from paywire.cli.output import loop_factory
+
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_run(config, listen, check))
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -54,15 +56,6 @@ def proxy(
             raise
         typer.echo(f"paywire proxy: {line}", err=True)
         raise typer.Exit(1) from None
-
-
-def _loop_factory() -> Any:
-    """uvloop's event loop when it is installed (as uvicorn's "auto" picks it), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 async def _run(config: Path, listen: str | None, check: bool) -> None:

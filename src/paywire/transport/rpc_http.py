@@ -24,6 +24,7 @@ import collections
 import select
 import string
 import weakref
+from typing import cast
 from urllib.parse import urlsplit
 
 from paywire.transport.keepalive import MAX_HEAD, HttpError, HttpTimeout
@@ -80,8 +81,7 @@ class _Conn(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None or self.waiter.done():
