@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from eth_account import Account
@@ -46,6 +47,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN_ID = 84532
 WEATHER, REPORT = 10_000, 50_000  # $0.01, $0.05 in 6-decimal units
+PUBLIC = "https://tools.example/mcp"  # a published server's declared URL (never dialled)
 
 
 class Env:
@@ -69,7 +71,8 @@ def build_server(net: Any, facilitator: str, store: str, runs: dict[str, int]) -
     tools = PaidTools(mcp, facilitator, pay_to=net.payee.address, network=net.info.network,
                       assets=AssetRegistry((*KNOWN_ASSETS, net.info.asset)), store=store)
 
-    @tools.paid_tool(price="$0.01", description="Current weather for a city")
+    @tools.paid_tool(price="$0.01", description="Current weather for a city",
+                     discovery={"example": {"city": "Lisbon"}, "output": {"city": "Lisbon", "sky": "clear"}})
     async def weather(city: str) -> dict[str, Any]:
         runs["weather"] += 1
         payment = current_payment()
@@ -201,6 +204,61 @@ async def test_unpaid_call_gets_the_payment_required_result(env: Env) -> None:
     assert required["resource"]["url"] == "mcp://tool/weather", "resource URL is not mcp://tool/<name>"
     assert required["accepts"][0]["amount"] == str(WEATHER), "wrong price in accepts"
     assert required["accepts"][0]["payTo"] == env.net.payee.address, "wrong payee in accepts"
+
+
+async def test_a_published_tool_is_in_the_bazaar_and_listed_once_settled(env: Env) -> None:
+    """Bazaar (extensions/bazaar.md, MCP input type; digest §4.4): the payment request of a tool published with
+    ``discovery`` carries its name and arguments' schema, which the official SDK's validators accept; once the
+    official client has paid it, the facilitator that settled it lists the tool."""
+    from x402.extensions.bazaar import validate_discovery_extension, validate_discovery_extension_spec
+
+    async with http_session(env.url) as session:
+        required = (await session.call_tool("weather", {"city": "Lisbon"})).structuredContent
+        listed = {t.name: t for t in (await session.list_tools()).tools}
+    assert required is not None
+    ext = required["extensions"]["bazaar"]
+    assert validate_discovery_extension(ext).valid, validate_discovery_extension(ext).errors
+    assert validate_discovery_extension_spec(ext).valid, validate_discovery_extension_spec(ext).errors
+    declared = ext["info"]["input"]
+    assert (declared["type"], declared["toolName"]) == ("mcp", "weather"), declared
+    assert declared["inputSchema"]["properties"] == listed["weather"].inputSchema["properties"], declared
+    assert declared["inputSchema"]["required"] == ["city"], "the declared schema lost the required argument"
+    assert declared["example"] == {"city": "Lisbon"} and ext["info"]["output"]["example"]["sky"] == "clear"
+    unpublished = (await _unpaid(env, "report", {"topic": "rates"}))
+    assert "bazaar" not in (unpublished.get("extensions") or {}), "an unpublished tool was declared"
+
+    # the bazaar names a tool by its server's URL and its name: a seller that gives its public URL is listed
+    mcp = FastMCP("published")
+    tools = PaidTools(mcp, env.facilitator, pay_to=env.net.payee.address, network=env.net.info.network,
+                      assets=AssetRegistry((*KNOWN_ASSETS, env.net.info.asset)), public_url=PUBLIC,
+                      store=f"sqlite:///{env.tmp / 'published.db'}")
+
+    @tools.paid_tool(price="$0.01", discovery=True)
+    async def forecast(city: str, days: int = 3) -> str:
+        return f"{days} days of sun in {city}"
+
+    before = await env.balances()
+    try:
+        async with serve_mcp_http(mcp) as base, http_session(base + "/mcp") as session:
+            paid = await x402MCPSession(session, sdk_client(env.net)).call_tool("forecast", {"city": "Porto"})
+    finally:
+        await tools.aclose()
+    assert paid.payment_response.success, f"the published tool's payment did not settle: {paid.content}"
+    assert await env.moved(before) == (WEATHER, WEATHER), "the published tool's price did not move"
+    async with httpx.AsyncClient() as http:
+        items = (await http.get(env.facilitator + "/discovery/resources")).json()["items"]
+    listed_tools = [i for i in items if i["resource"] == PUBLIC]
+    assert len(listed_tools) == 1, f"the settled tool is not listed once: {items}"
+    assert listed_tools[0]["type"] == "mcp", listed_tools[0]
+    declared = listed_tools[0]["extensions"]["bazaar"]["info"]["input"]
+    assert declared["toolName"] == "forecast" and set(declared["inputSchema"]["properties"]) == {"city", "days"}
+
+
+async def _unpaid(env: Env, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    async with http_session(env.url) as session:
+        result = await session.call_tool(tool, args)
+    assert result.structuredContent is not None
+    return result.structuredContent
 
 
 async def test_a_paid_tool_may_take_the_fastmcp_context(env: Env) -> None:

@@ -90,7 +90,7 @@ class Discovery:
         if resource is None or not resource.url.startswith(("http://", "https://")):
             return "the payment names no resource URL"
         inp = ext["info"]["input"]
-        tool = str(inp.get("tool", "")) if inp.get("type") == "mcp" else ""
+        tool = str(inp.get("toolName", inp.get("tool", ""))) if inp.get("type") == "mcp" else ""
         accepted = payload.accepted
         catalog = await self.catalog()
         await catalog.upsert(resource=resource.url, tool=tool, kind=str(inp.get("type")), x402_version=2,

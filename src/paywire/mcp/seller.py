@@ -144,12 +144,18 @@ class PaidTools:
 
     ``facilitator`` and the options are the seller's (:class:`~paywire.server.config.SellerConfig`: ``pay_to``,
     ``network``, ``assets``, ``store``, timeouts …), the same as for the HTTP middleware. The flow is built at
-    the first paid call (or :meth:`startup`); declare every paid tool before that.
+    the first paid call (or :meth:`startup`); declare every paid tool before that. ``public_url``: where
+    clients reach this MCP server (``https://api.example.com/mcp``); when given, it is each tool's x402
+    resource URL (the bazaar names a tool by this URL and its name) instead of ``mcp://tool/<name>``.
     """
 
     def __init__(self, server: FastMCP | None = None, facilitator: FacilitatorArg | None = None, *,
-                 config: SellerConfig | None = None, **options: Unpack[SellerOptions]) -> None:
+                 config: SellerConfig | None = None, public_url: str | None = None,
+                 **options: Unpack[SellerOptions]) -> None:
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must be an http(s) URL, not {public_url!r}")
         self.server = server
+        self.public_url = public_url
         self._routes: list[PaidRoute] = []
         self._names: dict[str, Signal] = {}
         self._lazy = LazyFlow(lambda: tuple(self._routes), seller_config(config, facilitator, options), None)
@@ -172,21 +178,35 @@ class PaidTools:
     def route(self, name: str, *, price: Price | PriceFn | None = None, offers: Sequence[OfferLike] = (),
               description: str = "", settle: SettleMode = "after",
               payment_identifier: bool | Literal["required"] = False, mpp: bool = False,
-              signal: Signal | None = None) -> PaidRoute:
+              signal: Signal | None = None, discovery: bool | Mapping[str, Any] = False,
+              input_schema: Mapping[str, Any] | None = None) -> PaidRoute:
         """Price tool ``name`` (for servers that call :meth:`call` themselves, not through :meth:`paid_tool`).
 
         ``mpp=True`` also takes MPP ``evm/charge`` credentials (needs the seller's ``mpp_realm`` and
         ``mpp_secret``); ``signal`` is how an unpaid call is asked to pay (default: ``"mpp"`` when ``mpp``,
-        else ``"x402"``); a call answers in the protocol it paid with."""
+        else ``"x402"``); a call answers in the protocol it paid with. ``discovery``: publish the tool in the
+        x402 bazaar (its payment request carries ``extensions["bazaar"]`` with input type ``mcp``, and a
+        facilitator that settles it lists it); True, or ``{"example": {...}, "output": ..., "output_type": ...,
+        "transport": "streamable-http" | "sse"}``; ``input_schema`` is the tool's arguments' JSON Schema."""
         if self._built:
             raise ConfigError(f"tool {name!r}: declare paid tools before the first paid call or startup()")
         if name in self._names:
             raise ConfigError(f"tool {name!r} is already priced")
         if signal == "mpp" and not mpp:
             raise ConfigError(f"tool {name!r}: signal='mpp' needs mpp=True")
+        published: Mapping[str, Any] | bool = False
+        if discovery:
+            extra = dict(discovery) if isinstance(discovery, Mapping) else {}
+            unknown = set(extra) - {"example", "output", "output_type", "transport"}
+            if unknown:
+                raise ConfigError(f"tool {name!r}: discovery takes example, output, output_type and transport, "
+                                  f"not {sorted(unknown)}")
+            schema = dict(input_schema) if input_schema is not None else {"type": "object", "properties": {}}
+            published = {"mcp": {"tool": name, "input_schema": schema, "description": description or None, **extra}}
         route = PaidRoute(f"POST {tool_path(name)}", offers=tuple(offers), price=price, description=description,
                           settle=settle, payment_identifier=payment_identifier, x402_versions=(2,),
-                          paywall=False, resource=tool_url(name), mpp=("evm",) if mpp else ())
+                          paywall=False, resource=self.public_url or tool_url(name), mpp=("evm",) if mpp else (),
+                          discovery=published)
         self._routes.append(route)
         self._names[name] = signal or ("mpp" if mpp else "x402")
         return route
@@ -217,10 +237,11 @@ class PaidTools:
                   description: str | None = None, offers: Sequence[OfferLike] = (), settle: SettleMode = "after",
                   payment_identifier: bool | Literal["required"] = False, mpp: bool = False,
                   signal: Signal | None = None, title: str | None = None,
-                  server: FastMCP | None = None) -> Callable[[F], F]:
+                  server: FastMCP | None = None, discovery: bool | Mapping[str, Any] = False) -> Callable[[F], F]:
         """Register the decorated function as a paid tool of the FastMCP server (``server=`` or the one given
         to :class:`PaidTools`); it stays callable as before. Its parameters, docstring and result conversion
-        are FastMCP's; it may take a ``Context`` parameter; :func:`current_payment` tells it who paid."""
+        are FastMCP's; it may take a ``Context`` parameter; :func:`current_payment` tells it who paid. ``discovery``
+        publishes it in the x402 bazaar with the ``inputSchema`` FastMCP lists for it (see :meth:`route`)."""
         target = server or self.server
         if target is None:
             raise ConfigError("paid_tool: give PaidTools a FastMCP server (or server=)")
@@ -228,8 +249,14 @@ class PaidTools:
         def decorate(fn: F) -> F:
             tool_name = name or fn.__name__
             doc = description if description is not None else (inspect.getdoc(fn) or "")
+            schema = None
+            if discovery:
+                own_ctx = _context_param(fn, typing.get_type_hints(fn, include_extras=True))
+                meta = func_metadata(fn, skip_names=[own_ctx] if own_ctx else [])
+                schema = meta.arg_model.model_json_schema(by_alias=True)  # what tools/list shows for it
             self.route(tool_name, price=price, offers=offers, description=doc, settle=settle,
-                       payment_identifier=payment_identifier, mpp=mpp, signal=signal)
+                       payment_identifier=payment_identifier, mpp=mpp, signal=signal, discovery=discovery,
+                       input_schema=schema)
             if mpp:
                 answer_rpc_errors(target)
             target.add_tool(self._wrap(fn, tool_name), name=tool_name, title=title, description=doc)

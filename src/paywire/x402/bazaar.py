@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["BAZAAR", "BODY_METHODS", "QUERY_METHODS", "check_discovery", "http_discovery", "listing",
-           "listing_item", "route_discovery", "route_template"]
+__all__ = ["BAZAAR", "BODY_METHODS", "MCP_TRANSPORTS", "QUERY_METHODS", "check_discovery", "http_discovery", "listing",
+           "listing_item", "mcp_discovery", "route_discovery", "route_template"]
 
 BAZAAR = "bazaar"
-DISCOVERY_OPTIONS = frozenset({"query_params", "body", "body_type", "headers", "output", "output_type"})
-"""What ``PaidRoute(discovery={...})`` may say (the keyword options of :func:`http_discovery`)."""
+DISCOVERY_OPTIONS = frozenset({"query_params", "body", "body_type", "headers", "output", "output_type", "mcp"})
+"""What ``PaidRoute(discovery={...})`` may say (the keyword options of :func:`http_discovery`; ``mcp``: the keyword
+options of :func:`mcp_discovery`, set by ``paywire.mcp.PaidTools`` for a paid tool)."""
+MCP_TRANSPORTS = ("streamable-http", "sse")
 QUERY_METHODS = ("GET", "HEAD", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 BODY_TYPES = ("json", "form-data", "text")
@@ -86,10 +88,46 @@ def http_discovery(method: str, *, query_params: Mapping[str, Any] | None = None
     return ext
 
 
+def mcp_discovery(tool: str, input_schema: Mapping[str, Any], *, description: str | None = None,
+                  example: Mapping[str, Any] | None = None, transport: str | None = None,
+                  output: Any = None, output_type: str = "json") -> dict[str, Any]:
+    """The ``bazaar`` extension of a paid MCP tool (input type ``mcp``): its name, the JSON Schema of its
+    arguments (the tool's own ``inputSchema``), an example call and output, and the MCP transport. The name is
+    ``toolName``, as the pinned SDKs (x402 2.25.0, ``@x402/extensions`` 2.27.0) and the current upstream text
+    write it (an older text wrote ``tool``; :func:`check_discovery` reads both)."""
+    if not tool:
+        raise ValueError("an MCP tool needs a name")
+    if transport is not None and transport not in MCP_TRANSPORTS:
+        raise ValueError(f"transport must be one of {MCP_TRANSPORTS}, not {transport!r}")
+    info_input: dict[str, Any] = {"type": "mcp", "toolName": tool, "inputSchema": dict(input_schema)}
+    if description:
+        info_input["description"] = description
+    if transport is not None:
+        info_input["transport"] = transport
+    if example is not None:
+        info_input["example"] = dict(example)
+    info: dict[str, Any] = {"input": info_input}
+    if output is not None:
+        info["output"] = {"type": output_type, "example": output}
+    props = {"type": {"type": "string", "const": "mcp"}, "toolName": {"type": "string"},
+             "description": {"type": "string"}, "transport": {"type": "string", "enum": list(MCP_TRANSPORTS)},
+             "inputSchema": {"type": "object"}, "example": {"type": "object"}}
+    schema = {"$schema": _SCHEMA_URI, "type": "object",
+              "properties": {"input": {"type": "object", "properties": props,
+                                       "required": ["type", "toolName", "inputSchema"],
+                                       "additionalProperties": False},
+                             "output": _output_schema()},
+              "required": ["input"]}
+    return {"info": info, "schema": schema}
+
+
 def route_discovery(route: Any, method: str | None = None) -> dict[str, Any]:
     """The ``bazaar`` extension for a paid route (``PaidRoute.discovery``: True or a mapping of
-    :func:`http_discovery`'s keyword options); ``method``: the request's (a route may take several)."""
+    :func:`http_discovery`'s keyword options, or ``{"mcp": {...}}`` for a paid MCP tool); ``method``: the
+    request's (a route may take several)."""
     opts: dict[str, Any] = dict(route.discovery) if isinstance(route.discovery, Mapping) else {}
+    if isinstance(opts.get("mcp"), Mapping):
+        return mcp_discovery(**opts["mcp"])
     methods = sorted(m for m in route.methods if m != "*")
     m = (method or "").upper()
     if m == "HEAD" or m not in QUERY_METHODS + BODY_METHODS or (methods and m not in methods):
@@ -119,8 +157,9 @@ def check_discovery(ext: Any) -> str | None:
             return None
         return f"unknown method {method!r}"
     if kind == "mcp":
-        if not isinstance(inp.get("tool"), str) or not isinstance(inp.get("inputSchema"), Mapping):
-            return "an MCP tool needs tool and inputSchema"
+        name = inp.get("toolName", inp.get("tool"))  # toolName (SDKs, current text); tool (older text)
+        if not isinstance(name, str) or not name or not isinstance(inp.get("inputSchema"), Mapping):
+            return "an MCP tool needs toolName and inputSchema"
         return None
     return f"unknown input type {kind!r}"
 
