@@ -382,10 +382,10 @@ def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
             out[f"price_ratio_{c.name[6:]}"] = event.value / mean if mean > 0 else 1.0
             continue
         counts, sums = _window_names(c.name, wnames)
-        for i, (count, total) in enumerate(values):
-            out[counts[i]] = count
+        for cname, sname, (count, total) in zip(counts, sums, values, strict=False):  # no values: the key was not read
+            out[cname] = count
             if c.summed:
-                out[sums[i]] = total
+                out[sname] = total
     if p.stats is not None:
         subject = STATS[cp]
         n, mean, p99 = seen.stats

@@ -67,9 +67,9 @@ class _Window:
 
     __slots__ = ("buckets", "count", "last", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, last: int = -1) -> None:
         self.buckets: dict[int, list[float]] = {}
-        self.last = -1
+        self.last = last  # a new window starts at the current bucket: nothing to drop, nothing to recount
         self.count, self.total = 0, 0.0
 
     def apply(self, b: int, count: int, amount: float) -> tuple[int, float]:
@@ -115,14 +115,14 @@ class MemoryState:
         if wins is None and not count:  # read-only and never bumped: zeros, and nothing stored for it
             return _ZEROS[len(windows)] if len(windows) < len(_ZEROS) else ((0, 0.0),) * len(windows)
         if wins is None or len(wins) != len(windows):
-            wins = counters[c.key] = [_Window() for _ in windows]
+            wins = counters[c.key] = [_Window(b) for b in buckets]
             if len(counters) > self.max_keys:
                 counters.popitem(last=False)
         else:
             counters.move_to_end(c.key)
         amount = c.amount if count else 0.0
         out = []
-        for win, b in zip(wins, buckets):  # _Window.apply, inlined: this runs for every counter of every decision
+        for win, b in zip(wins, buckets, strict=False):  # same length; _Window.apply inlined (hot path)
             if b != win.last:  # the window slid: drop expired buckets, recount
                 win.apply(b, 0, 0.0)
             if count:
