@@ -1,6 +1,6 @@
 """Risk engine on labelled attack traffic: what it stops, what honest traffic it denies, what it costs.
 
-    python bench/risk.py [--scale 1.0] [--json]
+    python bench/risk.py [--scale 1.0] [--json] [--only-cost]
 
 Four parts, one run:
 
@@ -473,13 +473,47 @@ def table(title: str, tally: Tally, labels: list[str]) -> list[str]:
     return lines
 
 
+def print_cost(cost: dict[str, Any]) -> None:
+    print("3. engine cost per decision (payment checkpoint, default rules)")
+    for name in ("in-process", "redis"):
+        if name in cost:
+            print(f"  {name:<11} p50 {cost[name]['p50_us']:8.1f} µs   p99 {cost[name]['p99_us']:8.1f} µs"
+                  f"   (best of {cost[name]['runs']} passes of {cost[name]['n']}; p99 of each: "
+                  + ", ".join(f"{v:.0f}" for v in cost[name]["p99_all_runs_us"]) + " µs)")
+        elif f"{name}_error" in cost:
+            print(f"  {name:<11} not measured: {cost[f'{name}_error']}")
+    if "redis_ping" in cost:
+        print(f"  (Redis PING round trip on this machine: p50 {cost['redis_ping']['p50_us']:.1f} µs, "
+              f"p99 {cost['redis_ping']['p99_us']:.1f} µs)")
+
+
+def print_cost_aims(cost: dict[str, Any]) -> None:
+    if "in-process" in cost:
+        print(f"aim engine_p99_in_process_us: {cost['in-process']['p99_us']:.1f} (target <= 100)")
+    if "redis" in cost:
+        print(f"aim engine_p99_redis_us: {cost['redis']['p99_us']:.1f} (target <= 1000)")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="traffic volume multiplier (default 1.0)")
     ap.add_argument("--n-cost", type=int, default=5000, help="decisions timed per backend")
     ap.add_argument("--n-overhead", type=int, default=20, help="paid round trips per mode")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only-cost", action="store_true",
+                    help="run only part 3 (engine cost per decision) and print only its aims")
     args = ap.parse_args()
+    if args.only_cost:
+        cost = await engine_cost(args.n_cost)
+        if args.json:
+            print(json.dumps({"engine_cost": cost, "machine": {"python": sys.version.split()[0],
+                                                               "cpus": os.cpu_count(), "load": os.getloadavg()}},
+                             indent=2))
+        else:
+            print_cost(cost)
+            print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
+        print_cost_aims(cost)
+        return
 
     started = time.perf_counter()
     live = await run_live(args.scale)
@@ -509,17 +543,7 @@ async def main() -> None:
               f"{live['honest_not_served']}; looping agent paid {live['loop_paid']} times")
         for line in table("2. replay (engine only, simulated hour, outcomes fed back)", replayed, labels):
             print(line)
-        print("3. engine cost per decision (payment checkpoint, default rules)")
-        for name in ("in-process", "redis"):
-            if name in cost:
-                print(f"  {name:<11} p50 {cost[name]['p50_us']:8.1f} µs   p99 {cost[name]['p99_us']:8.1f} µs"
-                      f"   (best of {cost[name]['runs']} passes of {cost[name]['n']}; p99 of each: "
-                      + ", ".join(f"{v:.0f}" for v in cost[name]["p99_all_runs_us"]) + " µs)")
-            elif f"{name}_error" in cost:
-                print(f"  {name:<11} not measured: {cost[f'{name}_error']}")
-        if "redis_ping" in cost:
-            print(f"  (Redis PING round trip on this machine: p50 {cost['redis_ping']['p50_us']:.1f} µs, "
-                  f"p99 {cost['redis_ping']['p99_us']:.1f} µs)")
+        print_cost(cost)
         print(f"4. seller paid round trip, median of {overhead['n']}: risk off {overhead['median_off_ms']:.1f} ms,"
               f" on {overhead['median_on_ms']:.1f} ms (settlement on the embedded chain dominates)")
         print(f"   unpaid 402 round trip, median of {len(range(overhead['n'])) * 10}: risk off "
@@ -530,10 +554,7 @@ async def main() -> None:
     print(f"aim attacks_stopped_replay_pct: {rt_stopped / rt_attacks * 100:.1f} (target >= 95)")
     print(f"aim honest_denied_live_pct: {honest_fp_live * 100:.2f} (target <= 0.1)")
     print(f"aim honest_denied_replay_pct: {honest_fp_replay * 100:.3f} (target <= 0.1)")
-    if "in-process" in cost:
-        print(f"aim engine_p99_in_process_us: {cost['in-process']['p99_us']:.1f} (target <= 100)")
-    if "redis" in cost:
-        print(f"aim engine_p99_redis_us: {cost['redis']['p99_us']:.1f} (target <= 1000)")
+    print_cost_aims(cost)
     print(f"aim seller_overhead_pct: {overhead['overhead_pct']:.1f} (target <= 10)")
 
 

@@ -256,43 +256,62 @@ def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset
     return frozenset(out)
 
 
+class _PlanSpec(NamedTuple):
+    """What :func:`plan` does for one checkpoint and one set of needed counters, worked out once."""
+
+    names: tuple[str, ...]  # the subject values to look up
+    counted: tuple[tuple[str, str, str, bool], ...]  # (subject, counter name, key prefix, summed)
+    failing: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (subject, ((counter name, key prefix), …))
+    stats: str | None  # the subject whose amount histogram is read
+    first: str | None  # the first-seen subject
+    new_per: bool  # count new payers per NEW_PER
+    prices: tuple[str, ...]  # buyer: the price-history subjects read
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_spec(cp: Checkpoint, needed: frozenset[str] | None) -> _PlanSpec:
+    names = tuple(sorted({*SUBJECTS[cp], *FAILING[cp], *LISTED[cp], "payer", "payee"}))
+    counted = tuple((s, f"{s}_count", f"c:{s}:", s in SUMMED and cp != "request") for s in SUBJECTS[cp]
+                    if needed is None or f"{s}_count" in needed)
+    failing = tuple((s, tuple((f"{s}_{kind}", f"{_fkey(kind)}:{s}:") for kind in ("failures", *FAILURE_KINDS)
+                              if needed is None or f"{s}_{kind}" in needed)) for s in FAILING[cp])
+    stats = STATS[cp] if cp in STATS and (needed is None or STATS_COUNTER in needed) else None
+    first = FIRST_SEEN.get(cp) if needed is None or FIRST_SEEN_COUNTER in needed else None
+    new_per = cp == "payment" and (needed is None or f"{NEW_PER}_new_payers" in needed)
+    prices = tuple(s for s in ("host", "route") if cp == "buyer" and (needed is None or f"price_{s}" in needed))
+    return _PlanSpec(names, counted, tuple(f for f in failing if f[1]), stats, first, new_per, prices)
+
+
 def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
     """The counters ``event`` bumps and reads; with ``needed`` (:func:`counters_read` of the rules), only those
     (the others read 0)."""
     cp = event.checkpoint
+    spec = _plan_spec(cp, needed)
     amount = event.value if cp != "request" else 0.0
-    values = subject_values(event)
+    values = {s: subject_value(event, s) for s in spec.names}
     counters: list[Counter] = []
-    for subject in SUBJECTS[cp]:
+    for subject, name, prefix, summed in spec.counted:
         value = values[subject]
-        if value is not None and (needed is None or f"{subject}_count" in needed):
-            summed = subject in SUMMED and cp != "request"
-            counters.append(Counter(f"{subject}_count", f"c:{subject}:{value}", 1, amount if summed else 0.0,
-                                    summed))
-    for subject in FAILING[cp]:
-        value = values[subject]
-        if value is None:
-            continue
-        for kind in ("failures", *FAILURE_KINDS):
-            if needed is None or f"{subject}_{kind}" in needed:
-                counters.append(Counter(f"{subject}_{kind}", f"{_fkey(kind)}:{subject}:{value}", 0, 0.0, False))
-    stats = None
-    if cp in STATS and (needed is None or STATS_COUNTER in needed) and values.get(STATS[cp]) is not None:
-        stats = f"a:{STATS[cp]}:{values[STATS[cp]]}"
-    seen = FIRST_SEEN.get(cp)
-    first = None
-    if seen and (needed is None or FIRST_SEEN_COUNTER in needed):
-        value = values[seen]
         if value is not None:
-            first = f"s:{seen}:{value}"
-            ip = values[NEW_PER] if cp == "payment" else None
-            if ip is not None and (needed is None or f"{NEW_PER}_new_payers" in needed):
-                counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True))
-    if cp == "buyer":
-        for subject in ("host", "route"):
-            value = values[subject]
-            if value is not None and (needed is None or f"price_{subject}" in needed):
-                counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
+            counters.append(Counter(name, prefix + value, 1, amount if summed else 0.0, summed))
+    for subject, kinds in spec.failing:
+        value = values[subject]
+        if value is not None:
+            for name, prefix in kinds:
+                counters.append(Counter(name, prefix + value, 0, 0.0, False))
+    stats = None
+    if spec.stats is not None and (value := values[spec.stats]) is not None:
+        stats = f"a:{spec.stats}:{value}"
+    first = None
+    if spec.first is not None and (value := values[spec.first]) is not None:
+        first = f"s:{spec.first}:{value}"
+        ip = values[NEW_PER] if spec.new_per else None
+        if ip is not None:
+            counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True))
+    for subject in spec.prices:
+        value = values[subject]
+        if value is not None:
+            counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
     return Plan(tuple(counters), first, values, stats)
 
 
@@ -363,10 +382,10 @@ def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
             out[f"price_ratio_{c.name[6:]}"] = event.value / mean if mean > 0 else 1.0
             continue
         counts, sums = _window_names(c.name, wnames)
-        for i, (count, total) in enumerate(values):
-            out[counts[i]] = count
+        for cname, sname, (count, total) in zip(counts, sums, values, strict=False):  # no values: the key was not read
+            out[cname] = count
             if c.summed:
-                out[sums[i]] = total
+                out[sname] = total
     if p.stats is not None:
         subject = STATS[cp]
         n, mean, p99 = seen.stats

@@ -102,7 +102,7 @@ if has_stats == 1 then  -- the amount histogram: live slices' fields, expired on
     end
   end
 end
-return out
+return table.concat(out, ' ')  -- one bulk reply: the client parses one string, not a reply per number
 """
 
 STATS_ADD = """
@@ -149,9 +149,9 @@ class RedisState:
         self._script = self._redis.register_script(SCRIPT)
         self._stats_add = self._redis.register_script(STATS_ADD)
 
-    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+    async def _run(self, keys: list[str], args: list[Any]) -> bytes:
         try:
-            result: list[Any] = await self._script(keys=keys, args=args)
+            result: bytes = await self._script(keys=keys, args=args)
             return result
         except self._errors as exc:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
@@ -171,13 +171,13 @@ class RedisState:
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         stats = plan.stats if windows else None
         keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add, stats)
-        out = await self._run(keys, args)
+        out = (await self._run(keys, args)).split()
         age = float(out[0])
         n = len(windows)
         seen = {}
         for i, c in enumerate(plan.counters):
             cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
-            seen[c.key] = tuple((int(cells[2 * j]), float(cells[2 * j + 1])) for j in range(n))
+            seen[c.key] = tuple((int(float(cells[2 * j])), float(cells[2 * j + 1])) for j in range(n))
         summary = _histogram(out[1 + 2 * n * len(plan.counters):]) if stats else (0, 0.0, 0.0)
         return Observed(seen, None if age < 0 else age, stats=summary)
 

@@ -95,7 +95,7 @@ class RuleSet:
             if decider is not None and not rule.shadow and not all_rules:
                 continue
             try:
-                hit = rule.matches(context)
+                hit = rule.program.execute(context) is True  # Rule.matches, without a call per rule
             except Exception as exc:
                 errors.append(f"{rule.id}: {exc}")
                 continue

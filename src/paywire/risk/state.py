@@ -67,9 +67,9 @@ class _Window:
 
     __slots__ = ("buckets", "count", "last", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, last: int = -1) -> None:
         self.buckets: dict[int, list[float]] = {}
-        self.last = -1
+        self.last = last  # a new window starts at the current bucket: nothing to drop, nothing to recount
         self.count, self.total = 0, 0.0
 
     def apply(self, b: int, count: int, amount: float) -> tuple[int, float]:
@@ -91,6 +91,9 @@ class _Window:
         return self.count, self.total
 
 
+_ZEROS: tuple[tuple[tuple[int, float], ...], ...] = tuple(((0, 0.0),) * n for n in range(8))
+
+
 class MemoryState:
     """Counters in this process (one server). Bounded: at most ``max_keys`` counters (least recently used
     dropped first) and ``max_keys`` first-seen entries, each window kept as :data:`BUCKETS` buckets."""
@@ -104,26 +107,34 @@ class MemoryState:
     def __len__(self) -> int:
         return len(self._counters)
 
-    def _windows_of(self, key: str, n: int) -> list[_Window]:
-        got = self._counters.get(key)
-        if got is None or len(got) != n:
-            got = [_Window() for _ in range(n)]
-            self._counters[key] = got
-            if len(self._counters) > self.max_keys:
-                self._counters.popitem(last=False)
-        else:
-            self._counters.move_to_end(key)
-        return got
-
     def _apply(self, c: Counter, count: int, windows: Sequence[int], buckets: Sequence[int]
                ) -> tuple[tuple[int, float], ...]:
+        """Bump (``count`` events) and read one counter; one dictionary look-up, the windows in one loop."""
+        counters = self._counters
+        wins = counters.get(c.key)
+        if wins is None and not count:  # read-only and never bumped: zeros, and nothing stored for it
+            return _ZEROS[len(windows)] if len(windows) < len(_ZEROS) else ((0, 0.0),) * len(windows)
+        if wins is None or len(wins) != len(windows):
+            wins = counters[c.key] = [_Window(b) for b in buckets]
+            if len(counters) > self.max_keys:
+                counters.popitem(last=False)
+        else:
+            counters.move_to_end(c.key)
         amount = c.amount if count else 0.0
         out = []
-        for win, b in zip(self._windows_of(c.key, len(windows)), buckets, strict=True):
-            if b == win.last and not count:  # nothing to add, the window did not slide
-                out.append((win.count, win.total))
-            else:
-                out.append(win.apply(b, count, amount))
+        for win, b in zip(wins, buckets, strict=False):  # same length; _Window.apply inlined (hot path)
+            if b != win.last:  # the window slid: drop expired buckets, recount
+                win.apply(b, 0, 0.0)
+            if count:
+                cell = win.buckets.get(b)
+                if cell is None:
+                    win.buckets[b] = [count, amount]
+                else:
+                    cell[0] += count
+                    cell[1] += amount
+                win.count += count
+                win.total += amount
+            out.append((win.count, win.total))
         return tuple(out)
 
     def _first_seen(self, key: str, now: float) -> float | None:
