@@ -212,27 +212,46 @@ async def timed(http: httpx.AsyncClient, url: str, headers: dict[str, str] | Non
 _FAC_CLIENTS: dict[str, Any] = {}
 
 
-async def facilitator_round_trips(url: str, header: str) -> float:
-    """What the paid request's two facilitator calls cost on their own: the same client the seller uses
-    (paywire's keep-alive h11 client), bodies of the same size."""
-    from paywire.transport.keepalive import KeepAliveClient
+def payment_objects(header: str) -> tuple[Any, Any, str, str]:
+    """The decoded payment of a ``PAYMENT-SIGNATURE`` header as the seller flow holds it when it calls the
+    facilitator: the payload and requirements models and their compact JSON texts (the ledger's columns)."""
+    from paywire.x402.codec import decode_payment_signature
+
+    payload = decode_payment_signature(header)
+    requirements = payload.accepted
+    compact = {"separators": (",", ":")}
+    return payload, requirements, json.dumps(payload.to_wire(), **compact), json.dumps(requirements.to_wire(),
+                                                                                       **compact)
+
+
+async def facilitator_round_trips(url: str, payment: tuple[Any, Any, str, str]) -> float:
+    """What the paid request's two facilitator calls cost on their own, client side included: the seller's own
+    facilitator client (``HttpFacilitatorClient``) from the decoded payment to the parsed answers — the request
+    body's JSON, the HTTP exchanges, the answers' JSON and models. Decoding the payment header and the ledger's
+    JSON are the seller flow's work and stay in the paid figure."""
+    from paywire.facilitator.client import HttpFacilitatorClient
 
     client = _FAC_CLIENTS.get(url)
     if client is None:
-        client = _FAC_CLIENTS[url] = KeepAliveClient(url)
-    body = json.dumps({"x402Version": 2, "paymentPayload": header, "paymentRequirements": {}}).encode()
+        client = _FAC_CLIENTS[url] = HttpFacilitatorClient(url)
+    payload, requirements, payload_json, requirements_json = payment
     t0 = time.perf_counter()
-    await client.send("POST", "/verify", body)
-    await client.send("POST", "/settle", body)
-    return time.perf_counter() - t0
+    client.prime(payload, requirements, payload_json, requirements_json)
+    verdict = await client.verify(payload, requirements)
+    settled = await client.settle(payload, requirements)
+    dt = time.perf_counter() - t0
+    if not verdict.is_valid or not settled.success:
+        raise RuntimeError(f"facilitator double refused: {verdict} {settled}")
+    return dt
 
 
 async def round_trips_cpu(url: str, headers: list[str]) -> float:
-    """CPU milliseconds this process spends per pair of facilitator round trips (the same client and body sizes
-    as the seller's): the client-side share of "the payment's own verify/settle round trips"."""
+    """CPU milliseconds this process (on the proxy's event loop kind) spends per pair of facilitator round trips,
+    the seller's client from decoded payment to parsed answers: "the payment's own verify/settle round trips"."""
+    payments = [payment_objects(h) for h in headers]
     t0 = time.process_time()
-    for header in headers:
-        await facilitator_round_trips(url, header)
+    for payment in payments:
+        await facilitator_round_trips(url, payment)
     return (time.process_time() - t0) / len(headers) * 1000
 
 
@@ -308,6 +327,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp, paywire_proxy(upstream, fac, tmp, "h11") as (proxy, pid), \
                 paywire_proxy(upstream, fac, tmp, "httpx") as (proxy_httpx, _):
             headers = await signed_headers(2 * (args.n + args.warmup) + args.cpu_n, payer_key)
+            payments = [payment_objects(h) for h in headers[:args.n + args.warmup]]
             lat: dict[str, list[float]] = {k: [] for k in (
                 "direct", "plain proxy (httpx)", "paywire proxy, free route", "paywire proxy, free route (httpx)",
                 "paywire proxy, paid route", "paywire proxy, paid route (httpx)", "facilitator round trips")}
@@ -320,7 +340,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await timed(http, proxy_httpx + "/small"),
                         await timed(http, proxy + "/paid", {"PAYMENT-SIGNATURE": headers[2 * i]}),
                         await timed(http, proxy_httpx + "/paid", {"PAYMENT-SIGNATURE": headers[2 * i + 1]}),
-                        await facilitator_round_trips(fac, headers[i]),
+                        await facilitator_round_trips(fac, payments[i]),
                     ]
                     if i >= args.warmup:
                         for key, value in zip(lat, sample, strict=True):
@@ -418,7 +438,10 @@ def main() -> None:
     parser.add_argument("--cpu-n", type=int, default=300, help="requests per CPU-cost measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    res = asyncio.run(run(args))
+    from paywire.cli.output import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the proxy's event loop (uvloop when installed)
+        res = runner.run(run(args))
     if args.json:
         print(json.dumps(res, indent=2))
     else:

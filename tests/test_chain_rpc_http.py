@@ -322,3 +322,40 @@ async def test_an_answer_with_another_requests_id_is_never_taken_as_this_calls_e
         finally:
             await transport.aclose()
 
+
+
+async def test_paths_and_fixed_headers_on_the_wire() -> None:
+    """``post(path=...)`` targets a path below the URL's (the facilitator's ``/verify``, ``/settle``) on the same
+    pooled connection; the fixed headers (bearer token, ``Prefer``) go with every request; a header or path that
+    could split the request is refused before anything is sent."""
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length"))
+                await reader.readexactly(length)
+                writer.write(with_length(b'{"ok":true}'))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RpcHttpClient(f"http://127.0.0.1:{port}/fac/", headers={"Authorization": "Bearer t0k", "Prefer": "wait=5"})
+    try:
+        assert await client.post(b"{}", path="/verify") == (200, b'{"ok":true}')
+        assert await client.post(b"{}", path="/settle") == (200, b'{"ok":true}')
+        assert await client.post(b"{}") == (200, b'{"ok":true}')
+        with pytest.raises(ValueError):
+            await client.post(b"{}", path="/x HTTP/1.1\r\nX-Evil: 1")
+        with pytest.raises(ValueError):
+            RpcHttpClient("http://127.0.0.1:1/", headers={"X": "a\r\nX-Evil: 1"})
+    finally:
+        await client.aclose()
+        server.close()
+    assert [h.split(b"\r\n")[0] for h in heads] == [b"POST /fac/verify HTTP/1.1", b"POST /fac/settle HTTP/1.1",
+                                                    b"POST /fac/ HTTP/1.1"]
+    assert all(b"\r\nAuthorization: Bearer t0k\r\n" in h and b"\r\nPrefer: wait=5\r\n" in h for h in heads)
+    assert len(heads) == 3

@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 from paywire.errors import PaywireError, WireError
 from paywire.facilitator.core import AnyPayload, AnyRequirements, Facilitator
 from paywire.transport.keepalive import HttpError, KeepAliveClient
+from paywire.transport.rpc_http import RpcHttpClient
 from paywire.x402.models import SettleResponse, SupportedResponse, VerifyResponse
 
 
@@ -65,7 +66,11 @@ def prefer_wait(timeout: float) -> str:
 
 
 class HttpFacilitatorClient:
-    """A remote facilitator (ours or any x402 facilitator) over HTTP, on the shared keep-alive client.
+    """A remote facilitator (ours or any x402 facilitator) over HTTP.
+
+    ``POST /verify`` and ``POST /settle`` (two per paid request) go over the lean asyncio.Protocol client
+    (:class:`~paywire.transport.rpc_http.RpcHttpClient`) for ``http://`` URLs, the rest (``GET``, ``https://``)
+    over the h11 keep-alive client. Neither sends a ``/settle`` twice: once written, a lost connection is an error.
 
     Digest §4: ``POST /verify``, ``POST /settle``, ``GET /supported``; anything but a 200 with a well-formed body
     is ``FacilitatorUnavailable``, which for ``/settle`` means "outcome unknown". ``timeout``: seconds per call
@@ -79,13 +84,23 @@ class HttpFacilitatorClient:
         if bearer_token:
             headers["Authorization"] = f"Bearer {bearer_token}"
         self._http = KeepAliveClient(self.url, timeout=timeout, headers=headers)
+        self._post = RpcHttpClient(self.url, timeout=timeout, headers=headers) if self.url.startswith("http://") \
+            else None
         # /verify then /settle send the same body: encode it once (keyed by the very objects, held here)
         self._bodies: dict[tuple[int, int], tuple[AnyPayload, AnyRequirements, bytes]] = {}
 
     async def _call(self, method: str, path: str, body: bytes | None = None,
                     missing: bool = False) -> dict[str, Any] | None:
         try:
-            status, data = await self._http.request(method, path, body)
+            if self._post is not None and method == "POST" and body is not None:
+                # /verify is a read: it may be asked again if a kept-alive connection closed under it
+                status, raw = await self._post.post(body, path=path, idempotent=path == "/verify")
+                try:
+                    data: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    data = None
+            else:
+                status, data = await self._http.request(method, path, body)
         except HttpError as exc:
             raise FacilitatorUnavailable(f"{path}: {exc}") from exc
         if missing and status == 404:
@@ -144,3 +159,5 @@ class HttpFacilitatorClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._post is not None:
+            await self._post.aclose()

@@ -276,18 +276,38 @@ class RpcHttpClient:
     """
 
     def __init__(self, url: str, *, timeout: float = 30.0, max_connections: int | None = None,
-                 max_idle: int = 16, max_body: int = 4 * 1024 * 1024) -> None:
+                 max_idle: int = 16, max_body: int = 4 * 1024 * 1024, headers: dict[str, str] | None = None) -> None:
         u = urlsplit(url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"RpcHttpClient needs an http:// URL, got {url!r}")
         self.url, self.timeout = url, timeout
         self.max_idle, self.max_body, self._max = max_idle, max_body, max_connections
         self._host, self._port = u.hostname, u.port or 80
-        target = (u.path or "/") + ("?" + u.query if u.query else "")
+        self._path, self._prefix = u.path or "/", u.path.rstrip("/")
+        self._query = "?" + u.query if u.query else ""
+        extra = ""
+        for name, value in (headers or {}).items():
+            if not name or any(c in name + value for c in "\r\n\0") or ":" in name:
+                raise ValueError(f"bad header {name!r}")
+            extra += f"{name}: {value}\r\n"
         host = u.netloc.rsplit("@", 1)[-1]
-        self._head = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n"
+        self._rest = (f" HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{extra}"
                       "Content-Type: application/json\r\nContent-Length: ").encode()
+        self._heads: dict[str, bytes] = {}
+        self._head = self._head_for("")
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
+
+    def _head_for(self, path: str) -> bytes:
+        """The request head up to the ``Content-Length`` value for ``POST`` to ``path`` (below the URL's path)."""
+        head = self._heads.get(path)
+        if head is None:
+            if any(c in path for c in " \r\n\0"):
+                raise ValueError(f"bad request path {path!r}")
+            target = (self._prefix + path if path else self._path) + self._query
+            head = b"POST " + target.encode() + self._rest
+            if len(self._heads) < 64:
+                self._heads[path] = head
+        return head
 
     def __repr__(self) -> str:
         return f"RpcHttpClient({self.url!r})"
@@ -299,17 +319,19 @@ class RpcHttpClient:
             pool = self._pools[loop] = _Pool(self._max)
         return pool
 
-    async def post(self, body: bytes, *, idempotent: bool = False) -> tuple[int, bytes]:
-        """``idempotent``: the request may be sent again when a reused connection closes before its answer."""
+    async def post(self, body: bytes, *, idempotent: bool = False, path: str = "") -> tuple[int, bytes]:
+        """``idempotent``: the request may be sent again when a reused connection closes before its answer.
+        ``path`` is appended to the URL's path (``""``: the URL itself)."""
+        head = self._head if not path else self._head_for(path)
         pool = self._pool()
         try:
             async with asyncio.timeout(self.timeout):  # no extra task per call, unlike wait_for
                 if pool.slots is None:
-                    return await self._exchange(pool, body, idempotent)
+                    return await self._exchange(pool, head, body, idempotent)
                 async with pool.slots:
-                    return await self._exchange(pool, body, idempotent)
+                    return await self._exchange(pool, head, body, idempotent)
         except TimeoutError:
-            raise HttpTimeout(f"POST {self.url}: no answer within {self.timeout} s") from None
+            raise HttpTimeout(f"POST {self.url}{path}: no answer within {self.timeout} s") from None
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -319,8 +341,8 @@ class RpcHttpClient:
             raise HttpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
         return conn
 
-    async def _exchange(self, pool: _Pool, body: bytes, idempotent: bool) -> tuple[int, bytes]:
-        message = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
+    async def _exchange(self, pool: _Pool, head: bytes, body: bytes, idempotent: bool) -> tuple[int, bytes]:
+        message = head + str(len(body)).encode() + b"\r\n\r\n" + body
         loop = asyncio.get_running_loop()
         while True:
             conn = None
