@@ -1,5 +1,6 @@
-"""The buyer's spend ledger is audited: the policy's refusal, the budget reserved, the payment signed (its payload
-digest, never the key) and the budget committed each queue one event in the change's transaction; the log
+"""The buyer's spend ledger is audited: the policy's refusal, the budget reserved with the payment signed (its
+payload digest, never the key; one change for a plain x402 ``exact`` payment, signed before the reservation
+commits) and the budget committed each queue one event in the change's transaction; the log
 verifies against ``buyer_payments`` and names a receipt edited without its event. Real seller, real chain."""
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ async def test_buyer_ledger_changes_are_audited(env: Env, store_url: str) -> Non
         store = AuditStore(ledger.db)
         events = [json.loads(r["entry"]) for r in await store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
         kinds = [e["kind"] for e in events]
-        assert kinds == ["budget.reserved", "payment.signed", "budget.committed", "policy.refused"], \
-            f"one event per ledger change: {kinds}"
-        signed, committed, refused = events[1], events[2], events[3]
+        assert kinds == ["payment.signed", "budget.committed", "policy.refused"], \
+            f"one event per ledger change (reserved and signed in one transaction): {kinds}"
+        signed, committed, refused = events[0], events[1], events[2]
         assert signed["subject"]["payload_hash"], "the signed payment is recorded by its payload digest"
+        assert signed["previous"] is None, f"a new row, reserved and signed at once: {signed}"
         assert "signature" not in json.dumps(signed), "never the signature or the key"
         assert committed["subject"]["tx_hash"], "the committed budget names the settlement transaction"
         assert committed["previous"] == "reserved:signed", "and the state it left"
@@ -56,7 +58,7 @@ async def test_buyer_ledger_changes_are_audited(env: Env, store_url: str) -> Non
         await store.db.execute("UPDATE buyer_payments SET amount = '1' WHERE id = ?", (rid,))
         report = await verify_store(store, [signer.verifier])
         first = report.first()
-        assert first is not None and first.seq == 2, f"the edited receipt is named at its latest event: {first}"
+        assert first is not None and first.seq == 1, f"the edited receipt is named at its latest event: {first}"
         assert "buyer_payments row" in first.why, f"and the ledger: {first}"
     finally:
         await ledger.aclose()
@@ -76,8 +78,7 @@ async def test_buyer_audit_is_a_config_switch(env: Env, sqlite_url: str, monkeyp
         events = [json.loads(r["entry"]) for r in await db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
     finally:
         await db.aclose()
-    assert [e["kind"] for e in events] == ["config.buyer_started", "budget.reserved", "payment.signed",
-                                           "budget.committed"], \
+    assert [e["kind"] for e in events] == ["config.buyer_started", "payment.signed", "budget.committed"], \
         f"the policy in force, then each ledger change's event: {[e['kind'] for e in events]}"
     assert {e["instance"] for e in events} == {"agent-env-1"}, "under the configured instance name"
     policy = events[0]["data"]["policy"]

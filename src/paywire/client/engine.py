@@ -132,12 +132,14 @@ class _MemoryLedger:
         return rid
 
     async def reserve(self, policy: Policy, candidates: Sequence[Candidate], *, url: str, method: str,
-                      version: int, challenge: str) -> Any:
+                      version: int, challenge: str, signed: tuple[Candidate, dict[str, Any]] | None = None) -> Any:
         from paywire.store.spend import Reservation
 
         c = candidates[0]
-        rid = self._new(_receipt_for(url, method, c, version, challenge, outcome="pending", budget="reserved"))
-        return Reservation(rid, c)
+        r = _receipt_for(url, method, c, version, challenge, outcome="pending", budget="reserved")
+        if signed is not None and signed[0] is c:
+            r = replace(r, outcome="signed", **signed[1])
+        return Reservation(self._new(r), c)
 
     async def check(self, policy: Policy, candidates: Sequence[Candidate]) -> Any:
         return candidates[0]
@@ -178,6 +180,20 @@ class _MemoryLedger:
         return rows[:limit] if limit is not None else rows
 
 
+def _identity(attempt: PaymentAttempt) -> dict[str, Any]:
+    """What identifies a signed payment in its ledger row (``SpendLedger.mark_signed``'s fields)."""
+    return {"payload_hash": attempt.payload_hash, "payment_id": attempt.payment_id, "nonce": attempt.nonce,
+            "valid_before": attempt.valid_before}
+
+
+async def _mark_signed(ledger: Any, rid: int, attempt: PaymentAttempt) -> None:
+    """Write the payment's identity before it leaves (so ``reconcile`` finds its nonce after a crash)."""
+    try:
+        await ledger.mark_signed(rid, **_identity(attempt))
+    except Exception:  # the row still counts as reserved: spend is not under-counted
+        log.warning("could not record the signed payment of ledger row %s", rid, exc_info=True)
+
+
 def _receipt_for(url: str, method: str, c: Candidate, version: int | None, challenge: str | None, *,
                  outcome: str, budget: str) -> Receipt:
     r = c.option.requirements
@@ -200,14 +216,10 @@ def _audit_reference(settlement: SettleResponse | None) -> str | None:
 class _Row:
     """The ledger row of one payment in flight."""
 
-    def __init__(self, ledger: Any, rid: int, marking: asyncio.Future[None]) -> None:
-        self.ledger, self.rid, self.marking = ledger, rid, marking
+    def __init__(self, ledger: Any, rid: int) -> None:
+        self.ledger, self.rid = ledger, rid
 
     async def finish(self, **kw: Any) -> None:
-        try:
-            await self.marking
-        except Exception:  # the row still counts as reserved: spend is not under-counted
-            log.warning("could not record the signed payment of ledger row %s", self.rid, exc_info=True)
         await self.ledger.finish(self.rid, **kw)
 
     async def get(self) -> Receipt:
@@ -464,11 +476,7 @@ class Buyer:
                              self.policy.offer_signers)
         if proof is not None:
             attempt = replace(attempt, extra=((SIWX_HEADER, proof),))
-        # the payload's identity is written while the request travels; every final state waits for it
-        marking = asyncio.ensure_future(ledger.mark_signed(
-            rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id, nonce=attempt.nonce,
-            valid_before=attempt.valid_before))
-        return await self._deliver(ex, challenge, attempt, _Row(ledger, rid, marking), cand, evidence)
+        return await self._deliver(ex, challenge, attempt, _Row(ledger, rid), cand, evidence)
 
     async def _signed_offers(self, ex: Exchange[Any], challenge: Challenge, host: str,
                              ledger: Any) -> tuple[Challenge, dict[int, tuple[Any, Any]]]:
@@ -598,14 +606,20 @@ class Buyer:
                 raise DryRunPayment(f"dry run: would pay {describe(chosen.quote)} for {ex.url}", chosen.quote,
                                     receipt=await ledger.get(rid))
             await self._budget_refused(ex, chosen.refusals, ranking.refusals, record, ledger)
+        # a plain x402 ``exact`` EVM payment (no approval, no risk guard) is signed first and its identity
+        # written with the reservation, in one transaction; the payment leaves only after that commit
+        pre = await self._presign(ex, challenge, host, ranking.candidates[0])
         res = await ledger.reserve(policy, ranking.candidates, url=ex.url, method=ex.method,
-                                   version=challenge.version, challenge=cj)
+                                   version=challenge.version, challenge=cj,
+                                   signed=None if pre is None else (pre[0], _identity(pre[1])))
         from paywire.store.spend import BudgetRefused
 
         if isinstance(res, BudgetRefused):
             await self._budget_refused(ex, [(c, _deposit_refusal(c, r)) for c, r in res.refusals],
                                        ranking.refusals, record, ledger)
         rid, cand = res.id, res.candidate
+        if pre is not None and pre[0] is cand:
+            return pre[1], rid, cand
         try:
             if needs_approval(policy, cand.quote):
                 ok = await self._ask(ApprovalRequest(ex.url, ex.method, cand.quote, cand.option))
@@ -616,14 +630,7 @@ class Buyer:
                                           receipt=await ledger.get(rid))
             if self.risk is not None:  # the risk guard, last before signing
                 await self._risk_check(ex, host, cand, ledger, rid)
-            scheme = scheme_for(self.schemes, cand.option.requirements)
-            assert scheme is not None
-            token = BUDGETED.set(cand.quote.amount if hasattr(scheme, "budget_amount") else None)
-            try:
-                attempt = await self._by_name[cand.option.protocol].credential(
-                    challenge, cand.option, scheme, variant=self._variants.get(host, self.nonce_variant))
-            finally:
-                BUDGETED.reset(token)
+            attempt = await self._sign(challenge, cand, host)
         except PaymentError:
             raise
         except BaseException as exc:
@@ -638,7 +645,37 @@ class Buyer:
                 raise PaymentError(f"could not sign the payment for {ex.url}: {exc}",
                                    receipt=await ledger.get(rid)) from exc
             raise
+        await _mark_signed(ledger, rid, attempt)
         return attempt, rid, cand
+
+    async def _sign(self, challenge: Challenge, cand: Candidate, host: str) -> PaymentAttempt:
+        scheme = scheme_for(self.schemes, cand.option.requirements)
+        assert scheme is not None
+        token = BUDGETED.set(cand.quote.amount if hasattr(scheme, "budget_amount") else None)
+        try:
+            attempt: PaymentAttempt = await self._by_name[cand.option.protocol].credential(
+                challenge, cand.option, scheme, variant=self._variants.get(host, self.nonce_variant))
+        finally:
+            BUDGETED.reset(token)
+        return attempt
+
+    async def _presign(self, ex: Exchange[Any], challenge: Challenge, host: str,
+                       cand: Candidate) -> tuple[Candidate, PaymentAttempt] | None:
+        """``cand`` signed before its budget is reserved, when that has no effect outside this process: an x402
+        ``exact`` payment on an EVM network that needs no approval and no risk check (signing is local; the
+        signature is only kept, never sent, until the reservation is committed). None otherwise, or when
+        signing fails (the usual path signs again after reserving and records the failure)."""
+        r = cand.option.requirements
+        if cand.option.protocol != "x402" or r.scheme != "exact" or not r.network.startswith("eip155:") or \
+                self.risk is not None or needs_approval(self.policy, cand.quote):
+            return None
+        scheme = scheme_for(self.schemes, r)
+        if scheme is None or hasattr(scheme, "budget_amount"):
+            return None
+        try:
+            return cand, await self._sign(challenge, cand, host)
+        except Exception:
+            return None
 
     async def _budgeted(self, cand: Candidate) -> Candidate:
         """The candidate as the budgets see it: a scheme with ``budget_amount`` (``batch-settlement``) reserves
@@ -762,9 +799,7 @@ class Buyer:
                 if retry is not None:  # e.g. the peer derives the EIP-3009 nonce the other way: once, then remember
                     switched = True
                     attempt, cand = retry
-                    row.marking = asyncio.ensure_future(row.ledger.mark_signed(
-                        row.rid, payload_hash=attempt.payload_hash, payment_id=attempt.payment_id,
-                        nonce=attempt.nonce, valid_before=attempt.valid_before))
+                    await _mark_signed(row.ledger, row.rid, attempt)
                     continue
                 return await self._rejected(ex, response, attempt, row, cand, reached, settlement, reason)
             if nxt is Next.UNKNOWN:

@@ -188,6 +188,10 @@ register("buyer", [[
     "ALTER TABLE buyer_payments ADD COLUMN proofs TEXT",
 ], [
     "ALTER TABLE buyer_payments ADD COLUMN audit TEXT",  # the seller's audit reference (JSON), see Receipt.audit
+], [
+    # nothing reads rows by (account, day) since the running totals: the index only cost every insert and
+    # every budget change a page write
+    "DROP INDEX buyer_payments_account_day",
 ]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
@@ -314,24 +318,33 @@ class SpendLedger:
                 continue
             if reserve is None:
                 return c
+            signed = reserve.get("signed")
+            mark = signed[1] if signed is not None and signed[0] is c else None
             row_id = await self._insert(ex, reserve["now"], url=reserve["url"], method=reserve["method"],
                                         host=c.quote.host, x402_version=reserve["version"], candidate=c,
-                                        outcome="pending", budget="reserved", challenge=reserve["challenge"])
+                                        outcome="pending" if mark is None else "signed", budget="reserved",
+                                        challenge=reserve["challenge"], extra=mark)
             return Reservation(row_id, c)
         return BudgetRefused(tuple(refusals))
 
     async def reserve(self, policy: Limits, candidates: Sequence[C], *, url: str, method: str,
-                      version: int, challenge: str) -> Reservation[C] | BudgetRefused[C]:
+                      version: int, challenge: str,
+                      signed: tuple[C, dict[str, Any]] | None = None) -> Reservation[C] | BudgetRefused[C]:
         """In one transaction: find the first candidate within every budget and reserve it (a ledger row with
         ``budget='reserved'``). Concurrent reservations of the same account are serialized by the database
-        (SQLite ``BEGIN IMMEDIATE``, a Postgres advisory lock), across threads and processes."""
+        (SQLite ``BEGIN IMMEDIATE``, a Postgres advisory lock), across threads and processes.
+
+        ``signed``: a candidate already signed (not yet sent) and its payment's identity (``payload_hash``,
+        ``payment_id``, ``nonce``, ``valid_before``): when that candidate is the one reserved, the row is written
+        ``signed`` with them in the same transaction (no :meth:`mark_signed` needed)."""
         await self.ensure_schema()
         now = self._clock()
-        fields = {"now": now, "url": url, "method": method, "version": version, "challenge": challenge}
+        fields = {"now": now, "url": url, "method": method, "version": version, "challenge": challenge,
+                  "signed": signed}
         day = utc_day(now)
         result: Reservation[C] | BudgetRefused[C]
         if isinstance(self.db, SqliteDatabase):
-            # one BEGIN IMMEDIATE transaction, committed before ``reserve`` returns (so before anything is signed):
+            # one BEGIN IMMEDIATE transaction, committed before ``reserve`` returns (so before the payment is sent):
             # on the event loop's thread when the write lock is free at once, else in one hop to the database's
             # transaction thread, which waits for it; SQLite serializes it against every connection and process
             async def step(ex: Executor) -> Any:
