@@ -36,6 +36,25 @@ def _uint(data: bytes) -> int:
     return int.from_bytes(bytes(data)[:32], "big")
 
 
+class ChainReadingClient:
+    """What the EVM payer clients share: a signer, a clock, and optional chain reads (the allowance and the
+    permit nonce behind the ``eip2612GasSponsoring`` / ``erc20ApprovalGasSponsoring`` extensions)."""
+
+    def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
+        self.signer = signer
+        self._clock = clock
+        self._chain_for: ChainFor | None = None
+
+    def use_chains(self, chain_for: ChainFor) -> None:
+        """Let the client read the chain (the wallet calls this with its chains)."""
+        self._chain_for = chain_for
+
+    async def _approval(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
+                        ) -> Mapping[str, Any] | None:
+        """The approval extension for a Permit2 payment, when the seller takes one and the payer has none."""
+        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
+
+
 async def sponsored_approval(
     signer: EvmSigner, chain_for: ChainFor | None, requirements: PaymentRequirements,
     declared: Mapping[str, Any], *, clock: Callable[[], float] = time.time,

@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from paywire.evm import permit2
 from paywire.evm.crypto import address_bytes
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
-from paywire.evm.signer import EvmSigner
 from paywire.schemes.evm_exact.identity import ledger_fields
 from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
-from paywire.schemes.permit2_client import ChainFor, sponsored_approval
+from paywire.schemes.permit2_client import ChainReadingClient
 from paywire.x402.models import PaymentRequirements
 from paywire.x402.networks import evm_chain_id
 
@@ -22,20 +20,11 @@ VALID_AFTER_BACKDATE = 600  # seconds of clock-skew tolerance (digest App. A)
 DEFAULT_VALIDITY = 3600  # when the offer says maxTimeoutSeconds = 0
 
 
-class ExactEvmClient:
+class ExactEvmClient(ChainReadingClient):
     """``exact`` × ``eip155:*`` for the payer role (EIP-3009 and Permit2 offers)."""
 
     scheme = "exact"
     network_pattern = "eip155:*"
-
-    def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
-        self.signer = signer
-        self._clock = clock
-        self._chain_for: ChainFor | None = None
-
-    def use_chains(self, chain_for: ChainFor) -> None:
-        """Let the client read the chain (for ``eip2612GasSponsoring`` on Permit2 offers)."""
-        self._chain_for = chain_for
 
     async def payload_extensions(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
                                  ) -> Mapping[str, Any] | None:
@@ -43,7 +32,7 @@ class ExactEvmClient:
         exists; nothing for EIP-3009 offers."""
         if requirements.extra.get("assetTransferMethod") != "permit2":
             return None
-        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
+        return await self._approval(requirements, declared)
 
     def can_pay(self, requirements: PaymentRequirements) -> bool:
         extra = requirements.extra

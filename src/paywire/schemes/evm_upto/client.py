@@ -4,37 +4,26 @@ to the recipient and to the facilitator the offer names (``extra.facilitatorAddr
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from paywire.evm import permit2
-from paywire.evm.signer import EvmSigner
-from paywire.schemes.permit2_client import ChainFor, sponsored_approval
+from paywire.schemes.permit2_client import ChainReadingClient
 from paywire.x402.models import PaymentRequirements
 
 VALID_AFTER_BACKDATE = 600  # seconds of clock-skew tolerance, as for exact
 
 
-class UptoEvmClient:
+class UptoEvmClient(ChainReadingClient):
     """``upto`` × ``eip155:*`` for the payer role. The buyer's policy budgets the maximum (``amount``)."""
 
     scheme = "upto"
     network_pattern = "eip155:*"
 
-    def __init__(self, signer: EvmSigner, *, clock: Callable[[], float] = time.time) -> None:
-        self.signer = signer
-        self._clock = clock
-        self._chain_for: ChainFor | None = None
-
-    def use_chains(self, chain_for: ChainFor) -> None:
-        """Let the client read the chain (for ``eip2612GasSponsoring``: the allowance and the permit nonce)."""
-        self._chain_for = chain_for
-
     async def payload_extensions(self, requirements: PaymentRequirements, declared: Mapping[str, Any],
                                  ) -> Mapping[str, Any] | None:
         """An EIP-2612 permit approving Permit2, when the seller takes one and the payer has no allowance."""
-        return await sponsored_approval(self.signer, self._chain_for, requirements, declared, clock=self._clock)
+        return await self._approval(requirements, declared)
 
     def can_pay(self, requirements: PaymentRequirements) -> bool:
         fac = requirements.extra.get("facilitatorAddress")
