@@ -43,9 +43,9 @@ from paywire.store.db import open_database
 from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
 from paywire.x402.models import PaymentPayload
 from tests.helpers import close_devnet
+from tests.script_servers import script_server, serve_until_killed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-ROOT = Path(__file__).resolve().parent.parent
 PRICE = 1_000
 LEASE = 1.0
 
@@ -73,22 +73,10 @@ async def net() -> AsyncIterator[Devnet]:
     await close_devnet(n)
 
 
-@contextlib.asynccontextmanager
-async def seller(config: dict[str, object]) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, json.dumps(config), cwd=ROOT, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = (await proc.stdout.readline()).decode().strip()
-        if not line.startswith("http://"):
-            proc.kill()
-            raise RuntimeError(f"seller did not start: {line!r}\n{(await proc.stderr.read()).decode()[-3000:]}")
-        yield line, proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+def seller(config: dict[str, object]) -> contextlib.AbstractAsyncContextManager[
+        tuple[str, asyncio.subprocess.Process]]:
+    """One seller process (this file as a script); yields (its URL, the process) once it serves."""
+    return script_server(__file__, config)
 
 
 async def charged(store: str, channel_id: str) -> int:
@@ -192,11 +180,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
                                    HttpFacilitatorClient(config["facilitator"]), pay_to=config["pay_to"],
                                    network=network, store=config["store"], lease=config["lease"], channel_claims=False,
                                    assets=AssetRegistry((asset,)))
-            from paywire.serving import serve_asgi as serve
-
-            async with serve(mw) as url:
-                print(url, flush=True)
-                await asyncio.Event().wait()
+            await serve_until_killed(mw)
 
     asyncio.run(main())
 

@@ -14,15 +14,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from paywire.chain import EmbeddedChain, JsonRpcServer, RpcChain
 from paywire.chain.devkeys import dev_keys
-from paywire.chain.permit2 import approve_permit2, permit2_code
-from paywire.devnet import Devnet, setup_devnet
+from paywire.devnet import Devnet
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.schemes.evm_upto.client import UptoEvmClient
 from paywire.x402.models import PaymentPayload, PaymentRequirements
-from tests.test_facilitator_helpers import FacilitatorProcess, write_config
+from tests.test_facilitator_helpers import FacilitatorProcess, permit2_devnet_served, write_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEYS = ["0x" + k.hex() for k in dev_keys(10)]
@@ -31,14 +29,8 @@ MAXIMUM, CHARGE = 50_000, 7_000
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def served() -> AsyncIterator[tuple[Devnet, str]]:
-    node = EmbeddedChain(code=permit2_code())
-    server = JsonRpcServer(node)
-    url = server.start()
-    net = await setup_devnet(RpcChain(node), rpc_url=url)
-    await approve_permit2(net.chain, net.payer.private_key, net.info.token)
-    yield net, url
-    server.stop()
-    await net.chain.aclose()
+    async with permit2_devnet_served() as served_net:
+        yield served_net
 
 
 def kind(supported: Any, scheme: str, network: str) -> dict[str, Any]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from paywire.chain import HttpTransport, RpcChain, Transport
+from paywire.chain import EmbeddedChain, HttpTransport, JsonRpcServer, RpcChain, Transport
+from paywire.chain.permit2 import approve_permit2, permit2_code
 from paywire.chain.rail import AUTHORIZATION_USED_TOPIC
 from paywire.chain.tx import TxSender
-from paywire.devnet import Devnet
+from paywire.devnet import Devnet, setup_devnet
 from paywire.evm.crypto import address_bytes
 from paywire.schemes.evm_exact import EvmNetwork, ExactEvmFacilitator
 from paywire.schemes.evm_exact.payload import ExactEvmPayload
@@ -35,6 +37,21 @@ from paywire.store.settlements import SettlementStore
 from paywire.x402.models import PaymentPayload
 
 PAYWIRE = [sys.executable, "-m", "paywire.cli.main"]
+
+
+@contextlib.asynccontextmanager
+async def permit2_devnet_served() -> AsyncIterator[tuple[Devnet, str]]:
+    """(devnet with Permit2 and the proxies, JSON-RPC URL every process can use); the payer approved Permit2."""
+    node = EmbeddedChain(code=permit2_code())
+    server = JsonRpcServer(node)
+    url = server.start()
+    net = await setup_devnet(RpcChain(node), rpc_url=url)
+    await approve_permit2(net.chain, net.payer.private_key, net.info.token)
+    try:
+        yield net, url
+    finally:
+        server.stop()
+        await net.chain.aclose()
 
 
 # ------------------------------------------------------------------------------------------------------------

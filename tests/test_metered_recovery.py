@@ -15,15 +15,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from paywire.chain import EmbeddedChain, JsonRpcServer, RpcChain
-from paywire.chain.permit2 import approve_permit2, permit2_code
-from paywire.devnet import setup_devnet
 from paywire.evm.signer import LocalSigner
 from paywire.facilitator.client import HttpFacilitatorClient
 from paywire.schemes.evm_upto.client import UptoEvmClient
 from paywire.store.settlements import SettlementStore
 from paywire.x402.models import PaymentPayload, PaymentRequirements
-from tests.test_facilitator_helpers import FacilitatorProcess, write_config
+from tests.test_facilitator_helpers import FacilitatorProcess, permit2_devnet_served, write_config
 from tests.test_facilitator_recovery import CRASH_AT, KEYS, POINTS
 from tests.test_facilitator_settle import body
 
@@ -33,15 +30,8 @@ MAXIMUM, CHARGE, WINDOW = 50_000, 3_000, 30
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def served():
-    """(devnet with Permit2 and the proxies, JSON-RPC URL every process can use); the payer approved Permit2."""
-    node = EmbeddedChain(code=permit2_code())
-    server = JsonRpcServer(node)
-    url = server.start()
-    net = await setup_devnet(RpcChain(node), rpc_url=url)
-    await approve_permit2(net.chain, net.payer.private_key, net.info.token)
-    yield net, url
-    server.stop()
-    await net.chain.aclose()
+    async with permit2_devnet_served() as served_net:
+        yield served_net
 
 
 @pytest.mark.parametrize("point", POINTS)

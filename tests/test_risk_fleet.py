@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,11 +23,11 @@ from paywire.facilitator.app import create_app
 from paywire.serving import serve_asgi
 from paywire.x402.codec import decode_payment_required, encode_payment_payload
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+from tests.script_servers import script_servers, serve_until_killed
 from tests.test_risk_core import REDIS_URL, private_redis
 from tests.test_risk_seller import CountingApp
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-ROOT = Path(__file__).resolve().parent.parent
 PRICE = 10_000
 TOKEN = "fleet-metrics-token"
 VELOCITY = """
@@ -52,34 +49,11 @@ async def net():
 
 @contextlib.asynccontextmanager
 async def replicas(n: int, config: dict[str, Any]) -> AsyncIterator[list[str]]:
-    """``n`` replica processes (this file as a script); yields their URLs once each prints it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    """``n`` replica processes (this file as a script), each with its own SQLite store; yields their URLs."""
     tmp = tempfile.mkdtemp(prefix="pw-risk-fleet-")
-    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # noqa: SIM115 - closed below
-    procs = [subprocess.Popen([sys.executable, __file__, json.dumps({**config, "store": f"sqlite:///{tmp}/r{i}.db"})],
-                              stdout=subprocess.PIPE, stderr=logs[i], text=True, env=env, cwd=ROOT)
-             for i in range(n)]
-    try:
-        urls = []
-        for i, p in enumerate(procs):
-            assert p.stdout is not None
-            line = (await asyncio.to_thread(p.stdout.readline)).strip()
-            if not line.startswith("http://"):
-                logs[i].seek(0)
-                raise RuntimeError(f"replica did not start: {line!r}\n{logs[i].read()}")
-            urls.append(line)
+    async with script_servers(__file__, [{**config, "store": f"sqlite:///{tmp}/r{i}.db"} for i in range(n)]) as (
+            urls, _):
         yield urls
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
 
 
 async def pay(http: httpx.AsyncClient, net: Any, url: str) -> httpx.Response:
@@ -182,9 +156,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
                                 assets=AssetRegistry((asset,)),
                                 risk=SellerRisk(engine, metrics_token=config["token"]))
         await app.startup()
-        async with serve_asgi(app) as url:
-            print(url, flush=True)
-            await asyncio.Event().wait()
+        await serve_until_killed(app)
 
     asyncio.run(main())
 

@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,9 +21,9 @@ from paywire.facilitator.app import create_app
 from paywire.serving import serve_asgi
 from paywire.x402.codec import decode_payment_required, decode_payment_response, encode_payment_payload
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+from tests.script_servers import script_servers, serve_until_killed
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
-ROOT = Path(__file__).resolve().parent.parent
 AMOUNT = 20_000
 
 
@@ -37,36 +34,10 @@ async def net():
     await close_devnet(n)
 
 
-@contextlib.asynccontextmanager
-async def replicas(n: int, config: dict[str, object]):
-    """Start ``n`` replica processes; yields their URLs (the facilitator they need runs on our loop)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # noqa: SIM115 - closed in the finally below
-    procs = [subprocess.Popen([sys.executable, __file__, json.dumps(config)], stdout=subprocess.PIPE,
-                              stderr=log, text=True, env=env, cwd=ROOT) for log in logs]
-    try:
-        urls = []
-        for p in procs:
-            assert p.stdout is not None
-            line = (await asyncio.to_thread(p.stdout.readline)).strip()  # printed once it is serving
-            if not line.startswith("http://"):
-                p.kill()
-                p.wait()
-                log = logs[procs.index(p)]
-                log.seek(0)
-                raise RuntimeError(f"replica did not start: {line!r}\n{log.read()}")
-            urls.append(line)
-        yield urls, procs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for log in logs:
-            log.close()
+def replicas(n: int, config: dict[str, object]) -> contextlib.AbstractAsyncContextManager[
+        tuple[list[str], list[asyncio.subprocess.Process]]]:
+    """Start ``n`` replica processes; yields their URLs and processes (the facilitator they need runs on our loop)."""
+    return script_servers(__file__, [config] * n)
 
 
 async def test_two_replicas_on_one_postgres_run_one_handler_per_payment(net, pg_url) -> None:
@@ -175,9 +146,7 @@ def _serve(config: dict[str, object]) -> None:  # pragma: no cover - runs in the
                                 str(config["facilitator"]), pay_to=str(config["pay_to"]), store=str(config["store"]),
                                 lease=float(config.get("lease", 30.0)))  # type: ignore[arg-type]
         await app.startup()
-        async with serve_asgi(app) as url:
-            print(url, flush=True)
-            await asyncio.Event().wait()
+        await serve_until_killed(app)
 
     asyncio.run(main())
 

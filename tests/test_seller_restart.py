@@ -17,10 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,9 +28,9 @@ from paywire.facilitator.app import create_app
 from paywire.serving import serve_asgi
 from paywire.x402.codec import decode_payment_required, encode_payment_payload
 from tests.helpers import close_devnet, full_facilitator, new_devnet, payer_of, sign
+from tests.script_servers import script_server, serve_until_killed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-ROOT = Path(__file__).resolve().parent.parent
 AMOUNT = 20_000
 LEASE = 1.0  # a dead seller's claim lapses after this; the retry waits for it inside the seller
 
@@ -70,23 +67,10 @@ class Gate:
         await self.app(scope, receive, send)
 
 
-@contextlib.asynccontextmanager
-async def seller(config: dict[str, object]) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """One seller process; yields its URL once it serves. Killed (if still alive) when the block exits."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, json.dumps(config), cwd=ROOT, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = (await proc.stdout.readline()).decode().strip()
-        if not line.startswith("http://"):
-            proc.kill()
-            raise RuntimeError(f"seller did not start: {line!r}\n{(await proc.stderr.read()).decode()[-3000:]}")
-        yield line, proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+def seller(config: dict[str, object]) -> contextlib.AbstractAsyncContextManager[
+        tuple[str, asyncio.subprocess.Process]]:
+    """One seller process (this file as a script); yields (its URL, the process) once it serves."""
+    return script_server(__file__, config)
 
 
 async def kill(proc: asyncio.subprocess.Process) -> None:
@@ -217,9 +201,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
                                     config["facilitator"], pay_to=config["pay_to"], store=config["store"],
                                     lease=float(config["lease"]))
             await app.startup()
-            async with serve_asgi(app) as url:
-                print(url, flush=True)
-                await asyncio.Event().wait()
+            await serve_until_killed(app)
 
     asyncio.run(main())
 

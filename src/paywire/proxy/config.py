@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -183,18 +183,25 @@ def _read_key(entry: Mapping[str, Any], name: str, base: Path, where: str, *, bi
     return raw.hex()  # an lnd macaroon file is binary
 
 
+def _check_table(entry: Any, allowed: Collection[str], where: str, not_table: str, unknown_label: str) -> None:
+    """Refuse an entry that is not a table or that names keys outside ``allowed`` (with did-you-mean hints)."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: {not_table}")
+    unknown = set(entry) - set(allowed)
+    if unknown:
+        from paywire.settings import unknown_names
+
+        raise ConfigError(f"{where}: {unknown_label}: {unknown_names(unknown, allowed)}")
+
+
 def parse_lightning(entry: Any, base: Path, where: str) -> LightningNode | None:
     """``[proxy.lightning]`` → :class:`LightningNode` (None when the table is absent)."""
     if entry is None:
         return None
     where = f"{where}.lightning"
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}: must be a table (backend = \"lnbits\", url = ..., invoice_key_file = ...)")
-    unknown = set(entry) - LIGHTNING_KEYS
-    if unknown:
-        from paywire.settings import unknown_names
-
-        raise ConfigError(f"{where}: unknown keys: {unknown_names(unknown, LIGHTNING_KEYS)}")
+    _check_table(entry, LIGHTNING_KEYS, where,
+                 "must be a table (backend = \"lnbits\", url = ..., invoice_key_file = ...)",
+                 "unknown keys")
     backend = entry.get("backend")
     if backend not in ("lnbits", "lnd"):
         raise ConfigError(f"{where}: backend = \"lnbits\" or \"lnd\"")
@@ -220,13 +227,7 @@ def parse_lightning(entry: Any, base: Path, where: str) -> LightningNode | None:
 
 
 def _route(entry: Any, where: str) -> PaidRoute:
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}: each [[proxy.routes]] entry must be a table")
-    unknown = set(entry) - ROUTE_KEYS
-    if unknown:
-        from paywire.settings import unknown_names
-
-        raise ConfigError(f"{where}: unknown route keys: {unknown_names(unknown, ROUTE_KEYS)}")
+    _check_table(entry, ROUTE_KEYS, where, "each [[proxy.routes]] entry must be a table", "unknown route keys")
     path = entry.get("path")
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(f"{where}: a route needs path = \"GET /weather\" (methods optional)")
