@@ -202,3 +202,48 @@ async def test_flask_channel_stream_commits_exactly_the_units_billed(env: Env) -
         assert await net.token_balance(net.payee.address) - payee0 == 1_400, "the payee got other than billed"
     finally:
         await db.aclose()
+
+
+async def test_our_sync_buyer_records_the_receipt_event_of_a_flask_stream(env: Env, tmp_path: Any) -> None:
+    """The synchronous buyer (``x402_sync_client``) reads the closing ``payment-response`` event of a Flask
+    stream and records its transaction and charged amount (4 × 1,000 of a 50,000 maximum) in its ledger."""
+    import asyncio
+
+    from paywire.client import Policy, receipt_of, x402_sync_client
+    from paywire.wallet import Wallet
+    from tests.test_metered_seller import buyer_rows
+
+    net = env.net
+    store = f"sqlite:///{tmp_path / 'sync-buyer.db'}"
+    wallet = Wallet.from_key(net.info.payer_key, chains={net.info.network: net.chain})
+    payer0 = await net.token_balance(net.payer.address)
+
+    def buy() -> httpx.Response:
+        with x402_sync_client(wallet, Policy(assets=[net.asset], max_per_payment="$0.10"), store=store) as client:
+            return client.get(env.url + "/upto?units=4&unit=1000")
+
+    r = await asyncio.to_thread(buy)
+    assert r.status_code == 200, r.text
+    _, event = parse_sse(r.text)
+    assert event is not None and event.transaction
+    receipt = receipt_of(r)
+    assert receipt is not None and (receipt.charged, receipt.tx) == (4_000, event.transaction)
+    [row] = await buyer_rows(store, net.payer.address)
+    assert (row.charged, row.tx, row.budget) == (4_000, event.transaction, "committed"), row
+    assert payer0 - await net.token_balance(net.payer.address) == 4_000
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 1000])
+async def test_receipt_scanner_finds_the_closing_event_in_any_chunking(size: int) -> None:
+    """The buyer's scanner finds the receipt event however the body is cut (CRLF lines too), and only that one."""
+    from paywire.client.sse import ReceiptScanner
+
+    body = (b"data: token 0\r\n\r\nevent: other\r\ndata: nope\r\n\r\ndata: token 1\n\n"
+            b"event: payment-response\r\ndata: eyJzdWNjZXNzIjp0cnVlfQ==\r\n\r\n")
+    scan = ReceiptScanner()
+    for i in range(0, len(body), size):
+        scan.feed(body[i:i + size])
+    assert scan.end() == "eyJzdWNjZXNzIjp0cnVlfQ=="
+    plain = ReceiptScanner()
+    plain.feed(b"data: token 0\n\nevent: other\ndata: x\n\n")
+    assert plain.end() is None
