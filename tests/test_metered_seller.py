@@ -283,7 +283,8 @@ async def test_our_buyer_records_the_receipt_event_of_a_stream(env: Env, tmp_pat
     assert len(parse_sse(r.text)[0]) == 50
     settled = settlement_of(r)
     assert settled is not None and settled.transaction, "the receipt event was not exposed on the response"
-    assert (receipt_of(r) or None) is not None and receipt_of(r).charged == 50_000  # type: ignore[union-attr]
+    got = receipt_of(r)
+    assert got is not None and got.charged == 50_000, "the response's receipt does not say what was charged"
     [row] = await buyer_rows(store, net.payer.address)
     assert (row.charged, row.tx, row.budget) == (50_000, settled.transaction, "committed"), row
     assert row.amount == MAXIMUM
