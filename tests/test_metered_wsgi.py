@@ -59,6 +59,7 @@ class Env:
     served: dict[str, int]
     store_url: str
     gate: dict[str, threading.Event]
+    closed: threading.Event
 
     async def offer(self, path: str) -> PaymentRequirements:
         r = await self.http.get(self.url + path)
@@ -91,6 +92,32 @@ def flask_app(served: dict[str, int], gate: dict[str, threading.Event]) -> Flask
     return app
 
 
+class Closed:
+    """Test hook outside the middleware: sets ``event`` once the server has closed the body iterable of a
+    request with ``watch`` in its query (the point where the middleware has settled what it was charged)."""
+
+    def __init__(self, app: Any, event: threading.Event) -> None:
+        self.app, self.event = app, event
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        inner = self.app(environ, start_response)
+        if "watch" not in environ.get("QUERY_STRING", ""):
+            return inner
+        event = self.event
+
+        class Body:
+            def __iter__(self) -> Iterator[bytes]:
+                return iter(inner)
+
+            def close(self) -> None:
+                try:
+                    getattr(inner, "close", lambda: None)()
+                finally:
+                    event.set()
+
+        return Body()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
@@ -110,11 +137,12 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             mw = WsgiPaymentMiddleware(app.wsgi_app, routes, HttpFacilitatorClient(fac_url),
                                        pay_to=net.payee.address, network=net.info.network, store=store,
                                        assets=AssetRegistry((*KNOWN_ASSETS, a)), channel_claims=False)
-            app.wsgi_app = mw  # type: ignore[method-assign]
+            closed = threading.Event()
+            app.wsgi_app = Closed(mw, closed)  # type: ignore[method-assign]
             stack.callback(mw.close)
             url = stack.enter_context(serve_wsgi(app))
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-            yield Env(net, url, HttpFacilitatorClient(fac_url), http, served, store, gate)
+            yield Env(net, url, HttpFacilitatorClient(fac_url), http, served, store, gate, closed)
     finally:
         await close_devnet(net)
 
@@ -167,6 +195,28 @@ async def test_flask_stream_is_not_buffered(env: Env) -> None:
     _, receipt = parse_sse("\n".join(["data: token 0", *rest]))
     assert receipt is not None and int(receipt.amount or 0) == 1_400
     assert payer0 - await net.token_balance(net.payer.address) == 1_400
+
+
+async def test_a_client_gone_mid_stream_is_charged_the_units_billed(env: Env) -> None:
+    """The client reads one unit and hangs up; the view goes on until the server's write fails. The payer is
+    charged exactly the units the view billed (each billed before it was yielded), no more, and not nothing."""
+    import asyncio
+
+    net, unit = env.net, 100
+    req = await env.offer("/upto")
+    payload = await UptoEvmClient(LocalSigner(net.payer.private_key)).create_payload(req)
+    gate = env.gate["gone"] = threading.Event()
+    payer0, before = await net.token_balance(net.payer.address), env.served.get("/upto", 0)
+    env.closed.clear()
+    async with httpx.AsyncClient(timeout=60) as http, http.stream(
+            "GET", f"{env.url}/upto?units=400&unit={unit}&gate=gone&watch=1", headers=env.header(payload, req)) as r:
+        assert r.status_code == 200
+        assert await anext(r.aiter_lines()) == "data: token 0"
+    gate.set()  # the connection is closed: the view's next units go nowhere
+    assert await asyncio.to_thread(env.closed.wait, 60), "the server never closed the response"
+    billed = env.served["/upto"] - before
+    assert 1 <= billed < 400, f"{billed} units billed: the stream did not stop when the client left"
+    assert payer0 - await net.token_balance(net.payer.address) == billed * unit, "not charged the units billed"
 
 
 async def test_flask_channel_stream_commits_exactly_the_units_billed(env: Env) -> None:
