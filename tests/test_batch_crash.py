@@ -10,6 +10,8 @@ exactly there. Handlers append a line per run to a file, so run counts are exact
   lapses, and the channel is charged once (the handler ran twice: the first answer never left);
 * killed after the commit: the retry gets the corrective 402 with our own voucher as proof — the charge is
   neither lost nor counted twice, and the handler does not run again.
+
+Either way the channel's final charge equals the sum of the committed requests in the seller's sales ledger.
 """
 
 from __future__ import annotations
@@ -130,6 +132,21 @@ async def test_seller_killed_around_the_commit_neither_loses_nor_doubles_a_charg
         assert await client.recover(pr.error or "", req, pr.accepts[0].extra), "our own voucher is not proof"
         assert ran == 2, "a committed request ran again"
     assert await charged(store, cid) == 2 * PRICE, "the charge was lost or counted twice"
+    # the channel's charge is the sum of the requests whose charge was committed — the deposit's and, killed
+    # before the commit, the retry's; killed after it, the killed request's (the retry ran nothing)
+    assert await sold(store, cid) == [PRICE, PRICE], "the sales ledger and the channel disagree"
+
+
+async def sold(store: str, channel_id: str) -> list[int]:
+    """The seller's sales ledger rows of the channel (written in the commit's transaction): one per charge."""
+    from paywire.store.payments import PaymentStore
+
+    payments = await PaymentStore.open(store)
+    try:
+        return [r.amount for r in await payments.sales() if r.auth_key.startswith(f"channel:{channel_id}:")
+                and r.state == "served"]
+    finally:
+        await payments.aclose()
 
 
 def header(req: Any, inner: Any) -> dict[str, str]:

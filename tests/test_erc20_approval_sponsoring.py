@@ -179,3 +179,96 @@ async def test_the_official_sdks_signed_approval_is_relayed_and_settled(env: Any
     assert res.success, res
     assert await net.token_balance(net.payee.address) - payee0 == AMOUNT
     assert int.from_bytes(await net.chain.call(net.info.token, p2.allowance(payer.address)), "big") > 0
+
+
+# ------------------------------------------------------------------------------------------------ our seller
+
+
+@contextlib.asynccontextmanager
+async def seller(net: Devnet, facilitator_url: str, tmp: Any) -> AsyncIterator[str]:
+    """Our seller on 127.0.0.1 settling through ``facilitator_url``: GET /permit2 (exact via Permit2), GET /upto
+    (upto, at most ``AMOUNT``) and GET /plain (exact via EIP-3009, no Permit2)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from paywire.evm.assets import KNOWN_ASSETS, AssetRegistry
+    from paywire.server.asgi import PaymentMiddleware
+    from paywire.server.core import PaidRoute
+    from paywire.server.pricing import Offer
+
+    async def ok(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("served")
+
+    a = net.asset
+    routes = [PaidRoute("GET /permit2", offers=(Offer(price=AMOUNT, asset=a, extra={"assetTransferMethod": "permit2"}),)),
+              PaidRoute("GET /upto", offers=(Offer(price=AMOUNT, asset=a, scheme="upto"),)),
+              PaidRoute("GET /plain", offers=(Offer(price=AMOUNT, asset=a),))]
+    app = Starlette(routes=[Route(p, ok) for p in ("/permit2", "/upto", "/plain")])
+    mw = PaymentMiddleware(app, routes, HttpFacilitatorClient(facilitator_url), pay_to=net.payee.address,
+                           network=net.info.network, store=f"sqlite:///{tmp / 'seller.db'}",
+                           assets=AssetRegistry((*KNOWN_ASSETS, a)))
+    try:
+        async with serve_asgi(mw) as url:
+            yield url
+    finally:
+        await mw.flow.aclose()
+
+
+async def declared(url: str) -> dict[str, Any]:
+    import httpx
+
+    from paywire.x402.codec import decode_payment_required
+
+    async with httpx.AsyncClient() as http:
+        r = await http.get(url)
+    assert r.status_code == 402, r.text
+    return dict(decode_payment_required(r.headers["payment-required"]).extensions or {})
+
+
+async def test_our_seller_declares_the_extension_for_permit2_routes(env: Any, tmp_path: Any) -> None:
+    """Our facilitator sponsors approvals, so our seller's 402 of a Permit2 route (exact/Permit2, upto) carries
+    ``erc20ApprovalGasSponsoring`` with the spec's schema; an EIP-3009 route's 402 does not."""
+    net, fac = env
+    async with seller(net, fac.url, tmp_path) as url:
+        for path in ("/permit2", "/upto"):
+            ext = (await declared(url + path)).get(at.ERC20_APPROVAL_GAS_SPONSORING)
+            assert ext is not None, f"{path}: the 402 does not declare erc20ApprovalGasSponsoring"
+            assert ext["info"]["version"] == "1"
+            assert set(ext["schema"]["required"]) == {"from", "asset", "spender", "amount", "signedTransaction",
+                                                      "version"}
+        assert at.ERC20_APPROVAL_GAS_SPONSORING not in await declared(url + "/plain")
+
+
+@pytest.mark.parametrize("path", ["/permit2", "/upto"])
+async def test_our_buyer_pays_through_the_approval_our_seller_declares(env: Any, tmp_path: Any, path: str) -> None:
+    """A facilitator that sponsors approvals but not EIP-2612 permits (as for a token without ``permit``): our
+    seller declares only ``erc20ApprovalGasSponsoring``, and our buyer — tokens, no ETH, no Permit2 approval —
+    pays with a signed ``approve(Permit2, MAX)`` the facilitator funds and relays: the payee gets the price,
+    the allowance is set, the payer was funded no more than the approval's gas."""
+    from paywire.client import Policy, x402_client
+    from paywire.wallet import Wallet
+
+    net, _ = env
+    rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
+    plugins = default_registry.facilitators_for(rails)
+    for p in plugins:  # this facilitator lists (and so the seller declares) only the relayed approval
+        if p2.EIP2612_GAS_SPONSORING in getattr(p, "extensions", ()):
+            p.extensions = (at.ERC20_APPROVAL_GAS_SPONSORING,)  # type: ignore[attr-defined]
+    payer = await stranger(net)
+    async with serve_asgi(create_app(Facilitator(plugins))) as fac_url, seller(net, fac_url, tmp_path) as url:
+        ext = await declared(url + path)
+        assert at.ERC20_APPROVAL_GAS_SPONSORING in ext and p2.EIP2612_GAS_SPONSORING not in ext, ext
+        wallet = Wallet.from_key(payer.private_key, chains={net.info.network: net.chain})
+        payee0 = await net.token_balance(net.payee.address)
+        async with x402_client(wallet, Policy(assets=[net.asset], max_per_payment="$0.10"),
+                               store=f"sqlite:///{tmp_path / 'buyer.db'}") as client:
+            r = await client.get(url + path)
+        assert r.status_code == 200, r.text
+    assert await net.token_balance(net.payee.address) - payee0 == AMOUNT, "the payee was not paid the price"
+    allowance = int.from_bytes(await net.chain.call(net.info.token, p2.allowance(payer.address)), "big")
+    assert allowance == at.MAX_UINT256, "the buyer's relayed approval did not land"
+    assert await net.chain.get_transaction_count(payer.address, "latest") == 1, "the payer sent other than the approval"
+    fees = await net.chain.fee_data()
+    most = at.APPROVAL_GAS * 2 * (2 * fees.base_fee + fees.max_priority_fee)  # the facilitator's funding bound
+    assert await net.chain.get_balance(payer.address) < most, "the payer was funded beyond its approval's gas"

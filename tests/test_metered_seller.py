@@ -251,3 +251,62 @@ async def test_a_renewed_channel_lease_keeps_other_replicas_out(tmp_path) -> Non
         assert not await store.renew(cid, "a", 30), "a lapsed owner renewed a lease it lost"
     finally:
         await store.aclose()
+
+
+# ------------------------------------------------------------------------------------------------ our buyer
+
+
+async def buyer_rows(store: str, payer: str) -> list[Any]:
+    from paywire.store.db import open_database
+    from paywire.store.spend import SpendLedger
+
+    db = open_database(store)
+    try:
+        return [r for r in await SpendLedger(db, payer).history() if r.outcome == "paid"]
+    finally:
+        await db.aclose()
+
+
+async def test_our_buyer_records_the_receipt_event_of_a_stream(env: Env, tmp_path: Any) -> None:
+    """Our buyer reads the ``payment-response`` event that closes a streamed upto response and records it in its
+    ledger like a header: the transaction and the charged amount (50 units of 1,000 of a 50,000 maximum)."""
+    from paywire.client import Policy, receipt_of, settlement_of, x402_client
+    from paywire.wallet import Wallet
+
+    net = env.net
+    store = f"sqlite:///{tmp_path / 'buyer.db'}"
+    wallet = Wallet.from_key(net.info.payer_key, chains={net.info.network: net.chain})
+    payer0 = await net.token_balance(net.payer.address)
+    async with x402_client(wallet, Policy(assets=[net.asset], max_per_payment="$0.10"), store=store) as client:
+        r = await client.get(env.url + "/upto?units=80&unit=1000")
+    assert r.status_code == 200, r.text
+    assert len(parse_sse(r.text)[0]) == 50
+    settled = settlement_of(r)
+    assert settled is not None and settled.transaction, "the receipt event was not exposed on the response"
+    got = receipt_of(r)
+    assert got is not None and got.charged == 50_000, "the response's receipt does not say what was charged"
+    [row] = await buyer_rows(store, net.payer.address)
+    assert (row.charged, row.tx, row.budget) == (50_000, settled.transaction, "committed"), row
+    assert row.amount == MAXIMUM
+    assert payer0 - await net.token_balance(net.payer.address) == 50_000
+
+
+async def test_our_buyer_follows_a_streamed_channel_from_its_receipt_events(env: Env, tmp_path: Any) -> None:
+    """On a channel, the closing receipt event tells our buyer what each stream charged: the ledger holds 500
+    and 900, and the next voucher is signed on the right cumulative amount (no corrective 402 needed: the
+    seller's channel row and the buyer's agree after each request)."""
+    from paywire.client import Policy, x402_client
+
+    net = env.net
+    store = f"sqlite:///{tmp_path / 'channel-buyer.db'}"
+    scheme = BatchEvmClient(net.payer, salt=7_003)
+    req = await env.offer("/channel")
+    async with x402_client([scheme], Policy(assets=[net.asset], max_per_payment="$0.10"), store=store) as client:
+        for units, unit, total in ((5, 100, 500), (10, 300, 1_400)):
+            r = await client.get(env.url + f"/channel?units={units}&unit={unit}")
+            assert r.status_code == 200, r.text
+            ch = await scheme.channel(req)
+            assert ch.charged == total, "the buyer did not learn the charge from the receipt event"
+            assert (await env.channels().get(ch.channel_id)).charged == total  # type: ignore[union-attr]
+    rows = await buyer_rows(store, net.payer.address)
+    assert sorted(r.charged for r in rows) == [500, 900], rows

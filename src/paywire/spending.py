@@ -137,10 +137,14 @@ class Receipt:
     audit: str | None = None
     """The seller's audit reference (JSON: its log instance, ledger row and the id its events name), when its paid
     response carried one: what to ask the seller's log for an inclusion proof with (docs/audit.md)."""
+    charged: int | None = None
+    """What the seller's receipt (``PAYMENT-RESPONSE``, or a stream's last ``payment-response`` event) says it
+    charged, atomic units; ``amount`` is what was authorized (an ``upto`` maximum, a channel voucher's price)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (amount as a decimal string)."""
         d = dataclasses.asdict(self)
-        if self.amount is not None:
-            d["amount"] = str(self.amount)
+        for k in ("amount", "charged"):
+            if d[k] is not None:
+                d[k] = str(d[k])
         return d

@@ -15,7 +15,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, Unpack
 from urllib.parse import urlsplit
@@ -47,7 +47,8 @@ from paywire.client.core import (
 )
 from paywire.client.policy import APPROVAL, Policy, Quote, Refusal, describe, needs_approval
 from paywire.client.protocols import registered
-from paywire.client.protocols.base import BuyerProtocol, WalletAbilities
+from paywire.client.protocols.base import BuyerProtocol, PaidReceipt, WalletAbilities
+from paywire.client.sse import is_event_stream
 from paywire.errors import ConfigError, WireError
 from paywire.evm.signer import EvmSigner
 from paywire.schemes.registry import ClientScheme, default_registry
@@ -161,7 +162,8 @@ class _MemoryLedger:
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
                      status_code: int | None = None, rule: str | None = None, reason: str | None = None,
-                     identity: str | None = None, proofs: str | None = None, audit: str | None = None) -> bool:
+                     identity: str | None = None, proofs: str | None = None, audit: str | None = None,
+                     charged: int | None = None) -> bool:
         r = self.rows[row_id]
         if r.budget not in ("reserved", "held"):
             return False
@@ -169,7 +171,7 @@ class _MemoryLedger:
                                     status_code=status_code or r.status_code, rule=rule or r.rule,
                                     reason=reason or r.reason, updated_at=time.time(),
                                     identity=identity or r.identity, proofs=proofs or r.proofs,
-                                    audit=audit or r.audit)
+                                    audit=audit or r.audit, charged=r.charged if charged is None else charged)
         return True
 
     async def get(self, row_id: int) -> Receipt | None:
@@ -806,18 +808,15 @@ class Buyer:
                 await row.finish(outcome="unknown", budget="held", status_code=status,
                                     reason=f"HTTP {status} after {tries + 1} tries")
             elif 200 <= status < 400:
-                if settlement is not None and not settlement.success:
-                    await row.finish(outcome="unknown", budget="held", status_code=status,
-                                        reason=f"served, but settlement reported {settlement.error_reason}")
-                else:
-                    kept = evidence.kept(settlement, cand) if evidence is not None else {}
-                    await _scheme_settled(scheme_for(self.schemes, cand.option.requirements),
-                                          cand.option.requirements, settlement)
-                    await row.finish(outcome="paid", budget="committed", status_code=status,
-                                     tx=paid.reference or None, audit=_audit_reference(settlement), **kept)
-                    if proto.reuses_credential:
-                        self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
-                                             latest=True)
+                if settlement is None and proto.name == "x402" and is_event_stream(headers):
+                    # a streamed (variable-price) response: its receipt is the stream's last event, sent once the
+                    # charge is known; the row is finished when the body ends
+                    tail = getattr(ex, "tail", None)
+                    ended = self._served_later(ex, response, row, cand, status, paid, evidence, proto, attempt)
+                    if tail is not None and tail(response, ended):
+                        ex.attach(response, await row.get(), None)
+                        return response
+                return await self._served(ex, response, row, cand, status, paid, evidence, proto, attempt)
             else:
                 # an error status instead of the resource: honest servers do not settle then (checklist 19);
                 # the budget stays held until the chain shows the authorization expired unused
@@ -826,6 +825,38 @@ class Buyer:
             receipt = await row.get()
             ex.attach(response, receipt, settlement)
             return response
+
+    async def _served(self, ex: Exchange[R], response: R, row: _Row, cand: Candidate, status: int,
+                      paid: PaidReceipt, evidence: _Evidence | None, proto: Any, attempt: PaymentAttempt) -> R:
+        """A paid request was served (2xx/3xx): finish its row with the seller's receipt (``PAYMENT-RESPONSE``, or
+        a stream's closing ``payment-response`` event): its transaction and the amount it says it charged."""
+        settlement = paid.settlement
+        if settlement is not None and not settlement.success:
+            await row.finish(outcome="unknown", budget="held", status_code=status,
+                             reason=f"served, but settlement reported {settlement.error_reason}")
+        else:
+            kept = evidence.kept(settlement, cand) if evidence is not None else {}
+            await _scheme_settled(scheme_for(self.schemes, cand.option.requirements),
+                                  cand.option.requirements, settlement)
+            await row.finish(outcome="paid", budget="committed", status_code=status, tx=paid.reference or None,
+                             audit=_audit_reference(settlement), charged=_charged(settlement), **kept)
+            if proto.reuses_credential:
+                self._remember_token(host_of(ex.url), route_of(ex.url), (attempt.header, attempt.value),
+                                     latest=True)
+        ex.attach(response, await row.get(), settlement)
+        return response
+
+    def _served_later(self, ex: Exchange[R], response: R, row: _Row, cand: Candidate, status: int,
+                      paid: PaidReceipt, evidence: _Evidence | None, proto: Any,
+                      attempt: PaymentAttempt) -> Callable[[str | None], Coroutine[Any, Any, None]]:
+        """What to run when a streamed response's body ends: :meth:`_served` with its closing receipt event
+        (``raw``: the event's data; None without one, then the row is finished as a header-less answer)."""
+
+        async def ended(raw: str | None) -> None:
+            final = proto.receipt({"payment-response": raw}, cand.option) if raw else paid
+            await self._served(ex, response, row, cand, status, final, evidence, proto, attempt)
+
+        return ended
 
     async def _resign(self, ex: Exchange[R], response: R, challenge: Challenge, reason: str, cand: Candidate,
                       proto: BuyerProtocol) -> tuple[PaymentAttempt, Candidate] | None:
@@ -920,6 +951,18 @@ def _risk_guard(risk: Any) -> Any:
     from paywire.risk.buyer import buyer_guard
 
     return buyer_guard(risk)
+
+
+def _charged(settlement: SettleResponse | None) -> int | None:
+    """The amount a receipt says was charged: ``extra.chargedAmount`` (a channel voucher moves no token, its
+    ``amount`` is empty), else ``amount``."""
+    if settlement is None:
+        return None
+    extra = settlement.extra or {}
+    value = extra.get("chargedAmount")
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return settlement.amount
 
 
 async def _scheme_settled(scheme: ClientScheme | None, requirements: Any, settlement: SettleResponse | None) -> None:

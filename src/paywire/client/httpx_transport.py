@@ -4,7 +4,8 @@ loop thread). Use them through :func:`paywire.client.x402_client` or mount them 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any, Unpack
 
 import httpx
@@ -13,9 +14,11 @@ from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
 from paywire.client.engine import Buyer, as_buyer
 from paywire.client.policy import Policy
+from paywire.client.sse import ReceiptScanner
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
+log = logging.getLogger("paywire.client")
 SETTLEMENT_KEY = "paywire.settlement"
 RECEIPT_KEY = "paywire.receipt"
 PAYMENT_KEY = RECEIPT_KEY  # older name
@@ -60,6 +63,66 @@ class _HttpxExchangeBase:
         response.extensions = {**response.extensions, RECEIPT_KEY: receipt, SETTLEMENT_KEY: settlement}
 
 
+Ended = Callable[[str | None], Coroutine[Any, Any, None]]
+
+
+class _TailAsync(httpx.AsyncByteStream):
+    """The body as it arrives, watched for the seller's closing ``payment-response`` event; ``ended`` gets its
+    value (None without one) once, when the body ends or is closed."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, ended: Ended) -> None:
+        self._inner, self._ended, self._scan = inner, ended, ReceiptScanner()
+        self._done = False
+
+    async def _end(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                await self._ended(self._scan.end())
+            except Exception:  # the body the caller reads stays intact; the ledger row stays as it was
+                log.exception("paywire: could not record the receipt at the end of a streamed response")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._scan.feed(chunk)
+            yield chunk
+        await self._end()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            await self._end()
+
+
+class _TailSync(httpx.SyncByteStream):
+    """:class:`_TailAsync` for the sync transport (``ended`` runs on the buyer's private loop)."""
+
+    def __init__(self, inner: httpx.SyncByteStream, ended: Ended) -> None:
+        self._inner, self._ended, self._scan = inner, ended, ReceiptScanner()
+        self._done = False
+
+    def _end(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                run_sync(self._ended(self._scan.end()))
+            except Exception:
+                log.exception("paywire: could not record the receipt at the end of a streamed response")
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            self._scan.feed(chunk)
+            yield chunk
+        self._end()
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._end()
+
+
 class _AsyncHttpxExchange(_HttpxExchangeBase):
     def __init__(self, inner: httpx.AsyncBaseTransport, request: httpx.Request) -> None:
         super().__init__(request)
@@ -73,6 +136,13 @@ class _AsyncHttpxExchange(_HttpxExchangeBase):
 
     async def discard(self, response: httpx.Response) -> None:
         await response.aclose()
+
+    def tail(self, response: httpx.Response, ended: Ended) -> bool:
+        """Watch the body for the seller's closing receipt event (see :class:`_TailAsync`); False: cannot."""
+        if not isinstance(response.stream, httpx.AsyncByteStream):
+            return False
+        response.stream = _TailAsync(response.stream, ended)
+        return True
 
 
 class _SyncHttpxExchange(_HttpxExchangeBase):
@@ -88,6 +158,13 @@ class _SyncHttpxExchange(_HttpxExchangeBase):
 
     async def discard(self, response: httpx.Response) -> None:
         await asyncio.to_thread(response.close)
+
+    def tail(self, response: httpx.Response, ended: Ended) -> bool:
+        """Watch the body for the seller's closing receipt event (see :class:`_TailSync`); False: cannot."""
+        if not isinstance(response.stream, httpx.SyncByteStream):
+            return False
+        response.stream = _TailSync(response.stream, ended)
+        return True
 
 
 class PaymentTransport(httpx.AsyncBaseTransport):

@@ -112,6 +112,31 @@ EIP2612_DECLARATION: dict[str, Any] = {
 }
 """``PaymentRequired.extensions.eip2612GasSponsoring`` for Permit2 offers, when the facilitator supports it."""
 
+ERC20_APPROVAL_GAS_SPONSORING = "erc20ApprovalGasSponsoring"
+_ADDRESS = {"type": "string", "pattern": "^0x[a-fA-F0-9]{40}$"}
+ERC20_APPROVAL_DECLARATION: dict[str, Any] = {
+    "info": {"description": "The facilitator accepts a raw signed approval transaction and will sponsor the gas "
+                            "fees.", "version": "1"},
+    "schema": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "properties": {
+            "from": {**_ADDRESS, "description": "The address of the sender."},
+            "asset": {**_ADDRESS, "description": "The ERC-20 token contract address to approve."},
+            "spender": {**_ADDRESS, "description": "The address of the spender (Canonical Permit2)."},
+            "amount": {"type": "string", "pattern": "^[0-9]+$",
+                       "description": "Approval amount (uint256). Typically MaxUint."},
+            "signedTransaction": {"type": "string", "pattern": "^0x[a-fA-F0-9]+$",
+                                  "description": "RLP-encoded signed transaction calling ERC20.approve()."},
+            "version": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)*$",
+                        "description": "Schema version identifier."},
+        },
+        "required": ["from", "asset", "spender", "amount", "signedTransaction", "version"],
+    },
+}
+"""``PaymentRequired.extensions.erc20ApprovalGasSponsoring`` (x402 ``specs/extensions/erc20_gas_sponsoring.md``)
+for Permit2 offers, when the facilitator supports it: a payer without the Permit2 approval (and without gas) may
+send its signed ``approve(Permit2, …)`` transaction, which the facilitator funds, relays, then settles."""
+
 
 def with_kind_extra(offer: PaymentRequirements, supported: SupportedResponse) -> PaymentRequirements:
     """The offer with the facilitator's ``/supported`` kind extra its scheme asks for (``kind_extra_keys``,
@@ -614,9 +639,12 @@ class Seller:
             from paywire.identity.offers import OFFER_RECEIPT
 
             out[OFFER_RECEIPT] = self.offer_signer.offers_extension(self.resource(route, req).url, offers, self.clock())
-        if (self._supported is not None and EIP2612_GAS_SPONSORING in self._supported.extensions
-                and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2" for o in offers)):
-            out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # the facilitator sends the payer's permit
+        if self._supported is not None and any(o.scheme == "upto" or o.extra.get("assetTransferMethod") == "permit2"
+                                               for o in offers):  # Permit2 offers: approvals the facilitator sponsors
+            if EIP2612_GAS_SPONSORING in self._supported.extensions:
+                out[EIP2612_GAS_SPONSORING] = EIP2612_DECLARATION  # it sends the payer's permit with the settle
+            if ERC20_APPROVAL_GAS_SPONSORING in self._supported.extensions:
+                out[ERC20_APPROVAL_GAS_SPONSORING] = ERC20_APPROVAL_DECLARATION  # it funds and relays the approval
         return out or None
 
     def challenge(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],

@@ -21,6 +21,7 @@ from paywire.bodylimit import declared_length, read_wsgi_body
 from paywire.server.config import SellerConfig, SellerOptions
 from paywire.server.core import EXPOSED_HEADERS, Reply, json_reply, merge_headers
 from paywire.server.flow import Forward, PaymentFlow, Respond, ResponseTooLarge, RunBuffered, RunStreaming
+from paywire.server.metering import SETTLEMENT_OVERRIDES, MaximumReached
 from paywire.server.request import RequestInfo, build_url
 from paywire.server.setup import FacilitatorArg, LazyFlow, RoutesArg, seller_config
 from paywire.store.payments import StoredResponse
@@ -127,6 +128,8 @@ class WsgiPaymentMiddleware:
         if isinstance(plan, Respond):
             return self._reply(start_response, plan.reply, origin)
         paid_environ = {**environ, "paywire.payment": plan.payment}
+        if isinstance(plan, RunBuffered) and plan.payment.meter is not None:
+            return self._call_metered(plan, paid_environ, start_response, origin)
         if isinstance(plan, RunBuffered):
             result = self._call_buffered(paid_environ)
             return self._reply(start_response, self._run(plan.finish(result)), origin)
@@ -182,6 +185,25 @@ class WsgiPaymentMiddleware:
             return ResponseTooLarge(size, limit)
         return StoredResponse(int(str(captured["status"]).split()[0]), tuple(captured["headers"]), b"".join(chunks))
 
+    def _call_metered(self, plan: RunBuffered, environ: Environ, start_response: StartResponse,
+                      origin: str | None) -> Iterable[bytes]:
+        """A variable-price payment (``upto``, ``batch-settlement``), as the ASGI middleware does it: buffered like
+        any ``settle="after"`` route, unless the handler streams (``text/event-stream``, or a second body chunk).
+        A stream passes through as it is made, billed per unit (``bill_unit``); see :class:`_MeteredStream`."""
+        captured: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, list(headers)
+            return lambda chunk: written.append(bytes(chunk))
+
+        try:
+            iterable = self.app(environ, start)
+        except Exception as exc:
+            log.warning("paywire: paid handler raised %r; not charging", exc)
+            return self._reply(start_response, self._run(plan.finish(exc)), origin)
+        return _MeteredStream(self, plan, iterable, captured, written, start_response, origin)
+
     def _call_streaming(self, plan: RunStreaming, environ: Environ, start_response: StartResponse,
                         origin: str | None) -> Iterable[bytes]:
         state: dict[str, Any] = {"status": 0, "headers": ()}
@@ -235,3 +257,129 @@ class _Recorder:
                 result: StoredResponse | BaseException = self._error or StoredResponse(
                     self._state["status"], self._state["headers"], b"".join(self._chunks), self._complete)
                 self._done(result)
+
+
+def _ends_stream(exc: BaseException) -> bool:
+    return isinstance(exc, MaximumReached)
+
+
+class _MeteredStream:
+    """The body of a variable-price WSGI response. Until it is known to stream, the app's chunks are held (a
+    one-chunk body is an ordinary buffered response: charged first, then sent with ``PAYMENT-RESPONSE``). Once
+    it streams, the status and headers go out without a receipt (the charge is not known yet) and each unit as
+    it is made; when the app's iterable ends — or ``MaximumReached`` ends it — exactly what was billed is
+    settled (upto) or committed (channel) and the receipt follows as a last ``event: payment-response`` of an
+    SSE stream. A client gone mid-stream (the server closes us) is charged the units billed so far."""
+
+    def __init__(self, mw: WsgiPaymentMiddleware, plan: RunBuffered, inner: Iterable[bytes],
+                 captured: dict[str, Any], written: list[bytes], start_response: StartResponse,
+                 origin: str | None) -> None:
+        self._mw, self._plan, self._inner, self._captured = mw, plan, inner, captured
+        self._written, self._start_response, self._origin = written, start_response, origin
+        self._limit = mw.flow.max_record_bytes
+        self._chunks: list[bytes] = []
+        self._held: list[bytes] = []
+        self._size, self._count = 0, 0
+        self._streaming = self._finished = False
+
+    def _sse(self) -> bool:
+        return any(k.lower() == "content-type" and "text/event-stream" in v
+                   for k, v in self._captured.get("headers", ()))
+
+    def _keep(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self._limit:
+            self._chunks.append(chunk)
+        elif self._chunks:
+            self._chunks.clear()
+        if chunk:
+            self._count += 1
+            self._held.append(chunk)
+
+    def _result(self) -> StoredResponse:
+        return StoredResponse(int(str(self._captured["status"]).split()[0]), tuple(self._captured["headers"]),
+                              b"".join(self._chunks), self._size <= self._limit)
+
+    def _finish(self, result: StoredResponse | BaseException) -> Reply:
+        self._finished = True
+        return self._mw._run(self._plan.finish(result))
+
+    def _begin_stream(self) -> None:
+        self._streaming = True
+        drop = {"content-length", SETTLEMENT_OVERRIDES}
+        headers = [(k, v) for k, v in self._captured["headers"] if k.lower() not in drop]
+        headers.append(("Cache-Control", "private, no-store"))
+        self._start_response(str(self._captured["status"]), _with_cors(headers, self._origin))
+
+    def _close_inner(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        meter = self._plan.payment.meter
+        assert meter is not None
+        try:
+            try:
+                for chunk in self._inner:
+                    for c in (*self._written, bytes(chunk)):
+                        self._keep(c)
+                    self._written.clear()
+                    if not self._streaming and "status" in self._captured and (
+                            self._count >= 2 or (self._count and self._sse())):
+                        self._begin_stream()
+                    if self._streaming:
+                        held, self._held = self._held, []
+                        yield from held
+                for c in self._written:
+                    self._keep(c)
+            except Exception as exc:
+                self._close_inner()
+                if not self._streaming:
+                    log.warning("paywire: paid handler raised %r; not charging", exc)
+                    yield from self._reply(self._finish(exc))
+                    return
+                if not _ends_stream(exc):
+                    log.error("paywire: streaming handler raised %r; charging the units billed before it", exc)
+                if meter.charged is None:
+                    meter.charge(0)
+            else:
+                self._close_inner()
+            if not self._streaming:
+                if "status" not in self._captured:
+                    yield from self._reply(self._finish(RuntimeError("the handler sent no response")))
+                    return
+                done = self._result()
+                yield from self._reply(self._finish(done if done.complete else
+                                                    ResponseTooLarge(self._size, self._limit)))
+                return
+            yield from self._held
+            reply = self._finish(self._result())
+            receipt = dict((k.lower(), v) for k, v in reply.headers).get("payment-response")
+            if receipt is None:
+                log.error("paywire: a streamed response was not charged: %s", reply.body[:200])
+            elif self._sse():
+                yield f"event: payment-response\ndata: {receipt}\n\n".encode()
+        except GeneratorExit:  # the client went away (the server closed us mid-stream)
+            self._abandon(meter)
+            raise
+
+    def _abandon(self, meter: Any) -> None:
+        if self._finished:
+            return
+        self._close_inner()
+        if self._streaming:  # what was billed was delivered
+            if meter.charged is None:
+                meter.charge(0)
+            self._finish(self._result())
+        else:
+            self._finish(RuntimeError("cancelled"))
+
+    def _reply(self, reply: Reply) -> list[bytes]:
+        return WsgiPaymentMiddleware._reply(self._start_response, reply, self._origin)
+
+    def close(self) -> None:
+        """Called by the server when the response is done or the client left."""
+        meter = self._plan.payment.meter
+        if not self._finished and meter is not None:
+            self._abandon(meter)

@@ -192,6 +192,8 @@ register("buyer", [[
     # nothing reads rows by (account, day) since the running totals: the index only cost every insert and
     # every budget change a page write
     "DROP INDEX buyer_payments_account_day",
+], [
+    "ALTER TABLE buyer_payments ADD COLUMN charged TEXT",  # the seller's receipt's amount, see Receipt.charged
 ]])
 
 _RECEIPT_FIELDS = [f.name for f in fields(Receipt)]
@@ -232,8 +234,9 @@ def _needed(policy: Limits) -> list[str]:
 
 def row_to_receipt(row: Row) -> Receipt:
     d: dict[str, Any] = {k: row.get(k) for k in _RECEIPT_FIELDS if k in row}
-    if d.get("amount") is not None:
-        d["amount"] = int(d["amount"])
+    for k in ("amount", "charged"):
+        if d.get(k) is not None:
+            d[k] = int(d[k])
     for k in ("usd_micros", "valid_before", "status_code", "x402_version", "id"):
         if d.get(k) is not None:
             d[k] = int(d[k])
@@ -426,15 +429,19 @@ class SpendLedger:
 
     async def finish(self, row_id: int, *, outcome: str, budget: str, tx: str | None = None,
                      status_code: int | None = None, rule: str | None = None, reason: str | None = None,
-                     identity: str | None = None, proofs: str | None = None, audit: str | None = None) -> bool:
+                     identity: str | None = None, proofs: str | None = None, audit: str | None = None,
+                     charged: int | None = None) -> bool:
         """Move a reserved/held row to its final state (compare-and-set: a row already committed or released
         is never changed). ``budget`` is ``committed``, ``held`` or ``released``. ``identity``: the DID the buyer
-        proved; ``proofs``: the seller's signed offer and receipt (JSON); ``audit``: the seller's audit reference."""
+        proved; ``proofs``: the seller's signed offer and receipt (JSON); ``audit``: the seller's audit reference;
+        ``charged``: the amount the seller's receipt names."""
         if budget not in ("committed", "held", "released"):
             raise ValueError(f"not a final budget state: {budget}")
         extra, extra_params = "", ()  # type: tuple[str, tuple[str | None, ...]]
         if identity is not None or proofs is not None:
             extra, extra_params = "identity = COALESCE(?, identity), proofs = COALESCE(?, proofs), ", (identity, proofs)
+        if charged is not None:
+            extra, extra_params = extra + "charged = ?, ", (*extra_params, str(charged))
         sql = ("UPDATE buyer_payments SET outcome = ?, budget = ?, tx = COALESCE(?, tx), "
                "status_code = COALESCE(?, status_code), rule = COALESCE(?, rule), reason = COALESCE(?, reason), "
                f"{extra}audit = COALESCE(?, audit), updated_at = ? WHERE id = ? AND account = ? "
