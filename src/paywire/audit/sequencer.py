@@ -1,6 +1,7 @@
 """The sequencer: moves queued events into the log in batches and signs checkpoints.
 
-One batch is one transaction: read up to ``batch`` queued rows, give them the next sequence numbers, write the
+One batch is one transaction: read up to ``batch`` queued rows (a seller row queued as columns becomes its
+event's canonical JSON here, :mod:`paywire.audit.queue`), give them the next sequence numbers, write the
 log rows, the new tree nodes and the new head, delete exactly those queue rows, and sign a checkpoint when one
 is due. A crash anywhere before the commit loses nothing (the rows are still queued) and a crash after it
 doubles nothing (they are gone from the queue). On PostgreSQL each batch first takes a transaction-scoped
@@ -20,6 +21,7 @@ from paywire.audit import merkle
 from paywire.audit.checkpoint import Checkpoint
 from paywire.audit.events import log_entry
 from paywire.audit.note import Signer, sign_note
+from paywire.audit.queue import SELECT, entry_of
 from paywire.audit.store import (
     CHECKPOINTS,
     HEAD,
@@ -97,12 +99,12 @@ class Sequencer:
             if not await self._lock(tx, wait):
                 return BatchResult(0, -1, None, skipped=True)
             head = await self.store.head(tx)
-            rows = await tx.fetchall(f"SELECT id, entry FROM {QUEUE} ORDER BY id LIMIT ?", (self.batch,))
+            rows = await tx.fetchall(SELECT + " ORDER BY id LIMIT ?", (self.batch,))
             now = self.clock()
             frontier = await self._frontier_for(tx, head.size, head.root)
             size = head.size
             if rows:
-                entries = [log_entry(size + i, str(r["entry"]).encode()) for i, r in enumerate(rows)]
+                entries = [log_entry(size + i, entry_of(r)) for i, r in enumerate(rows)]
                 leaves = [merkle.leaf_hash(e) for e in entries]
                 nodes = frontier.append(leaves)
                 await insert_rows(tx, LOG, ("seq", "leaf_hash", "entry", "created_at"),
