@@ -21,8 +21,8 @@ from starlette.routing import Route
 from paywire.audit.events import entry_event
 from paywire.audit.note import Signer
 from paywire.audit.ops import verify_store
-from paywire.audit.sequencer import Sequencer
 from paywire.audit.queue import queued_events
+from paywire.audit.sequencer import Sequencer
 from paywire.audit.store import LOG, AuditStore
 from paywire.devnet import Devnet
 from paywire.evm.assets import AssetRegistry
