@@ -121,3 +121,23 @@ async def test_a_queued_event_says_what_its_change_left_not_the_rows_later_state
     ], f"each event is its own change's: {events}"
     assert {e["subject"]["payer"] for e in events} == {"0x" + "cc" * 20}, "the payer as the changes left it"
     assert {e["subject"]["tx_hash"] for e in events} == {None}, "not the tx written after the events were queued"
+
+
+async def test_an_error_with_quotes_controls_and_non_ascii_is_canonical_and_the_python_event(
+        store: PaymentStore) -> None:
+    await enable_audit(store, "seller", "seller-ü-1")
+    rec = await store.claim(_payment(5), "me", 30)
+    assert rec is not None
+    error = 'handler said "no"\n\ttabbed \x01 naïve ☃ \U0001f600'
+    assert await store.update(rec.id, "me", ["verifying"], state="failed", error=error)
+    entries = await _queued(store)
+    row = await store.db.fetchone("SELECT * FROM seller_payments WHERE id = ?", (rec.id,))
+    assert row is not None
+    event = json.loads(entries[-1])
+    assert canonicalize(event) == entries[-1], f"canonical JSON (RFC 8785): {entries[-1]!r}"
+    want = json.loads(AuditTrail(SELLER, "seller-ü-1").event("failed", SELLER.subject(row), "verifying",
+                                                                {"error": error}))
+    for e in (event, want):
+        e.pop("time")
+    assert event == want, f"the queued row's event is the Python writer's:\n{event}\n{want}"
+    assert event["data"]["error"] == error, "the error as the change set it"
