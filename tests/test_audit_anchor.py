@@ -11,7 +11,7 @@ from audit_support import ORIGIN, event, verify_cli
 from paywire.audit.anchor import Anchor, Anchorer, anchor_data, check_anchors, parse_anchor_data
 from paywire.audit.note import Signer, sign_note
 from paywire.audit.sequencer import CheckpointPolicy, Sequencer
-from paywire.audit.store import CHECKPOINTS, AuditStore
+from paywire.audit.store import CHECKPOINTS, AuditStore, enqueue
 from paywire.chain.server import make_app
 from paywire.chain.tx import TxSender
 from paywire.serving import serve_asgi
@@ -97,8 +97,9 @@ async def test_a_running_sequencer_anchors_every_k_checkpoints(sqlite_url: str) 
         task = asyncio.ensure_future(seq.run(stop, idle=0.01))
         first = await _next_anchor(anchorer)
         assert first.size == 10, f"the first checkpoint is anchored by the running sequencer: {first}"
-        for i in range(10, 30):
-            await store.enqueue(event(i))
+        async with store.db.transaction() as tx:  # one commit: the sequencer sees all 20 (2 checkpoints of 10)
+            for i in range(10, 30):
+                await enqueue(tx, event(i))
         second = await _next_anchor(anchorer)
         assert second.size == 30, f"two checkpoints later (every 2), the latest is anchored: {second}"
         stop.set()
