@@ -4,14 +4,16 @@
 
 * ``sequencer``: entries/s the sequencer moves from the queue into the log (leaf hashes, tree nodes, log rows,
   queue deletes, a checkpoint per 10,000 entries), batches of 2,000, one process, SQLite file (WAL). The queue is
-  filled beforehand (the paid path's cost is its one INSERT, measured with the wiring).
+  filled beforehand with JSON events (the paid path's cost is its one INSERT, measured with the wiring; the
+  seller's trigger-queued rows, whose JSON the sequencer writes, integrate more slowly: see docs/audit.md).
 * ``proof``: one inclusion proof (entry row, O(log n) stored nodes, hashing) of a random entry in a log of
   ``--entries`` entries, median over ``--proofs``; also a consistency proof between two random sizes.
 * ``verify``: `verify_store` over the whole log (recompute every leaf and the tree, check every checkpoint).
 * ``overhead``: the seller round trip (402, sign, paid request, as ``bench/seller.py`` times it; the aim line)
   and the paid request alone (``PAYMENT-SIGNATURE`` → 200) through two sellers in this process, one with
-  ``audit=`` (4 events per payment, each written by a SQLite trigger inside its ledger change's own statement,
-  and its sequencer running in another process, as ``paywire audit serve`` runs it)
+  ``audit=`` (4 events per payment, each queued as the row's columns by a SQLite trigger inside its ledger
+  change's own statement, the JSON written by its sequencer running in another process, as ``paywire audit
+  serve`` runs it)
   and one without, on their own SQLite files, against the instant facilitator of ``bench/seller.py``; requests
   interleaved in random order, medians compared (``--paid 0`` skips it). Also the paid request's CPU time on the
   event-loop thread (client + seller + inline SQLite: less sensitive to a loaded machine than wall time).

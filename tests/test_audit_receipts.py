@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from paywire.audit.http import audit_app
 from paywire.audit.note import Signer
 from paywire.audit.proofs import ProofRejected
+from paywire.audit.queue import queued_events
 from paywire.audit.remote import ProofUnavailable, fetch_proofs
 from paywire.audit.sequencer import Sequencer
 from paywire.audit.store import AuditStore
@@ -136,10 +137,10 @@ async def test_an_mpp_redemption_is_audited_and_its_receipt_carries_the_referenc
                 f"the MPP receipt carries the audit reference: {receipt.extra}"
         db = _open(sqlite_url)
         try:
-            rows = await db.fetchall("SELECT entry FROM audit_queue ORDER BY id")
+            rows = await queued_events(db)
         finally:
             await db.aclose()
-        events = [e for e in map(json.loads, (r["entry"] for r in rows)) if "record" in e["subject"]]
+        events = [e for e in map(json.loads, rows) if "record" in e["subject"]]
         assert [e["kind"] for e in events] == ["payment.claimed", "payment.verified", "payment.settling",
                                                "payment.served"], f"one event per state: {[e['kind'] for e in events]}"
         assert {e["subject"]["protocol"] for e in events} == {"mpp"}, "each names the protocol that carried it"

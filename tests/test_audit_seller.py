@@ -21,8 +21,9 @@ from starlette.routing import Route
 from paywire.audit.events import entry_event
 from paywire.audit.note import Signer
 from paywire.audit.ops import verify_store
+from paywire.audit.queue import queued_events
 from paywire.audit.sequencer import Sequencer
-from paywire.audit.store import LOG, QUEUE, AuditStore
+from paywire.audit.store import LOG, AuditStore
 from paywire.devnet import Devnet
 from paywire.evm.assets import AssetRegistry
 from paywire.evm.signer import LocalSigner
@@ -91,7 +92,7 @@ async def shop(net: Devnet, store_url: str) -> AsyncIterator[Shop]:
 
 
 async def _queued(store: AuditStore) -> list[dict]:
-    return [json.loads(r["entry"]) for r in await store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
+    return [json.loads(e) for e in await queued_events(store.db)]
 
 
 def _kinds(events: list[dict], record: int) -> list[str]:

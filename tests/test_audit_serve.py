@@ -53,3 +53,55 @@ async def test_serve_sequences_signs_and_serves_until_sigterm(sqlite_url: str) -
             proc.kill()
             await proc.wait()
         await store.aclose()
+
+
+async def test_serve_anchors_every_k_checkpoints_on_the_embedded_chain(sqlite_url: str) -> None:
+    from paywire.audit.anchor import Anchor, Anchorer, check_anchors
+    from paywire.audit.store import enqueue
+    from paywire.chain.server import make_app
+    from paywire.serving import serve_asgi
+    from tests.helpers import close_devnet, new_devnet
+
+    net = await new_devnet("embedded")
+    signer = Signer.generate(ORIGIN)
+    store = await AuditStore.open(sqlite_url)
+    reader = Anchorer(store, None, net.info.network)
+
+    async def anchors_once(count: int) -> list[Anchor]:
+        found: list[Anchor] = []
+        for _ in range(1200):  # the sequencer runs in the other process: poll its anchors table, bounded
+            found = await reader.anchors()
+            if len(found) >= count:
+                break
+            await asyncio.sleep(0.05)
+        return found
+
+    for i in range(5):
+        await store.enqueue(event(i))
+    proc = None
+    try:
+        async with serve_asgi(make_app(net.chain.transport)) as rpc:  # the node, as serve reaches it over HTTP
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "paywire.cli.main", "audit", "serve", "--store", sqlite_url, "--no-http",
+                "--every-entries", "5", "--batch", "5", "--anchor-rpc", rpc, "--anchor-every", "2",
+                env={**os.environ, "PAYWIRE_AUDIT_KEY": signer.skey,
+                     "PAYWIRE_AUDIT_ANCHOR_KEY": "0x" + net.facilitator.private_key.hex(),
+                     "PYTHONPATH": str(Path(__file__).parent.parent / "src")},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            first = await anchors_once(1)
+            assert [a.size for a in first] == [5], f"the first checkpoint (5 entries) is anchored: {first}"
+            async with store.db.transaction() as tx:  # one commit: two more checkpoints of 5
+                for i in range(5, 15):
+                    await enqueue(tx, event(i))
+            both = await anchors_once(2)
+            assert [a.size for a in both] == [5, 15], f"then every 2nd checkpoint (not 10, but 15): {both}"
+            assert {a.network for a in both} == {net.info.network}, "the node's chain id names the network"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0, "serve exits 0 on SIGTERM"
+        assert await check_anchors(store, net.chain) == (2, []), "the anchor transactions are on the chain"
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await store.aclose()
+        await close_devnet(net)

@@ -165,3 +165,27 @@ async def test_finding_entries_by_id_matches_the_whole_id_literally(store_url: s
             assert found == [pid], f"searching {pid!r} finds exactly that id, got {found}"
     finally:
         await store.aclose()
+
+
+async def test_events_queued_before_the_row_columns_migration_are_still_logged(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database whose queue predates the seller's row columns (audit step 2) keeps its queued JSON events
+    through the migration, and they are logged as they were queued."""
+    from paywire.audit.queue import queued_events
+    from paywire.store import migrations
+
+    steps = migrations._REGISTRY["audit"]
+    assert len(steps) == 3, "this test upgrades from step 2 to step 3"
+    monkeypatch.setitem(migrations._REGISTRY, "audit", steps[:2])
+    store = await AuditStore.open(store_url)
+    try:
+        await store.enqueue(event(0))
+        monkeypatch.setitem(migrations._REGISTRY, "audit", steps)
+        await store.migrate()
+        assert await queued_events(store.db) == [event(0)], "the queued event survives the migration unchanged"
+        seq = Sequencer(store, Signer.generate(ORIGIN))
+        assert await seq.drain() == 1
+        logged = await store.entry(0)
+        assert logged is not None and entry_event(logged.entry) == json.loads(event(0)), "logged as queued"
+    finally:
+        await store.aclose()

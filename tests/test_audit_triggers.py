@@ -6,6 +6,7 @@ thread, the transaction thread and a fresh transaction connection."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from paywire.audit.ledger import SELLER
-from paywire.audit.store import QUEUE
+from paywire.audit.queue import queued_events
 from paywire.audit.wiring import AuditTrail, enable_audit
 from paywire.mpp.jcs import canonicalize
 from paywire.store.db import Executor, SqliteDatabase
@@ -39,7 +40,7 @@ async def store(tmp_path: Path) -> AsyncIterator[PaymentStore]:
 
 
 async def _queued(s: PaymentStore) -> list[bytes]:
-    return [str(r["entry"]).encode() for r in await s.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id")]
+    return await queued_events(s.db)
 
 
 async def test_trigger_events_are_the_python_events(store: PaymentStore) -> None:
@@ -94,3 +95,49 @@ async def test_audit_off_installs_no_triggers(store: PaymentStore) -> None:
     assert rec is not None and store.audit is None
     rows = await store.db.fetchall("SELECT name FROM sqlite_temp_master WHERE type = 'trigger'")
     assert rows == [], f"no triggers without auditing: {rows}"
+
+
+async def test_a_queued_event_says_what_its_change_left_not_the_rows_later_state(store: PaymentStore) -> None:
+    """The trigger queues the row's columns, and the sequencer writes the JSON later: what it writes must be fixed
+    when the change committed, whatever happened to the ledger row in between."""
+    await enable_audit(store, "seller", "seller-1")
+    rec = await store.claim(_payment(4), "me", 30)
+    assert rec is not None
+    assert await store.update(rec.id, "me", ["verifying"], state="claimed", error="abandoned: owner lease ran out")
+    assert isinstance(store.db, SqliteDatabase)
+    raw = sqlite3.connect(store.db.path)  # a tool's connection: no triggers, no events
+    try:
+        raw.execute("UPDATE seller_payments SET state = 'served', tx = '0xlater', payer = '0xother' WHERE id = ?",
+                    (rec.id,))
+        raw.commit()
+        raw.execute("DELETE FROM seller_payments WHERE id = ?", (rec.id,))
+        raw.commit()
+    finally:
+        raw.close()
+    events = [json.loads(e) for e in await _queued(store)]
+    assert [(e["kind"], e["previous"], e["data"]) for e in events] == [
+        ("payment.claimed", None, {"state": "verifying"}),
+        ("payment.abandoned", "verifying", {"error": "abandoned: owner lease ran out", "state": "claimed"}),
+    ], f"each event is its own change's: {events}"
+    assert {e["subject"]["payer"] for e in events} == {"0x" + "cc" * 20}, "the payer as the changes left it"
+    assert {e["subject"]["tx_hash"] for e in events} == {None}, "not the tx written after the events were queued"
+
+
+async def test_an_error_with_quotes_controls_and_non_ascii_is_canonical_and_the_python_event(
+        store: PaymentStore) -> None:
+    await enable_audit(store, "seller", "seller-ü-1")
+    rec = await store.claim(_payment(5), "me", 30)
+    assert rec is not None
+    error = 'handler said "no"\n\ttabbed \x01 naïve ☃ \U0001f600'
+    assert await store.update(rec.id, "me", ["verifying"], state="failed", error=error)
+    entries = await _queued(store)
+    row = await store.db.fetchone("SELECT * FROM seller_payments WHERE id = ?", (rec.id,))
+    assert row is not None
+    event = json.loads(entries[-1])
+    assert canonicalize(event) == entries[-1], f"canonical JSON (RFC 8785): {entries[-1]!r}"
+    want = json.loads(AuditTrail(SELLER, "seller-ü-1").event("failed", SELLER.subject(row), "verifying",
+                                                                {"error": error}))
+    for e in (event, want):
+        e.pop("time")
+    assert event == want, f"the queued row's event is the Python writer's:\n{event}\n{want}"
+    assert event["data"]["error"] == error, "the error as the change set it"

@@ -44,6 +44,11 @@ def digest(value: str | bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+def secret_value(value: str) -> bool:
+    """Whether a string looks like a secret whatever its field (an Authorization header, a PEM private key)."""
+    return _SECRET_VALUE.match(value) is not None
+
+
 def _words(name: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(name)]
 

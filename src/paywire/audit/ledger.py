@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from paywire.audit.events import digest
+from paywire.audit.events import SecretFieldError, digest, make_event
 
 DELETED = "deleted"
 """The state an event records when its change removed the row (a refused claim forgotten)."""
@@ -186,3 +186,17 @@ class LedgerCheck:
                                                                  "missing: deleted without its event"))
         self._last.clear()
         return sorted(self.mismatches, key=lambda m: (m.seq is None, m.seq or 0))
+
+
+def ledger_event(spec: LedgerSpec, instance: str, time: float, state: str, subject: Mapping[str, Any],
+                 previous: str | None, data: Mapping[str, Any] | None = None, kind: str | None = None) -> bytes:
+    """The event for a row of ``spec`` now in ``state``; a ``data`` value that looks like a secret is kept as its
+    digest (``<name>_digest``)."""
+    body = {"state": state, **(data or {})}
+    try:
+        return make_event(spec.component, kind or spec.kind(state), instance=instance, time=time, subject=subject,
+                          previous=previous, data=body)
+    except SecretFieldError:
+        safe = {k if k == "state" else f"{k}_digest": v if k == "state" else digest(str(v)) for k, v in body.items()}
+        return make_event(spec.component, kind or spec.kind(state), instance=instance, time=time, subject=subject,
+                          previous=previous, data=safe)

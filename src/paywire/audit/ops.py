@@ -13,7 +13,8 @@ from paywire.audit.events import entry_event
 from paywire.audit.export import checkpoint_line, entry_line, header_line
 from paywire.audit.ledger import LEDGERS, LedgerCheck
 from paywire.audit.note import Verifier
-from paywire.audit.store import QUEUE, AuditStore, node_key, signed_checkpoint_size
+from paywire.audit.queue import queued_events
+from paywire.audit.store import AuditStore, node_key, signed_checkpoint_size
 from paywire.audit.verifier import Finding, LogVerifier, Report
 
 
@@ -61,8 +62,8 @@ def _add_event(ledger: LedgerCheck, seq: int | None, entry: bytes) -> None:
 
 async def _check_ledgers(store: AuditStore, ledger: LedgerCheck, report: Report) -> None:
     """Queued events count as the latest (the sequencer has not reached them); then every ledger row."""
-    for r in await store.db.fetchall(f"SELECT entry FROM {QUEUE} ORDER BY id"):
-        _add_event(ledger, None, str(r["entry"]).encode())
+    for event in await queued_events(store.db):
+        _add_event(ledger, None, event)
     present = {str(r["component"]) for r in await store.db.fetchall("SELECT component FROM paywire_schema")}
     seen = ledger.components()
     for spec in LEDGERS:

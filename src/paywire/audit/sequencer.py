@@ -1,6 +1,7 @@
 """The sequencer: moves queued events into the log in batches and signs checkpoints.
 
-One batch is one transaction: read up to ``batch`` queued rows, give them the next sequence numbers, write the
+One batch is one transaction: read up to ``batch`` queued rows (a seller row queued as columns becomes its
+event's canonical JSON here, :mod:`paywire.audit.queue`), give them the next sequence numbers, write the
 log rows, the new tree nodes and the new head, delete exactly those queue rows, and sign a checkpoint when one
 is due. A crash anywhere before the commit loses nothing (the rows are still queued) and a crash after it
 doubles nothing (they are gone from the queue). On PostgreSQL each batch first takes a transaction-scoped
@@ -15,11 +16,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from paywire.audit import merkle
 from paywire.audit.checkpoint import Checkpoint
 from paywire.audit.events import log_entry
 from paywire.audit.note import Signer, sign_note
+from paywire.audit.queue import SELECT, entry_of
 from paywire.audit.store import (
     CHECKPOINTS,
     HEAD,
@@ -32,6 +35,9 @@ from paywire.audit.store import (
     node_key,
 )
 from paywire.store.db import Executor
+
+if TYPE_CHECKING:
+    from paywire.audit.anchor import Anchorer
 
 log = logging.getLogger("paywire.audit")
 
@@ -60,7 +66,8 @@ class Sequencer:
     """Integrates ``store``'s queue into its log, signing checkpoints as ``origin`` with ``signer``."""
 
     def __init__(self, store: AuditStore, signer: Signer, *, origin: str | None = None, batch: int = 2000,
-                 policy: CheckpointPolicy | None = None, clock: Callable[[], float] | None = None) -> None:
+                 policy: CheckpointPolicy | None = None, clock: Callable[[], float] | None = None,
+                 anchorer: Anchorer | None = None) -> None:
         self.store = store
         self.signer = signer
         self.origin = origin or signer.name
@@ -69,6 +76,10 @@ class Sequencer:
         self.clock = clock or store.clock
         self._frontier: merkle.Frontier | None = None
         self._root: bytes | None = None
+        self.anchorer = anchorer
+        """Optional on-chain anchoring: :meth:`run` asks it after each checkpoint it signs (it anchors every K)."""
+        self._anchoring: asyncio.Future[None] | None = None
+        self._anchor_asked = False
 
     async def _lock(self, tx: Executor, wait: bool) -> bool:
         if tx.dialect != "postgres":
@@ -97,12 +108,12 @@ class Sequencer:
             if not await self._lock(tx, wait):
                 return BatchResult(0, -1, None, skipped=True)
             head = await self.store.head(tx)
-            rows = await tx.fetchall(f"SELECT id, entry FROM {QUEUE} ORDER BY id LIMIT ?", (self.batch,))
+            rows = await tx.fetchall(SELECT + " ORDER BY id LIMIT ?", (self.batch,))
             now = self.clock()
             frontier = await self._frontier_for(tx, head.size, head.root)
             size = head.size
             if rows:
-                entries = [log_entry(size + i, str(r["entry"]).encode()) for i, r in enumerate(rows)]
+                entries = [log_entry(size + i, entry_of(r)) for i, r in enumerate(rows)]
                 leaves = [merkle.leaf_hash(e) for e in entries]
                 nodes = frontier.append(leaves)
                 await insert_rows(tx, LOG, ("seq", "leaf_hash", "entry", "created_at"),
@@ -154,23 +165,50 @@ class Sequencer:
             return False
         return await self.store.db.fetchone(f"SELECT id FROM {QUEUE} LIMIT 1") is None
 
+    async def _anchor(self) -> None:
+        assert self.anchorer is not None
+        while self._anchor_asked:  # a checkpoint signed while the last anchor was mining asks once more
+            self._anchor_asked = False
+            try:
+                anchor = await self.anchorer.anchor_if_due()
+            except Exception:  # the chain is down or the key has no gas: the next checkpoint tries again
+                log.exception("audit: anchoring the latest checkpoint failed")
+                return
+            if anchor is not None:
+                log.info("audit: anchored checkpoint %d in %s on %s", anchor.size, anchor.tx_hash, anchor.network)
+
+    def _anchor_soon(self) -> None:
+        """Anchor in the background (a transaction waits for its block; sequencing goes on), one at a time."""
+        if self.anchorer is None:
+            return
+        self._anchor_asked = True
+        if self._anchoring is None or self._anchoring.done():
+            self._anchoring = asyncio.ensure_future(self._anchor())
+
     async def run(self, stop: asyncio.Event, *, idle: float = 0.2) -> None:
-        """Integrate until ``stop`` is set, waiting ``idle`` seconds (or for ``stop``) when the queue is empty."""
+        """Integrate until ``stop`` is set, waiting ``idle`` seconds (or for ``stop``) when the queue is empty;
+        with an ``anchorer``, each signed checkpoint asks it to anchor (it sends one every K checkpoints)."""
         due_at: float | None = None
         first = True
-        while not stop.is_set():
-            try:
-                if not first and await self._idle(due_at):
+        try:
+            while not stop.is_set():
+                try:
+                    if not first and await self._idle(due_at):
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), idle)
+                        continue
+                    first = False
+                    result = await self.integrate()
+                    if not result.skipped:
+                        due_at = result.due_at
+                    if result.checkpoint is not None:
+                        self._anchor_soon()
+                except Exception:  # keep sequencing through a transient database error
+                    log.exception("audit sequencer batch failed")
+                    result = BatchResult(0, -1, None, skipped=True)
+                if result.integrated < self.batch:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), idle)
-                    continue
-                first = False
-                result = await self.integrate()
-                if not result.skipped:
-                    due_at = result.due_at
-            except Exception:  # keep sequencing through a transient database error
-                log.exception("audit sequencer batch failed")
-                result = BatchResult(0, -1, None, skipped=True)
-            if result.integrated < self.batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle)
+        finally:
+            if self._anchoring is not None:  # let a sent anchor be recorded
+                await asyncio.shield(self._anchoring)

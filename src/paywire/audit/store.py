@@ -1,7 +1,9 @@
 """The audit log's tables (component ``audit``) and the reads behind proofs, checkpoints and exports.
 
 - ``audit_queue``: events not yet in the log. The paid path pays one INSERT here, inside its own transaction
-  (:func:`enqueue`), so an event exists exactly when the change it records does.
+  (:func:`enqueue`), so an event exists exactly when the change it records does. A row holds the event's canonical
+  JSON (``entry``), or, for a seller ledger change queued by SQLite's trigger, the row's columns as the change left
+  them (:data:`ROW_COLUMNS`), from which the sequencer writes the event (:mod:`paywire.audit.queue`).
 - ``audit_log``: the sequenced log: ``seq`` (0, 1, 2, … without gaps), the entry and its leaf hash.
 - ``audit_nodes``: every complete subtree hash above the leaves, keyed ``index << 6 | level``: a proof is one
   lookup of O(log n) keys.
@@ -24,6 +26,11 @@ from paywire.store.migrations import Repository, register
 COMPONENT = "audit"
 QUEUE, LOG, NODES, HEAD, CHECKPOINTS, COSIGNATURES = ("audit_queue", "audit_log", "audit_nodes", "audit_head",
                                                       "audit_checkpoints", "audit_cosignatures")
+
+ROW_COLUMNS = ("instance", "record", "state", "previous", "error", "payment_id", "auth_key", "protocol", "scheme",
+               "network", "asset", "pay_to", "amount", "payer", "route", "tx", "identity")
+"""A queued seller event's columns (``audit_queue``, ``entry`` NULL): the instance, the ledger row's id and columns
+as the change left them, the state it left and the error it set (NULL: none set); ``created_at`` is its time."""
 
 register(COMPONENT, [[
     f"""CREATE TABLE IF NOT EXISTS {QUEUE} (
@@ -69,6 +76,17 @@ register(COMPONENT, [[
      "postgres": "SELECT 1"},
     {"sqlite": f"INSERT INTO {QUEUE}_new (id, entry, created_at) SELECT id, entry, created_at FROM {QUEUE}",
      "postgres": "SELECT 1"},
+    {"sqlite": f"DROP TABLE {QUEUE}", "postgres": "SELECT 1"},
+    {"sqlite": f"ALTER TABLE {QUEUE}_new RENAME TO {QUEUE}", "postgres": "SELECT 1"},
+], [
+    # a seller ledger change's event as the row's columns (``entry`` NULL), copied by the SQLite trigger in the
+    # change's statement; the sequencer writes the canonical JSON when it integrates (paywire.audit.queue)
+    {"sqlite": f"CREATE TABLE {QUEUE}_new (id INTEGER PRIMARY KEY, entry TEXT, created_at REAL NOT NULL, "
+               + ", ".join(f"{c} {'INTEGER' if c == 'record' else 'TEXT'}" for c in ROW_COLUMNS) + ")",
+     "postgres": f"ALTER TABLE {QUEUE} ALTER COLUMN entry DROP NOT NULL"},
+    {"sqlite": f"INSERT INTO {QUEUE}_new (id, entry, created_at) SELECT id, entry, created_at FROM {QUEUE}",
+     "postgres": f"ALTER TABLE {QUEUE} "
+                 + ", ".join(f"ADD COLUMN {c} {'BIGINT' if c == 'record' else 'TEXT'}" for c in ROW_COLUMNS)},
     {"sqlite": f"DROP TABLE {QUEUE}", "postgres": "SELECT 1"},
     {"sqlite": f"ALTER TABLE {QUEUE}_new RENAME TO {QUEUE}", "postgres": "SELECT 1"},
 ]])

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paywire.audit.events import SecretFieldError, digest, make_event
-from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec
+from paywire.audit.events import digest, make_event
+from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec, ledger_event
 from paywire.audit.store import enqueue
 from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, SqliteDatabase, in_transaction
 
@@ -45,15 +45,7 @@ class AuditTrail:
     def event(self, state: str, subject: Mapping[str, Any], previous: str | None,
               data: Mapping[str, Any] | None = None, kind: str | None = None) -> bytes:
         """The event for a row now in ``state``; a ``data`` value that looks like a secret is kept as its digest."""
-        body = {"state": state, **(data or {})}
-        try:
-            return make_event(self.spec.component, kind or self.spec.kind(state), instance=self.instance,
-                              time=self.clock(), subject=subject, previous=previous, data=body)
-        except SecretFieldError:
-            safe = {k if k == "state" else f"{k}_digest": v if k == "state" else digest(str(v))
-                    for k, v in body.items()}
-            return make_event(self.spec.component, kind or self.spec.kind(state), instance=self.instance,
-                              time=self.clock(), subject=subject, previous=previous, data=safe)
+        return ledger_event(self.spec, self.instance, self.clock(), state, subject, previous, data, kind)
 
     async def record(self, tx: Executor, row: Row, previous: str | None, data: Mapping[str, Any] | None = None,
                      *, state: str | None = None, kind: str | None = None) -> None:

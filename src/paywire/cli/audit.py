@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 console = Console()
 err = Console(stderr=True)
+ANCHOR_KEY_ENV = "PAYWIRE_AUDIT_ANCHOR_KEY"
+"""``paywire audit serve --anchor-rpc``: the private key (0x…) that sends the anchor transactions (needs gas)."""
 audit_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="The tamper-evident audit log: verify it, prove entries, export, witness.")
 
@@ -371,8 +375,13 @@ def serve(
     every_entries: Annotated[int, typer.Option(help="Sign a checkpoint after this many new entries.")] = 1000,
     every_seconds: Annotated[float, typer.Option(help="…or this many seconds after the last one.")] = 10.0,
     no_http: Annotated[bool, typer.Option("--no-http", help="Run only the sequencer.")] = False,
+    anchor_rpc: Annotated[str | None, typer.Option(help="Anchor checkpoints on this EVM node (JSON-RPC URL), sent "
+                                                        f"by the key in env {ANCHOR_KEY_ENV} "
+                                                        "(paywire.audit.anchor).")] = None,
+    anchor_every: Annotated[int, typer.Option(help="With --anchor-rpc: anchor every K checkpoints.")] = 10,
 ) -> None:
-    """Run the sequencer (queue → log, signed checkpoints) and serve /audit/checkpoint, proofs and cosignatures."""
+    """Run the sequencer (queue → log, signed checkpoints) and serve /audit/checkpoint, proofs and cosignatures;
+    with --anchor-rpc it also anchors every K-th checkpoint on chain."""
     from paywire.audit import keys
     from paywire.audit.sequencer import CheckpointPolicy, Sequencer
     from paywire.errors import ConfigError
@@ -383,12 +392,26 @@ def serve(
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     witness_keys = _verifiers(witness)
+    anchor_key = os.environ.get(ANCHOR_KEY_ENV, "")
+    if anchor_rpc and not anchor_key:
+        err.print(f"[red]--anchor-rpc needs the anchoring key (0x… private key) in env {ANCHOR_KEY_ENV}[/]")
+        raise typer.Exit(2)
 
     async def run() -> None:
         from paywire.cli.main import _wait_forever
 
         s = await _open(_url(store))
-        seqr = Sequencer(s, signer, origin=origin, batch=batch,
+        stack = contextlib.AsyncExitStack()
+        anchorer = None
+        if anchor_rpc:
+            from paywire.audit.anchor import Anchorer
+            from paywire.chain.rpc import HttpTransport, RpcChain
+            from paywire.chain.tx import TxSender
+
+            chain = await stack.enter_async_context(RpcChain(HttpTransport(anchor_rpc)))
+            anchorer = Anchorer(s, TxSender(chain, anchor_key), f"eip155:{await chain.chain_id()}",
+                                every=anchor_every)
+        seqr = Sequencer(s, signer, origin=origin, batch=batch, anchorer=anchorer,
                          policy=CheckpointPolicy(every_entries=every_entries, every_seconds=every_seconds))
         stop = asyncio.Event()
         task = asyncio.create_task(seqr.run(stop))
@@ -406,6 +429,7 @@ def serve(
         finally:
             stop.set()
             await task
+            await stack.aclose()
             await s.aclose()
 
     asyncio.run(run())
