@@ -244,8 +244,10 @@ def decode_proof(header: str) -> dict[str, Any] | SiwxFailure:
         return SiwxFailure("invalid_siwx_header", f"the header must be at most {MAX_HEADER} characters")
     text = header.strip()
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text)
-                               else None, validate=True)
+        if "-" in text or "_" in text:
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        else:
+            raw = binascii.a2b_base64(text if len(text) % 4 == 0 else text + "=" * (-len(text) % 4), strict_mode=True)
         value = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return SiwxFailure("invalid_siwx_header", "the header is not base64 of a JSON object")
@@ -314,14 +316,16 @@ def answer_challenge(extension: Mapping[str, Any], response_url: str, address: s
                                                     "expirationTime", "notBefore", "requestId", "resources")
                                if info.get(k) is not None}
     payload.update(address=to_checksum(address), chainId=network, type="eip191")
-    msg = _message_of({**payload})
-    return payload, msg.text()
+    return payload, _message_of(payload).text()
 
 
 def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
     """The ``SIGN-IN-WITH-X`` header value: base64 of the payload with its ``0x`` signature."""
     body = {**payload, "signatureScheme": "eip191", "signature": "0x" + signature.hex()}
-    return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+    return base64.b64encode(_COMPACT.encode(body).encode()).decode()
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
 
 
 __all__ = ["HEADER", "NOT_THE_ADDRESS", "SCHEMA", "SIGN_IN_WITH_X", "SiwxContractCheck", "SiwxFailure", "SiwxIssuer", "SiwxProof", "SplicedHeader", "answer_challenge",
