@@ -53,6 +53,21 @@ def parse_time(text: str) -> float:
         raise SiweError(f"not a valid date: {text[:40]!r}") from None
 
 
+def canonical_time(text: object) -> float | None:
+    """:func:`parse_time` of a timestamp in :func:`format_time`'s form that is a real date, else None (the
+    caller then asks :func:`parse_time`, which says what is wrong)."""
+    m = _CANONICAL.fullmatch(text) if isinstance(text, str) and len(text) == 24 else None
+    if m is None:
+        return None
+    seconds = _SECONDS.get(m.group(1))
+    if seconds is None:
+        try:
+            return parse_time(m.string)
+        except SiweError:
+            return None
+    return (seconds * 1_000_000 + int(m.group(2)) * 1000) / 1_000_000
+
+
 def _slow_seconds(text: str, original: str) -> int:
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
@@ -203,4 +218,4 @@ def personal_sign_digest(text: str) -> bytes:
     return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
 
 
-__all__ = ["SiweError", "SiweMessage", "format_time", "parse_message", "parse_time", "personal_sign_digest"]
+__all__ = ["SiweError", "SiweMessage", "canonical_time", "format_time", "parse_message", "parse_time", "personal_sign_digest"]

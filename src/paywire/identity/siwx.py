@@ -25,7 +25,16 @@ from urllib.parse import urlsplit
 
 from paywire.evm.crypto import recover_address, to_checksum
 from paywire.identity.did import Identity
-from paywire.identity.siwe import SiweError, SiweMessage, format_time, parse_time, personal_sign_digest
+from paywire.identity.siwe import (
+    _ADDRESS,
+    HEADER_SUFFIX,
+    SiweError,
+    SiweMessage,
+    canonical_time,
+    format_time,
+    parse_time,
+    personal_sign_digest,
+)
 
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
@@ -113,6 +122,8 @@ class SiwxIssuer:
         self.origin = origin.rstrip("/") if origin else None
         self.ttl, self.statement, self.skew = ttl, statement, skew
         self._places: dict[str, tuple[str, str]] = {}
+        self._texts: dict[tuple[str, str], tuple[str, str, str] | None] = {}
+        self._signers: dict[str, None] = {}  # addresses whose shape and EIP-55 checksum passed (bounded)
 
     def resource_url(self, url: str) -> str:
         """The URI a challenge names for a request to ``url`` (rebased on ``origin`` when configured)."""
@@ -153,6 +164,68 @@ class SiwxIssuer:
         chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
         return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}
 
+    def _usual(self, payload: Mapping[str, Any], uri: str,
+               network: object) -> tuple[str, str, str, float, float, float | None] | None:
+        """(text, address, nonce, issuedAt, expirationTime, None) of a sign-in shaped exactly as our 402 asked —
+        our statement and resources, no notBefore or requestId, canonical times, a nonce of ours — with its
+        text built from a template made once per URL and chain; None for anything else, which the general
+        path (:func:`_message_of`) checks and explains. Both accept the same sign-ins and sign the same text."""
+        template = self._template(uri, network)
+        address, nonce = payload.get("address"), payload.get("nonce")
+        issued_text, exp_text = payload.get("issuedAt"), payload.get("expirationTime")
+        if (template is None or payload.get("version") != "1" or payload.get("statement") != self.statement
+                or payload.get("resources") != [uri] or payload.get("notBefore") is not None
+                or payload.get("requestId") is not None or not isinstance(address, str)
+                or not isinstance(nonce, str) or len(nonce) != 32 or not nonce.isascii() or not nonce.isalnum()):
+            return None
+        issued, expires = canonical_time(issued_text), canonical_time(exp_text)
+        if issued is None or expires is None or not self._known_signer(address):
+            return None
+        assert isinstance(issued_text, str) and isinstance(exp_text, str)  # canonical_time said so
+        domain_line, middle, tail = template
+        if not hmac.compare_digest(nonce[16:], self._mac(nonce[:16], domain_line[:-len(HEADER_SUFFIX) - 1], uri,
+                                                         issued_text, exp_text)):
+            return None  # the general path says invalid_siwx_nonce
+        text = (f"{domain_line}{address}{middle}{nonce}\nIssued At: {issued_text}\nExpiration Time: {exp_text}"
+                f"{tail}")
+        return text, address, nonce, issued, expires, None
+
+    def _template(self, uri: str, network: object) -> tuple[str, str, str] | None:
+        """The fixed parts of the message our 402 for ``uri`` asks to sign on ``network``, once checked against
+        the grammar (None when a part would not pass :meth:`SiweMessage.check`)."""
+        key = (uri, str(network))
+        if key in self._texts:
+            return self._texts[key]
+        domain = origin_of(uri)[0]
+        try:
+            if not isinstance(self.statement, str):
+                raise TypeError("no statement")
+            chain_id = _message_of({"domain": domain, "address": "0x" + "0" * 40, "uri": uri, "version": "1",
+                                    "chainId": network, "nonce": "0" * 32, "issuedAt": "2026-01-01T00:00:00.000Z",
+                                    "statement": self.statement, "resources": [uri]}).chain_id
+            template: tuple[str, str, str] | None = (
+                f"{domain}{HEADER_SUFFIX}\n", f"\n\n{self.statement}\n\nURI: {uri}\nVersion: 1\n"
+                f"Chain ID: {chain_id}\nNonce: ", f"\nResources:\n- {uri}")
+        except (SiweError, KeyError, TypeError, ValueError):
+            template = None
+        if len(self._texts) >= 1024:
+            self._texts.clear()
+        self._texts[key] = template
+        return template
+
+    def _known_signer(self, address: str) -> bool:
+        """Whether ``address`` is 0x and 40 hex digits with a valid EIP-55 checksum when mixed-case (remembered)."""
+        if address in self._signers:
+            return True
+        hexpart = address[2:]
+        if _ADDRESS.fullmatch(address) is None or (hexpart not in (hexpart.lower(), hexpart.upper())
+                                                   and to_checksum(address) != address):
+            return False
+        if len(self._signers) >= 4096:
+            self._signers.clear()
+        self._signers[address] = None
+        return True
+
     def check(self, header: str, url: str, networks: Sequence[str],
               now: float) -> SiwxProof | SiwxFailure | SiwxContractCheck:
         """Read and verify a ``SIGN-IN-WITH-X`` header sent to ``url``: our nonce, our domain and URI, in time,
@@ -171,17 +244,21 @@ class SiwxIssuer:
         if network not in networks or payload.get("type") != "eip191":
             return SiwxFailure("invalid_siwx_unsupported_chain",
                                f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
-        try:
-            msg = _message_of(payload, dates=False)  # the dates are converted right here
-            issued = parse_time(msg.issued_at)
-            expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
-            not_before = parse_time(msg.not_before) if msg.not_before else None
-        except (SiweError, KeyError, TypeError, ValueError) as exc:
-            return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
-        nonce, exp_text = msg.nonce, msg.expiration_time or ""
-        if len(nonce) != 32 or not hmac.compare_digest(
-                nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, exp_text)):
-            return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
+        fast = self._usual(payload, uri, network)
+        if fast is not None:
+            text, address, nonce, issued, expires, not_before = fast
+        else:
+            try:
+                msg = _message_of(payload, dates=False)  # the dates are converted right here
+                issued = parse_time(msg.issued_at)
+                expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
+                not_before = parse_time(msg.not_before) if msg.not_before else None
+            except (SiweError, KeyError, TypeError, ValueError) as exc:
+                return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
+            text, address, nonce = msg.text(), msg.address, msg.nonce
+            if len(nonce) != 32 or not hmac.compare_digest(
+                    nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or "")):
+                return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
         if issued > now + self.skew:
             return SiwxFailure("invalid_siwx_issued_at_in_future", "issuedAt is in the future")
         if now - issued > self.ttl + self.skew or now > expires:
@@ -195,9 +272,9 @@ class SiwxIssuer:
             raw = None
         if raw is None or not 0 < len(raw) <= 4096:
             return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 0x-hex bytes")
-        digest = personal_sign_digest(msg.text())
-        hexpart = msg.address[2:]  # a mixed-case address passed its EIP-55 check in msg.check()
-        address = msg.address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(msg.address)
+        digest = personal_sign_digest(text)
+        hexpart = address[2:]  # a mixed-case address passed its EIP-55 check
+        address = address if hexpart not in (hexpart.lower(), hexpart.upper()) else to_checksum(address)
         proof = SiwxProof(address, str(network), nonce, min(expires, issued + self.ttl) + self.skew)
         signer = recover_address(digest, raw) if len(raw) == 65 else None
         if signer is not None and signer == bytes.fromhex(hexpart):
