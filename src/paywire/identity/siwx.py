@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -27,6 +28,7 @@ from paywire.evm.crypto import recover_address, to_checksum
 from paywire.identity.did import Identity
 from paywire.identity.siwe import (
     _ADDRESS,
+    _NONCE,
     HEADER_SUFFIX,
     SiweError,
     SiweMessage,
@@ -96,8 +98,10 @@ class SiwxFailure:
 NOT_THE_ADDRESS = SiwxFailure("invalid_siwx_signature", "the signature is not the address's")
 
 
+@functools.lru_cache(maxsize=1024)
 def origin_of(url: str) -> tuple[str, str]:
-    """(domain, origin) of a URL: ``("api.example.com", "https://api.example.com")``."""
+    """(domain, origin) of a URL: ``("api.example.com", "https://api.example.com")`` (the few URLs a seller or
+    a buyer sees over and over come from a bounded cache)."""
     parts = urlsplit(url)
     return parts.netloc, f"{parts.scheme}://{parts.netloc}"
 
@@ -393,7 +397,56 @@ def answer_challenge(extension: Mapping[str, Any], response_url: str, address: s
                                                     "expirationTime", "notBefore", "requestId", "resources")
                                if info.get(k) is not None}
     payload.update(address=to_checksum(address), chainId=network, type="eip191")
-    return payload, _message_of(payload).text()
+    return payload, _answer_text(payload)
+
+
+_ANSWERS: dict[tuple[Any, ...], tuple[str, str, str] | None] = {}  # see _answer_text (bounded)
+
+
+def _answer_text(payload: Mapping[str, Any]) -> str:
+    """``_message_of(payload).text()``, with the fields a seller repeats from one 402 to the next (domain, URI,
+    statement, chain, request id, resources) checked against the grammar once: only the address, nonce and
+    times are checked per answer. Anything unusual goes the general way, which raises what is wrong."""
+    resources = payload.get("resources")
+    key = (payload.get("domain"), payload.get("uri"), payload.get("version"), payload.get("statement"),
+           payload.get("chainId"), payload.get("requestId"),
+           tuple(resources) if isinstance(resources, list) else resources)
+    try:
+        template = _ANSWERS[key]
+    except KeyError:
+        template = _answer_template(payload, key)
+    except TypeError:  # unhashable: not a sign-in the grammar takes (the general path says why)
+        template = None
+    address, nonce = payload["address"], payload.get("nonce")
+    issued, expires, not_before = payload.get("issuedAt"), payload.get("expirationTime"), payload.get("notBefore")
+    if (template is None or not isinstance(address, str) or _ADDRESS.fullmatch(address) is None
+            or not isinstance(nonce, str) or _NONCE.fullmatch(nonce) is None or canonical_time(issued) is None
+            or not (expires is None or canonical_time(expires) is not None)
+            or not (not_before is None or canonical_time(not_before) is not None)
+            or (to_checksum(address) != address and address[2:] not in (address[2:].lower(), address[2:].upper()))):
+        return _message_of(payload).text()
+    head, middle, tail = template
+    return (f"{head}{address}{middle}{nonce}\nIssued At: {issued}"
+            + (f"\nExpiration Time: {expires}" if expires else "") + (f"\nNot Before: {not_before}" if not_before
+                                                                      else "") + tail)
+
+
+def _answer_template(payload: Mapping[str, Any], key: tuple[Any, ...]) -> tuple[str, str, str] | None:
+    """The fixed parts of the text of answers with these repeated fields, when they pass the grammar."""
+    try:
+        msg = _message_of({**payload, "address": "0x" + "0" * 40, "nonce": "0" * 32,
+                           "issuedAt": "2026-01-01T00:00:00.000Z", "expirationTime": None, "notBefore": None})
+    except (SiweError, KeyError, TypeError, ValueError):
+        template = None
+    else:
+        text = msg.text()
+        at, nonce_at = text.index("\n" + msg.address) + 1, text.index("\nNonce: ") + 8
+        issued_end = text.index("\nIssued At: ") + 12 + len(msg.issued_at)
+        template = (text[:at], text[at + 42:nonce_at], text[issued_end:])
+    if len(_ANSWERS) >= 256:
+        _ANSWERS.clear()
+    _ANSWERS[key] = template
+    return template
 
 
 def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
