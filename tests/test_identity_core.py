@@ -27,12 +27,20 @@ from paywire.identity.did import (
     parse_did_key,
     parse_did_pkh,
 )
-from paywire.identity.siwe import SiweError, SiweMessage, parse_message, parse_time, personal_sign_digest
+from paywire.identity.siwe import (
+    SiweError,
+    SiweMessage,
+    format_time,
+    parse_message,
+    parse_time,
+    personal_sign_digest,
+)
 from paywire.identity.siwx import (
     SiwxContractCheck,
     SiwxFailure,
     SiwxIssuer,
     SiwxProof,
+    SplicedHeader,
     answer_challenge,
     encode_proof,
 )
@@ -231,3 +239,97 @@ def test_message_class_checks_fields() -> None:
         SiweMessage("a.b", "0x" + "1" * 40, "https://a.b", "1", 1, "abcdefgh", "2021-01-01T00:00:00Z",
                     statement="two\nlines").check()
     assert parse_time("2021-01-01T00:00:00Z") == 1609459200.0, "RFC 3339 time misread"
+
+
+# ------------------------------------------------------------------------------------------------ SIWX fast paths
+
+
+def _signed(issuer: SiwxIssuer, signer: LocalSigner, change: dict[str, object]) -> str:
+    """A sign-in answering ``issuer``'s challenge, with the fields in ``change`` set before signing (None: left
+    out), its text as :class:`SiweMessage` prints it."""
+    from paywire.identity.siwx import _message_of
+
+    payload, _ = answer_challenge(issuer.declaration(URL, [NET], NOW), URL, signer.address, NET)
+    payload.update(change)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    digest = personal_sign_digest(_message_of(payload, dates=False).text())
+    return encode_proof(payload, asyncio.run(signer.sign_digest(digest)))
+
+
+@pytest.mark.parametrize("change", [
+    {"notBefore": "2027-01-15T08:00:00.000Z"}, {"requestId": "r-1"}, {"statement": "Another statement"},
+    {"statement": None}, {"resources": [URL, "ipfs://bafy"]}, {"resources": None}, {"version": "1"},
+])
+def test_sign_ins_our_402_did_not_word_so_still_check_out(change: dict[str, object]) -> None:
+    """Well-formed sign-ins whose optional fields differ from what our 402 asked (the checks' general path)
+    are accepted, signed by their address."""
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    got = issuer.check(_signed(issuer, signer, change), URL, [NET], NOW + 10)
+    assert isinstance(got, SiwxProof) and got.address == signer.address, f"{change} refused: {got}"
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"nonce": "0" * 32}, "invalid_siwx_nonce"),
+    ({"nonce": "abc"}, "invalid_siwx_payload"),
+    ({"issuedAt": "2027-02-30T00:00:00.000Z"}, "invalid_siwx_payload"),
+    ({"issuedAt": "2027-01-15T08:00:00Z"}, "invalid_siwx_nonce"),
+    ({"expirationTime": None}, "invalid_siwx_nonce"),
+    ({"statement": "two\nlines"}, "invalid_siwx_payload"),
+    ({"requestId": 7}, "invalid_siwx_payload"),
+    ({"version": "2"}, "invalid_siwx_payload"),
+    ({"resources": "https://api.example.com/report"}, "invalid_siwx_payload"),
+])
+def test_sign_ins_that_are_not_ours_or_not_eip4361_are_refused(change: dict[str, object], code: str) -> None:
+    """A changed nonce or time (the nonce's MAC covers them), a field outside the grammar: refused with the same
+    reason whichever path checks it."""
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    payload = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
+    payload.update(change)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    got = issuer.check(base64.b64encode(json.dumps(payload).encode()).decode(), URL, [NET], NOW + 10)
+    assert isinstance(got, SiwxFailure) and got.code == code, f"{change}: {got}"
+
+
+def test_mixed_case_address_with_a_wrong_checksum_is_refused() -> None:
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    payload = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
+    hexpart = payload["address"][2:]
+    flipped = next(i for i, c in enumerate(hexpart) if c.isalpha())
+    payload["address"] = "0x" + hexpart[:flipped] + hexpart[flipped].swapcase() + hexpart[flipped + 1:]
+    got = issuer.check(base64.b64encode(json.dumps(payload).encode()).decode(), URL, [NET], NOW + 10)
+    assert isinstance(got, SiwxFailure) and got.code == "invalid_siwx_payload", f"a bad EIP-55 checksum: {got}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False))
+def test_canonical_times_read_back_as_the_general_parser_reads_them(ts: float) -> None:
+    """Our timestamps (to the millisecond) read back as the time they print, as ``datetime`` reads them."""
+    from datetime import datetime
+
+    text = format_time(ts)
+    assert parse_time(text) == datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp(), text
+    assert 0 <= ts - parse_time(text) < 0.001 + 1e-6, f"{ts} printed as {text}"
+
+
+def test_impossible_canonical_dates_are_refused() -> None:
+    for text in ("2027-02-30T00:00:00.000Z", "2027-13-01T00:00:00.000Z", "2027-01-01T24:00:00.000Z"):
+        with pytest.raises(SiweError):
+            parse_time(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab\"\\{}é", max_size=40), st.integers(0, 2), st.lists(st.text("xyz0189:", min_size=1,
+                                                                                    max_size=12), min_size=3,
+                                                                           max_size=3))
+def test_spliced_header_is_the_base64_of_the_filled_in_text(pad: str, shift: int, values: list[str]) -> None:
+    """Wherever the stand-ins fall against base64's 3-byte groups, the header is the plain encoding of the text
+    with the values in; a value of another length than its stand-in is encoded the long way, same result."""
+    marks = ["@" * 12 + "m", "@" * 12 + "n", "@" * 12 + "o"]
+    text = json.dumps({"p": pad, "s": "x" * shift, "a": marks[0], "b": [marks[1], {"c": marks[2]}], "z": pad})
+    spliced = SplicedHeader(text.encode(), [m.encode() for m in marks])
+    fitted = [(v * 13)[:13] for v in values]
+    for vals in (fitted, values):
+        want = text
+        for m, v in zip(marks, vals, strict=True):
+            want = want.replace(m, v)
+        assert base64.b64decode(spliced.render(vals)).decode() == want, vals

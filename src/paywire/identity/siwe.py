@@ -32,7 +32,19 @@ class SiweError(WireError):
 
 
 def parse_time(text: str) -> float:
-    """An RFC 3339 timestamp (with a zone) as POSIX seconds; ``SiweError`` otherwise."""
+    """An RFC 3339 timestamp (with a zone) as POSIX seconds; ``SiweError`` otherwise. The canonical form
+    (:func:`format_time`'s) takes a fast path whose seconds are converted once per distinct second."""
+    if isinstance(text, str) and len(text) == 24:
+        m = _CANONICAL.fullmatch(text)
+        if m is not None:
+            head = m.group(1)
+            seconds = _SECONDS.get(head)
+            if seconds is None:
+                seconds = _slow_seconds(head + "Z", text)  # may raise (Feb 30): nothing is cached then
+                if len(_SECONDS) >= 4096:
+                    _SECONDS.clear()
+                _SECONDS[head] = seconds
+            return (seconds * 1_000_000 + int(m.group(2)) * 1000) / 1_000_000  # as timedelta.total_seconds()
     if not isinstance(text, str) or _RFC3339.fullmatch(text) is None:
         raise SiweError(f"not an RFC 3339 timestamp: {str(text)[:40]!r}")
     try:
@@ -41,9 +53,42 @@ def parse_time(text: str) -> float:
         raise SiweError(f"not a valid date: {text[:40]!r}") from None
 
 
+def canonical_time(text: object) -> float | None:
+    """:func:`parse_time` of a timestamp in :func:`format_time`'s form that is a real date, else None (the
+    caller then asks :func:`parse_time`, which says what is wrong)."""
+    m = _CANONICAL.fullmatch(text) if isinstance(text, str) and len(text) == 24 else None
+    if m is None:
+        return None
+    seconds = _SECONDS.get(m.group(1))
+    if seconds is None:
+        try:
+            return parse_time(m.string)
+        except SiweError:
+            return None
+    return (seconds * 1_000_000 + int(m.group(2)) * 1000) / 1_000_000
+
+
+def _slow_seconds(text: str, original: str) -> int:
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise SiweError(f"not a valid date: {original[:40]!r}") from None
+
+
+_CANONICAL = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{3})Z")
+_SECONDS: dict[str, int] = {}  # "2026-12-03T10:30:00" -> POSIX seconds (bounded)
+_PREFIXES: dict[int, str] = {}  # POSIX seconds -> "2026-12-03T10:30:00." (bounded)
+
+
 def format_time(ts: float) -> str:
-    """POSIX seconds as ``2026-12-03T10:30:00.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+    """POSIX seconds as ``2026-12-03T10:30:00.000Z`` (milliseconds truncated)."""
+    seconds, ms = divmod(int(ts * 1000), 1000)
+    prefix = _PREFIXES.get(seconds)
+    if prefix is None:
+        if len(_PREFIXES) >= 4096:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[seconds] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{prefix}{ms:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,4 +218,4 @@ def personal_sign_digest(text: str) -> bytes:
     return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
 
 
-__all__ = ["SiweError", "SiweMessage", "format_time", "parse_message", "parse_time", "personal_sign_digest"]
+__all__ = ["SiweError", "SiweMessage", "canonical_time", "format_time", "parse_message", "parse_time", "personal_sign_digest"]

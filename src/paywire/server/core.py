@@ -7,7 +7,6 @@ ourselves (:class:`Reply`: 402 challenge, paywall, CORS preflight, 400 …) or v
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
 from paywire.evm.assets import AssetRegistry
-from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxIssuer
+from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxIssuer, SplicedHeader
 from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
 from paywire.server.request import RequestInfo
@@ -458,7 +457,7 @@ class Seller:
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
     _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
-    _sign_in_templates: dict[tuple[int, str], tuple[Reply, str, str]] = field(default_factory=dict, repr=False)
+    _sign_in_templates: dict[tuple[int, str], tuple[Reply, SplicedHeader, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -689,19 +688,17 @@ class Seller:
             reply = self._payment_required(route, req, offers, None, ())
             wire = self.challenge(route, req, offers).to_wire()
             decl = self.siwx.declaration(url, [o.network for o in offers], self.clock())
-            mark = "@" + os.urandom(12).hex()
-            decl["info"] = {**decl["info"], "nonce": mark + "n", "issuedAt": mark + "i", "expirationTime": mark + "e"}
+            marks = (os.urandom(16).hex(), os.urandom(12).hex(), os.urandom(12).hex())  # as long as the values
+            decl["info"] = {**decl["info"], "nonce": marks[0], "issuedAt": marks[1], "expirationTime": marks[2]}
             raw = encode_json({**wire, "extensions": {**(wire.get("extensions") or {}), SIGN_IN_WITH_X: decl}})
+            at = next(i for i, (k, _) in enumerate(reply.headers) if k == PAYMENT_REQUIRED)
             if len(self._sign_in_templates) >= 1024:
                 self._sign_in_templates.clear()
-            hit = self._sign_in_templates[key] = (reply, raw.decode(), mark)
-        reply, template, mark = hit
-        nonce, issued, expires = self.siwx.fresh(url, self.clock())
-        text = (template.replace(f'"{mark}n"', f'"{nonce}"', 1).replace(f'"{mark}i"', f'"{issued}"', 1)
-                .replace(f'"{mark}e"', f'"{expires}"', 1))
-        header = base64.b64encode(text.encode()).decode("ascii")
-        return Reply(402, tuple((k, header) if k == PAYMENT_REQUIRED else (k, v) for k, v in reply.headers),
-                     reply.body)
+            hit = self._sign_in_templates[key] = (reply, SplicedHeader(raw, [m.encode() for m in marks]), at)
+        reply, spliced, at = hit
+        headers = list(reply.headers)
+        headers[at] = (PAYMENT_REQUIRED, spliced.render(self.siwx.fresh(url, self.clock())))
+        return Reply(402, tuple(headers), reply.body)
 
     def _payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                           error: str | None, extra_headers: Headers) -> Reply:

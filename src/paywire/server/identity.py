@@ -88,18 +88,18 @@ class IdentityGate:
         seller, offers = self.seller, priced[0]
         credential = seller.x402_header(route, req) or req.header("authorization")
         paying = credential is not None
-        spent_on = hashlib.sha256(credential.encode()).hexdigest() if credential is not None else None
 
         def refuse(reason: str) -> Reply:
             return seller.payment_required(route, req, offers, reason)
 
         agent: Identity | None = None
         if route.identity in ("agent-sig", "required") and claimed(req.headers) is not None:
+            spent_on = hashlib.sha256(credential.encode()).hexdigest() if credential is not None else None
             proof = await self._agent_proof(req, spent_on)
             if isinstance(proof, AgentFailure):
                 return refuse(f"{proof.code}: {proof.message}")
             agent = proof.identity
-        signed_in = await self._sign_in(route, req, offers, spent_on) if route.signs_in else None
+        signed_in = await self._sign_in(route, req, offers, paying) if route.signs_in else None
         if isinstance(signed_in, SiwxFailure):
             if route.identity is None and paying:  # the payment stands on its own
                 signed_in = None
@@ -149,17 +149,17 @@ class IdentityGate:
         return tuple(offers), priced[1]
 
     async def _sign_in(self, route: PaidRoute, req: RequestInfo, offers: tuple[object, ...],
-                       spent_on: str | None) -> SiwxProof | SiwxFailure | None:
+                       paying: bool) -> SiwxProof | SiwxFailure | None:
         header, issuer = req.header(HEADER), self.seller.siwx
         if header is None or issuer is None:
             return None
         networks = [str(getattr(o, "network", "")) for o in offers]
         checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
-        if isinstance(proof, SiwxProof) and spent_on is not None:
+        if isinstance(proof, SiwxProof) and paying:
             _deferred.set(proof)  # with a payment: spent once the payer is known (spend_deferred)
             return proof
-        if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, spent_on):
+        if isinstance(proof, SiwxProof) and not await self.store.use_nonce(proof.nonce, proof.expires_at, None):
             return SiwxFailure("invalid_siwx_nonce_used", "this sign-in was already used: answer a fresh 402")
         return proof
 
