@@ -21,7 +21,7 @@ from paywire.x402.codec import (
     encode_header,
     encode_payment_payload,
 )
-from paywire.x402.models import PaymentPayloadV1, PaymentRequirementsV1, requirements_v1_to_v2
+from paywire.x402.models import PaymentPayload, PaymentPayloadV1, PaymentRequirementsV1, requirements_v1_to_v2
 from tests.helpers import close_devnet, new_devnet, payer_of, sign
 from tests.test_seller_common import CHEAP, Shop, open_shop
 
@@ -145,6 +145,23 @@ async def test_paid_request_settles_and_is_private(shop: Shop) -> None:
     rows = [x for x in await ledger(shop, "/cheap") if x.tx == s.transaction]
     assert len(rows) == 1 and rows[0].state == "served" and rows[0].amount == CHEAP
     assert rows[0].payer == shop.net.payer.address and rows[0].route == "GET /cheap"
+
+
+async def test_ledger_names_the_payer_the_facilitator_verified(shop: Shop) -> None:
+    """The payload may spell its signer in lower case (the signature still holds): the ledger row, written with the
+    payload's spelling when claimed, ends up naming the payer as the facilitator verified it (checksummed)."""
+    def lower_from(p: PaymentPayload) -> PaymentPayload:
+        auth = {**p.payload["authorization"], "from": p.payload["authorization"]["from"].lower()}
+        return dataclasses.replace(p, payload={**p.payload, "authorization": auth})
+
+    header = await shop.payment("/cheap", change=lower_from)
+    r = await shop.http.get(shop.url + "/cheap", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 200, r.text
+    tx = decode_payment_response(r.headers["payment-response"]).transaction
+    [row] = [x for x in await ledger(shop, "/cheap") if x.tx == tx]
+    assert row.payer == shop.net.payer.address, f"the ledger names {row.payer}, not the verified payer"
+    again = await shop.http.get(shop.url + "/cheap", headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 200 and again.content == r.content, "its replay gets the recorded response"
 
 
 async def test_eight_concurrent_copies_of_one_payment_run_the_handler_once(shop: Shop) -> None:

@@ -253,7 +253,8 @@ class ProxyServer:
                                         "message": "the price of this request could not be determined; try again"})
                 return
             scope = priced
-        await gen.middleware(scope, receive, send)
+            req = request_info(scope)  # the price header changed
+        await gen.middleware.handle(scope, receive, send, req)
 
     async def _priced(self, gen: Generation, route: Any, req: Any, scope: Scope) -> Scope | None:
         """The scope with this request's price from the route's pricing endpoint or upstream header (a client's

@@ -115,7 +115,11 @@ class PaymentMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        req = request_info(scope)
+        await self.handle(scope, receive, send, request_info(scope))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, req: RequestInfo) -> None:
+        """One HTTP request whose :func:`request_info` the caller already built from this ``scope`` (a front
+        that routed on it, like ``paywire proxy``, saves reading the headers twice)."""
         flow = self.flow
         if flow.seller.binds_body(req):
             req, receive = await _read_body(req, receive, flow.seller.mpp_max_body)

@@ -270,6 +270,9 @@ class PaymentFlow:
     _claims_task: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
     _claims_stop: asyncio.Event | None = field(default=None, init=False, repr=False)
     _protocols: dict[str, SellerProtocol] = field(default_factory=dict, init=False, repr=False)
+    _texts: dict[int, tuple[Any, str]] = field(default_factory=dict, init=False, repr=False)
+    """Compact JSON of the offers payments were made against (the ledger's ``requirements``): a route's offer is
+    one object for every request, encoded once. Keyed by ``id``; holding the object keeps that id its own."""
     _admitted: set[str] = field(default_factory=set, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
     _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
@@ -562,7 +565,7 @@ class PaymentFlow:
             method=req.method, path=req.path, settle_mode=self._settle_mode(p), x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
             decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
-            requirements=_compact(p.requirements.to_wire()), protocol=p.protocol, identity=p.identity,
+            requirements=self._requirements_text(p.requirements), protocol=p.protocol, identity=p.identity,
         )
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
@@ -589,6 +592,16 @@ class PaymentFlow:
         finally:
             if verdict is not None and not verdict.done():
                 verdict.cancel()
+
+    def _requirements_text(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> str:
+        hit = self._texts.get(id(requirements))
+        if hit is not None and hit[0] is requirements:
+            return hit[1]
+        text = _compact(requirements.to_wire())
+        if len(self._texts) >= 256:  # priced-per-request offers are new objects each time: keep the cache small
+            self._texts.clear()
+        self._texts[id(requirements)] = (requirements, text)
+        return text
 
     @staticmethod
     def _settle_mode(p: Proceed) -> str:
@@ -641,15 +654,20 @@ class PaymentFlow:
                 reply = Reply(412, reply.headers, reply.body)
             return Respond(reply)
         payer = verdict.payer or rec.payer
+        # the payer column is written only when it changes: it is indexed, and rewriting an index entry with the
+        # same value still costs every commit a second page; from here on ``rec.payer`` is the row's
+        moved: dict[str, Any] = {}
+        if payer != rec.payer:
+            rec, moved = dataclasses.replace(rec, payer=payer), {"payer": payer}
         if self.risk is not None:  # the route's amount statistics
             await self.risk.verified(p, req)
         if rec.settle_mode == "before":
-            if not await store.update(rec.id, owner, [rec.state], state="settling", payer=payer):
+            if not await store.update(rec.id, owner, [rec.state], state="settling", **moved):
                 hb.stop()
                 return Respond(self.seller.in_progress())
             return await self._settle_first(p, req, rec, owner, hb, payer, p.payload, p.requirements)
         # recorded before the handler starts: a crash from here on retires the payment, one before it does not
-        if not await store.update(rec.id, owner, ["verifying"], state="claimed", payer=payer):
+        if not await store.update(rec.id, owner, ["verifying"], state="claimed", **moved):
             hb.stop()
             return Respond(self.seller.in_progress())
 
@@ -658,7 +676,7 @@ class PaymentFlow:
 
         async def finish(result: StoredResponse | BaseException) -> Reply:
             try:
-                return await self._after_handler(p, req, rec, owner, payer, result, meter)
+                return await self._after_handler(p, req, rec, owner, result, meter)
             finally:
                 hb.stop()
 
@@ -668,8 +686,9 @@ class PaymentFlow:
         return RunBuffered(info, finish)
 
     async def _after_handler(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
-                             payer: str | None, result: StoredResponse | BaseException,
-                             meter: Meter | None = None) -> Reply:
+                             result: StoredResponse | BaseException, meter: Meter | None = None) -> Reply:
+        """settle="after", state ``claimed`` held by us (the row names the payer): record the handler's result,
+        then settle it or record why nothing is charged."""
         store = self.payments
         requirements = p.requirements
         if meter is not None and not isinstance(result, BaseException) and result.status < 400:
@@ -687,14 +706,14 @@ class PaymentFlow:
                 reply, error = self.seller.handler_failed(), f"handler raised {type(result).__name__}"
             else:
                 reply, error = Reply(result.status, result.headers, result.body), f"handler status {result.status}"
-            await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, payer=payer, error=error,
+            await store.update(rec.id, owner, ["claimed"], state="failed", owner=None, error=error,
                                **response_fields(_stored(reply)))
             return reply
         charged: dict[str, Any] = {}
         if requirements is not p.requirements and isinstance(requirements, PaymentRequirements):
             charged = {"requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
-        if not await store.update(rec.id, owner, ["claimed"], state="settling", payer=payer,
-                                  **response_fields(result), **charged):
+        if not await store.update(rec.id, owner, ["claimed"], state="settling", **response_fields(result),
+                                  **charged):
             return self.seller.in_progress()
         return await self._settle_and_release(p, req, rec, owner, result, p.payload, requirements)
 
@@ -734,7 +753,7 @@ class PaymentFlow:
             release = {"owner": None} if rec.settle_mode == "after" else {}
             await store.update(rec.id, owner, ["settling"], state="served" if release else "settled", **release,
                                tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
-                               **({"payer": res.payer} if res.payer else {}))
+                               **({"payer": res.payer} if res.payer and res.payer != rec.payer else {}))
             return res
         if outcome == "failed" and res is not None:
             reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
