@@ -526,10 +526,12 @@ class Buyer:
             ext = (decode_header(raw).get("extensions") or {}).get(SIGN_IN_WITH_X)
         except (WireError, AttributeError):
             return None
+        if not isinstance(ext, Mapping):  # no sign-in asked (the usual 402): no signer to look for
+            return None
         signers = [getattr(s, "signer", None) for s in self.schemes]
         signer = next((x for x in signers if isinstance(x, EvmSigner)
                        and (not self.account or x.address.lower() == self.account.lower())), None)
-        if not isinstance(ext, Mapping) or signer is None:
+        if signer is None:
             return None
         allowed = list(policy.allowed_networks) if policy.allowed_networks is not None else None
         network = choose_chain(ext, allowed)
@@ -579,6 +581,12 @@ class Buyer:
             return {}
         keys = sorted({(o.requirements.network, o.requirements.asset) for o in challenge.options
                        if o.requirements.network.startswith("eip155:")})
+        if len(keys) == 1:  # awaited here: no task and no extra turn of the event loop for the usual one offer
+            try:
+                one = await wallet.balance(*keys[0])
+            except Exception:
+                one = None
+            return {keys[0]: one if isinstance(one, int) else None}
         values = await asyncio.gather(*(wallet.balance(n, a) for n, a in keys), return_exceptions=True)
         return {k: (v if isinstance(v, int) else None) for k, v in zip(keys, values, strict=True)}
 
