@@ -158,3 +158,16 @@ async def _counting(url: str) -> int:
         return int(row["n"])
     finally:
         await db.aclose()
+
+
+async def test_a_budget_beyond_sqlite_integers_still_reserves_and_counts(sqlite_url: str) -> None:
+    """A cap of ten trillion dollars (10**19 micro-dollars, more than SQLite's 64-bit integers hold) is checked in
+    Python: the payment is reserved and counted."""
+    db = open_database(sqlite_url)
+    try:
+        ledger = SpendLedger(db, ACCOUNT)
+        res = await reserve(ledger, Policy(total="$10000000000000"), cand(10_000))
+        assert isinstance(res, Reservation), f"a $0.01 payment under a $10T total budget was not reserved: {res}"
+        assert (await ledger.spent()).total == 10_000
+    finally:
+        await db.aclose()

@@ -225,6 +225,7 @@ def _tx_lock(db: Database) -> asyncio.Lock:
     return locks.setdefault(id(db), asyncio.Lock())
 
 
+_SQL_INT = 2**62  # amounts the one-statement reservation binds as SQLite integers (sums stay below 2**63)
 _SCOPE_RULES = (("host", PER_HOST), ("payee", PER_PAYEE), ("day", DAILY), ("total", TOTAL))
 
 
@@ -398,6 +399,8 @@ class SpendLedger:
         keys = {"host": c.quote.host, "payee": c.quote.payee, "day": day, "total": ""}
         caps = [(scope, policy.limit(rule)) for scope, rule in _SCOPE_RULES]
         checks = tuple(scope for scope, cap in caps if cap is not None)
+        if abs(price) > _SQL_INT or any(abs(cap) > _SQL_INT for _, cap in caps if cap is not None):
+            return None  # beyond SQLite's 64-bit integers: Python's check does it
         sql = _reserve_sql(tuple(values), checks)
         params = [*values.values()]
         for scope, cap in caps:
