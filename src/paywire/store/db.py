@@ -234,13 +234,15 @@ class SqliteDatabase:
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._run(_sqlite_fetch, self._conn, sql, params))
 
-    def try_inline(self, sql: str, params: Params = (), *, fetch: bool = False, write: bool = True) -> Any:
+    def try_inline(self, sql: str, params: Params = (), *, fetch: bool = False, write: bool = True,
+                   rowid: bool = False) -> Any:
         """Run one short autocommit statement right here, in the caller's thread, if that needs no waiting:
-        the rows (``fetch``) or the affected row count; :data:`INLINE_MISS` when another thread is using the
-        inline connection, another connection or process holds the write lock (SQLite says busy at once, and a
-        busy autocommit statement has done nothing, so running it again elsewhere is safe), a parameter is
-        large, or the database is not in WAL mode. Callers then use :meth:`execute` / :meth:`fetchone`, which
-        wait on the worker thread. Meant for point statements (primary or unique key) on an event loop.
+        the rows (``fetch``), the inserted row's id (``rowid``: None when it inserted nothing) or the affected
+        row count; :data:`INLINE_MISS` when another thread is using the inline connection, another connection or
+        process holds the write lock (SQLite says busy at once, and a busy autocommit statement has done nothing,
+        so running it again elsewhere is safe), a parameter is large, or the database is not in WAL mode.
+        Callers then use :meth:`execute` / :meth:`fetchone`, which wait on the worker thread. Meant for point
+        statements (primary or unique key) on an event loop.
         """
         conn = self._inline
         if conn is None:
@@ -255,7 +257,12 @@ class SqliteDatabase:
                 return INLINE_MISS
             try:
                 cur = conn.execute(sql, tuple(params))
-                result: Any = [dict(r) for r in cur.fetchall()] if fetch else cur.rowcount
+                if fetch:
+                    result: Any = [dict(r) for r in cur.fetchall()]
+                elif rowid:
+                    result = cur.lastrowid if cur.rowcount == 1 else None
+                else:
+                    result = cur.rowcount
             except sqlite3.OperationalError as exc:
                 if _is_busy(exc):
                     return INLINE_MISS

@@ -17,6 +17,7 @@ non-payment (``refused``/``declined``/``dry_run``). ``budget`` tracks the row's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -226,6 +227,22 @@ def _tx_lock(db: Database) -> asyncio.Lock:
     return locks.setdefault(id(db), asyncio.Lock())
 
 
+_SQL_INT = 2**62  # amounts the one-statement reservation binds as SQLite integers (sums stay below 2**63)
+_SCOPE_RULES = (("host", PER_HOST), ("payee", PER_PAYEE), ("day", DAILY), ("total", TOTAL))
+
+
+@functools.lru_cache(maxsize=64)
+def _reserve_sql(cols: tuple[str, ...], checks: tuple[str, ...]) -> str:
+    """The one-statement reservation (see ``SpendLedger._reserve_inline``): insert ``cols`` when every running
+    total in ``checks`` plus the price stays within its cap (a missing total is 0). Parameters: the row's values,
+    then ``account, key, price, cap`` per check."""
+    where = " AND ".join(
+        f"COALESCE((SELECT usd_micros FROM buyer_spend WHERE account = ? AND scope = '{scope}' AND key = "
+        f"{'LOWER(?)' if scope == 'payee' else '?'}), 0) + ? <= ?" for scope in checks)
+    return (f"INSERT INTO buyer_payments ({', '.join(cols)}) SELECT {', '.join('?' for _ in cols)}"
+            + (f" WHERE {where}" if where else ""))
+
+
 def _needed(policy: Limits) -> list[str]:
     """Which sums the policy's budgets need."""
     return [name for name, rule in (("host", PER_HOST), ("payee", PER_PAYEE), ("day", DAILY), ("total", TOTAL))
@@ -347,6 +364,10 @@ class SpendLedger:
         day = utc_day(now)
         result: Reservation[C] | BudgetRefused[C]
         if isinstance(self.db, SqliteDatabase):
+            if self.audit is None and candidates:  # the usual case: one statement (an audited change adds an event)
+                done = self._reserve_inline(self.db, policy, candidates[0], day, fields)
+                if done is not None:
+                    return done
             # one BEGIN IMMEDIATE transaction, committed before ``reserve`` returns (so before the payment is sent):
             # on the event loop's thread when the write lock is free at once, else in one hop to the database's
             # transaction thread, which waits for it; SQLite serializes it against every connection and process
@@ -364,10 +385,40 @@ class SpendLedger:
     async def aclose(self) -> None:
         """Nothing of its own to close (the ``Database`` is the caller's to close); kept for callers."""
 
-    async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
-                      budget: str, x402_version: int | None = None, candidate: Payable | None = None,
-                      rule: str | None = None, reason: str | None = None, challenge: str | None = None,
-                      chosen: str | None = None, extra: dict[str, Any] | None = None) -> int:
+    def _reserve_inline(self, db: SqliteDatabase, policy: Limits, c: Payable, day: str,
+                        reserve: dict[str, Any]) -> Reservation[Any] | None:
+        """The usual reservation in one autocommit ``INSERT … SELECT … WHERE`` that fits ``c`` under every budget
+        (the running totals read by primary key, ``used + price <= cap`` as :func:`check_budget` has it), on the
+        event loop's thread: SQLite takes the write lock as the statement starts, so the read and the insert are
+        one serialized transaction, committed when it returns. None when it did not insert (over a budget: the
+        full path says why and tries the other candidates) or would have had to wait."""
+        signed = reserve.get("signed")
+        mark = signed[1] if signed is not None and signed[0] is c else None
+        values = self._values(reserve["now"], url=reserve["url"], method=reserve["method"], host=c.quote.host,
+                              x402_version=reserve["version"], candidate=c,
+                              outcome="pending" if mark is None else "signed", budget="reserved",
+                              challenge=reserve["challenge"], extra=mark)
+        price = c.quote.usd_micros or 0
+        keys = {"host": c.quote.host, "payee": c.quote.payee, "day": day, "total": ""}
+        caps = [(scope, policy.limit(rule)) for scope, rule in _SCOPE_RULES]
+        checks = tuple(scope for scope, cap in caps if cap is not None)
+        if abs(price) > _SQL_INT or any(abs(cap) > _SQL_INT for _, cap in caps if cap is not None):
+            return None  # beyond SQLite's 64-bit integers: Python's check does it
+        sql = _reserve_sql(tuple(values), checks)
+        params = [*values.values()]
+        for scope, cap in caps:
+            if cap is not None:
+                params += (self.account, keys[scope], price, cap)
+        row_id = db.try_inline(sql, params, rowid=True)
+        if row_id is INLINE_MISS or row_id is None:
+            return None
+        return Reservation(int(row_id), c)
+
+    def _values(self, now: float, *, url: str, method: str, host: str, outcome: str, budget: str,
+                x402_version: int | None = None, candidate: Payable | None = None, rule: str | None = None,
+                reason: str | None = None, challenge: str | None = None, chosen: str | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new ledger row's columns."""
         values: dict[str, Any] = {
             "account": self.account, "created_at": now, "updated_at": now, "day": utc_day(now), "method": method,
             "url": url, "host": host, "x402_version": x402_version, "outcome": outcome, "budget": budget,
@@ -380,6 +431,15 @@ class SpendLedger:
                           usd_micros=candidate.quote.usd_micros or 0,
                           chosen=chosen or json.dumps(candidate.option.wire(), separators=(",", ":")))
         values.update(extra or {})
+        return values
+
+    async def _insert(self, ex: Executor, now: float, *, url: str, method: str, host: str, outcome: str,
+                      budget: str, x402_version: int | None = None, candidate: Payable | None = None,
+                      rule: str | None = None, reason: str | None = None, challenge: str | None = None,
+                      chosen: str | None = None, extra: dict[str, Any] | None = None) -> int:
+        values = self._values(now, url=url, method=method, host=host, outcome=outcome, budget=budget,
+                              x402_version=x402_version, candidate=candidate, rule=rule, reason=reason,
+                              challenge=challenge, chosen=chosen, extra=extra)
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         returning = "id" if self.audit is None else self.audit.returning().removeprefix(" RETURNING ")

@@ -10,6 +10,7 @@ from paywire.client.core import (
     Challenge,
     Option,
     PaymentAttempt,
+    advertises_payment_id,
     build_payment,
     new_payment_id,
     parse_settlement,
@@ -39,7 +40,8 @@ class X402Protocol(NoResign):
         hook = getattr(scheme, "payload_extensions", None)  # a scheme's own extension data (eip2612GasSponsoring)
         if hook is not None and challenge.extensions and option.v1 is None:
             added = await hook(option.requirements, challenge.extensions)
-        return build_payment(challenge, option, inner, new_payment_id(), ledger=scheme.ledger_fields(inner),
+        pid = new_payment_id() if advertises_payment_id(challenge) else None  # only echoed when advertised
+        return build_payment(challenge, option, inner, pid, ledger=scheme.ledger_fields(inner),
                              extensions=added)
 
     def receipt(self, headers: Mapping[str, str], option: Option) -> PaidReceipt:
