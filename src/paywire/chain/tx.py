@@ -181,6 +181,7 @@ class TxSender:
         self._nonce: int | None = None
         self._lock = asyncio.Lock()
         self._fee_cache: tuple[float, int, int] | None = None
+        self._chain_id: tuple[Chain, int] | None = None  # (chain, its id): a chain's id does not change
         self._fee_lock = asyncio.Lock()
         self.in_flight = 0  # transactions being prepared or broadcast right now (for load balancing)
 
@@ -217,6 +218,17 @@ class TxSender:
             tip = min(tip, max_fee)
         self._fee_cache = (time.monotonic(), max_fee, tip)
         return max_fee, tip
+
+    async def _tx_params(self) -> tuple[int, int, int]:
+        """``(chain id, maxFeePerGas, tip)``: from the caches when both are fresh (no task, no await of I/O),
+        else read from the chain together."""
+        known, cached = self._chain_id, self._fee_cache
+        if known is not None and known[0] is self.chain and cached is not None \
+                and time.monotonic() - cached[0] < self.fee_ttl:
+            return known[1], cached[1], cached[2]
+        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self.fees())
+        self._chain_id = (self.chain, chain_id)
+        return chain_id, max_fee, tip
 
     async def estimate(self, to: str | None, data: bytes = b"", value: int = 0) -> int:
         """Gas for the transaction, with the margin applied. ``ChainRevert`` if it would revert."""
@@ -271,7 +283,7 @@ class TxSender:
         """
         if gas is None:
             gas = await self.estimate(to, data, value)
-        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self.fees())
+        chain_id, max_fee, tip = await self._tx_params()
         self.in_flight += 1
         try:
             async with self._lock:
