@@ -532,7 +532,7 @@ class SettlementEngine:
             if kind is None:
                 await store.note(row.id, "transaction re-broadcast by the reconciler", kind="settlement.rebroadcast")
                 return "rebroadcast"
-            if kind == "nonce_low":  # the stored transaction can never be included: sign a new one
+            if kind in ("nonce_low", "nonce_high"):  # the stored transaction cannot be included: sign a new one
                 return await self._resign(store, rail, row, intent)
             if kind == "unknown":
                 await self._record(row.id, _Open(error="re-broadcast got no usable answer"))
