@@ -304,10 +304,9 @@ class TxSender:
         before: asyncio.Future[None] | None = None
         try:
             async with self._lock:  # a place in the broadcast order and a nonce: no broadcast under this lock
-                if self._guess is None:
-                    if self._nonce is None:
-                        self._nonce = await self.chain.get_transaction_count(self.address, "pending")
-                    self._guess = self._nonce
+                if self._guess is None:  # only a send in its turn sets _nonce: it is the truth, this a guess
+                    self._guess = self._nonce if self._nonce is not None else \
+                        await self.chain.get_transaction_count(self.address, "pending")
                 nonce, self._guess = self._guess, self._guess + 1
                 before, self._tail = self._tail, turn
             signed = self.sign_with(to=to, data=data, value=value, gas=gas, nonce=nonce, max_fee=max_fee,
