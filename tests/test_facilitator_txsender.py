@@ -98,6 +98,78 @@ async def test_stale_nonce_is_resynced_and_the_new_transaction_recorded_again(em
     assert (await emb.chain.wait_for_receipt(tx.hash)).status == 1
 
 
+class _HeldFirstBroadcast:
+    """The embedded chain, whose first ``eth_sendRawTransaction`` is held until the test lets it go (a slow
+    node), then answered by the chain or, with ``refuse``, refused as a node would refuse it."""
+
+    def __init__(self, chain: object, *, refuse: bool = False) -> None:
+        self._chain, self._refuse = chain, refuse
+        self.sent: list[int] = []  # the nonce of every broadcast, in the order they reached the node
+        self.held, self.release = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chain, name)
+
+    async def send_raw_transaction(self, raw: bytes) -> str:
+        self.sent.append(SignedTx.decode(raw, "").nonce)
+        if len(self.sent) == 1:
+            self.held.set()
+            await self.release.wait()
+            if self._refuse:
+                raise RpcError(-32000, "insufficient funds for gas * price + value")
+        return await self._chain.send_raw_transaction(raw)  # type: ignore[attr-defined, no-any-return]
+
+
+async def _second_send_while_first_is_held(node: _HeldFirstBroadcast, sender: TxSender, to: str):
+    recorded: list[int] = []
+    second_recorded = asyncio.Event()
+
+    async def record(tx: SignedTx) -> bool:
+        recorded.append(tx.nonce)
+        if len(recorded) == 2:
+            second_recorded.set()
+        return True
+
+    first = asyncio.create_task(sender.send_recorded(to, value=1, record=record))
+    await node.held.wait()
+    second = asyncio.create_task(sender.send_recorded(to, value=1, record=record))
+    # the key's next transaction is signed and recorded while the one before it is still on the wire
+    await asyncio.wait_for(second_recorded.wait(), 30)
+    return first, second, recorded
+
+
+async def test_next_transaction_of_a_key_is_recorded_while_the_one_before_is_broadcast(emb):
+    node = _HeldFirstBroadcast(emb.chain)
+    sender = TxSender(node, KEYS[8])  # type: ignore[arg-type]
+    start = await emb.chain.get_transaction_count(sender.address, "pending")
+    to = Account.create().address
+    first, second, recorded = await _second_send_while_first_is_held(node, sender, to)
+    assert recorded == [start, start + 1]
+    assert node.sent == [start]  # nothing else reached the node before the first broadcast was answered
+    node.release.set()
+    (t1, e1), (t2, e2) = await asyncio.gather(first, second)
+    assert (e1, e2) == (None, None) and node.sent == [start, start + 1]  # broadcast in nonce order
+    assert all(r.status == 1 for r in await asyncio.gather(*(emb.chain.wait_for_receipt(t.hash) for t in (t1, t2))))
+    assert await emb.chain.get_balance(to) == 2
+
+
+async def test_a_refused_broadcast_leaves_no_nonce_gap_behind_it(emb):
+    node = _HeldFirstBroadcast(emb.chain, refuse=True)
+    sender = TxSender(node, KEYS[9])  # type: ignore[arg-type]
+    start = await emb.chain.get_transaction_count(sender.address, "pending")
+    to = Account.create().address
+    first, second, recorded = await _second_send_while_first_is_held(node, sender, to)
+    node.release.set()
+    with pytest.raises(RpcError):
+        await first
+    tx, error = await second
+    assert error is None and tx.nonce == start  # signed again with the nonce the refused one did not use
+    assert recorded == [start, start + 1, start]  # and recorded again before it was broadcast
+    assert (await emb.chain.wait_for_receipt(tx.hash)).status == 1
+    assert await emb.chain.get_balance(to) == 1
+    assert await emb.chain.get_transaction_count(sender.address, "pending") == start + 1
+
+
 async def test_sender_pool_round_robin_prefers_idle_keys(emb):
     pool = SenderPool.from_keys(emb.chain, KEYS[6:10])
     assert [pool.next().address for _ in range(8)] == pool.addresses * 2
@@ -201,6 +273,43 @@ async def test_reconciler_replaces_a_stuck_settlement_on_anvil(anvil_net, tmp_pa
     assert done is not None and done.state == "settled" and done.tx_hash == row2.tx_hash
     assert await authorization_uses(net, p) == [row2.tx_hash]
     assert await net.token_balance(net.payee.address) == before + 3_210
+    await store.aclose()
+
+
+async def test_reconciler_signs_anew_a_recorded_transaction_stranded_behind_a_nonce_gap(anvil_net, tmp_path: Path):
+    """A send recorded with the nonce after one the node then refused, and the process died before signing it
+    again: anvil would queue the stored bytes forever behind the empty slot. After a restart the reconciler
+    signs anew (recorded over the stranded one) and the sale settles, money moved once."""
+    net = anvil_net
+    store = await SettlementStore.open(f"sqlite:///{tmp_path / 'fac.db'}")
+    key = KEYS[2]
+    doomed = facilitator_with_store(net, store, keys=[key])
+    sender = doomed._nets[net.info.network].senders[0]
+    start = await net.chain.get_transaction_count(sender.address, "pending")
+    sender._nonce = sender._guess = start + 1  # as if a send ahead of it had taken nonce `start`
+    record_tx = store.record_tx
+
+    async def record_then_die(*args: object, **kw: object) -> bool:
+        assert await record_tx(*args, **kw)  # type: ignore[arg-type]
+        raise RuntimeError("killed after recording")  # in the process: nothing was broadcast
+
+    store.record_tx = record_then_die  # type: ignore[method-assign]
+    req = offer(net, 3_211)
+    p = await sign(req, payer_of(net))
+    before = await net.token_balance(net.payee.address)
+    r = await doomed.settle(p, req)
+    del store.record_tx
+    stranded = await store.get(sid_of(p, req))
+    assert stranded is not None and stranded.state == "submitted" and stranded.tx_nonce == start + 1, stranded
+    assert r.error_reason == "settlement_pending"
+    restarted = facilitator_with_store(net, store, keys=[key])  # same instance id; nonce read from the chain
+    await restarted.reconcile_once()
+    await restarted.reconcile_once()
+    done = await store.get(sid_of(p, req))
+    assert done is not None and done.state == "settled", done
+    assert done.tx_hashes[0] == stranded.tx_hash and done.tx_hash != stranded.tx_hash
+    assert await authorization_uses(net, p) == [done.tx_hash]
+    assert await net.token_balance(net.payee.address) == before + 3_211
     await store.aclose()
 
 

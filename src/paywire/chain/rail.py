@@ -126,6 +126,8 @@ class EvmRail:
         return _sent(tx), str(unknown) if unknown is not None else None
 
     async def rebroadcast(self, raw: bytes) -> str | None:
+        if await TxSender.behind_a_gap(self.chain, raw):
+            return "nonce_high"
         return await TxSender.broadcast_raw(self.chain, raw)
 
     async def replace(self, raw: bytes, signer: str, *, record: Recorder) -> SentTx:

@@ -147,16 +147,22 @@ def _rlp_int(n: int) -> bytes:
     return _rlp_bytes(n.to_bytes((n.bit_length() + 7) // 8, "big"))
 
 
+def _finish(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
 class TxSender:
     """Sends EIP-1559 transactions for one private key over any ``Chain``.
 
     * gas: ``estimate_gas`` × ``gas_margin`` (default 1.2) unless given;
     * fees: ``maxFeePerGas = 2 × latest base fee + tip`` (tip from ``fee_data``), capped by ``max_fee_cap``
       (``FeeCapExceeded`` when the base fee alone is above it); read at most every ``fee_ttl`` seconds;
-    * nonce: a local counter, initialised from ``get_transaction_count(address, "pending")``, serialised by
-      an ``asyncio.Lock`` (use one ``TxSender`` per event loop). After any failed send the counter is
-      re-read from the chain; a nonce error ("nonce too low/high", "replacement underpriced") is retried
-      with the re-read nonce.
+    * nonce: a local counter, initialised from ``get_transaction_count(address, "pending")``; broadcasts go
+      out one at a time in the order the sends began (use one ``TxSender`` per event loop), while the next
+      sends already sign and record (``send_recorded``). After any failed send the counter is re-read from
+      the chain; a nonce error ("nonce too low/high", "replacement underpriced") is retried with the
+      re-read nonce.
     """
 
     def __init__(
@@ -178,9 +184,12 @@ class TxSender:
         self.nonce_retries = nonce_retries
         self.fee_ttl = fee_ttl
         self.fee_bump = fee_bump
-        self._nonce: int | None = None
+        self._nonce: int | None = None  # the next nonce to broadcast (None: read it from the chain)
+        self._guess: int | None = None  # the nonce for the next send to take its place in the order
+        self._tail: asyncio.Future[None] | None = None  # done when the last send in the order is over
         self._lock = asyncio.Lock()
         self._fee_cache: tuple[float, int, int] | None = None
+        self._chain_id: tuple[Chain, int] | None = None  # (chain, its id): a chain's id does not change
         self._fee_lock = asyncio.Lock()
         self.in_flight = 0  # transactions being prepared or broadcast right now (for load balancing)
 
@@ -218,6 +227,17 @@ class TxSender:
         self._fee_cache = (time.monotonic(), max_fee, tip)
         return max_fee, tip
 
+    async def _tx_params(self) -> tuple[int, int, int]:
+        """``(chain id, maxFeePerGas, tip)``: from the caches when both are fresh (no task, no await of I/O),
+        else read from the chain together."""
+        known, cached = self._chain_id, self._fee_cache
+        if known is not None and known[0] is self.chain and cached is not None \
+                and time.monotonic() - cached[0] < self.fee_ttl:
+            return known[1], cached[1], cached[2]
+        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self.fees())
+        self._chain_id = (self.chain, chain_id)
+        return chain_id, max_fee, tip
+
     async def estimate(self, to: str | None, data: bytes = b"", value: int = 0) -> int:
         """Gas for the transaction, with the margin applied. ``ChainRevert`` if it would revert."""
         estimate: dict[str, Any] = {"from": self.address, "data": bytes(data), "value": value}
@@ -229,6 +249,7 @@ class TxSender:
         """Forget the local nonce counter and re-read it from the chain (pending)."""
         async with self._lock:
             self._nonce = await self.chain.get_transaction_count(self.address, "pending")
+            self._guess = None
             return self._nonce
 
     def sign_with(
@@ -268,40 +289,69 @@ class TxSender:
         the nonce is not consumed and ``RecordRefused`` is raised. A nonce error re-reads the nonce, re-signs
         and calls ``record`` again with the new transaction (up to ``nonce_retries`` times). Any other node
         rejection is raised as ``RpcError`` (nothing was accepted); ``ChainRevert`` if gas estimation reverts.
+
+        Overlapped, in order: a send takes its place in this key's broadcast order and a nonce (the one after
+        the sends ahead of it) at once, then signs and records while those are still being broadcast, and
+        broadcasts when they are done, one at a time, in that order. If its nonce is then not the key's next
+        one (a send ahead of it was refused or its record declined), it is signed again with the right nonce
+        and recorded again (over the first record) before anything is broadcast.
         """
         if gas is None:
             gas = await self.estimate(to, data, value)
-        chain_id, (max_fee, tip) = await asyncio.gather(self.chain.chain_id(), self.fees())
+        chain_id, max_fee, tip = await self._tx_params()
         self.in_flight += 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done: our broadcast is over
+        before: asyncio.Future[None] | None = None
         try:
-            async with self._lock:
-                attempt = 0
-                while True:
-                    if self._nonce is None:
-                        self._nonce = await self.chain.get_transaction_count(self.address, "pending")
-                    signed = self.sign_with(to=to, data=data, value=value, gas=gas, nonce=self._nonce,
-                                            max_fee=max_fee, tip=tip, chain_id=chain_id)
-                    if record is not None and not await record(signed):
-                        raise RecordRefused("the transaction was not recorded; it was not broadcast")
-                    try:
-                        await self.chain.send_raw_transaction(signed.raw)
-                    except ChainError as exc:
-                        kind = classify_send_error(exc)
-                        if kind == "known":
-                            self._nonce = signed.nonce + 1
-                            return signed, None
-                        if kind == "unknown":
-                            self._nonce = None  # the node may or may not have it: re-read next time
-                            return signed, exc
-                        self._nonce = None
-                        if kind in ("nonce_low", "nonce_high", "underpriced") and attempt < self.nonce_retries:
-                            attempt += 1
-                            continue
-                        raise
-                    self._nonce = signed.nonce + 1
-                    return signed, None
+            async with self._lock:  # a place in the broadcast order and a nonce: no broadcast under this lock
+                if self._guess is None:  # only a send in its turn sets _nonce: it is the truth, this a guess
+                    self._guess = self._nonce if self._nonce is not None else \
+                        await self.chain.get_transaction_count(self.address, "pending")
+                nonce, self._guess = self._guess, self._guess + 1
+                before, self._tail = self._tail, turn
+            signed = self.sign_with(to=to, data=data, value=value, gas=gas, nonce=nonce, max_fee=max_fee,
+                                    tip=tip, chain_id=chain_id)
+            if record is not None and not await record(signed):
+                raise RecordRefused("the transaction was not recorded; it was not broadcast")
+            if before is not None and not before.done():
+                await asyncio.shield(before)  # the sends ahead of us have broadcast (or given up)
+            return await self._broadcast_in_turn(signed, record)
         finally:
             self.in_flight -= 1
+            if before is not None and not before.done():  # we gave up early: those behind us still wait for it
+                before.add_done_callback(lambda _f: _finish(turn))
+            else:
+                _finish(turn)
+
+    async def _broadcast_in_turn(self, signed: SignedTx, record: Recorder | None) -> tuple[SignedTx, ChainError | None]:
+        """Broadcast ``signed`` (recorded) now that every send ahead of it is done: only one send of this key is
+        here at a time, so ``_nonce`` is the key's next nonce. Signs and records again on a stale nonce."""
+        attempt = 0
+        while True:
+            if self._nonce is None:
+                self._nonce = await self.chain.get_transaction_count(self.address, "pending")
+            if signed.nonce != self._nonce:  # a send ahead of us did not use its nonce: take the right one
+                signed = self.sign_with(to=signed.to, data=signed.data, value=signed.value, gas=signed.gas,
+                                        nonce=self._nonce, max_fee=signed.max_fee, tip=signed.tip,
+                                        chain_id=signed.chain_id)
+                if record is not None and not await record(signed):
+                    raise RecordRefused("the transaction was not recorded; it was not broadcast")
+            try:
+                await self.chain.send_raw_transaction(signed.raw)
+            except ChainError as exc:
+                kind = classify_send_error(exc)
+                if kind == "known":
+                    self._nonce = signed.nonce + 1
+                    return signed, None
+                self._nonce = self._guess = None  # re-read next time (the sends behind us sign again)
+                if kind == "unknown":  # the node may or may not have it
+                    return signed, exc
+                if kind in ("nonce_low", "nonce_high", "underpriced") and attempt < self.nonce_retries:
+                    attempt += 1
+                    continue
+                raise
+            self._nonce = signed.nonce + 1
+            return signed, None
 
     async def send(self, to: str | None, data: bytes = b"", value: int = 0, gas: int | None = None) -> str:
         """Sign and broadcast; returns the transaction hash (not waiting for it to be mined).
@@ -343,6 +393,19 @@ class TxSender:
             kind = classify_send_error(exc)
             return None if kind == "known" else kind
         return None
+
+    @staticmethod
+    async def behind_a_gap(chain: Chain, raw: bytes) -> bool:
+        """True when stored bytes carry a nonce above their sender's next one on the node: sent now they would
+        wait for a transaction that may never come (a node such as anvil or geth queues them without a word).
+        That is left behind when a send was recorded with the nonce after one that the node then refused, and
+        the process died before signing it again (``send_recorded``). Unreadable bytes: False."""
+        try:
+            sender = Account.recover_transaction(bytes(raw))
+            nonce = SignedTx.decode(raw, sender).nonce
+        except Exception:  # not a transaction we can read: let the node say what it thinks of it
+            return False
+        return nonce > await chain.get_transaction_count(sender, "pending")
 
     async def replace(self, tx: SignedTx, *, record: Recorder | None = None) -> tuple[SignedTx, ChainError | None]:
         """Re-sign a stuck ``tx`` with the same nonce and fees bumped by ``fee_bump`` (at least the chain's

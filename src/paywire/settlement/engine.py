@@ -343,18 +343,22 @@ class SettlementEngine:
 
     def response_for(self, row: Settlement) -> SettleResponse:
         """The ``SettleResponse`` a record stands for; identical for every caller that asks."""
+        return self._respond(row, row.state, row.tx_hash or "", row.error_reason, row.error_message)
+
+    def _respond(self, row: Settlement, state: str, tx: str, error_reason: str | None,
+                 error_message: str | None) -> SettleResponse:
+        """``response_for`` of ``row`` with its state, transaction and error as given (what was just written)."""
         rail = self.rails.get(row.network)
         payer = rail.account(row.payer) if rail is not None else row.payer
-        tx = row.tx_hash or ""
-        if row.state == "settled":
+        if state == "settled":
             return SettleResponse(True, tx, row.network, payer=payer, amount=row.amount)
-        if row.state == "failed":
+        if state == "failed":
             return SettleResponse(False, tx, row.network, payer=payer,
-                                  error_reason=row.error_reason or "transaction_failed", error_message=row.error_message)
-        if row.state == "unresolved":
+                                  error_reason=error_reason or "transaction_failed", error_message=error_message)
+        if state == "unresolved":
             return SettleResponse(False, tx, row.network, payer=payer, error_reason=UNRESOLVED,
                                   error_message=f"outcome unknown (chain unavailable); settlement {row.id} is "
-                                                f"being reconciled: {row.error_message or ''}".strip())
+                                                f"being reconciled: {error_message or ''}".strip())
         return SettleResponse(False, tx, row.network, payer=payer, error_reason=PENDING,
                               error_message=f"settlement {row.id} is in progress; ask again or GET /settlements/{row.id}")
 
@@ -384,8 +388,7 @@ class SettlementEngine:
             with contextlib.suppress(Exception):
                 await store.release(sid)
             return _failure(intent, "unexpected_settle_error", f"not sent: store error {type(exc).__name__}: {exc}")
-        # if the process dies here the row is 'submitted' with the bytes: the reconciler finishes it
-        row = dataclasses.replace(row, state="submitted", tx_hash=tx.hash)
+        # if the process dies here the row is 'submitted' with the bytes (tx): the reconciler finishes it
         return await self._confirm(store, row, intent, tx, unknown)
 
     async def _confirm(
@@ -414,11 +417,9 @@ class SettlementEngine:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         if isinstance(outcome, _Final) and await self._record(row.id, outcome):
-            r = outcome.response
-            return self.response_for(dataclasses.replace(
-                row, state="settled" if r.success else "failed",
-                tx_hash=(r.transaction or row.tx_hash or "").lower() or None,
-                error_reason=r.error_reason, error_message=r.error_message))
+            r = outcome.response  # answer as the row now reads, without reading it back
+            return self._respond(row, "settled" if r.success else "failed", (r.transaction or tx.hash).lower(),
+                                 r.error_reason, r.error_message)
         if isinstance(outcome, _Open):
             await self._record(row.id, outcome)
         current = await store.get(row.id)  # pending, or someone else recorded the verdict first
@@ -531,7 +532,7 @@ class SettlementEngine:
             if kind is None:
                 await store.note(row.id, "transaction re-broadcast by the reconciler", kind="settlement.rebroadcast")
                 return "rebroadcast"
-            if kind == "nonce_low":  # the stored transaction can never be included: sign a new one
+            if kind in ("nonce_low", "nonce_high"):  # the stored transaction cannot be included: sign a new one
                 return await self._resign(store, rail, row, intent)
             if kind == "unknown":
                 await self._record(row.id, _Open(error="re-broadcast got no usable answer"))

@@ -99,7 +99,8 @@ class Rail(Protocol):
 
     async def rebroadcast(self, raw: bytes) -> str | None:
         """Send recorded bytes again. ``None``: accepted (or already known); ``"nonce_low"``: it can never be
-        included (its slot was used by another transaction: sign a new one); ``"unknown"``: no usable answer;
+        included (its slot was used by another transaction: sign a new one); ``"nonce_high"``: not sent, it
+        cannot be included now (a slot before it is empty: sign a new one); ``"unknown"``: no usable answer;
         any other string: refused for that reason."""
         ...
 
