@@ -1,11 +1,13 @@
 """An MPP credential's ``source`` as an identity (issue 13 item 3), through our ASGI middleware over real HTTP:
 ``evm/charge`` proves it (the method checks it names the signer, settled on the embedded chain), a
 ``lightning/charge`` only claims it (a preimage says nothing about who paid; real signed invoices from a local
-node). A claim is recorded and shown labelled as one, and never counts as proof."""
+node). A claim is recorded (ledger row, audit event) and shown to the handler labelled as one, and never counts
+as proof."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from paywire.audit.queue import queued_events
 from paywire.devnet import Devnet
 from paywire.evm.assets import AssetRegistry
 from paywire.facilitator.client import LocalFacilitatorClient
@@ -90,7 +93,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
     mw = PaymentMiddleware(app, routes, LocalFacilitatorClient(full_facilitator(net)),
                            store=f"sqlite:///{tmp_path_factory.mktemp('src') / 's.db'}",
                            assets=AssetRegistry((net.asset,)), pay_to=net.payee.address, mpp_realm="src.test",
-                           mpp_secret=os.urandom(32), lightning=node)
+                           mpp_secret=os.urandom(32), lightning=node, audit="ident-source-1")
     async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as http:
         yield World(net, node, url, http, seen, mw)
     await mw.flow.aclose()
@@ -106,6 +109,9 @@ async def test_lightning_source_is_recorded_as_a_claim(world: World, source: str
     assert row is not None and row.state == "served", "the paid request left no served ledger row"
     assert row.identity == "claimed:" + source, f"the ledger row's identity is {row.identity!r}"
     assert r.json() == {"identity": None, "claimed": source}, f"the handler saw {r.json()}"
+    events = [json.loads(e) for e in await queued_events(world.mw.flow.payments.db)]
+    mine = [e["subject"]["identity"] for e in events if e["subject"].get("record") == row.id]
+    assert mine and set(mine) == {"claimed:" + source}, f"the audit events name {mine}"
 
 
 async def test_lightning_without_source_records_no_identity(world: World) -> None:
