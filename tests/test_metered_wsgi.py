@@ -283,6 +283,39 @@ async def test_our_sync_buyer_records_the_receipt_event_of_a_flask_stream(env: E
     assert payer0 - await net.token_balance(net.payer.address) == 4_000
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_our_requests_buyer_records_the_receipt_event_of_a_flask_stream(env: Env, tmp_path: Any,
+                                                                           stream: bool) -> None:
+    """The ``requests`` adapter (``x402_requests``) reads the closing ``payment-response`` event of a Flask
+    stream as the caller reads the body (``stream=True``: line by line) and records its transaction and
+    charged amount (3 × 1,000 of a 50,000 maximum) in its ledger."""
+    import asyncio
+
+    from paywire.client import Policy, receipt_of, x402_requests
+    from paywire.wallet import Wallet
+    from tests.test_metered_seller import buyer_rows
+
+    net = env.net
+    store = f"sqlite:///{tmp_path / 'requests-buyer.db'}"
+    wallet = Wallet.from_key(net.info.payer_key, chains={net.info.network: net.chain})
+    payer0 = await net.token_balance(net.payer.address)
+
+    def buy() -> tuple[int, str, Any]:
+        with x402_requests(wallet, Policy(assets=[net.asset], max_per_payment="$0.10"), store=store) as s:
+            r = s.get(env.url + "/upto?units=3&unit=1000", stream=stream, timeout=60)
+            text = "\n".join(r.iter_lines(decode_unicode=True)) + "\n" if stream else r.text
+            return r.status_code, text, receipt_of(r)
+
+    status, text, receipt = await asyncio.to_thread(buy)
+    assert status == 200, text
+    _, event = parse_sse(text)
+    assert event is not None and event.transaction, "no receipt event after the stream"
+    assert receipt is not None and (receipt.charged, receipt.tx) == (3_000, event.transaction), receipt
+    [row] = await buyer_rows(store, net.payer.address)
+    assert (row.charged, row.tx, row.budget) == (3_000, event.transaction, "committed"), row
+    assert payer0 - await net.token_balance(net.payer.address) == 3_000
+
+
 @pytest.mark.parametrize("size", [1, 3, 7, 1000])
 async def test_receipt_scanner_finds_the_closing_event_in_any_chunking(size: int) -> None:
     """The buyer's scanner finds the receipt event however the body is cut (CRLF lines too), and only that one."""

@@ -1,9 +1,14 @@
-"""A ``requests`` adapter that pays 402s through the same async core (run on a private loop thread)."""
+"""A ``requests`` adapter that pays 402s through the same async core (run on a private loop thread).
+
+A paid streamed response (``text/event-stream``, a variable price) has its receipt as the stream's closing
+``event: payment-response``: the adapter watches the body as it is read (``response.content``, ``iter_content``,
+``iter_lines``, ``raw.read``) and finishes the ledger row with that receipt when the body ends or is closed."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, Unpack
 
 import requests
@@ -13,8 +18,12 @@ from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
 from paywire.client.engine import Buyer, as_buyer
 from paywire.client.policy import Policy
+from paywire.client.sse import ReceiptScanner
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
+
+log = logging.getLogger("paywire.client")
+Ended = Callable[[str | None], Coroutine[Any, Any, None]]
 
 
 def classify_requests_error(exc: BaseException) -> Sent | None:
@@ -33,6 +42,46 @@ def classify_requests_error(exc: BaseException) -> Sent | None:
     if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ChunkedEncodingError):
         return Sent.MAYBE_SENT
     return None
+
+
+class _TailRaw:
+    """A response's ``raw`` (urllib3) body, watched for the seller's closing ``payment-response`` event as the
+    caller reads it; ``ended`` gets its value (None without one) once, on the buyer's private loop, when the body
+    ends or is closed. Everything else is the inner body's."""
+
+    def __init__(self, inner: Any, ended: Ended) -> None:
+        self._inner, self._ended, self._scan = inner, ended, ReceiptScanner()
+        self._done = False
+
+    def _end(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                run_sync(self._ended(self._scan.end()))
+            except Exception:  # the body the caller reads stays intact; the ledger row stays as it was
+                log.exception("paywire: could not record the receipt at the end of a streamed response")
+
+    def stream(self, amt: int | None = 2 ** 16, decode_content: bool | None = None) -> Iterator[bytes]:
+        for chunk in self._inner.stream(amt, decode_content=decode_content):
+            self._scan.feed(chunk)
+            yield chunk
+        self._end()
+
+    def read(self, amt: int | None = None, *args: Any, **kwargs: Any) -> bytes:
+        data: bytes = self._inner.read(amt, *args, **kwargs)
+        self._scan.feed(data)
+        if amt is None or not data:
+            self._end()
+        return data
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._end()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class _RequestsExchange:
@@ -65,6 +114,13 @@ class _RequestsExchange:
 
     def classify(self, exc: BaseException) -> Sent | None:
         return classify_requests_error(exc)
+
+    def tail(self, response: requests.Response, ended: Ended) -> bool:
+        """Watch the body for the seller's closing receipt event (see :class:`_TailRaw`); False: cannot."""
+        if response.raw is None or not hasattr(response.raw, "stream"):
+            return False
+        response.raw = _TailRaw(response.raw, ended)
+        return True
 
     def attach(self, response: requests.Response, receipt: Receipt, settlement: SettleResponse | None) -> None:
         response.paywire_receipt = receipt  # type: ignore[attr-defined]

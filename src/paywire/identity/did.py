@@ -5,6 +5,11 @@ An :class:`Identity` says *who* made a request and *how that was proven*: its DI
 (``siwx``, ``agent-sig``, ``payment``) and the wallet addresses linked to it. It is what the seller flow hands
 to handlers (``PaymentInfo.identity``) and writes to the ledger (``seller_payments.identity``: the DID).
 
+An identity with no proofs is a *claim* (:meth:`Identity.claim`: an MPP ``lightning/charge`` credential's
+``source``, which the payment does not prove): it is recorded as ``claimed:<did>`` (:attr:`Identity.recorded`),
+handed to handlers as ``PaymentInfo.claimed_identity``, and never counts as proof (allowlists, per-identity
+prices, free quotas and ``identity="required"`` read proven identities only).
+
 Only parsing and formatting live here; proofs are checked by :mod:`paywire.identity.siwx` and friends.
 """
 
@@ -24,6 +29,8 @@ _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 _PKH_RE = re.compile(r"did:pkh:eip155:([1-9][0-9]{0,77}):(0x[0-9a-fA-F]{40})")
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _MAX_DID = 512
+CLAIMED_PREFIX: Final = "claimed:"
+"""How the ledger labels a DID the payer named but did not prove (``claimed:did:key:…``)."""
 
 
 class DidError(WireError):
@@ -170,9 +177,34 @@ class Identity:
             return cls(did, (proof,), ())
         raise DidError(f"unsupported DID method: {did[:80]!r} (did:pkh, did:key and did:web are)")
 
+    @classmethod
+    def claim(cls, did: str) -> Identity:
+        """A DID the payer named without proving it (no proofs, no linked addresses): a well-formed
+        ``did:pkh`` / ``did:key`` / ``did:web``, else :class:`DidError`."""
+        if len(did) > _MAX_DID:
+            raise DidError("DID too long")
+        return cls(cls.from_did(did, "").did)
+
+    @property
+    def proven(self) -> bool:
+        """Whether some method proved this identity (a :meth:`claim` is not proven)."""
+        return bool(self.proofs)
+
+    @property
+    def recorded(self) -> str:
+        """The ledger's value: the DID, or ``claimed:<did>`` for an unproven claim."""
+        return self.did if self.proofs else CLAIMED_PREFIX + self.did
+
     def also(self, proof: str) -> Identity:
         """The same identity, also proven by ``proof``."""
         return self if proof in self.proofs else Identity(self.did, (*self.proofs, proof), self.addresses)
+
+    @staticmethod
+    def split_recorded(value: str | None) -> tuple[str | None, str | None]:
+        """A ledger value as (proven DID, claimed DID): at most one of them is set."""
+        if value is not None and value.startswith(CLAIMED_PREFIX):
+            return None, value[len(CLAIMED_PREFIX):]
+        return value, None
 
     def controls(self, address: str) -> bool:
         """Whether ``address`` is one of the linked wallet addresses (case-insensitive)."""
@@ -180,5 +212,5 @@ class Identity:
         return any(a.lower() == low for a in self.addresses)
 
 
-__all__ = ["DidError", "DidKey", "Identity", "b58decode", "b58encode", "did_key", "did_pkh", "parse_did_key",
+__all__ = ["CLAIMED_PREFIX", "DidError", "DidKey", "Identity", "b58decode", "b58encode", "did_key", "did_pkh", "parse_did_key",
            "parse_did_pkh"]

@@ -663,7 +663,8 @@ class Seller:
             if static is not None and static[0] is offers:
                 key = (idx, f"{req.method} {req.url}" if route.discovery else req.url)  # bazaar names the method
                 if route.signs_in:
-                    if self.siwx is not None and set(route.x402_versions) == {1, 2}:  # the body has no nonce
+                    # the body has no nonce; a route without x402 offers has no PAYMENT-REQUIRED to splice into
+                    if self.siwx is not None and offers and set(route.x402_versions) == {1, 2}:
                         return self._sign_in_challenge(route, req, offers, key)
                     key = None
                 else:

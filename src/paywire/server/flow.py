@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
-from paywire.identity.did import Identity
+from paywire.identity.did import CLAIMED_PREFIX, Identity
 from paywire.identity.metadata import proven_identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
@@ -117,9 +117,17 @@ class PaymentInfo:
     payment_id: str | None
     transaction: str | None = None  # set when settle="before" (already settled)
     protocol: str = "x402"  # the protocol that carried it ("x402" | "mpp" | "l402"), as in the ledger
-    identity: str | None = None  # the DID the payer proved (Sign-In-With-X), as in the ledger
+    identity: str | None = None  # the DID the payer proved (Sign-In-With-X, agent signature, MPP evm source)
     reaccess: bool = False  # served again to a signed-in payer of this earlier payment (no new payment)
     meter: Meter | None = None  # variable price (upto, settle="after"): ``paywire.server.bill(request, amount)``
+    claimed_identity: str | None = None  # a DID the payer named but did not prove (MPP lightning source): no proof
+
+    def __post_init__(self) -> None:
+        """A ledger value ``claimed:<did>`` passed as ``identity`` moves to ``claimed_identity``."""
+        if self.identity is not None and self.identity.startswith(CLAIMED_PREFIX):
+            proven, claimed = Identity.split_recorded(self.identity)
+            object.__setattr__(self, "identity", proven)
+            object.__setattr__(self, "claimed_identity", claimed)
 
 
 @dataclass(frozen=True, slots=True)

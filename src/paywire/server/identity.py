@@ -16,6 +16,10 @@ answers one of:
   the identity's own price when the route has ``price_for_identity``); an identity that is not on the route's
   ``allow_identities`` is refused (``identity_not_allowed``) before any money moves.
 
+Only proven identities count here. A DID a payer merely names (an MPP ``lightning/charge`` ``source``: see
+:meth:`~paywire.identity.did.Identity.claim`) is read after this step, with the payment, and is recorded as a
+claim; it is never on an allowlist, never repriced, never free and never satisfies ``identity="required"``.
+
 Each proof's nonce is spent once in the store (``siwx_nonces``; an agent signature's as ``sig:<keyid>:<nonce>``)
 — a resent paid request may reuse its own, so retries of one payment still replay.
 """
@@ -44,7 +48,8 @@ _deferred: ContextVar[SiwxProof | None] = ContextVar("paywire_deferred_sign_in",
 
 
 def _listed(who: Identity, allowed: frozenset[str]) -> bool:
-    return who.did.lower() in allowed or any(a.lower() in allowed for a in who.addresses)
+    """Whether ``who`` is on an allowlist: a claim (no proofs) never is."""
+    return who.proven and (who.did.lower() in allowed or any(a.lower() in allowed for a in who.addresses))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +134,7 @@ class IdentityGate:
         mine = self.repriced(route, priced, who)
         if any(getattr(o, "amount", None) == 0 for o in mine[0]):
             return Free(who, "price")
-        if route.free_quota is not None and await self.store.take_free(who.did, route.key, *route.free_quota):
+        if route.free_quota is not None and who.proven and await self.store.take_free(who.did, route.key, *route.free_quota):
             return Free(who, "free_quota")
         if signed_in is None:  # an agent signature alone: the route's 402
             return None
@@ -140,7 +145,7 @@ class IdentityGate:
     def repriced(route: PaidRoute, priced: Priced, who: Identity | None) -> Priced:
         """The route's offers at ``who``'s price (``route.price_for_identity``)."""
         f = route.price_for_identity
-        if f is None or who is None:
+        if f is None or who is None or not who.proven:  # a claim pays the route's price
             return priced
         offers: list[Any] = []
         for o in priced[0]:

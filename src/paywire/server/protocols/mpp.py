@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from paywire.evm.assets import Asset
-from paywire.identity.did import did_pkh
+from paywire.identity.did import DidError, Identity
 from paywire.lightning.base import LightningError
 from paywire.lightning.networks import BIP122, LIGHTNING_SCHEME, lightning_network_id
 from paywire.mpp import problems as P
@@ -100,8 +100,21 @@ class MppPayment:
     auth_key: str
     payer: str | None
     decimals: int
-    identity: str | None = None
-    """The credential's ``source`` as a DID, when the method proved it (``evm/charge``: the payer's did:pkh)."""
+    identity: Identity | None = None
+    """The credential's ``source``: proven by ``evm/charge`` (the method checked it names the signer, so it is
+    the payer's did:pkh), only claimed by ``lightning/charge`` (a preimage says nothing about who paid)."""
+
+
+def claimed_source(source: str | None) -> Identity | None:
+    """A ``source`` the payment does not prove, as a claim; one that is no DID we read is dropped (it is only
+    a claim, so it cannot fail the payment)."""
+    if source is None:
+        return None
+    try:
+        return Identity.claim(source)
+    except DidError as exc:
+        log.info("paywire: MPP source dropped (not a DID we read): %s", exc)
+        return None
 
 
 def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer],
@@ -126,14 +139,16 @@ def verify_mpp(server: MppServer, authorization: str, templates: Sequence[Offer]
         claimed = scheme_claim(req, payload.payload)
         key = claimed[0] if claimed is not None else checked.replay_key
         source = verdict.credential.source  # checked against the payer by the method (did:pkh of ``from``)
-        identity = did_pkh(req.network, checked.payer) if source is not None and checked.payer else None
+        identity = (Identity.from_account(req.network, checked.payer, "payment")
+                    if source is not None and checked.payer else None)
         return MppPayment(ch.id, EVM, payload, req, key, checked.payer, asset.decimals, identity)
     if ch.method == LIGHTNING:
         checked = LightningChargeMethod().verify(verdict, now)
         if isinstance(checked, Problem):
             return checked.with_challenge_id(ch.id)
         payload, req = lightning_pair(verdict)
-        return MppPayment(ch.id, LIGHTNING, payload, req, f"lightning:{checked.data}", None, 0)
+        return MppPayment(ch.id, LIGHTNING, payload, req, f"lightning:{checked.data}", None, 0,
+                          claimed_source(verdict.credential.source))
     return Problem(P.METHOD_UNSUPPORTED, f"{ch.method}/{ch.intent} is not supported", challenge_id=ch.id)
 
 
@@ -226,7 +241,7 @@ class Mpp(ProtocolDefaults):
             return Reject(res, offers)
         return Proceed(route, res.payload, res.requirements, res.requirements, False, res.auth_key,
                        payment_hash(res.payload), mpp_payment_id(res.challenge_id), offers, res.decimals, req.url,
-                       NAME, identity=res.identity)
+                       NAME, identity=res.identity.recorded if res.identity is not None else None)
 
     async def challenges(self, route: PaidRoute, req: RequestInfo) -> Challenges:
         """One ``Payment`` challenge per offer, ordered by ``Accept-Payment``; a Lightning node that cannot make an
@@ -276,6 +291,7 @@ __all__ = [
     "Mpp",
     "MppPayment",
     "challenge_id_of",
+    "claimed_source",
     "eip3009_assets",
     "lightning_network_id",
     "lightning_pair",
