@@ -2,10 +2,11 @@
 
 One Lua script per decision does everything atomically on the server — first-seen ``SET NX``, bump the current
 bucket (``HINCRBY`` / ``HINCRBYFLOAT``), drop expired buckets, read the windows — so two replicas see one
-count. Each counter is one hash holding, per window, at most :data:`~paywire.risk.features.BUCKETS` live
-buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
-bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
-windows simply lets the old buckets expire (they are dropped on the next read).
+count. Each counter is one hash holding, per window it keeps (those some rule reads), at most
+:data:`~paywire.risk.features.BUCKETS` live buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums,
+the sums only when a rule reads them), with a TTL of the longest window plus one bucket; first-seen keys expire
+after ``first_seen_ttl``: nothing grows without bound. A rule that changes the windows simply lets the old
+buckets expire (they are dropped on the next read); a window a rule starts reading counts from then on.
 A route's (payee's) amount histogram is one more hash (``<slice>:<bin>`` counts, ``<slice>:s`` sums, 12 time
 slices of the longest window, with a TTL), read by the same script and added to after an outcome.
 Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
@@ -16,6 +17,7 @@ Needs the ``redis`` package (``pip install paywire[risk]``). A refused connectio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -32,15 +34,16 @@ local flags = tonumber(ARGV[4])
 local has_seen = flags % 2
 local has_stats = math.floor(flags / 2)
 local nb = tonumber(ARGV[5])
-local widths, current, oldest = {}, {}, {}
+local names, current, oldest = {}, {}, {}
 local longest = 0
 for i = 1, nw do
   local w = tonumber(ARGV[5 + i])
-  widths[i] = w
+  names[i] = ARGV[5 + i]
   current[i] = math.floor(now * nb / w)
-  oldest[tostring(w)] = current[i] - nb
+  oldest[names[i]] = current[i] - nb
   if w > longest then longest = w end
 end
+local ttl = math.ceil(longest + longest / nb)
 local out = {}
 local isnew = 0
 local ki = 1
@@ -59,33 +62,43 @@ out[1] = age
 local a = 6 + nw
 for c = 0, #KEYS - ki - has_stats do
   local key = KEYS[ki + c]
-  local inc = tonumber(ARGV[a + 3 * c])
-  local amt = ARGV[a + 3 * c + 1]
-  if tonumber(ARGV[a + 3 * c + 2]) == 1 and isnew == 0 then inc = 0 end
-  if inc ~= 0 then
-    for w = 1, nw do
-      redis.call('HINCRBY', key, widths[w] .. 'c' .. current[w], inc)
-      if tonumber(amt) ~= 0 then redis.call('HINCRBYFLOAT', key, widths[w] .. 's' .. current[w], amt) end
+  local inc = tonumber(ARGV[a])
+  local amt = ARGV[a + 1]
+  if ARGV[a + 2] == '1' and isnew == 0 then inc = 0 end
+  local mask = tonumber(ARGV[a + 3])  -- bit i - 1: the counter keeps window i (the windows some rule reads)
+  a = a + 4
+  local kept, cnt, sum = {}, {}, {}
+  for w = 1, nw do
+    if mask % 2 == 1 then
+      kept[#kept + 1] = w
+      cnt[names[w]] = 0
+      sum[names[w]] = 0
     end
-    redis.call('EXPIRE', key, math.ceil(longest + longest / nb))
+    mask = math.floor(mask / 2)
   end
-  local cnt, sum = {}, {}
-  for w = 1, nw do cnt[tostring(widths[w])] = 0; sum[tostring(widths[w])] = 0 end
+  if inc ~= 0 and #kept > 0 then
+    local summing = tonumber(amt) ~= 0
+    for _, w in ipairs(kept) do
+      redis.call('HINCRBY', key, names[w] .. 'c' .. current[w], inc)
+      if summing then redis.call('HINCRBYFLOAT', key, names[w] .. 's' .. current[w], amt) end
+    end
+    redis.call('EXPIRE', key, ttl)
+  end
   local fields = redis.call('HGETALL', key)
+  local dead = {}
   for j = 1, #fields, 2 do
     local w, kind, b = string.match(fields[j], '^(%d+)([cs])(%-?%d+)$')
     local low = oldest[w]
-    if low == nil or tonumber(b) <= low then
-      redis.call('HDEL', key, fields[j])
-    elseif kind == 'c' then
-      cnt[w] = cnt[w] + tonumber(fields[j + 1])
-    else
-      sum[w] = sum[w] + tonumber(fields[j + 1])
+    if low == nil or tonumber(b) <= low then  -- expired, or a window the engine no longer has
+      dead[#dead + 1] = fields[j]
+    elseif cnt[w] ~= nil then  -- a window another rule set keeps is left alone (a fleet mid-deploy)
+      if kind == 'c' then cnt[w] = cnt[w] + tonumber(fields[j + 1]) else sum[w] = sum[w] + tonumber(fields[j + 1]) end
     end
   end
-  for w = 1, nw do
-    out[#out + 1] = cnt[tostring(widths[w])]
-    out[#out + 1] = tostring(sum[tostring(widths[w])])
+  if #dead > 0 then redis.call('HDEL', key, unpack(dead)) end
+  for _, w in ipairs(kept) do
+    out[#out + 1] = cnt[names[w]]
+    out[#out + 1] = tostring(sum[names[w]])
   end
 end
 if has_stats == 1 then  -- the amount histogram: live slices' fields, expired ones dropped
@@ -125,6 +138,12 @@ def _histogram(cells: Sequence[Any]) -> tuple[int, float, float]:
     return summarize(bins, total)
 
 
+@functools.lru_cache(maxsize=256)
+def _mask(widths: tuple[int, ...], windows: tuple[int, ...]) -> int:
+    """The windows a counter keeps as bits of the engine's windows (bit i: ``windows[i]``)."""
+    return sum(1 << i for i, w in enumerate(windows) if w in widths)
+
+
 def _safe(key: str) -> str:
     """Keys carry request values (IPs, agent names): long ones are hashed so a key stays small."""
     return key if len(key) <= 160 else key[:40] + "#" + hashlib.sha256(key.encode()).hexdigest()
@@ -157,12 +176,13 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
-              count_of: Any, stats: str | None = None) -> tuple[list[str], list[Any]]:
+              stats: str | None = None) -> tuple[list[str], list[Any]]:
         keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
         flags = (1 if first else 0) + (2 if stats else 0)
         args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, flags, BUCKETS, *windows]
+        wins = tuple(windows)
         for c in counters:
-            args += [count_of(c), repr(c.amount), 1 if c.only_if_new else 0]
+            args += [c.add, repr(c.amount), 1 if c.only_if_new else 0, _mask(c.widths, wins)]
         if stats:
             keys.append(_safe(self.prefix + stats))
             args.append(math.floor(now * BUCKETS / max(windows)) - BUCKETS)
@@ -170,20 +190,21 @@ class RedisState:
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         stats = plan.stats if windows else None
-        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add, stats)
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, stats)
         out = (await self._run(keys, args)).split()
         age = float(out[0])
-        n = len(windows)
         seen = {}
-        for i, c in enumerate(plan.counters):
-            cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
-            seen[c.key] = tuple((int(float(cells[2 * j])), float(cells[2 * j + 1])) for j in range(n))
-        summary = _histogram(out[1 + 2 * n * len(plan.counters):]) if stats else (0, 0.0, 0.0)
+        i = 1
+        for c in plan.counters:  # (count, sum) per window the counter keeps
+            n = len(c.widths)
+            seen[c.key] = tuple((int(float(out[j])), float(out[j + 1])) for j in range(i, i + 2 * n, 2))
+            i += 2 * n
+        summary = _histogram(out[i:]) if stats else (0, 0.0, 0.0)
         return Observed(seen, None if age < 0 else age, stats=summary)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
-            keys, args = self._args(counters, windows, now, None, lambda c: c.add)
+            keys, args = self._args(counters, windows, now, None)
             await self._run(keys, args)
 
     async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:
