@@ -65,23 +65,27 @@ class _Histogram:
 
 
 class _Window:
-    """One window (``width`` seconds) of one counter: live buckets and their running totals."""
+    """One window (``width`` seconds) of one counter: live buckets and their running totals. Buckets hold
+    numbers only (bucket → events, bucket → amounts), so their dictionaries stay out of the cyclic GC's way."""
 
-    __slots__ = ("buckets", "count", "last", "total", "width")
+    __slots__ = ("count", "counts", "last", "sums", "total", "width")
 
     def __init__(self, width: int, last: int = -1) -> None:
         self.width = width
-        self.buckets: dict[int, list[float]] = {}
+        self.counts: dict[int, int] = {}
+        self.sums: dict[int, float] = {}  # summed counters only
         self.last = last  # a new window starts at the current bucket: nothing to drop, nothing to recount
         self.count, self.total = 0, 0.0
 
     def slide(self, b: int) -> None:
         """Make ``b`` the current bucket: drop expired buckets, recount."""
         self.last = b
-        for k in [k for k in self.buckets if k <= b - BUCKETS]:
-            del self.buckets[k]
-        self.count = int(sum(c for c, _ in self.buckets.values()))
-        self.total = sum(s for _, s in self.buckets.values())
+        low = b - BUCKETS
+        for k in [k for k in self.counts if k <= low]:
+            del self.counts[k]
+            self.sums.pop(k, None)
+        self.count = sum(self.counts.values())
+        self.total = sum(self.sums.values())
 
 
 _ZEROS: tuple[tuple[tuple[int, float], ...], ...] = tuple(((0, 0.0),) * n for n in range(8))
@@ -128,12 +132,11 @@ class MemoryState:
             if b != win.last:  # the window slid
                 win.slide(b)
             if count:
-                cell = win.buckets.get(b)
-                if cell is None:
-                    win.buckets[b] = [count, amount]
-                else:
-                    cell[0] += count
-                    cell[1] += amount
+                counts = win.counts
+                counts[b] = counts.get(b, 0) + count
+                if c.summed:
+                    sums = win.sums
+                    sums[b] = sums.get(b, 0.0) + amount
                 win.count += count
                 win.total += amount
             out.append((win.count, win.total))
