@@ -78,8 +78,9 @@ class RiskEngine:
     live (default in this process). ``shadow``: evaluate and record, never enforce. ``fail``: per checkpoint
     (or one for all) what a state-backend outage means. ``recorder``: where decisions go (every non-allow, and
     ``sample_allows`` of the allows). ``clock``: seconds (the counters' time). Only the counters some rule
-    reads are kept (the other features read 0, also in the records); ``count_all=True`` keeps every one, so
-    recorded decisions carry every feature for ``paywire risk test --replay`` of rules that read others.
+    reads are kept, each over the windows some rule reads (the other features read 0, also in the records);
+    ``count_all=True`` keeps every one, so recorded decisions carry every feature for
+    ``paywire risk test --replay`` of rules that read others.
     ``max_records_per_second``: records written at most this often (a flood of denials must not become a
     flood of database writes); the rest are counted in ``paywire_risk_records_dropped_total``.
     """
