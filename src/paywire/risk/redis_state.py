@@ -27,18 +27,21 @@ from paywire.risk.features import BUCKETS, Counter, Observed, Plan, amount_bin, 
 from paywire.risk.state import StateUnavailable
 
 SCRIPT = """
-local now = tonumber(ARGV[1])
-local nw = tonumber(ARGV[2])
-local ttl_seen = tonumber(ARGV[3])
-local flags = tonumber(ARGV[4])
+local head, spec = {}, {}  -- two packed arguments (a few bytes to send instead of dozens of arguments)
+for x in string.gmatch(ARGV[1], '%S+') do head[#head + 1] = x end
+for x in string.gmatch(ARGV[2], '%S+') do spec[#spec + 1] = x end
+local now = tonumber(head[1])
+local nw = tonumber(head[2])
+local ttl_seen = tonumber(head[3])
+local flags = tonumber(head[4])
 local has_seen = flags % 2
 local has_stats = math.floor(flags / 2)
-local nb = tonumber(ARGV[5])
+local nb = tonumber(head[5])
 local names, current, oldest = {}, {}, {}
 local longest = 0
 for i = 1, nw do
-  local w = tonumber(ARGV[5 + i])
-  names[i] = ARGV[5 + i]
+  local w = tonumber(head[5 + i])
+  names[i] = head[5 + i]
   current[i] = math.floor(now * nb / w)
   oldest[names[i]] = current[i] - nb
   if w > longest then longest = w end
@@ -59,13 +62,13 @@ if has_seen == 1 then
   end
 end
 out[1] = age
-local a = 6 + nw
+local a = 1
 for c = 0, #KEYS - ki - has_stats do
   local key = KEYS[ki + c]
-  local inc = tonumber(ARGV[a])
-  local amt = ARGV[a + 1]
-  if ARGV[a + 2] == '1' and isnew == 0 then inc = 0 end
-  local mask = tonumber(ARGV[a + 3])  -- bit i - 1: the counter keeps window i (the windows some rule reads)
+  local inc = tonumber(spec[a])
+  local amt = spec[a + 1]
+  if spec[a + 2] == '1' and isnew == 0 then inc = 0 end
+  local mask = tonumber(spec[a + 3])  -- bit i - 1: the counter keeps window i (the windows some rule reads)
   a = a + 4
   local kept, cnt, sum = {}, {}, {}
   for w = 1, nw do
@@ -103,7 +106,7 @@ for c = 0, #KEYS - ki - has_stats do
 end
 if has_stats == 1 then  -- the amount histogram: live slices' fields, expired ones dropped
   local skey = KEYS[#KEYS]
-  local low = tonumber(ARGV[#ARGV])
+  local low = tonumber(head[6 + nw])
   local fields = redis.call('HGETALL', skey)
   for j = 1, #fields, 2 do
     local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
@@ -176,17 +179,19 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
-              stats: str | None = None) -> tuple[list[str], list[Any]]:
+              stats: str | None = None) -> tuple[list[str], list[str]]:
+        """Keys, and two arguments: the header (time, windows, flags …) and per counter ``add amount
+        only_if_new windows-mask``, space-separated (redis-py encodes each argument apart: two are cheap)."""
         keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
         flags = (1 if first else 0) + (2 if stats else 0)
-        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, flags, BUCKETS, *windows]
-        wins = tuple(windows)
-        for c in counters:
-            args += [c.add, repr(c.amount), 1 if c.only_if_new else 0, _mask(c.widths, wins)]
+        head = [repr(now), str(len(windows)), str(self.first_seen_ttl), str(flags), str(BUCKETS),
+                *map(str, windows)]
         if stats:
             keys.append(_safe(self.prefix + stats))
-            args.append(math.floor(now * BUCKETS / max(windows)) - BUCKETS)
-        return keys, args
+            head.append(str(math.floor(now * BUCKETS / max(windows)) - BUCKETS))
+        wins = tuple(windows)
+        spec = " ".join(f"{c.add} {c.amount!r} {1 if c.only_if_new else 0} {_mask(c.widths, wins)}" for c in counters)
+        return keys, [" ".join(head), spec]
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         stats = plan.stats if windows else None
