@@ -443,13 +443,16 @@ def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
         out[name] = value if value is not None else scalars[name]
     if "amount" in out:
         out["amount"], out["amount_units"] = event.value, event.amount
+    got = seen.windows
     for c in p.counters:
-        values = seen.windows.get(c.key, ())  # () when the backend was down: the defaults stay
+        values = got.get(c.key, ())  # () when the backend was down: the defaults stay
         if c.features:
-            for (cname, sname), (count, total) in zip(c.features, values, strict=False):
-                out[cname] = count
-                if sname is not None:
-                    out[sname] = total
+            if values:  # one (count, sum) per feature pair; indexed, as zip(strict=False) costs a keyword call
+                for i, (cname, sname) in enumerate(c.features):
+                    count, total = values[i]
+                    out[cname] = count
+                    if sname is not None:
+                        out[sname] = total
         elif c.name.startswith("price_"):  # mean price paid over the longest window (its only one) → ratio
             count, total = values[0] if values else (0, 0.0)
             mean = total / count if count else 0.0
