@@ -141,7 +141,8 @@ async def test_shipped_default_rules_compile_for_every_checkpoint() -> None:
 
 async def test_sliding_window_counts_and_forgets() -> None:
     clock = Clock()
-    engine = RiskEngine(parse_rules(one_rule("payment", "deny", "payer_count_1m > 3")), clock=clock)
+    hour = one_rule("payment", "review", "payer_count_1h > 1000 || payer_sum_1h > 1000.0").replace('"r1"', '"r2"')
+    engine = RiskEngine(parse_rules(one_rule("payment", "deny", "payer_count_1m > 3") + hour), clock=clock)
     actions = []
     for _ in range(5):
         actions.append((await engine.check(event("payment"))).action)
@@ -411,6 +412,83 @@ async def test_only_counters_the_rules_read_are_kept_unless_count_all() -> None:
     assert a.features["payer_count_1m"] == 2, a.features["payer_count_1m"]
     assert a.features["payee_count_1m"] == 0, "a counter no rule reads was kept"
     assert b.features["payee_count_1m"] == 2, "count_all did not keep every counter"
+
+
+def rules_of(*rules: tuple[str, str]) -> str:
+    """A rule file: one deny rule per (checkpoint, condition), ids r1, r2 …"""
+    return "".join(one_rule(cp, "deny", when).replace('"r1"', f'"r{i + 1}"') for i, (cp, when) in enumerate(rules))
+
+
+@contextlib.asynccontextmanager
+async def state_of(kind: str) -> AsyncIterator[object]:
+    if kind == "memory":
+        yield MemoryState()
+        return
+    state = redis_state(f"pw:test:{uuid.uuid4().hex}:")
+    try:
+        yield state
+    finally:
+        await state.aclose()
+
+
+async def test_a_window_no_rule_reads_is_not_kept_unless_count_all() -> None:
+    rules = parse_rules(one_rule("payment", "deny", "payer_count_1m > 100"))
+    lean, full = RiskEngine(rules), RiskEngine(rules, count_all=True)
+    for _ in range(2):
+        a = await lean.check(event("payment"))
+        b = await full.check(event("payment"))
+    assert a.features["payer_count_1m"] == 2, a.features
+    assert (a.features["payer_count_1h"], a.features["payer_sum_1m"]) == (0, 0), "an unread window or sum was kept"
+    assert (b.features["payer_count_1h"], b.features["payer_sum_1m"]) == (2, pytest.approx(0.02)), b.features
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_rule_reading_one_window_sees_its_counts_and_sums(kind: str) -> None:
+    clock = Clock()
+    rules = parse_rules(rules_of(("payment", "payer_count_1h > 3"), ("payment", "payer_sum_1h > 100.0")))
+    async with state_of(kind) as state:
+        engine = RiskEngine(rules, state=state, clock=clock)  # type: ignore[arg-type]
+        actions = []
+        for _ in range(5):
+            actions.append((await engine.check(event("payment"))).action)
+            clock.t += 61  # past the one-minute window each time: the hour keeps counting
+        assert actions == ["allow"] * 3 + ["deny"] * 2, actions
+        d = await engine.check(event("payment"))
+        assert (d.features["payer_count_1h"], d.features["payer_sum_1h"]) == (6, pytest.approx(0.06)), d.features
+        assert d.features["payer_count_1m"] == 0, "a window no rule reads was counted"
+        clock.t += 3600 + 300 + 1  # the hour slid past every payment
+        assert (await engine.check(event("payment"))).features["payer_count_1h"] == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_new_rules_reading_another_window_start_counting_it(kind: str) -> None:
+    clock = Clock()
+    async with state_of(kind) as state:
+        engine = RiskEngine(parse_rules(rules_of(("payment", "payer_count_1m > 100"))), state=state,
+                            clock=clock)  # type: ignore[arg-type]
+        for _ in range(3):
+            await engine.check(event("payment"))
+        engine.rules = parse_rules(rules_of(("payment", "payer_count_1m > 100"), ("payment", "payer_count_1h > 1")))
+        d = await engine.check(event("payment"))
+        assert d.features["payer_count_1m"] == 4, "the window both rule sets read lost its counts"
+        assert d.features["payer_count_1h"] == 1, "the newly read window does not count from the reload on"
+        assert (await engine.check(event("payment"))).rule == "r2", "the new rule does not see the new window"
+        # a second engine on the same counters with the first rules: the windows they share stay one count
+        if kind == "redis":
+            other = RiskEngine(parse_rules(rules_of(("payment", "payer_count_1m > 100"))), state=state,
+                               clock=clock)  # type: ignore[arg-type]
+            assert (await other.check(event("payment"))).features["payer_count_1m"] == 6
+            assert (await engine.check(event("payment"))).features["payer_count_1h"] == 3, \
+                "another rule set's engine wiped this one's window"
+
+
+async def test_a_counter_two_checkpoints_share_keeps_the_windows_either_reads() -> None:
+    rules = parse_rules(rules_of(("payment", "payer_count_1m > 100"), ("settle", "payer_count_1h > 100")))
+    engine = RiskEngine(rules)
+    for _ in range(2):
+        await engine.check(event("payment"))
+    d = await engine.check(event("settle"))
+    assert d.features["payer_count_1h"] == 3, "the settle checkpoint missed the payments' counts in its window"
 
 
 # ------------------------------------------------------------------------------------------------ kinds, stats

@@ -20,16 +20,23 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from paywire.risk.features import (
+    Counter,
+    Kept,
+    Layout,
     Observed,
+    PlanSpec,
     build,
+    counters_kept,
     counters_read,
     failure_counters,
     failure_kind,
+    layout,
     paid_counters,
     plan,
+    plan_spec,
     stats_key,
     windows_from,
 )
@@ -71,8 +78,9 @@ class RiskEngine:
     live (default in this process). ``shadow``: evaluate and record, never enforce. ``fail``: per checkpoint
     (or one for all) what a state-backend outage means. ``recorder``: where decisions go (every non-allow, and
     ``sample_allows`` of the allows). ``clock``: seconds (the counters' time). Only the counters some rule
-    reads are kept (the other features read 0, also in the records); ``count_all=True`` keeps every one, so
-    recorded decisions carry every feature for ``paywire risk test --replay`` of rules that read others.
+    reads are kept, each over the windows some rule reads (the other features read 0, also in the records);
+    ``count_all=True`` keeps every one, so recorded decisions carry every feature for
+    ``paywire risk test --replay`` of rules that read others.
     ``max_records_per_second``: records written at most this often (a flood of denials must not become a
     flood of database writes); the rest are counted in ``paywire_risk_records_dropped_total``.
     """
@@ -87,6 +95,7 @@ class RiskEngine:
             self.windows = windows_from(windows)
         except ValueError as exc:
             raise RiskConfigError(f"risk windows: {exc}") from None
+        self._count_all = count_all
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules, windows=self.windows)
         self.state: RiskState = state if state is not None else MemoryState()
         self.lists = lists or RiskLists()
@@ -94,13 +103,30 @@ class RiskEngine:
         self.recorder, self.sample_allows = recorder, sample_allows
         self.metrics = metrics or RiskMetrics()
         self.clock = clock
-        self._widths = list(self.windows.values())
+        self._widths = tuple(self.windows.values())
         self._down = False
         self._record_rate = max_records_per_second
         self._record_budget, self._record_at = max_records_per_second, clock()
-        # only the counters the rules read are kept (each costs writes, in Redis too); count_all keeps every one
-        self._needed: dict[str, frozenset[str]] | None = None if count_all else {
-            cp: counters_read(self.rules.variables(cp), self.windows) for cp in CHECKPOINTS}
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules; assigning new ones (a reload) also changes which counters and windows are kept."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: RuleSet) -> None:
+        # only the counters and windows the rules read are kept (each costs writes, in Redis too); count_all
+        # keeps every one. A counter's key is shared by the checkpoints that count it, so its windows are the
+        # union of what every checkpoint's rules read.
+        needed = None if self._count_all else {cp: counters_read(rules.variables(cp), self.windows)
+                                               for cp in CHECKPOINTS}
+        kept: dict[str, Kept] | None = None if needed is None else counters_kept(
+            (v for cp in CHECKPOINTS for v in rules.variables(cp)), self.windows)
+        self._specs: dict[str, PlanSpec] = {
+            cp: plan_spec(cp, self.windows, needed[cp] if needed is not None else None, kept) for cp in CHECKPOINTS}
+        self._kept = kept
+        self._layouts: dict[str, Layout] = {}
+        self._rules = rules
 
     def _backend(self, up: bool, exc: BaseException | None = None) -> None:
         if up == (not self._down):
@@ -115,7 +141,7 @@ class RiskEngine:
     async def check(self, event: Event) -> Decision:
         """Evaluate ``event`` at its checkpoint; the decision is recorded and counted."""
         cp = event.checkpoint
-        p = plan(event, self._needed[cp] if self._needed is not None else None)
+        p = plan(event, self._specs[cp])
         degraded = False
         try:
             seen = await self.state.observe(p, self._widths, self.clock())
@@ -192,9 +218,24 @@ class RiskEngine:
         """Buyer: a payment was made at ``event``'s price; it joins the host's and route's price history."""
         await self._bump(paid_counters(event))
 
-    async def _bump(self, counters: Any) -> None:
+    def _layout(self, c: Counter) -> Layout:
+        lay = self._layouts.get(c.name)
+        if lay is None:
+            lay = self._layouts[c.name] = layout(c.name, self.windows, self._kept, c.summed)
+        return lay
+
+    async def _bump(self, counters: Sequence[Counter]) -> None:
+        """Bump ``counters`` over the windows this engine keeps for each (none: not bumped at all)."""
+        kept = []
+        for c in counters:
+            lay = self._layout(c)
+            if lay.widths:
+                kept.append(c._replace(widths=lay.widths, features=lay.features, summed=lay.sums,
+                                       amount=c.amount if lay.sums else 0.0))
+        if not kept:
+            return
         try:
-            await self.state.bump(counters, self._widths, self.clock())
+            await self.state.bump(kept, self._widths, self.clock())
             self._backend(True)
         except StateUnavailable as exc:
             self._backend(False, exc)

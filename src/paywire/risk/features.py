@@ -190,14 +190,19 @@ def all_feature_names(windows: Mapping[str, int] = DEFAULT_WINDOWS) -> dict[Chec
 
 
 class Counter(NamedTuple):
-    """One sliding-window counter to bump (``add`` events, ``amount``) and read over ``windows`` (seconds)."""
+    """One sliding-window counter to bump (``add`` events, ``amount``) and read over ``widths`` (seconds)."""
 
     name: str  # feature prefix, e.g. "payer_count" → payer_count_1m …
     key: str  # backend key, e.g. "c:payer:0xab…"
     add: int  # events to add (0: read only)
     amount: float
-    summed: bool
+    summed: bool  # the amounts are kept (added, and read as ``<subject>_sum_<window>``)
     only_if_new: bool = False  # bump only when the first-seen subject is new (ip_new_payers)
+    widths: tuple[int, ...] = ()
+    """The windows (seconds, in the engine's order) this counter keeps: those some rule reads (every window with
+    ``count_all``). A backend bumps and answers (count, sum) for these only."""
+    features: tuple[tuple[str, str | None], ...] = ()
+    """Per kept window, the features it fills: its count's name and its sum's (``None``: sums not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,62 +261,134 @@ def counters_read(variables: Iterable[str], windows: Iterable[str]) -> frozenset
     return frozenset(out)
 
 
-class _PlanSpec(NamedTuple):
-    """What :func:`plan` does for one checkpoint and one set of needed counters, worked out once."""
+class Kept(NamedTuple):
+    """What one counter keeps: its windows (names, in the engine's order) and whether its sums are read."""
 
+    windows: tuple[str, ...]
+    sums: bool
+
+
+def counters_kept(variables: Iterable[str], windows: Mapping[str, int]) -> dict[str, Kept]:
+    """Per counter that rules naming ``variables`` read, the windows they read and whether they read its sums
+    (``payer_sum_1h``); a buyer's price ratio reads the longest window's sum. Windows no rule reads are not
+    kept: their features read 0, like those of counters no rule reads."""
+    names = tuple(windows)
+    longest = max(names, key=lambda n: windows[n]) if names else None
+    read: dict[str, set[str]] = {}
+    sums: set[str] = set()
+    for v in variables:
+        if v.startswith("price_ratio_"):
+            base = "price_" + v.removeprefix("price_ratio_")
+            read.setdefault(base, set()).update([longest] if longest is not None else [])
+            sums.add(base)
+            continue
+        base, _, w = v.rpartition("_")
+        if not base or w not in windows or v.endswith(tuple(f"_{n}" for n in STAT_NAMES)):
+            continue
+        if base.endswith("_sum"):
+            base = base.removesuffix("_sum") + "_count"
+            sums.add(base)
+        read.setdefault(base, set()).add(w)
+    return {c: Kept(tuple(n for n in names if n in ws), c in sums) for c, ws in read.items()}
+
+
+class Layout(NamedTuple):
+    """How one counter is kept by an engine: ``widths`` (seconds), the ``features`` each fills, sums or not."""
+
+    widths: tuple[int, ...]
+    features: tuple[tuple[str, str | None], ...]
+    sums: bool
+
+
+def layout(name: str, windows: Mapping[str, int], kept: Mapping[str, Kept] | None, summable: bool) -> Layout:
+    """The :class:`Layout` of counter ``name`` (``kept``: :func:`counters_kept` of the rules, ``None``: every
+    window, sums where ``summable``). A price history keeps its longest window only (its ratio reads no other)."""
+    if name.startswith("price_"):
+        longest = max(windows, key=lambda n: windows[n]) if windows else None
+        wanted: tuple[str, ...] = (longest,) if longest is not None and (kept is None or name in kept) else ()
+        return Layout(tuple(windows[n] for n in wanted), (), True)
+    k = kept.get(name) if kept is not None else Kept(tuple(windows), summable)
+    if k is None:
+        return Layout((), (), False)
+    sums = summable and k.sums
+    sum_name = name.removesuffix("_count") + "_sum"
+    return Layout(tuple(windows[n] for n in k.windows),
+                  tuple((f"{name}_{n}", f"{sum_name}_{n}" if sums else None) for n in k.windows), sums)
+
+
+class PlanSpec(NamedTuple):
+    """What :func:`plan` does at one checkpoint for one engine's rules, worked out once (:func:`plan_spec`)."""
+
+    checkpoint: Checkpoint
     names: tuple[str, ...]  # the subject values to look up
-    counted: tuple[tuple[str, str, str, bool], ...]  # (subject, counter name, key prefix, summed)
-    failing: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (subject, ((counter name, key prefix), …))
+    counted: tuple[tuple[str, str, str, Layout], ...]  # (subject, counter name, key prefix, layout)
+    failing: tuple[tuple[str, tuple[tuple[str, str, Layout], ...]], ...]  # (subject, ((name, key prefix, layout), …))
     stats: str | None  # the subject whose amount histogram is read
     first: str | None  # the first-seen subject
-    new_per: bool  # count new payers per NEW_PER
-    prices: tuple[str, ...]  # buyer: the price-history subjects read
+    new_per: Layout | None  # count new payers per NEW_PER
+    prices: tuple[tuple[str, Layout], ...]  # buyer: the price-history subjects read
 
 
-@functools.lru_cache(maxsize=64)
-def _plan_spec(cp: Checkpoint, needed: frozenset[str] | None) -> _PlanSpec:
+def plan_spec(cp: Checkpoint, windows: Mapping[str, int], needed: frozenset[str] | None = None,
+              kept: Mapping[str, Kept] | None = None) -> PlanSpec:
+    """The :class:`PlanSpec` of ``cp``: with ``needed`` (:func:`counters_read` of ``cp``'s rules) only those
+    counters, each keeping the windows ``kept`` says (:func:`counters_kept` of every checkpoint's rules: a
+    counter key is shared by the checkpoints that count it); ``None``: every counter, every window."""
+    def lay(name: str, summable: bool) -> Layout:
+        return layout(name, windows, kept if needed is not None else None, summable)
+
     names = tuple(sorted({*SUBJECTS[cp], *FAILING[cp], *LISTED[cp], "payer", "payee"}))
-    counted = tuple((s, f"{s}_count", f"c:{s}:", s in SUMMED and cp != "request") for s in SUBJECTS[cp]
-                    if needed is None or f"{s}_count" in needed)
-    failing = tuple((s, tuple((f"{s}_{kind}", f"{_fkey(kind)}:{s}:") for kind in ("failures", *FAILURE_KINDS)
+    counted = tuple((s, f"{s}_count", f"c:{s}:", lay(f"{s}_count", s in SUMMED and cp != "request"))
+                    for s in SUBJECTS[cp] if needed is None or f"{s}_count" in needed)
+    failing = tuple((s, tuple((f"{s}_{kind}", f"{_fkey(kind)}:{s}:", lay(f"{s}_{kind}", False))
+                              for kind in ("failures", *FAILURE_KINDS)
                               if needed is None or f"{s}_{kind}" in needed)) for s in FAILING[cp])
     stats = STATS[cp] if cp in STATS and (needed is None or STATS_COUNTER in needed) else None
     first = FIRST_SEEN.get(cp) if needed is None or FIRST_SEEN_COUNTER in needed else None
-    new_per = cp == "payment" and (needed is None or f"{NEW_PER}_new_payers" in needed)
-    prices = tuple(s for s in ("host", "route") if cp == "buyer" and (needed is None or f"price_{s}" in needed))
-    return _PlanSpec(names, counted, tuple(f for f in failing if f[1]), stats, first, new_per, prices)
+    new_per = (lay(f"{NEW_PER}_new_payers", False)
+               if cp == "payment" and (needed is None or f"{NEW_PER}_new_payers" in needed) else None)
+    prices = tuple((s, lay(f"price_{s}", True)) for s in ("host", "route")
+                   if cp == "buyer" and (needed is None or f"price_{s}" in needed))
+    return PlanSpec(cp, names, counted, tuple(f for f in failing if f[1]), stats, first, new_per, prices)
 
 
-def plan(event: Event, needed: frozenset[str] | None = None) -> Plan:
-    """The counters ``event`` bumps and reads; with ``needed`` (:func:`counters_read` of the rules), only those
-    (the others read 0)."""
-    cp = event.checkpoint
-    spec = _plan_spec(cp, needed)
-    amount = event.value if cp != "request" else 0.0
+@functools.lru_cache(maxsize=64)
+def _full_spec(cp: Checkpoint, windows: tuple[tuple[str, int], ...]) -> PlanSpec:
+    return plan_spec(cp, dict(windows))
+
+
+def plan(event: Event, spec: PlanSpec | None = None) -> Plan:
+    """The counters ``event`` bumps and reads, as ``spec`` (:func:`plan_spec`) says; ``None``: every counter
+    over the default windows."""
+    spec = spec if spec is not None else _full_spec(event.checkpoint, tuple(DEFAULT_WINDOWS.items()))
+    amount = event.value if spec.checkpoint != "request" else 0.0
     values = {s: subject_value(event, s) for s in spec.names}
     counters: list[Counter] = []
-    for subject, name, prefix, summed in spec.counted:
+    for subject, name, prefix, lay in spec.counted:
         value = values[subject]
         if value is not None:
-            counters.append(Counter(name, prefix + value, 1, amount if summed else 0.0, summed))
+            counters.append(Counter(name, prefix + value, 1, amount if lay.sums else 0.0, lay.sums, False,
+                                    lay.widths, lay.features))
     for subject, kinds in spec.failing:
         value = values[subject]
         if value is not None:
-            for name, prefix in kinds:
-                counters.append(Counter(name, prefix + value, 0, 0.0, False))
+            for name, prefix, lay in kinds:
+                counters.append(Counter(name, prefix + value, 0, 0.0, False, False, lay.widths, lay.features))
     stats = None
     if spec.stats is not None and (value := values[spec.stats]) is not None:
         stats = f"a:{spec.stats}:{value}"
     first = None
     if spec.first is not None and (value := values[spec.first]) is not None:
         first = f"s:{spec.first}:{value}"
-        ip = values[NEW_PER] if spec.new_per else None
-        if ip is not None:
-            counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True))
-    for subject in spec.prices:
+        ip = values[NEW_PER] if spec.new_per is not None else None
+        if ip is not None and spec.new_per is not None:
+            lay = spec.new_per
+            counters.append(Counter(f"{NEW_PER}_new_payers", f"n:{NEW_PER}:{ip}", 1, 0.0, False, True,
+                                    lay.widths, lay.features))
+    for subject, lay in spec.prices:
         value = values[subject]
         if value is not None:
-            counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True))
+            counters.append(Counter(f"price_{subject}", f"p:{subject}:{value}", 0, 0.0, True, False, lay.widths))
     return Plan(tuple(counters), first, values, stats)
 
 
@@ -348,13 +425,6 @@ def stats_key(event: Event) -> str | None:
 _DERIVED = frozenset({"amount", "amount_units", "price_ratio_host", "price_ratio_route", "amount_vs_p99"})
 
 
-@functools.lru_cache(maxsize=256)
-def _window_names(counter: str, windows: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Feature names of a counter per window: (counts, sums)."""
-    sums = counter.removesuffix("_count") + "_sum"
-    return tuple(f"{counter}_{w}" for w in windows), tuple(f"{sums}_{w}" for w in windows)
-
-
 @functools.lru_cache(maxsize=64)
 def _scalar_names(checkpoint: Checkpoint) -> tuple[tuple[str, bool], ...]:
     """The event values a checkpoint exposes as they are: (name, read from the subject values)."""
@@ -373,19 +443,20 @@ def build(event: Event, p: Plan, seen: Observed, windows: Mapping[str, int],
         out[name] = value if value is not None else scalars[name]
     if "amount" in out:
         out["amount"], out["amount_units"] = event.value, event.amount
+    got = seen.windows
     for c in p.counters:
-        values = seen.windows.get(c.key, ())
-        if c.name.startswith("price_"):  # mean price paid over the longest window → ratio
-            longest = max(range(len(wnames)), key=lambda i: windows[wnames[i]]) if wnames else 0
-            count, total = values[longest] if len(values) > longest else (0, 0.0)
+        values = got.get(c.key, ())  # () when the backend was down: the defaults stay
+        if c.features:
+            if values:  # one (count, sum) per feature pair; indexed, as zip(strict=False) costs a keyword call
+                for i, (cname, sname) in enumerate(c.features):
+                    count, total = values[i]
+                    out[cname] = count
+                    if sname is not None:
+                        out[sname] = total
+        elif c.name.startswith("price_"):  # mean price paid over the longest window (its only one) → ratio
+            count, total = values[0] if values else (0, 0.0)
             mean = total / count if count else 0.0
             out[f"price_ratio_{c.name[6:]}"] = event.value / mean if mean > 0 else 1.0
-            continue
-        counts, sums = _window_names(c.name, wnames)
-        for cname, sname, (count, total) in zip(counts, sums, values, strict=False):  # no values: the key was not read
-            out[cname] = count
-            if c.summed:
-                out[sname] = total
     if p.stats is not None:
         subject = STATS[cp]
         n, mean, p99 = seen.stats

@@ -2,10 +2,11 @@
 
 One Lua script per decision does everything atomically on the server — first-seen ``SET NX``, bump the current
 bucket (``HINCRBY`` / ``HINCRBYFLOAT``), drop expired buckets, read the windows — so two replicas see one
-count. Each counter is one hash holding, per window, at most :data:`~paywire.risk.features.BUCKETS` live
-buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums), with a TTL of the longest window plus one
-bucket; first-seen keys expire after ``first_seen_ttl``: nothing grows without bound. A rule that changes the
-windows simply lets the old buckets expire (they are dropped on the next read).
+count. Each counter is one hash holding, per window it keeps (those some rule reads), at most
+:data:`~paywire.risk.features.BUCKETS` live buckets (``<window>c<bucket>`` counts, ``<window>s<bucket>`` sums,
+the sums only when a rule reads them), with a TTL of the longest window plus one bucket; first-seen keys expire
+after ``first_seen_ttl``: nothing grows without bound. A rule that changes the windows simply lets the old
+buckets expire (they are dropped on the next read); a window a rule starts reading counts from then on.
 A route's (payee's) amount histogram is one more hash (``<slice>:<bin>`` counts, ``<slice>:s`` sums, 12 time
 slices of the longest window, with a TTL), read by the same script and added to after an outcome.
 Times come from the caller's clock (keep the fleet's clocks in sync, as for anything else with expiries).
@@ -16,6 +17,7 @@ Needs the ``redis`` package (``pip install paywire[risk]``). A refused connectio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -25,22 +27,26 @@ from paywire.risk.features import BUCKETS, Counter, Observed, Plan, amount_bin, 
 from paywire.risk.state import StateUnavailable
 
 SCRIPT = """
-local now = tonumber(ARGV[1])
-local nw = tonumber(ARGV[2])
-local ttl_seen = tonumber(ARGV[3])
-local flags = tonumber(ARGV[4])
+local head, spec = {}, {}  -- two packed arguments (a few bytes to send instead of dozens of arguments)
+for x in string.gmatch(ARGV[1], '%S+') do head[#head + 1] = x end
+for x in string.gmatch(ARGV[2], '%S+') do spec[#spec + 1] = x end
+local now = tonumber(head[1])
+local nw = tonumber(head[2])
+local ttl_seen = tonumber(head[3])
+local flags = tonumber(head[4])
 local has_seen = flags % 2
 local has_stats = math.floor(flags / 2)
-local nb = tonumber(ARGV[5])
-local widths, current, oldest = {}, {}, {}
+local nb = tonumber(head[5])
+local names, current, oldest = {}, {}, {}
 local longest = 0
 for i = 1, nw do
-  local w = tonumber(ARGV[5 + i])
-  widths[i] = w
+  local w = tonumber(head[5 + i])
+  names[i] = head[5 + i]
   current[i] = math.floor(now * nb / w)
-  oldest[tostring(w)] = current[i] - nb
+  oldest[names[i]] = current[i] - nb
   if w > longest then longest = w end
 end
+local ttl = math.ceil(longest + longest / nb)
 local out = {}
 local isnew = 0
 local ki = 1
@@ -56,41 +62,51 @@ if has_seen == 1 then
   end
 end
 out[1] = age
-local a = 6 + nw
+local a = 1
 for c = 0, #KEYS - ki - has_stats do
   local key = KEYS[ki + c]
-  local inc = tonumber(ARGV[a + 3 * c])
-  local amt = ARGV[a + 3 * c + 1]
-  if tonumber(ARGV[a + 3 * c + 2]) == 1 and isnew == 0 then inc = 0 end
-  if inc ~= 0 then
-    for w = 1, nw do
-      redis.call('HINCRBY', key, widths[w] .. 'c' .. current[w], inc)
-      if tonumber(amt) ~= 0 then redis.call('HINCRBYFLOAT', key, widths[w] .. 's' .. current[w], amt) end
+  local inc = tonumber(spec[a])
+  local amt = spec[a + 1]
+  if spec[a + 2] == '1' and isnew == 0 then inc = 0 end
+  local mask = tonumber(spec[a + 3])  -- bit i - 1: the counter keeps window i (the windows some rule reads)
+  a = a + 4
+  local kept, cnt, sum = {}, {}, {}
+  for w = 1, nw do
+    if mask % 2 == 1 then
+      kept[#kept + 1] = w
+      cnt[names[w]] = 0
+      sum[names[w]] = 0
     end
-    redis.call('EXPIRE', key, math.ceil(longest + longest / nb))
+    mask = math.floor(mask / 2)
   end
-  local cnt, sum = {}, {}
-  for w = 1, nw do cnt[tostring(widths[w])] = 0; sum[tostring(widths[w])] = 0 end
+  if inc ~= 0 and #kept > 0 then
+    local summing = tonumber(amt) ~= 0
+    for _, w in ipairs(kept) do
+      redis.call('HINCRBY', key, names[w] .. 'c' .. current[w], inc)
+      if summing then redis.call('HINCRBYFLOAT', key, names[w] .. 's' .. current[w], amt) end
+    end
+    redis.call('EXPIRE', key, ttl)
+  end
   local fields = redis.call('HGETALL', key)
+  local dead = {}
   for j = 1, #fields, 2 do
     local w, kind, b = string.match(fields[j], '^(%d+)([cs])(%-?%d+)$')
     local low = oldest[w]
-    if low == nil or tonumber(b) <= low then
-      redis.call('HDEL', key, fields[j])
-    elseif kind == 'c' then
-      cnt[w] = cnt[w] + tonumber(fields[j + 1])
-    else
-      sum[w] = sum[w] + tonumber(fields[j + 1])
+    if low == nil or tonumber(b) <= low then  -- expired, or a window the engine no longer has
+      dead[#dead + 1] = fields[j]
+    elseif cnt[w] ~= nil then  -- a window another rule set keeps is left alone (a fleet mid-deploy)
+      if kind == 'c' then cnt[w] = cnt[w] + tonumber(fields[j + 1]) else sum[w] = sum[w] + tonumber(fields[j + 1]) end
     end
   end
-  for w = 1, nw do
-    out[#out + 1] = cnt[tostring(widths[w])]
-    out[#out + 1] = tostring(sum[tostring(widths[w])])
+  if #dead > 0 then redis.call('HDEL', key, unpack(dead)) end
+  for _, w in ipairs(kept) do
+    out[#out + 1] = cnt[names[w]]
+    out[#out + 1] = tostring(sum[names[w]])
   end
 end
 if has_stats == 1 then  -- the amount histogram: live slices' fields, expired ones dropped
   local skey = KEYS[#KEYS]
-  local low = tonumber(ARGV[#ARGV])
+  local low = tonumber(head[6 + nw])
   local fields = redis.call('HGETALL', skey)
   for j = 1, #fields, 2 do
     local t = tonumber(string.match(fields[j], '^(%-?%d+):'))
@@ -125,6 +141,12 @@ def _histogram(cells: Sequence[Any]) -> tuple[int, float, float]:
     return summarize(bins, total)
 
 
+@functools.lru_cache(maxsize=256)
+def _mask(widths: tuple[int, ...], windows: tuple[int, ...]) -> int:
+    """The windows a counter keeps as bits of the engine's windows (bit i: ``windows[i]``)."""
+    return sum(1 << i for i, w in enumerate(windows) if w in widths)
+
+
 def _safe(key: str) -> str:
     """Keys carry request values (IPs, agent names): long ones are hashed so a key stays small."""
     return key if len(key) <= 160 else key[:40] + "#" + hashlib.sha256(key.encode()).hexdigest()
@@ -157,33 +179,37 @@ class RedisState:
             raise StateUnavailable(f"redis at {self.url}: {exc}") from exc
 
     def _args(self, counters: Sequence[Counter], windows: Sequence[int], now: float, first: str | None,
-              count_of: Any, stats: str | None = None) -> tuple[list[str], list[Any]]:
+              stats: str | None = None) -> tuple[list[str], list[str]]:
+        """Keys, and two arguments: the header (time, windows, flags …) and per counter ``add amount
+        only_if_new windows-mask``, space-separated (redis-py encodes each argument apart: two are cheap)."""
         keys = ([_safe(self.prefix + first)] if first else []) + [_safe(self.prefix + c.key) for c in counters]
         flags = (1 if first else 0) + (2 if stats else 0)
-        args: list[Any] = [repr(now), len(windows), self.first_seen_ttl, flags, BUCKETS, *windows]
-        for c in counters:
-            args += [count_of(c), repr(c.amount), 1 if c.only_if_new else 0]
+        head = [repr(now), str(len(windows)), str(self.first_seen_ttl), str(flags), str(BUCKETS),
+                *map(str, windows)]
         if stats:
             keys.append(_safe(self.prefix + stats))
-            args.append(math.floor(now * BUCKETS / max(windows)) - BUCKETS)
-        return keys, args
+            head.append(str(math.floor(now * BUCKETS / max(windows)) - BUCKETS))
+        wins = tuple(windows)
+        spec = " ".join(f"{c.add} {c.amount!r} {1 if c.only_if_new else 0} {_mask(c.widths, wins)}" for c in counters)
+        return keys, [" ".join(head), spec]
 
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         stats = plan.stats if windows else None
-        keys, args = self._args(plan.counters, windows, now, plan.first_seen, lambda c: c.add, stats)
+        keys, args = self._args(plan.counters, windows, now, plan.first_seen, stats)
         out = (await self._run(keys, args)).split()
         age = float(out[0])
-        n = len(windows)
         seen = {}
-        for i, c in enumerate(plan.counters):
-            cells = out[1 + 2 * n * i: 1 + 2 * n * (i + 1)]
-            seen[c.key] = tuple((int(float(cells[2 * j])), float(cells[2 * j + 1])) for j in range(n))
-        summary = _histogram(out[1 + 2 * n * len(plan.counters):]) if stats else (0, 0.0, 0.0)
+        i = 1
+        for c in plan.counters:  # (count, sum) per window the counter keeps
+            n = len(c.widths)
+            seen[c.key] = tuple((int(float(out[j])), float(out[j + 1])) for j in range(i, i + 2 * n, 2))
+            i += 2 * n
+        summary = _histogram(out[i:]) if stats else (0, 0.0, 0.0)
         return Observed(seen, None if age < 0 else age, stats=summary)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
         if counters:
-            keys, args = self._args(counters, windows, now, None, lambda c: c.add)
+            keys, args = self._args(counters, windows, now, None)
             await self._run(keys, args)
 
     async def add_amount(self, key: str, amount: float, windows: Sequence[int], now: float) -> None:

@@ -108,14 +108,20 @@ class RuleSet:
         return Verdict(decider, tuple(matched), tuple(errors))
 
 
+_CEL: Any = None
+
+
 def _cel() -> Any:
-    """The CEL runtime (the ``risk`` extra); a clear error when it is not installed."""
-    try:
-        import cel
-    except ImportError:
-        raise RiskConfigError("risk rules need the CEL runtime: pip install 'paywire[risk]' "
-                              "(common-expression-language)") from None
-    return cel
+    """The CEL runtime (the ``risk`` extra, imported once); a clear error when it is not installed."""
+    global _CEL
+    if _CEL is None:
+        try:
+            import cel
+        except ImportError:
+            raise RiskConfigError("risk rules need the CEL runtime: pip install 'paywire[risk]' "
+                                  "(common-expression-language)") from None
+        _CEL = cel
+    return _CEL
 
 
 def _rule_lines(text: str) -> list[int]:

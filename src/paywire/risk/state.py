@@ -1,7 +1,8 @@
 """Where the sliding-window counters live: the :class:`RiskState` protocol and the in-process backend.
 
 A backend carries out a :class:`~paywire.risk.features.Plan` atomically: set the first-seen time if unset,
-bump each counter's current bucket, drop buckets older than the window, and answer (count, sum) per window.
+bump each counter's current bucket, drop buckets older than the window, and answer (count, sum) per window the
+counter keeps (:attr:`~paywire.risk.features.Counter.widths`: only the windows some rule reads).
 ``StateUnavailable`` means the backend could not be reached: the engine then applies the checkpoint's fail
 mode. The Redis backend for a fleet is :mod:`paywire.risk.redis_state`.
 """
@@ -22,7 +23,8 @@ class StateUnavailable(Exception):
 
 class RiskState(Protocol):
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
-        """Carry out ``plan`` at time ``now`` (seconds) over ``windows`` (seconds each)."""
+        """Carry out ``plan`` at time ``now`` (seconds); ``windows``: the engine's (seconds each), each counter's
+        ``widths`` among them."""
         ...
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
@@ -63,32 +65,27 @@ class _Histogram:
 
 
 class _Window:
-    """One window of one counter: live buckets and their running totals."""
+    """One window (``width`` seconds) of one counter: live buckets and their running totals. Buckets hold
+    numbers only (bucket → events, bucket → amounts), so their dictionaries stay out of the cyclic GC's way."""
 
-    __slots__ = ("buckets", "count", "last", "total")
+    __slots__ = ("count", "counts", "last", "sums", "total", "width")
 
-    def __init__(self, last: int = -1) -> None:
-        self.buckets: dict[int, list[float]] = {}
+    def __init__(self, width: int, last: int = -1) -> None:
+        self.width = width
+        self.counts: dict[int, int] = {}
+        self.sums: dict[int, float] = {}  # summed counters only
         self.last = last  # a new window starts at the current bucket: nothing to drop, nothing to recount
         self.count, self.total = 0, 0.0
 
-    def apply(self, b: int, count: int, amount: float) -> tuple[int, float]:
-        if b != self.last:  # the window slid: drop expired buckets, recount
-            self.last = b
-            for k in [k for k in self.buckets if k <= b - BUCKETS]:
-                del self.buckets[k]
-            self.count = int(sum(c for c, _ in self.buckets.values()))
-            self.total = sum(s for _, s in self.buckets.values())
-        if count:
-            cell = self.buckets.get(b)
-            if cell is None:
-                self.buckets[b] = [count, amount]
-            else:
-                cell[0] += count
-                cell[1] += amount
-            self.count += count
-            self.total += amount
-        return self.count, self.total
+    def slide(self, b: int) -> None:
+        """Make ``b`` the current bucket: drop expired buckets, recount."""
+        self.last = b
+        low = b - BUCKETS
+        for k in [k for k in self.counts if k <= low]:
+            del self.counts[k]
+            self.sums.pop(k, None)
+        self.count = sum(self.counts.values())
+        self.total = sum(self.sums.values())
 
 
 _ZEROS: tuple[tuple[tuple[int, float], ...], ...] = tuple(((0, 0.0),) * n for n in range(8))
@@ -100,38 +97,46 @@ class MemoryState:
 
     def __init__(self, *, max_keys: int = 200_000, first_seen_ttl: float = 30 * 86400) -> None:
         self.max_keys, self.first_seen_ttl = max_keys, first_seen_ttl
-        self._counters: OrderedDict[str, list[_Window]] = OrderedDict()
+        # per key: the widths its windows keep, and the windows in that order
+        self._counters: OrderedDict[str, tuple[tuple[int, ...], list[_Window]]] = OrderedDict()
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._hist: OrderedDict[str, _Histogram] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._counters)
 
-    def _apply(self, c: Counter, count: int, windows: Sequence[int], buckets: Sequence[int]
-               ) -> tuple[tuple[int, float], ...]:
-        """Bump (``count`` events) and read one counter; one dictionary look-up, the windows in one loop."""
+    def _apply(self, c: Counter, count: int, buckets: dict[int, int]) -> tuple[tuple[int, float], ...]:
+        """Bump (``count`` events) and read one counter over its windows; one dictionary look-up."""
         counters = self._counters
-        wins = counters.get(c.key)
-        if wins is None and not count:  # read-only and never bumped: zeros, and nothing stored for it
-            return _ZEROS[len(windows)] if len(windows) < len(_ZEROS) else ((0, 0.0),) * len(windows)
-        if wins is None or len(wins) != len(windows):
-            wins = counters[c.key] = [_Window(b) for b in buckets]
+        entry = counters.get(c.key)
+        widths = c.widths
+        if entry is None:
+            if not count:  # read-only and never bumped: zeros, and nothing stored for it
+                n = len(widths)
+                return _ZEROS[n] if n < len(_ZEROS) else ((0, 0.0),) * n
+            wins = [_Window(w, buckets[w]) for w in widths]
+            counters[c.key] = (widths, wins)
             if len(counters) > self.max_keys:
                 counters.popitem(last=False)
         else:
             counters.move_to_end(c.key)
+            wins = entry[1]
+            if entry[0] != widths:  # the rules read other windows now: keep the ones still read, start the new
+                have = {w.width: w for w in wins}
+                wins = [have.get(w) or _Window(w, buckets[w]) for w in widths]
+                counters[c.key] = (widths, wins)
         amount = c.amount if count else 0.0
         out = []
-        for win, b in zip(wins, buckets, strict=False):  # same length; _Window.apply inlined (hot path)
-            if b != win.last:  # the window slid: drop expired buckets, recount
-                win.apply(b, 0, 0.0)
+        for win in wins:
+            b = buckets[win.width]
+            if b != win.last:  # the window slid
+                win.slide(b)
             if count:
-                cell = win.buckets.get(b)
-                if cell is None:
-                    win.buckets[b] = [count, amount]
-                else:
-                    cell[0] += count
-                    cell[1] += amount
+                counts = win.counts
+                counts[b] = counts.get(b, 0) + count
+                if c.summed:
+                    sums = win.sums
+                    sums[b] = sums.get(b, 0.0) + amount
                 win.count += count
                 win.total += amount
             out.append((win.count, win.total))
@@ -150,8 +155,8 @@ class MemoryState:
     async def observe(self, plan: Plan, windows: Sequence[int], now: float) -> Observed:
         age = self._first_seen(plan.first_seen, now) if plan.first_seen is not None else None
         is_new = plan.first_seen is not None and age is None
-        buckets = [math.floor(now * BUCKETS / w) for w in windows]
-        seen = {c.key: self._apply(c, c.add if (is_new or not c.only_if_new) else 0, windows, buckets)
+        buckets = {w: math.floor(now * BUCKETS / w) for w in windows}
+        seen = {c.key: self._apply(c, c.add if (is_new or not c.only_if_new) else 0, buckets)
                 for c in plan.counters}
         if plan.stats is None:
             return Observed(seen, age)
@@ -172,9 +177,9 @@ class MemoryState:
         hist.add(math.floor(now * BUCKETS / max(windows)), amount)
 
     async def bump(self, counters: Sequence[Counter], windows: Sequence[int], now: float) -> None:
-        buckets = [math.floor(now * BUCKETS / w) for w in windows]
+        buckets = {w: math.floor(now * BUCKETS / w) for w in windows}
         for c in counters:
-            self._apply(c, c.add, windows, buckets)
+            self._apply(c, c.add, buckets)
 
     async def aclose(self) -> None:
         return None
