@@ -606,3 +606,32 @@ async def test_a_forger_naming_an_allowlisted_payer_still_meets_the_failure_stor
         await engine.note_failure(event("payment", payer="0xA11"), "invalid_exact_evm_payload_signature")
     d = await engine.check(event("payment", payer="0xA11"))
     assert (d.action, d.rule) == ("deny", "failure_storm"), d
+
+
+async def test_records_leave_out_features_no_rule_measured_and_a_replay_names_them() -> None:
+    """Unread windows are not counted, so a record must not present their defaults as measured zeros; a replay
+    of rules that read them says they were not recorded."""
+    from paywire.risk.replay import replay
+
+    class Keep:
+        def __init__(self) -> None:
+            self.records: list[dict[str, object]] = []
+
+        async def record(self, decision: object, event: Event) -> None:
+            self.records.append({"checkpoint": decision.checkpoint, "action": decision.action,  # type: ignore[attr-defined]
+                                 "features": dict(decision.features)})  # type: ignore[attr-defined]
+
+    rules = parse_rules(one_rule("payment", "deny", "payer_count_1m >= 2"))
+    lean, full = Keep(), Keep()
+    for recorder, count_all in ((lean, False), (full, True)):
+        engine = RiskEngine(rules, recorder=recorder, sample_allows=0.0, count_all=count_all)
+        for _ in range(2):
+            await engine.check(event("payment"))
+    rec, rec_all = lean.records[-1], full.records[-1]
+    assert rec["action"] == "deny" and rec["features"]["payer_count_1m"] == 2, rec  # type: ignore[index]
+    assert "payer_count_1h" not in rec["features"] and "payer_sum_1m" not in rec["features"], rec  # type: ignore[operator]
+    assert rec["features"]["amount"] == pytest.approx(0.01), "event values are always recorded"  # type: ignore[index]
+    assert rec_all["features"]["payer_count_1h"] == 2, "count_all records every feature"  # type: ignore[index]
+    other = parse_rules(one_rule("payment", "deny", "payer_count_1h >= 2"))
+    assert replay(other, lean.records).unrecorded == {"payer_count_1h": 1}
+    assert not replay(other, full.records).unrecorded and replay(other, full.records).changes[("deny", "deny")] == 1

@@ -120,6 +120,10 @@ def test(
             labels.add_row(label, new, str(n))
         console.print(labels)
     console.print(f"{report.changed()} of {report.records} decisions would change")
+    if report.unrecorded:
+        names = ", ".join(f"{n} ({c})" for n, c in sorted(report.unrecorded.items()))
+        console.print(f"[yellow]not in the records, replayed at their defaults: {names}; record with "
+                      "count_all=True (every feature measured) to replay rules that read them[/]")
 
 
 lists_app = typer.Typer(no_args_is_help=True, add_completion=False,

@@ -15,6 +15,7 @@ apply), ``closed`` denies with reason ``risk_unavailable``; either way the decis
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -37,6 +38,7 @@ from paywire.risk.features import (
     paid_counters,
     plan,
     plan_spec,
+    state_features,
     stats_key,
     windows_from,
 )
@@ -78,7 +80,7 @@ class RiskEngine:
     live (default in this process). ``shadow``: evaluate and record, never enforce. ``fail``: per checkpoint
     (or one for all) what a state-backend outage means. ``recorder``: where decisions go (every non-allow, and
     ``sample_allows`` of the allows). ``clock``: seconds (the counters' time). Only the counters some rule
-    reads are kept, each over the windows some rule reads (the other features read 0, also in the records);
+    reads are kept, each over the windows some rule reads (the other features read 0; records leave them out);
     ``count_all=True`` keeps every one, so recorded decisions carry every feature for
     ``paywire risk test --replay`` of rules that read others.
     ``max_records_per_second``: records written at most this often (a flood of denials must not become a
@@ -125,6 +127,10 @@ class RiskEngine:
         self._specs: dict[str, PlanSpec] = {
             cp: plan_spec(cp, self.windows, needed[cp] if needed is not None else None, kept) for cp in CHECKPOINTS}
         self._kept = kept
+        # features no rule reads are not measured (they hold defaults): records leave them out, so a replay of
+        # other rules can tell a missing value from a zero
+        self._unmeasured: dict[str, frozenset[str]] = {} if needed is None else {
+            cp: state_features(cp, self.windows) - rules.variables(cp) for cp in CHECKPOINTS}
         self._layouts: dict[str, Layout] = {}
         self._rules = rules
 
@@ -176,12 +182,19 @@ class RiskEngine:
                                           or random.random() < self.sample_allows):
             if self._may_record():
                 try:
-                    await self.recorder.record(decision, event)
+                    await self.recorder.record(self._measured(decision), event)
                 except Exception:  # a recording failure must not change the decision
                     log.exception("paywire risk: could not record a decision")
             else:
                 self.metrics.records_dropped += 1
         return decision
+
+    def _measured(self, decision: Decision) -> Decision:
+        """``decision`` with only the features that were measured (see :attr:`rules`)."""
+        drop = self._unmeasured.get(decision.checkpoint)
+        if not drop:
+            return decision
+        return dataclasses.replace(decision, features={k: v for k, v in decision.features.items() if k not in drop})
 
     def _may_record(self) -> bool:
         """A token bucket of ``max_records_per_second`` (burst: one second's worth), on the engine's clock."""

@@ -185,6 +185,19 @@ def _feature_names(checkpoint: Checkpoint, windows: tuple[str, ...]) -> frozense
     return frozenset(names)
 
 
+def state_features(checkpoint: Checkpoint, windows: Mapping[str, int] = DEFAULT_WINDOWS) -> frozenset[str]:
+    """The features of ``checkpoint`` read from counters, statistics or first-seen times (not from the event or
+    the lists): unless the engine counts everything, only those some rule reads are measured."""
+    return _state_features(checkpoint, tuple(windows))
+
+
+@functools.lru_cache(maxsize=64)
+def _state_features(checkpoint: Checkpoint, windows: tuple[str, ...]) -> frozenset[str]:
+    plain = (set(SCALARS[checkpoint]) - _DERIVED) | {"amount", "amount_units"}
+    return frozenset(n for n in _feature_names(checkpoint, windows)
+                     if n not in plain and not n.endswith(("_sanctioned", "_denied", "_allowed")))
+
+
 def all_feature_names(windows: Mapping[str, int] = DEFAULT_WINDOWS) -> dict[Checkpoint, frozenset[str]]:
     return {c: feature_names(c, windows) for c in CHECKPOINTS}
 

@@ -29,6 +29,8 @@ class ReplayReport:
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
     labels: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(label, new action) when records carry a ``label`` (bench traffic: ``honest``, ``card_testing`` …)."""
+    unrecorded: Counter[str] = field(default_factory=Counter)
+    """Features the rules read that records lack (not measured then: they were replayed at their defaults)."""
 
     def changed(self) -> int:
         return sum(n for (old, new), n in self.changes.items() if old != new)
@@ -61,7 +63,10 @@ def replay(rules: RuleSet, records: Iterable[Mapping[str, Any]]) -> ReplayReport
         cp = rec.get("checkpoint")
         if cp not in CHECKPOINTS:
             continue
-        features = {**defaults(cp), **dict(rec.get("features") or {})}
+        recorded = dict(rec.get("features") or {})
+        for name in rules.variables(cp) - recorded.keys():
+            report.unrecorded[name] += 1
+        features = {**defaults(cp), **recorded}
         verdict = rules.evaluate(cp, features, all_rules=True)
         report.records += 1
         for r in verdict.matched:
