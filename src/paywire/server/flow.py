@@ -564,7 +564,7 @@ class PaymentFlow:
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
             method=req.method, path=req.path, settle_mode=self._settle_mode(p), x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
-            decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
+            decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.wire_view()),
             requirements=self._requirements_text(p.requirements), protocol=p.protocol, identity=p.identity,
         )
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
@@ -597,7 +597,7 @@ class PaymentFlow:
         hit = self._texts.get(id(requirements))
         if hit is not None and hit[0] is requirements:
             return hit[1]
-        text = _compact(requirements.to_wire())
+        text = _compact(requirements.wire_view())
         if len(self._texts) >= 256:  # priced-per-request offers are new objects each time: keep the cache small
             self._texts.clear()
         self._texts[id(requirements)] = (requirements, text)
@@ -711,7 +711,7 @@ class PaymentFlow:
             return reply
         charged: dict[str, Any] = {}
         if requirements is not p.requirements and isinstance(requirements, PaymentRequirements):
-            charged = {"requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
+            charged = {"requirements": _compact(requirements.wire_view()), "amount": requirements.amount}
         if not await store.update(rec.id, owner, ["claimed"], state="settling", **response_fields(result),
                                   **charged):
             return self.seller.in_progress()
