@@ -26,8 +26,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -506,7 +506,7 @@ class PaymentFlow:
         new = a.payment
         rid = 0
         if new.auth_key not in self._admitted:
-            store, owner = self.payments, uuid.uuid4().hex
+            store, owner = self.payments, os.urandom(16).hex()
             rec = await store.claim(new, owner, self.lease)
             if rec is not None:
                 await store.update(rec.id, owner, ["verifying"], state="served", owner=None, tx=a.tx,
@@ -570,7 +570,7 @@ class PaymentFlow:
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
             prime(p.payload, p.requirements, new.payload, new.requirements)
-        owner = uuid.uuid4().hex
+        owner = os.urandom(16).hex()
         # verify while claiming: a copy that loses the claim drops its verdict, the winner saves a round trip
         verdict: asyncio.Future[VerifyResponse | BaseException] | None = asyncio.ensure_future(self._verify(p))
         await asyncio.sleep(0)  # let the verify request reach the wire: the claim's write overlaps its round trip
@@ -919,7 +919,7 @@ class PaymentFlow:
         """
         await self.startup()
         counts: dict[str, int] = {}
-        owner = uuid.uuid4().hex
+        owner = os.urandom(16).hex()
         for rec in await self.payments.unresolved(limit):
             if not (await self.payments.take_over(rec.id, owner, ["unresolved"], self.lease)
                     and await self.payments.update(rec.id, owner, ["unresolved"], state="settling")):
