@@ -50,6 +50,10 @@ def _is_payment_auth(value: bytes) -> bool:
     return scheme in PAYMENT_AUTH_SCHEMES
 
 
+_DROPPED = frozenset(n.encode("latin-1") for n in HOP_BY_HOP | PAYMENT_HEADERS | OURS)
+_PREFIX = PREFIX.encode("latin-1")
+
+
 def request_headers(scope: Scope, upstream_host: str, preserve_host: bool) -> list[tuple[bytes, bytes]]:
     """The client's headers as the upstream should see them: no hop-by-hop, payment or ``Paywire-*`` headers
     (whatever their case), ``Host`` the upstream's (or the client's), ``X-Forwarded-*`` added."""
@@ -61,9 +65,7 @@ def request_headers(scope: Scope, upstream_host: str, preserve_host: bool) -> li
     forwarded_for = b""
     for k, v in raw:
         name = k.lower()
-        text = name.decode("latin-1")
-        if (text in HOP_BY_HOP or name in listed or text in PAYMENT_HEADERS or text in OURS
-                or text.startswith(PREFIX)):
+        if name in _DROPPED or name in listed or name.startswith(_PREFIX):
             continue
         if name == b"authorization" and _is_payment_auth(v):
             continue
@@ -85,6 +87,9 @@ def request_headers(scope: Scope, upstream_host: str, preserve_host: bool) -> li
     return out
 
 
+_NOT_RELAYED = frozenset(n.encode("latin-1") for n in HOP_BY_HOP | PAYMENT_RESPONSE_HEADERS)
+
+
 def response_headers(headers: list[tuple[bytes, bytes]], upstream: str = "") -> list[tuple[bytes, bytes]]:
     """The upstream's headers minus hop-by-hop ones and payment headers it has no business sending; a
     ``Location`` on the upstream's own origin (``upstream``: ``http://host:port``) becomes a path, so a redirected
@@ -95,7 +100,7 @@ def response_headers(headers: list[tuple[bytes, bytes]], upstream: str = "") -> 
     out = []
     for k, v in headers:
         name = k.lower()
-        if name.decode("latin-1") in HOP_BY_HOP | PAYMENT_RESPONSE_HEADERS or name in listed:
+        if name in _NOT_RELAYED or name in listed:
             continue
         if name == b"location" and origin and v.lower().startswith(origin):
             rest = v[len(origin):]

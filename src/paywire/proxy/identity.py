@@ -15,6 +15,7 @@ Signed text: the version, the method, the request target (path and query as forw
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
@@ -34,8 +35,23 @@ def _text(method: str, target: str, values: Mapping[str, str]) -> bytes:
     return "\n".join(lines).encode()
 
 
+@functools.lru_cache(maxsize=16)
+def _pads(secret: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash states after the key block (RFC 2104): each MAC starts from copies of
+    them, a quarter of what ``hmac.new`` costs per call."""
+    if len(secret) > 64:
+        secret = hashlib.sha256(secret).digest()
+    block = secret.ljust(64, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+
 def _mac(secret: bytes, method: str, target: str, values: Mapping[str, str]) -> str:
-    return hmac.new(secret, _text(method, target, values), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of the signed text, hex."""
+    pads = _pads(bytes(secret))
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(_text(method, target, values))
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
 
 
 def identity_headers(payment: Any, secret: bytes, method: str, target: str,

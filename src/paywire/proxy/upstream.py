@@ -31,7 +31,7 @@ __all__ = ["StreamingUpstream", "UpstreamError", "UpstreamResponse", "UpstreamTi
 
 READ = 256 * 1024
 _BAD = re.compile(rb"[\r\n\x00]")
-_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_NAMES = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256})*")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 _TARGET = re.compile(r"[\x21-\x7e]{1,65536}")
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -147,13 +147,15 @@ def _head_bytes(method: str, target: str, headers: list[tuple[bytes, bytes]]) ->
     would split the head)."""
     if not _METHOD.fullmatch(method) or not _TARGET.fullmatch(target):
         raise UpstreamError(f"cannot send this request: bad method or target {method!r} {target[:80]!r}")
-    out = bytearray(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"))
-    for name, value in headers:
-        if not _NAME.fullmatch(name) or _BAD.search(value):
-            raise UpstreamError("cannot send this request: a malformed header (name, or CR/LF/NUL in a value)")
-        out += name + b": " + value + b"\r\n"
-    out += b"\r\n"
-    return bytes(out)
+    # one pass over all names (a name holding LF would add a line: the count check) and one over all values
+    names = b"\n".join([name for name, _ in headers])
+    bad_names = bool(headers) and (names.count(b"\n") != len(headers) - 1 or not _NAMES.fullmatch(names))
+    if bad_names or _BAD.search(b"".join([value for _, value in headers])):
+        raise UpstreamError("cannot send this request: a malformed header (name, or CR/LF/NUL in a value)")
+    lines = [f"{method} {target} HTTP/1.1".encode("latin-1")]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 class StreamingUpstream:

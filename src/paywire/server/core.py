@@ -364,6 +364,9 @@ Priced = tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]
 """A route's offers for one request and their decimals (:meth:`Seller.offers_for`)."""
 
 
+_SHA256 = hashlib.sha256()
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -374,8 +377,10 @@ def payment_hash(payload: PaymentPayload | PaymentPayloadV1) -> str:
         core: dict[str, Any] = {"v": 1, "scheme": payload.scheme, "network": to_caip2_or_none(payload.network),
                                 "payload": dict(payload.payload)}
     else:
-        core = {"v": 2, "accepted": payload.accepted.to_wire(), "payload": dict(payload.payload)}
-    return hashlib.sha256(_canonical(core)).hexdigest()
+        core = {"v": 2, "accepted": payload.accepted.wire_view(), "payload": dict(payload.payload)}
+    h = _SHA256.copy()  # a copy of an empty state: cheaper than a new OpenSSL hash object
+    h.update(_canonical(core))
+    return h.hexdigest()
 
 
 def authorization_identity(offer: PaymentRequirements, payload: PaymentPayload | PaymentPayloadV1) -> str:

@@ -26,8 +26,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -514,7 +514,7 @@ class PaymentFlow:
         new = a.payment
         rid = 0
         if new.auth_key not in self._admitted:
-            store, owner = self.payments, uuid.uuid4().hex
+            store, owner = self.payments, os.urandom(16).hex()
             rec = await store.claim(new, owner, self.lease)
             if rec is not None:
                 await store.update(rec.id, owner, ["verifying"], state="served", owner=None, tx=a.tx,
@@ -572,13 +572,13 @@ class PaymentFlow:
             auth_key=p.auth_key, payment_id=p.payment_id, payload_hash=p.payload_hash, route=p.route.key,
             method=req.method, path=req.path, settle_mode=self._settle_mode(p), x402_version=1 if p.v1 else 2,
             scheme=offer.scheme, network=offer.network, asset=offer.asset, pay_to=offer.pay_to, amount=offer.amount,
-            decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.to_wire()),
+            decimals=p.decimals, payer=p.payer or scheme_payer(p.offer, p.payload.payload), payload=_compact(p.payload.wire_view()),
             requirements=self._requirements_text(p.requirements), protocol=p.protocol, identity=p.identity,
         )
         prime = getattr(self._facilitator_for(p.protocol, p.requirements), "prime", None)
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
             prime(p.payload, p.requirements, new.payload, new.requirements)
-        owner = uuid.uuid4().hex
+        owner = os.urandom(16).hex()
         # verify while claiming: a copy that loses the claim drops its verdict, the winner saves a round trip
         verdict: asyncio.Future[VerifyResponse | BaseException] | None = asyncio.ensure_future(self._verify(p))
         await asyncio.sleep(0)  # let the verify request reach the wire: the claim's write overlaps its round trip
@@ -605,7 +605,7 @@ class PaymentFlow:
         hit = self._texts.get(id(requirements))
         if hit is not None and hit[0] is requirements:
             return hit[1]
-        text = _compact(requirements.to_wire())
+        text = _compact(requirements.wire_view())
         if len(self._texts) >= 256:  # priced-per-request offers are new objects each time: keep the cache small
             self._texts.clear()
         self._texts[id(requirements)] = (requirements, text)
@@ -719,7 +719,7 @@ class PaymentFlow:
             return reply
         charged: dict[str, Any] = {}
         if requirements is not p.requirements and isinstance(requirements, PaymentRequirements):
-            charged = {"requirements": _compact(requirements.to_wire()), "amount": requirements.amount}
+            charged = {"requirements": _compact(requirements.wire_view()), "amount": requirements.amount}
         if not await store.update(rec.id, owner, ["claimed"], state="settling", **response_fields(result),
                                   **charged):
             return self.seller.in_progress()
@@ -927,7 +927,7 @@ class PaymentFlow:
         """
         await self.startup()
         counts: dict[str, int] = {}
-        owner = uuid.uuid4().hex
+        owner = os.urandom(16).hex()
         for rec in await self.payments.unresolved(limit):
             if not (await self.payments.take_over(rec.id, owner, ["unresolved"], self.lease)
                     and await self.payments.update(rec.id, owner, ["unresolved"], state="settling")):

@@ -205,6 +205,9 @@ def response_fields(resp: StoredResponse | None) -> dict[str, Any]:
             "resp_body": resp.body}
 
 
+_UPDATES: dict[tuple[Any, ...], str] = {}
+"""``update``'s statement text by the shape of the change (columns, number of from-states, owner checked)."""
+
 _CLAIM_SQL = (
     f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
     "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
@@ -287,15 +290,19 @@ class PaymentStore(Repository):
 
     async def update(self, rid: int, holder: str | None, from_states: Sequence[str], /, **changes: Any) -> bool:
         """Compare-and-set: apply ``changes`` only if the row is in ``from_states`` (and owned by ``holder``)."""
-        bad = set(changes) - _UPDATABLE
-        if bad:
-            raise ValueError(f"not updatable: {sorted(bad)}")
-        cols = [*changes, "updated_at"]
+        shape = (*changes, len(from_states), holder is not None)
+        sql = _UPDATES.get(shape)
+        if sql is None:
+            bad = set(changes) - _UPDATABLE
+            if bad:
+                raise ValueError(f"not updatable: {sorted(bad)}")
+            sql = (f"UPDATE {TABLE} SET " + ", ".join(f"{c} = ?" for c in [*changes, "updated_at"])
+                   + " WHERE id = ? AND state IN (" + ", ".join("?" * len(from_states)) + ")"
+                   + (" AND owner = ?" if holder is not None else ""))
+            if len(_UPDATES) < 256:  # a handful of shapes in practice
+                _UPDATES[shape] = sql
         params: list[Any] = [*changes.values(), self.clock(), rid, *from_states]
-        sql = (f"UPDATE {TABLE} SET " + ", ".join(f"{c} = ?" for c in cols) + " WHERE id = ? AND state IN ("
-               + ", ".join("?" * len(from_states)) + ")")
         if holder is not None:
-            sql += " AND owner = ?"
             params.append(holder)
         trail = self.audit if self.audit is not None and not self.audit.in_db else None  # in_db: triggers log it
         if trail is not None and any(c not in ("owner", "lease_until") for c in changes):

@@ -291,10 +291,15 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _merge_other(out: dict[str, Any], other: Mapping[str, Any]) -> None:
+def _same(value: Any) -> Any:
+    """No copy: for :meth:`wire_view`, whose result is only encoded."""
+    return value
+
+
+def _merge_other(out: dict[str, Any], other: Mapping[str, Any], copy: Callable[[Any], Any] = _copy) -> None:
     for key, value in other.items():
         if key not in out:
-            out[key] = _copy(value)
+            out[key] = copy(value)
 
 
 class _Wire:
@@ -311,6 +316,14 @@ class _Wire:
     def _parse(cls, obj: object, path: str, trusted: bool) -> Self:
         """``trusted``: ``obj`` came from paywire's strict JSON decoder, so opaque parts are not re-copied."""
         raise NotImplementedError
+
+    def to_wire(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def wire_view(self) -> dict[str, Any]:
+        """What :meth:`to_wire` returns, possibly sharing nested containers with this object: to encode, never to
+        change (saves the deep copies where a JSON text is all that is wanted)."""
+        return self.to_wire()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -407,6 +420,12 @@ class PaymentRequirements(_Wire):
 
     def to_wire(self) -> dict[str, Any]:
         """Spec order (or the received order); ``extra`` omitted only if it was absent and is empty."""
+        return self._wire(_copy)
+
+    def wire_view(self) -> dict[str, Any]:
+        return self._wire(_same)
+
+    def _wire(self, copy: Callable[[Any], Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "scheme": self.scheme,
             "network": self.network,
@@ -414,10 +433,10 @@ class PaymentRequirements(_Wire):
             "asset": self.asset,
             "payTo": self.pay_to,
             "maxTimeoutSeconds": self.max_timeout_seconds,
-            "extra": _copy(self.extra),
+            "extra": copy(self.extra),
         }
         if self.other:
-            _merge_other(out, self.other)
+            _merge_other(out, self.other, copy)
         if self.wire_keys:
             if not self.extra and "extra" not in self.wire_keys:
                 del out["extra"]
@@ -525,6 +544,16 @@ class PaymentPayload(_Wire):
         out["payload"] = _copy(self.payload)
         if self.extensions is not None:
             out["extensions"] = _copy(self.extensions)
+        return out
+
+    def wire_view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"x402Version": self.x402_version}
+        if self.resource is not None:
+            out["resource"] = self.resource.wire_view()
+        out["accepted"] = self.accepted.wire_view()
+        out["payload"] = self.payload
+        if self.extensions is not None:
+            out["extensions"] = self.extensions
         return out
 
 
