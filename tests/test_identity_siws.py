@@ -27,7 +27,14 @@ from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.facilitator.core import Facilitator
 from paywire.identity.siwe import SiweError
 from paywire.identity.siws import SolanaKey, parse_siws_message, siws_of
-from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxFailure, SiwxIssuer, SiwxProof, answer_challenge, encode_proof
+from paywire.identity.siwx import (
+    SIGN_IN_WITH_X,
+    SiwxFailure,
+    SiwxIssuer,
+    SiwxProof,
+    answer_challenge,
+    encode_proof,
+)
 from paywire.server.asgi import PaymentMiddleware
 from paywire.server.core import PaidRoute
 from paywire.serving import serve_asgi
@@ -295,9 +302,10 @@ async def test_official_sdk_solana_client_signs_in_to_our_seller(env: Env) -> No
 async def test_our_buyers_solana_sign_in_verifies_with_the_official_sdk(env: Env) -> None:
     """The header our Buyer sends passes x402 2.25.0's validate_siwx_message and verify_siwx_signature; a header
     whose signature is another key's does not."""
-    from paywire.client.httpx_transport import PaymentTransport
-    from paywire.client import Buyer
     from x402.extensions.sign_in_with_x import parse_siwx_header, validate_siwx_message, verify_siwx_signature
+
+    from paywire.client import Buyer
+    from paywire.client.httpx_transport import PaymentTransport
 
     sent: list[str] = []
 
