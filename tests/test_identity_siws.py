@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from paywire.client import BuyerConfig, Policy, x402_client
+from paywire.errors import ConfigError
 from paywire.facilitator.client import LocalFacilitatorClient
 from paywire.facilitator.core import Facilitator
 from paywire.identity.siwe import SiweError
@@ -225,6 +226,13 @@ async def test_expired_solana_sign_in_is_refused_and_fresh_one_accepted() -> Non
     assert isinstance(late, SiwxFailure) and late.code == "invalid_siwx_expired", f"an expired sign-in: {late}"
     early = issuer.check(header, url, [SOLANA_DEVNET], now - issuer.skew - 60)
     assert isinstance(early, SiwxFailure) and early.code == "invalid_siwx_issued_at_in_future", early
+
+
+@pytest.mark.parametrize("chains", [("solana:not-base58!",), ("solana:",), "solana:" + DEVNET_REF, (),
+                                    ("eip155:base",)])
+async def test_bad_sign_in_chains_are_a_config_error(chains: Any) -> None:
+    with pytest.raises(ConfigError, match="sign_in_chains"):
+        PaidRoute("/x", price="$0.01", sign_in_chains=chains)
 
 
 # ------------------------------------------------------------------------------------------------ message grammar

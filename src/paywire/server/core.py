@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
 from paywire.evm.assets import AssetRegistry
+from paywire.identity.siws import solana_reference
 from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxIssuer, SplicedHeader
 from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
@@ -270,7 +271,8 @@ class PaidRoute:
                                   f"not {self.free_quota!r}")
         if self.sign_in_chains is not None:
             if isinstance(self.sign_in_chains, str) or not self.sign_in_chains or not all(
-                    isinstance(c, str) and c.startswith(("eip155:", "solana:")) for c in self.sign_in_chains):
+                    isinstance(c, str) and ((c.startswith("eip155:") and c[7:].isdigit()) or solana_reference(c))
+                    for c in self.sign_in_chains):
                 raise ConfigError(f"route {self.path!r}: sign_in_chains takes a list of CAIP-2 eip155:/solana: "
                                   f"ids, not {self.sign_in_chains!r}")
             object.__setattr__(self, "sign_in_chains", tuple(self.sign_in_chains))
