@@ -522,7 +522,8 @@ class Buyer:
         return replace(challenge, options=keep), signed
 
     async def _sign_in(self, ex: Exchange[Any], headers: Mapping[str, str]) -> tuple[str, str] | None:
-        """A ``SIGN-IN-WITH-X`` proof answering the 402's challenge with the paying wallet's EVM key, on a network
+        """A ``SIGN-IN-WITH-X`` proof answering the 402's challenge with the paying wallet's EVM key (its Solana key
+        when the challenge names no EVM chain it may use), on a network
         the policy allows and for the origin that sent it; None when there is no such challenge or key."""
         from paywire.identity.siwx import (
             SIGN_IN_WITH_X,
@@ -548,12 +549,11 @@ class Buyer:
         signers = [getattr(s, "signer", None) for s in self.schemes]
         signer = next((x for x in signers if isinstance(x, EvmSigner)
                        and (not self.account or x.address.lower() == self.account.lower())), None)
-        if signer is None:
-            return None
         allowed = list(policy.allowed_networks) if policy.allowed_networks is not None else None
-        network = choose_chain(ext, allowed)
-        if network is None:
-            return None
+        network = choose_chain(ext, allowed) if signer is not None else None
+        if network is None:  # no EVM chain (or key) to sign in with: the wallet's Solana account, if any
+            return await self._sign_in_solana(ex, ext, allowed)
+        assert signer is not None
         try:
             payload, text = answer_challenge(ext, ex.url, signer.address, network)
         except WireError as exc:
@@ -563,6 +563,23 @@ class Buyer:
 
         proof = encode_proof(payload, await signer.sign_digest(personal_sign_digest(text)))
         return proof, did_pkh(network, signer.address)
+
+    async def _sign_in_solana(self, ex: Exchange[Any], ext: Mapping[str, Any],
+                              allowed: list[str] | None) -> tuple[str, str] | None:
+        """A Sign-In With Solana proof with the wallet's Solana key (``Wallet(..., solana=SolanaKey(...))``)."""
+        from paywire.identity.siws import SolanaKey
+        from paywire.identity.siwx import answer_challenge, choose_chain, encode_proof
+
+        key = getattr(self.wallet, "solana", None)
+        network = choose_chain(ext, allowed, "ed25519") if isinstance(key, SolanaKey) else None
+        if network is None or not isinstance(key, SolanaKey):
+            return None
+        try:
+            payload, text = answer_challenge(ext, ex.url, key.address, network)
+        except (WireError, KeyError, TypeError) as exc:
+            log.warning("paywire: not answering the sign-in challenge of %s: %s", ex.url, exc)
+            return None
+        return encode_proof(payload, key.sign_message(text.encode())), f"did:pkh:{network}:{key.address}"
 
     def _remember_token(self, host: str, route: str, token: tuple[str, str], *, latest: bool) -> None:
         if latest:

@@ -1,4 +1,5 @@
-"""The x402 ``sign-in-with-x`` extension for EVM accounts (CAIP-122 / EIP-4361), sans-I/O.
+"""The x402 ``sign-in-with-x`` extension (CAIP-122) for EVM accounts (EIP-4361: EOA, EIP-1271, ERC-6492) and
+Solana accounts (SIWS, Ed25519: :mod:`paywire.identity.siws`), sans-I/O.
 
 Seller: :class:`SiwxIssuer` writes the extension into a 402 (``extensions["sign-in-with-x"]``) with a nonce
 that is a MAC over the challenge it was issued with, so checking that a nonce is ours needs no stored state; its
@@ -25,7 +26,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from paywire.evm.crypto import recover_address, to_checksum
-from paywire.identity.did import Identity
+from paywire.identity.did import DidError, Identity, b58decode, b58encode
 from paywire.identity.siwe import (
     _ADDRESS,
     _NONCE,
@@ -37,6 +38,7 @@ from paywire.identity.siwe import (
     parse_time,
     personal_sign_digest,
 )
+from paywire.identity.siws import siws_of, solana_address, solana_reference, verify_ed25519
 
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
@@ -165,7 +167,8 @@ class SiwxIssuer:
         nonce, issued, expires = self.fresh(url, now)
         info = {"domain": domain, "uri": uri, "version": "1", "nonce": nonce,
                 "issuedAt": issued, "expirationTime": expires, "statement": self.statement, "resources": [uri]}
-        chains = [{"chainId": n, "type": "eip191"} for n in dict.fromkeys(networks) if n.startswith("eip155:")]
+        chains = [{"chainId": n, "type": signature_type(n)} for n in dict.fromkeys(networks)
+                  if n.startswith("eip155:") or solana_reference(n) is not None]
         return {"info": info, "supportedChains": chains, "schema": dict(SCHEMA)}
 
     def _usual(self, payload: Mapping[str, Any], uri: str,
@@ -245,9 +248,11 @@ class SiwxIssuer:
         if payload.get("uri") != uri:
             return SiwxFailure("invalid_siwx_uri_mismatch", f"the sign-in names another resource than {uri}")
         network = payload.get("chainId")
-        if network not in networks or payload.get("type") != "eip191":
+        if network not in networks or payload.get("type") != signature_type(str(network)):
             return SiwxFailure("invalid_siwx_unsupported_chain",
                                f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
+        if str(network).startswith("solana:"):
+            return self._check_solana(payload, str(network), now)
         fast = self._usual(payload, uri, network)
         if fast is not None:
             text, address, nonce, issued, expires, not_before = fast
@@ -263,12 +268,9 @@ class SiwxIssuer:
             if len(nonce) != 32 or not hmac.compare_digest(
                     nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or "")):
                 return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
-        if issued > now + self.skew:
-            return SiwxFailure("invalid_siwx_issued_at_in_future", "issuedAt is in the future")
-        if now - issued > self.ttl + self.skew or now > expires:
-            return SiwxFailure("invalid_siwx_expired", "the challenge expired: answer a fresh 402")
-        if not_before is not None and now + self.skew < not_before:
-            return SiwxFailure("invalid_siwx_not_yet_valid", "notBefore is in the future")
+        late = self._untimely(issued, expires, not_before, now)
+        if late is not None:
+            return late
         sig = payload.get("signature")
         try:
             raw = bytes.fromhex(sig[2:]) if isinstance(sig, str) and sig.startswith("0x") else None
@@ -284,6 +286,49 @@ class SiwxIssuer:
         if signer is not None and signer == bytes.fromhex(hexpart):
             return proof
         return SiwxContractCheck(proof, digest, raw)
+
+    def _untimely(self, issued: float, expires: float, not_before: float | None, now: float) -> SiwxFailure | None:
+        """Why a sign-in with these times may not be used ``now`` (None: it may)."""
+        if issued > now + self.skew:
+            return SiwxFailure("invalid_siwx_issued_at_in_future", "issuedAt is in the future")
+        if now - issued > self.ttl + self.skew or now > expires:
+            return SiwxFailure("invalid_siwx_expired", "the challenge expired: answer a fresh 402")
+        if not_before is not None and now + self.skew < not_before:
+            return SiwxFailure("invalid_siwx_not_yet_valid", "notBefore is in the future")
+        return None
+
+    def _check_solana(self, payload: Mapping[str, Any], network: str, now: float) -> SiwxProof | SiwxFailure:
+        """The rest of :meth:`check` for a ``solana:`` sign-in (SIWS): the same nonce and time rules, then the
+        Ed25519 signature (base58) of the SIWS text by the address's key."""
+        try:
+            msg = siws_of(payload)
+            issued = parse_time(msg.issued_at)
+            expires = parse_time(msg.expiration_time) if msg.expiration_time else issued + self.ttl
+            not_before = parse_time(msg.not_before) if msg.not_before else None
+        except (SiweError, KeyError, TypeError, ValueError) as exc:
+            return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
+        if len(msg.nonce) != 32 or not hmac.compare_digest(msg.nonce[16:], self._mac(
+                msg.nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or "")):
+            return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
+        late = self._untimely(issued, expires, not_before, now)
+        if late is not None:
+            return late
+        sig = payload.get("signature")
+        try:
+            raw = b58decode(sig) if isinstance(sig, str) and len(sig) <= 100 else b""
+        except DidError:
+            raw = b""
+        if len(raw) != 64:
+            return SiwxFailure("invalid_siwx_malformed_signature", "the signature must be 64 bytes in base58")
+        key = solana_address(msg.address)
+        if key is None or not verify_ed25519(key, raw, msg.text()):
+            return NOT_THE_ADDRESS
+        return SiwxProof(msg.address, network, msg.nonce, min(expires, issued + self.ttl) + self.skew)
+
+
+def signature_type(network: str) -> str:
+    """The ``type`` a sign-in on ``network`` carries: ``ed25519`` on ``solana:`` chains, else ``eip191``."""
+    return "ed25519" if network.startswith("solana:") else "eip191"
 
 
 class SplicedHeader:
@@ -366,17 +411,19 @@ def _message_of(payload: Mapping[str, Any], *, dates: bool = True) -> SiweMessag
 # ------------------------------------------------------------------------------------------------ buyer
 
 
-def choose_chain(extension: Mapping[str, Any], networks: Sequence[str] | None) -> str | None:
-    """The first ``eip191`` chain of the extension's ``supportedChains`` the buyer may use (``networks``:
-    the policy's allowed networks, None = any ``eip155`` one)."""
+def choose_chain(extension: Mapping[str, Any], networks: Sequence[str] | None, kind: str = "eip191") -> str | None:
+    """The first chain of the extension's ``supportedChains`` of signature type ``kind`` (``eip191``: an
+    ``eip155`` chain, ``ed25519``: a ``solana`` one) the buyer may use (``networks``: the policy's allowed
+    networks, None = any)."""
     chains = extension.get("supportedChains")
     if not isinstance(chains, list):
         return None
+    prefix = "solana:" if kind == "ed25519" else "eip155:"
     for c in chains:
-        if not isinstance(c, Mapping) or c.get("type") != "eip191":
+        if not isinstance(c, Mapping) or c.get("type") != kind:
             continue
         chain = c.get("chainId")
-        if isinstance(chain, str) and chain.startswith("eip155:") and (networks is None or chain in networks):
+        if isinstance(chain, str) and chain.startswith(prefix) and (networks is None or chain in networks):
             return chain
     return None
 
@@ -396,6 +443,9 @@ def answer_challenge(extension: Mapping[str, Any], response_url: str, address: s
     payload: dict[str, Any] = {k: info[k] for k in ("domain", "uri", "version", "nonce", "issuedAt", "statement",
                                                     "expirationTime", "notBefore", "requestId", "resources")
                                if info.get(k) is not None}
+    if network.startswith("solana:"):  # SIWS: a base58 address, an Ed25519 signature of the text itself
+        payload.update(address=address, chainId=network, type="ed25519")
+        return payload, siws_of(payload).text()
     payload.update(address=to_checksum(address), chainId=network, type="eip191")
     return payload, _answer_text(payload)
 
@@ -450,8 +500,12 @@ def _answer_template(payload: Mapping[str, Any], key: tuple[Any, ...]) -> tuple[
 
 
 def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
-    """The ``SIGN-IN-WITH-X`` header value: base64 of the payload with its ``0x`` signature."""
-    body = {**payload, "signatureScheme": "eip191", "signature": "0x" + signature.hex()}
+    """The ``SIGN-IN-WITH-X`` header value: base64 of the payload with its signature (``0x`` hex; base58 for an
+    ``ed25519`` sign-in)."""
+    if payload.get("type") == "ed25519":
+        body = {**payload, "signatureScheme": "siws", "signature": b58encode(signature)}
+    else:
+        body = {**payload, "signatureScheme": "eip191", "signature": "0x" + signature.hex()}
     return base64.b64encode(_COMPACT.encode(body).encode()).decode()
 
 
@@ -459,4 +513,4 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one
 
 
 __all__ = ["HEADER", "NOT_THE_ADDRESS", "SCHEMA", "SIGN_IN_WITH_X", "SiwxContractCheck", "SiwxFailure", "SiwxIssuer", "SiwxProof", "SplicedHeader", "answer_challenge",
-           "choose_chain", "decode_proof", "encode_proof", "origin_of", "personal_sign_digest"]
+           "choose_chain", "decode_proof", "encode_proof", "origin_of", "personal_sign_digest", "signature_type"]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from paywire.errors import ConfigError, WireError
 from paywire.evm.assets import AssetRegistry
+from paywire.identity.siws import solana_reference
 from paywire.identity.siwx import SIGN_IN_WITH_X, SiwxIssuer, SplicedHeader
 from paywire.schemes.registry import default_registry
 from paywire.server.pricing import Defaults, Offer, Price, PriceFn, resolve_offer
@@ -212,6 +213,9 @@ class PaidRoute:
     price_for_identity: Callable[[Any, PaymentRequirements], int | None] | None = None
     """``f(identity, offer) -> amount`` in the offer's atomic units for a proven identity (None: the offer's own;
     0: free). A signed-in payer is quoted, and pays, its own price."""
+    sign_in_chains: tuple[str, ...] | None = None
+    """The chains a payer may sign in with (CAIP-2: ``solana:<genesis hash>`` for Sign-In With Solana,
+    ``eip155:<id>``); None: the offers' networks. Implies sign-in."""
     methods: frozenset[str] = field(init=False, repr=False)
     pattern: str = field(init=False, repr=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -265,6 +269,13 @@ class PaidRoute:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not window > 0:
                 raise ConfigError(f"route {self.path!r}: free_quota is (requests >= 1, seconds > 0), "
                                   f"not {self.free_quota!r}")
+        if self.sign_in_chains is not None:
+            if isinstance(self.sign_in_chains, str) or not self.sign_in_chains or not all(
+                    isinstance(c, str) and ((c.startswith("eip155:") and c[7:].isdigit()) or solana_reference(c))
+                    for c in self.sign_in_chains):
+                raise ConfigError(f"route {self.path!r}: sign_in_chains takes a list of CAIP-2 eip155:/solana: "
+                                  f"ids, not {self.sign_in_chains!r}")
+            object.__setattr__(self, "sign_in_chains", tuple(self.sign_in_chains))
         if self.access_for is not None and (isinstance(self.access_for, bool) or not self.access_for > 0):
             raise ConfigError(f"route {self.path!r}: access_for is a number of seconds > 0, not {self.access_for!r}")
         object.__setattr__(self, "methods", methods or frozenset({"*"}))
@@ -296,12 +307,18 @@ class PaidRoute:
     def signs_in(self) -> bool:
         """The route takes Sign-In-With-X (advertised in its 402s)."""
         return (self.siwx or self.access_for is not None or self.identity in ("siwx", "required")
-                or self.per_identity)
+                or self.per_identity or self.sign_in_chains is not None)
 
     @property
     def per_identity(self) -> bool:
         """The route treats proven identities differently (allowlist, free quota, price)."""
         return self.allow_identities is not None or self.free_quota is not None or self.price_for_identity is not None
+
+    def sign_in_networks(self, offers: Sequence[object]) -> list[str]:
+        """The chains this route's 402s offer to sign in with: ``sign_in_chains``, else the offers' networks."""
+        if self.sign_in_chains is not None:
+            return list(self.sign_in_chains)
+        return [str(getattr(o, "network", "")) for o in offers]
 
     @property
     def checks_identity(self) -> bool:
@@ -638,7 +655,7 @@ class Seller:
             out[BAZAAR] = route_discovery(route, req.method if req is not None else None)
         if route.signs_in and self.siwx is not None and req is not None:  # a fresh nonce per 402
             out[SIGN_IN_WITH_X] = self.siwx.declaration(self.resource(route, req).url,
-                                                        [o.network for o in offers], self.clock())
+                                                        route.sign_in_networks(offers), self.clock())
         if self.offer_signer is not None and req is not None and offers:
             from paywire.identity.offers import OFFER_RECEIPT
 
@@ -693,7 +710,7 @@ class Seller:
         if hit is None:
             reply = self._payment_required(route, req, offers, None, ())
             wire = self.challenge(route, req, offers).to_wire()
-            decl = self.siwx.declaration(url, [o.network for o in offers], self.clock())
+            decl = self.siwx.declaration(url, route.sign_in_networks(offers), self.clock())
             marks = (os.urandom(16).hex(), os.urandom(12).hex(), os.urandom(12).hex())  # as long as the values
             decl["info"] = {**decl["info"], "nonce": marks[0], "issuedAt": marks[1], "expirationTime": marks[2]}
             raw = encode_json({**wire, "extensions": {**(wire.get("extensions") or {}), SIGN_IN_WITH_X: decl}})

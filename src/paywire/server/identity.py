@@ -158,7 +158,7 @@ class IdentityGate:
         header, issuer = req.header(HEADER), self.seller.siwx
         if header is None or issuer is None:
             return None
-        networks = [str(getattr(o, "network", "")) for o in offers]
+        networks = route.sign_in_networks(offers)
         checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
         if isinstance(proof, SiwxProof) and paying:

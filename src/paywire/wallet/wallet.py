@@ -17,6 +17,7 @@ from paywire.x402.networks import evm_chain_id
 if TYPE_CHECKING:  # the chain layer is imported on first use: it pulls in heavy dependencies
     from paywire.chain.base import Chain
     from paywire.chain.rpc import RpcChain
+    from paywire.identity.siws import SolanaKey
     from paywire.lightning.base import LightningBackend
     from paywire.schemes.registry import ClientScheme
 
@@ -47,8 +48,11 @@ class Wallet:
     """
 
     def __init__(self, signer: EvmSigner, *, rpc: str | Mapping[str, str] | None = None,
-                 chains: Mapping[str, Chain] | None = None, lightning: LightningBackend | None = None) -> None:
+                 chains: Mapping[str, Chain] | None = None, lightning: LightningBackend | None = None,
+                 solana: SolanaKey | None = None) -> None:
         self.signer = signer
+        self.solana = solana
+        """A Solana account (:class:`~paywire.identity.siws.SolanaKey`) to answer ``solana:`` sign-in challenges."""
         self.lightning = lightning
         """A Lightning wallet (``LnbitsBackend(url, admin_key=…)``, ``LndRestBackend``) for MPP lightning / L402."""
         self._given: dict[str, Chain] = dict(chains or {})
