@@ -345,3 +345,23 @@ async def test_a_retried_deposit_settle_is_answered_without_a_second_transaction
     again = await chain.facilitator.settle(payload, req)
     assert again.success and again.transaction == "" and again.amount == 0, again
     assert await net.token_balance(b.BATCH_SETTLEMENT_ADDRESS) - escrow0 == 10 * PRICE, "deposited twice"
+
+
+async def test_the_seller_never_reads_one_voucher_as_another() -> None:
+    """The seller parses a request's payload once and reuses it for that payload object only: a different
+    voucher, even on the same channel, is read as itself, and a mutated copy is read afresh."""
+    config = {"payer": "0x" + "11" * 20, "payerAuthorizer": "0x" + "11" * 20, "receiver": "0x" + "22" * 20,
+              "receiverAuthorizer": "0x" + "33" * 20, "token": "0x" + "44" * 20, "withdrawDelay": 900,
+              "salt": "0x" + "00" * 32}
+
+    def payload(ceiling: int) -> dict[str, Any]:
+        return {"type": "voucher", "channelConfig": dict(config), "voucher": {
+            "channelId": "0x" + "ab" * 32, "maxClaimableAmount": str(ceiling), "signature": "0x" + "cd" * 65}}
+
+    first, second = payload(1_000), payload(2_000)
+    for p, ceiling in [(first, 1_000), (second, 2_000), (first, 1_000), (first, 1_000), (second, 2_000)]:
+        assert pl.parse_payment_once(p).voucher.max_claimable == ceiling, "a voucher was read as another one"
+    copy = {**first, "voucher": {**first["voucher"], "maxClaimableAmount": "3000"}}
+    assert pl.parse_payment_once(copy).voucher.max_claimable == 3_000
+    with pytest.raises(pl.PayloadError):
+        pl.parse_payment_once({**first, "type": "nonsense"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -73,12 +74,13 @@ def _sale(p: Proceed, req: RequestInfo, cp: pl.ChannelPayload, cid: str, charged
     """The seller's ledger row of one served voucher charge (``paywire sales``), keyed by the channel and its
     cumulative charge after it: one row per charge, whatever retries or replicas commit it."""
     assert isinstance(p.requirements, PaymentRequirements)
-    voucher = {"channelId": cid, "maxClaimableAmount": str(cp.voucher.max_claimable), "signature": signature}
+    # JSON by hand: every field is 0x-hex or digits (the same text json.dumps gives, without its encoder)
+    voucher = f'{{"channelId":"{cid}","maxClaimableAmount":"{cp.voucher.max_claimable}","signature":"{signature}"}}'
     new = NewPayment(
         auth_key=f"channel:{cid}:{charged}", payment_id=None, payload_hash=signature, route=p.route.key,
         method=req.method, path=req.path, settle_mode="channel", x402_version=2, scheme=p.offer.scheme,
         network=p.offer.network, asset=p.offer.asset, pay_to=p.offer.pay_to, amount=charge, decimals=p.decimals,
-        payer=cp.config.payer, payload=json.dumps(voucher, separators=(",", ":")),
+        payer=cp.config.payer, payload=voucher,
         requirements=_wire(p.requirements), protocol=p.protocol,
         identity=p.identity)
     return sale_row(new, deposit.transaction if deposit is not None and deposit.transaction else None, status,
@@ -122,6 +124,8 @@ class ChannelSeller:
         self.store = ChannelStore(flow.payments.db)
         self._locks: dict[str, asyncio.Lock] = {}
         self._migrated = False
+        self._owner, self._serial = uuid.uuid4().hex, itertools.count()
+        """Lease owners: this seller's random prefix and a serial, unique per request across replicas."""
 
     async def _ready(self) -> None:
         if not self._migrated:
@@ -175,18 +179,21 @@ class ChannelSeller:
         if p.v1 or not isinstance(p.payload, PaymentPayload) or not isinstance(p.requirements, PaymentRequirements):
             return self._refuse(p, req, pl.SCHEME_MISMATCH)
         try:
-            cp = pl.parse_payment(p.payload.payload)
+            cp = pl.parse_payment_once(p.payload.payload)
             chain_id = int(p.requirements.network.split(":", 1)[1])
             check_config(cp, p.requirements, chain_id)
         except (pl.PayloadError, Invalid) as exc:
             return self._refuse(p, req, exc.reason)
         cid = b.hex32(cp.channel_id)
         lock = self._lock(cid)
-        try:
-            await asyncio.wait_for(lock.acquire(), self.flow.replay_wait)
-        except TimeoutError:
-            return self._refuse(p, req, pl.CHANNEL_BUSY)
-        owner = uuid.uuid4().hex
+        if not lock.locked() and not getattr(lock, "_waiters", True):  # free, nobody queued: taken at once
+            await lock.acquire()
+        else:  # wait for the channel's request in flight, up to replay_wait
+            try:
+                await asyncio.wait_for(lock.acquire(), self.flow.replay_wait)
+            except TimeoutError:
+                return self._refuse(p, req, pl.CHANNEL_BUSY)
+        owner = f"{self._owner}{next(self._serial)}"
         handed_over = False
         try:
             plan = await self._locked(p, req, cp, cid, owner, chain_id)

@@ -42,6 +42,20 @@ register(COMPONENT, [[
 ]])
 
 
+_PARSED: dict[str, Any] = {}
+
+
+def _parsed(text: str) -> Any:
+    """A channel's config / requirements JSON, parsed once per distinct text (they never change for a channel,
+    and each request reads its row): the parsed object is shared, read it only."""
+    hit = _PARSED.get(text)
+    if hit is None:
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        hit = _PARSED[text] = json.loads(text)
+    return hit
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelRow:
     channel_id: str  # 0x + 64 lowercase hex
@@ -63,7 +77,7 @@ class ChannelRow:
 
     @classmethod
     def of(cls, r: Row) -> ChannelRow:
-        return cls(str(r["channel_id"]), str(r["network"]), json.loads(r["config"]), json.loads(r["requirements"]),
+        return cls(str(r["channel_id"]), str(r["network"]), _parsed(r["config"]), _parsed(r["requirements"]),
                    int(r["charged"]), int(r["signed_max"]), str(r["signature"]), int(r["claimed"]),
                    int(r["balance"]), int(r["total_claimed"]), int(r["withdraw_requested_at"]),
                    int(r["refund_nonce"]), float(r["synced_at"]), int(r["requests"]),

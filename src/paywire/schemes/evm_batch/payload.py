@@ -185,6 +185,21 @@ def parse_payment(payload: Any) -> ChannelPayload:
         raise PayloadError(reason, f"{kind} payload: {exc}") from None
 
 
+_LAST: list[Any] = [None, None]
+
+
+def parse_payment_once(payload: Any) -> ChannelPayload:
+    """:func:`parse_payment` of a request's payload object, remembered for that object (the seller reads one
+    payload twice: its claim key, then the voucher). Only for payloads nobody mutates (a decoded header)."""
+    last = _LAST
+    if last[0] is payload:  # the object is held here, so its id cannot be reused by another
+        parsed: ChannelPayload = last[1]
+        return parsed
+    parsed = parse_payment(payload)
+    _LAST[:] = [payload, parsed]
+    return parsed
+
+
 def channel_state_wire(channel_id: bytes, balance: int, total_claimed: int, withdraw_requested_at: int,
                        refund_nonce: int, charged: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"channelId": b.hex32(channel_id), "balance": str(balance),
@@ -197,5 +212,5 @@ def channel_state_wire(channel_id: bytes, balance: int, total_claimed: int, with
 
 __all__ = [name for name in dir() if name.isupper()] + [
     "ChannelPayload", "Erc3009Deposit", "PayloadError", "Permit2Deposit", "Voucher", "channel_state_wire",
-    "parse_payment", "parse_voucher",
+    "parse_payment", "parse_payment_once", "parse_voucher",
 ]

@@ -41,7 +41,7 @@ class BatchEvmServer:
 
     def claim(self, requirements: PaymentRequirements, payload: Mapping[str, Any]) -> tuple[str, str | None] | None:
         try:
-            p = pl.parse_payment(dict(payload))
+            p = pl.parse_payment_once(payload if isinstance(payload, dict) else dict(payload))
         except pl.PayloadError:
             return None
         key = f"batch:{requirements.network}:{b.hex32(p.channel_id)}:{p.type}:{p.voucher.max_claimable}"
