@@ -112,6 +112,9 @@ async def main(a: argparse.Namespace) -> None:
                 rc = await net.chain.request("eth_getTransactionReceipt", [h])
                 tx = await net.chain.request("eth_getTransactionByHash", [h])
                 blk = rc and await net.chain.request("eth_getBlockByNumber", [rc["blockNumber"], False])
+                vb = int(json.dumps(json.loads(d["request"])).split('"validBefore": "')[1].split('"')[0])
+                if blk:
+                    print("mined_minus_validBefore_s", int(blk["timestamp"], 16) - vb)
                 print("mined_after_s", blk and int(blk["timestamp"], 16) - d["created_at"], d["id"], d["created_at"], d["updated_at"], h, "nonce", tx and int(tx["nonce"], 16), "gas", tx and int(tx["gas"], 16),
                       "status", rc and rc["status"], "used", rc and int(rc["gasUsed"], 16), "block", rc and int(rc["blockNumber"], 16))
         await flaky.aclose()
