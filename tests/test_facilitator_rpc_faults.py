@@ -9,15 +9,23 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from starlette.responses import PlainTextResponse
 
 from paywire.chain import EmbeddedChain, HttpTransport, RpcChain
 from paywire.chain.keepalive import KeepAliveTransport
+from paywire.chain.tx import SignedTx, TxSender
 from paywire.devnet import setup_devnet
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore
 from tests.helpers import offer, payer_of, sign
 from tests.test_facilitator_helpers import RpcProxy, authorization_uses, facilitator_with_store
 from tests.test_facilitator_settle import sid_of
+
+
+def warnings_about(caplog, sid: str) -> list[str]:
+    """The settlement engine's WARNING lines naming ``sid``, cut before their reason."""
+    return [r.getMessage().split(":")[0] for r in caplog.records
+            if r.name == "paywire.settlement.engine" and r.levelname == "WARNING" and sid in r.getMessage()]
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,7 +51,7 @@ async def store(tmp_path: Path):
     await s.aclose()
 
 
-async def test_garbage_after_broadcast_then_timeouts_gives_unresolved_then_settled(world, store):
+async def test_garbage_after_broadcast_then_timeouts_gives_unresolved_then_settled(world, store, caplog):
     """The node accepts the tx but the answer is garbage and every later call times out → unresolved with
     the recorded hash (the chain in fact settled it); after the RPC heals the reconciler records settled."""
     net, proxy, flaky = world
@@ -60,6 +68,7 @@ async def test_garbage_after_broadcast_then_timeouts_gives_unresolved_then_settl
     row = await store.get(sid_of(p, req))
     assert row is not None and row.state == "unresolved" and row.tx_hash
     assert (r.success, r.error_reason, r.transaction) == (False, "settlement_unresolved", row.tx_hash)
+    assert warnings_about(caplog, row.id) == [f"settlement {row.id} unresolved"]  # one line, with the reason
     receipt = await net.chain.wait_for_receipt(row.tx_hash)  # the truth, read around the proxy
     assert receipt.status == 1
     stats = await fac.reconcile_once()
@@ -118,3 +127,65 @@ async def test_chain_down_before_broadcast_fails_cleanly_and_a_retry_settles(wor
     assert await store.get(sid_of(p, req)) is None
     ok = await fac.settle(p, req)
     assert ok.success
+
+
+class SlotTaker(RpcProxy):
+    """Swallows the first ``eth_sendRawTransaction`` (never forwarded, answered 504) after giving its nonce to
+    another transaction of the same key, mined: the recorded settlement transaction can never be included."""
+
+    def __init__(self, upstream, key: bytes) -> None:
+        super().__init__(upstream)
+        self.key, self.taken = key, False
+
+    async def _one_response(self, call):
+        if call.get("method") == "eth_sendRawTransaction" and not self.taken:
+            self.taken = True
+            chain = self.upstream  # the devnet's own chain, around the proxy
+            sender = TxSender(chain, self.key)
+            lost = SignedTx.decode(bytes.fromhex(call["params"][0].removeprefix("0x")), sender.address)
+            max_fee, tip = await sender.fees()
+            other = sender.sign_with(to=sender.address, data=b"", value=0, gas=21_000, nonce=lost.nonce,
+                                     max_fee=max_fee, tip=tip, chain_id=await chain.chain_id())
+            await chain.send_raw_transaction(other.raw)
+            await chain.wait_for_receipt(other.hash)
+            return PlainTextResponse("late", status_code=504)
+        return await super()._one_response(call)
+
+
+async def test_a_lost_broadcast_whose_nonce_was_taken_is_signed_anew_within_the_settle(world, store):
+    """The broadcast never reached the node and its nonce went to another transaction of the key: the settle
+    signs the authorization anew at once (it is unused and valid) and answers settled with that transaction,
+    one transfer on chain; before, it answered pending and left the row to the reconciler after the lease."""
+    net, _proxy, _flaky = world
+    taker = SlotTaker(net.chain, net.facilitator.private_key)
+    async with serve_asgi(taker.app()) as url:
+        chain = RpcChain(HttpTransport(url, timeout=1.5))
+        fac = facilitator_with_store(net, store, chain=chain, receipt_timeout=10.0)
+        req = offer(net, 7_000)
+        p = await sign(req, payer_of(net))
+        before = await net.token_balance(net.payee.address)
+        r = await fac.settle(p, req)
+        await chain.aclose()
+    row = await store.get(sid_of(p, req))
+    assert taker.taken
+    assert row is not None and row.state == "settled", (r, row)
+    assert r.success and r.transaction == row.tx_hash
+    assert len(row.tx_hashes) == 2  # the lost one, then the one signed anew
+    assert await authorization_uses(net, p) == [row.tx_hash]
+    assert await net.token_balance(net.payee.address) == before + 7_000
+
+
+async def test_a_failed_settlement_leaves_one_warning_with_its_id_state_and_reason(world, store, caplog):
+    """A settlement transaction that reverts on chain (here: too little gas) is recorded failed, and the
+    facilitator says so once in its log: settlement id, state, reason."""
+    net, _proxy, _flaky = world
+    fac = facilitator_with_store(net, store, gas_limit=30_000)
+    req = offer(net, 8_000)
+    p = await sign(req, payer_of(net))
+    r = await fac.settle(p, req)
+    sid = sid_of(p, req)
+    row = await store.get(sid)
+    assert row is not None and row.state == "failed" and not r.success
+    assert warnings_about(caplog, sid) == [f"settlement {sid} failed"]
+    line = next(x.getMessage() for x in caplog.records if sid in x.getMessage())
+    assert "transaction_failed" in line and row.tx_hash in line

@@ -401,44 +401,74 @@ class SettlementEngine:
         outcome: _Final | _Open = _Open(error=broadcast_error)
         unsent = broadcast_error is not None
         last_push = last_full = time.monotonic()
+        hashes = [tx.hash]
+        record = self._recorder(store, row.id, tx.hash, intent)
         while True:
             full = time.monotonic() - last_full > 1.0 or time.monotonic() >= deadline
             if full:
                 last_full = time.monotonic()
-            outcome = await self._probe(rail, intent, (tx.hash,), full=full)
+            outcome = await self._probe(rail, intent, hashes, full=full)
             if isinstance(outcome, _Final):
                 break
             if outcome.error is None and (outcome.lost or (unsent and not outcome.known)) \
-                    and time.monotonic() - last_push > 1.0:
+                    and time.monotonic() - last_push > 1.0 and record.last == tx.hash:
                 last_push = time.monotonic()  # the node does not have it (the first broadcast got lost)
-                unsent = await rail.rebroadcast(tx.raw) == "unknown"
+                kind = await rail.rebroadcast(tx.raw)
+                unsent = kind == "unknown"
+                if kind in ("nonce_low", "nonce_high") and outcome.lost:
+                    # it can never be included (its nonce went to another transaction, or a gap is before it)
+                    # and the authorization is unused and valid: sign it anew now, not after the lease
+                    tx, unsent = await self._resend(rail, intent, record, tx)
+                    if tx.hash not in hashes:
+                        hashes.append(tx.hash)
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
-        if isinstance(outcome, _Final) and await self._record(row.id, outcome):
+        if isinstance(outcome, _Final) and await self._record(row.id, outcome, was=row.state):
             r = outcome.response  # answer as the row now reads, without reading it back
             return self._respond(row, "settled" if r.success else "failed", (r.transaction or tx.hash).lower(),
                                  r.error_reason, r.error_message)
         if isinstance(outcome, _Open):
-            await self._record(row.id, outcome)
+            await self._record(row.id, outcome, was=row.state)
         current = await store.get(row.id)  # pending, or someone else recorded the verdict first
         assert current is not None
         return self.response_for(current)
 
-    async def _record(self, sid: str, outcome: _Final | _Open, *, from_states: Sequence[str] = OPEN_STATES) -> bool:
+    async def _resend(self, rail: Rail, intent: Intent, record: _Recorder, dead: SentTx) -> tuple[SentTx, bool]:
+        """Sign the intent anew over ``dead`` (recorded, never includable): (the transaction now on the record,
+        whether its broadcast had no usable answer). On failure the dead one stays current; the reconciler
+        takes the row over once the settle is done."""
+        try:
+            fresh, unknown = await rail.send(intent, record=record)
+        except ChainError as exc:  # would revert (used or expired meanwhile), refused, or no chain
+            if self.store is not None:
+                await self.store.note(record.sid, f"re-sign after a lost broadcast failed: {exc}")
+            return dead, False
+        return fresh, unknown is not None
+
+    async def _record(self, sid: str, outcome: _Final | _Open, *, from_states: Sequence[str] = OPEN_STATES,
+                      was: str | None = None) -> bool:
         """The one place an outcome is written: the chain's verdict (open → settled | failed), or that the chain
         could not tell us (submitted | unresolved → unresolved). False when another writer got there first
-        (or there is nothing to write)."""
+        (or there is nothing to write). A failure, or a first turn to unresolved (``was``: the row's state
+        before), leaves one WARNING line with the settlement id, state and reason."""
         assert self.store is not None
         if isinstance(outcome, _Final):
             r = outcome.response
-            return await self.store.finish(sid, "settled" if r.success else "failed", tx_hash=r.transaction or None,
+            done = await self.store.finish(sid, "settled" if r.success else "failed", tx_hash=r.transaction or None,
                                            block_number=outcome.block_number, error_reason=r.error_reason,
                                            error_message=r.error_message, from_states=from_states)
+            if done and not r.success:
+                log.warning("settlement %s failed: %s (%s) tx=%s", sid, r.error_reason, r.error_message,
+                            r.transaction or "-")
+            return done
         if outcome.error is None:
             return False
-        return await self.store.mark_unresolved(sid, outcome.error)
+        done = await self.store.mark_unresolved(sid, outcome.error)
+        if done and was != "unresolved":
+            log.warning("settlement %s unresolved: %s", sid, outcome.error)
+        return done
 
     async def _probe(self, rail: Rail, intent: Intent, hashes: Sequence[str], *, full: bool = True) -> _Final | _Open:
         """Ask the chain what became of a settlement: by our transactions' receipts, else (``full``) by whether
@@ -521,7 +551,7 @@ class SettlementEngine:
             done = await self._record(row.id, outcome)
             return ("settled" if outcome.response.success else "failed") if done else "open"
         if outcome.error is not None:
-            await self._record(row.id, outcome)
+            await self._record(row.id, outcome, was=row.state)
             return "unresolved"
         # re-broadcasting, re-signing and replacing are for rows nobody is working on: the owner's lease ran
         # out, or the owner is this instance and no task of this process holds the row
@@ -535,7 +565,7 @@ class SettlementEngine:
             if kind in ("nonce_low", "nonce_high"):  # the stored transaction cannot be included: sign a new one
                 return await self._resign(store, rail, row, intent)
             if kind == "unknown":
-                await self._record(row.id, _Open(error="re-broadcast got no usable answer"))
+                await self._record(row.id, _Open(error="re-broadcast got no usable answer"), was=row.state)
                 return "unresolved"
             await store.note(row.id, f"re-broadcast refused ({kind})")
             return "open"
