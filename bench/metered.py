@@ -171,7 +171,8 @@ async def main() -> None:
                                  payer_funds=10**12)
     rails = [EvmNetwork(net.info.network, net.chain, [TxSender(net.chain, net.facilitator.private_key)])]
     offers = {"/metered": Offer(price=PRICE, asset=net.asset, scheme="batch-settlement"),
-              "/article": Offer(price=PRICE, asset=net.asset)}
+              # pre-signed before the timed loop, sent one per block on the embedded chain: valid for the whole run
+              "/article": Offer(price=PRICE, asset=net.asset, max_timeout_seconds=3600)}
     routes = [PaidRoute(f"GET {path}", offers=(o,)) for path, o in offers.items()]
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
