@@ -47,7 +47,7 @@ send = EvmRail.send
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-async def send_with_crash(self, intent, *, signer=None, limit=None, record=None):
+async def send_with_crash(self, intent, *, signer=None, limit=None, record=None, in_time=None):
     if point == "claimed":
         die()
     if point == "recorded":
@@ -55,8 +55,8 @@ async def send_with_crash(self, intent, *, signer=None, limit=None, record=None)
             if await record(tx):
                 die()
             return False
-        return await send(self, intent, signer=signer, limit=limit, record=record_then_die)
-    sent = await send(self, intent, signer=signer, limit=limit, record=record)
+        return await send(self, intent, signer=signer, limit=limit, record=record_then_die, in_time=in_time)
+    sent = await send(self, intent, signer=signer, limit=limit, record=record, in_time=in_time)
     die()
     return sent
 

@@ -5,6 +5,9 @@ finishes it once the chain answers again. A tiny misbehaving JSON-RPC proxy sits
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ from paywire.chain.tx import SignedTx, TxSender
 from paywire.devnet import setup_devnet
 from paywire.serving import serve_asgi
 from paywire.store.settlements import SettlementStore
-from tests.helpers import offer, payer_of, sign
-from tests.test_facilitator_helpers import RpcProxy, authorization_uses, facilitator_with_store
+from tests.helpers import close_devnet, new_devnet, offer, payer_of, sign
+from tests.test_facilitator_helpers import RpcProxy, authorization_uses, facilitator_with_store, wait_until
 from tests.test_facilitator_settle import sid_of
 
 
@@ -189,3 +192,142 @@ async def test_a_failed_settlement_leaves_one_warning_with_its_id_state_and_reas
     assert warnings_about(caplog, sid) == [f"settlement {sid} failed"]
     line = next(x.getMessage() for x in caplog.records if sid in x.getMessage())
     assert "transaction_failed" in line and row.tx_hash in line
+
+
+# ------------------------------------------------------------------------------------------------------------
+# authorizations that expire while their transaction waits (anvil: its clock can be moved forward)
+# ------------------------------------------------------------------------------------------------------------
+
+EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"
+
+
+class HeldFirstBroadcast(RpcProxy):
+    """Holds the first ``eth_sendRawTransaction`` (an RPC stall) until ``release`` is set, then forwards it."""
+
+    def __init__(self, upstream) -> None:
+        super().__init__(upstream)
+        self.held, self.release = asyncio.Event(), asyncio.Event()
+
+    async def _one_response(self, call):
+        if call.get("method") == "eth_sendRawTransaction" and not self.held.is_set():
+            self.held.set()
+            await self.release.wait()
+        return await super()._one_response(call)
+
+
+@contextlib.asynccontextmanager
+async def anvil_behind(proxy_class, *, rpc_timeout: float = 30.0, **kw):
+    """(fresh anvil devnet, proxy in front of it, the facilitator's chain through the proxy, a clock the test
+    moves forward with ``move(seconds)`` together with anvil's)."""
+    net = await new_devnet("anvil")
+    proxy = proxy_class(HttpTransport(net.extra["anvil"].url, timeout=30), **kw)
+    shift = [0.0]
+
+    async def move(seconds: float) -> None:
+        shift[0] += seconds
+        await net.chain.request("evm_increaseTime", [int(seconds)])  # the next block's time, no block yet
+
+    try:
+        async with serve_asgi(proxy.app()) as url:
+            chain = RpcChain(HttpTransport(url, timeout=rpc_timeout))
+            yield net, proxy, chain, (lambda: time.time() + shift[0]), move
+            await chain.aclose()
+    finally:
+        await close_devnet(net)
+
+
+@pytest.mark.anvil
+async def test_an_authorization_that_expires_behind_a_stalled_send_is_not_broadcast(store):
+    """A's broadcast stalls; B (60 s validity) and C are signed and recorded behind it; 120 s pass before the
+    stall ends. B's turn comes after its validBefore: it is not broadcast (no gas burnt on a revert), it is
+    recorded failed with the expired reason, and C goes out with the nonce B held — A and C settle."""
+    async with anvil_behind(HeldFirstBroadcast) as (net, proxy, chain, clock, move):
+        fac = facilitator_with_store(net, store, chain=chain, clock=clock)
+        key = fac._nets[net.info.network].senders[0].address
+        long, short = offer(net, 1_001, max_timeout_seconds=3600), offer(net, 1_002, max_timeout_seconds=60)
+        req_c = offer(net, 1_003, max_timeout_seconds=3600)
+        pa, pb, pc = [await sign(r, payer_of(net)) for r in (long, short, req_c)]
+        paid_before = await net.token_balance(net.payer.address)
+        a = asyncio.create_task(fac.settle(pa, long))
+        await asyncio.wait_for(proxy.held.wait(), 30)
+        b = asyncio.create_task(fac.settle(pb, short))
+        c = asyncio.create_task(fac.settle(pc, req_c))
+
+        async def both_recorded() -> bool:
+            rows = [await store.get(sid_of(p, r)) for p, r in ((pb, short), (pc, req_c))]
+            return all(row is not None and row.state == "submitted" for row in rows)
+
+        await wait_until(both_recorded)  # in line behind A, each with a nonce
+        await move(120)
+        proxy.release.set()
+        ra, rb, rc = await asyncio.gather(a, b, c)
+        rows = [await store.get(sid_of(p, r)) for p, r in ((pa, long), (pb, short), (pc, req_c))]
+        sends = proxy.calls["eth_sendRawTransaction"]
+        key_nonce = await net.chain.get_transaction_count(key, "latest")
+        b_uses = await authorization_uses(net, pb)
+        paid = paid_before - await net.token_balance(net.payer.address)
+    row_a, row_b, row_c = rows
+    assert (rb.success, rb.error_reason, rb.transaction) == (False, EXPIRED, ""), rb
+    assert row_b is not None and (row_b.state, row_b.error_reason) == ("failed", EXPIRED)
+    assert ra.success and rc.success, (ra, rc)
+    assert sends == 2  # A and C; B never reached the node
+    assert row_a is not None and row_c is not None and row_c.tx_nonce == row_a.tx_nonce + 1  # no nonce gap
+    assert key_nonce == row_a.tx_nonce + 2
+    assert b_uses == []
+    assert paid == 1_001 + 1_003
+
+
+@pytest.mark.anvil
+async def test_reconciler_sends_nothing_for_an_expired_lost_transaction_and_records_it_expired(store):
+    """The broadcast never reached the node; by the next reconcile the authorization is past validBefore.
+    The reconciler does not re-broadcast it (it would revert on chain), and once the chain's time is past
+    validBefore with the authorization unused it records the settlement failed with the expired reason."""
+    async with anvil_behind(RpcProxy, rpc_timeout=1.5, hang=4.0) as (net, proxy, chain, clock, move):
+        fac = facilitator_with_store(net, store, chain=chain, clock=clock, receipt_timeout=2.0)
+        key = fac._nets[net.info.network].senders[0].address
+        req = offer(net, 1_004, max_timeout_seconds=60)
+        p = await sign(req, payer_of(net))
+        paid_before = await net.token_balance(net.payer.address)
+        nonce_before = await net.chain.get_transaction_count(key, "latest")
+        proxy.modes = {"eth_sendRawTransaction": "timeout"}  # swallowed: never forwarded
+        try:
+            r = await fac.settle(p, req)
+        finally:
+            proxy.modes = {}
+        row = await store.get(sid_of(p, req))
+        assert row is not None and row.state in ("submitted", "unresolved") and row.tx_hash, (r, row)
+        sends = proxy.calls["eth_sendRawTransaction"]
+        await move(120)
+        first = await fac.reconcile_once()
+        assert (first["rebroadcast"], first["replaced"], proxy.calls["eth_sendRawTransaction"]) == (0, 0, sends)
+        await net.chain.request("evm_mine", [])  # the chain's time passes validBefore
+        second = await fac.reconcile_once()
+        done = await store.get(sid_of(p, req))
+        assert second["failed"] == 1 and proxy.calls["eth_sendRawTransaction"] == sends
+        assert done is not None and (done.state, done.error_reason) == ("failed", EXPIRED)
+        assert await net.chain.get_transaction_receipt(row.tx_hash) is None
+        assert await net.chain.get_transaction_count(key, "latest") == nonce_before  # no gas spent
+        assert await net.token_balance(net.payer.address) == paid_before
+
+
+@pytest.mark.anvil
+async def test_reconciler_does_not_fee_bump_a_stuck_transaction_past_its_authorization(store):
+    """A settlement transaction sits in the mempool (mining paused) past its authorization's validBefore: the
+    reconciler does not replace it with higher fees (the replacement could only revert); it keeps watching."""
+    async with anvil_behind(RpcProxy) as (net, proxy, chain, clock, move):
+        fac = facilitator_with_store(net, store, chain=chain, clock=clock, receipt_timeout=1.0, stuck_after=0.0)
+        req = offer(net, 1_005, max_timeout_seconds=60)
+        p = await sign(req, payer_of(net))
+        await net.chain.request("evm_setAutomine", [False])
+        try:
+            r = await fac.settle(p, req)
+            row = await store.get(sid_of(p, req))
+            assert row is not None and row.state == "submitted" and r.error_reason == "settlement_pending", (r, row)
+            sends = proxy.calls["eth_sendRawTransaction"]
+            await move(120)
+            stats = await fac.reconcile_once()
+            assert (stats["replaced"], stats["rebroadcast"]) == (0, 0) and proxy.calls["eth_sendRawTransaction"] == sends
+            again = await store.get(sid_of(p, req))
+            assert again is not None and again.tx_hashes == (row.tx_hash,)
+        finally:
+            await net.chain.request("evm_setAutomine", [True])

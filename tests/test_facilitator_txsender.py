@@ -17,6 +17,7 @@ from paywire.chain.tx import (
     RecordRefused,
     SenderPool,
     SignedTx,
+    TooLate,
     TxSender,
     classify_send_error,
 )
@@ -120,7 +121,7 @@ class _HeldFirstBroadcast:
         return await self._chain.send_raw_transaction(raw)  # type: ignore[attr-defined, no-any-return]
 
 
-async def _second_send_while_first_is_held(node: _HeldFirstBroadcast, sender: TxSender, to: str):
+async def _second_send_while_first_is_held(node: _HeldFirstBroadcast, sender: TxSender, to: str, in_time=None):
     recorded: list[int] = []
     second_recorded = asyncio.Event()
 
@@ -132,7 +133,7 @@ async def _second_send_while_first_is_held(node: _HeldFirstBroadcast, sender: Tx
 
     first = asyncio.create_task(sender.send_recorded(to, value=1, record=record))
     await node.held.wait()
-    second = asyncio.create_task(sender.send_recorded(to, value=1, record=record))
+    second = asyncio.create_task(sender.send_recorded(to, value=1, record=record, in_time=in_time))
     # the key's next transaction is signed and recorded while the one before it is still on the wire
     await asyncio.wait_for(second_recorded.wait(), 30)
     return first, second, recorded
@@ -168,6 +169,26 @@ async def test_a_refused_broadcast_leaves_no_nonce_gap_behind_it(emb):
     assert (await emb.chain.wait_for_receipt(tx.hash)).status == 1
     assert await emb.chain.get_balance(to) == 1
     assert await emb.chain.get_transaction_count(sender.address, "pending") == start + 1
+
+
+async def test_a_send_too_late_at_its_turn_is_not_broadcast_and_the_next_takes_its_nonce(emb):
+    """Three sends of one key behind a slow broadcast; when the second one's turn comes its ``in_time`` says
+    no: it never reaches the node (``TooLate``) and the third goes out with the nonce it held — no gap."""
+    node = _HeldFirstBroadcast(emb.chain)
+    sender = TxSender(node, KEYS[5])  # type: ignore[arg-type]
+    start = await emb.chain.get_transaction_count(sender.address, "pending")
+    to = Account.create().address
+    first, second, _recorded = await _second_send_while_first_is_held(node, sender, to, in_time=lambda: False)
+    third = asyncio.create_task(sender.send_recorded(to, value=4))
+    node.release.set()
+    (t1, e1), (t3, e3) = await asyncio.gather(first, third)
+    with pytest.raises(TooLate):
+        await second
+    assert (e1, e3, t1.nonce, t3.nonce) == (None, None, start, start + 1)
+    assert node.sent == [start, start + 1]  # the late one was never broadcast
+    assert all(r.status == 1 for r in await asyncio.gather(*(emb.chain.wait_for_receipt(t.hash) for t in (t1, t3))))
+    assert await emb.chain.get_balance(to) == 1 + 4
+    assert await emb.chain.get_transaction_count(sender.address, "pending") == start + 2
 
 
 async def test_sender_pool_round_robin_prefers_idle_keys(emb):

@@ -8,7 +8,7 @@ intent's own calldata); outcomes are judged by the ERC-20 ``Transfer`` log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paywire.chain.base import Chain, Receipt
@@ -120,9 +120,10 @@ class EvmRail:
     # -- sending ------------------------------------------------------------------------------------------
     async def send(
         self, intent: Intent, *, signer: str | None = None, limit: int | None = None, record: Recorder | None = None,
+        in_time: Callable[[], bool] | None = None,
     ) -> tuple[SentTx, str | None]:
         tx, unknown = await self._sender(signer).send_recorded(
-            intent.target, intent.payload, gas=self.gas_limit or limit, record=_recorder(record))
+            intent.target, intent.payload, gas=self.gas_limit or limit, record=_recorder(record), in_time=in_time)
         return _sent(tx), str(unknown) if unknown is not None else None
 
     async def rebroadcast(self, raw: bytes) -> str | None:

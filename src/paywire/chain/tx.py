@@ -34,6 +34,7 @@ __all__ = [
     "SendErrorKind",
     "SenderPool",
     "SignedTx",
+    "TooLate",
     "TxSender",
     "classify_send_error",
     "contract_address",
@@ -83,6 +84,11 @@ class FeeCapExceeded(ChainError):
 
 class RecordRefused(ChainError):
     """``send_recorded``'s callback declined to persist the transaction; nothing was broadcast."""
+
+
+class TooLate(ChainError):
+    """``send_recorded``'s ``in_time`` said no when the transaction's turn came: nothing was broadcast, and its
+    nonce goes to the next send of the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +287,7 @@ class TxSender:
         gas: int | None = None,
         *,
         record: Recorder | None = None,
+        in_time: Callable[[], bool] | None = None,
     ) -> tuple[SignedTx, ChainError | None]:
         """Reserve a nonce, sign, ``await record(tx)``, and only then broadcast.
 
@@ -295,6 +302,10 @@ class TxSender:
         broadcasts when they are done, one at a time, in that order. If its nonce is then not the key's next
         one (a send ahead of it was refused or its record declined), it is signed again with the right nonce
         and recorded again (over the first record) before anything is broadcast.
+
+        ``in_time``: asked when the transaction's turn comes, just before it would be broadcast; False raises
+        ``TooLate`` with nothing broadcast (e.g. what it carries expires before it could be mined), and the
+        send behind it takes its nonce (signed again, as above).
         """
         if gas is None:
             gas = await self.estimate(to, data, value)
@@ -315,7 +326,7 @@ class TxSender:
                 raise RecordRefused("the transaction was not recorded; it was not broadcast")
             if before is not None and not before.done():
                 await asyncio.shield(before)  # the sends ahead of us have broadcast (or given up)
-            return await self._broadcast_in_turn(signed, record)
+            return await self._broadcast_in_turn(signed, record, in_time)
         finally:
             self.in_flight -= 1
             if before is not None and not before.done():  # we gave up early: those behind us still wait for it
@@ -323,13 +334,17 @@ class TxSender:
             else:
                 _finish(turn)
 
-    async def _broadcast_in_turn(self, signed: SignedTx, record: Recorder | None) -> tuple[SignedTx, ChainError | None]:
+    async def _broadcast_in_turn(
+        self, signed: SignedTx, record: Recorder | None, in_time: Callable[[], bool] | None
+    ) -> tuple[SignedTx, ChainError | None]:
         """Broadcast ``signed`` (recorded) now that every send ahead of it is done: only one send of this key is
         here at a time, so ``_nonce`` is the key's next nonce. Signs and records again on a stale nonce."""
         attempt = 0
         while True:
             if self._nonce is None:
                 self._nonce = await self.chain.get_transaction_count(self.address, "pending")
+            if in_time is not None and not in_time():  # _nonce stays: the send behind us signs with it
+                raise TooLate(f"{signed.hash} was not broadcast: its turn came too late")
             if signed.nonce != self._nonce:  # a send ahead of us did not use its nonce: take the right one
                 signed = self.sign_with(to=signed.to, data=signed.data, value=signed.value, gas=signed.gas,
                                         nonce=self._nonce, max_fee=signed.max_fee, tip=signed.tip,

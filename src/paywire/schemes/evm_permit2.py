@@ -30,7 +30,7 @@ from paywire.evm import permit2 as p2
 from paywire.evm import token
 from paywire.evm.approval_tx import ERC20_APPROVAL_GAS_SPONSORING, SponsoredApproval, approval_from_extensions
 from paywire.evm.crypto import address_bytes, recover_address, to_checksum
-from paywire.settlement.engine import Plan, Reasons, SettlementEngine
+from paywire.settlement.engine import EXPIRY_MARGIN, Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
@@ -251,6 +251,7 @@ class Permit2Facilitator:
         poll_interval: float = 0.05,
         log_lookback_blocks: int = 100_000,
         clock: Callable[[], float] = time.time,
+        expiry_margin: float = EXPIRY_MARGIN,
         engine: SettlementEngine | None = None,
     ) -> None:
         self.kind = kind
@@ -272,7 +273,7 @@ class Permit2Facilitator:
             engine = SettlementEngine(
                 rails, store=store, load=intent_from_record, reasons=reasons, receipt_timeout=receipt_timeout,
                 settle_wait=settle_wait, lease_seconds=lease_seconds, stuck_after=stuck_after,
-                poll_interval=poll_interval,
+                poll_interval=poll_interval, expiry_margin=expiry_margin, clock=clock,
             )
         self.engine = engine
 

@@ -15,6 +15,12 @@ compare-and-set there, so instances sharing the database (fleet mode) never undo
   ``lease_seconds``), so another instance of a fleet takes a dead owner's row over while it can still be mined.
 * **record** (``record_tx``): the signed transaction is written *before* it is broadcast. Dying after this
   leaves a ``submitted`` row with the bytes; the reconciler re-broadcasts them (or signs anew).
+* **too late** (``expire_unsent``): a recorded transaction whose turn to be broadcast comes less than
+  ``expiry_margin`` seconds before ``validBefore`` is not broadcast (it would revert, or never be mined): the
+  row, still ours with that transaction, ends ``failed`` with the expired reason and the key's next
+  transaction takes its nonce. Re-broadcasts, re-signs and fee bumps are not sent that late either; a row
+  whose transaction may have reached a node ends only when the chain shows the authorization unused past
+  ``validBefore``.
 * **release** (``release``): nothing reached the chain (it would revert, the node refused every signed
   version): drop the claim — ``verified``, or ``submitted`` with a refused transaction — so a later settle
   may try again.
@@ -59,6 +65,9 @@ BROADCAST_MARGIN = 15.0
 """Default seconds before ``validBefore`` at which a claim's lease ends: time for a takeover to send and mine."""
 MIN_LEASE = 3.0
 """A claim is always ours at least this long (to sign and record), even close to ``validBefore``."""
+EXPIRY_MARGIN = 3.0
+"""Default seconds a transaction needs to be mined: none is broadcast later than this before ``validBefore``
+(less than the 6 s a verified authorization must have left, more than a 2 s L2 block; raise it for slow chains)."""
 
 _caller_wait: ContextVar[float | None] = ContextVar("paywire_settle_answer_within", default=None)
 
@@ -121,6 +130,21 @@ class _Open:
     error: str | None = None
 
 
+class _Gate:
+    """``in_time`` for a rail's send: whether ``valid_before`` is more than ``margin`` seconds away by ``clock``.
+    Remembers a "no" (``declined``): the send was then not broadcast."""
+
+    def __init__(self, clock: Callable[[], float], margin: float, valid_before: int) -> None:
+        self.clock, self.margin, self.valid_before = clock, margin, valid_before
+        self.declined = False
+
+    def __call__(self) -> bool:
+        if self.clock() + self.margin < self.valid_before:
+            return True
+        self.declined = True
+        return False
+
+
 class _Recorder:
     """Records each signed transaction of one settlement over the previous one (compare-and-set)."""
 
@@ -160,7 +184,8 @@ class SettlementEngine:
     answers ``settlement_pending`` (the settlement goes on; a caller's shorter ``answer_within()`` wins);
     ``lease_seconds``: how long a claim is owned before another instance may take it over, cut to end
     ``broadcast_margin`` seconds before the authorization expires; ``stuck_after``: seconds before a pending
-    transaction is replaced.
+    transaction is replaced; ``expiry_margin``: no transaction is broadcast (or re-broadcast, re-signed,
+    replaced) later than this many seconds before its authorization's ``validBefore`` by ``clock``.
     """
 
     def __init__(
@@ -177,6 +202,8 @@ class SettlementEngine:
         poll_interval: float = 0.05,
         answer_within: float = ANSWER_WITHIN,
         broadcast_margin: float = BROADCAST_MARGIN,
+        expiry_margin: float = EXPIRY_MARGIN,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.rails = dict(rails)
         self.store = SettlementStore(open_database(store)) if isinstance(store, str) else store
@@ -188,6 +215,8 @@ class SettlementEngine:
         self._lease = lease_seconds if lease_seconds is not None else receipt_timeout + 30.0
         self._answer_within = answer_within
         self._margin = broadcast_margin
+        self._expiry_margin = expiry_margin
+        self._clock = clock
         self._stuck_after = stuck_after
         self._poll = poll_interval
         self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
@@ -199,6 +228,10 @@ class SettlementEngine:
         and mine it; at least ``MIN_LEASE`` (to sign and record)."""
         left = intent.valid_before - time.time() - self._margin
         return min(self._lease, max(min(MIN_LEASE, self._lease), left))
+
+    def _gate(self, intent: Intent) -> _Gate:
+        """Whether the intent's transaction may still be broadcast (asked now, or by a rail at its turn)."""
+        return _Gate(self._clock, self._expiry_margin, intent.valid_before)
 
     def _recorder(self, store: SettlementStore, sid: str, previous: str | None, intent: Intent) -> _Recorder:
         return _Recorder(store, sid, previous, lambda: self._lease_for(intent))
@@ -365,14 +398,16 @@ class SettlementEngine:
     async def _submit(self, store: SettlementStore, row: Settlement, intent: Intent, plan: Plan) -> SettleResponse:
         """We own the claim: sign, record (verified → submitted), broadcast, then wait for the chain's verdict."""
         rail, sid = self.rails[intent.network], row.id
-        record = self._recorder(store, sid, None, intent)
+        record, gate = self._recorder(store, sid, None, intent), self._gate(intent)
         try:
-            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit, record=record)
+            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit, record=record, in_time=gate)
         except ChainError as exc:
             if record.refused:  # the claim was lost before anything was sent: answer the row's owner
                 lost = await store.get(sid)
                 return self.response_for(lost) if lost else _failure(intent, "unexpected_settle_error",
                                                                      "claim lost; try again")
+            if gate.declined and record.last is not None:  # its turn came too late: nothing was broadcast
+                return await self._expire_unsent(store, row, intent, record.last)
             # nothing was accepted by the node (it would revert, was refused, no chain): release the claim
             await store.release(sid, tx_hash=record.last)
             if isinstance(exc, ChainRevert):  # gas estimation reverted: nothing was signed or sent
@@ -411,7 +446,7 @@ class SettlementEngine:
             if isinstance(outcome, _Final):
                 break
             if outcome.error is None and (outcome.lost or (unsent and not outcome.known)) \
-                    and time.monotonic() - last_push > 1.0 and record.last == tx.hash:
+                    and time.monotonic() - last_push > 1.0 and record.last == tx.hash and self._gate(intent)():
                 last_push = time.monotonic()  # the node does not have it (the first broadcast got lost)
                 kind = await rail.rebroadcast(tx.raw)
                 unsent = kind == "unknown"
@@ -440,12 +475,24 @@ class SettlementEngine:
         whether its broadcast had no usable answer). On failure the dead one stays current; the reconciler
         takes the row over once the settle is done."""
         try:
-            fresh, unknown = await rail.send(intent, record=record)
-        except ChainError as exc:  # would revert (used or expired meanwhile), refused, or no chain
+            fresh, unknown = await rail.send(intent, record=record, in_time=self._gate(intent))
+        except ChainError as exc:  # would revert (used or expired meanwhile), too late, refused, or no chain
             if self.store is not None:
                 await self.store.note(record.sid, f"re-sign after a lost broadcast failed: {exc}")
             return dead, False
         return fresh, unknown is not None
+
+    async def _expire_unsent(self, store: SettlementStore, row: Settlement, intent: Intent, tx_hash: str) -> SettleResponse:
+        """Transition too late: our recorded ``tx_hash`` (the row's only transaction) was not broadcast because
+        its turn came too close to ``validBefore``; nothing can move, so the row ends failed (expired) — if it is
+        still ours with that transaction. Otherwise someone took it over: answer from the row."""
+        reason = self._reasons.expired
+        message = "the authorization expired before its transaction could be broadcast; nothing was sent"
+        if await store.expire_unsent(row.id, tx_hash=tx_hash, error_reason=reason, error_message=message):
+            log.warning("settlement %s failed: %s (%s) tx=-", row.id, reason, message)
+            return self._respond(row, "failed", "", reason, message)
+        current = await store.get(row.id)
+        return self.response_for(current) if current is not None else _failure(intent, reason, message)
 
     async def _record(self, sid: str, outcome: _Final | _Open, *, from_states: Sequence[str] = OPEN_STATES,
                       was: str | None = None) -> bool:
@@ -543,7 +590,7 @@ class SettlementEngine:
             if isinstance(outcome, _Final) and (outcome.response.success or outcome.expired):
                 await self._record(row.id, outcome, from_states=("verified",))
                 return "settled" if outcome.response.success else "failed"
-            if isinstance(outcome, _Open) and outcome.lost and self._abandoned(store, row):
+            if isinstance(outcome, _Open) and outcome.lost and self._abandoned(store, row) and self._gate(intent)():
                 return await self._resume(store, rail, row, intent)
             return "open"
         outcome = await self._probe(rail, intent, row.tx_hashes or ((row.tx_hash,) if row.tx_hash else ()))
@@ -557,7 +604,11 @@ class SettlementEngine:
         # out, or the owner is this instance and no task of this process holds the row
         if not self._abandoned(store, row) or row.id in store.working:
             return "open"
+        if not self._gate(intent)():  # too late to be mined in time: send nothing; once the chain is past
+            return "open"              # validBefore with the authorization unused, the probe finishes it expired
         if outcome.lost and row.raw_tx:
+            if not await store.take_lease(row.id, self._lease_for(intent), ("submitted", "unresolved")):
+                return "open"  # taken first: a row's own transaction, recorded but unsent, may be expired unsent
             kind = await rail.rebroadcast(row.raw_tx)
             if kind is None:
                 await store.note(row.id, "transaction re-broadcast by the reconciler", kind="settlement.rebroadcast")
@@ -584,9 +635,9 @@ class SettlementEngine:
         try:
             if not await store.take_lease(row.id, self._lease_for(intent), ("verified",)):
                 return "open"
-            record = self._recorder(store, row.id, None, intent)
+            record, gate = self._recorder(store, row.id, None, intent), self._gate(intent)
             try:
-                tx, unknown = await rail.send(intent, record=record)
+                tx, unknown = await rail.send(intent, record=record, in_time=gate)
             except ChainRevert as exc:  # it would revert now: used meanwhile, or the payer cannot pay any more
                 outcome = await self._probe(rail, intent, ())
                 if isinstance(outcome, _Final):
@@ -598,6 +649,9 @@ class SettlementEngine:
             except ChainError as exc:
                 if record.refused:  # someone else recorded a transaction first
                     return "open"
+                if gate.declined and record.last is not None:  # its turn came too late: nothing was broadcast
+                    done = await self._expire_unsent(store, row, intent, record.last)
+                    return "failed" if done.error_reason == self._reasons.expired else "open"
                 if record.last is not None:  # recorded, but the node refused it: nothing reached the chain
                     await store.release(row.id, tx_hash=record.last)
                 else:  # the chain did not answer: the claim stays ours, the next pass tries again
@@ -627,7 +681,7 @@ class SettlementEngine:
         if not await store.take_lease(row.id, self._lease_for(intent), ("submitted", "unresolved")):
             return "open"
         try:
-            await rail.send(intent, record=self._recorder(store, row.id, row.tx_hash, intent))
+            await rail.send(intent, record=self._recorder(store, row.id, row.tx_hash, intent), in_time=self._gate(intent))
         except ChainRevert as exc:  # would revert now: let the next round read the chain again
             await store.note(row.id, f"re-sign would revert: {exc.reason}")
             return "open"
@@ -657,11 +711,15 @@ class SettlementEngine:
         if not verdict.is_valid or plan is None or rail is None:
             return SettleResponse(False, "", intent.network, payer=verdict.payer,
                                   error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
+        gate = self._gate(intent)
         try:
-            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit)
+            tx, unknown = await rail.send(intent, signer=plan.signer, limit=plan.limit, in_time=gate)
         except ChainRevert as exc:
             return _failure(intent, self._reasons.revert(exc.reason), exc.reason)
         except ChainError as exc:
+            if gate.declined:
+                return _failure(intent, self._reasons.expired, "the authorization expired before its transaction "
+                                                               "could be broadcast; nothing was sent")
             return _failure(intent, "unexpected_settle_error", f"not sent: {exc}")
         try:
             mined = await rail.receipt(tx.hash, intent, wait=self._receipt_timeout)

@@ -90,11 +90,14 @@ class Rail(Protocol):
     # -- sending
     async def send(
         self, intent: Intent, *, signer: str | None = None, limit: int | None = None, record: Recorder | None = None,
+        in_time: Callable[[], bool] | None = None,
     ) -> tuple[SentTx, str | None]:
         """Sign the intent's transaction from ``signer`` (default: ``next_signer()``) with the resource limit
         ``limit`` (EVM gas; default: the rail's, else an estimate), ``await record(tx)`` and only then broadcast.
         Returns ``(tx, None)`` when the node accepted it, ``(tx, error)`` when that is unknown (the bytes may be
-        in the node). ``record`` returning False raises ``ChainError`` with nothing sent."""
+        in the node). ``record`` returning False raises ``ChainError`` with nothing sent. ``in_time`` is asked
+        right before the broadcast (when the key's earlier transactions are out): False raises ``ChainError``
+        with nothing sent, and the key's sequence number goes to its next transaction."""
         ...
 
     async def rebroadcast(self, raw: bytes) -> str | None:

@@ -10,7 +10,8 @@ machines that share the database. States::
   or one this instance holds from before a restart, may be taken over: its owner died before sending).
 * ``submitted`` — the signed transaction (``raw_tx``, ``tx_hash``) is recorded; it is broadcast only after
   this row is written, so a crash after sending can be recovered by re-broadcasting the same bytes.
-* ``settled`` / ``failed`` — final, judged from the chain.
+* ``settled`` / ``failed`` — final, judged from the chain (or ``failed``: a recorded transaction was never
+  broadcast and its authorization expired first, ``expire_unsent``).
 * ``unresolved`` — the chain could not tell us (RPC timed out or answered garbage); the reconciler retries.
 """
 
@@ -375,6 +376,21 @@ class SettlementStore:
                 f"WHEN tx_hashes = '' THEN ? ELSE tx_hashes || ? END, block_number = ?, error_reason = ?, "
                 f"error_message = ?, updated_at = ?, finished_at = ? {where}",
                 (state, tx_hash, f"%{tx_hash}%", tx_hash, "," + tx_hash, *common), sid=settlement_id, data=data)
+        return n == 1
+
+    async def expire_unsent(self, settlement_id: str, *, tx_hash: str, error_reason: str, error_message: str) -> bool:
+        """``submitted | unresolved → failed`` without the chain: our recorded ``tx_hash`` was never broadcast
+        and never will be (its authorization expires before it could be mined), so nothing can move. Only while
+        the row is ours and still carries that transaction: whoever else acts on a row (re-broadcast, re-sign,
+        replace) takes its lease first, so nobody else can have sent it. The row keeps no current transaction."""
+        now = time.time()
+        n = await self._change(
+            f"UPDATE {TABLE} SET state = 'failed', tx_hash = NULL, error_reason = ?, error_message = ?, "
+            f"updated_at = ?, finished_at = ? "
+            f"WHERE id = ? AND owner = ? AND tx_hash = ? AND state IN ('submitted', 'unresolved')",
+            (error_reason, error_message[:500], now, now, settlement_id, self.instance_id, tx_hash.lower()),
+            sid=settlement_id, data={"error_reason": error_reason},
+        )
         return n == 1
 
     async def mark_unresolved(self, settlement_id: str, message: str) -> bool:

@@ -29,7 +29,7 @@ from paywire.evm.crypto import address_bytes, recover_address, to_checksum
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
 from paywire.evm.permit2 import is_permit2_payload
 from paywire.schemes.evm_exact.payload import ExactEvmPayload
-from paywire.settlement.engine import Plan, Reasons, SettlementEngine
+from paywire.settlement.engine import EXPIRY_MARGIN, Plan, Reasons, SettlementEngine
 from paywire.settlement.rail import Intent
 from paywire.store.settlements import Settlement, SettlementStore, requirements_digest, settlement_id
 from paywire.x402.models import (
@@ -188,7 +188,8 @@ class ExactEvmFacilitator:
     (default ``receipt_timeout + 5``); ``lease_seconds``: how long a claim is owned before another instance
     may take it over (default ``receipt_timeout + 30``); ``stuck_after``: seconds before a pending
     transaction is replaced with higher fees by the reconciler; ``gas_limit``: fixed gas per settlement
-    (default: estimate).
+    (default: estimate); ``expiry_margin``: no settlement transaction is broadcast later than this many
+    seconds (by ``clock``) before its authorization's ``validBefore``: it ends expired, unsent.
     """
 
     scheme = "exact"
@@ -208,6 +209,7 @@ class ExactEvmFacilitator:
         poll_interval: float = 0.05,
         log_lookback_blocks: int = 100_000,
         clock: Callable[[], float] = time.time,
+        expiry_margin: float = EXPIRY_MARGIN,
     ) -> None:
         nets = networks.values() if isinstance(networks, Mapping) else networks
         self._nets: dict[str, EvmNetwork] = {n.network: n for n in nets}
@@ -221,7 +223,7 @@ class ExactEvmFacilitator:
         self.engine = SettlementEngine(
             rails, store=store, load=any_intent, reasons=REASONS, receipt_timeout=receipt_timeout,
             settle_wait=settle_wait, lease_seconds=lease_seconds, stuck_after=stuck_after,
-            poll_interval=poll_interval,
+            poll_interval=poll_interval, expiry_margin=expiry_margin, clock=clock,
         )
         # assetTransferMethod "permit2": the same engine (one store, one reconciler), Permit2's checks
         self.permit2 = Permit2Facilitator(EXACT, self._nets, simulate=simulate, clock=clock, engine=self.engine)
