@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Unpack
 
 import httpx
@@ -14,7 +14,7 @@ from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
 from paywire.client.engine import Buyer, as_buyer
 from paywire.client.policy import Policy
-from paywire.client.sse import ReceiptScanner
+from paywire.client.sse import Ended, ReceiptScanner, SyncReceiptTail
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
@@ -63,9 +63,6 @@ class _HttpxExchangeBase:
         response.extensions = {**response.extensions, RECEIPT_KEY: receipt, SETTLEMENT_KEY: settlement}
 
 
-Ended = Callable[[str | None], Coroutine[Any, Any, None]]
-
-
 class _TailAsync(httpx.AsyncByteStream):
     """The body as it arrives, watched for the seller's closing ``payment-response`` event; ``ended`` gets its
     value (None without one) once, when the body ends or is closed."""
@@ -99,28 +96,19 @@ class _TailSync(httpx.SyncByteStream):
     """:class:`_TailAsync` for the sync transport (``ended`` runs on the buyer's private loop)."""
 
     def __init__(self, inner: httpx.SyncByteStream, ended: Ended) -> None:
-        self._inner, self._ended, self._scan = inner, ended, ReceiptScanner()
-        self._done = False
-
-    def _end(self) -> None:
-        if not self._done:
-            self._done = True
-            try:
-                run_sync(self._ended(self._scan.end()))
-            except Exception:
-                log.exception("paywire: could not record the receipt at the end of a streamed response")
+        self._inner, self._tail = inner, SyncReceiptTail(ended)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._inner:
-            self._scan.feed(chunk)
+            self._tail.feed(chunk)
             yield chunk
-        self._end()
+        self._tail.end()
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            self._end()
+            self._tail.end()
 
 
 class _AsyncHttpxExchange(_HttpxExchangeBase):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Unpack
 
 import requests
@@ -18,12 +18,11 @@ from paywire.client.config import BuyerConfig, BuyerOptions
 from paywire.client.core import Payer, Receipt, Sent, already_paying
 from paywire.client.engine import Buyer, as_buyer
 from paywire.client.policy import Policy
-from paywire.client.sse import ReceiptScanner
+from paywire.client.sse import Ended, SyncReceiptTail
 from paywire.transport.loop_thread import run_sync
 from paywire.x402.models import SettleResponse
 
 log = logging.getLogger("paywire.client")
-Ended = Callable[[str | None], Coroutine[Any, Any, None]]
 
 
 def classify_requests_error(exc: BaseException) -> Sent | None:
@@ -50,35 +49,26 @@ class _TailRaw:
     ends or is closed. Everything else is the inner body's."""
 
     def __init__(self, inner: Any, ended: Ended) -> None:
-        self._inner, self._ended, self._scan = inner, ended, ReceiptScanner()
-        self._done = False
-
-    def _end(self) -> None:
-        if not self._done:
-            self._done = True
-            try:
-                run_sync(self._ended(self._scan.end()))
-            except Exception:  # the body the caller reads stays intact; the ledger row stays as it was
-                log.exception("paywire: could not record the receipt at the end of a streamed response")
+        self._inner, self._tail = inner, SyncReceiptTail(ended)
 
     def stream(self, amt: int | None = 2 ** 16, decode_content: bool | None = None) -> Iterator[bytes]:
         for chunk in self._inner.stream(amt, decode_content=decode_content):
-            self._scan.feed(chunk)
+            self._tail.feed(chunk)
             yield chunk
-        self._end()
+        self._tail.end()
 
     def read(self, amt: int | None = None, *args: Any, **kwargs: Any) -> bytes:
         data: bytes = self._inner.read(amt, *args, **kwargs)
-        self._scan.feed(data)
+        self._tail.feed(data)
         if amt is None or not data:
-            self._end()
+            self._tail.end()
         return data
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            self._end()
+            self._tail.end()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

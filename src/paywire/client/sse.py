@@ -4,8 +4,9 @@ Pure: bytes in, the receipt's raw value out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Final
 
 RECEIPT_EVENT: Final = "payment-response"
 _MAX_EVENT: Final = 64 * 1024  # a receipt event is a few KiB; a longer pending event is not one
@@ -56,3 +57,31 @@ class ReceiptScanner:
 
 
 __all__ = ["RECEIPT_EVENT", "ReceiptScanner", "is_event_stream"]
+
+
+Ended = Callable[[str | None], Coroutine[Any, Any, None]]
+"""What a watched body calls once when it ends: with the closing receipt event's value, or None without one."""
+
+
+class SyncReceiptTail:
+    """A sync body's watcher: :meth:`feed` each chunk the caller reads; :meth:`end` (once, at the body's end or
+    close) runs ``ended`` on the buyer's private loop. A failure there is logged: the body the caller reads stays
+    intact, and the ledger row stays as it was."""
+
+    def __init__(self, ended: Ended) -> None:
+        self._ended, self._scan, self._done = ended, ReceiptScanner(), False
+
+    def feed(self, chunk: bytes) -> None:
+        self._scan.feed(chunk)
+
+    def end(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        from paywire.transport.loop_thread import run_sync
+
+        try:
+            run_sync(self._ended(self._scan.end()))
+        except Exception:
+            logging.getLogger("paywire.client").exception(
+                "paywire: could not record the receipt at the end of a streamed response")

@@ -38,7 +38,7 @@ from paywire.identity.siwe import (
     parse_time,
     personal_sign_digest,
 )
-from paywire.identity.siws import siws_of, solana_address, solana_reference, verify_ed25519
+from paywire.identity.siws import SiwsMessage, siws_of, solana_address, solana_reference, verify_ed25519
 
 SIGN_IN_WITH_X: Final = "sign-in-with-x"
 """The extension's key in ``PaymentRequired.extensions``."""
@@ -265,8 +265,7 @@ class SiwxIssuer:
             except (SiweError, KeyError, TypeError, ValueError) as exc:
                 return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
             text, address, nonce = msg.text(), msg.address, msg.nonce
-            if len(nonce) != 32 or not hmac.compare_digest(
-                    nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or "")):
+            if not self._our_nonce(msg):
                 return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
         late = self._untimely(issued, expires, not_before, now)
         if late is not None:
@@ -286,6 +285,12 @@ class SiwxIssuer:
         if signer is not None and signer == bytes.fromhex(hexpart):
             return proof
         return SiwxContractCheck(proof, digest, raw)
+
+    def _our_nonce(self, msg: SiweMessage | SiwsMessage) -> bool:
+        """The message's nonce is one this seller issued for this domain, URI and time window."""
+        nonce = msg.nonce
+        return len(nonce) == 32 and hmac.compare_digest(
+            nonce[16:], self._mac(nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or ""))
 
     def _untimely(self, issued: float, expires: float, not_before: float | None, now: float) -> SiwxFailure | None:
         """Why a sign-in with these times may not be used ``now`` (None: it may)."""
@@ -307,8 +312,7 @@ class SiwxIssuer:
             not_before = parse_time(msg.not_before) if msg.not_before else None
         except (SiweError, KeyError, TypeError, ValueError) as exc:
             return SiwxFailure("invalid_siwx_payload", f"not a sign-in message: {exc}")
-        if len(msg.nonce) != 32 or not hmac.compare_digest(msg.nonce[16:], self._mac(
-                msg.nonce[:16], msg.domain, msg.uri, msg.issued_at, msg.expiration_time or "")):
+        if not self._our_nonce(msg):
             return SiwxFailure("invalid_siwx_nonce", "the nonce was not issued by this seller for this challenge")
         late = self._untimely(issued, expires, not_before, now)
         if late is not None:
