@@ -73,7 +73,8 @@ async def test_unpaid_l402_challenges_leave_no_rows(store_url: str) -> None:
                 paid = await c.get("/weather", headers={"Authorization": f"L402 {macaroon}:{preimage}"})
                 assert paid.status_code == 200, f"a token paid after {UNPAID} challenges got {paid.status_code}"
             assert runs == ["l402", "l402"], f"the handler ran {runs} for two requests with a paid token"
-            forged = base64.b64encode(base64.b64decode(macaroon)[:-1] + b"\x00").decode()
+            raw = base64.b64decode(macaroon)
+            forged = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 0x01])).decode()  # always a different signature
             bad = await c.get("/weather", headers={"Authorization": f"L402 {forged}:{preimage}"})
             assert bad.status_code == 401, f"a token with a broken signature got {bad.status_code}"
     finally:
