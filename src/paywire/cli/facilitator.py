@@ -34,6 +34,9 @@ def facilitator(
     receipt_timeout: Annotated[float | None, typer.Option(help="Seconds /settle waits for its tx.")] = None,
     reconcile_interval: Annotated[float | None, typer.Option(help="Seconds between reconciler passes.")] = None,
     rpc_timeout: Annotated[float | None, typer.Option(help="Seconds before an RPC call counts as lost.")] = None,
+    expiry_margin: Annotated[float | None, typer.Option(
+        help="Never broadcast a settlement less than this many seconds before its authorization's validBefore "
+             "(default 3; 0..3600).")] = None,
     instance_id: Annotated[str | None, typer.Option(help="Name of this instance in fleet mode.")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 4020; 0 picks a free one).")] = None,
@@ -69,7 +72,8 @@ def facilitator(
         cfg = load_config(config, networks=specs, keys=keys, overrides={
             "store": store, "bearer_token": token, "confirmations": confirmations, "host": host, "port": port,
             "receipt_timeout": receipt_timeout, "reconcile_interval": reconcile_interval,
-            "rpc_timeout": rpc_timeout, "instance_id": instance_id, "devnet": use_devnet or None,
+            "rpc_timeout": rpc_timeout, "expiry_margin": expiry_margin, "instance_id": instance_id,
+            "devnet": use_devnet or None,
             "allow_unauthenticated_public": allow_unauthenticated_public or None,
         })
         service = await FacilitatorService.start(cfg)

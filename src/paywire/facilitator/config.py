@@ -11,6 +11,7 @@ TOML (all keys optional except at least one network, unless ``devnet = true``)::
     reconcile_interval = 5                      # seconds between reconciler passes
     stuck_after = 60                            # seconds before a pending transaction is fee-bumped
     rpc_timeout = 10                            # seconds before an RPC call counts as unanswered
+    expiry_margin = 3                           # no transaction is broadcast later than this before validBefore
     instance_id = "fac-a"                       # default: random per process
 
     [networks."eip155:8453"]
@@ -26,7 +27,7 @@ Environment: ``PAYWIRE_FACILITATOR_CONFIG`` (the TOML path), ``PAYWIRE_STORE``,
 ``PAYWIRE_FACILITATOR_TOKEN``, ``PAYWIRE_FACILITATOR_NETWORKS`` (``caip2=rpc,caip2=rpc``),
 ``PAYWIRE_FACILITATOR_KEYS`` (comma-separated keys for networks that name none; ``PAYWIRE_FACILITATOR_KEY``
 is read too), ``PAYWIRE_FACILITATOR_FLEET_KEY`` (the fleet key of networks that name none), ``PAYWIRE_FACILITATOR_INSTANCE``, and ``PAYWIRE_FACILITATOR_<OPTION>`` for the other options
-(``HOST``, ``PORT``, ``CONFIRMATIONS``, ``RECEIPT_TIMEOUT`` …). The file may also hold the options as a
+(``HOST``, ``PORT``, ``CONFIRMATIONS``, ``RECEIPT_TIMEOUT``, ``EXPIRY_MARGIN`` …). The file may also hold the options as a
 ``[facilitator]`` table (next to ``[seller]`` and ``[buyer]``).
 
 Loaded by the shared loader (:mod:`paywire.settings`): every value is converted and checked the same way
@@ -36,6 +37,11 @@ Loaded by the shared loader (:mod:`paywire.settings`): every value is converted 
 ``receiverAuthorizer``) and so the only one that may send those settlements. Give every instance of a fleet the
 same one (next to its own ``keys``, which stay per instance): then every instance's ``/supported`` names it and
 any instance settles what another verified. Default: the network's first key.
+
+``expiry_margin``: seconds an authorization must have left before ``validBefore`` for its settlement
+transaction to be broadcast (or re-broadcast, re-signed, fee-bumped); a later one is not sent and the settlement
+ends failed with the expired reason (``paywire.settlement.engine``). Raise it on chains with slow blocks; at
+most ``MAX_EXPIRY_MARGIN`` (a margin as long as the authorizations' lifetime would settle nothing).
 """
 
 from __future__ import annotations
@@ -62,7 +68,20 @@ from paywire.settings import (
     unknown_names,
 )
 
-__all__ = ["FacilitatorConfig", "NetworkConfig", "is_loopback", "load_config", "parse_network_spec"]
+__all__ = ["MAX_EXPIRY_MARGIN", "FacilitatorConfig", "NetworkConfig", "is_loopback", "load_config",
+           "parse_network_spec"]
+
+EXPIRY_MARGIN = 3.0
+"""Default ``expiry_margin`` (the engine's ``paywire.settlement.engine.EXPIRY_MARGIN``; a test keeps them equal)."""
+MAX_EXPIRY_MARGIN = 3600.0
+"""Largest ``expiry_margin``: authorizations rarely live longer, and a margin that long would settle nothing."""
+
+
+def _expiry_margin(value: Any) -> str | None:
+    if 0 <= value <= MAX_EXPIRY_MARGIN:
+        return None
+    return (f"must be between 0 and {MAX_EXPIRY_MARGIN:g} seconds (how long before an authorization's "
+            "validBefore the last broadcast may go out)")
 
 
 @dataclass(slots=True)
@@ -104,6 +123,8 @@ class FacilitatorConfig(Settings):
     reconcile_interval: float = option(5.0, check=positive, duration=True)
     stuck_after: float = option(60.0, check=positive, duration=True)
     rpc_timeout: float = option(10.0, check=positive, duration=True)
+    expiry_margin: float = option(EXPIRY_MARGIN, check=_expiry_margin, duration=True)
+    """No settlement transaction is broadcast later than this many seconds before its ``validBefore``."""
     instance_id: str | None = option(None, env="PAYWIRE_FACILITATOR_INSTANCE")
     audit: bool = False
     """Queue an audit event with every settlement change, in its transaction (docs/audit.md)."""

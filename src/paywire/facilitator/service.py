@@ -35,7 +35,7 @@ def build_schemes(
     the scheme's own factory (``SchemeRegistry.register_facilitator``) over those networks' rails (each opened by
     its family, ``paywire.families``)."""
     out = default_registry.facilitators_for(networks, store=store, receipt_timeout=config.receipt_timeout,
-                                            stuck_after=config.stuck_after)
+                                            stuck_after=config.stuck_after, expiry_margin=config.expiry_margin)
     if not out:
         raise ConfigError("no registered scheme settles on the configured networks "
                           f"({', '.join(n.network for n in networks)})")

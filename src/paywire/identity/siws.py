@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from paywire.identity.did import DidError, b58decode, b58encode
@@ -174,13 +175,17 @@ def verify_ed25519(public_key: bytes, signature: bytes, text: str) -> bool:
 
 
 class SolanaKey:
-    """A buyer's Solana account: an Ed25519 key that signs sign-in messages (``Wallet(..., solana=...)``)."""
+    """A buyer's Solana account: an Ed25519 key that signs sign-in messages (``Wallet(..., solana=...)``).
+
+    From its 32-byte seed, or from what Solana users keep (``paywire.identity.solana_keys``): the 64-byte keypair,
+    a ``solana-keygen`` JSON file, a wallet's base58 export. Nothing here prints or logs the secret."""
 
     def __init__(self, seed: bytes) -> None:
         from paywire.identity.agent import _ed25519
 
         if len(seed) != 32:
-            raise ValueError("a Solana key is a 32-byte Ed25519 seed")
+            raise ValueError(f"SolanaKey(seed) takes the 32-byte Ed25519 seed, got {len(seed)} bytes (a 64-byte "
+                             "keypair: SolanaKey.from_keypair_bytes, from_keygen_file, from_base58)")
         self._key = _ed25519().Ed25519PrivateKey.from_private_bytes(seed)
         from cryptography.hazmat.primitives import serialization
 
@@ -193,6 +198,28 @@ class SolanaKey:
         import os
 
         return cls(os.urandom(32))
+
+    @classmethod
+    def from_keypair_bytes(cls, keypair: bytes) -> SolanaKey:
+        """From the 64-byte keypair, seed then public key (``bytes(solders.keypair.Keypair)``); the public half
+        must be the seed's (``SolanaKeyError``, a ``ValueError``, otherwise)."""
+        from paywire.identity.solana_keys import seed_of_keypair
+
+        return cls(seed_of_keypair(keypair))
+
+    @classmethod
+    def from_keygen_file(cls, path: str | Path) -> SolanaKey:
+        """From a ``solana-keygen`` keypair file (a JSON array of the 64 keypair bytes, e.g. ``id.json``)."""
+        from paywire.identity.solana_keys import read_keygen_file, seed_of_keypair
+
+        return cls(seed_of_keypair(read_keygen_file(path), what=f"the keypair in {path}"))
+
+    @classmethod
+    def from_base58(cls, text: str) -> SolanaKey:
+        """From base58 text of the 64 keypair bytes: the private key a wallet such as Phantom exports."""
+        from paywire.identity.solana_keys import keypair_from_base58, seed_of_keypair
+
+        return cls(seed_of_keypair(keypair_from_base58(text), what="the base58 Solana key"))
 
     def sign_message(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message``."""

@@ -160,7 +160,8 @@ class AssetInfo(Protocol):
 ClientFactory = Callable[[Any], ClientScheme | None]
 """A signer or wallet → the client side for it, or None when this scheme cannot use that kind of signer."""
 FacilitatorFactory = Callable[..., FacilitatorScheme]
-"""Builds the facilitator side for the service: ``factory(rails, *, store, receipt_timeout, stuck_after)``, where
+"""Builds the facilitator side for the service: ``factory(rails, *, store, receipt_timeout, stuck_after,
+expiry_margin)`` (a scheme without expiring authorizations may ignore the last), where
 ``rails`` are the configured networks of the scheme's family (EVM: ``paywire.chain.rail.EvmNetwork``)."""
 
 
@@ -312,7 +313,7 @@ class SchemeRegistry:
     def facilitators_for(self, rails: Sequence[Any], **settings: Any) -> list[FacilitatorScheme]:
         """The facilitator side of every registered scheme whose network pattern matches one of ``rails``
         (objects with a ``network``: EVM's ``EvmNetwork``), each built over its matching rails with
-        ``settings`` (``store``, ``receipt_timeout``, ``stuck_after``)."""
+        ``settings`` (``store``, ``receipt_timeout``, ``stuck_after``, ``expiry_margin``)."""
         out: list[FacilitatorScheme] = []
         for _scheme, pattern, factory in self.facilitators():
             mine = [r for r in rails if matches_pattern(r.network, pattern)]
