@@ -32,6 +32,9 @@ _READS = frozenset({
 })
 """Calls that change nothing on the node: asked again if a reused connection closes before their answer."""
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(obj, separators=(",", ":"))`` without building an encoder per call."""
+
 
 class KeepAliveTransport:
     """JSON-RPC 2.0 over plain HTTP/1.1 with a per-event-loop pool of up to ``max_connections`` connections.
@@ -61,8 +64,7 @@ class KeepAliveTransport:
         if self._closed:
             raise ChainError(f"transport to {self.url} is closed")
         request_id = next(self._ids)
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)},
-                          separators=(",", ":")).encode()
+        body = _compact({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}).encode()
         http = self._broadcast if method in _BROADCASTS else self.http
         try:
             status, data = await http.post(body, idempotent=method in _READS)

@@ -55,7 +55,7 @@ from paywire.x402.models import SettleResponse, VerifyResponse
 from paywire.x402.reasons import SETTLEMENT_PENDING as PENDING
 from paywire.x402.reasons import SETTLEMENT_UNRESOLVED as UNRESOLVED
 
-__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine", "answer_within"]
+__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine", "answer_within", "settling_id"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ EXPIRY_MARGIN = 3.0
 (less than the 6 s a verified authorization must have left, more than a 2 s L2 block; raise it for slow chains)."""
 
 _caller_wait: ContextVar[float | None] = ContextVar("paywire_settle_answer_within", default=None)
+
+settling_id: ContextVar[str | None] = ContextVar("paywire_settling_id", default=None)
+"""The settlement record id of the last intent a ``SettlementEngine.settle`` awaited in this context was given
+(set before it settles): the facilitator's ``X-Paywire-Settlement-Id`` without parsing the payload again."""
 
 
 @contextlib.contextmanager
@@ -249,6 +253,7 @@ class SettlementEngine:
     async def settle(self, intent: Intent, prepare: Prepare) -> SettleResponse:
         """Settle once. Concurrent settles of one authorization in this process share one task, which runs to
         completion even if the requests that wait for it are cancelled."""
+        settling_id.set(_sid(intent))
         key = (intent.network, intent.asset.lower(), intent.payer.lower(), intent.nonce.lower(), intent.digest,
                asyncio.get_running_loop())
         task = self._tasks.get(key)

@@ -47,6 +47,10 @@ FINAL_STATES = ("settled", "failed")
 OPEN_STATES = ("verified", "submitted", "unresolved")
 TABLE = "paywire_settlements"
 
+# json.dumps(…) with these options, without building an encoder per call
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 register("facilitator", [[
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         id TEXT PRIMARY KEY,
@@ -93,7 +97,7 @@ def settlement_id(network: str, asset: str, payer: str, nonce: bytes | str) -> s
 
 def requirements_digest(requirements_wire: Mapping[str, Any]) -> str:
     """Digest of the payment requirements a settlement was made for (canonical JSON, sha256)."""
-    canon = json.dumps(requirements_wire, sort_keys=True, separators=(",", ":"))
+    canon = _canonical(requirements_wire)
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -265,7 +269,7 @@ class SettlementStore:
             f"pay_to, state, owner, lease_until, created_at, updated_at, identity) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (sid, network, asset.lower(), payer.lower(), nonce.lower(), requirements_digest,
-             json.dumps(dict(request), separators=(",", ":")), str(amount), pay_to.lower(), self.instance_id,
+             _compact(request if isinstance(request, dict) else dict(request)), str(amount), pay_to.lower(), self.instance_id,
              now + lease_seconds, now, now, identity),
         )
         if inserted == 1:

@@ -151,7 +151,7 @@ REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used"
 def intent_of(payload: ExactEvmPayload, requirements: PaymentRequirements, *, v1: bool = False) -> Intent:
     """The engine's view of an authorization: who pays whom, and the ``transferWithAuthorization`` call."""
     a = payload.authorization
-    wire = requirements.to_wire()
+    wire = requirements.wire_view()  # encoded into the record and its digest, never changed
     record = {
         "authorization": {
             "from": to_checksum(a.from_), "to": to_checksum(a.to), "value": str(a.value),
