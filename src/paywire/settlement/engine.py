@@ -65,6 +65,9 @@ BROADCAST_MARGIN = 15.0
 """Default seconds before ``validBefore`` at which a claim's lease ends: time for a takeover to send and mine."""
 MIN_LEASE = 3.0
 """A claim is always ours at least this long (to sign and record), even close to ``validBefore``."""
+FIRST_POLL = 0.003
+"""Default seconds between a broadcast's answer and the first receipt poll: even a local automining node
+(anvil) has often not mined the transaction when it answers; a block-producing chain never has."""
 EXPIRY_MARGIN = 3.0
 """Default seconds a transaction needs to be mined: none is broadcast later than this before ``validBefore``
 (less than the 6 s a verified authorization must have left, more than a 2 s L2 block; raise it for slow chains)."""
@@ -204,6 +207,7 @@ class SettlementEngine:
         lease_seconds: float | None = None,
         stuck_after: float = 60.0,
         poll_interval: float = 0.05,
+        first_poll: float = FIRST_POLL,
         answer_within: float = ANSWER_WITHIN,
         broadcast_margin: float = BROADCAST_MARGIN,
         expiry_margin: float = EXPIRY_MARGIN,
@@ -223,6 +227,7 @@ class SettlementEngine:
         self._clock = clock
         self._stuck_after = stuck_after
         self._poll = poll_interval
+        self._first_poll = min(first_poll, poll_interval)
         self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
         self._background: set[asyncio.Task[Any]] = set()  # confirmations of resumed claims
 
@@ -444,6 +449,8 @@ class SettlementEngine:
         last_push = last_full = time.monotonic()
         hashes = [tx.hash]
         record = self._recorder(store, row.id, tx.hash, intent)
+        if not unsent and self._first_poll > 0:  # no node has a receipt the moment it accepted the transaction
+            await asyncio.sleep(self._first_poll)
         while True:
             full = time.monotonic() - last_full > 1.0 or time.monotonic() >= deadline
             if full:

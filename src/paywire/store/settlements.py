@@ -337,8 +337,8 @@ class SettlementStore:
         ``previous_hash=None``) or a re-signed/replacement one over ``previous_hash`` (row stays open)."""
         now = time.time()
         tx_hash = tx_hash.lower()
-        data = {"raw_tx_digest": "sha256:" + hashlib.sha256(raw_tx).hexdigest(), "signer": signer,
-                "tx_nonce": tx_nonce}
+        data = None if self.audit is None else {  # the audit event's facts (no audit trail: not needed)
+            "raw_tx_digest": "sha256:" + hashlib.sha256(raw_tx).hexdigest(), "signer": signer, "tx_nonce": tx_nonce}
         if previous_hash is None:
             n = await self._change(
                 f"UPDATE {TABLE} SET state = 'submitted', tx_hash = ?, tx_hashes = ?, raw_tx = ?, signer = ?, "
@@ -353,7 +353,7 @@ class SettlementStore:
                 f"WHERE id = ? AND owner = ? AND state IN ('submitted', 'unresolved') AND tx_hash = ?",
                 (tx_hash, "," + tx_hash, raw_tx, signer, tx_nonce, now, now + lease_seconds, settlement_id,
                  self.instance_id, previous_hash.lower()), sid=settlement_id, kind="settlement.tx_replaced",
-                data={**data, "previous_tx_hash": previous_hash.lower()})
+                data=None if data is None else {**data, "previous_tx_hash": previous_hash.lower()})
         return n == 1
 
     async def finish(
