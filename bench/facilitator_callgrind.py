@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from facilitator import OURS_1, Server, cpu_seconds, fresh_chain, make_payloads, settle_rate  # noqa: E402
+from facilitator import OURS_1, Server, cpu_seconds, fresh_chain, make_payloads, settle_rate
 
 
 def total_ir(dump: str) -> int:

@@ -42,7 +42,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -79,15 +79,21 @@ settling_id: ContextVar[str | None] = ContextVar("paywire_settling_id", default=
 (set before it settles): the facilitator's ``X-Paywire-Settlement-Id`` without parsing the payload again."""
 
 
-@contextlib.contextmanager
-def answer_within(seconds: float | None) -> Iterator[None]:
+class answer_within:
     """Settles awaited inside this block answer within ``seconds`` (a caller's own deadline, e.g. the HTTP
-    ``Prefer: wait=N`` of a facilitator client): ``settlement_pending`` if the outcome is not known by then."""
-    token = _caller_wait.set(seconds)
-    try:
-        yield
-    finally:
-        _caller_wait.reset(token)
+    ``Prefer: wait=N`` of a facilitator client): ``settlement_pending`` if the outcome is not known by then.
+    A plain class, not ``contextlib.contextmanager``: no generator per settle."""
+
+    __slots__ = ("_token", "seconds")
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        self._token = _caller_wait.set(self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        _caller_wait.reset(self._token)
 
 
 @dataclass(frozen=True, slots=True)
