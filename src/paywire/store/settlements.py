@@ -366,8 +366,12 @@ class SettlementStore:
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
         now = time.time()
-        common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
-        where = f"WHERE id = ? AND state IN {_in(from_states)}"
+        if tuple(from_states) == OPEN_STATES:  # every state but the final ones (the CHECK allows no other),
+            common = (block_number, error_reason, error_message, now, now, settlement_id)  # without an IN list,
+            where = "WHERE id = ? AND state <> 'settled' AND state <> 'failed'"  # which SQLite builds a table for
+        else:
+            common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
+            where = f"WHERE id = ? AND state IN {_in(from_states)}"
         data = {k: v for k, v in (("block_number", block_number), ("error_reason", error_reason)) if v is not None}
         if tx_hash is None:
             n = await self._change(
