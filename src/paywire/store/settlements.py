@@ -366,6 +366,7 @@ class SettlementStore:
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
         now = time.time()
+        common: tuple[Any, ...]
         if tuple(from_states) == OPEN_STATES:  # every state but the final ones (the CHECK allows no other),
             common = (block_number, error_reason, error_message, now, now, settlement_id)  # without an IN list,
             where = "WHERE id = ? AND state <> 'settled' AND state <> 'failed'"  # which SQLite builds a table for
