@@ -128,3 +128,21 @@ async def test_a_broadcast_does_not_queue_behind_slow_reads():
         finally:
             release.set()
             await t.aclose()
+
+
+def test_request_bodies_are_what_json_dumps_writes() -> None:
+    """The JSON-RPC body built without the encoder (plain-string parameters) is byte for byte ``json.dumps``
+    with compact separators, and anything else still goes through the encoder."""
+    import json
+
+    from paywire.chain.keepalive import request_body
+
+    cases: list[list[object]] = [
+        [], ["0x" + "ab" * 500], ["0xAbC", "latest"], ["latest", False], [{"a": 1}], ["é"], ['a"b'], [""],
+        [{"from": "0xaa", "to": "0xbb", "data": "0x" + "00" * 300, "value": "0x0"}, "latest"], [{"": "x"}],
+        [{"a_b": "c_d"}], ["_"], [None], [[1, 2]], ["0x1\n"], [{"k": "v\u2028"}], [{"k": "v"}, {"x": "y\\"}],
+    ]
+    for params in cases:
+        for method in ("eth_call", 'we"ird', "e_x"):
+            want = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}, separators=(",", ":"))
+            assert request_body(7, method, params) == want.encode()

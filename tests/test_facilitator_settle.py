@@ -105,6 +105,30 @@ async def test_repeated_settle_answers_the_recorded_outcome(net, store):
     assert await restarted.settle(p, req) == first
 
 
+async def test_repeated_settle_answers_from_the_record_while_the_node_is_down(net, store):
+    """A settle repeated after success is answered from the record even when the node cannot be reached (the
+    row is not read before verifying any more; a verification that fails reads it)."""
+    import socket
+
+    from paywire.chain import RpcChain
+    from paywire.chain.keepalive import KeepAliveTransport
+
+    fac = facilitator_with_store(net, store)
+    req = offer(net, 1_212)
+    p = await sign(req, payer_of(net))
+    first = await fac.settle(p, req)
+    assert first.success
+    with socket.socket() as s:  # a port nobody listens on any more
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    dead = RpcChain(KeepAliveTransport(f"http://127.0.0.1:{dead_port}", timeout=2.0))
+    try:
+        cut_off = facilitator_with_store(net, store, chain=dead)
+        assert await cut_off.settle(p, req) == first
+    finally:
+        await dead.aclose()
+
+
 async def test_two_instances_on_one_store_settle_once(net, store_url):
     """Two facilitators (separate store connections, separate gas keys) racing on one payment: one
     transfer, every answer identical — the database constraint decides, not process memory."""

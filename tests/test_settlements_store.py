@@ -90,6 +90,30 @@ async def test_transitions_are_compare_and_set(store_url):
         await a.aclose()
 
 
+async def test_finish_takes_every_open_state_and_no_final_one(store_url):
+    """``finish`` with its default ``from_states`` (written without an IN list) moves a verified, a submitted and
+    an unresolved row to final, and never a settled or failed one."""
+    a = await SettlementStore.open(store_url, instance_id="a")
+    try:
+        common = {"raw_tx": b"\x02raw", "signer": "0xS", "tx_nonce": 4, "lease_seconds": 30}
+        _, verified = await claim(a, nonce(40))
+        _, submitted = await claim(a, nonce(41))
+        assert await a.record_tx(submitted.id, tx_hash="0x41", previous_hash=None, **common)
+        _, unresolved = await claim(a, nonce(42))
+        assert await a.record_tx(unresolved.id, tx_hash="0x42", previous_hash=None, **common)
+        assert await a.mark_unresolved(unresolved.id, "rpc timed out")
+        for row, state in ((verified, "failed"), (submitted, "settled"), (unresolved, "settled")):
+            assert await a.finish(row.id, state, tx_hash="0xF" + row.id[:4], block_number=3)
+            assert (await a.get(row.id)).state == state  # type: ignore[union-attr]
+        for row in (verified, submitted, unresolved):  # final now: neither final state is left again
+            assert not await a.finish(row.id, "settled", tx_hash=None)
+            assert not await a.finish(row.id, "failed", tx_hash=None, error_reason="x")
+        assert [(await a.get(r.id)).state for r in (verified, submitted, unresolved)] == \
+            ["failed", "settled", "settled"]  # type: ignore[union-attr]
+    finally:
+        await a.aclose()
+
+
 async def test_leases_release_and_open_rows(store_url):
     a = await SettlementStore.open(store_url, instance_id="a")
     b = SettlementStore(a.db, instance_id="b")

@@ -31,7 +31,7 @@ from paywire.errors import WireError
 from paywire.facilitator.core import Facilitator
 from paywire.facilitator.core import requester as risk_requester
 from paywire.facilitator.metrics import Metrics, facilitator_metrics
-from paywire.settlement.engine import answer_within
+from paywire.settlement.engine import answer_within, settling_id
 from paywire.x402.models import FacilitatorRequest
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,22 @@ MAX_BODY_BYTES = 64 * 1024
 SETTLEMENT_ID_HEADER = "X-Paywire-Settlement-Id"
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+class _Json(JSONResponse):
+    """A ``JSONResponse`` (same bytes) whose encoder is built once, not per answer."""
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content).encode("utf-8")
+
+
 def _error(status: int, message: str, reason: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if reason:
         body["reason"] = reason
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _Json(body, status_code=status, headers=headers)
 
 
 def bearer_matches(authorization: str, token: str) -> bool:
@@ -210,7 +220,7 @@ def create_app(
             return parsed
         res = await facilitator.verify(parsed.payment_payload, parsed.payment_requirements)
         m.inc("verify_total", result="valid" if res.is_valid else "invalid", reason=res.invalid_reason or "")
-        return JSONResponse(res.to_wire())
+        return _Json(res.to_wire())
 
     async def settle(request: _Call) -> Response:
         if not authorized(request):
@@ -219,6 +229,7 @@ def create_app(
         if isinstance(parsed, JSONResponse):
             return parsed
         risk_requester.set(request.client_host)  # who asks, for the risk checkpoint
+        settling_id.set(None)  # the engine names the settlement it was given (no second parse of the payload)
         with answer_within(_prefer_wait(request)):  # answer (pending if need be) before the caller gives up
             res = await facilitator.settle(parsed.payment_payload, parsed.payment_requirements)
         m.inc("settle_total", result="success" if res.success else "failure", reason=res.error_reason or "")
@@ -228,10 +239,11 @@ def create_app(
             except Exception:  # the catalogue never costs a settlement its answer
                 log.exception("facilitator: could not catalogue a discovered resource")
         headers = {}
-        key = facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)
-        if key is not None and facilitator.store is not None:
-            headers[SETTLEMENT_ID_HEADER] = key
-        return JSONResponse(res.to_wire(), headers=headers)
+        if facilitator.store is not None:
+            key = settling_id.get() or facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)
+            if key is not None:
+                headers[SETTLEMENT_ID_HEADER] = key
+        return _Json(res.to_wire(), headers=headers)
 
     async def supported(request: Request) -> Response:
         return JSONResponse(facilitator.supported().to_wire())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Metrics"]
 
@@ -12,8 +14,19 @@ LabelKey = tuple[tuple[str, str], ...]
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+_KEYS: dict[tuple[tuple[str, Any], ...], LabelKey] = {}
+_MAX_KEYS = 4096
+
+
 def _key(labels: Mapping[str, str]) -> LabelKey:
-    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+    """The sorted label pairs of a series; remembered per label set as given (every request names the same few)."""
+    given = tuple(labels.items())
+    key = _KEYS.get(given)
+    if key is None:
+        key = tuple(sorted((k, str(v)) for k, v in given))
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[given] = key
+    return key
 
 
 def _escape(value: str) -> str:
@@ -39,13 +52,20 @@ class _Histogram:
     n: int = 0
 
     def observe(self, value: float) -> None:
+        """Counted in the first bucket it fits (``cumulative()`` gives Prometheus' cumulative counts)."""
         if not self.counts:
-            self.counts = [0] * len(self.buckets)
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
+            self.counts = [0] * (len(self.buckets) + 1)
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.n += 1
+
+    def cumulative(self) -> list[int]:
+        """Observations ``<=`` each bucket's upper bound."""
+        out, running = [], 0
+        for c in (self.counts or [0] * (len(self.buckets) + 1))[:len(self.buckets)]:
+            running += c
+            out.append(running)
+        return out
 
 
 class Metrics:
@@ -105,8 +125,7 @@ class Metrics:
             for k, v in sorted(self._gauges.get(name, {}).items()):
                 lines.append(f"{full}{_fmt_labels(k)} {_num(v)}")
             for k, h in sorted(self._hists.get(name, {}).items()):
-                counts = h.counts or [0] * len(h.buckets)
-                for b, c in zip(h.buckets, counts, strict=True):
+                for b, c in zip(h.buckets, h.cumulative(), strict=True):
                     lines.append(f"{full}_bucket{_fmt_labels((*k, ('le', _num(b))))} {c}")
                 lines.append(f"{full}_bucket{_fmt_labels((*k, ('le', '+Inf')))} {h.n}")
                 lines.append(f"{full}_sum{_fmt_labels(k)} {_num(h.total)}")

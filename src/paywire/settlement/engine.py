@@ -42,7 +42,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +55,7 @@ from paywire.x402.models import SettleResponse, VerifyResponse
 from paywire.x402.reasons import SETTLEMENT_PENDING as PENDING
 from paywire.x402.reasons import SETTLEMENT_UNRESOLVED as UNRESOLVED
 
-__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine", "answer_within"]
+__all__ = ["PENDING", "UNRESOLVED", "Plan", "Prepare", "Reasons", "SettlementEngine", "answer_within", "settling_id"]
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +65,35 @@ BROADCAST_MARGIN = 15.0
 """Default seconds before ``validBefore`` at which a claim's lease ends: time for a takeover to send and mine."""
 MIN_LEASE = 3.0
 """A claim is always ours at least this long (to sign and record), even close to ``validBefore``."""
+FIRST_POLL = 0.003
+"""Default seconds between a broadcast's answer and the first receipt poll: even a local automining node
+(anvil) has often not mined the transaction when it answers; a block-producing chain never has."""
 EXPIRY_MARGIN = 3.0
 """Default seconds a transaction needs to be mined: none is broadcast later than this before ``validBefore``
 (less than the 6 s a verified authorization must have left, more than a 2 s L2 block; raise it for slow chains)."""
 
 _caller_wait: ContextVar[float | None] = ContextVar("paywire_settle_answer_within", default=None)
 
+settling_id: ContextVar[str | None] = ContextVar("paywire_settling_id", default=None)
+"""The settlement record id of the last intent a ``SettlementEngine.settle`` awaited in this context was given
+(set before it settles): the facilitator's ``X-Paywire-Settlement-Id`` without parsing the payload again."""
 
-@contextlib.contextmanager
-def answer_within(seconds: float | None) -> Iterator[None]:
+
+class answer_within:
     """Settles awaited inside this block answer within ``seconds`` (a caller's own deadline, e.g. the HTTP
-    ``Prefer: wait=N`` of a facilitator client): ``settlement_pending`` if the outcome is not known by then."""
-    token = _caller_wait.set(seconds)
-    try:
-        yield
-    finally:
-        _caller_wait.reset(token)
+    ``Prefer: wait=N`` of a facilitator client): ``settlement_pending`` if the outcome is not known by then.
+    A plain class, not ``contextlib.contextmanager``: no generator per settle."""
+
+    __slots__ = ("_token", "seconds")
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        self._token = _caller_wait.set(self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        _caller_wait.reset(self._token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +213,7 @@ class SettlementEngine:
         lease_seconds: float | None = None,
         stuck_after: float = 60.0,
         poll_interval: float = 0.05,
+        first_poll: float = FIRST_POLL,
         answer_within: float = ANSWER_WITHIN,
         broadcast_margin: float = BROADCAST_MARGIN,
         expiry_margin: float = EXPIRY_MARGIN,
@@ -219,6 +233,7 @@ class SettlementEngine:
         self._clock = clock
         self._stuck_after = stuck_after
         self._poll = poll_interval
+        self._first_poll = min(first_poll, poll_interval)
         self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
         self._background: set[asyncio.Task[Any]] = set()  # confirmations of resumed claims
 
@@ -249,6 +264,7 @@ class SettlementEngine:
     async def settle(self, intent: Intent, prepare: Prepare) -> SettleResponse:
         """Settle once. Concurrent settles of one authorization in this process share one task, which runs to
         completion even if the requests that wait for it are cancelled."""
+        settling_id.set(_sid(intent))
         key = (intent.network, intent.asset.lower(), intent.payer.lower(), intent.nonce.lower(), intent.digest,
                asyncio.get_running_loop())
         task = self._tasks.get(key)
@@ -295,12 +311,13 @@ class SettlementEngine:
     async def _settle_stored(
         self, store: SettlementStore, intent: Intent, prepare: Prepare, *, takeover: bool, force: bool = False
     ) -> SettleResponse:
-        """``force``: a stale claim was seen; verify and claim (which takes it over) without answering from it."""
+        """``force``: a stale claim was seen; verify and claim (which takes it over) without answering from it.
+
+        The row is not read first: the claim (``INSERT … ON CONFLICT DO NOTHING``) says whether it exists, and
+        a payment that has a row already is answered from it — after a verification that, for a retry of a
+        settled payment, fails (its authorization is used) and reads the row. One statement fewer per
+        settlement; a retry pays a verification instead."""
         sid = _sid(intent)
-        if not force:
-            row = await store.get(sid)
-            if row is not None:
-                return await self._answer_row(store, row, intent, prepare, takeover=takeover)
         if sid in store.working:  # another task of this process (a resumed claim) is on it: answer from it
             row = await store.get(sid)
             if row is not None:
@@ -312,7 +329,7 @@ class SettlementEngine:
             store.working.discard(sid)
         if isinstance(done, SettleResponse):
             return done
-        return await self._answer_row(store, done, intent, prepare, takeover=False)
+        return await self._answer_row(store, done, intent, prepare, takeover=takeover and not force)
 
     async def _claim_and_submit(
         self, store: SettlementStore, intent: Intent, prepare: Prepare, *, take_own: bool
@@ -438,6 +455,8 @@ class SettlementEngine:
         last_push = last_full = time.monotonic()
         hashes = [tx.hash]
         record = self._recorder(store, row.id, tx.hash, intent)
+        if not unsent and self._first_poll > 0:  # no node has a receipt the moment it accepted the transaction
+            await asyncio.sleep(self._first_poll)
         while True:
             full = time.monotonic() - last_full > 1.0 or time.monotonic() >= deadline
             if full:

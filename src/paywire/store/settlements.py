@@ -47,6 +47,10 @@ FINAL_STATES = ("settled", "failed")
 OPEN_STATES = ("verified", "submitted", "unresolved")
 TABLE = "paywire_settlements"
 
+# json.dumps(…) with these options, without building an encoder per call
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 register("facilitator", [[
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         id TEXT PRIMARY KEY,
@@ -93,7 +97,7 @@ def settlement_id(network: str, asset: str, payer: str, nonce: bytes | str) -> s
 
 def requirements_digest(requirements_wire: Mapping[str, Any]) -> str:
     """Digest of the payment requirements a settlement was made for (canonical JSON, sha256)."""
-    canon = json.dumps(requirements_wire, sort_keys=True, separators=(",", ":"))
+    canon = _canonical(requirements_wire)
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -265,7 +269,7 @@ class SettlementStore:
             f"pay_to, state, owner, lease_until, created_at, updated_at, identity) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'verified', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (sid, network, asset.lower(), payer.lower(), nonce.lower(), requirements_digest,
-             json.dumps(dict(request), separators=(",", ":")), str(amount), pay_to.lower(), self.instance_id,
+             _compact(request if isinstance(request, dict) else dict(request)), str(amount), pay_to.lower(), self.instance_id,
              now + lease_seconds, now, now, identity),
         )
         if inserted == 1:
@@ -333,8 +337,8 @@ class SettlementStore:
         ``previous_hash=None``) or a re-signed/replacement one over ``previous_hash`` (row stays open)."""
         now = time.time()
         tx_hash = tx_hash.lower()
-        data = {"raw_tx_digest": "sha256:" + hashlib.sha256(raw_tx).hexdigest(), "signer": signer,
-                "tx_nonce": tx_nonce}
+        data = None if self.audit is None else {  # the audit event's facts (no audit trail: not needed)
+            "raw_tx_digest": "sha256:" + hashlib.sha256(raw_tx).hexdigest(), "signer": signer, "tx_nonce": tx_nonce}
         if previous_hash is None:
             n = await self._change(
                 f"UPDATE {TABLE} SET state = 'submitted', tx_hash = ?, tx_hashes = ?, raw_tx = ?, signer = ?, "
@@ -349,7 +353,7 @@ class SettlementStore:
                 f"WHERE id = ? AND owner = ? AND state IN ('submitted', 'unresolved') AND tx_hash = ?",
                 (tx_hash, "," + tx_hash, raw_tx, signer, tx_nonce, now, now + lease_seconds, settlement_id,
                  self.instance_id, previous_hash.lower()), sid=settlement_id, kind="settlement.tx_replaced",
-                data={**data, "previous_tx_hash": previous_hash.lower()})
+                data=None if data is None else {**data, "previous_tx_hash": previous_hash.lower()})
         return n == 1
 
     async def finish(
@@ -362,8 +366,13 @@ class SettlementStore:
         if state not in FINAL_STATES:
             raise ValueError(f"not a final state: {state!r}")
         now = time.time()
-        common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
-        where = f"WHERE id = ? AND state IN {_in(from_states)}"
+        common: tuple[Any, ...]
+        if tuple(from_states) == OPEN_STATES:  # every state but the final ones (the CHECK allows no other),
+            common = (block_number, error_reason, error_message, now, now, settlement_id)  # without an IN list,
+            where = "WHERE id = ? AND state <> 'settled' AND state <> 'failed'"  # which SQLite builds a table for
+        else:
+            common = (block_number, error_reason, error_message, now, now, settlement_id, *from_states)
+            where = f"WHERE id = ? AND state IN {_in(from_states)}"
         data = {k: v for k, v in (("block_number", block_number), ("error_reason", error_reason)) if v is not None}
         if tx_hash is None:
             n = await self._change(

@@ -151,7 +151,7 @@ REASONS = Reasons(expired=EXPIRED, reused="invalid_exact_evm_nonce_already_used"
 def intent_of(payload: ExactEvmPayload, requirements: PaymentRequirements, *, v1: bool = False) -> Intent:
     """The engine's view of an authorization: who pays whom, and the ``transferWithAuthorization`` call."""
     a = payload.authorization
-    wire = requirements.to_wire()
+    wire = requirements.wire_view()  # encoded into the record and its digest, never changed
     record = {
         "authorization": {
             "from": to_checksum(a.from_), "to": to_checksum(a.to), "value": str(a.value),
@@ -264,11 +264,11 @@ class ExactEvmFacilitator:
 
     async def _verify(
         self, payload: PaymentPayload, requirements: PaymentRequirements, *, v1: bool, simulate: bool,
-        gas_for: TxSender | None = None, parsed: ExactEvmPayload | None = None,
+        gas_for: TxSender | None = None, parsed: ExactEvmPayload | None = None, calldata: bytes | None = None,
     ) -> tuple[VerifyResponse, CheckedAuthorization | None, int | None]:
         """Verify; with ``gas_for`` (settling) the simulation is an ``eth_estimateGas`` from that key, whose
         result (with the sender's margin) is returned as the gas limit to send with. ``parsed``: the payload,
-        already parsed by the caller."""
+        already parsed by the caller; ``calldata``: its ``transferWithAuthorization`` call, already encoded."""
         checked = check_offchain(payload, requirements, int(self._clock()), v1=v1, parsed=parsed)
         if isinstance(checked, VerifyResponse):
             return checked, None, None
@@ -277,7 +277,8 @@ class ExactEvmFacilitator:
             return VerifyResponse(False, "invalid_network", payer=checked.payer,
                                   invalid_message=f"this facilitator does not settle on {requirements.network}"), None, None
         try:
-            bad, gas = await self._check_onchain(net, checked, requirements, simulate=simulate, gas_for=gas_for)
+            bad, gas = await self._check_onchain(net, checked, requirements, simulate=simulate, gas_for=gas_for,
+                                                 calldata=calldata)
         except ChainError as exc:
             return VerifyResponse(False, "unexpected_verify_error", payer=checked.payer,
                                   invalid_message=f"chain unavailable: {exc}"), None, None
@@ -287,7 +288,7 @@ class ExactEvmFacilitator:
 
     async def _check_onchain(
         self, net: EvmNetwork, c: CheckedAuthorization, req: PaymentRequirements, *, simulate: bool,
-        gas_for: TxSender | None = None,
+        gas_for: TxSender | None = None, calldata: bytes | None = None,
     ) -> tuple[tuple[str, str] | None, int | None]:
         a = c.payload.authorization
         chain, asset = net.chain, req.asset
@@ -308,7 +309,7 @@ class ExactEvmFacilitator:
         if simulate:
             # One call decides the common case: the simulated transfer checks time window, nonce, signature
             # and balance. Only a revert pays for the reads that name the reason (same priority as before).
-            data = token.transfer_with_authorization(
+            data = calldata if calldata is not None else token.transfer_with_authorization(
                 a.from_, a.to, a.value, a.valid_after, a.valid_before, a.nonce, c.payload.signature
             )
             gas = None
@@ -359,12 +360,13 @@ class ExactEvmFacilitator:
             return await self.permit2.settle(payload, requirements)
 
         p: ExactEvmPayload | None = None
+        calldata: bytes | None = None
 
         async def prepare() -> tuple[VerifyResponse, Plan | None]:
             net = self._nets.get(requirements.network)
             sender = net.sender() if net is not None else None
             verdict, checked, gas = await self._verify(payload, requirements, v1=v1, simulate=self._simulate,
-                                                       gas_for=sender, parsed=p)
+                                                       gas_for=sender, parsed=p, calldata=calldata)
             if not verdict.is_valid or checked is None or sender is None:
                 return verdict, None
             return verdict, Plan(sender.address, gas)
@@ -375,7 +377,9 @@ class ExactEvmFacilitator:
             verdict, _ = await prepare()
             return SettleResponse(False, "", requirements.network, payer=verdict.payer,
                                   error_reason=verdict.invalid_reason, error_message=verdict.invalid_message)
-        return await self.engine.settle(intent_of(p, requirements, v1=v1), prepare)
+        intent = intent_of(p, requirements, v1=v1)
+        calldata = intent.payload  # the simulation sends what the transaction will carry, encoded once
+        return await self.engine.settle(intent, prepare)
 
     def response_for(self, row: Settlement) -> SettleResponse:
         """The ``SettleResponse`` a record stands for; identical for every caller that asks."""
