@@ -42,6 +42,7 @@ from paywire.identity.siwx import (
     SiwxProof,
     SplicedHeader,
     answer_challenge,
+    decode_proof,
     encode_proof,
 )
 
@@ -334,3 +335,40 @@ def test_spliced_header_is_the_base64_of_the_filled_in_text(pad: str, shift: int
         for m, v in zip(marks, vals, strict=True):
             want = want.replace(m, v)
         assert base64.b64decode(spliced.render(vals)).decode() == want, vals
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16-be", "utf-16", "utf-32", "utf-8-sig"])
+def test_sign_in_header_json_in_any_encoding_json_reads_checks_out(encoding: str) -> None:
+    """The header's JSON is read as ``json.loads`` reads bytes (it detects UTF-8/16/32 and BOMs): the UTF-8 fast
+    path gives the same answer, and the other encodings still take the general one."""
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    body = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
+    header = base64.b64encode(json.dumps(body).encode(encoding)).decode()
+    assert decode_proof(header) == body, f"{encoding}: the header's JSON was misread"
+    got = issuer.check(header, URL, [NET], NOW + 10)
+    assert isinstance(got, SiwxProof) and got.address == signer.address, f"{encoding}: {got}"
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"a":1', b"{\x00", b'{"a":"\xff"}', b'{"a":"\xed\xa0\x80"}', b"[1]",
+                                 b' {"a":1}', b'{"a":1} ', b'{"a":1}x'])
+def test_sign_in_header_json_edge_cases_read_as_json_loads_reads_them(raw: bytes) -> None:
+    """Truncated, NUL, invalid UTF-8, a UTF-8 encoded surrogate, not an object, whitespace, trailing bytes: the
+    same verdict as ``json.loads`` on the bytes (a failure is ``invalid_siwx_header``, never an exception)."""
+    try:
+        expected: object = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        expected = None
+    got = decode_proof(base64.b64encode(raw).decode())
+    if isinstance(expected, dict):
+        assert got == expected, f"{raw!r}: {got}"
+    else:
+        assert isinstance(got, SiwxFailure) and got.code == "invalid_siwx_header", f"{raw!r}: {got}"
+
+
+@pytest.mark.parametrize("chain", [8453, ["eip155:8453"], {"a": 1}, None, True, "solana:x"])
+def test_sign_in_on_a_chain_that_is_not_a_listed_string_is_refused(chain: object) -> None:
+    issuer, signer = SiwxIssuer(b"k" * 32), LocalSigner.generate()
+    payload = json.loads(base64.b64decode(_proof(issuer, signer, NOW)))
+    payload["chainId"] = chain
+    got = issuer.check(base64.b64encode(json.dumps(payload).encode()).decode(), URL, [NET], NOW + 10)
+    assert isinstance(got, SiwxFailure) and got.code == "invalid_siwx_unsupported_chain", f"{chain!r}: {got}"

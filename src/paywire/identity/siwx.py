@@ -247,12 +247,13 @@ class SiwxIssuer:
             return SiwxFailure("invalid_siwx_domain_mismatch", f"the sign-in is for {claimed!r}, this is {domain!r}")
         if payload.get("uri") != uri:
             return SiwxFailure("invalid_siwx_uri_mismatch", f"the sign-in names another resource than {uri}")
-        network = payload.get("chainId")
-        if network not in networks or payload.get("type") != signature_type(str(network)):
+        network: Any = payload.get("chainId")
+        solana = network in networks and network.startswith("solana:")  # in networks: a string
+        if network not in networks or payload.get("type") != ("ed25519" if solana else "eip191"):
             return SiwxFailure("invalid_siwx_unsupported_chain",
                                f"chain {str(network)[:40]!r} is not one this route signs in with: {list(networks)}")
-        if str(network).startswith("solana:"):
-            return self._check_solana(payload, str(network), now)
+        if solana:
+            return self._check_solana(payload, network, now)
         fast = self._usual(payload, uri, network)
         if fast is not None:
             text, address, nonce, issued, expires, not_before = fast
@@ -378,7 +379,10 @@ def decode_proof(header: str) -> dict[str, Any] | SiwxFailure:
             raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
         else:
             raw = binascii.a2b_base64(text if len(text) % 4 == 0 else text + "=" * (-len(text) % 4), strict_mode=True)
-        value = json.loads(raw)
+        # json.loads(bytes) picks UTF-8 when neither of the first two bytes is NUL and there is no BOM: an
+        # object's "{" and a second byte that is not NUL say so at once (same text, same errors)
+        value = _DECODE(raw.decode("utf-8", "surrogatepass")) if raw[:1] == b"{" and raw[1:2] not in (b"\0", b"") \
+            else json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return SiwxFailure("invalid_siwx_header", "the header is not base64 of a JSON object")
     if not isinstance(value, dict):
@@ -514,6 +518,7 @@ def encode_proof(payload: Mapping[str, Any], signature: bytes) -> str:
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
+_DECODE: Final = json.JSONDecoder().decode  # json.loads(text) without its keyword checks
 
 
 __all__ = ["HEADER", "NOT_THE_ADDRESS", "SCHEMA", "SIGN_IN_WITH_X", "SiwxContractCheck", "SiwxFailure", "SiwxIssuer", "SiwxProof", "SplicedHeader", "answer_challenge",

@@ -479,7 +479,8 @@ class Seller:
         default_factory=dict, repr=False)
     _supported: SupportedResponse | None = field(default=None, repr=False)
     _challenges: dict[tuple[int, str], Reply] = field(default_factory=dict, repr=False)
-    _sign_in_templates: dict[tuple[int, str], tuple[Reply, SplicedHeader, int]] = field(default_factory=dict, repr=False)
+    _sign_in_templates: dict[tuple[int, str], tuple[Headers, Headers, bytes, SplicedHeader, str]] = field(
+        default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.routes = tuple(self.routes)
@@ -705,9 +706,9 @@ class Seller:
         """The 402 of a sign-in route: built once per URL as JSON text with stand-ins for the challenge's nonce
         and times (unguessable per template); each 402 fills in fresh ones and encodes the header."""
         assert self.siwx is not None
-        url = self.resource(route, req).url
         hit = self._sign_in_templates.get(key)
         if hit is None:
+            url = self.resource(route, req).url
             reply = self._payment_required(route, req, offers, None, ())
             wire = self.challenge(route, req, offers).to_wire()
             decl = self.siwx.declaration(url, route.sign_in_networks(offers), self.clock())
@@ -717,11 +718,11 @@ class Seller:
             at = next(i for i, (k, _) in enumerate(reply.headers) if k == PAYMENT_REQUIRED)
             if len(self._sign_in_templates) >= 1024:
                 self._sign_in_templates.clear()
-            hit = self._sign_in_templates[key] = (reply, SplicedHeader(raw, [m.encode() for m in marks]), at)
-        reply, spliced, at = hit
-        headers = list(reply.headers)
-        headers[at] = (PAYMENT_REQUIRED, spliced.render(self.siwx.fresh(url, self.clock())))
-        return Reply(402, tuple(headers), reply.body)
+            hit = self._sign_in_templates[key] = (reply.headers[:at], reply.headers[at + 1:], reply.body,
+                                                  SplicedHeader(raw, [m.encode() for m in marks]), url)
+        before, after, body, spliced, url = hit
+        return Reply(402, (*before, (PAYMENT_REQUIRED, spliced.render(self.siwx.fresh(url, self.clock()))), *after),
+                     body)
 
     def _payment_required(self, route: PaidRoute, req: RequestInfo, offers: Sequence[PaymentRequirements],
                           error: str | None, extra_headers: Headers) -> Reply:

@@ -30,12 +30,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from paywire.errors import ConfigError, WireError
 from paywire.facilitator.client import FacilitatorClient, FacilitatorUnavailable
 from paywire.identity.did import CLAIMED_PREFIX, Identity
-from paywire.identity.metadata import proven_identity
+from paywire.identity.metadata import IDENTITY_EXTENSION, identity_extension, proven_identity
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.registry import default_registry
@@ -214,15 +214,35 @@ _P = TypeVar("_P")
 def _with_identity(parsed: _P, identity: Identity | None) -> _P:
     """A payment to claim carries the identity its request proved (written to its ledger row, and named to the
     facilitator in the payload's ``paywire-identity`` extension, which the payer's signature does not cover)."""
-    if identity is not None and isinstance(parsed, Proceed):
-        payload = parsed.payload
-        if isinstance(payload, PaymentPayload):
-            from paywire.identity.metadata import IDENTITY_EXTENSION, identity_extension
+    if identity is None or not isinstance(parsed, Proceed):
+        return parsed
+    payload = parsed.payload
+    if isinstance(payload, PaymentPayload):
+        ext = {**payload.extensions} if payload.extensions else {}
+        ext[IDENTITY_EXTENSION] = identity_extension(identity.did)
+        payload = _PAYLOAD_REPLACE(payload, extensions=ext)
+    return _PROCEED_REPLACE(parsed, identity=identity.did, payload=payload)  # type: ignore[return-value]
 
-            payload = dataclasses.replace(payload, extensions={**(payload.extensions or {}),
-                                                               IDENTITY_EXTENSION: identity_extension(identity.did)})
-        return dataclasses.replace(parsed, identity=identity.did, payload=payload)
-    return parsed
+
+def _replacer(cls: type[_P]) -> Callable[..., _P]:
+    """``dataclasses.replace`` for a frozen slots dataclass without ``__post_init__``, minus its per-call
+    ``fields()`` walk and keyword ``__init__``: a copy with ``changes`` set."""
+    if "__post_init__" in vars(cls):
+        raise TypeError(f"{cls.__name__} has a __post_init__: use dataclasses.replace")
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    setter = object.__setattr__
+
+    def replace(obj: _P, **changes: Any) -> _P:
+        new = object.__new__(cls)
+        for name in names:
+            setter(new, name, changes[name] if name in changes else getattr(obj, name))
+        return new
+
+    return replace
+
+
+_PAYLOAD_REPLACE: Final = _replacer(PaymentPayload)
+_PROCEED_REPLACE: Final = _replacer(Proceed)
 
 
 def _payload_of(rec: PaymentRecord) -> tuple[PaymentPayload | PaymentPayloadV1,

@@ -117,8 +117,9 @@ class IdentityGate:
         if allowed is not None and who is not None and not _listed(who, allowed):
             return refuse("identity_not_allowed: this route serves only the identities on its allowlist")
         if paying:
-            missing = {"agent-sig": agent is None, "siwx": signed_in is None,
-                       "required": agent is None and signed_in is None}.get(route.identity or "", False)
+            rule = route.identity
+            missing = (agent is None if rule == "agent-sig" else signed_in is None if rule == "siwx"
+                       else agent is None and signed_in is None if rule == "required" else False)
             if missing or (allowed is not None and who is None):
                 how = {"agent-sig": "an RFC 9421 agent signature (Signature-Agent, Signature-Input, Signature)",
                        "siwx": "a Sign-In-With-X proof (SIGN-IN-WITH-X header)"}.get(
@@ -159,7 +160,7 @@ class IdentityGate:
         if header is None or issuer is None:
             return None
         networks = route.sign_in_networks(offers)
-        checked = issuer.check(header, self.seller.resource(route, req).url, networks, self.seller.clock())
+        checked = issuer.check(header, route.resource or req.url, networks, self.seller.clock())  # resource().url
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
         if isinstance(proof, SiwxProof) and paying:
             _deferred.set(proof)  # with a payment: spent once the payer is known (spend_deferred)
