@@ -146,7 +146,7 @@ def sponsored_permit(payload: PaymentPayload, a: p2.Permit2Authorization, now: i
 
 def check_offchain(
     kind: Permit2Kind, payload: PaymentPayload, requirements: PaymentRequirements, now: int, *,
-    facilitators: Sequence[str] = (), maximum: int | None = None,
+    facilitators: Sequence[str] = (), maximum: int | None = None, time_buffer: float = DEADLINE_BUFFER_SECONDS,
 ) -> VerifyResponse | Checked:
     """Every check that needs no chain. ``maximum``: the authorized amount to compare with ``permitted.amount``
     (default ``requirements.amount``; upto settles pass the signed maximum here). Pure."""
@@ -174,7 +174,7 @@ def check_offchain(
             return bad("upto_facilitator_mismatch", "witness.facilitator is not an address of this facilitator")
     elif a.facilitator is not None:
         return bad("invalid_permit2_payload_format", "an exact witness has no facilitator")
-    if a.deadline < now + DEADLINE_BUFFER_SECONDS:
+    if a.deadline < now + time_buffer:
         return bad("permit2_deadline_expired")
     if a.valid_after > now:
         return bad("permit2_not_yet_valid")
@@ -276,6 +276,8 @@ class Permit2Facilitator:
                 poll_interval=poll_interval, expiry_margin=expiry_margin, clock=clock,
             )
         self.engine = engine
+        # what /settle would refuse as too late to broadcast, /verify refuses too (a seller must not serve it)
+        self._time_buffer = max(float(DEADLINE_BUFFER_SECONDS), engine.expiry_margin)
 
     @property
     def store(self) -> SettlementStore | None:
@@ -325,7 +327,7 @@ class Permit2Facilitator:
             except WireError:
                 maximum = None
         checked = check_offchain(self.kind, payload, requirements, int(self._clock()), facilitators=facilitators,
-                                 maximum=maximum)
+                                 maximum=maximum, time_buffer=self._time_buffer)
         if isinstance(checked, VerifyResponse):
             return checked, None, None
         if net is None:

@@ -237,6 +237,11 @@ class SettlementEngine:
         self._tasks: dict[tuple[Any, ...], asyncio.Task[SettleResponse]] = {}
         self._background: set[asyncio.Task[Any]] = set()  # confirmations of resumed claims
 
+    @property
+    def expiry_margin(self) -> float:
+        """Seconds before ``validBefore`` after which nothing is broadcast (verification refuses such payments)."""
+        return self._expiry_margin
+
     def _lease_for(self, intent: Intent) -> float:
         """Seconds a claim (or its recorded transaction) stays ours: ``lease_seconds``, but ending
         ``broadcast_margin`` before ``validBefore`` so that if we die another instance still has time to send

@@ -86,10 +86,11 @@ class CheckedAuthorization:
 
 def check_offchain(
     payload: PaymentPayload, requirements: PaymentRequirements, now: int, *, v1: bool = False,
-    parsed: ExactEvmPayload | None = None,
+    parsed: ExactEvmPayload | None = None, time_buffer: float = TIME_BUFFER_SECONDS,
 ) -> VerifyResponse | CheckedAuthorization:
     """Every check that needs no chain, in the order of digest §5.1 (cheap first). Pure. ``parsed``: the
-    ``ExactEvmPayload`` of ``payload.payload`` when the caller parsed it already (settling does)."""
+    ``ExactEvmPayload`` of ``payload.payload`` when the caller parsed it already (settling does);
+    ``time_buffer``: seconds ``validBefore`` must be ahead of ``now`` (at least the spec's 6)."""
     accepted = payload.accepted
     if accepted.scheme != "exact" or requirements.scheme != "exact":
         return VerifyResponse(False, "unsupported_scheme", invalid_message="scheme is not exact")
@@ -115,7 +116,7 @@ def check_offchain(
             "invalid_exact_evm_payload_authorization_value_mismatch"
         )
         return VerifyResponse(False, reason, payer=payer)
-    if a.valid_before < now + TIME_BUFFER_SECONDS:
+    if a.valid_before < now + time_buffer:
         return VerifyResponse(False, "invalid_exact_evm_payload_authorization_valid_before", payer=payer)
     if a.valid_after > now:
         return VerifyResponse(False, "invalid_exact_evm_payload_authorization_valid_after", payer=payer)
@@ -215,6 +216,8 @@ class ExactEvmFacilitator:
         self._nets: dict[str, EvmNetwork] = {n.network: n for n in nets}
         self._simulate = simulate
         self._clock = clock
+        # what /settle would refuse as too late to broadcast, /verify refuses too (a seller must not serve it)
+        self._time_buffer = max(float(TIME_BUFFER_SECONDS), expiry_margin)
         rails = {name: EvmRail(n, gas_limit=gas_limit, log_lookback_blocks=log_lookback_blocks)
                  for name, n in self._nets.items()}
         from paywire.schemes.evm_permit2 import EXACT, Permit2Facilitator
@@ -269,7 +272,8 @@ class ExactEvmFacilitator:
         """Verify; with ``gas_for`` (settling) the simulation is an ``eth_estimateGas`` from that key, whose
         result (with the sender's margin) is returned as the gas limit to send with. ``parsed``: the payload,
         already parsed by the caller; ``calldata``: its ``transferWithAuthorization`` call, already encoded."""
-        checked = check_offchain(payload, requirements, int(self._clock()), v1=v1, parsed=parsed)
+        checked = check_offchain(payload, requirements, int(self._clock()), v1=v1, parsed=parsed,
+                                 time_buffer=self._time_buffer)
         if isinstance(checked, VerifyResponse):
             return checked, None, None
         net = self._nets.get(requirements.network)
