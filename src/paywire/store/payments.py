@@ -259,10 +259,12 @@ class PaymentStore(Repository):
         return await self.db.fetchone(sql, params)
 
     # -- claims ---------------------------------------------------------------------------------
-    async def claim(self, p: NewPayment, owner: str, lease: float) -> PaymentRecord | None:
-        """Insert the claim; None when this authorization or payment id is already claimed (unique keys)."""
+    async def claim(self, p: NewPayment, owner: str, lease: float, state: str = "verifying") -> PaymentRecord | None:
+        """Insert the claim; None when this authorization or payment id is already claimed (unique keys).
+        ``state``: ``verifying`` (claimed before verification), or ``claimed`` / ``settling`` for a payment the
+        facilitator already verified (the seller flow claims after ``/verify``)."""
         now = self.clock()
-        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "verifying", owner, now + lease, p.route,
+        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, state, owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
                              p.identity, now, now]
@@ -273,7 +275,7 @@ class PaymentStore(Repository):
         if row is None:
             return None
         return PaymentRecord(
-            id=int(row["id"]), state="verifying", owner=owner, lease_until=now + lease, tx=None, settle_response=None,
+            id=int(row["id"]), state=state, owner=owner, lease_until=now + lease, tx=None, settle_response=None,
             error=None, resp_status=None, resp_headers=None, resp_body=None, created_at=now, updated_at=now,
             settled_at=None, **{f: getattr(p, f) for f in _NEW_FIELDS})
 
