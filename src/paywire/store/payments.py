@@ -3,19 +3,22 @@
 Exactly-once comes from the database: ``auth_key`` (the EIP-3009 authorization: network, token, payer,
 nonce) and ``payment_id`` (the ``payment-identifier`` extension) are UNIQUE, so of any number of concurrent
 requests carrying one payment — in one process or in many sharing a Postgres — exactly one inserts the claim.
-Every later transition is a compare-and-set on (state, owner). States::
+Every later transition is a compare-and-set on (state, owner). The seller flow claims a payment once the
+facilitator verified it, inserting it as ``claimed`` (``settle="after"``) or ``settling`` (``settle="before"``);
+an invalid payment writes nothing. States::
 
-    verifying ─┬─> claimed ──┬─> settling ─┬─> served   paid; the recorded response is replayed to retries
-               │             │             ├─> failed   not charged (settlement refused)
-               │             │             └─> unresolved  settlement outcome unknown; a retry reconciles it
-               │             └─> failed     not charged (handler >= 400 / exception, or abandoned: see below)
-               └─> settling ──> settled ──> served       (settle="before": paid first, then the handler runs)
+    claimed ──┬─> settling ─┬─> served   paid; the recorded response is replayed to retries
+              │             ├─> failed   not charged (settlement refused)
+              │             └─> unresolved  settlement outcome unknown; a retry reconciles it
+              └─> failed     not charged (handler >= 400 / exception, or abandoned: see below)
+    settling ──> settled ──> served        (settle="before": paid first, then the handler runs)
 
-``verifying``: claimed, the payment is being verified; nothing has run and nothing was settled, so a dead
-owner's row simply starts over (an invalid payment's row is deleted). ``claimed`` (``settle="after"``): the
-handler may have started — the last state written before it runs — so a dead owner's row is retired
-(``failed``, abandoned), never run again. Rows written before ``verifying`` existed used ``claimed`` for both;
-``settle="before"`` rows never reach the handler in ``claimed``, so theirs also start over.
+``claimed`` (``settle="after"``): the handler may have started — the state is in the store before it runs — so a
+dead owner's row is retired (``failed``, abandoned), never run again. ``verifying`` (rows claimed before their
+verification, by versions before 2026-12-04, and reusable credentials' first use): nothing has run and nothing
+was settled, so a dead owner's row simply starts over (an invalid payment's row is deleted). Rows written before
+``verifying`` existed used ``claimed`` for both; ``settle="before"`` rows never reach the handler in ``claimed``,
+so theirs also start over.
 
 Each row says which protocol carried the payment (``protocol``: ``x402``, ``mpp``, ``l402``). The same rows are
 the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
