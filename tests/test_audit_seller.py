@@ -134,22 +134,27 @@ async def test_every_ledger_change_queues_one_event_in_its_transaction(shop: Sho
     store = AuditStore(shop.mw.flow.payments.db)
     events = await _queued(store)
     rows = await _rows(store)
-    assert _kinds(events, rows["/after"]) == ["payment.claimed", "payment.verified", "payment.settling",
-                                              "payment.served"], "settle-after: one event per state, none for replay"
-    assert _kinds(events, rows["/before"]) == ["payment.claimed", "payment.settling", "payment.settled",
-                                               "payment.served"], "settle-before: one event per state"
-    assert _kinds(events, rows["/fail"]) == ["payment.claimed", "payment.verified", "payment.failed"], \
-        "a handler error: claimed, verified, failed (not charged)"
-    refusal = [e for e in events if e["kind"] == "payment.refused"]
-    assert len(refusal) == 1, f"the refused payment's claim was removed with one event: {refusal}"
-    assert refusal[0]["data"]["reason"] == "invalid_exact_evm_insufficient_balance", "the refusal says why"
-    assert refusal[0]["previous"] == "verifying", "and which state the row left"
+    # a payment is claimed once the facilitator verified it: the claim's insert is its first event
+    assert _kinds(events, rows["/after"]) == ["payment.claimed", "payment.settling", "payment.served"], \
+        "settle-after: the claim, then one event per state, none for replay"
+    assert _kinds(events, rows["/before"]) == ["payment.claimed", "payment.settled", "payment.served"], \
+        "settle-before: the claim, then one event per state"
+    assert _kinds(events, rows["/fail"]) == ["payment.claimed", "payment.failed"], \
+        "a handler error: claimed, failed (not charged)"
+    claims = {e["subject"]["record"]: e for e in events if e["kind"] == "payment.claimed"}
+    assert claims[rows["/after"]]["data"]["state"] == "claimed" and claims[rows["/after"]]["previous"] is None, \
+        "the claim says the row was created verified, its handler allowed to run"
+    assert claims[rows["/before"]]["data"]["state"] == "settling", "a settle-before claim goes in settling"
+    assert [e for e in events if e["kind"] == "payment.refused"] == [], \
+        "the refused payment was never claimed: no event"
+    count = await store.db.fetchone("SELECT count(*) AS n FROM seller_payments")
+    assert count is not None and int(count["n"]) == 3, f"and no ledger row: {count}"
     config = [e for e in events if e["component"] == "config"]
     assert len(config) == 1 and config[0]["kind"] == "config.seller_started", "one configuration event at start"
     assert [r["route"] for r in config[0]["data"]["routes"]] == ["GET /after", "GET /before", "GET /fail"], \
         "it records the routes in force"
     assert config[0]["data"]["routes"][0]["offers"][0]["amount"] == str(PRICE), "and their prices"
-    assert len(events) == 1 + 4 + 4 + 3 + 2, "no other events"
+    assert len(events) == 1 + 3 + 3 + 2, "no other events"
     served = next(e for e in events if e["kind"] == "payment.served" and e["subject"]["record"] == rows["/after"])
     assert served["subject"]["amount"] == str(PRICE), "the event carries the amount"
     assert served["subject"]["tx_hash"], "the settled event carries the transaction hash"

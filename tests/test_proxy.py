@@ -343,6 +343,57 @@ async def test_eight_concurrent_replays_reach_the_upstream_once(env: Env) -> Non
     assert await env.paid(before) == (PRICE, PRICE), "one payment must be charged once"
 
 
+async def _ledger_state(store: str) -> tuple[int, int]:
+    """(rows in the proxy's payment ledger, the ledger's AUTOINCREMENT counter): durable state a request left."""
+    import sqlite3
+
+    path = store.removeprefix("sqlite:///")
+
+    def read() -> tuple[int, int]:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT count(*) FROM seller_payments").fetchone()[0]
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'seller_payments'").fetchone()
+            return int(rows), int(seq[0]) if seq else 0
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(read)
+
+
+async def test_a_refused_payment_writes_nothing_to_the_ledger(env: Env) -> None:
+    """An unpaid request must not grow durable state: a payment the facilitator refuses (a payer with no tokens)
+    gets 402, never reaches the upstream, and leaves no ledger row, not even a claim that was written and removed."""
+    from paywire.evm.signer import LocalSigner
+
+    async with httpx.AsyncClient() as http:
+        first = await http.get(env.proxy.url + "/weather")
+    offer = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0]
+    header = encode_payment_payload(await sign(offer, LocalSigner.generate()))  # holds no tokens
+    ledger, hits = await _ledger_state(env.store), env.upstream.hits["weather"]
+    async with httpx.AsyncClient(timeout=60) as http:
+        r = await http.get(env.proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": header})
+    assert r.status_code == 402, f"a refused payment must get 402, got {r.status_code}: {r.text}"
+    assert env.upstream.hits["weather"] == hits, "the upstream must not run for a refused payment"
+    assert await _ledger_state(env.store) == ledger, "a refused payment must leave nothing in the ledger"
+
+
+async def test_a_replay_after_settlement_gets_the_recorded_answer(env: Env) -> None:
+    """A copy of a payment that was already settled (the facilitator now calls its nonce used) gets the recorded
+    200 again, not a 402, and the upstream does not run again."""
+    header = await env.signed_header("GET", "/weather")
+    async with httpx.AsyncClient(timeout=60) as http:
+        first = await http.get(env.proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": header})
+        assert first.status_code == 200, first.text
+        before, hits = await env.balances(), env.upstream.hits["weather"]
+        again = await http.get(env.proxy.url + "/weather", headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 200, f"the replay must get the recorded answer: {again.status_code} {again.text}"
+    assert again.content == first.content, "the same recorded body"
+    assert again.headers.get("payment-response") == first.headers.get("payment-response"), "and the same receipt"
+    assert env.upstream.hits["weather"] == hits, "the upstream must not run for a replay"
+    assert await env.paid(before) == (0, 0), "a replay must not be charged"
+
+
 async def test_our_buyer_pays_an_mpp_route_with_a_body(env: Env, tmp_path: Path) -> None:
     """MPP through the proxy: the body is bound into the challenge digest (read up to mpp_max_body), then
     forwarded whole; ``Authorization: Payment`` never reaches the upstream; it sees protocol "mpp"."""

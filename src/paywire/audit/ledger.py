@@ -70,6 +70,20 @@ SELLER = LedgerSpec(
      "unresolved": "payment.unresolved", DELETED: "payment.refused"})
 
 
+CLAIM = "payment.claimed"
+VERIFIED_CLAIMS = ("claimed", "settling")
+"""States a seller row is inserted in when the seller claims a payment after ``/verify`` (``claimed`` for
+settle="after", ``settling`` for settle="before"): that insert is the payment's claim."""
+
+
+def seller_kind(state: str, previous: str | None) -> str:
+    """The kind of a seller ledger change: an insert (no ``previous``) in a verified state is ``payment.claimed``;
+    otherwise by the state the change left (a row claimed before verification is ``verifying`` first)."""
+    if previous is None and state in VERIFIED_CLAIMS:
+        return CLAIM
+    return SELLER.kind(state)
+
+
 def _facilitator_subject(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"settlement_id": str(row["id"]), "network": row["network"], "asset": row["asset"], "payer": row["payer"],
             "payee": row["pay_to"], "amount": str(row["amount"]), "nonce": row["nonce"],

@@ -599,27 +599,33 @@ class PaymentFlow:
         if prime is not None:  # the facilitator request carries the same two JSON texts: encode them once
             prime(p.payload, p.requirements, new.payload, new.requirements)
         owner = os.urandom(16).hex()
-        # verify while claiming: a copy that loses the claim drops its verdict, the winner saves a round trip
-        verdict: asyncio.Future[VerifyResponse | BaseException] | None = asyncio.ensure_future(self._verify(p))
-        await asyncio.sleep(0)  # let the verify request reach the wire: the claim's write overlaps its round trip
-        try:
-            for _ in range(8):
-                rec = await store.claim(new, owner, self.lease)
+        # verify, then claim: an invalid payment writes nothing, and the claim goes in already verified (one
+        # ledger commit per payment fewer). Concurrent copies all verify; the database's unique keys let one of
+        # them claim, the others wait for its outcome (as does a copy the facilitator refuses because the first
+        # one already settled it).
+        verdict = await self._verify(p)
+        valid = not isinstance(verdict, BaseException) and verdict.is_valid
+        if valid:
+            assert isinstance(verdict, VerifyResponse)
+            if verdict.payer and verdict.payer != new.payer:
+                new = dataclasses.replace(new, payer=verdict.payer)
+        state = "settling" if new.settle_mode == "before" else "claimed"
+        for _ in range(8):
+            if valid:
+                rec = await store.claim(new, owner, self.lease, state)
                 if rec is not None:
-                    return await self._run_claimed(p, req, rec, owner, verdict)
-                if verdict is not None:
-                    verdict.cancel()
-                    verdict = None
-                existing = await store.find(p.auth_key, p.payment_id)
-                if existing is None:  # its claim was just released (invalid payment): try again
-                    continue
-                plan = await self._replay(p, req, existing, owner)
-                if plan is not None:
-                    return plan
-            return Respond(self.seller.in_progress())
-        finally:
-            if verdict is not None and not verdict.done():
-                verdict.cancel()
+                    if self.risk is not None:  # the route's amount statistics
+                        await self.risk.verified(p, req)
+                    return await self._run_verified(p, req, rec, owner, self._heartbeat(rec.id, owner))
+            existing = await store.find(p.auth_key, p.payment_id)
+            if existing is None:
+                if not valid:
+                    return await self._refused(p, req, verdict)
+                continue  # its claim was just released (an older row found invalid): try again
+            plan = await self._replay(p, req, existing, owner)
+            if plan is not None:
+                return plan
+        return Respond(self.seller.in_progress())
 
     def _requirements_text(self, requirements: PaymentRequirements | PaymentRequirementsV1) -> str:
         hit = self._texts.get(id(requirements))
@@ -659,46 +665,53 @@ class PaymentFlow:
     def _heartbeat(self, rid: int, owner: str) -> _Heartbeat:
         return _Heartbeat(self.payments, rid, owner, self.lease, self.max_handler_seconds)
 
-    async def _run_claimed(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
-                           pending: asyncio.Future[VerifyResponse | BaseException] | None = None) -> Plan:
-        """We hold the claim (``verifying``, or an older ``settle="before"`` row still ``claimed``): verify, then run
-        the route's settle mode. An ``after`` handler runs only once the row says it may have (``claimed``)."""
+    async def _refused(self, p: Proceed, req: RequestInfo, verdict: VerifyResponse | BaseException) -> Respond:
+        """The 402 for a payment the facilitator refused (checklist 14: fresh challenge with the reason; nothing
+        ran) or could not verify."""
+        if isinstance(verdict, BaseException):
+            return Respond(self.seller.payment_required(p.route, req, p.offers, f"facilitator unavailable: {verdict}"))
+        reason = verdict.invalid_reason or "invalid_payment"
+        if self.risk is not None:  # counted by kind: replay, underpaid, expired, invalid
+            await self.risk.failed(p, req, reason)
+        reply = self.seller.payment_required(p.route, req, p.offers, reason)
+        if reason == "permit2_allowance_required":  # checklist 15
+            reply = Reply(412, reply.headers, reply.body)
+        return Respond(reply)
+
+    async def _run_claimed(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str) -> Plan:
+        """We took over an older claim written before its verification: ``verifying``, or a ``settle="before"`` row
+        still ``claimed`` (nothing ran, nothing was settled): verify it, then run the route's settle mode."""
         store = self.payments
         hb = self._heartbeat(rec.id, owner)  # a slow verify must not let a live claim lapse
-        verdict = await (pending if pending is not None else self._verify(p))
-        if isinstance(verdict, BaseException):
+        verdict = await self._verify(p)
+        if isinstance(verdict, BaseException) or not verdict.is_valid:
             hb.stop()
-            await store.release_claim(rec.id, owner, "facilitator_unavailable")
-            return Respond(self.seller.payment_required(p.route, req, p.offers,
-                                                        f"facilitator unavailable: {verdict}"))
-        if not verdict.is_valid:  # checklist 14: fresh challenge with the reason; nothing ran
-            hb.stop()
-            reason = verdict.invalid_reason or "invalid_payment"
-            if self.risk is not None:  # counted by kind: replay, underpaid, expired, invalid
-                await self.risk.failed(p, req, reason)
+            reason = (verdict.invalid_reason or "invalid_payment") if isinstance(verdict, VerifyResponse) \
+                else "facilitator_unavailable"
             await store.release_claim(rec.id, owner, reason)
-            reply = self.seller.payment_required(p.route, req, p.offers, reason)
-            if reason == "permit2_allowance_required":  # checklist 15
-                reply = Reply(412, reply.headers, reply.body)
-            return Respond(reply)
+            return await self._refused(p, req, verdict)
         payer = verdict.payer or rec.payer
         # the payer column is written only when it changes: it is indexed, and rewriting an index entry with the
         # same value still costs every commit a second page; from here on ``rec.payer`` is the row's
         moved: dict[str, Any] = {}
         if payer != rec.payer:
-            rec, moved = dataclasses.replace(rec, payer=payer), {"payer": payer}
+            moved = {"payer": payer}
         if self.risk is not None:  # the route's amount statistics
             await self.risk.verified(p, req)
-        if rec.settle_mode == "before":
-            if not await store.update(rec.id, owner, [rec.state], state="settling", **moved):
-                hb.stop()
-                return Respond(self.seller.in_progress())
-            return await self._settle_first(p, req, rec, owner, hb, payer, p.payload, p.requirements)
-        # recorded before the handler starts: a crash from here on retires the payment, one before it does not
-        if not await store.update(rec.id, owner, ["verifying"], state="claimed", **moved):
+        # after: recorded before the handler starts (a crash from here on retires the payment, one before it does
+        # not); before: a settle may be sent from here on
+        to = "settling" if rec.settle_mode == "before" else "claimed"
+        if not await store.update(rec.id, owner, [rec.state], state=to, **moved):
             hb.stop()
             return Respond(self.seller.in_progress())
+        return await self._run_verified(p, req, dataclasses.replace(rec, state=to, payer=payer), owner, hb)
 
+    async def _run_verified(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
+                            hb: _Heartbeat) -> Plan:
+        """We hold the verified claim: ``settling`` (settle="before": settle, then run the handler) or ``claimed``
+        (settle="after": the handler may run; it is recorded as possibly started)."""
+        if rec.settle_mode == "before":
+            return await self._settle_first(p, req, rec, owner, hb, rec.payer, p.payload, p.requirements)
         meter = Meter(rec.amount, rec.decimals) if getattr(
             default_registry.server(rec.scheme, rec.network), "variable", False) else None
 
@@ -708,7 +721,7 @@ class PaymentFlow:
             finally:
                 hb.stop()
 
-        info = self._info(p, rec, payer)
+        info = self._info(p, rec, rec.payer)
         if meter is not None:
             info = dataclasses.replace(info, meter=meter)
         return RunBuffered(info, finish)

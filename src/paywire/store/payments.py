@@ -3,19 +3,22 @@
 Exactly-once comes from the database: ``auth_key`` (the EIP-3009 authorization: network, token, payer,
 nonce) and ``payment_id`` (the ``payment-identifier`` extension) are UNIQUE, so of any number of concurrent
 requests carrying one payment — in one process or in many sharing a Postgres — exactly one inserts the claim.
-Every later transition is a compare-and-set on (state, owner). States::
+Every later transition is a compare-and-set on (state, owner). The seller flow claims a payment once the
+facilitator verified it, inserting it as ``claimed`` (``settle="after"``) or ``settling`` (``settle="before"``);
+an invalid payment writes nothing. States::
 
-    verifying ─┬─> claimed ──┬─> settling ─┬─> served   paid; the recorded response is replayed to retries
-               │             │             ├─> failed   not charged (settlement refused)
-               │             │             └─> unresolved  settlement outcome unknown; a retry reconciles it
-               │             └─> failed     not charged (handler >= 400 / exception, or abandoned: see below)
-               └─> settling ──> settled ──> served       (settle="before": paid first, then the handler runs)
+    claimed ──┬─> settling ─┬─> served   paid; the recorded response is replayed to retries
+              │             ├─> failed   not charged (settlement refused)
+              │             └─> unresolved  settlement outcome unknown; a retry reconciles it
+              └─> failed     not charged (handler >= 400 / exception, or abandoned: see below)
+    settling ──> settled ──> served        (settle="before": paid first, then the handler runs)
 
-``verifying``: claimed, the payment is being verified; nothing has run and nothing was settled, so a dead
-owner's row simply starts over (an invalid payment's row is deleted). ``claimed`` (``settle="after"``): the
-handler may have started — the last state written before it runs — so a dead owner's row is retired
-(``failed``, abandoned), never run again. Rows written before ``verifying`` existed used ``claimed`` for both;
-``settle="before"`` rows never reach the handler in ``claimed``, so theirs also start over.
+``claimed`` (``settle="after"``): the handler may have started — the state is in the store before it runs — so a
+dead owner's row is retired (``failed``, abandoned), never run again. ``verifying`` (rows claimed before their
+verification, by versions before 2026-12-04, and reusable credentials' first use): nothing has run and nothing
+was settled, so a dead owner's row simply starts over (an invalid payment's row is deleted). Rows written before
+``verifying`` existed used ``claimed`` for both; ``settle="before"`` rows never reach the handler in ``claimed``,
+so theirs also start over.
 
 Each row says which protocol carried the payment (``protocol``: ``x402``, ``mpp``, ``l402``). The same rows are
 the seller's revenue ledger (:meth:`PaymentStore.sales`, ``paywire sales``).
@@ -259,10 +262,12 @@ class PaymentStore(Repository):
         return await self.db.fetchone(sql, params)
 
     # -- claims ---------------------------------------------------------------------------------
-    async def claim(self, p: NewPayment, owner: str, lease: float) -> PaymentRecord | None:
-        """Insert the claim; None when this authorization or payment id is already claimed (unique keys)."""
+    async def claim(self, p: NewPayment, owner: str, lease: float, state: str = "verifying") -> PaymentRecord | None:
+        """Insert the claim; None when this authorization or payment id is already claimed (unique keys).
+        ``state``: ``verifying`` (claimed before verification), or ``claimed`` / ``settling`` for a payment the
+        facilitator already verified (the seller flow claims after ``/verify``)."""
         now = self.clock()
-        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, "verifying", owner, now + lease, p.route,
+        values: list[Any] = [p.auth_key, p.payment_id, p.payload_hash, state, owner, now + lease, p.route,
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
                              p.identity, now, now]
@@ -273,7 +278,7 @@ class PaymentStore(Repository):
         if row is None:
             return None
         return PaymentRecord(
-            id=int(row["id"]), state="verifying", owner=owner, lease_until=now + lease, tx=None, settle_response=None,
+            id=int(row["id"]), state=state, owner=owner, lease_until=now + lease, tx=None, settle_response=None,
             error=None, resp_status=None, resp_headers=None, resp_body=None, created_at=now, updated_at=now,
             settled_at=None, **{f: getattr(p, f) for f in _NEW_FIELDS})
 
