@@ -130,7 +130,7 @@ async def test_a_broadcast_does_not_queue_behind_slow_reads():
             await t.aclose()
 
 
-def test_request_bodies_are_what_json_dumps_writes() -> None:
+async def test_request_bodies_are_what_json_dumps_writes() -> None:
     """The JSON-RPC body built without the encoder (plain-string parameters) is byte for byte ``json.dumps``
     with compact separators, and anything else still goes through the encoder."""
     import json
