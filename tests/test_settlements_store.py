@@ -209,9 +209,9 @@ async def test_a_store_from_before_the_state_check_rebuild_keeps_its_rows_and_re
 
         db = open_database(store_url)
         try:
-            with pytest.raises(Exception, match="(?i)check"):
+            with pytest.raises(Exception, match=r"(?i)check"):
                 await db.execute("UPDATE paywire_settlements SET state = 'paid' WHERE id = ?", (kept.id,))
-            with pytest.raises(Exception, match="(?i)check"):
+            with pytest.raises(Exception, match=r"(?i)check"):
                 await db.execute(
                     "INSERT INTO paywire_settlements (id, network, asset, payer, nonce, requirements_digest, request, "
                     "amount, pay_to, state, owner, lease_until, created_at, updated_at) "
