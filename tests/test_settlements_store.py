@@ -173,3 +173,52 @@ async def test_claims_are_exclusive_across_processes(store_url):
         assert p.returncode == 0, err
         won += json.loads(out)
     assert sorted(won) == list(range(15))
+
+
+async def test_a_store_from_before_the_state_check_rebuild_keeps_its_rows_and_refuses_unknown_states(
+        store_url, monkeypatch):
+    """A database migrated by the first two facilitator steps (the state CHECK as an ``IN`` list) is brought up to
+    date with its rows intact and usable; afterwards, as on a fresh one, a row with a state outside the five is
+    refused by the database itself, on INSERT and on UPDATE."""
+    from paywire.store import migrations
+    from paywire.store.db import open_database
+
+    steps = migrations._REGISTRY["facilitator"]
+    monkeypatch.setitem(migrations._REGISTRY, "facilitator", steps[:2])
+    old = await SettlementStore.open(store_url, instance_id="old")
+    try:
+        _, kept = await claim(old, nonce(7))
+        _, sent = await claim(old, nonce(8))
+        assert await old.record_tx(sent.id, tx_hash="0x" + "ab" * 32, raw_tx=b"\x02raw", signer="0xS", tx_nonce=3,
+                                   previous_hash=None, lease_seconds=30)
+    finally:
+        await old.aclose()
+    monkeypatch.setitem(migrations._REGISTRY, "facilitator", steps)
+    store = await SettlementStore.open(store_url, instance_id="old")
+    try:
+        row = await store.get(sent.id)
+        assert row is not None and row.state == "submitted" and row.raw_tx == b"\x02raw" and row.tx_nonce == 3
+        assert row.tx_hash == "0x" + "ab" * 32 and row.request == {"k": "v"} and row.amount == 100
+        assert await store.finish(sent.id, "settled", tx_hash="0x" + "ab" * 32, block_number=9)
+        assert (await store.get(kept.id)).state == "verified"
+        again, _ = await claim(store, nonce(7))
+        assert not again, "a claim survived the rebuild but a second claim of it won"
+        assert await store.counts() == {"verified": 1, "submitted": 0, "settled": 1, "failed": 0, "unresolved": 0}
+        assert [r.id for r in await store.open_rows()] == [kept.id]
+        assert (await store.by_tx_hash("0x" + "AB" * 32)).id == sent.id
+
+        db = open_database(store_url)
+        try:
+            with pytest.raises(Exception, match=r"(?i)check"):
+                await db.execute("UPDATE paywire_settlements SET state = 'paid' WHERE id = ?", (kept.id,))
+            with pytest.raises(Exception, match=r"(?i)check"):
+                await db.execute(
+                    "INSERT INTO paywire_settlements (id, network, asset, payer, nonce, requirements_digest, request, "
+                    "amount, pay_to, state, owner, lease_until, created_at, updated_at) "
+                    "VALUES ('x', 'n', 'a', 'p', '0x1', 'd', '{}', '1', 't', 'Settled', 'o', 0, 0, 0)")
+        finally:
+            await db.aclose()
+        assert (await store.get(kept.id)).state == "verified"
+        assert await store.get("x") is None
+    finally:
+        await store.aclose()

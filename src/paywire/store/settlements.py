@@ -51,8 +51,7 @@ TABLE = "paywire_settlements"
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
-register("facilitator", [[
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+_COLUMNS = """
         id TEXT PRIMARY KEY,
         network TEXT NOT NULL,
         asset TEXT NOT NULL,
@@ -62,7 +61,7 @@ register("facilitator", [[
         request TEXT NOT NULL,
         amount TEXT NOT NULL,
         pay_to TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('verified', 'submitted', 'settled', 'failed', 'unresolved')),
+        state TEXT NOT NULL {state_check},
         tx_hash TEXT,
         tx_hashes TEXT NOT NULL DEFAULT '',
         raw_tx {{blob}},
@@ -77,14 +76,37 @@ register("facilitator", [[
         created_at {{real}} NOT NULL,
         updated_at {{real}} NOT NULL,
         submitted_at {{real}},
-        finished_at {{real}},
-        UNIQUE (network, asset, payer, nonce)
-    )""",
+        finished_at {{real}},{more}
+        UNIQUE (network, asset, payer, nonce)"""
+_NAMES = ("id, network, asset, payer, nonce, requirements_digest, request, amount, pay_to, state, tx_hash, tx_hashes, "
+          "raw_tx, signer, tx_nonce, block_number, error_reason, error_message, owner, lease_until, attempts, "
+          "created_at, updated_at, submitted_at, finished_at, identity")
+# The same five states as comparisons: SQLite builds a temporary table for a five-value ``IN`` list every time
+# a statement that sets ``state`` checks it (three per settlement), not for ``=`` ... ``OR``.
+_STATE_CHECK = "CHECK (" + " OR ".join(f"state = '{s}'" for s in STATES) + ")"
+_INDEXES = [
     f"CREATE INDEX IF NOT EXISTS {TABLE}_open ON {TABLE} (state, lease_until)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_tx ON {TABLE} (tx_hash)",
+]
+
+register("facilitator", [[
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    + _COLUMNS.format(state_check="CHECK (state IN ('verified', 'submitted', 'settled', 'failed', 'unresolved'))",
+                      more="") + ")",
+    *_INDEXES,
 ], [
     # the payer's identity (a DID) as the seller stated it in the request (paywire.identity.metadata)
     f"ALTER TABLE {TABLE} ADD COLUMN identity TEXT",
+], [
+    # SQLite: the state CHECK as comparisons (see _STATE_CHECK); a CHECK cannot be altered, so the table is
+    # rebuilt (inside the migration's transaction). Postgres keeps its CHECK, which costs it nothing.
+    {"sqlite": f"CREATE TABLE {TABLE}_v3 ("
+               + _COLUMNS.format(state_check=_STATE_CHECK, more="\n        identity TEXT,") + ")",
+     "postgres": "SELECT 1"},
+    {"sqlite": f"INSERT INTO {TABLE}_v3 ({_NAMES}) SELECT {_NAMES} FROM {TABLE}", "postgres": "SELECT 1"},
+    {"sqlite": f"DROP TABLE {TABLE}", "postgres": "SELECT 1"},
+    {"sqlite": f"ALTER TABLE {TABLE}_v3 RENAME TO {TABLE}", "postgres": "SELECT 1"},
+    *_INDEXES,
 ]])
 
 
