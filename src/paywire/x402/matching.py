@@ -23,7 +23,7 @@ def json_equal(a: Any, b: Any) -> bool:
     if type(a) is dict or isinstance(a, Mapping):  # ``type(...) is dict`` first: the ABC check costs more
         if not (type(b) is dict or isinstance(b, Mapping)) or len(a) != len(b):
             return False
-        for k, v in a.items():
+        for k, v in a.items():  # noqa: SIM110 - a loop: no generator per call
             if k not in b or not json_equal(v, b[k]):
                 return False
         return True
