@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -123,6 +124,13 @@ def test_json_equal_distinguishes_bool_from_number() -> None:
         (True, True, True),
         (False, True, False),
         ({"a": "x"}, {"a": "x", "b": 1}, False),
+        # the str-leaf and plain-dict fast paths decide exactly as the general checks
+        ("true", True, False),
+        ("x", ["x"], False),
+        ("", None, False),
+        ({"name": "USDC", "version": "2"}, MappingProxyType({"version": "2", "name": "USDC"}), True),
+        ({"name": "USDC"}, MappingProxyType({"name": "USDC", "version": "2"}), False),
+        ({"name": "USDC"}, ["name"], False),
     ],
 )
 def test_json_equal(a: Any, b: Any, equal: bool) -> None:

@@ -14,6 +14,7 @@ MAX_JSON_DEPTH: Final = 32
 """Deepest container nesting accepted (the top-level object is depth 1)."""
 
 SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_CONTAINER: Final = (dict, list)
 # One left-to-right pass: a string token (closing quote optional, so an unterminated string never
 # makes the engine backtrack) or a captured bracket. Linear time on any input.
 _TOKEN_RE: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|([\[\]{}])', re.DOTALL)
@@ -77,7 +78,7 @@ def _check_surrogates(value: Any) -> None:
         for key, child in items:
             if isinstance(key, str) and SURROGATE_RE.search(key):
                 raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a key")
-            if isinstance(child, dict | list):
+            if isinstance(child, _CONTAINER):
                 stack.append(child)
             elif isinstance(child, str) and SURROGATE_RE.search(child):
                 raise WireError(reasons.INVALID_JSON, "lone UTF-16 surrogate in a string")

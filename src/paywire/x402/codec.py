@@ -50,6 +50,7 @@ MAX_HEADER_BYTES: Final = 16 * 1024
 """Longest encoded header value we decode or emit (16 KiB, Node's default total header limit).
 
 Checked on the raw value before any base64 work (``header_too_large``)."""
+_BYTES: Final = (bytes, bytearray, memoryview)
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 """Default limit for JSON bodies given to :func:`decode_json` / :func:`decode_v1_body`."""
@@ -64,7 +65,7 @@ def decode_header(value: str | bytes) -> dict[str, Any]:
             raw = value.encode("ascii")
         except UnicodeEncodeError:
             raise WireError(reasons.INVALID_BASE64, "non-ASCII character in header value") from None
-    elif isinstance(value, bytes | bytearray | memoryview):
+    elif isinstance(value, _BYTES):
         if len(value) > MAX_HEADER_BYTES:
             raise WireError(reasons.HEADER_TOO_LARGE, f"header value longer than {MAX_HEADER_BYTES} bytes")
         raw = bytes(value)

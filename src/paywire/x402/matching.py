@@ -9,22 +9,30 @@ from paywire.x402.models import PaymentPayloadV1, PaymentRequirements, PaymentRe
 from paywire.x402.networks import to_caip2_or_none
 
 _T = TypeVar("_T")
+# isinstance with a tuple constant: ``list | tuple`` written in the call builds a union object on every call
+_ARRAY = (list, tuple)
+_NUMBER = (int, float)
 
 
 def json_equal(a: Any, b: Any) -> bool:
     """Deep JSON equality: key order ignored, ``true`` never equals ``1``, ``1`` equals ``1.0``."""
+    if type(a) is str:  # the common leaf (token name, version …): decided before the slower checks below
+        return isinstance(b, str) and a == b
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, Mapping):
-        if not isinstance(b, Mapping) or len(a) != len(b):
+    if type(a) is dict or isinstance(a, Mapping):  # ``type(...) is dict`` first: the ABC check costs more
+        if not (type(b) is dict or isinstance(b, Mapping)) or len(a) != len(b):
             return False
-        return all(k in b and json_equal(v, b[k]) for k, v in a.items())
-    if isinstance(a, list | tuple):
-        if not isinstance(b, list | tuple) or len(a) != len(b):
+        for k, v in a.items():  # noqa: SIM110 - a loop: no generator per call
+            if k not in b or not json_equal(v, b[k]):
+                return False
+        return True
+    if isinstance(a, _ARRAY):
+        if not isinstance(b, _ARRAY) or len(a) != len(b):
             return False
         return all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, int | float):
-        return isinstance(b, int | float) and a == b
+    if isinstance(a, _NUMBER):
+        return isinstance(b, _NUMBER) and a == b
     if isinstance(a, str):
         return isinstance(b, str) and a == b
     return a is None and b is None
