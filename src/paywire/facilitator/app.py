@@ -132,7 +132,10 @@ async def _parse(request: _Call) -> FacilitatorRequest | JSONResponse:
 
 def _prefer_wait(request: _Call) -> float | None:
     """Seconds from ``Prefer: wait=N`` (RFC 7240 §4.3): how long the caller waits for ``/settle``."""
-    for pref in request.headers.get("prefer", "").split(","):
+    header = request.headers.get("prefer")
+    if not header:  # the common case: no preference, nothing to split
+        return None
+    for pref in header.split(","):
         name, _, value = pref.strip().partition("=")
         if name.strip().lower() == "wait" and value.strip().isdigit():
             return float(value.strip())
