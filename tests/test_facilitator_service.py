@@ -98,6 +98,11 @@ async def test_settlement_lookup_and_metrics(net, served):
     async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         again = await http.post(url + "/settle", json=body(p, req))
         assert again.headers[SETTLEMENT_ID_HEADER] == sid_of(p, req)
+        # the answer's headers are what a JSONResponse sends: id, length, type (no charset), and nothing else
+        assert [k.lower() for k, _ in again.headers.raw if k.lower() not in (b"date", b"server")] == \
+            [SETTLEMENT_ID_HEADER.lower().encode(), b"content-length", b"content-type"]
+        assert again.headers["content-type"] == "application/json"
+        assert int(again.headers["content-length"]) == len(again.content) and again.json()["success"] is True
         m = await http.get(url + "/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = m.text

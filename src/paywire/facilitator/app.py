@@ -50,6 +50,27 @@ class _Json(JSONResponse):
         return _encode(content).encode("utf-8")
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+_ID_HEADER = SETTLEMENT_ID_HEADER.lower().encode("latin-1")
+
+
+class _Answer(Response):
+    """The 200 JSON answer of ``/verify`` and ``/settle``: the bytes and headers a ``JSONResponse`` sends (the
+    settlement id first, then length and type), built without Starlette's per-response header assembly."""
+
+    def __init__(self, content: Any, settlement_id: str | None = None) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body = _encode(content).encode("utf-8")
+        length = (b"content-length", str(len(body)).encode("latin-1"))
+        self.raw_headers = ([(_ID_HEADER, settlement_id.encode("latin-1")), length, _JSON_TYPE]
+                            if settlement_id is not None else [length, _JSON_TYPE])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def _error(status: int, message: str, reason: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
@@ -111,7 +132,10 @@ async def _parse(request: _Call) -> FacilitatorRequest | JSONResponse:
 
 def _prefer_wait(request: _Call) -> float | None:
     """Seconds from ``Prefer: wait=N`` (RFC 7240 §4.3): how long the caller waits for ``/settle``."""
-    for pref in request.headers.get("prefer", "").split(","):
+    header = request.headers.get("prefer")
+    if not header:  # the common case: no preference, nothing to split
+        return None
+    for pref in header.split(","):
         name, _, value = pref.strip().partition("=")
         if name.strip().lower() == "wait" and value.strip().isdigit():
             return float(value.strip())
@@ -220,7 +244,7 @@ def create_app(
             return parsed
         res = await facilitator.verify(parsed.payment_payload, parsed.payment_requirements)
         m.inc("verify_total", result="valid" if res.is_valid else "invalid", reason=res.invalid_reason or "")
-        return _Json(res.to_wire())
+        return _Answer(res.to_wire())
 
     async def settle(request: _Call) -> Response:
         if not authorized(request):
@@ -238,12 +262,10 @@ def create_app(
                 await discovery.record(parsed.payment_payload, parsed.payment_requirements)
             except Exception:  # the catalogue never costs a settlement its answer
                 log.exception("facilitator: could not catalogue a discovered resource")
-        headers = {}
+        key = None
         if facilitator.store is not None:
             key = settling_id.get() or facilitator.settlement_key(parsed.payment_payload, parsed.payment_requirements)
-            if key is not None:
-                headers[SETTLEMENT_ID_HEADER] = key
-        return _Json(res.to_wire(), headers=headers)
+        return _Answer(res.to_wire(), key)
 
     async def supported(request: Request) -> Response:
         return JSONResponse(facilitator.supported().to_wire())

@@ -17,6 +17,7 @@ machines that share the database. States::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -110,8 +111,10 @@ register("facilitator", [[
 ]])
 
 
+@functools.lru_cache(maxsize=4096)
 def settlement_id(network: str, asset: str, payer: str, nonce: bytes | str) -> str:
-    """The id of an authorization's settlement record: any instance derives the same one."""
+    """The id of an authorization's settlement record: any instance derives the same one (remembered for the
+    last few thousand: one settlement asks for it three times)."""
     n = nonce.hex() if isinstance(nonce, bytes) else nonce.lower().removeprefix("0x")
     key = f"{network}|{asset.lower()}|{payer.lower()}|0x{n}"
     return hashlib.sha256(key.encode()).hexdigest()[:40]
