@@ -11,7 +11,7 @@
 * ``verify``: `verify_store` over the whole log (recompute every leaf and the tree, check every checkpoint).
 * ``overhead``: the seller round trip (402, sign, paid request, as ``bench/seller.py`` times it; the aim line)
   and the paid request alone (``PAYMENT-SIGNATURE`` → 200) through two sellers in this process, one with
-  ``audit=`` (4 events per payment, each queued as the row's columns by a SQLite trigger inside its ledger
+  ``audit=`` (3 events per payment, each queued as the row's columns by a SQLite trigger inside its ledger
   change's own statement, the JSON written by its sequencer running in another process, as ``paywire audit
   serve`` runs it)
   and one without, on their own SQLite files, against the instant facilitator of ``bench/seller.py``; requests

@@ -17,7 +17,7 @@ Processes (each in its own interpreter, all on 127.0.0.1):
 
 Each latency aim is reported twice: wall clock (medians; moves with the machine's load) and CPU (the proxy
 process's user+system time per request from ``/proc``, minus, for paid requests, this process's CPU for the same
-two facilitator round trips on the same client: contention-proof). The ledger's four commits per payment are
+two facilitator round trips on the same client: contention-proof). The ledger's three commits per payment are
 also measured on their own, to show how the paid route's cost splits.
 
 Latency: requests are interleaved target by target (warm-up first); medians reported. The paid request carries a
@@ -257,7 +257,7 @@ async def round_trips_cpu(url: str, headers: list[str]) -> float:
 
 async def ledger_cpu(tmp: str, n: int) -> float:
     """CPU milliseconds per payment of the seller ledger's own writes, as the flow makes them for a settle="after"
-    request (claim, then verified, settling with the response, served: four autocommits), on a SQLite file like
+    request (the claim once /verify passed, settling with the response, served: three autocommits), on a SQLite file like
     the proxy's: the part of the paid route's cost that is the ledger's durability."""
     from paywire.store.payments import NewPayment, PaymentStore, StoredResponse, response_fields
 
@@ -270,9 +270,8 @@ async def ledger_cpu(tmp: str, n: int) -> float:
         for i in range(n):
             new = NewPayment(f"auth-{i}", None, f"hash-{i}", "GET /paid", "GET", "/paid", "after", 2, "exact",
                              NETWORK, TOKEN, PAY_TO, PRICE, 6, "0x" + "ef" * 20, payload, payload)
-            rec = await store.claim(new, "bench", 30.0)
+            rec = await store.claim(new, "bench", 30.0, "claimed")
             assert rec is not None
-            await store.update(rec.id, "bench", ["verifying"], state="claimed")
             await store.update(rec.id, "bench", ["claimed"], state="settling", **response)
             await store.update(rec.id, "bench", ["settling"], state="served", owner=None, tx="0x" + "12" * 32)
         return (time.process_time() - t0) / n * 1000
@@ -361,7 +360,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "paywire proxy, paid route": await cpu_per_request(http, pid, proxy + "/paid", args.cpu_n,
                                                                        headers[-args.cpu_n:]),
                     "facilitator round trips (client side)": await round_trips_cpu(fac, headers[:args.cpu_n]),
-                    "ledger writes of one payment (4 commits)": await ledger_cpu(tmp, args.cpu_n),
+                    "ledger writes of one payment (3 commits)": await ledger_cpu(tmp, args.cpu_n),
                 }
                 stream_cpu = {}
                 for name, target, who in (("plain proxy (httpx)", plain, children[1].pid),
@@ -381,7 +380,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "added_free_cpu_ms": cpu["paywire proxy, free route"],
         "added_paid_cpu_ms": cpu["paywire proxy, paid route"] - cpu["facilitator round trips (client side)"],
         "paid_cpu_beyond_free_and_ledger_ms": cpu["paywire proxy, paid route"] - cpu["paywire proxy, free route"]
-        - cpu["facilitator round trips (client side)"] - cpu["ledger writes of one payment (4 commits)"],
+        - cpu["facilitator round trips (client side)"] - cpu["ledger writes of one payment (3 commits)"],
         "added_free_ms": med["paywire proxy, free route"] - med["direct"],
         "added_free_httpx_ms": med["paywire proxy, free route (httpx)"] - med["direct"],
         "added_plain_ms": med["plain proxy (httpx)"] - med["direct"],
