@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from paywire.audit.events import SecretFieldError, digest, make_event
@@ -43,8 +43,13 @@ class LedgerSpec:
     state_of: Callable[[Mapping[str, Any]], str] = _state_column
     """A row's state (the buyer ledger's is ``budget:outcome``)."""
     kind_of: Callable[[str], str] | None = None  # instead of ``kinds``
+    inserted: Mapping[str, str] = field(default_factory=dict)
+    """Row state → event kind for a row's insert (no ``previous`` state), where it differs from ``kinds``."""
 
-    def kind(self, state: str) -> str:
+    def kind(self, state: str, previous: str | None = "") -> str:
+        """The kind of a change that left a row in ``state``; ``previous`` None: the row was inserted."""
+        if previous is None and state in self.inserted:
+            return self.inserted[state]
         if self.kind_of is not None:
             return self.kind_of(state)
         return self.kinds.get(state, f"{self.component}.{state}")
@@ -67,21 +72,11 @@ SELLER = LedgerSpec(
     _seller_subject,
     {"verifying": "payment.claimed", "claimed": "payment.verified", "settling": "payment.settling",
      "settled": "payment.settled", "served": "payment.served", "failed": "payment.failed",
-     "unresolved": "payment.unresolved", DELETED: "payment.refused"})
+     "unresolved": "payment.unresolved", DELETED: "payment.refused"},
+    # the seller flow inserts a payment once /verify passed, as claimed (settle="after") or settling ("before"):
+    # that insert is the payment's claim (a row claimed before verification is ``verifying`` first)
+    inserted={"claimed": "payment.claimed", "settling": "payment.claimed"})
 
-
-CLAIM = "payment.claimed"
-VERIFIED_CLAIMS = ("claimed", "settling")
-"""States a seller row is inserted in when the seller claims a payment after ``/verify`` (``claimed`` for
-settle="after", ``settling`` for settle="before"): that insert is the payment's claim."""
-
-
-def seller_kind(state: str, previous: str | None) -> str:
-    """The kind of a seller ledger change: an insert (no ``previous``) in a verified state is ``payment.claimed``;
-    otherwise by the state the change left (a row claimed before verification is ``verifying`` first)."""
-    if previous is None and state in VERIFIED_CLAIMS:
-        return CLAIM
-    return SELLER.kind(state)
 
 
 def _facilitator_subject(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,9 +203,9 @@ def ledger_event(spec: LedgerSpec, instance: str, time: float, state: str, subje
     digest (``<name>_digest``)."""
     body = {"state": state, **(data or {})}
     try:
-        return make_event(spec.component, kind or spec.kind(state), instance=instance, time=time, subject=subject,
+        return make_event(spec.component, kind or spec.kind(state, previous), instance=instance, time=time, subject=subject,
                           previous=previous, data=body)
     except SecretFieldError:
         safe = {k if k == "state" else f"{k}_digest": v if k == "state" else digest(str(v)) for k, v in body.items()}
-        return make_event(spec.component, kind or spec.kind(state), instance=instance, time=time, subject=subject,
+        return make_event(spec.component, kind or spec.kind(state, previous), instance=instance, time=time, subject=subject,
                           previous=previous, data=safe)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from paywire.audit.events import SCHEMA_VERSION, digest, secret_value, utc_time
-from paywire.audit.ledger import SELLER, ledger_event, seller_kind
+from paywire.audit.ledger import SELLER, ledger_event
 from paywire.audit.store import QUEUE, ROW_COLUMNS
 from paywire.mpp.jcs import MAX_EXACT_INT
 from paywire.store.db import Executor
@@ -63,7 +63,7 @@ def seller_event(row: Mapping[str, Any]) -> bytes:
                "payment_id": row["payment_id"], "protocol": row["protocol"] or "x402", "record": int(row["record"]),
                "route": row["route"], "scheme": row["scheme"], "tx_hash": row["tx"]}  # keys in sorted order
     kind = ("payment.abandoned" if previous is not None and error is not None and str(error).startswith("abandoned")
-            else seller_kind(state, previous))
+            else SELLER.kind(state, previous))
     data = {"state": state} if error is None else {"error": error, "state": state}
     head = {"instance": instance, "kind": kind, "previous": previous, "state": state}
     if _plain(subject) and _plain(head) and type(error) in (str, type(None)):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paywire.audit.events import digest, make_event
-from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec, ledger_event, seller_kind
+from paywire.audit.ledger import BUYER, DELETED, FACILITATOR, SELLER, LedgerSpec, ledger_event
 from paywire.audit.store import enqueue
 from paywire.store.db import INLINE_MAX_PARAM, Database, Executor, Params, Row, SqliteDatabase, in_transaction
 
@@ -45,8 +45,6 @@ class AuditTrail:
     def event(self, state: str, subject: Mapping[str, Any], previous: str | None,
               data: Mapping[str, Any] | None = None, kind: str | None = None) -> bytes:
         """The event for a row now in ``state``; a ``data`` value that looks like a secret is kept as its digest."""
-        if kind is None and self.spec is SELLER:
-            kind = seller_kind(state, previous)
         return ledger_event(self.spec, self.instance, self.clock(), state, subject, previous, data, kind)
 
     async def record(self, tx: Executor, row: Row, previous: str | None, data: Mapping[str, Any] | None = None,
