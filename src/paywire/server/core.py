@@ -449,6 +449,11 @@ def json_reply(status: int, body: Mapping[str, Any], headers: Headers = ()) -> R
                           ("access-control-expose-headers", EXPOSED_HEADERS), *headers), data)
 
 
+def resource_url(route: PaidRoute, req: RequestInfo) -> str:
+    """The URL a route's payments (and sign-ins) are for: its configured ``resource``, else the request's URL."""
+    return route.resource or req.url
+
+
 @dataclass(slots=True)
 class Seller:
     """Route table plus the x402 exchange rules; build it once, ask it per request.
@@ -642,7 +647,7 @@ class Seller:
 
     # -- responses -----------------------------------------------------------------------------
     def resource(self, route: PaidRoute, req: RequestInfo) -> ResourceInfo:
-        return ResourceInfo(url=route.resource or req.url, description=route.description, mime_type=route.mime_type)
+        return ResourceInfo(url=resource_url(route, req), description=route.description, mime_type=route.mime_type)
 
     def extensions(self, route: PaidRoute, req: RequestInfo | None = None,
                    offers: Sequence[PaymentRequirements] = ()) -> dict[str, Any] | None:
@@ -708,7 +713,7 @@ class Seller:
         assert self.siwx is not None
         hit = self._sign_in_templates.get(key)
         if hit is None:
-            url = self.resource(route, req).url
+            url = resource_url(route, req)
             reply = self._payment_required(route, req, offers, None, ())
             wire = self.challenge(route, req, offers).to_wire()
             decl = self.siwx.declaration(url, route.sign_in_networks(offers), self.clock())
@@ -877,4 +882,5 @@ __all__ = [
     "authorization_identity",
     "payment_hash",
     "payment_identifier",
+    "resource_url",
 ]

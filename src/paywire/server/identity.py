@@ -38,7 +38,7 @@ from paywire.identity.agent import AgentFailure, AgentProof, claimed, verify
 from paywire.identity.did import Identity
 from paywire.identity.siwx import HEADER, NOT_THE_ADDRESS, SiwxContractCheck, SiwxFailure, SiwxProof
 from paywire.server.agents import AgentDirectories, DirectoryError
-from paywire.server.core import PaidRoute, Priced, Reply, Seller
+from paywire.server.core import PaidRoute, Priced, Reply, Seller, resource_url
 from paywire.server.request import RequestInfo
 from paywire.store.db import Database
 from paywire.store.identity import IdentityStore
@@ -160,7 +160,7 @@ class IdentityGate:
         if header is None or issuer is None:
             return None
         networks = route.sign_in_networks(offers)
-        checked = issuer.check(header, route.resource or req.url, networks, self.seller.clock())  # resource().url
+        checked = issuer.check(header, resource_url(route, req), networks, self.seller.clock())
         proof = await self._contract_wallet(checked) if isinstance(checked, SiwxContractCheck) else checked
         if isinstance(proof, SiwxProof) and paying:
             _deferred.set(proof)  # with a payment: spent once the payer is known (spend_deferred)
