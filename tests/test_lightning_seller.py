@@ -4,6 +4,7 @@ credential may carry several macaroons (issue 11 item 10; checklist 99, 113)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ pytest.importorskip("pymacaroons", reason="pymacaroons (the l402 extra) is not i
 from paywire.l402 import macaroons as M
 from paywire.l402.header import parse_challenges_l402
 from paywire.l402.identifier import Identifier
+from paywire.lightning.base import Invoice, LightningError
 from paywire.mpp import problems as P
 from paywire.mpp.challenge import parse_www_authenticate
 from paywire.mpp.credential import ChallengeEcho, Credential
@@ -114,3 +116,40 @@ async def test_l402_credential_with_several_macaroons(seller: Seller) -> None:
     bad = await seller.client.get("/l402", headers={"Authorization": f"L402 {foreign},{foreign}:{pre}"})
     assert bad.status_code == 401, f"two foreign macaroons got {bad.status_code}"
     assert any(v.startswith("L402") for v in bad.headers.get_list("www-authenticate")), "401 without a challenge"
+
+
+class RendezvousNode(SigningNode):
+    """Makes an invoice only once a second invoice request is in flight (an L402 and an MPP one for the same 402),
+    or gives up after a few seconds: a seller that asks its node one invoice at a time gets only one challenge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+        self.both = asyncio.Event()
+
+    async def create_invoice(self, amount_sat: int, memo: str = "", expiry: int = 600) -> Invoice:
+        self.asked += 1
+        if self.asked >= 2:
+            self.both.set()
+        try:
+            await asyncio.wait_for(self.both.wait(), 5)
+        except TimeoutError:
+            raise LightningError("the other invoice was never asked for while this one waited") from None
+        return await super().create_invoice(amount_sat, memo, expiry)
+
+
+async def test_a_mixed_route_asks_for_its_invoices_at_once(tmp_path) -> None:
+    """A route with L402 and MPP lightning needs two invoices for one 402: both are asked for concurrently, so a
+    slow node costs one round trip, not one per protocol; both challenges are in the reply, L402 first."""
+    node = RendezvousNode()
+    app = Starlette(routes=[Route("/both", lambda r: JSONResponse({}))])
+    mw = PaymentMiddleware(app, [PaidRoute("GET /both", mpp=("lightning",), l402="weather", sats=SATS)],
+                           "http://127.0.0.1:9", store=f"sqlite:///{tmp_path / 's.db'}", lightning=node,
+                           mpp_realm="ln.test", mpp_secret=os.urandom(32))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://seller") as c:
+        r = await c.get("/both")
+    await mw.flow.aclose()
+    assert r.status_code == 402
+    schemes = [v.split(" ", 1)[0] for v in r.headers.get_list("www-authenticate")]
+    assert schemes == ["L402", "L402", "Payment"], schemes
+    assert node.asked == 2 and len(node.preimages) == 2

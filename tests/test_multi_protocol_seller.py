@@ -270,8 +270,8 @@ async def test_pympp_client_pays_our_server(world: World) -> None:
     before, runs = await world.balances(), world.calls.get("/both", 0)
     body = b'{"sku": "B-2"}'
     async with Mpp(methods=[method]) as client:
-        r = await client.fetch(world.url + "/both")
-        posted = await client.fetch(world.url + "/order", method="POST", content=body)  # digest-bound challenge
+        r = await client.fetch(world.url + "/both", timeout=60)
+        posted = await client.fetch(world.url + "/order", method="POST", content=body, timeout=60)  # digest-bound challenge
     assert r.status_code == 200, r.text
     rc = Receipt.from_header(r.headers["payment-receipt"])
     assert rc.reference.startswith("0x")

@@ -438,7 +438,7 @@ async def test_pympp_client_pays_an_mpp_route_through_the_proxy(env: Env) -> Non
     before, hits = await env.balances(), env.upstream.hits["upload"]
     async with Mpp(methods=[method]) as client:
         r = await client.fetch(env.proxy.url + "/mpp-upload", method="POST", content=body,
-                               headers={"content-type": "application/json"})
+                               headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["sha256"] == hashlib.sha256(body).hexdigest(), "the upstream must get the body unchanged"
     assert r.json()["protocol"] == "mpp", "the upstream must see an MPP payer"

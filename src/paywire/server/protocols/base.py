@@ -16,6 +16,7 @@ the x402 fields; :func:`challenge_reply` builds it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -158,8 +159,13 @@ async def challenge_reply(protocols: Sequence[SellerProtocol], route: PaidRoute,
                      problem.body())
     headers: list[str] = []
     first_id: str | None = None
-    for proto in challenge_order(protocols, route):
-        issued = await proto.challenges(route, req)
+    ordered = challenge_order(protocols, route)
+    # each protocol may wait on its own node (an L402 and an MPP lightning invoice): ask them all at once
+    if len(ordered) == 1:
+        all_issued = [await ordered[0].challenges(route, req)]
+    else:
+        all_issued = await asyncio.gather(*(proto.challenges(route, req) for proto in ordered))
+    for issued in all_issued:
         headers += issued.headers
         first_id = first_id or issued.first_id
     if problem.challenge_id is None and first_id is not None:
