@@ -189,3 +189,37 @@ async def test_events_queued_before_the_row_columns_migration_are_still_logged(
         assert logged is not None and entry_event(logged.entry) == json.loads(event(0)), "logged as queued"
     finally:
         await store.aclose()
+
+
+async def test_a_sequencer_busy_in_another_schema_does_not_make_this_log_skip(pg_url: str) -> None:
+    """PostgreSQL advisory locks are per database: the sequencer's lock is keyed by the schema, so a log in
+    another schema of the same database (another deployment, a concurrent test run) integrates while this one's
+    batch holds its lock, and a second sequencer of the same log still skips the round (one order per log)."""
+    import uuid
+
+    from conftest import _pg_admin
+
+    other = "pw_" + uuid.uuid4().hex[:12]
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE SCHEMA "{other}"')
+    other_url = pg_url.split("?")[0] + f"?options=-csearch_path%3D{other}"
+    mine, theirs, same = (await AuditStore.open(pg_url), await AuditStore.open(other_url),
+                          await AuditStore.open(pg_url))
+    signer = Signer.generate(ORIGIN)
+    try:
+        for store, i in ((mine, 1), (theirs, 2)):
+            async with store.db.transaction() as tx:
+                await store.enqueue(event(i), tx)
+        holder = Sequencer(mine, signer)
+        async with mine.db.transaction() as tx:
+            assert await holder._lock(tx, wait=False), "the first sequencer takes its log's lock"
+            result = await Sequencer(theirs, signer).integrate(force_checkpoint=True)
+            assert not result.skipped and result.integrated == 1, "the other schema's log went on"
+            blocked = await Sequencer(same, signer).integrate(force_checkpoint=True)
+            assert blocked.skipped and blocked.integrated == 0, "a second sequencer of the same log skips"
+        assert await theirs.checkpoint() is not None, "the other log signed its checkpoint"
+    finally:
+        for s in (mine, theirs, same):
+            await s.aclose()
+        with _pg_admin() as conn:
+            conn.execute(f'DROP SCHEMA "{other}" CASCADE')

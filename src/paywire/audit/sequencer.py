@@ -5,7 +5,7 @@ event's canonical JSON here, :mod:`paywire.audit.queue`), give them the next seq
 log rows, the new tree nodes and the new head, delete exactly those queue rows, and sign a checkpoint when one
 is due. A crash anywhere before the commit loses nothing (the rows are still queued) and a crash after it
 doubles nothing (they are gone from the queue). On PostgreSQL each batch first takes a transaction-scoped
-advisory lock, so any number of sequencers in a fleet integrate one at a time, in one order; a sequencer that
+advisory lock (keyed by the schema, so logs in other schemas of the database go on), so any number of sequencers in a fleet integrate one at a time, in one order; a sequencer that
 does not get the lock skips the round. SQLite's ``BEGIN IMMEDIATE`` serializes them the same way.
 """
 
@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("paywire.audit")
 
-PG_LOCK_KEY = 0x70776175  # "pwau": the sequencer's advisory lock
+PG_LOCK_KEY = 0x70776175  # "pwau": the sequencer's advisory lock, one per schema (advisory locks are per database;
+# a log in another schema of the same database, another deployment or test, must not make this one skip rounds)
+_PG_LOCK_ARGS = "?::int4, hashtext(current_schema())"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,9 @@ class Sequencer:
         if tx.dialect != "postgres":
             return True
         if wait:
-            await tx.execute("SELECT pg_advisory_xact_lock(?)", (PG_LOCK_KEY,))
+            await tx.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_ARGS})", (PG_LOCK_KEY,))
             return True
-        row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?) AS got", (PG_LOCK_KEY,))
+        row = await tx.fetchone(f"SELECT pg_try_advisory_xact_lock({_PG_LOCK_ARGS}) AS got", (PG_LOCK_KEY,))
         return bool(row and row["got"])
 
     async def _frontier_for(self, tx: Executor, size: int, root: bytes) -> merkle.Frontier:
