@@ -228,3 +228,104 @@ def test_render_paywall_display_amount() -> None:
 def test_decimals_display() -> None:
     assert [decimals_display(a, d) for a, d in ((10_000, 6), (1, 6), (0, 6), (12, 0), (10**30, 18))] == [
         "0.01", "0.000001", "0", "12", "1000000000000"]
+
+
+# ------------------------------------------------------------------------------------------ claim keys
+
+
+def _model_claim(network: str, asset: str, payload) -> tuple[str, str] | None:
+    """The claim key as it was computed before the one-pass check: through the full ``ExactEvmPayload`` model."""
+    from paywire.errors import WireError
+    from paywire.schemes.evm_exact.payload import ExactEvmPayload
+
+    try:
+        a = ExactEvmPayload.from_wire(dict(payload)).authorization
+    except WireError:
+        return None
+    return f"exact:{network}:{asset.lower()}:{a.from_.lower()}:0x{a.nonce.hex()}", a.from_
+
+
+def _mutations(inner: dict) -> list:
+    """Well-formed and malformed variants of an EIP-3009 payload, one field broken at a time."""
+    auth = inner["authorization"]
+    out: list = [inner, {**inner, "extra": 1}, {**inner, "authorization": {**auth, "extra": "x"}},
+                 {**inner, "authorization": {**auth, "nonce": auth["nonce"].upper().replace("0X", "0x")}},
+                 {**inner, "authorization": {**auth, "from": auth["from"].lower()}},
+                 {**inner, "authorization": {**auth, "value": "9" * 77}}, {}, [], "x", {"signature": inner["signature"]},
+                 {**inner, "authorization": []}, {**inner, "signature": None}, {**inner, "signature": "0x12"},
+                 {**inner, "signature": "0x123"}, {**inner, "signature": "12" * 65}, {**inner, "signature": "0xzz"}]
+    bad = {"from": ["0x12", 5, None, "0X" + auth["from"][2:], auth["from"] + "\n", "0x" + "g" * 40],
+           "to": ["0x12", 7, None, auth["to"] + "0"],
+           "value": ["-1", "01", "1.0", 1, None, "1" * 78, str(2**256), str(2**256 - 1), "١"],
+           "validAfter": ["x", "", 0, None, True], "validBefore": ["007", 1.5, None, str(2**256)],
+           "nonce": ["0x" + "a" * 63, "0x" + "a" * 65, "a" * 66, 3, None, "0x" + "٣" * 64, "0x" + "g" * 64]}
+    for key, values in bad.items():
+        out.append({**inner, "authorization": {k: v for k, v in auth.items() if k != key}})  # missing
+        out.extend({**inner, "authorization": {**auth, key: v}} for v in values)
+    return out
+
+
+def test_claim_key_agrees_with_the_model() -> None:
+    """The claim key reads the EIP-3009 fields in one pass, without building the payload models: it must accept
+    exactly the payloads the model accepts and give the same key and payer (lower-case nonce, as the model's
+    bytes give it)."""
+    from paywire.schemes.evm_exact.identity import authorization_key_and_payer
+
+    offer = seller(PaidRoute("GET /w", price=500)).static_offers()[0][1]
+    inner = dict(asyncio.run(ExactEvmClient(LocalSigner(KEY)).create_payload(offer)))
+    cases = _mutations(inner)
+    accepted = 0
+    for case in cases:
+        try:
+            want = _model_claim(NET, TOKEN.address, case)
+        except (TypeError, ValueError):  # dict() of a non-mapping: the old code raised too
+            with pytest.raises((TypeError, ValueError)):
+                authorization_key_and_payer(NET, TOKEN.address, case)
+            continue
+        assert authorization_key_and_payer(NET, TOKEN.address, case) == want, case
+        accepted += want is not None
+    assert accepted == 8  # the six well-formed variants, 78 ones and 2**256 - 1; both refuse every other case
+
+
+def test_a_malformed_payload_keeps_a_stable_claim_key_that_no_valid_payment_has() -> None:
+    """A payload the scheme cannot read is claimed under its payment hash: the same bytes replayed map to the same
+    key, and that key cannot be a well-formed EIP-3009 payment's (different prefix)."""
+    s = seller(PaidRoute("GET /w", price=500))
+    (_, offer), = s.static_offers()
+    good_header = pay(offer)
+    good = s.decide(request(payment_signature=good_header))
+    assert isinstance(good, Proceed)
+    inner = dict(good.payload.payload)
+    for broken in ({**inner, "signature": "0x12"},
+                   {**inner, "authorization": {**inner["authorization"], "nonce": "0x" + "a" * 63}}):
+        header = encode_payment_payload(PaymentPayload(accepted=offer, payload=broken))
+        first, again = s.decide(request(payment_signature=header)), s.decide(request(payment_signature=header))
+        assert isinstance(first, Proceed) and isinstance(again, Proceed)
+        assert first.auth_key == again.auth_key == f"exact:{NET}:sha256:{first.payload_hash}"
+        assert first.payer is None and first.auth_key != good.auth_key
+        assert not first.auth_key.startswith(f"exact:{NET}:{TOKEN.address.lower()}:")
+
+
+def test_payment_hash_and_ledger_text_keep_their_encodings() -> None:
+    """The payment hash (ledger ``payload_hash``, compared on replays across versions) and the ledger's payload
+    text are the same bytes as ``json.dumps`` with the documented options gives, whatever the payload holds."""
+    import hashlib
+    from types import MappingProxyType
+
+    from paywire.server.core import payment_hash
+    from paywire.server.flow import _compact
+    from paywire.x402.models import PaymentPayloadV1
+
+    offer = seller(PaidRoute("GET /w", price=500)).static_offers()[0][1]
+    inner = {"z": [1, 2.5, None, True, {"é": "ü\u2028", "a": "x"}], "a": "\u00ff\U0001f600", "m": {"b": 1, "a": 2}}
+    for payload in (PaymentPayload(accepted=offer, payload=inner, extensions={"k": "v"}),
+                    PaymentPayload(accepted=offer, payload=MappingProxyType(inner)),
+                    PaymentPayloadV1(scheme="exact", network="base-sepolia", payload=inner)):
+        if isinstance(payload, PaymentPayloadV1):
+            core = {"v": 1, "scheme": "exact", "network": "eip155:84532", "payload": dict(inner)}
+        else:
+            core = {"v": 2, "accepted": payload.accepted.to_wire(), "payload": dict(inner)}
+        text = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert payment_hash(payload) == hashlib.sha256(text).hexdigest()
+        if type(payload.payload) is dict:  # a decoded payment's payload is a plain dict
+            assert _compact(payload.wire_view()) == json.dumps(payload.to_wire(), separators=(",", ":"))

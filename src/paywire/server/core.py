@@ -384,17 +384,25 @@ Priced = tuple[tuple[PaymentRequirements, ...], tuple[int, ...]]
 _SHA256 = hashlib.sha256()
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""What ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` builds on every call; its
+``encode`` keeps no state between calls (the circular-reference markers are per call)."""
+
+
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(obj).encode()
 
 
 def payment_hash(payload: PaymentPayload | PaymentPayloadV1) -> str:
     """What makes two payment headers "the same payment": scheme data and the accepted offer, not extensions."""
+    inner = payload.payload
+    if type(inner) is not dict:  # the decoder's payloads are plain dicts: encoded as they are, no copy
+        inner = dict(inner)
     if isinstance(payload, PaymentPayloadV1):
         core: dict[str, Any] = {"v": 1, "scheme": payload.scheme, "network": to_caip2_or_none(payload.network),
-                                "payload": dict(payload.payload)}
+                                "payload": inner}
     else:
-        core = {"v": 2, "accepted": payload.accepted.wire_view(), "payload": dict(payload.payload)}
+        core = {"v": 2, "accepted": payload.accepted.wire_view(), "payload": inner}
     h = _SHA256.copy()  # a copy of an empty state: cheaper than a new OpenSSL hash object
     h.update(_canonical(core))
     return h.hexdigest()

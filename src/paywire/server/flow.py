@@ -86,8 +86,11 @@ ABANDONED_MESSAGE = ("the seller stopped while handling this payment; it was not
                      "sign a new payment")
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(value, separators=…) builds one per call
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 class ResponseTooLarge(Exception):

@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from paywire.errors import WireError
-from paywire.schemes.evm_exact.payload import ExactEvmPayload
+from paywire.schemes.evm_exact.payload import _NONCE_RE, _SIGNATURE_RE, ExactEvmPayload
+from paywire.x402.models import _EVM_ADDRESS_RE, _req_amount
+
+_AMOUNTS = ("value", "validAfter", "validBefore")
 
 
 def authorization_key(network: str, asset: str, payload: Mapping[str, Any]) -> str | None:
@@ -21,12 +24,28 @@ def authorization_key(network: str, asset: str, payload: Mapping[str, Any]) -> s
 
 
 def authorization_key_and_payer(network: str, asset: str, payload: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(:func:`authorization_key`, ``authorization.from``) from one parse of the payload, or None."""
+    """(:func:`authorization_key`, ``authorization.from``), or None when :class:`ExactEvmPayload` would refuse
+    the payload.
+
+    The claim key of every paid request: the payload is checked by the same rules as
+    ``ExactEvmPayload.from_wire`` (the same regular expressions and amount rule, so it accepts exactly what the
+    model accepts) without building the two models and the signature's bytes; the nonce's lowercase hex is what
+    ``bytes.fromhex(...).hex()`` gives. ``test_claim_key_agrees_with_the_model`` pins the equivalence."""
+    d = payload if type(payload) is dict else dict(payload)
+    sig, a = d.get("signature"), d.get("authorization")
+    if not isinstance(sig, str) or _SIGNATURE_RE.fullmatch(sig) is None or not isinstance(a, dict):
+        return None
+    frm, to, nonce = a.get("from"), a.get("to"), a.get("nonce")
+    if (not isinstance(frm, str) or _EVM_ADDRESS_RE.fullmatch(frm) is None
+            or not isinstance(to, str) or _EVM_ADDRESS_RE.fullmatch(to) is None
+            or not isinstance(nonce, str) or _NONCE_RE.fullmatch(nonce) is None):
+        return None
     try:
-        a = ExactEvmPayload.from_wire(dict(payload)).authorization
+        for key in _AMOUNTS:
+            _req_amount(a, key, "")
     except WireError:
         return None
-    return f"exact:{network}:{asset.lower()}:{a.from_.lower()}:0x{a.nonce.hex()}", a.from_
+    return f"exact:{network}:{asset.lower()}:{frm.lower()}:0x{nonce[2:].lower()}", frm
 
 
 def payer_of(payload: Mapping[str, Any]) -> str | None:
