@@ -69,7 +69,7 @@ def test_web3_http_provider_against_embedded_chain(served: tuple[EmbeddedChain, 
         key,
     )
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10, poll_latency=0.05)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
     assert receipt["status"] == 1
     assert w3.eth.get_balance(to) == 12345
     block = w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
@@ -78,12 +78,12 @@ def test_web3_http_provider_against_embedded_chain(served: tuple[EmbeddedChain, 
 
     # web3's own transaction building (eth_estimateGas, fee history, eth_sendTransaction)
     tx_hash2 = w3.eth.send_transaction({"from": node.accounts[0], "to": to, "value": 1})
-    assert w3.eth.wait_for_transaction_receipt(tx_hash2, timeout=10, poll_latency=0.05)["status"] == 1
+    assert w3.eth.wait_for_transaction_receipt(tx_hash2, timeout=60, poll_latency=0.05)["status"] == 1
     assert w3.eth.get_balance(to) == 12346
 
     # deploy and call a reverting contract: the revert reason passes through the server
     deploy = w3.eth.send_transaction({"from": node.accounts[0], "data": BOOM_INIT})
-    boom = w3.eth.wait_for_transaction_receipt(deploy, timeout=10, poll_latency=0.05)["contractAddress"]
+    boom = w3.eth.wait_for_transaction_receipt(deploy, timeout=60, poll_latency=0.05)["contractAddress"]
     assert w3.eth.get_code(boom) == reverting(BOOM_DATA)
     with pytest.raises(ContractLogicError, match="boom"):
         w3.eth.call({"to": boom, "data": "0x"})
