@@ -93,7 +93,7 @@ async def test_chunked_answers_and_servers_that_close_connections():
         return Response(payload, media_type="application/json", headers={"connection": "close"})
 
     async with serve_asgi(Starlette(routes=[Route("/", rpc, methods=["POST"])])) as url:
-        t = KeepAliveTransport(url + "/", timeout=2)
+        t = KeepAliveTransport(url + "/", timeout=30)
         try:
             assert [await t.request("x", []) for _ in range(4)] == ["0x1", "0x2", "0x3", "0x4"]
         finally:

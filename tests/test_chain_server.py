@@ -234,7 +234,7 @@ def bad_server() -> Iterator[str]:
     ],
 )
 async def test_http_transport_garbage_is_chain_error(bad_server: str, path: str, match: str) -> None:
-    transport = HttpTransport(bad_server + path, timeout=2)
+    transport = HttpTransport(bad_server + path, timeout=30)
     try:
         with pytest.raises(ChainError, match=match) as info:
             await transport.request("eth_chainId", [])
@@ -265,20 +265,20 @@ async def test_http_transport_unreachable_and_bad_values(bad_server: str) -> Non
         await chain.block_number()
     await chain.aclose()
 
-    chain = RpcChain(HttpTransport(bad_server + "/badhex", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/badhex", timeout=30))
     with pytest.raises(ChainError, match="hex quantity"):
         await chain.block_number()
     await chain.aclose()
 
 
 async def test_error_objects_are_classified(bad_server: str) -> None:
-    chain = RpcChain(HttpTransport(bad_server + "/revert-message-only", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/revert-message-only", timeout=30))
     with pytest.raises(ChainRevert) as info:
         await chain.call("0x" + "11" * 20, b"")
     assert info.value.reason == "FiatTokenV2: authorization is expired"
     await chain.aclose()
 
-    chain = RpcChain(HttpTransport(bad_server + "/nonce", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/nonce", timeout=30))
     with pytest.raises(RpcError) as err:
         await chain.send_raw_transaction(b"\x02")
     assert err.value.code == -32000 and err.value.message == "nonce too low"
