@@ -300,7 +300,7 @@ async def test_slow_directory_times_out_and_is_not_asked_again_at_once() -> None
         return JSONResponse({"keys": []})
 
     async with directory_server(serve) as url:
-        dirs = AgentDirectories(allow_private=True, timeout=0.3)
+        dirs = AgentDirectories(allow_private=True, timeout=1.0)  # long enough for the request to reach the server
         for _ in range(3):
             with pytest.raises(DirectoryError) as info:
                 await dirs.key(url, "k")
