@@ -18,7 +18,7 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     except ImportError:
         pytest.skip("psycopg is not installed (pip install paywire[postgres])")
     try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=30)  # refused fails at once anyway
     except Exception as exc:
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
 

@@ -24,7 +24,7 @@ _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 @contextlib.asynccontextmanager
 async def lnbits_node(payer_sats: int = 100_000) -> AsyncIterator[LnbitsDev]:
     """LNbits on a free port with a funded payer wallet and an empty payee wallet; skips if it cannot run."""
-    ln = LnbitsDev(venv=VENV, payer_sats=payer_sats)
+    ln = LnbitsDev(venv=VENV, payer_sats=payer_sats, startup_timeout=300)  # a busy machine: run, do not skip
     try:
         await ln.start()
     except LnbitsUnavailable as exc:

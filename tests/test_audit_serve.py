@@ -33,7 +33,7 @@ async def test_serve_sequences_signs_and_serves_until_sigterm(sqlite_url: str) -
         base = line.split()[1].removesuffix("/audit/checkpoint")
         client = KeepAliveClient(base)
         status, body = 404, b""
-        for _ in range(300):  # the sequencer runs in the other process: poll its HTTP answer, bounded
+        for _ in range(1200):  # the sequencer runs in the other process: poll its HTTP answer, bounded
             status, body = await client.send("GET", "/audit/checkpoint")
             if status == 200:
                 break

@@ -151,7 +151,7 @@ async def test_the_witness_process_exports_its_metrics(sqlite_url: str, tmp_path
                         break
                 metrics = KeepAliveClient(line.split()[2].removesuffix("/metrics"))
                 text = ""
-                for _ in range(200):  # the witness runs in another process: poll its metrics, bounded
+                for _ in range(1200):  # the witness runs in another process: poll its metrics, bounded
                     _, body = await metrics.send("GET", "/metrics")
                     text = body.decode()
                     if "paywire_audit_witness_cosigned_size 7" in text:

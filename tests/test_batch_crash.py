@@ -171,7 +171,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
     real_commit = ChannelStore.commit
 
     async def main() -> None:
-        async with httpx.AsyncClient() as notify:
+        async with httpx.AsyncClient(timeout=60) as notify:
             async def commit(self: ChannelStore, *args: Any, **kwargs: Any) -> Any:  # test hook
                 hang = os.path.exists(config["crash"])
                 if hang and config["when"] == "before":

@@ -197,7 +197,7 @@ async def test_our_facilitator_supports_batch_settlement_with_a_receiver_authori
 
 async def test_unpaid_and_malformed_requests_leave_no_channel_rows(env: Env) -> None:
     before = len(await env.channels().all())
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.url + "/metered")
         assert r.status_code == 402
         bad = await http.get(env.url + "/metered", headers={"PAYMENT-SIGNATURE": "bm90IGpzb24="})
@@ -246,7 +246,7 @@ async def test_our_buyer_pays_our_seller_and_refunds(env: Env, tmp_path: Any) ->
 async def env_offer(env: Env) -> Any:
     from paywire.x402.codec import decode_payment_required
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.url + "/metered")
     return decode_payment_required(r.headers["payment-required"]).accepts[0]
 
@@ -292,7 +292,7 @@ async def test_our_buyer_pays_the_official_server_through_our_facilitator(env: E
             r = await client.get(url + "/metered")
             assert r.status_code == 200, r.text
         assert calls == ["metered"] * 5, calls
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             offer = (await http.get(url + "/metered")).headers["payment-required"]
         from paywire.x402.codec import decode_payment_required
 
@@ -382,7 +382,7 @@ async def test_our_buyer_pays_express_through_our_facilitator_and_refunds(env: E
         for _ in range(4):
             r = await client.get(url + "/metered")
             assert r.status_code == 200, r.text
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             calls = (await http.get(url + "/calls")).json()
             offer = decode_payment_required((await http.get(url + "/metered")).headers["payment-required"])
         ch = await scheme.channel(offer.accepts[0])

@@ -391,7 +391,7 @@ async def test_server_unreachable_before_paying_releases_the_budget(env: Env, tm
     from paywire.client import PaymentTransport
 
     buyer = Buyer(env.wallet(), env.policy(daily="$1"), store=store(tmp_path), retry_delay=0)
-    async with serve_asgi(seller) as url, httpx.AsyncClient(transport=PaymentTransport(buyer, Vanish())) as c:
+    async with serve_asgi(seller) as url, httpx.AsyncClient(transport=PaymentTransport(buyer, Vanish()), timeout=60) as c:
         with pytest.raises(PaymentError, match="could not reach") as ei:
             await c.get(url + "/thing")
     assert ei.value.receipt.outcome == "failed" and ei.value.receipt.budget == "released"

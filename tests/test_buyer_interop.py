@@ -141,7 +141,7 @@ async def test_official_typescript_server_v2(env: Env, tmp_path: Path) -> None:
     node = ensure_node_peers()
     async with node_server(node, NODE_DIR / "buyer_express_server.mjs", env.peer_env()) as url:
         r = await pay_and_check(env, tmp_path, url + "/paid", 2)
-        async with httpx.AsyncClient() as plain:
+        async with httpx.AsyncClient(timeout=60) as plain:
             calls = (await plain.get(url + "/calls")).json()["calls"]
     assert r.json()["server"] == "@x402/express" and calls == 1
 
@@ -163,13 +163,13 @@ async def test_official_v1_server(env: Env, tmp_path: Path) -> None:
     with X-PAYMENT and reads X-PAYMENT-RESPONSE (checklist 26, 92-94)."""
     node = await asyncio.to_thread(ensure_v1_peer)
     async with node_server(node, V1_DIR / "buyer_v1_express_server.mjs", env.peer_env()) as url:
-        async with httpx.AsyncClient() as plain:
+        async with httpx.AsyncClient(timeout=60) as plain:
             challenge = await plain.get(url + "/paid")
         assert challenge.status_code == 402 and "payment-required" not in challenge.headers
         body = json.loads(challenge.content)
         assert body["x402Version"] == 1 and body["accepts"][0]["network"] == "base-sepolia"
         r = await pay_and_check(env, tmp_path, url + "/paid", 1)
         assert "x-payment-response" in r.headers
-        async with httpx.AsyncClient() as plain:
+        async with httpx.AsyncClient(timeout=60) as plain:
             calls = (await plain.get(url + "/calls")).json()["calls"]
     assert r.json()["server"] == "x402-express v1" and calls == 1

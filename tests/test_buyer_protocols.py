@@ -174,7 +174,7 @@ async def test_a_registered_protocol_is_allowed_by_the_policy_and_paid_end_to_en
     buyer = Buyer([scheme], policy, account="0x" + "11" * 20)
     assert [p.name for p in buyer.protocols] == ["x402", "mpp", "l402", "toy-pay"]
     seen: list[str | None] = []
-    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer)) as c:
+    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer), timeout=60) as c:
         r = await c.get(url + "/goods")
     assert (r.status_code, r.text) == (200, "the goods")
     assert seen == [None, "7:n-1"] and scheme.signed == [7]
@@ -189,7 +189,7 @@ async def test_a_registered_protocol_the_policy_leaves_out_is_not_paid(toy: Payi
     seen: list[str | None] = []
     scheme = ToyScheme()
     buyer = Buyer([scheme], Policy(), account="0x" + "11" * 20)
-    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer)) as c:
+    async with serve_asgi(toy_shop(seen)) as url, httpx.AsyncClient(transport=PaymentTransport(buyer), timeout=60) as c:
         with pytest.raises(PaymentError) as ei:
             await c.get(url + "/goods")
     assert not isinstance(ei.value, PaymentRefused) or ei.value.rule == "protocols"

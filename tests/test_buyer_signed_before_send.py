@@ -64,7 +64,7 @@ async def test_signed_payment_is_durable_before_it_leaves(tmp_path: Path, approv
 
     seller = Seller(db)
     buyer = Buyer(Wallet.from_key(KEY), policy, store=f"sqlite:///{db}", approve=approve)
-    async with httpx.AsyncClient(transport=PaymentTransport(buyer, seller, close_buyer=True)) as client:
+    async with httpx.AsyncClient(transport=PaymentTransport(buyer, seller, close_buyer=True), timeout=60) as client:
         for _ in range(2):
             assert (await client.get("http://seller.local/paid")).status_code == 200, "paid"
     assert len(asked) == (2 if approval else 0), "the approval hook is asked when the policy says so"

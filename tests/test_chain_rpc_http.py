@@ -210,11 +210,11 @@ async def test_a_late_answer_is_never_read_as_the_next_requests_answer() -> None
         try:
             with pytest.raises(HttpTimeout):
                 await client.post(b'"slow"')
+            client.timeout = 30  # only the slow request was meant to time out
             late.set()  # the server now writes the answer to the timed-out request
             assert await client.post(b'"next"') == (200, b'{"answer_to":"next"}')
             late.clear()
             got.clear()
-            client.timeout = 30
             task = asyncio.ensure_future(client.post(b'"slow"'))
             await got.wait()
             task.cancel()
@@ -286,6 +286,7 @@ async def test_silence_times_out_and_the_connection_is_dropped() -> None:
         try:
             with pytest.raises(HttpTimeout):
                 await client.post(b"{}")
+            client.timeout = 30  # only the silent request was meant to time out
             assert await client.post(b"{}") == (200, b"{}")
         finally:
             hang.set()

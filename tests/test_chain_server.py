@@ -69,7 +69,7 @@ def test_web3_http_provider_against_embedded_chain(served: tuple[EmbeddedChain, 
         key,
     )
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10, poll_latency=0.05)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
     assert receipt["status"] == 1
     assert w3.eth.get_balance(to) == 12345
     block = w3.eth.get_block(receipt["blockNumber"], full_transactions=True)
@@ -78,12 +78,12 @@ def test_web3_http_provider_against_embedded_chain(served: tuple[EmbeddedChain, 
 
     # web3's own transaction building (eth_estimateGas, fee history, eth_sendTransaction)
     tx_hash2 = w3.eth.send_transaction({"from": node.accounts[0], "to": to, "value": 1})
-    assert w3.eth.wait_for_transaction_receipt(tx_hash2, timeout=10, poll_latency=0.05)["status"] == 1
+    assert w3.eth.wait_for_transaction_receipt(tx_hash2, timeout=60, poll_latency=0.05)["status"] == 1
     assert w3.eth.get_balance(to) == 12346
 
     # deploy and call a reverting contract: the revert reason passes through the server
     deploy = w3.eth.send_transaction({"from": node.accounts[0], "data": BOOM_INIT})
-    boom = w3.eth.wait_for_transaction_receipt(deploy, timeout=10, poll_latency=0.05)["contractAddress"]
+    boom = w3.eth.wait_for_transaction_receipt(deploy, timeout=60, poll_latency=0.05)["contractAddress"]
     assert w3.eth.get_code(boom) == reverting(BOOM_DATA)
     with pytest.raises(ContractLogicError, match="boom"):
         w3.eth.call({"to": boom, "data": "0x"})
@@ -234,7 +234,7 @@ def bad_server() -> Iterator[str]:
     ],
 )
 async def test_http_transport_garbage_is_chain_error(bad_server: str, path: str, match: str) -> None:
-    transport = HttpTransport(bad_server + path, timeout=2)
+    transport = HttpTransport(bad_server + path, timeout=30)
     try:
         with pytest.raises(ChainError, match=match) as info:
             await transport.request("eth_chainId", [])
@@ -265,20 +265,20 @@ async def test_http_transport_unreachable_and_bad_values(bad_server: str) -> Non
         await chain.block_number()
     await chain.aclose()
 
-    chain = RpcChain(HttpTransport(bad_server + "/badhex", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/badhex", timeout=30))
     with pytest.raises(ChainError, match="hex quantity"):
         await chain.block_number()
     await chain.aclose()
 
 
 async def test_error_objects_are_classified(bad_server: str) -> None:
-    chain = RpcChain(HttpTransport(bad_server + "/revert-message-only", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/revert-message-only", timeout=30))
     with pytest.raises(ChainRevert) as info:
         await chain.call("0x" + "11" * 20, b"")
     assert info.value.reason == "FiatTokenV2: authorization is expired"
     await chain.aclose()
 
-    chain = RpcChain(HttpTransport(bad_server + "/nonce", timeout=2))
+    chain = RpcChain(HttpTransport(bad_server + "/nonce", timeout=30))
     with pytest.raises(RpcError) as err:
         await chain.send_raw_transaction(b"\x02")
     assert err.value.code == -32000 and err.value.message == "nonce too low"

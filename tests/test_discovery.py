@@ -103,7 +103,7 @@ def wallet(net: Any) -> Wallet:
 
 
 async def test_402_carries_a_bazaar_extension_the_official_sdk_accepts(env: Env) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.seller + "/weather")
     ext = decode_payment_required(r.headers[PAYMENT_REQUIRED]).extensions["bazaar"]
     assert ext["info"]["input"] == {"type": "http", "method": "GET", "queryParams": {"city": "Paris"}}, ext
@@ -112,7 +112,7 @@ async def test_402_carries_a_bazaar_extension_the_official_sdk_accepts(env: Env)
 
 
 async def test_body_route_declares_its_body(env: Env) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.post(env.seller + "/search")
     ext = decode_payment_required(r.headers[PAYMENT_REQUIRED]).extensions["bazaar"]
     assert ext["info"]["input"]["bodyType"] == "json", ext
@@ -150,7 +150,7 @@ async def test_official_bazaar_client_reads_what_our_facilitator_settled(env: En
 
 
 async def test_listing_refuses_a_bad_limit(env: Env) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.fac + "/discovery/resources", params={"limit": "1000"})
     assert r.status_code == 400, "limit over 100 must be a 400, not a 5xx or a silent clamp"
 

@@ -220,7 +220,7 @@ async def declared(url: str) -> dict[str, Any]:
 
     from paywire.x402.codec import decode_payment_required
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(url)
     assert r.status_code == 402, r.text
     return dict(decode_payment_required(r.headers["payment-required"]).extensions or {})

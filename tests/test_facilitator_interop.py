@@ -115,7 +115,7 @@ async def test_python_sdk_server_and_client_pay_through_our_facilitator(net, tmp
         calls: list[int] = []
         app = await asyncio.to_thread(sdk_resource_server, net, fac_url, calls)
         async with serve_asgi(app) as api:
-            async with httpx.AsyncClient() as plain:
+            async with httpx.AsyncClient(timeout=60) as plain:
                 unpaid = await plain.get(api + "/paid")
             assert unpaid.status_code == 402 and "PAYMENT-REQUIRED" in unpaid.headers
             for n in (1, 2):
@@ -157,7 +157,7 @@ async def test_typescript_express_server_pays_through_our_facilitator(net, tmp_p
             before = [await net.token_balance(net.payer.address), await net.token_balance(net.payee.address)]
             r = await sdk_client_get(net, api + "/paid")
             await assert_paid_once(net, r, store, before)
-            async with httpx.AsyncClient() as plain:
+            async with httpx.AsyncClient(timeout=60) as plain:
                 assert (await plain.get(api + "/calls")).json() == {"calls": 1}
         finally:
             proc.terminate()

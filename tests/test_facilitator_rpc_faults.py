@@ -118,7 +118,7 @@ async def test_chain_down_before_broadcast_fails_cleanly_and_a_retry_settles(wor
     """If the chain cannot be reached before anything is sent, settle says so (nothing was sent, nothing is
     recorded) and a retry after the RPC heals settles normally."""
     net, proxy, flaky = world
-    fac = facilitator_with_store(net, store, chain=flaky, receipt_timeout=2.0)
+    fac = facilitator_with_store(net, store, chain=flaky, receipt_timeout=30.0)  # the retry's receipt: no fault
     req = offer(net, 6_000)
     p = await sign(req, payer_of(net))
     proxy.modes = {"*": "garbage"}
@@ -162,7 +162,7 @@ async def test_a_lost_broadcast_whose_nonce_was_taken_is_signed_anew_within_the_
     net, _proxy, _flaky = world
     taker = SlotTaker(net.chain, net.facilitator.private_key)
     async with serve_asgi(taker.app()) as url:
-        chain = RpcChain(HttpTransport(url, timeout=1.5))
+        chain = RpcChain(HttpTransport(url, timeout=30))  # the taker answers 504 itself, after a mined block
         fac = facilitator_with_store(net, store, chain=chain, receipt_timeout=10.0)
         req = offer(net, 7_000)
         p = await sign(req, payer_of(net))

@@ -122,7 +122,7 @@ async def test_unexpected_errors_are_json_500_without_traceback(net):
             raise RuntimeError("boom: secret detail")
 
     app = create_app(Broken([]))
-    async with serve_asgi(app) as url, httpx.AsyncClient() as http:
+    async with serve_asgi(app) as url, httpx.AsyncClient(timeout=60) as http:
         r = await http.get(url + "/supported")
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
     assert "boom" not in r.text and "Traceback" not in r.text
@@ -141,7 +141,7 @@ async def test_a_bug_on_the_verify_and_settle_routes_is_a_json_500(net):
 
     req = offer(net)
     p = await sign(req, payer_of(net))
-    async with serve_asgi(create_app(Broken([]))) as url, httpx.AsyncClient() as http:
+    async with serve_asgi(create_app(Broken([]))) as url, httpx.AsyncClient(timeout=60) as http:
         for path in ("/verify", "/settle"):
             r = await http.post(url + path, json=body(p, req))
             assert r.status_code == 500 and r.json() == {"error": "internal error"}, path
@@ -175,7 +175,7 @@ async def test_settle_of_a_plugin_bug_is_an_answer_not_a_500(net, tmp_path: Path
     fac.engine._settle_stored = explode  # type: ignore[method-assign]
     req = offer(net)
     p = await sign(req, payer_of(net))
-    async with serve_asgi(create_app(Facilitator([fac], store=store))) as url, httpx.AsyncClient() as http:
+    async with serve_asgi(create_app(Facilitator([fac], store=store))) as url, httpx.AsyncClient(timeout=60) as http:
         r = await http.post(url + "/settle", json=body(p, req))
     assert r.status_code == 200
     assert r.json()["success"] is False and r.json()["errorReason"] == "unexpected_settle_error"

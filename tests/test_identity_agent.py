@@ -300,7 +300,7 @@ async def test_slow_directory_times_out_and_is_not_asked_again_at_once() -> None
         return JSONResponse({"keys": []})
 
     async with directory_server(serve) as url:
-        dirs = AgentDirectories(allow_private=True, timeout=0.3)
+        dirs = AgentDirectories(allow_private=True, timeout=1.0)  # long enough for the request to reach the server
         for _ in range(3):
             with pytest.raises(DirectoryError) as info:
                 await dirs.key(url, "k")
@@ -422,7 +422,7 @@ async def test_required_route_takes_an_agent_signature_instead_of_a_sign_in(env:
 @in_module_loop
 async def test_replayed_signature_is_refused(env: Env) -> None:
     headers = env.agent.sign("GET", env.url + "/agents-only", {}, time.time())
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         first = await c.get(env.url + "/agents-only", headers=headers)
         again = await c.get(env.url + "/agents-only", headers=headers)
     assert first.status_code == 402 and reason(first) == "Payment required", f"first use: {reason(first)}"
@@ -432,7 +432,7 @@ async def test_replayed_signature_is_refused(env: Env) -> None:
 @in_module_loop
 async def test_signature_for_another_path_is_refused(env: Env) -> None:
     headers = env.agent.sign("GET", env.url + "/anyone", {}, time.time())
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(env.url + "/agents-only", headers=headers)
     assert r.status_code == 402 and reason(r).startswith("invalid_agent_signature"), reason(r)
 
@@ -441,7 +441,7 @@ async def test_signature_for_another_path_is_refused(env: Env) -> None:
 async def test_unknown_key_is_refused(env: Env) -> None:
     stranger = AgentKey.generate(env.agent.agent)  # claims the agent's directory, signs with another key
     headers = stranger.sign("GET", env.url + "/agents-only", {}, time.time())
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(env.url + "/agents-only", headers=headers)
     assert r.status_code == 402 and reason(r).startswith("agent_key_unknown"), reason(r)
 
@@ -455,7 +455,7 @@ async def test_directory_on_loopback_is_refused_without_dev_mode(env: Env, tmp_p
                            LocalFacilitatorClient(fac), store=f"sqlite:///{tmp_path / 's.db'}")
     async with serve_asgi(mw) as url:
         headers = env.agent.sign("GET", url + "/x", {}, time.time())
-        async with httpx.AsyncClient() as c:
+        async with httpx.AsyncClient(timeout=60) as c:
             r = await c.get(url + "/x", headers=headers)
     assert r.status_code == 402 and reason(r).startswith("agent_directory_refused"), reason(r)
 

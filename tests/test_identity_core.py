@@ -155,7 +155,7 @@ def test_malformed_did_pkh_is_refused(did: str) -> None:
 
 
 @given(st.binary(max_size=40))
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)  # a busy machine must not turn a pause into a failure
 def test_base58_round_trip(data: bytes) -> None:
     assert b58decode(b58encode(data)) == data
 

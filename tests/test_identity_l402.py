@@ -67,7 +67,7 @@ async def test_l402_token_bound_to_an_agent_serves_only_that_agent(tmp_path: Pat
                                "http://127.0.0.1:9", store=f"sqlite:///{tmp_path / 'seller.db'}", lightning=node,
                                agent_directories_private=True)
         try:
-            async with serve_asgi(mw) as url, httpx.AsyncClient() as c:
+            async with serve_asgi(mw) as url, httpx.AsyncClient(timeout=60) as c:
                 async def get(key: AgentKey | None, auth: str | None) -> httpx.Response:
                     headers = {"Authorization": auth} if auth else {}
                     if key is not None:

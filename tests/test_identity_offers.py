@@ -133,7 +133,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):
 
 @aio
 async def test_402_carries_one_signed_offer_per_accepts_entry(env: Env) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(env.url + "/data")
     pr = decode_header(r.headers["payment-required"])
     offers = pr["extensions"][OFFER_RECEIPT]["info"]["offers"]

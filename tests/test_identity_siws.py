@@ -86,7 +86,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 async def challenge(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(url)
     assert r.status_code == 402, f"expected a 402 challenge, got {r.status_code}"
     ext = decode_header(r.headers["payment-required"]).get("extensions") or {}
@@ -107,7 +107,7 @@ async def solana_proof(url: str, key: SolanaKey, *, tamper: dict[str, Any] | Non
 
 
 async def get(url: str, header: str) -> httpx.Response:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         return await c.get(url, headers={"SIGN-IN-WITH-X": header})
 
 
@@ -328,7 +328,7 @@ async def test_our_buyers_solana_sign_in_verifies_with_the_official_sdk(env: Env
 
     key = SolanaKey.generate()
     buyer = Buyer(env.wallet(solana=key), Policy(assets=[env.net.asset]), config=BuyerConfig())
-    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy())) as c:
+    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy()), timeout=60) as c:
         assert (await c.get(env.url + "/sol")).status_code == 200
     assert sent, "our buyer sent no sign-in"
     payload = parse_siwx_header(sent[0])

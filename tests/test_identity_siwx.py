@@ -110,7 +110,7 @@ async def proof_for(url: str, signer: LocalSigner, *, tamper: dict[str, Any] | N
                     network: str | None = None) -> str:
     """Ask ``url`` for a 402 and answer its sign-in challenge as ``signer`` (fields in ``tamper`` changed
     before signing)."""
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(url)
     assert r.status_code == 402, f"expected a 402 challenge, got {r.status_code}"
     ext = extension_of(r)
@@ -125,7 +125,7 @@ async def proof_for(url: str, signer: LocalSigner, *, tamper: dict[str, Any] | N
 
 
 async def get(url: str, headers: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         return await c.get(url, headers=headers)
 
 
@@ -137,7 +137,7 @@ def error_of(r: httpx.Response) -> str:
 
 
 async def test_402_advertises_sign_in_with_a_fresh_nonce(env: Env) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         a, b = await c.get(env.url + "/report"), await c.get(env.url + "/report")
     ea, eb = extension_of(a), extension_of(b)
     assert ea["info"]["domain"] == env.url.split("://")[1], "the challenge names another domain"
@@ -149,7 +149,7 @@ async def test_402_advertises_sign_in_with_a_fresh_nonce(env: Env) -> None:
 
 async def test_unpaid_requests_write_no_sign_in_state(env: Env) -> None:
     before = await env.nonce_rows()
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         for _ in range(20):
             r = await c.get(env.url + "/report")
             assert r.status_code == 402
@@ -399,7 +399,7 @@ async def _pay_with_header(env: Env, payer: LocalSigner, url: str, extra: dict[s
     from paywire.x402.codec import decode_payment_required, encode_payment_payload
     from paywire.x402.models import PaymentPayload
 
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         pr = decode_payment_required((await c.get(url)).headers["payment-required"])
         inner = await ExactEvmClient(payer).create_payload(pr.accepts[0])
         header = encode_payment_payload(PaymentPayload(accepted=pr.accepts[0], payload=inner, resource=pr.resource))
@@ -409,7 +409,7 @@ async def _pay_with_header(env: Env, payer: LocalSigner, url: str, extra: dict[s
 async def test_payers_own_sign_in_writes_no_nonce_and_anothers_is_spent_once(env: Env) -> None:
     """A sign-in by the paying address needs no nonce row (a replay needs that address's payment); a sign-in by
     another address rides on a payment once: a second payment with it is refused before money moves."""
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         assert (await c.get(env.url + "/signed")).status_code == 402  # the seller is up (its tables exist)
     other, payer = LocalSigner.generate(), LocalSigner.generate()
     await env.net.mint(payer.address, 10 * CENT)
@@ -428,7 +428,7 @@ async def test_payers_own_sign_in_writes_no_nonce_and_anothers_is_spent_once(env
 
 
 async def test_plain_route_is_unchanged(env: Env) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(env.url + "/plain")
     assert SIGN_IN_WITH_X not in (decode_header(r.headers["payment-required"]).get("extensions") or {}), \
         "a route without sign-in advertises it"
@@ -449,7 +449,7 @@ async def test_buyer_that_may_not_use_the_chain_does_not_sign_in(env: Env) -> No
 
     from paywire.client.httpx_transport import PaymentTransport
 
-    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy())) as c:
+    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy()), timeout=60) as c:
         with pytest.raises(PaymentRefused):  # the policy refuses the payment too
             await c.get(env.url + "/report")
     assert seen == [], "the buyer signed in on a network its policy does not allow"
@@ -468,7 +468,7 @@ async def test_official_sdk_client_signs_in_to_our_seller(env: Env) -> None:
         assert (await client.get(env.url + "/report")).status_code == 200
     payee = env.net.payee.address
     before = await balance(env.net, payee)
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         challenge = await c.get(env.url + "/report")
     header = siwx_peer("sign", extension=extension_of(challenge), url=env.url + "/report",
                        key=env.net.info.payer_key)["header"]
@@ -496,7 +496,7 @@ async def test_our_buyers_sign_in_verifies_with_the_official_sdk(env: Env) -> No
             return await self.inner.handle_async_request(request)
 
     buyer = Buyer(env.wallet(), env.policy())
-    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy())) as c:
+    async with httpx.AsyncClient(transport=PaymentTransport(buyer, Spy()), timeout=60) as c:
         assert (await c.get(env.url + "/report")).status_code == 200
     assert sent, "our buyer sent no sign-in"
     verdict = siwx_peer("verify", header=sent[0], origin=env.url)
@@ -545,7 +545,7 @@ async def test_x402_extensions_ts_client_signs_in_to_our_seller(env: Env) -> Non
     async with x402_client(env.wallet(), env.policy(), config=BuyerConfig(sign_in=False)) as client:
         assert (await client.get(env.url + "/report")).status_code == 200
     before = await balance(env.net, env.net.payee.address)
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         challenge = await c.get(env.url + "/report")
     header = (await asyncio.to_thread(_ts_peer, "sign", extension=extension_of(challenge), url=env.url + "/report",
                                       key=env.net.info.payer_key))["header"]
@@ -584,7 +584,7 @@ async def test_our_buyer_signs_in_to_the_official_python_server() -> None:
             r = await client.get(url)
         assert r.status_code == 200, f"the official server refused our sign-in: {r.status_code} {r.text[:200]}"
         assert r.json() == {"profile": "yours"}, "the official server answered something else"
-        async with httpx.AsyncClient() as plain:
+        async with httpx.AsyncClient(timeout=60) as plain:
             unsigned = await plain.get(url)
         assert unsigned.status_code == 402, "the official server let an unsigned request in"
     finally:

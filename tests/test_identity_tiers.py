@@ -88,7 +88,7 @@ async def test_free_quota_serves_n_requests_without_a_transfer_then_charges(env:
 
 async def test_anonymous_requests_take_no_quota_and_write_nothing(env: Env) -> None:
     rows = await env.free_rows()
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         for _ in range(5):
             assert (await c.get(env.url + "/quota")).status_code == 402
     assert await env.free_rows() == rows, "unpaid anonymous requests wrote quota rows"
@@ -96,7 +96,7 @@ async def test_anonymous_requests_take_no_quota_and_write_nothing(env: Env) -> N
 
 async def test_price_for_identity_charges_the_identity_its_own_price(env: Env) -> None:
     payee = env.net.payee.address
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(env.url + "/vip")
     from paywire.x402.codec import decode_header
 

@@ -46,7 +46,7 @@ async def main(venv, stub):
         lnbits_dev.venv_python = lambda v: Path(sys.executable)
         async def no_wallets(self): pass
         lnbits_dev.LnbitsDev._bootstrap = no_wallets
-    ln = lnbits_dev.LnbitsDev(venv=Path(venv), payer_sats=0, startup_timeout=120)
+    ln = lnbits_dev.LnbitsDev(venv=Path(venv), payer_sats=0, startup_timeout=300)
     await ln.start()
     print(json.dumps({"pid": ln.pid, "data": ln._data.name}), flush=True)
     await asyncio.Event().wait()

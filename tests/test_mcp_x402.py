@@ -245,7 +245,7 @@ async def test_a_published_tool_is_in_the_bazaar_and_listed_once_settled(env: En
         await tools.aclose()
     assert paid.payment_response.success, f"the published tool's payment did not settle: {paid.content}"
     assert await env.moved(before) == (WEATHER, WEATHER), "the published tool's price did not move"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         items = (await http.get(env.facilitator + "/discovery/resources")).json()["items"]
     listed_tools = [i for i in items if i["resource"] == PUBLIC]
     assert len(listed_tools) == 1, f"the settled tool is not listed once: {items}"

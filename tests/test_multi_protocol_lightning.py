@@ -91,7 +91,7 @@ async def world(tmp_path_factory) -> AsyncIterator[World]:
 async def test_one_402_has_x402_mpp_and_l402(world: World) -> None:
     """Checklist 1, 95, 104: PAYMENT-REQUIRED, Payment evm + lightning (fresh invoice, expiry ≤ invoice), L402 in
     both forms; Accept-Payment orders the MPP challenges."""
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         r = await c.get(world.url + "/all", headers={"Accept-Payment": "lightning/charge, evm/charge;q=0.5"})
     assert r.status_code == 402 and "payment-required" in r.headers and r.headers["cache-control"] == "no-store"
     values = r.headers.get_list("www-authenticate")
@@ -189,7 +189,7 @@ async def test_l402_requests_pays_our_l402_and_mpp_lightning(world: World) -> No
     for path, proto in (("/l402", "l402"), ("/mpp-ln", "mpp")):
         before = await world.ln.balance_msat(world.ln.payee)
         async with l402r.AsyncL402Client(wallet=wallet_cls(world.payer),
-                                         budget=l402r.BudgetController(max_sats_per_request=100)) as c:
+                                         budget=l402r.BudgetController(max_sats_per_request=100), timeout=60) as c:
             r = await c.get(world.url + path)
         assert r.status_code == 200, (path, r.status_code, r.text)
         assert r.json()["protocol"] == proto

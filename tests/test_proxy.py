@@ -260,7 +260,7 @@ class Env:
 
     async def signed_header(self, method: str, path: str) -> str:
         """A fresh payment for ``path``, signed from the 402 the proxy answers."""
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             first = await http.request(method, self.proxy.url + path)
         assert first.status_code == 402, first.text
         required = decode_payment_required(first.headers[PAYMENT_REQUIRED])
@@ -299,7 +299,7 @@ def sdk_client(net: Any) -> x402Client:
 
 async def test_unpaid_request_gets_402_and_never_reaches_the_upstream(env: Env) -> None:
     before = env.upstream.hits["weather"]
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.proxy.url + "/weather")
     assert r.status_code == 402, "an unpaid request to a priced route must be answered 402 by the proxy"
     assert env.upstream.hits["weather"] == before, "the upstream ran for an unpaid request"
@@ -366,7 +366,7 @@ async def test_a_refused_payment_writes_nothing_to_the_ledger(env: Env) -> None:
     gets 402, never reaches the upstream, and leaves no ledger row, not even a claim that was written and removed."""
     from paywire.evm.signer import LocalSigner
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         first = await http.get(env.proxy.url + "/weather")
     offer = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0]
     header = encode_payment_payload(await sign(offer, LocalSigner.generate()))  # holds no tokens
@@ -480,7 +480,7 @@ async def test_mppx_client_pays_an_mpp_route_through_the_proxy(env: Env) -> None
 async def test_price_from_the_pricing_endpoint_and_never_from_the_client(env: Env, tmp_path: Path) -> None:
     """A ``price_url`` route: the proxy asks the pricing endpoint per request (3 units → 3x the price); a client's
     own ``Paywire-Price`` header changes nothing."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         first = await http.get(env.proxy.url + "/sized?size=3", headers={"Paywire-Price": "1"})
     asked = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0].amount
     assert int(asked) == 3 * PRICE, "the 402 must ask the pricing endpoint's price, not the client's"
@@ -497,7 +497,7 @@ async def test_price_from_an_upstream_header(env: Env, tmp_path: Path) -> None:
     """A ``price_header`` route: the proxy asks the upstream ``HEAD`` of the same target (credentials stripped,
     ``Paywire-Quote: 1``) and charges its ``X-Price``; an upstream that states no price is a 502 with nothing
     charged and the GET never forwarded."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         first = await http.get(env.proxy.url + "/quoted?size=3", headers={"Paywire-Price": "1"})
         unpriced = await http.get(env.proxy.url + "/quoted?size=0")
     assert first.status_code == 402, first.text
@@ -581,7 +581,7 @@ async def test_sse_stream_of_10000_events_streams_through(env: Env) -> None:
 async def test_healthz_and_metrics(env: Env) -> None:
     """/metrics without a token: loopback clients only — a client relayed by a front proxy on this host
     (X-Forwarded-For, which uvicorn trusts from loopback) is refused."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         health = await http.get(env.proxy.url + "/healthz")
         metrics = await http.get(env.proxy.url + "/metrics")
         relayed = await http.get(env.proxy.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.7"})
@@ -674,7 +674,7 @@ async def test_a_broken_config_on_sighup_keeps_the_running_one(env: Env) -> None
         env.proxy.proc.send_signal(signal.SIGHUP)
         line = await env.proxy.wait_log("reload failed")
         assert "upstreem" in line, "the error must name the bad key"
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             r = await http.get(env.proxy.url + "/ping")
         assert r.status_code == 200, "the proxy must keep serving on its running configuration"
     finally:
@@ -720,7 +720,7 @@ async def test_upstream_down_is_502_not_charged_and_limits_apply_before_payment(
 async def test_mpp_discovery_document_lists_the_mpp_route(env: Env) -> None:
     """draft-payment-discovery-00: /openapi.json lists the MPP route with its evm/charge offer; x402-only routes
     are discovered through their 402 and the facilitator's bazaar listing instead."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(env.proxy.url + "/openapi.json")
     assert r.status_code == 200, r.text
     assert r.headers["cache-control"] == "max-age=300", "the draft recommends a 5-minute cache"

@@ -153,7 +153,7 @@ async def test_l402_requests_pays_l402_and_mpp_lightning_through_the_proxy(world
         assert world.ln.payee is not None
         before, hits = await world.ln.balance_msat(world.ln.payee), world.upstream.hits[path]
         async with l402r.AsyncL402Client(wallet=wallet_cls(world.payer),
-                                         budget=l402r.BudgetController(max_sats_per_request=100)) as http:
+                                         budget=l402r.BudgetController(max_sats_per_request=100), timeout=60) as http:
             answer = await http.get(world.url + path)
         assert answer.status_code == 200, (path, answer.status_code, answer.text)
         assert answer.json()["protocol"] == protocol, answer.text

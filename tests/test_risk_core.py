@@ -250,7 +250,7 @@ def redis_state(prefix: str, url: str = REDIS_URL):  # type: ignore[no-untyped-d
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except Exception as exc:
         pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    return RedisState(url, prefix=prefix, timeout=1.0)
+    return RedisState(url, prefix=prefix, timeout=10.0)  # outages here are refused/reset connections, not stalls
 
 
 @contextlib.asynccontextmanager

@@ -87,7 +87,7 @@ async def test_facilitator_metrics_include_risk_counters(net) -> None:
     good = await sign(req, payer_of(net))
     await fac.verify(PaymentPayload(accepted=good.accepted, payload={**good.payload, "signature": "0x" + "22" * 65}),
                      req)
-    async with serve_asgi(create_app(fac)) as url, httpx.AsyncClient() as http:
+    async with serve_asgi(create_app(fac)) as url, httpx.AsyncClient(timeout=60) as http:
         text = (await http.get(url + "/metrics")).text
     line = ('paywire_risk_decisions_total{checkpoint="settle",rule="denylisted_payer",action="deny",'
             'shadow="false"} 1')

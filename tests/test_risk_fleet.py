@@ -148,7 +148,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
         asset = Asset(*config["asset"])
         rules = parse_rules(config["rules"]) if config.get("rules") else None
         fail = config.get("fail", "open")
-        engine = RiskEngine(rules, state=RedisState(config["redis"], prefix=config["prefix"], timeout=1.0),
+        engine = RiskEngine(rules, state=RedisState(config["redis"], prefix=config["prefix"], timeout=10.0),
                             fail={"request": fail, "payment": fail})
         app = PaymentMiddleware(Starlette(routes=[Route("/thing", thing)]),
                                 [PaidRoute("GET /thing", offers=(Offer(price=PRICE, asset=asset),))],

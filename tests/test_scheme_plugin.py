@@ -240,7 +240,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
 
 
 async def test_seller_offers_the_plugin_scheme_priced_by_its_server_side(world: World) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(world.shop + "/report")
     assert r.status_code == 402
     (offer,) = decode_payment_required(r.headers["payment-required"]).accepts
@@ -263,7 +263,7 @@ async def test_buyer_pays_and_facilitator_settles_exactly_the_price_once(world: 
     assert receipt.nonce == sent.payload["nonce"], "the buyer's ledger keeps the nonce the scheme named"
 
     # the same payment again, to the seller and straight to the facilitator: nothing moves a second time
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         replay = await http.get(world.shop + "/report", headers={"payment-signature": world.runs[-1]})
     assert replay.status_code == 200 and replay.json() == r.json(), "the seller answers a replay from its record"
     assert isinstance(sent, PaymentPayload)
@@ -276,7 +276,7 @@ async def test_buyer_pays_and_facilitator_settles_exactly_the_price_once(world: 
 
 async def test_tampered_signature_is_refused_with_402(world: World) -> None:
     before, runs = world.balance(world.payer.address), len(world.runs)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.get(world.shop + "/report")
         (offer,) = decode_payment_required(r.headers["payment-required"]).accepts
         inner = dict(await TallyClient(world.payer).create_payload(offer))

@@ -84,7 +84,7 @@ def shop_app(counter: Counter) -> Starlette:
 
     async def slow(request: Request) -> Response:
         n = counter.hit("slow")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(4.5)  # longer than the 1.5 s lease of the test using it, with room for a busy machine
         return JSONResponse({"item": "slow", "run": n})
 
     async def big(request: Request) -> Response:

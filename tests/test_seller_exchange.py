@@ -235,11 +235,11 @@ async def test_response_over_the_hold_limit_is_not_charged(net, tmp_path) -> Non
 async def test_a_live_owner_keeps_its_claim_past_the_lease(net, tmp_path) -> None:
     """The lease only outlives a dead owner: a handler running longer than the lease renews its claim, so a copy
     of the payment sent meanwhile waits for the outcome and replays it (no takeover, one run, one transfer)."""
-    async with open_shop(net, f"sqlite:///{tmp_path / 'lease.db'}", lease=0.6) as short:
+    async with open_shop(net, f"sqlite:///{tmp_path / 'lease.db'}", lease=1.5) as short:
         before = await short.balances()
         header = await short.payment("/slow")
         first = asyncio.ensure_future(short.http.get(short.url + "/slow", headers={"PAYMENT-SIGNATURE": header}))
-        await asyncio.sleep(0.9)  # past the lease: only the owner's renewals keep the claim
+        await asyncio.sleep(2.0)  # past the lease: only the owner's renewals (every 0.5 s) keep the claim
         second = await short.http.get(short.url + "/slow", headers={"PAYMENT-SIGNATURE": header})
         r = await first
         assert r.status_code == 200 and second.status_code == 200, (r.text, second.text)

@@ -72,12 +72,13 @@ async def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     settlements = await SettlementStore.open(f"sqlite:///{tmp / 'facilitator.db'}")
     async with contextlib.AsyncExitStack() as stack:
-        # the seller gives up on /settle after 3 s; its HTTP client raises, which means "outcome unknown"
+        # the seller gives up on /settle after 8 s (a real settlement in "pass" mode must fit in that on a busy
+        # machine); its HTTP client raises, which means "outcome unknown"
         real = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net, store=settlements))))
         flaky = Flaky(real)
         flaky_url = await stack.enter_async_context(serve_asgi(flaky.app()))
         shop = await stack.enter_async_context(open_shop(net, f"sqlite:///{tmp / 'seller.db'}",
-                                                         facilitator_url=flaky_url, facilitator_timeout=3.0))
+                                                         facilitator_url=flaky_url, facilitator_timeout=8.0))
         try:
             yield shop, flaky
         finally:

@@ -133,7 +133,7 @@ async def test_official_python_client_pays_in_v1(env: Env) -> None:
     """Checklist 92-94: the SDK sees no PAYMENT-REQUIRED, takes the v1 path (X-PAYMENT), gets
     X-PAYMENT-RESPONSE."""
     before = await env.balances()
-    async with httpx.AsyncClient() as plain:
+    async with httpx.AsyncClient(timeout=60) as plain:
         first = await plain.get(env.v1_url + "/v1data")
     async with x402HttpxClient(sdk_client(env.net), timeout=60) as http:
         r = await http.get(env.v1_url + "/v1data")

@@ -175,7 +175,7 @@ def _serve(config: dict[str, Any]) -> None:  # pragma: no cover - runs in the su
             f.write(path + "\n")
 
     async def main() -> None:
-        async with httpx.AsyncClient() as notify:
+        async with httpx.AsyncClient(timeout=60) as notify:
             async def claim(self: PaymentStore, *args: Any, **kwargs: Any) -> Any:  # test hook: tell the test
                 rec = await real_claim(self, *args, **kwargs)
                 if rec is not None:
