@@ -114,6 +114,54 @@ async def test_finish_takes_every_open_state_and_no_final_one(store_url):
         await a.aclose()
 
 
+async def test_finish_leaves_the_row_the_full_statement_leaves(store_url):
+    """``finish`` of the row's current transaction skips rewriting ``tx_hash``/``tx_hashes`` (fifth pass of
+    issue 11, item 17); every row it leaves is the one the single full statement of before leaves: the current
+    transaction, a replacement's first one, one never recorded, a row whose list is empty (an old row), a final
+    row, and a narrowed ``from_states``."""
+    a = await SettlementStore.open(store_url, instance_id="a")
+    full = (
+        "UPDATE paywire_settlements SET state = ?, tx_hash = ?, tx_hashes = CASE WHEN tx_hashes LIKE ? THEN "
+        "tx_hashes WHEN tx_hashes = '' THEN ? ELSE tx_hashes || ? END, block_number = ?, error_reason = ?, "
+        "error_message = ?, updated_at = ?, finished_at = ? WHERE id = ? AND state IN (?, ?, ?)")
+    common = {"raw_tx": b"\x02raw", "signer": "0xS", "tx_nonce": 4, "lease_seconds": 30}
+    skip = ("updatedAt", "finishedAt", "createdAt", "submittedAt")
+
+    async def shaped(i: int, shape: str) -> str:
+        _, row = await claim(a, nonce(i))
+        if shape != "verified":
+            assert await a.record_tx(row.id, tx_hash="0xAA", previous_hash=None, **common)
+        if shape == "replaced":
+            assert await a.record_tx(row.id, tx_hash="0xBB", previous_hash="0xAA", **common)
+        if shape == "empty_list":
+            await a.db.execute("UPDATE paywire_settlements SET tx_hashes = '' WHERE id = ?", (row.id,))
+        if shape == "final":
+            assert await a.finish(row.id, "failed", tx_hash=None, error_reason="x")
+        return row.id
+
+    def view(row):
+        return {k: v for k, v in row.to_json().items() if k not in skip} if row is not None else None
+
+    try:
+        i = 60
+        for shape in ("submitted", "replaced", "empty_list", "final", "verified"):
+            for tx in ("0xAA", "0xbb", "0xCC"):
+                for states in (("verified", "submitted", "unresolved"), ("submitted",)):
+                    ours, theirs = await shaped(i, shape), await shaped(i + 1, shape)
+                    i += 2
+                    got = await a.finish(ours, "settled", tx_hash=tx, block_number=9, from_states=states)
+                    h = tx.lower()
+                    n = await a.db.execute(full, ("settled", h, f"%{h}%", h, "," + h, 9, None, None, 1.0, 1.0,
+                                                  theirs, *(states + states[-1:] * (3 - len(states)))))
+                    assert got == (n == 1), (shape, tx, states)
+                    mine, other = view(await a.get(ours)), view(await a.get(theirs))
+                    for d in (mine, other):
+                        d.pop("id"), d.pop("nonce")
+                    assert mine == other, (shape, tx, states)
+    finally:
+        await a.aclose()
+
+
 async def test_leases_release_and_open_rows(store_url):
     a = await SettlementStore.open(store_url, instance_id="a")
     b = SettlementStore(a.db, instance_id="b")

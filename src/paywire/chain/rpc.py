@@ -84,6 +84,12 @@ def to_quantity(value: int) -> str:
 
 def from_quantity(value: Any) -> int:
     """A JSON-RPC quantity (or a plain int) as an int; garbage raises ``ChainError``."""
+    if type(value) is str and len(value) > 2 and value[:2] == "0x":  # the common case: one type test, one int()
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+        raise ChainError(f"expected a hex quantity, got {value!r}")
     if isinstance(value, bool):
         raise ChainError(f"expected a hex quantity, got {value!r}")
     if isinstance(value, int):
@@ -102,6 +108,12 @@ def to_data(value: bytes) -> str:
 
 def from_data(value: Any) -> bytes:
     """``0x``-hex data as bytes; garbage raises ``ChainError``."""
+    if type(value) is str and value[:2] == "0x" and not len(value) % 2:  # the common case: even length, one fromhex
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+        raise ChainError(f"expected 0x-hex data, got {str(value)[:80]!r}")
     if isinstance(value, str) and value[:2] in ("0x", "0X"):
         body = value[2:]
         if len(body) % 2:
@@ -358,7 +370,7 @@ def _parse_log(raw: Any) -> Log:
     try:
         return Log(
             address=_log_address(str(raw["address"])),
-            topics=tuple(from_data(t) for t in raw.get("topics") or ()),
+            topics=tuple([from_data(t) for t in raw.get("topics") or ()]),
             data=from_data(raw.get("data") or "0x"),
             block_number=from_quantity(raw.get("blockNumber") or "0x0"),
             transaction_hash=str(raw.get("transactionHash") or ""),
@@ -382,7 +394,7 @@ def _parse_receipt(raw: Any) -> Receipt | None:
         block_number=from_quantity(raw["blockNumber"]),
         gas_used=from_quantity(raw.get("gasUsed") or "0x0"),
         effective_gas_price=from_quantity(raw.get("effectiveGasPrice") or raw.get("gasPrice") or "0x0"),
-        logs=tuple(_parse_log(entry) for entry in raw.get("logs") or ()),
+        logs=tuple([_parse_log(entry) for entry in raw.get("logs") or ()]),
     )
 
 

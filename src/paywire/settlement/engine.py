@@ -270,8 +270,8 @@ class SettlementEngine:
         """Settle once. Concurrent settles of one authorization in this process share one task, which runs to
         completion even if the requests that wait for it are cancelled."""
         settling_id.set(_sid(intent))
-        key = (intent.network, intent.asset.lower(), intent.payer.lower(), intent.nonce.lower(), intent.digest,
-               asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        key = (intent.network, intent.asset.lower(), intent.payer.lower(), intent.nonce.lower(), intent.digest, loop)
         task = self._tasks.get(key)
         if task is None:
             task = asyncio.create_task(self._settle_task(intent, prepare))
@@ -282,7 +282,8 @@ class SettlementEngine:
         wanted = _caller_wait.get()
         budget = min(self._answer_within if wanted is None else max(wanted, 0.0), self._settle_wait)
         try:
-            async with asyncio.timeout(budget):  # cheaper than wait_for: no extra future and callbacks
+            # cheaper than wait_for (no extra future and callbacks); timeout_at: timeout() asks for the loop again
+            async with asyncio.timeout_at(loop.time() + budget):
                 return await asyncio.shield(task)
         except TimeoutError:  # the settlement goes on; the caller gets what the record says now
             return await self._pending(self.store, intent)

@@ -140,6 +140,7 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 INLINE_MISS: Any = object()
 """``SqliteDatabase.try_inline`` could not run the statement without waiting: run it the usual way."""
 INLINE_MAX_PARAM = 64 * 1024  # larger values (recorded response bodies) are written from the worker thread
+_SMALL = frozenset({int, float, type(None)})
 _SIZED = (str, bytes)  # a tuple: ``str | bytes`` in the isinstance call would build a union object per parameter
 INLINE_CHECKPOINT_EVERY = 200  # inline writes between two PASSIVE checkpoints run on the worker thread
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -249,6 +250,8 @@ class SqliteDatabase:
         if conn is None:
             return INLINE_MISS
         for p in params:
+            if type(p) in _SMALL:  # no length to check (most parameters: numbers, None)
+                continue
             if isinstance(p, _SIZED) and len(p) > INLINE_MAX_PARAM:
                 return INLINE_MISS
         if not self._inline_lock.acquire(blocking=False):
