@@ -1,7 +1,7 @@
 """Identity verification cost: Sign-In-With-X (EOA) and RFC 9421 Ed25519 agent signatures, ours vs the
 reference implementations in the same run, and what a sign-in adds to a seller's paid round trip.
 
-    python bench/identity.py [--n 300] [--n-rt 60] [--n-real 8] [--json]
+    python bench/identity.py [--n 300] [--n-rt 60] [--n-real 20] [--json]
 
 * SIWX-EOA — ``SiwxIssuer.check`` (decode, EIP-4361 checks, nonce MAC, time window, personal_sign recovery)
   on ``--n`` fresh sign-ins, vs the official x402 SDK 2.25.0 ``sign_in_with_x`` server check
@@ -252,7 +252,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--n-rt", type=int, default=60)
-    ap.add_argument("--n-real", type=int, default=8, help="round trips per route settled on the embedded chain "
+    ap.add_argument("--n-real", type=int, default=20, help="round trips per route settled on the embedded chain "
                     "(about one second each: blocks are one second apart)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
