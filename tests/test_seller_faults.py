@@ -200,3 +200,84 @@ async def test_refused_settlement_serves_nothing_and_is_recorded(env) -> None:
     assert shop.counter["dear"] == runs + 1 and await shop.balances() == before
     row = await record(shop, "/dear")
     assert row.state == "failed" and row.error == "invalid_exact_evm_insufficient_balance"
+
+
+class HeldServedWrite:
+    """Wraps the ledger's ``update``: the ``served`` write waits for ``release`` (or raises when ``fail``)."""
+
+    def __init__(self, shop: Shop, *, fail: bool = False) -> None:
+        self.store = shop.middleware.flow.payments
+        self.original = self.store.update
+        self.release, self.reached, self.fail = asyncio.Event(), asyncio.Event(), fail
+
+    async def update(self, *args, **changes):
+        if changes.get("state") == "served":
+            self.reached.set()
+            if self.fail:
+                raise RuntimeError("the process stopped here")
+            await self.release.wait()
+        return await self.original(*args, **changes)
+
+    def __enter__(self) -> HeldServedWrite:
+        self.store.update = self.update  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.store.update
+        self.release.set()
+
+
+async def test_the_payer_has_the_paid_answer_before_the_ledger_says_served(env) -> None:
+    """settle="after": the reply goes out once the settlement is recorded as ``settling`` with its answer; the
+    ``served`` write follows it (one commit off the paid request's path). The row is ``settling`` while the payer
+    already reads the content, then ``served`` with the transaction the payer was given."""
+    shop, _ = env
+    payer0, payee0 = await shop.balances()
+    runs = shop.counter["item"]
+    header = await shop.payment("/items/a")
+    with HeldServedWrite(shop) as held:
+        r = await asyncio.wait_for(shop.http.get(shop.url + "/items/a", headers={"PAYMENT-SIGNATURE": header}), 60)
+        assert r.status_code == 200 and r.json() == {"item": "a", "run": runs + 1}
+        assert held.reached.is_set()
+        assert (await record(shop, "/items/a")).state == "settling"
+        held.release.set()
+        deadline = time.monotonic() + 60
+        while (row := await record(shop, "/items/a")).state != "served" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    s = decode_payment_response(r.headers["payment-response"])
+    assert row.state == "served" and row.tx == s.transaction and row.owner is None
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)
+    assert shop.counter["item"] == runs + 1
+
+
+async def test_a_reply_whose_served_write_was_lost_is_settled_again_not_twice(env) -> None:
+    """The process stops after sending the paid reply, before writing ``served``: the row stays ``settling``
+    with the recorded response. Once its lease is over, ``reconcile_pending`` settles it again (the facilitator
+    answers from its record: no second transfer) and records ``served``; a replay of the payment gets the same
+    content from the record, and the handler ran once."""
+    shop, flaky = env
+    payer0, payee0 = await shop.balances()
+    runs = shop.counter["item"]
+    header = await shop.payment("/items/b")
+    with HeldServedWrite(shop, fail=True) as held:
+        r = await shop.http.get(shop.url + "/items/b", headers={"PAYMENT-SIGNATURE": header})
+        assert held.reached.is_set()
+    assert r.status_code == 200 and r.json() == {"item": "b", "run": runs + 1}
+    paid = decode_payment_response(r.headers["payment-response"])
+    row = await record(shop, "/items/b")
+    assert row.state == "settling" and row.tx is None and row.response is not None
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)
+    assert await shop.middleware.flow.reconcile_pending() == {}  # its owner's lease is still running
+    await shop.middleware.flow.payments.db.execute(
+        "UPDATE seller_payments SET lease_until = ? WHERE id = ?", (time.time() - 1, row.id))
+    settles = len(flaky.settles)
+    assert await shop.middleware.flow.reconcile_pending() == {"served": 1}
+    assert len(flaky.settles) == settles + 1
+    row = await record(shop, "/items/b")
+    assert row.state == "served" and row.tx == paid.transaction and row.owner is None
+    again = await shop.http.get(shop.url + "/items/b", headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 200 and again.content == r.content
+    assert decode_payment_response(again.headers["payment-response"]).transaction == paid.transaction
+    assert len(flaky.settles) == settles + 1  # answered from the record
+    assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)  # one transfer
+    assert shop.counter["item"] == runs + 1

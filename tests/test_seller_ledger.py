@@ -88,3 +88,29 @@ async def test_a_claim_records_its_protocol(store_url: str) -> None:
         assert found is not None and found.protocol == "mpp"
     finally:
         await store.aclose()
+
+
+async def test_stale_settling_finds_only_abandoned_settling_rows_in_its_window(store_url: str) -> None:
+    """``reconcile_pending``'s second source: ``settling`` rows whose owner's lease ran out, among the newest
+    ``window`` rows; live ones, other states and rows before the window are left alone."""
+    now = [1000.0]
+    store = await PaymentStore.open(store_url)
+    store.clock = lambda: now[0]
+    try:
+        await store.migrate()
+        rows = {}
+        for name, lease in (("old", 5.0), ("live", 60.0), ("claimed", 5.0), ("abandoned", 5.0), ("released", 5.0)):
+            rec = await store.claim(_new(f"k-{name}", "x402"), f"o-{name}", lease, "claimed")
+            assert rec is not None
+            rows[name] = rec.id
+            if name != "claimed":
+                assert await store.update(rec.id, f"o-{name}", ["claimed"], state="settling")
+        assert await store.update(rows["released"], "o-released", ["settling"], owner=None)
+        now[0] += 10  # every 5 s lease is over; the 60 s one is not
+        found = await store.stale_settling(limit=10)
+        assert [r.id for r in found] == [rows["old"], rows["abandoned"], rows["released"]]
+        assert [r.id for r in await store.stale_settling(window=3, limit=10)] == [rows["abandoned"],
+                                                                                  rows["released"]]
+        assert [r.id for r in await store.stale_settling(limit=1)] == [rows["old"]]
+    finally:
+        await store.aclose()

@@ -166,7 +166,19 @@ class PaymentMiddleware:
             except BaseException as exc:  # cancelled (client gone): record "not charged", then stop
                 await asyncio.shield(plan.finish(exc))
                 raise
-            await self._reply(send, await plan.finish(result), origin)
+            if plan.finish_then is None:
+                await self._reply(send, await plan.finish(result), origin)
+                return
+            reply, commit = await plan.finish_then(result)
+            try:
+                await self._reply(send, reply, origin)  # the payer has the answer before the last ledger write
+            finally:
+                if commit is not None:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # the client went away: write it anyway
+                        await asyncio.shield(commit())
+                    else:
+                        await commit()
         elif isinstance(plan, RunStreaming):
             await self._run_streaming(plan, self._paid_scope(scope, plan.payment), receive, send, origin)
 

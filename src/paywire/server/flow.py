@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -145,10 +146,20 @@ class Respond:
     reply: Reply
 
 
+Commit = Callable[[], Awaitable[None]]
+"""A ledger write left for after the reply is sent (see :attr:`RunBuffered.finish_then`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunBuffered:
     payment: PaymentInfo
     finish: Callable[[StoredResponse | BaseException], Awaitable[Reply]]
+    finish_then: Callable[[StoredResponse | BaseException], Awaitable[tuple[Reply, Commit | None]]] | None = None
+    """Like ``finish``, but a paid reply's last ledger write (``settling`` → ``served``) is handed back instead of
+    awaited: the adapter sends the reply, then awaits the write (also when sending fails). Until it lands the row
+    says what a crash between the settle answer and that write leaves: ``settling`` with the recorded response,
+    which a retry or :meth:`PaymentFlow.reconcile_pending` settles again (idempotent) and serves from the record.
+    Adapters that do not send before writing use ``finish``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,15 +735,24 @@ class PaymentFlow:
             finally:
                 hb.stop()
 
+        async def finish_then(result: StoredResponse | BaseException) -> tuple[Reply, Commit | None]:
+            later: list[Commit] = []
+            try:
+                reply = await self._after_handler(p, req, rec, owner, result, meter, later)
+            finally:
+                hb.stop()
+            return reply, (later[0] if later else None)
+
         info = self._info(p, rec, rec.payer)
         if meter is not None:
             info = dataclasses.replace(info, meter=meter)
-        return RunBuffered(info, finish)
+        return RunBuffered(info, finish, finish_then)
 
     async def _after_handler(self, p: Proceed, req: RequestInfo, rec: PaymentRecord, owner: str,
-                             result: StoredResponse | BaseException, meter: Meter | None = None) -> Reply:
+                             result: StoredResponse | BaseException, meter: Meter | None = None,
+                             later: list[Commit] | None = None) -> Reply:
         """settle="after", state ``claimed`` held by us (the row names the payer): record the handler's result,
-        then settle it or record why nothing is charged."""
+        then settle it or record why nothing is charged (``later``: see :attr:`RunBuffered.finish_then`)."""
         store = self.payments
         requirements = p.requirements
         if meter is not None and not isinstance(result, BaseException) and result.status < 400:
@@ -759,7 +779,7 @@ class PaymentFlow:
         if not await store.update(rec.id, owner, ["claimed"], state="settling", **response_fields(result),
                                   **charged):
             return self.seller.in_progress()
-        return await self._settle_and_release(p, req, rec, owner, result, p.payload, requirements)
+        return await self._settle_and_release(p, req, rec, owner, result, p.payload, requirements, later=later)
 
     async def _settle(self, protocol: str, payload: PaymentPayload | PaymentPayloadV1,
                       requirements: PaymentRequirements | PaymentRequirementsV1,
@@ -784,7 +804,7 @@ class PaymentFlow:
     async def _settle_and_record(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
                                  payload: PaymentPayload | PaymentPayloadV1,
                                  requirements: PaymentRequirements | PaymentRequirementsV1,
-                                 reconciling: bool) -> SettleResponse | Reply:
+                                 reconciling: bool, later: list[Commit] | None = None) -> SettleResponse | Reply:
         """State ``settling``, held by us: settle and record the outcome — the one place every settle outcome is
         written, for both settle modes. Paid: the settle answer (``after`` rows become ``served``, released;
         ``before`` rows ``settled``, still ours for the handler). Else the reply: 402 (failed, recorded for
@@ -795,9 +815,14 @@ class PaymentFlow:
             if p is not None and req is not None:
                 res = self.seller.with_receipt(res, p.route, req)  # signed once, recorded, replayed as is
             release = {"owner": None} if rec.settle_mode == "after" else {}
-            await store.update(rec.id, owner, ["settling"], state="served" if release else "settled", **release,
-                               tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
-                               **({"payer": res.payer} if res.payer and res.payer != rec.payer else {}))
+            record = functools.partial(
+                store.update, rec.id, owner, ["settling"], state="served" if release else "settled", **release,
+                tx=res.transaction, settle_response=json.dumps(res.to_wire()), settled_at=time.time(),
+                **({"payer": res.payer} if res.payer and res.payer != rec.payer else {}))
+            if later is not None and release:
+                later.append(functools.partial(self._record_served, record, rec.id))
+            else:
+                await record()
             return res
         if outcome == "failed" and res is not None:
             reply = (self.seller.settlement_failed(p, req, res) if p is not None and req is not None
@@ -814,12 +839,20 @@ class PaymentFlow:
     async def _settle_and_release(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
                                   response: StoredResponse, payload: PaymentPayload | PaymentPayloadV1,
                                   requirements: PaymentRequirements | PaymentRequirementsV1,
-                                  reconciling: bool = False) -> Reply:
+                                  reconciling: bool = False, later: list[Commit] | None = None) -> Reply:
         """settle="after", state ``settling`` held by us: settle and release the recorded response if paid."""
-        settled = await self._settle_and_record(p, req, rec, owner, payload, requirements, reconciling)
+        settled = await self._settle_and_record(p, req, rec, owner, payload, requirements, reconciling, later)
         if isinstance(settled, Reply):
             return settled
         return Reply(response.status, self._paid_headers(rec, settled, response.headers), response.body)
+
+    @staticmethod
+    async def _record_served(record: Callable[[], Awaitable[bool]], rid: int) -> None:
+        """The deferred ``served`` write: a failure leaves the row ``settling`` (see ``finish_then``), logged."""
+        try:
+            await record()
+        except Exception:
+            log.exception("paywire: recording payment %s as served failed; a retry or reconcile_pending will", rid)
 
     def _failed_reply(self, res: SettleResponse, v1: bool) -> Reply:
         return json_reply(402, {"error": res.error_reason or "settlement_failed"},
@@ -956,7 +989,8 @@ class PaymentFlow:
         return self._stream_plan(rec, owner, hb, res, rec.payer)
 
     async def reconcile_pending(self, limit: int = 100) -> dict[str, int]:
-        """Ask the facilitator again about every unresolved settlement (a background job may call this).
+        """Ask the facilitator again about every unresolved settlement, and every ``settling`` row whose owner
+        stopped before recording its outcome (a background job may call this).
 
         Paid ``after`` rows become ``served`` (their response waits for the payer's retry); ``before`` rows
         become ``settled`` (the handler runs when the payer retries). Returns counts per outcome.
@@ -964,9 +998,15 @@ class PaymentFlow:
         await self.startup()
         counts: dict[str, int] = {}
         owner = os.urandom(16).hex()
-        for rec in await self.payments.unresolved(limit):
-            if not (await self.payments.take_over(rec.id, owner, ["unresolved"], self.lease)
-                    and await self.payments.update(rec.id, owner, ["unresolved"], state="settling")):
+        found = [(rec, "unresolved") for rec in await self.payments.unresolved(limit)]
+        # a process stopped after /settle and before recording the outcome (for settle="after" also after sending
+        # the reply: RunBuffered.finish_then) leaves ``settling`` under a lease that runs out: settle it again
+        found += [(rec, "settling") for rec in await self.payments.stale_settling(limit=limit)]
+        for rec, state in found:
+            if not await self.payments.take_over(rec.id, owner, [state], self.lease):
+                continue
+            if state == "unresolved" and not await self.payments.update(rec.id, owner, ["unresolved"],
+                                                                        state="settling"):
                 continue
             plan = await self._reconcile(rec, owner)
             if isinstance(plan, RunStreaming):  # paid; leave the handler for the payer's retry

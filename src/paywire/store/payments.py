@@ -377,6 +377,16 @@ class PaymentStore(Repository):
             out[k] = (n + 1, total + int(r["amount"]))
         return out
 
+    async def stale_settling(self, window: int = 100_000, limit: int = 100) -> list[PaymentRecord]:
+        """``settling`` rows nobody holds any more (owner gone, lease over) among the newest ``window`` rows,
+        oldest first: a process stopped between a settle and recording its outcome. A rowid range, not a scan of
+        the whole ledger (no index serves ``state``)."""
+        rows = await self.db.fetchall(
+            f"SELECT * FROM {TABLE} WHERE id > (SELECT COALESCE(MAX(id), 0) FROM {TABLE}) - ? AND state = 'settling'"
+            " AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
+            (int(window), self.clock(), int(limit)))
+        return [PaymentRecord.from_row(r) for r in rows]
+
     async def unresolved(self, limit: int = 100) -> list[PaymentRecord]:
         """Unresolved settlements, oldest first (the partial index serves this query)."""
         rows = await self.db.fetchall(
