@@ -2,7 +2,7 @@
 facilitator (``x402FacilitatorSync`` + ``FacilitatorWeb3Signer``, wrapped in a minimal FastAPI app because the
 SDK ships no HTTP server), same chain, same payloads, one run.
 
-    python bench/facilitator.py [--verify-seconds 5] [--settlements 300] [--concurrency 32] [--rounds 3] [--json]
+    python bench/facilitator.py [--verify-seconds 5] [--settlements 300] [--concurrency 32] [--rounds 5] [--json]
 
 * ``/verify`` requests per second: every server gets the same distinct, valid payloads, sent by an in-process
   HTTP/1.1 keep-alive load generator (``--concurrency`` connections) for ``--verify-seconds``. The official
@@ -691,7 +691,7 @@ def main() -> None:
     ap.add_argument("--official-settle-seconds", type=float, default=8.0)
     ap.add_argument("--official-concurrency", type=int, default=None)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3, help="settlement rounds (paywire and ceiling take turns)")
+    ap.add_argument("--rounds", type=int, default=5, help="settlement rounds (paywire and ceiling take turns)")
     ap.add_argument("--remote-latency-ms", type=float, default=20.0,
                     help="latency of the simulated remote node for the keys-scaling part (0: skip it)")
     ap.add_argument("--remote-settlements", type=int, default=150)
