@@ -216,6 +216,7 @@ _CLAIM_SQL = (
     "path, settle_mode, x402_version, scheme, network, asset, pay_to, amount, decimals, payer, payload, "
     "requirements, protocol, identity, created_at, updated_at) VALUES (" + ", ".join("?" * 24) + ") "
     "ON CONFLICT DO NOTHING RETURNING id")
+_CLAIM_SQL_PLAIN = _CLAIM_SQL.removesuffix(" RETURNING id")
 
 _SALE_SQL = (
     f"INSERT INTO {TABLE} (auth_key, payment_id, payload_hash, state, owner, lease_until, route, method, "
@@ -271,10 +272,13 @@ class PaymentStore(Repository):
                              p.method, p.path, p.settle_mode, p.x402_version, p.scheme, p.network, p.asset,
                              p.pay_to, str(p.amount), p.decimals, p.payer, p.payload, p.requirements, p.protocol,
                              p.identity, now, now]
+        rid: Any = INLINE_MISS
         if self.audit is not None and not self.audit.in_db:
-            row = await self.audit.change(self.db, _CLAIM_SQL.removesuffix(" RETURNING id"), values)
+            row = await self.audit.change(self.db, _CLAIM_SQL_PLAIN, values)
+        elif self._inline is not None and (rid := self._inline(_CLAIM_SQL_PLAIN, values, rowid=True)) is not INLINE_MISS:
+            row = None if rid is None else {"id": rid}  # the row id without RETURNING's cursor and row copies
         else:
-            row = await self._fetchone(_CLAIM_SQL, values, write=True)
+            row = await self.db.fetchone(_CLAIM_SQL, values)
         if row is None:
             return None
         return PaymentRecord(
