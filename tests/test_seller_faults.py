@@ -203,7 +203,8 @@ async def test_refused_settlement_serves_nothing_and_is_recorded(env) -> None:
 
 
 class HeldServedWrite:
-    """Wraps the ledger's ``update``: the ``served`` write waits for ``release`` (or raises when ``fail``)."""
+    """Wraps the ledger's ``update``: the first ``served`` write waits for ``release`` (or raises when ``fail``);
+    later ones (a reconciler's) go through."""
 
     def __init__(self, shop: Shop, *, fail: bool = False) -> None:
         self.store = shop.middleware.flow.payments
@@ -211,7 +212,7 @@ class HeldServedWrite:
         self.release, self.reached, self.fail = asyncio.Event(), asyncio.Event(), fail
 
     async def update(self, *args, **changes):
-        if changes.get("state") == "served":
+        if changes.get("state") == "served" and not self.reached.is_set():  # the first one only
             self.reached.set()
             if self.fail:
                 raise RuntimeError("the process stopped here")
@@ -281,3 +282,26 @@ async def test_a_reply_whose_served_write_was_lost_is_settled_again_not_twice(en
     assert len(flaky.settles) == settles + 1  # answered from the record
     assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP)  # one transfer
     assert shop.counter["item"] == runs + 1
+
+
+async def test_the_claim_stays_held_while_the_reply_goes_out(env, tmp_path) -> None:
+    """The ``served`` write waits for the reply to be sent; however long that takes (here: held past the
+    1.5 s lease), the claim's lease is renewed until the write is done, so no reconciler takes the row over
+    and settles it a second time; the owner then records ``served``."""
+    shop, _ = env
+    async with open_shop(shop.net, f"sqlite:///{tmp_path / 'held.db'}", facilitator_url=shop.facilitator_url,
+                         lease=1.5) as short:
+        payer0, payee0 = await short.balances()
+        header = await short.payment("/items/c")
+        with HeldServedWrite(short) as held:
+            r = await short.http.get(short.url + "/items/c", headers={"PAYMENT-SIGNATURE": header})
+            assert r.status_code == 200 and held.reached.is_set()
+            await asyncio.sleep(2.5)  # past the lease: only its renewal keeps the row ours
+            assert await short.middleware.flow.reconcile_pending() == {}
+            held.release.set()
+            deadline = time.monotonic() + 60
+            while (row := await record(short, "/items/c")).state != "served" and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        assert row.state == "served" and row.tx == decode_payment_response(r.headers["payment-response"]).transaction
+        assert await short.balances() == (payer0 - CHEAP, payee0 + CHEAP)
+        assert short.counter["item"] == 1

@@ -156,7 +156,8 @@ class RunBuffered:
     finish: Callable[[StoredResponse | BaseException], Awaitable[Reply]]
     finish_then: Callable[[StoredResponse | BaseException], Awaitable[tuple[Reply, Commit | None]]] | None = None
     """Like ``finish``, but a paid reply's last ledger write (``settling`` → ``served``) is handed back instead of
-    awaited: the adapter sends the reply, then awaits the write (also when sending fails). Until it lands the row
+    awaited: the adapter sends the reply, then awaits the write (also when sending fails); the claim's lease is
+    renewed until the write is done, however long a slow client takes to read the reply. Until it lands the row
     says what a crash between the settle answer and that write leaves: ``settling`` with the recorded response,
     which a retry or :meth:`PaymentFlow.reconcile_pending` settles again (idempotent) and serves from the record.
     Adapters that do not send before writing use ``finish``."""
@@ -739,9 +740,21 @@ class PaymentFlow:
             later: list[Commit] = []
             try:
                 reply = await self._after_handler(p, req, rec, owner, result, meter, later)
-            finally:
+            except BaseException:
                 hb.stop()
-            return reply, (later[0] if later else None)
+                raise
+            if not later:
+                hb.stop()
+                return reply, None
+            record = later[0]
+
+            async def commit() -> None:  # the lease stays renewed while a slow client takes the reply
+                try:
+                    await record()
+                finally:
+                    hb.stop()
+
+            return reply, commit
 
         info = self._info(p, rec, rec.payer)
         if meter is not None:
