@@ -766,3 +766,60 @@ async def test_config_check_passes_a_good_file(env: Env) -> None:
     assert proc.returncode == 0, err.decode()
     assert "GET /weather" in err.decode() and "configuration OK" in err.decode(), err.decode()
     assert "listening" not in out.decode(), "--check must not serve"
+
+
+async def test_the_proxy_settles_again_a_reply_whose_served_write_was_lost(env: Env, tmp_path: Path) -> None:
+    """A proxy stopped after sending a paid reply and before recording ``served`` leaves the row ``settling``,
+    and the payer, who has the content, does not retry. The proxy's own reconcile pass (``reconcile_interval``)
+    takes the row once its lease is over, settles it again (the facilitator answers from its record: no second
+    transfer) and records ``served`` with the transaction the payer was given."""
+    import time
+
+    from paywire.proxy.app import ProxyServer
+    from paywire.store.settlements import SettlementStore
+    from paywire.x402.codec import decode_payment_response
+
+    # ``paywire facilitator`` as it runs: with its settlement store, so a second /settle of one payment is
+    # answered from the record (without one, the chain says "nonce already used" and the row stays unresolved)
+    settlements = await SettlementStore.open(f"sqlite:///{tmp_path / 'facilitator.db'}")
+    stack = contextlib.AsyncExitStack()
+    fac = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(env.net, store=settlements))))
+    config = tmp_path / "reconcile.toml"
+    write_config(config, env.up_url, fac, env.net, f"sqlite:///{tmp_path / 'r.db'}", client=env.client)
+    config.write_text(config.read_text().replace("[proxy]\n", '[proxy]\nreconcile_interval = "100ms"\n', 1))
+    server = ProxyServer(config)
+    await server.start()
+    try:
+        store = server.current.middleware.flow.payments
+        original, lost = store.update, asyncio.Event()
+
+        async def update(*args: Any, **changes: Any) -> bool:
+            if changes.get("state") == "served" and not lost.is_set():
+                lost.set()
+                raise RuntimeError("the process stopped here")
+            return await original(*args, **changes)
+
+        store.update = update  # type: ignore[method-assign]
+        before, hits = await env.balances(), env.upstream.hits["weather"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url="http://proxy",
+                                     timeout=60) as http:
+            first = await http.get("/weather")
+            offer = decode_payment_required(first.headers[PAYMENT_REQUIRED]).accepts[0]
+            r = await http.get("/weather", headers={
+                "PAYMENT-SIGNATURE": encode_payment_payload(await sign(offer, payer_of(env.net)))})
+        assert r.status_code == 200 and lost.is_set(), r.text
+        paid = decode_payment_response(r.headers["payment-response"])
+        row = (await store.sales(limit=1))[0]
+        assert row.state == "settling" and row.tx is None, "the served write was lost"
+        await store.db.execute("UPDATE seller_payments SET lease_until = ? WHERE id = ?", (time.time() - 1, row.id))
+        deadline = time.monotonic() + 60
+        while (now := await store.get(row.id)) is not None and now.state == "settling" \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert now is not None and now.state == "served" and now.tx == paid.transaction, now
+        assert await env.paid(before) == (PRICE, PRICE), "settled again from the record, not charged twice"
+        assert env.upstream.hits["weather"] == hits + 1, "the upstream saw the paid request once"
+    finally:
+        await server.aclose()
+        await stack.aclose()
+        await settlements.aclose()

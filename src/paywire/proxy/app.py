@@ -114,6 +114,7 @@ class ProxyServer:
         self._current: Generation | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        self._reconciler: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> Generation:
@@ -145,7 +146,27 @@ class ProxyServer:
         gen = await self._build()
         self._current = gen
         self.metrics.generation = gen.number
+        if self._reconciler is None:
+            self._reconciler = asyncio.ensure_future(self._reconcile_forever())
         return gen.setup
+
+    async def _reconcile_forever(self) -> None:
+        """The ledger's self-repair (``reconcile_interval``, read from the running configuration each time): a
+        payer who got the reply before a crash does not retry, so nothing else would finish that row."""
+        while True:
+            gen = self._current
+            interval = gen.setup.proxy.reconcile_interval if gen is not None else 0.0
+            await asyncio.sleep(interval if interval > 0 else 60.0)
+            gen = self._current
+            if interval <= 0 or gen is None:
+                continue
+            try:
+                counts = await gen.middleware.flow.reconcile_pending()
+            except Exception:
+                log.exception("paywire proxy: reconciling open payments failed")
+                continue
+            if counts:
+                log.info("paywire proxy: reconciled open payments: %s", counts)
 
     async def reload(self) -> bool:
         """Load the file again and swap the new generation in; False (old one kept, error logged) if it fails."""
@@ -176,6 +197,11 @@ class ProxyServer:
         await gen.aclose()
 
     async def aclose(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconciler
+            self._reconciler = None
         for task in list(self._closing):
             with contextlib.suppress(Exception):
                 await task

@@ -41,7 +41,7 @@ from paywire.server.config import SellerConfig
 from paywire.server.core import PaidRoute
 from paywire.server.pricing import Offer
 from paywire.server.request import RequestInfo
-from paywire.settings import Settings, gather, option, positive, read_toml, role_table
+from paywire.settings import Settings, gather, non_negative, option, positive, read_toml, role_table
 
 __all__ = ["LightningNode", "ProxyConfig", "ProxySetup", "load_proxy", "parse_lightning", "parse_routes",
            "unsafe_reasons"]
@@ -113,6 +113,9 @@ class ProxyConfig(Settings):
     """Read ``metrics_token`` from this file (first line) instead."""
     drain_timeout: float = option(600.0, check=positive, duration=True)
     """After a reload, how long the old configuration may finish its requests before it is closed anyway."""
+    reconcile_interval: float = option(60.0, check=non_negative, duration=True)
+    """Every this often, settle again what a stopped process left open: unresolved settlements, and ``settling``
+    rows whose owner's lease ran out (``PaymentFlow.reconcile_pending``); 0 = never (run it yourself)."""
 
 
 @dataclass(frozen=True, slots=True)
