@@ -730,12 +730,6 @@ class PaymentFlow:
         meter = Meter(rec.amount, rec.decimals) if getattr(
             default_registry.server(rec.scheme, rec.network), "variable", False) else None
 
-        async def finish(result: StoredResponse | BaseException) -> Reply:
-            try:
-                return await self._after_handler(p, req, rec, owner, result, meter)
-            finally:
-                hb.stop()
-
         async def finish_then(result: StoredResponse | BaseException) -> tuple[Reply, Commit | None]:
             later: list[Commit] = []
             try:
@@ -755,6 +749,12 @@ class PaymentFlow:
                     hb.stop()
 
             return reply, commit
+
+        async def finish(result: StoredResponse | BaseException) -> Reply:
+            reply, commit = await finish_then(result)
+            if commit is not None:
+                await commit()
+            return reply
 
         info = self._info(p, rec, rec.payer)
         if meter is not None:
