@@ -255,9 +255,10 @@ class PaymentStore(Repository):
                 return int(n)
         return await self.db.execute(sql, params)
 
-    async def _fetchone(self, sql: str, params: Params, *, write: bool = False) -> Row | None:
+    async def _fetchone(self, sql: str, params: Params) -> Row | None:
+        """A point read (writes go through ``_execute`` or the claim's own path)."""
         if self._inline is not None:
-            rows = self._inline(sql, params, fetch=True, write=write)
+            rows = self._inline(sql, params, fetch=True, write=False)
             if rows is not INLINE_MISS:
                 return rows[0] if rows else None
         return await self.db.fetchone(sql, params)
