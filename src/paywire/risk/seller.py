@@ -179,7 +179,7 @@ class SellerRisk:
 
             flow = self._flow
             private = bool(getattr(flow, "agent_directories_private", False))
-            chains = getattr(flow, "siwx_chains", None)
+            chains = getattr(flow, "identity_chains", None)
             spend = IdentityGate(seller, self._db, allow_private_directories=private, chains=chains)
             peek = IdentityGate(seller, self._db, directories=spend.directories, chains=chains)
             peek.store = PeekNonces(self._db, clock=seller.clock)

@@ -9,6 +9,10 @@ three sides:
   an offer, and the claim key / payer of a payment (what makes two payments "the same authorization");
 * :class:`FacilitatorScheme` (facilitator): verify and settle.
 
+A seller side may also implement :class:`SettlementLookup`: find on chain the settlement of a payment that its
+facilitator cannot account for (a facilitator that keeps no record answers a second ``/settle`` of a settled
+payment with "nonce already used").
+
 The folder's ``__init__.py`` has ``register(registry)``, which adds its sides to a :class:`SchemeRegistry`
 keyed by (scheme, network pattern). The package's own schemes are listed in :data:`BUILTIN_SCHEMES`, one line
 each, and registered into :data:`default_registry` on its first lookup (so importing this module stays light).
@@ -37,7 +41,9 @@ from paywire.x402.models import (
 from paywire.x402.networks import matches_pattern
 
 if TYPE_CHECKING:
+    from paywire.chain.base import Chain
     from paywire.evm.assets import Asset, AssetRegistry
+    from paywire.settlement.rail import Mined
 
 BUILTIN_SCHEMES: tuple[str, ...] = (
     "paywire.schemes.evm_exact",  # exact × eip155:* (EIP-3009 transferWithAuthorization, or Permit2)
@@ -116,6 +122,16 @@ class ServerScheme(Protocol):
 
     def payer(self, payload: Mapping[str, Any]) -> str | None:
         """Who pays, when the payload says so."""
+        ...
+
+
+class SettlementLookup(Protocol):
+    """Optional seller side: read the chain (never write) for the transaction that spent a payment."""
+
+    async def find_settlement(self, requirements: PaymentRequirements, payload: Mapping[str, Any],
+                              chain: Chain) -> Mined | None:
+        """The transaction that used the payload's authorization (``paid``: it moved the offer's amount to its
+        ``pay_to``), or None when none is found or the scheme cannot tell."""
         ...
 
 

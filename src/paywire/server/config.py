@@ -36,6 +36,12 @@ def _facilitator_like(value: Any) -> str | None:
     return "expected a URL or a FacilitatorClient (verify, settle, supported)"
 
 
+def _chains_like(value: Any) -> str | None:
+    from paywire.server.chains import chains_problem
+
+    return chains_problem(value)
+
+
 def _store_like(value: Any) -> str | None:
     if isinstance(value, str) or hasattr(value, "claim"):
         return None
@@ -102,7 +108,12 @@ class SellerConfig(Settings):
     siwx_origin: str | None = None
     """Sign-In-With-X: the public origin challenges name (``https://api.example.com``; default: the request's)."""
     siwx_chains: Any = option(None, env=False, toml=False)
-    """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); without it only EOAs sign in."""
+    """Sign-In-With-X: ``{network: Chain}`` to check contract wallets (EIP-1271); default: ``chains``; without
+    either only EOAs sign in."""
+    chains: Any = option(None, check=_chains_like)
+    """Read-only chain access, ``{network: JSON-RPC URL or Chain}`` (TOML ``[seller.chains]``, env
+    ``eip155:8453=https://…,…``): reconciling finds there a settlement its facilitator cannot account for
+    (:mod:`paywire.server.chains`)."""
     offer_signer: Any = option(None, env=False, toml=False)
     """Signed offers and receipts (x402 ``offer-receipt``): an :class:`~paywire.identity.offers.ArtifactSigner`."""
     receipt_tx: bool = False
@@ -155,6 +166,7 @@ class SellerOptions(TypedDict, total=False):
     siwx_secret: bytes | str | None
     siwx_origin: str | None
     siwx_chains: Any
+    chains: Any
     offer_signer: Any
     receipt_tx: bool
     agent_directories_private: bool

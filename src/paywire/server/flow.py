@@ -40,6 +40,7 @@ from paywire.identity.metadata import IDENTITY_EXTENSION, identity_extension, pr
 from paywire.lightning.base import LightningBackend
 from paywire.mpp.problems import Problem
 from paywire.schemes.registry import default_registry
+from paywire.server.chains import ChainReaders
 from paywire.server.core import Decision, Headers, PaidRoute, Proceed, Reply, Seller, json_reply, scheme_payer
 from paywire.server.identity import Free, IdentityGate, Reaccess
 from paywire.server.metering import SETTLEMENT_OVERRIDES, Meter, override_of
@@ -74,12 +75,15 @@ from paywire.x402.models import (
     PaymentRequirementsV1,
     SettleResponse,
     VerifyResponse,
+    requirements_v1_to_v2,
 )
-from paywire.x402.reasons import INVALID_EXACT_EVM_NONCE_ALREADY_USED
+from paywire.x402.reasons import INVALID_EXACT_EVM_NONCE_ALREADY_USED, TRANSACTION_FAILED
 
 log = logging.getLogger("paywire.server")
 
 UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "unexpected_settle_error"})
+AMBIGUOUS_ON_RETRY = frozenset({INVALID_EXACT_EVM_NONCE_ALREADY_USED, TRANSACTION_FAILED})
+"""Answers to a second /settle that our own first one, if it landed, would cause: never taken as "not paid"."""
 """Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
 TOO_LARGE = "response_too_large_to_replay"
 ABANDONED = "abandoned: the seller stopped while the handler ran; not settled"
@@ -299,7 +303,11 @@ class PaymentFlow:
     agent_directories_private: bool = False
     """Agent signatures: agents' key directories may be on private/loopback addresses, over http (dev only)."""
     siwx_chains: Any = None
-    """Sign-In-With-X: CAIP-2 network → ``Chain``, to check contract wallets' signatures (EIP-1271)."""
+    """Sign-In-With-X: CAIP-2 network → ``Chain``, to check contract wallets' signatures (EIP-1271); default:
+    ``chains``."""
+    chains: Any = None
+    """Read-only chain access per network (:mod:`paywire.server.chains`): reconciling looks there for a
+    settlement that the facilitator cannot account for."""
     audit: str | None = None
     """This replica's name in the audit log (docs/audit.md): every ledger change queues an event in its
     transaction. None: no audit events (nothing extra runs)."""
@@ -322,6 +330,19 @@ class PaymentFlow:
     _identity: IdentityGate | None = field(default=None, init=False, repr=False)
     _channel_seller: Any = field(default=None, init=False, repr=False)
     _challenge_tally: Any = field(default=None, init=False, repr=False)  # paywire.audit.verdicts.ChallengeTally
+    _chain_readers: ChainReaders | None = field(default=None, init=False, repr=False)
+
+    def _readers(self) -> ChainReaders:
+        if self._chain_readers is None:
+            self._chain_readers = ChainReaders(self.chains)
+        return self._chain_readers
+
+    @property
+    def identity_chains(self) -> Any:
+        """The chains Sign-In-With-X checks contract wallets on: ``siwx_chains``, else ``chains`` (or None)."""
+        if self.siwx_chains is not None:
+            return self.siwx_chains
+        return self._readers().as_mapping() or None
 
     def _channels(self) -> Any:
         """The channel accounting of ``batch-settlement`` payments (``paywire.server.channels``)."""
@@ -370,7 +391,7 @@ class PaymentFlow:
             if any(r.checks_identity for r in self.seller.routes):
                 self._identity = IdentityGate(self.seller, self._store.db,
                                               allow_private_directories=self.agent_directories_private,
-                                              chains=self.siwx_chains)
+                                              chains=self.identity_chains)
                 await self._identity.startup()
             self._protocols = {p.name: p for p in protocols}
             if self.check_supported and any(r.x402 for r in self.seller.routes):
@@ -433,6 +454,8 @@ class PaymentFlow:
         if self._store is not None and not isinstance(self.store, PaymentStore):
             await self._store.aclose()
         self._store, self._started = None, False
+        if self._chain_readers is not None:
+            await self._chain_readers.aclose()
         if self.owns_facilitator:
             closer = getattr(self.facilitator, "aclose", None)
             if closer is not None:
@@ -809,10 +832,44 @@ class PaymentFlow:
         if res.success:
             return "settled", res, ""
         reason = res.error_reason or "settlement_failed"
-        if reason in UNRESOLVED_REASONS or (reconciling and reason == INVALID_EXACT_EVM_NONCE_ALREADY_USED):
-            # on a retry, "already used" may be our own earlier settlement seen by a non-idempotent facilitator
+        if reason in UNRESOLVED_REASONS:
             return "unresolved", res, reason
+        if reconciling:
+            # our earlier /settle may have landed, and a facilitator that keeps no record of it fails this one
+            # ("already used", or a reverted resend: the official SDK's "transaction_failed"; later on, expired
+            # or an emptied balance): the chain tells, when we can read it
+            found = await self._on_chain(payload, requirements)
+            if found is not None:
+                return found
+            if reason in AMBIGUOUS_ON_RETRY:
+                return "unresolved", res, reason
         return "failed", res, reason
+
+    async def _on_chain(self, payload: PaymentPayload | PaymentPayloadV1,
+                        requirements: PaymentRequirements | PaymentRequirementsV1,
+                        ) -> tuple[str, SettleResponse | None, str] | None:
+        """What the chain says about a payment its facilitator calls spent: settled (it paid ``pay_to``),
+        failed (spent by a transaction that did not), or None (no chain for the network, nothing found yet, not
+        confirmed, or the scheme cannot tell)."""
+        offer = requirements_v1_to_v2(requirements)[0] if isinstance(requirements, PaymentRequirementsV1) \
+            else requirements
+        chain = self._readers().get(offer.network)
+        finder = getattr(default_registry.server(offer.scheme, offer.network), "find_settlement", None)
+        if chain is None or finder is None:
+            return None
+        try:
+            async with asyncio.timeout(self.settle_timeout):
+                mined = await finder(offer, payload.payload, chain)
+        except Exception as exc:  # an unreachable node leaves the row for the next pass
+            log.warning("paywire: reading %s for a settlement failed: %s", offer.network, exc)
+            return None
+        if mined is None or not mined.ok or not mined.confirmed:
+            return None
+        if mined.paid:
+            return "settled", SettleResponse(True, mined.hash, offer.network), ""
+        detail = f"the authorization was spent by {mined.hash}, which did not pay {offer.pay_to}"
+        return "failed", SettleResponse(False, mined.hash, offer.network, error_reason=INVALID_EXACT_EVM_NONCE_ALREADY_USED,
+                                        error_message=detail), INVALID_EXACT_EVM_NONCE_ALREADY_USED
 
     async def _settle_and_record(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
                                  payload: PaymentPayload | PaymentPayloadV1,

@@ -104,7 +104,7 @@ def build_flow(routes: Sequence[PaidRoute], config: SellerConfig) -> PaymentFlow
                        confirm_with_node=c.confirm_with_node, invoice_expiry=c.invoice_expiry,
                        l402_reject_status=c.l402_reject_status, owns_facilitator=isinstance(facilitator, str),
                        risk=_seller_risk(c), agent_directories_private=c.agent_directories_private,
-                       siwx_chains=c.siwx_chains, audit=c.audit,
+                       siwx_chains=c.siwx_chains, chains=c.chains, audit=c.audit,
                        channel_claims=c.channel_claims, claim_interval=c.claim_interval,
                        claim_threshold=c.claim_threshold)
 

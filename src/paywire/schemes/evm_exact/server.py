@@ -5,15 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from paywire.errors import ConfigError
+from paywire.errors import ConfigError, WireError
 from paywire.evm.assets import KNOWN_ASSETS, Asset, AssetRegistry
 from paywire.evm.permit2 import claim_of, is_permit2_payload
 from paywire.money import amount_of, is_money, parse_money, to_atomic
 from paywire.schemes.evm_exact.identity import authorization_key_and_payer, payer_of
 from paywire.schemes.registry import OfferSpec
 from paywire.x402.models import PaymentRequirements
+
+if TYPE_CHECKING:
+    from paywire.chain.base import Chain
+    from paywire.settlement.rail import Mined
+
+LOOKBACK_BLOCKS = 100_000
+"""How far back :meth:`ExactEvmServer.find_settlement` looks for the authorization's use (a day and more on
+chains with 1-2 s blocks; an authorization is valid for minutes)."""
 
 
 class ExactEvmServer:
@@ -53,6 +61,25 @@ class ExactEvmServer:
             found = claim_of("", dict(payload))
             return found[1] if found else None
         return payer_of(payload)
+
+    async def find_settlement(self, requirements: PaymentRequirements, payload: Mapping[str, Any],
+                              chain: Chain) -> Mined | None:
+        """The transaction that used this EIP-3009 authorization (its ``AuthorizationUsed`` log in the last
+        :data:`LOOKBACK_BLOCKS` blocks), judged by its ``Transfer`` log to ``pay_to``. Permit2 payments: None."""
+        if is_permit2_payload(payload):
+            return None
+        from paywire.chain.rail import EvmNetwork, EvmRail
+        from paywire.schemes.evm_exact.facilitator import intent_of
+        from paywire.schemes.evm_exact.payload import ExactEvmPayload
+
+        try:
+            intent = intent_of(ExactEvmPayload.from_wire(dict(payload)), requirements)
+        except (WireError, ValueError):
+            return None
+        if intent.pay_to.lower() != requirements.pay_to.lower() or intent.amount < requirements.amount:
+            return None  # not an authorization for this offer: nothing it did paid this seller
+        return await EvmRail(EvmNetwork(requirements.network, chain, ()),
+                             log_lookback_blocks=LOOKBACK_BLOCKS).find_use(intent)
 
 
 def exact_evm_offer(
