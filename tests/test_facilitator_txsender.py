@@ -348,3 +348,16 @@ async def test_local_signing_is_byte_identical_to_eth_account():
             mine = sender.sign_with(to=to, data=data, value=value, gas=100_000, nonce=nonce, max_fee=3 * 10**9,
                                     tip=10**9, chain_id=84532)
             assert mine.raw == bytes(ref.raw_transaction) and mine.hash == "0x" + bytes(ref.hash).hex()
+
+
+async def test_a_sender_s_address_is_its_key_s_whatever_form_the_key_takes() -> None:
+    """TxSender derives its address itself (eth_account is not imported to start a facilitator): the same as
+    eth_account's for a hex string with or without 0x and for bytes; a key of the wrong size is refused."""
+    for key in dev_keys(3):
+        want = Account.from_key(key).address
+        for form in (key, "0x" + key.hex(), key.hex()):
+            assert TxSender(None, form).address == want  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="32 bytes"):
+        TxSender(None, b"\x01" * 31)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        TxSender(None, b"\x00" * 32)  # type: ignore[arg-type]  # zero is not a valid secp256k1 key

@@ -1,4 +1,4 @@
-"""Build, sign (eth_account) and send EIP-1559 transactions from local keys.
+"""Build, sign (coincurve, byte-for-byte as eth_account would) and send EIP-1559 transactions from local keys.
 
 * ``TxSender`` — one key: a local nonce manager (resync on error), fees from the chain with a cap, and
   *record-before-broadcast* (``send_recorded``): the signed bytes are handed to a callback (which persists
@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import coincurve
 import rlp
-from eth_account import Account
 from eth_utils.address import to_canonical_address, to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -183,8 +182,11 @@ class TxSender:
         fee_bump: float = 1.125,
     ) -> None:
         self.chain = chain
-        self._account = Account.from_key(private_key)
-        self._key = coincurve.PrivateKey(bytes(self._account.key))
+        key = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else bytes(private_key)
+        if len(key) != 32:
+            raise ValueError(f"a private key is 32 bytes, got {len(key)}")
+        self._key = coincurve.PrivateKey(key)  # raises ValueError when out of the curve's range
+        self._address = to_checksum(keccak256(self._key.public_key.format(False)[1:])[12:])
         self.max_fee_cap = max_fee_cap
         self.gas_margin = gas_margin
         self.nonce_retries = nonce_retries
@@ -201,7 +203,7 @@ class TxSender:
 
     @property
     def address(self) -> str:
-        return str(self._account.address)
+        return self._address
 
     def __repr__(self) -> str:
         return f"TxSender({self.address})"
@@ -415,6 +417,8 @@ class TxSender:
         wait for a transaction that may never come (a node such as anvil or geth queues them without a word).
         That is left behind when a send was recorded with the nonce after one that the node then refused, and
         the process died before signing it again (``send_recorded``). Unreadable bytes: False."""
+        from eth_account import Account  # ~0.5 s to import; this path is rare
+
         try:
             sender = Account.recover_transaction(bytes(raw))
             nonce = SignedTx.decode(raw, sender).nonce
