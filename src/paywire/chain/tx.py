@@ -205,6 +205,11 @@ class TxSender:
     def address(self) -> str:
         return self._address
 
+    @property
+    def private_key(self) -> bytes:
+        """The 32-byte key (batch-settlement's receiver authorizer signs with the fleet's named key)."""
+        return bytes(self._key.secret)
+
     def __repr__(self) -> str:
         return f"TxSender({self.address})"
 

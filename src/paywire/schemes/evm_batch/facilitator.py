@@ -38,8 +38,8 @@ def _authorizer_of(net: EvmNetwork) -> LocalSigner | None:
     named = net.named
     if named is None:
         return None
-    key = getattr(getattr(named, "_account", None), "key", None)
-    return LocalSigner(bytes(key)) if key is not None else None
+    key = getattr(named, "private_key", None)  # a TxSender's; another sender kind may keep its key elsewhere
+    return LocalSigner(bytes(key)) if isinstance(key, bytes) else None
 
 
 class BatchEvmFacilitator:
