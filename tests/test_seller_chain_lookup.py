@@ -279,3 +279,15 @@ async def test_the_official_facilitator_s_failed_resend_is_never_taken_for_not_p
         assert again.json()["item"] == "cheap" and again.json()["run"] == 1
         assert decode_payment_response(again.headers["payment-response"]).transaction.lower() == tx.lower()
         assert row.state == "served", row
+
+
+async def test_a_bad_chains_value_given_to_the_flow_stops_it_at_startup(env) -> None:
+    """A PaymentFlow built by hand (no SellerConfig check) refuses a bad ``chains`` at startup, not on the first
+    reconciliation."""
+    import dataclasses
+
+    async with shop_of(env, "checked") as shop:
+        bad = dataclasses.replace(shop.middleware.flow, chains={"base": "https://rpc.example"},
+                                  store="sqlite:///:memory:")
+        with pytest.raises(ConfigError, match="CAIP-2"):
+            await bad.startup()

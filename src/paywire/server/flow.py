@@ -365,6 +365,7 @@ class PaymentFlow:
         async with self._lock:
             if self._started:
                 return
+            self._readers()  # a bad ``chains`` value raises ConfigError now, not on the first reconciliation
             if isinstance(self.store, PaymentStore):
                 self._store = self.store
                 await self._store.migrate()
