@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
-from eth_keys.datatypes import PrivateKey
-
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_DERIVATION_PATH = "m/44'/60'/0'/0/"
 
@@ -16,6 +13,10 @@ __all__ = ["DEFAULT_DERIVATION_PATH", "DEFAULT_MNEMONIC", "address_of", "dev_key
 
 @lru_cache(maxsize=8)
 def _dev_keys(mnemonic: str, count: int, path: str) -> tuple[bytes, ...]:
+    # imported here: eth_account takes ~0.4 s to import (py_ecc builds BLS12-381 tables), which a process that
+    # only imports this module (a facilitator with its own keys) should not pay
+    from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+
     seed = seed_from_mnemonic(mnemonic, "")
     return tuple(bytes(key_from_seed(seed, f"{path}{i}")) for i in range(count))
 
@@ -31,4 +32,6 @@ def dev_keys(
 
 def address_of(private_key: bytes) -> str:
     """Checksummed address of a 32-byte private key."""
-    return str(PrivateKey(private_key).public_key.to_checksum_address())
+    from paywire.evm.crypto import address_of_key, to_checksum
+
+    return to_checksum(address_of_key(private_key))

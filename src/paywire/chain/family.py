@@ -124,11 +124,14 @@ def _transport(url: str, timeout: float, connections: int | None) -> Transport:
 
 def _evm_network(n: NetworkConfig, chain: RpcChain, config: FacilitatorConfig) -> EvmNetwork:
     """The rail configuration of one network: its chain and the keys that pay gas."""
-    from paywire.chain.devkeys import dev_keys
     from paywire.chain.rail import EvmNetwork
     from paywire.chain.tx import TxSender
 
-    keys: list[bytes | str] = list(n.keys) or ([dev_keys(2)[1]] if n.rpc in LOCAL_CHAINS else [])
+    keys: list[bytes | str] = list(n.keys)
+    if not keys and n.rpc in LOCAL_CHAINS:
+        from paywire.chain.devkeys import dev_keys
+
+        keys = [dev_keys(2)[1]]
     cap = int(n.max_fee_gwei * 10**9) if n.max_fee_gwei is not None else None
     senders = [TxSender(chain, k, max_fee_cap=cap) for k in keys]
     named = None
