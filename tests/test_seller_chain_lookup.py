@@ -24,7 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from paywire.chain import EmbeddedChain, RpcChain
+from paywire.chain.permit2 import approve_permit2, permit2_code
 from paywire.chain.server import make_app
+from paywire.devnet import setup_devnet
 from paywire.errors import ConfigError
 from paywire.evm.crypto import address_bytes
 from paywire.evm.eip712 import domain_separator, transfer_authorization_digest
@@ -33,11 +36,13 @@ from paywire.facilitator.app import create_app
 from paywire.schemes.evm_exact.payload import Eip3009Authorization, ExactEvmPayload
 from paywire.server.chains import ChainReaders, chains_problem
 from paywire.server.config import SellerConfig
+from paywire.server.core import PaidRoute
+from paywire.server.pricing import Offer
 from paywire.serving import serve_asgi
 from paywire.x402.codec import decode_payment_response, encode_payment_payload
 from paywire.x402.models import PaymentPayload, PaymentRequirements
 from paywire.x402.networks import evm_chain_id
-from tests.helpers import close_devnet, full_facilitator, new_devnet
+from tests.helpers import close_devnet, full_facilitator
 from tests.test_seller_common import CHEAP, Shop, open_shop
 from tests.test_seller_faults import Flaky, record, wait_for_balance
 
@@ -47,7 +52,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory):
     """(devnet, the flaky front's URL and control, the chain's JSON-RPC URL, a temp dir)."""
-    net = await new_devnet("embedded")
+    # Permit2 and its x402 proxies deployed, the payer's token approved to Permit2 (for the Permit2 case)
+    net = await setup_devnet(RpcChain(EmbeddedChain(chain_id=31337, code=permit2_code())))
+    await approve_permit2(net.chain, net.payer.private_key, net.info.token)
     tmp = tmp_path_factory.mktemp("chain-lookup")
     async with contextlib.AsyncExitStack() as stack:
         # no settlement store: a second /settle of a settled payment answers "nonce already used"
@@ -141,6 +148,30 @@ async def test_settle_before_mode_runs_the_handler_once_the_chain_shows_payment(
         ok = await shop.http.get(shop.url + "/stream", headers={"PAYMENT-SIGNATURE": header})
         assert ok.status_code == 200 and ok.text.startswith("chunk 0"), ok.text
         assert shop.counter["stream"] == 1
+
+
+@pytest.mark.parametrize("reads_chain", [True, False], ids=["with-chains", "without-chains"])
+async def test_a_forgotten_permit2_payment(env, reads_chain) -> None:
+    """``exact`` over Permit2: the chain shows the proxy call that paid ``pay_to`` (served once); without
+    ``chains``, the facilitator's refusal of the resend ("nonce used") leaves the row unresolved, not failed."""
+    net = env[0]
+    routes = [PaidRoute("GET /cheap", offers=(Offer(price=CHEAP, asset=net.asset,
+                                                    extra={"assetTransferMethod": "permit2"}),))]
+    options = {"chains": {net.info.network: net.chain}} if reads_chain else {}
+    async with shop_of(env, f"permit2-{reads_chain}", routes=routes, **options) as shop:
+        offer = await shop.challenge("/cheap")
+        assert offer.extra.get("assetTransferMethod") == "permit2"
+        payer0, payee0 = await shop.balances()
+        header, tx = await lost_settlement(shop, env[1], "/cheap")
+        again = await shop.http.get(shop.url + "/cheap", headers={"PAYMENT-SIGNATURE": header})
+        assert await shop.balances() == (payer0 - CHEAP, payee0 + CHEAP), "paid once"
+        row = await record(shop, "/cheap")
+        if not reads_chain:
+            assert again.status_code == 503 and b"cheap" not in again.content, again.text
+            assert row.state == "unresolved", row
+            return
+        assert again.status_code == 200, again.text
+        assert again.json()["run"] == 1 and row.state == "served" and row.tx == tx, row
 
 
 async def signed_with_nonce(offer: PaymentRequirements, signer: LocalSigner, nonce: bytes,

@@ -158,13 +158,14 @@ class Shop:
 
 @contextlib.asynccontextmanager
 async def open_shop(net: Devnet, store_url: str, *, facilitator_url: str | None = None,
-                    facilitator_timeout: float = 30.0, **options: Any) -> AsyncIterator[Shop]:
+                    facilitator_timeout: float = 30.0, routes: list[PaidRoute] | None = None,
+                    **options: Any) -> AsyncIterator[Shop]:
     """The shop app behind our ASGI middleware, served on 127.0.0.1, settling through an HTTP facilitator."""
     counter = Counter()
     async with contextlib.AsyncExitStack() as stack:
         if facilitator_url is None:
             facilitator_url = await stack.enter_async_context(serve_asgi(create_app(full_facilitator(net))))
-        mw = PaymentMiddleware(shop_app(counter), shop_routes(net),
+        mw = PaymentMiddleware(shop_app(counter), routes if routes is not None else shop_routes(net),
                                HttpFacilitatorClient(facilitator_url, timeout=facilitator_timeout),
                                pay_to=net.payee.address, network=net.info.network, store=store_url,
                                assets=AssetRegistry((*KNOWN_ASSETS, net.asset)), **options)

@@ -77,13 +77,19 @@ from paywire.x402.models import (
     VerifyResponse,
     requirements_v1_to_v2,
 )
-from paywire.x402.reasons import INVALID_EXACT_EVM_NONCE_ALREADY_USED, TRANSACTION_FAILED
+from paywire.x402.reasons import (
+    INVALID_EXACT_EVM_NONCE_ALREADY_USED,
+    PERMIT2_INVALID_NONCE,
+    TRANSACTION_FAILED,
+    canonical_reason,
+)
 
 log = logging.getLogger("paywire.server")
 
 UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "unexpected_settle_error"})
-AMBIGUOUS_ON_RETRY = frozenset({INVALID_EXACT_EVM_NONCE_ALREADY_USED, TRANSACTION_FAILED})
-"""Answers to a second /settle that our own first one, if it landed, would cause: never taken as "not paid"."""
+AMBIGUOUS_ON_RETRY = frozenset({INVALID_EXACT_EVM_NONCE_ALREADY_USED, PERMIT2_INVALID_NONCE, TRANSACTION_FAILED})
+"""Answers to a second /settle that our own first one, if it landed, would cause (the authorization is spent; a
+resend of it reverted): never taken as "not paid". Compared in our spelling (``canonical_reason``)."""
 """Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
 TOO_LARGE = "response_too_large_to_replay"
 ABANDONED = "abandoned: the seller stopped while the handler ran; not settled"
@@ -842,7 +848,7 @@ class PaymentFlow:
             found = await self._on_chain(payload, requirements)
             if found is not None:
                 return found
-            if reason in AMBIGUOUS_ON_RETRY:
+            if canonical_reason(reason) in AMBIGUOUS_ON_RETRY:
                 return "unresolved", res, reason
         return "failed", res, reason
 

@@ -105,6 +105,8 @@ INVALID_EXACT_EVM_PAYLOAD_AUTHORIZATION_VALUE: Final = "invalid_exact_evm_payloa
 INVALID_PERMIT2_AMOUNT: Final = "invalid_permit2_amount"
 INVALID_PERMIT2_DESTINATION: Final = "invalid_permit2_destination"
 INVALID_PERMIT2_OWNER: Final = "invalid_permit2_owner"
+PERMIT2_INVALID_NONCE: Final = "permit2_invalid_nonce"
+"""Permit2 refused the nonce: spent already (the official SDK and paywire spell it alike)."""
 
 # paywire's own
 SETTLEMENT_PENDING: Final = "settlement_pending"

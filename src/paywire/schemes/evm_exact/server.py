@@ -64,17 +64,27 @@ class ExactEvmServer:
 
     async def find_settlement(self, requirements: PaymentRequirements, payload: Mapping[str, Any],
                               chain: Chain) -> Mined | None:
-        """The transaction that used this EIP-3009 authorization (its ``AuthorizationUsed`` log in the last
-        :data:`LOOKBACK_BLOCKS` blocks), judged by its ``Transfer`` log to ``pay_to``. Permit2 payments: None."""
-        if is_permit2_payload(payload):
-            return None
+        """The transaction that spent this payment's authorization, judged by its ``Transfer`` log to
+        ``pay_to``: EIP-3009's ``AuthorizationUsed`` log, or for Permit2 the payer's ``Transfer`` whose transaction
+        sent this payment's proxy call (one made with an EIP-2612 permit beside it is not matched), in the last
+        :data:`LOOKBACK_BLOCKS` blocks."""
         from paywire.chain.rail import EvmNetwork, EvmRail
-        from paywire.schemes.evm_exact.facilitator import intent_of
-        from paywire.schemes.evm_exact.payload import ExactEvmPayload
 
+        inner = dict(payload)
         try:
-            intent = intent_of(ExactEvmPayload.from_wire(dict(payload)), requirements)
-        except (WireError, ValueError):
+            if is_permit2_payload(inner):
+                from paywire.evm.permit2 import Permit2Payload
+                from paywire.schemes.evm_permit2 import EXACT
+                from paywire.schemes.evm_permit2 import intent_of as permit2_intent
+
+                p = Permit2Payload.from_wire(inner)
+                intent = permit2_intent(EXACT, p, requirements, p.authorization.amount)
+            else:
+                from paywire.schemes.evm_exact.facilitator import intent_of
+                from paywire.schemes.evm_exact.payload import ExactEvmPayload
+
+                intent = intent_of(ExactEvmPayload.from_wire(inner), requirements)
+        except (WireError, ValueError, KeyError):
             return None
         if intent.pay_to.lower() != requirements.pay_to.lower() or intent.amount < requirements.amount:
             return None  # not an authorization for this offer: nothing it did paid this seller
