@@ -126,7 +126,12 @@ class ServerScheme(Protocol):
 
 
 class SettlementLookup(Protocol):
-    """Optional seller side: read the chain (never write) for the transaction that spent a payment."""
+    """Optional seller side: read the chain (never write) for the transaction that spent a payment.
+
+    A seller side may also list ``spent_reasons``: the settle refusals that mean "this authorization is spent".
+    Answered to a retried ``/settle``, they may be our own first settlement, so the seller never records them as
+    "not paid" (without a chain to read, the payment stays unresolved).
+    """
 
     async def find_settlement(self, requirements: PaymentRequirements, payload: Mapping[str, Any],
                               chain: Chain) -> Mined | None:

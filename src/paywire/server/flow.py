@@ -77,19 +77,11 @@ from paywire.x402.models import (
     VerifyResponse,
     requirements_v1_to_v2,
 )
-from paywire.x402.reasons import (
-    INVALID_EXACT_EVM_NONCE_ALREADY_USED,
-    PERMIT2_INVALID_NONCE,
-    TRANSACTION_FAILED,
-    canonical_reason,
-)
+from paywire.x402.reasons import TRANSACTION_FAILED, canonical_reason
 
 log = logging.getLogger("paywire.server")
 
 UNRESOLVED_REASONS = frozenset({"settlement_unresolved", "settlement_pending", "unexpected_settle_error"})
-AMBIGUOUS_ON_RETRY = frozenset({INVALID_EXACT_EVM_NONCE_ALREADY_USED, PERMIT2_INVALID_NONCE, TRANSACTION_FAILED})
-"""Answers to a second /settle that our own first one, if it landed, would cause (the authorization is spent; a
-resend of it reverted): never taken as "not paid". Compared in our spelling (``canonical_reason``)."""
 """Settle answers that do not say whether money moved: never served, never called failed; reconciled later."""
 TOO_LARGE = "response_too_large_to_replay"
 ABANDONED = "abandoned: the seller stopped while the handler ran; not settled"
@@ -268,6 +260,16 @@ def _replacer(cls: type[_P]) -> Callable[..., _P]:
 
 _PAYLOAD_REPLACE: Final = _replacer(PaymentPayload)
 _PROCEED_REPLACE: Final = _replacer(Proceed)
+
+
+def _doubtful_on_retry(offer: PaymentRequirements, reason: str) -> bool:
+    """An answer to a second /settle that our own first one, had it landed, would cause: a resend that reverted
+    (``transaction_failed``), or what the offer's scheme lists as "authorization spent" (``spent_reasons``).
+    Never taken as "not paid". Compared in our spelling (``canonical_reason``)."""
+    reason = canonical_reason(reason)
+    if reason == TRANSACTION_FAILED:
+        return True
+    return reason in getattr(default_registry.server(offer.scheme, offer.network), "spent_reasons", ())
 
 
 def _payload_of(rec: PaymentRecord) -> tuple[PaymentPayload | PaymentPayloadV1,
@@ -845,21 +847,20 @@ class PaymentFlow:
             # our earlier /settle may have landed, and a facilitator that keeps no record of it fails this one
             # ("already used", or a reverted resend: the official SDK's "transaction_failed"; later on, expired
             # or an emptied balance): the chain tells, when we can read it
-            found = await self._on_chain(payload, requirements)
+            offer = requirements_v1_to_v2(requirements)[0] if isinstance(requirements, PaymentRequirementsV1) \
+                else requirements
+            found = await self._on_chain(payload, offer, reason)
             if found is not None:
                 return found
-            if canonical_reason(reason) in AMBIGUOUS_ON_RETRY:
+            if _doubtful_on_retry(offer, reason):
                 return "unresolved", res, reason
         return "failed", res, reason
 
-    async def _on_chain(self, payload: PaymentPayload | PaymentPayloadV1,
-                        requirements: PaymentRequirements | PaymentRequirementsV1,
-                        ) -> tuple[str, SettleResponse | None, str] | None:
-        """What the chain says about a payment its facilitator calls spent: settled (it paid ``pay_to``),
-        failed (spent by a transaction that did not), or None (no chain for the network, nothing found yet, not
-        confirmed, or the scheme cannot tell)."""
-        offer = requirements_v1_to_v2(requirements)[0] if isinstance(requirements, PaymentRequirementsV1) \
-            else requirements
+    async def _on_chain(self, payload: PaymentPayload | PaymentPayloadV1, offer: PaymentRequirements,
+                        reason: str) -> tuple[str, SettleResponse | None, str] | None:
+        """What the chain says about a payment whose retried settlement failed with ``reason``: settled (it paid
+        ``pay_to``), failed (spent by a transaction that did not), or None (no chain for the network, nothing
+        found yet, not confirmed, or the scheme cannot tell)."""
         chain = self._readers().get(offer.network)
         finder = getattr(default_registry.server(offer.scheme, offer.network), "find_settlement", None)
         if chain is None or finder is None:
@@ -875,8 +876,8 @@ class PaymentFlow:
         if mined.paid:
             return "settled", SettleResponse(True, mined.hash, offer.network), ""
         detail = f"the authorization was spent by {mined.hash}, which did not pay {offer.pay_to}"
-        return "failed", SettleResponse(False, mined.hash, offer.network, error_reason=INVALID_EXACT_EVM_NONCE_ALREADY_USED,
-                                        error_message=detail), INVALID_EXACT_EVM_NONCE_ALREADY_USED
+        return "failed", SettleResponse(False, mined.hash, offer.network, error_reason=reason,
+                                        error_message=detail), reason
 
     async def _settle_and_record(self, p: Proceed | None, req: RequestInfo | None, rec: PaymentRecord, owner: str,
                                  payload: PaymentPayload | PaymentPayloadV1,

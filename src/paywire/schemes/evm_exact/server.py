@@ -14,6 +14,7 @@ from paywire.money import amount_of, is_money, parse_money, to_atomic
 from paywire.schemes.evm_exact.identity import authorization_key_and_payer, payer_of
 from paywire.schemes.registry import OfferSpec
 from paywire.x402.models import PaymentRequirements
+from paywire.x402.reasons import INVALID_EXACT_EVM_NONCE_ALREADY_USED, PERMIT2_INVALID_NONCE
 
 if TYPE_CHECKING:
     from paywire.chain.base import Chain
@@ -29,6 +30,8 @@ class ExactEvmServer:
 
     scheme = "exact"
     network_pattern = "eip155:*"
+    spent_reasons = frozenset({INVALID_EXACT_EVM_NONCE_ALREADY_USED, PERMIT2_INVALID_NONCE})
+    """Settle refusals that mean "this authorization is spent" (see ``SettlementLookup``)."""
 
     def offer(self, spec: OfferSpec) -> tuple[PaymentRequirements, int]:
         asset = spec.assets.resolve(spec.network, spec.asset, money=is_money(spec.price), price=spec.price)
