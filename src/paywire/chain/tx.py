@@ -25,7 +25,7 @@ from eth_utils.crypto import keccak
 from paywire.chain.base import Chain, Receipt
 from paywire.chain.rpc import RpcError
 from paywire.errors import ChainError, ChainRevert
-from paywire.evm.crypto import address_bytes, keccak256, to_checksum
+from paywire.evm.crypto import address_bytes, address_of_key, keccak256, to_checksum
 
 __all__ = [
     "FeeCapExceeded",
@@ -186,7 +186,7 @@ class TxSender:
         if len(key) != 32:
             raise ValueError(f"a private key is 32 bytes, got {len(key)}")
         self._key = coincurve.PrivateKey(key)  # raises ValueError when out of the curve's range
-        self._address = to_checksum(keccak256(self._key.public_key.format(False)[1:])[12:])
+        self._address = to_checksum(address_of_key(key))
         self.max_fee_cap = max_fee_cap
         self.gas_margin = gas_margin
         self.nonce_retries = nonce_retries
